@@ -1,0 +1,219 @@
+//! `/v2/members`: list, add, update peer URLs, remove — as etcd 3.4 answers them. Changes go
+//! through Raft conf changes; the answer is sent once the change is applied here.
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::{json, read_body, Body, Ctx};
+use crate::cluster::{id_hex, member_id, Member};
+use crate::raft::Inbox;
+use crate::sm::ConfContext;
+
+/// A member as etcd's JSON shows it.
+pub fn member_json(m: &Member) -> serde_json::Value {
+    serde_json::json!({
+        "id": id_hex(m.id),
+        "name": m.name,
+        "peerURLs": m.peer_urls,
+        "clientURLs": m.client_urls,
+    })
+}
+
+fn message(status: StatusCode, msg: &str) -> Response<Body> {
+    json(status, serde_json::json!({ "message": msg }).to_string())
+}
+
+#[derive(Deserialize)]
+struct MemberBody {
+    #[serde(rename = "peerURLs", default)]
+    peer_urls: Vec<String>,
+}
+
+/// Handle `/v2/members[/...]`.
+pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix("/v2/members").unwrap_or("").trim_start_matches('/').to_string();
+    let method = req.method().clone();
+    match (method, rest.as_str()) {
+        (Method::GET, "") => {
+            let sm = ctx.shared.sm.lock().expect("sm lock");
+            let list: Vec<_> = sm.meta.members.members.values().map(member_json).collect();
+            json(StatusCode::OK, format!("{}\n", serde_json::json!({ "members": list })))
+        }
+        (Method::GET, "leader") => {
+            let leader = ctx.shared.status().leader;
+            let sm = ctx.shared.sm.lock().expect("sm lock");
+            match sm.meta.members.members.get(&leader) {
+                Some(m) if leader != 0 => json(StatusCode::OK, format!("{}\n", member_json(m))),
+                _ => message(StatusCode::SERVICE_UNAVAILABLE, "During election"),
+            }
+        }
+        (Method::POST, _) => {
+            let urls = match parse_body(req).await {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            add(ctx, urls).await
+        }
+        (Method::PUT, id) => {
+            let id_text = id.to_string();
+            let Some(id) = parse_id(&id_text).filter(|id| ctx.shared.sm.lock().expect("sm").meta.members.members.contains_key(id))
+            else {
+                // Body errors come first in etcd only for known ids; unknown ids are 404.
+                return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
+            };
+            let urls = match parse_body(req).await {
+                Ok(u) => u,
+                Err(r) => return r,
+            };
+            update(ctx, id, urls).await
+        }
+        (Method::DELETE, id) if !id.is_empty() => remove(ctx, id).await,
+        _ => {
+            let mut r = super::text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            r.headers_mut().insert("Allow", "GET,POST,DELETE,PUT".parse().expect("header"));
+            r
+        }
+    }
+}
+
+fn parse_id(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 16).ok()
+}
+
+async fn parse_body(req: Request<Incoming>) -> Result<Vec<String>, Response<Body>> {
+    let ct = req.headers().get("Content-Type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    if ct != "application/json" {
+        return Err(message(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("Bad Content-Type {ct}, accept application/json"),
+        ));
+    }
+    let body = read_body(req.into_body()).await?;
+    let parsed: MemberBody = serde_json::from_slice(&body)
+        .map_err(|e| message(StatusCode::BAD_REQUEST, &crate::api::keys_http::go_json_error(&body, &e)))?;
+    if parsed.peer_urls.is_empty() {
+        return Err(message(StatusCode::BAD_REQUEST, "no valid URLs given"));
+    }
+    let mut out = Vec::new();
+    for u in &parsed.peer_urls {
+        match url::Url::parse(u) {
+            Ok(p) if ["http", "https", "unix", "unixs"].contains(&p.scheme()) => out.push(crate::cluster::url_string(&p)),
+            _ => {
+                return Err(message(
+                    StatusCode::BAD_REQUEST,
+                    &format!("URL scheme must be http, https, unix, or unixs: {u}"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn url_in_use(ctx: &Ctx, urls: &[String], except: Option<u64>) -> bool {
+    let sm = ctx.shared.sm.lock().expect("sm lock");
+    sm.meta.members.members.values().any(|m| Some(m.id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
+}
+
+/// etcd's strict reconfiguration check: adding a voter must not leave the cluster without a
+/// quorum of started members, and every current voter must have been reachable for a while.
+fn ready_to_add(ctx: &Ctx) -> bool {
+    if !ctx.strict_reconfig_check {
+        return true;
+    }
+    let sm = ctx.shared.sm.lock().expect("sm lock");
+    let members = &sm.meta.members.members;
+    let started = members.values().filter(|m| !m.name.is_empty()).count();
+    let after = members.len() + 1;
+    started >= after / 2 + 1 && started == members.len()
+}
+
+async fn conf_change(ctx: &Ctx, kind: ConfChangeType, member: Member, update: bool) -> Result<(), Response<Body>> {
+    let id = ctx.shared.rng.next_u64() | 1;
+    let context = serde_json::to_vec(&ConfContext { id, member: member.clone(), update }).expect("context serialises");
+    let mut single = ConfChangeSingle::default();
+    single.set_change_type(kind);
+    single.node_id = member.id;
+    let mut cc = ConfChangeV2::default();
+    cc.mut_changes().push(single);
+    cc.context = context.clone().into();
+    let (tx, rx) = oneshot::channel();
+    ctx.shared.waiters.lock().expect("waiters").insert(id, tx);
+    let deadline = tokio::time::Instant::now() + ctx.request_timeout;
+    let result = async {
+        let mut rx = rx;
+        loop {
+            let (atx, arx) = oneshot::channel();
+            if ctx.shared.inbox.send(Inbox::ConfChange { cc: cc.clone(), context: context.clone(), accepted: atx }).is_err() {
+                return Err(());
+            }
+            if arx.await.unwrap_or(false) {
+                return crate::rt::timeout_at(deadline, &mut rx).await.map_err(|_| ()).and_then(|r| r.map(|_| ()).map_err(|_| ()));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    .await;
+    ctx.shared.waiters.lock().expect("waiters").remove(&id);
+    result.map_err(|_| {
+        json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"message": "etcdserver: request timed out"}).to_string(),
+        )
+    })
+}
+
+async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
+    if !ready_to_add(ctx) {
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    }
+    if url_in_use(ctx, &urls, None) {
+        return message(StatusCode::CONFLICT, "membership: peerURL exists");
+    }
+    let salt = ctx.shared.rng.next_u64();
+    let id = member_id(&urls, &ctx.token, Some(salt));
+    let member = Member { id, name: String::new(), peer_urls: urls, client_urls: vec![] };
+    if let Err(r) = conf_change(ctx, ConfChangeType::AddNode, member.clone(), false).await {
+        return r;
+    }
+    json(StatusCode::CREATED, format!("{}\n", member_json(&member)))
+}
+
+async fn update(ctx: &Ctx, id: u64, urls: Vec<String>) -> Response<Body> {
+    if url_in_use(ctx, &urls, Some(id)) {
+        return message(StatusCode::CONFLICT, "membership: peerURL exists");
+    }
+    let member = Member { id, name: String::new(), peer_urls: urls, client_urls: vec![] };
+    match conf_change(ctx, ConfChangeType::AddNode, member, true).await {
+        Ok(()) => Response::builder().status(StatusCode::NO_CONTENT).body(super::full("")).expect("response"),
+        Err(r) => r,
+    }
+}
+
+async fn remove(ctx: &Ctx, id_text: &str) -> Response<Body> {
+    let Some(id) = parse_id(id_text) else {
+        return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
+    };
+    let (known, removed) = {
+        let sm = ctx.shared.sm.lock().expect("sm lock");
+        (sm.meta.members.members.get(&id).cloned(), sm.meta.members.removed.contains(&id))
+    };
+    let Some(member) = known else {
+        if removed {
+            return message(StatusCode::GONE, &format!("Member permanently removed: {id_text}"));
+        }
+        return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
+    };
+    match conf_change(ctx, ConfChangeType::RemoveNode, member, false).await {
+        Ok(()) => Response::builder().status(StatusCode::NO_CONTENT).body(super::full("")).expect("response"),
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,143 @@
+//! The client HTTP API: etcd's v2 endpoints over hyper 1.
+//!
+//! Connections are accepted in our own loop (axum's `serve` and hyper-util's timer reach for
+//! the real tokio runtime, which the simulator does not have), each served by hyper's http1
+//! connection with our [`crate::rt::HyperTimer`] and a [`crate::rt::FlushFilter`]ed stream.
+
+pub mod keys;
+mod keys_http;
+mod members;
+mod misc;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use tokio::net::TcpListener;
+
+use crate::raft::Shared;
+use crate::rt::{self, FlushFilter, HyperTimer};
+
+/// Response body: a whole buffer or a stream (watches).
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted (etcd's v2 limit on a value is 1.5 MiB; leave headroom).
+pub const REQUEST_BYTES_MAX: usize = 4 << 20;
+
+/// What handlers need to know about this member.
+pub struct Ctx {
+    /// Raft and the state machine.
+    pub shared: Arc<Shared>,
+    /// Member name.
+    pub name: String,
+    /// Advertised client URLs.
+    pub client_urls: Vec<String>,
+    /// Advertised peer URLs.
+    pub peer_urls: Vec<String>,
+    /// When the member started (ms, its clock).
+    pub start_ms: u64,
+    /// How long a write or quorum read may wait for consensus (etcd: 5 s + 2 × election).
+    pub request_timeout: Duration,
+    /// How long one ReadIndex attempt waits before it is retried.
+    pub read_retry: Duration,
+    /// Whether runtime reconfiguration is checked for quorum (etcd's --strict-reconfig-check).
+    pub strict_reconfig_check: bool,
+    /// The cluster token (for member ids of runtime-added members).
+    pub token: String,
+}
+
+/// A whole-buffer body.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+/// A response with a body and a content type.
+pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(full(body))
+        .expect("valid response")
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    respond(status, "application/json", body)
+}
+
+/// Go's `http.Error`: plain text with a newline.
+pub fn text_error(status: StatusCode, msg: &str) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", format!("{msg}\n"))
+}
+
+/// Accept client connections on `listener` for ever.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "client accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        rt::tune_stream(&stream);
+        let ctx = Arc::clone(&ctx);
+        rt::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(FlushFilter::new(stream));
+            let svc = hyper::service::service_fn(move |req| {
+                let ctx = Arc::clone(&ctx);
+                async move { Ok::<_, Infallible>(route(ctx, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(HyperTimer)
+                .keep_alive(true)
+                .serve_connection(io, svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "client connection ended");
+            }
+        });
+    }
+}
+
+/// Read a request body, bounded.
+pub async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, REQUEST_BYTES_MAX).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body: {e}"))),
+    }
+}
+
+async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let mut resp = if path == "/v2/keys" || path.starts_with("/v2/keys/") {
+        keys_http::handle(&ctx, req).await
+    } else if path == "/v2/members" || path.starts_with("/v2/members/") {
+        members::handle(&ctx, req).await
+    } else {
+        misc::handle(&ctx, req).await
+    };
+    let h = resp.headers_mut();
+    h.insert("Access-Control-Allow-Origin", hyper::header::HeaderValue::from_static("*"));
+    h.insert("Access-Control-Allow-Methods", hyper::header::HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"));
+    h.insert(
+        "Access-Control-Allow-Headers",
+        hyper::header::HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    resp
+}
+
+/// Set X-Etcd-Cluster-Id, X-Raft-Index and X-Raft-Term as etcd does on keys responses.
+pub fn raft_headers(ctx: &Ctx, resp: &mut Response<Body>) {
+    let st = ctx.shared.status();
+    let cid = ctx.shared.cluster_id();
+    let h = resp.headers_mut();
+    h.insert("X-Etcd-Cluster-Id", crate::cluster::id_hex(cid).parse().expect("hex header"));
+    h.insert("X-Raft-Index", st.commit.to_string().parse().expect("number header"));
+    h.insert("X-Raft-Term", st.term.to_string().parse().expect("number header"));
+}

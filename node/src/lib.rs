@@ -1,0 +1,20 @@
+//! detcd: an etcd-v2-compatible, Raft-replicated key-value node.
+//!
+//! The same source builds for real tokio (the `detcd` binary) and, with `--cfg madsim`, for
+//! the deterministic simulator (`detcd-sim`). See ARCHITECTURE.md for the code map and the
+//! invariants; [`rt`] is the one runtime seam.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod cluster;
+pub mod config;
+pub mod logging;
+pub mod raft;
+pub mod rt;
+pub mod server;
+pub mod sm;
+pub mod storage;
+pub mod store;
+pub mod transport;
+
+pub use server::{run, Env, NodeError};

@@ -1,0 +1,223 @@
+//! The Raft side of a member: the task that owns raft-rs's `RawNode`, the WAL and the state
+//! machine, and runs the Ready loop (see [`ready`]). Everything else talks to it through
+//! [`Shared`] and its inbox.
+
+pub mod logger;
+pub mod ready;
+pub mod storage;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use raft::eraftpb::{ConfChangeV2, Message};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::rt::{Clock, NodeRng};
+use crate::sm::{Outcome, StateMachine};
+
+/// What the rest of the node asks of the Raft task.
+pub enum Inbox {
+    /// Propose an encoded [`crate::sm::Proposal`]; `accepted` says whether raft took it
+    /// (it refuses while there is no leader).
+    Propose {
+        /// Encoded proposal.
+        data: Vec<u8>,
+        /// Whether raft accepted it.
+        accepted: oneshot::Sender<bool>,
+    },
+    /// Propose a membership change; the context is an encoded [`crate::sm::ConfContext`].
+    ConfChange {
+        /// The change.
+        cc: ConfChangeV2,
+        /// Encoded context.
+        context: Vec<u8>,
+        /// Whether raft accepted it.
+        accepted: oneshot::Sender<bool>,
+    },
+    /// Ask for a read index (linearizable read barrier).
+    ReadIndex {
+        /// Receives the index once the leader confirmed it.
+        done: oneshot::Sender<u64>,
+    },
+    /// A message from a peer.
+    Peer(Box<Message>),
+    /// A peer could not be reached.
+    Unreachable(u64),
+    /// A snapshot to a peer finished (true) or failed.
+    SnapshotSent(u64, bool),
+}
+
+/// The result of a proposal, handed to the request that proposed it.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// What applying produced.
+    pub outcome: Outcome,
+    /// Raft index of the entry.
+    pub index: u64,
+    /// Raft term of the entry.
+    pub term: u64,
+}
+
+/// Raft's state as the API shows it (headers, stats, members/leader).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// Current leader id (0 = none known).
+    pub leader: u64,
+    /// Current term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// Whether this member is the leader.
+    pub is_leader: bool,
+    /// Leader changes observed (for stats and reports).
+    pub leader_changes: u64,
+    /// Wall time (ms, this member's clock) when it became leader.
+    pub leader_since_ms: u64,
+}
+
+/// Counters a report reads: what the member did.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Raft messages sent to peers.
+    pub msgs_sent: AtomicU64,
+    /// Bytes of Raft messages sent.
+    pub bytes_sent: AtomicU64,
+    /// Raft messages received.
+    pub msgs_recv: AtomicU64,
+    /// fsyncs of the WAL.
+    pub fsyncs: AtomicU64,
+    /// Entries appended to the WAL.
+    pub entries_persisted: AtomicU64,
+    /// Proposals made by this member.
+    pub proposals: AtomicU64,
+    /// Snapshots taken.
+    pub snapshots: AtomicU64,
+}
+
+impl Counters {
+    /// Add to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// State shared between the Raft task and request handlers.
+pub struct Shared {
+    /// This member's id.
+    pub id: u64,
+    /// The state machine (store + metadata).
+    pub sm: Mutex<StateMachine>,
+    /// Raft status.
+    pub status: Mutex<Status>,
+    /// Waiters for proposals by request id.
+    pub waiters: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
+    /// The applied index, for read-index waiters.
+    pub applied: watch::Sender<u64>,
+    /// The leader id, for requests that wait for a leader.
+    pub leader: watch::Sender<u64>,
+    /// The Raft task's inbox.
+    pub inbox: mpsc::UnboundedSender<Inbox>,
+    /// This member's clock.
+    pub clock: Clock,
+    /// This member's rng.
+    pub rng: NodeRng,
+    /// Counters.
+    pub counters: Counters,
+    /// Set when the member was removed from the cluster or hit a fatal error.
+    pub stopped: watch::Sender<Option<String>>,
+}
+
+impl Shared {
+    /// A snapshot of the Raft status.
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// The cluster id.
+    pub fn cluster_id(&self) -> u64 {
+        self.sm.lock().expect("sm lock").meta.cluster_id
+    }
+}
+
+/// Why a proposal or a linearizable read did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitError {
+    /// No leader confirmed it before the deadline (etcd: "etcdserver: request timed out").
+    Timeout,
+    /// The member is stopping.
+    Stopped,
+}
+
+impl Shared {
+    /// Propose `op` and wait until it is applied here. While there is no leader, or when the
+    /// leader changes under it, the same request (same id) is proposed again: the state
+    /// machine's dedup table makes sure it applies once.
+    pub async fn propose(&self, op: crate::sm::Op, timeout: std::time::Duration) -> Result<Applied, WaitError> {
+        let id = self.rng.next_u64() | 1;
+        let (tx, mut rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters lock").insert(id, tx);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = async {
+            loop {
+                let is_leader = self.status().is_leader;
+                let p = crate::sm::Proposal { id, time_ms: if is_leader { self.clock.wall_ms() } else { 0 }, op: op.clone() };
+                let data = serde_json::to_vec(&p).expect("proposal serialises");
+                let mut leader = self.leader.subscribe();
+                let (atx, arx) = oneshot::channel();
+                self.inbox.send(Inbox::Propose { data, accepted: atx }).map_err(|_| WaitError::Stopped)?;
+                let accepted = arx.await.map_err(|_| WaitError::Stopped)?;
+                if !accepted {
+                    // No leader: wait for one (or a short while), then propose again.
+                    tokio::select! {
+                        _ = leader.changed() => {}
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                        _ = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout),
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    r = &mut rx => return r.map_err(|_| WaitError::Stopped),
+                    _ = leader.changed() => {
+                        // The entry may have been lost with the old leader: propose it again.
+                        if tokio::time::Instant::now() >= deadline { return Err(WaitError::Timeout) }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        if let Ok(r) = rx.try_recv() { return Ok(r) }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout),
+                }
+            }
+        }
+        .await;
+        self.waiters.lock().expect("waiters lock").remove(&id);
+        result
+    }
+
+    /// Wait until this member has applied everything the leader had committed when the call
+    /// began (Raft's ReadIndex): a read served after this is linearizable.
+    pub async fn read_barrier(&self, timeout: std::time::Duration, retry: std::time::Duration) -> Result<(), WaitError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.inbox.send(Inbox::ReadIndex { done: tx }).map_err(|_| WaitError::Stopped)?;
+            let attempt_end = (tokio::time::Instant::now() + retry).min(deadline);
+            match crate::rt::timeout_at(attempt_end, rx).await {
+                Ok(Ok(index)) => {
+                    let mut applied = self.applied.subscribe();
+                    return crate::rt::timeout_at(deadline, applied.wait_for(|a| *a >= index))
+                        .await
+                        .map_err(|_| WaitError::Timeout)?
+                        .map(|_| ())
+                        .map_err(|_| WaitError::Stopped);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(WaitError::Timeout);
+                    }
+                }
+            }
+        }
+    }
+}

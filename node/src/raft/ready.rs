@@ -1,0 +1,436 @@
+//! The Ready loop: the one task that drives raft-rs.
+//!
+//! raft-rs is sans-IO: time enters by `tick()`, messages by `step()`, and everything it wants
+//! done leaves in a `Ready`. Each Ready is handled by these duties, in this order:
+//!
+//! 1. [`RaftLoop::send`] the leader's messages (appends, heartbeats) at once: a leader may send
+//!    entries to followers while it persists them itself.
+//! 2. [`RaftLoop::install_snapshot`]: a snapshot from the leader is written to disk, then to
+//!    raft's storage, then restores the state machine.
+//! 3. [`RaftLoop::apply`] committed entries, in log order, exactly once each.
+//! 4. [`RaftLoop::persist`] new entries and the hard state to the WAL with **one fsync** (group
+//!    commit), and only then to raft's in-memory log.
+//! 5. [`RaftLoop::send`] the persisted messages (votes, append acks): they promise that
+//!    something is on disk, so they never leave before step 4.
+//! 6. advance, then send and apply what the light ready adds.
+//!
+//! Invariants checked here: applied ≤ committed; entries apply in strictly increasing index
+//! order; term and vote never go back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use tokio::sync::{mpsc, oneshot};
+
+use super::storage::NodeStorage;
+use super::{Applied, Counters, Inbox, Shared};
+use crate::cluster::Member;
+use crate::sm::{ConfContext, Op, Outcome, Proposal, StateMachine};
+use crate::storage::snap::SnapDir;
+use crate::storage::wal::Wal;
+use crate::transport::Transport;
+
+/// Tuning of the loop.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Time per Raft tick (the heartbeat interval).
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: usize,
+    /// Take a snapshot every this many applied entries.
+    pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot for slow followers.
+    pub catchup_entries: u64,
+    /// Snapshot files kept.
+    pub max_snapshots: usize,
+    /// WAL segments kept.
+    pub max_wals: usize,
+    /// How often the leader proposes a SYNC (TTL expiry, log clock).
+    pub sync_interval: Duration,
+}
+
+/// Inbox messages handled per loop turn before the Ready is processed: bounds latency while
+/// still batching many proposals into one fsync.
+const INBOX_BATCH_MAX: usize = 4096;
+
+/// The Raft task's state.
+pub struct RaftLoop {
+    /// raft-rs.
+    pub raw: RawNode<NodeStorage>,
+    /// raft-rs's storage.
+    pub storage: NodeStorage,
+    /// The WAL.
+    pub wal: Wal,
+    /// The disk under the WAL (for its fsync latency).
+    pub disk: Arc<dyn crate::storage::Disk>,
+    /// Snapshot files.
+    pub snaps: SnapDir,
+    /// Shared with handlers.
+    pub shared: Arc<Shared>,
+    /// Peer messages out.
+    pub transport: Arc<Transport>,
+    /// The inbox.
+    pub inbox: mpsc::UnboundedReceiver<Inbox>,
+    /// Tuning.
+    pub cfg: LoopConfig,
+    /// Index of the newest snapshot.
+    pub snap_index: u64,
+    /// Read-index requests by context.
+    pub reads: HashMap<Vec<u8>, oneshot::Sender<u64>>,
+    /// Next read-index context.
+    pub read_seq: u64,
+    /// Last applied index.
+    pub applied: u64,
+    /// Last hard state seen (for the never-go-back assertions).
+    pub last_hs: HardState,
+}
+
+impl RaftLoop {
+    /// Run until the member is stopped.
+    pub async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.cfg.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync = tokio::time::interval(self.cfg.sync_interval);
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.fix_election_timeout();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                }
+                _ = sync.tick() => {
+                    self.propose_sync();
+                }
+                msg = self.inbox.recv() => {
+                    let Some(msg) = msg else { return };
+                    self.handle(msg);
+                    for _ in 0..INBOX_BATCH_MAX {
+                        match self.inbox.try_recv() {
+                            Ok(m) => self.handle(m),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            self.fix_election_timeout();
+            if let Err(e) = self.on_ready().await {
+                tracing::error!(error = %e, "raft: fatal storage error; stopping this member");
+                let _ = self.shared.stopped.send(Some(format!("storage error: {e}")));
+                return;
+            }
+            if self.shared.stopped.borrow().is_some() {
+                return;
+            }
+        }
+    }
+
+    /// raft-rs draws its randomized election timeout from the OS rng, which no simulator can
+    /// seed. Whenever the election timer restarted, draw it again from the member's rng.
+    fn fix_election_timeout(&mut self) {
+        if self.raw.raft.election_elapsed == 0 {
+            let lo = self.cfg.election_ticks as u64;
+            let t = self.shared.rng.range(lo, 2 * lo) as usize;
+            self.raw.raft.set_randomized_election_timeout(t);
+        }
+    }
+
+    fn handle(&mut self, msg: Inbox) {
+        match msg {
+            Inbox::Propose { data, accepted } => {
+                Counters::add(&self.shared.counters.proposals, 1);
+                let ok = self.raw.propose(vec![], data).is_ok();
+                let _ = accepted.send(ok);
+            }
+            Inbox::ConfChange { cc, context, accepted } => {
+                let ok = self.raw.propose_conf_change(context, cc).is_ok();
+                let _ = accepted.send(ok);
+            }
+            Inbox::ReadIndex { done } => {
+                self.read_seq += 1;
+                let ctx = self.read_seq.to_le_bytes().to_vec();
+                self.reads.insert(ctx.clone(), done);
+                self.raw.read_index(ctx);
+            }
+            Inbox::Peer(m) => {
+                Counters::add(&self.shared.counters.msgs_recv, 1);
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft: step failed");
+                }
+            }
+            Inbox::Unreachable(id) => self.raw.report_unreachable(id),
+            Inbox::SnapshotSent(id, ok) => self.raw.report_snapshot(
+                id,
+                if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure },
+            ),
+        }
+    }
+
+    /// The leader proposes a SYNC: it advances the log clock and expires TTL keys.
+    fn propose_sync(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let p = Proposal { id: 0, time_ms: self.shared.clock.wall_ms(), op: Op::Sync };
+        let data = serde_json::to_vec(&p).expect("proposal serialises");
+        let _ = self.raw.propose(vec![], data);
+    }
+
+    async fn on_ready(&mut self) -> Result<(), String> {
+        // Drop read waiters whose requester gave up (timed out), so the map stays bounded.
+        self.reads.retain(|_, tx| !tx.is_closed());
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        self.send(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            self.install_snapshot(rd.snapshot().clone())?;
+        }
+        for rs in rd.take_read_states() {
+            if let Some(tx) = self.reads.remove(&rs.request_ctx) {
+                let _ = tx.send(rs.index);
+            }
+        }
+        self.apply(rd.take_committed_entries())?;
+        if self.persist(rd.entries(), rd.hs())? {
+            // The fsync's time (the simulated disk's seeded latency) passes before anything
+            // that depends on it may happen.
+            let latency = self.disk.sync_latency();
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+        }
+        self.send(rd.take_persisted_messages());
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.storage.mem.wl().mut_hard_state().commit = commit;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.publish_status();
+        self.maybe_snapshot()?;
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        let mut st = self.shared.status.lock().expect("status lock");
+        if st.leader != leader {
+            st.leader_changes += 1;
+            tracing::info!(leader = %format!("{leader:x}"), term = self.raw.raft.term, "raft: leader changed");
+        }
+        let was_leader = st.is_leader;
+        st.leader = leader;
+        st.is_leader = role == StateRole::Leader;
+        if st.is_leader && !was_leader {
+            st.leader_since_ms = self.shared.clock.wall_ms();
+        }
+        drop(st);
+        self.shared.leader.send_replace(leader);
+    }
+
+    fn publish_status(&mut self) {
+        let mut st = self.shared.status.lock().expect("status lock");
+        st.term = self.raw.raft.term;
+        st.commit = self.raw.raft.raft_log.committed;
+        st.applied = self.applied;
+        debug_assert!(st.applied <= st.commit, "applied {} > committed {}", st.applied, st.commit);
+    }
+
+    /// Duties 1 and 5: hand messages to the transport.
+    fn send(&mut self, msgs: Vec<Message>) {
+        for m in msgs {
+            Counters::add(&self.shared.counters.msgs_sent, 1);
+            self.transport.send(m, &self.shared.counters);
+        }
+    }
+
+    /// Duty 2: a snapshot from the leader replaces our state.
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), String> {
+        let md = snap.get_metadata().clone();
+        let sm = StateMachine::restore(&snap.data).map_err(|e| format!("snapshot {}: {e}", md.index))?;
+        self.snaps.save(&snap).map_err(|e| format!("saving snapshot: {e}"))?;
+        self.wal.save(Some((md.index, md.term)), &[], None).map_err(|e| e.to_string())?;
+        self.storage.mem.wl().apply_snapshot(snap.clone()).map_err(|e| e.to_string())?;
+        self.storage.set_snapshot(snap);
+        self.snap_index = md.index;
+        self.applied = md.index;
+        let members = sm.meta.members.clone();
+        *self.shared.sm.lock().expect("sm lock") = sm;
+        self.transport.set_members(&members);
+        self.shared.applied.send_replace(md.index);
+        tracing::info!(index = md.index, term = md.term, "raft: installed snapshot from the leader");
+        Ok(())
+    }
+
+    /// Duty 4: entries and hard state to the WAL, one fsync, then to raft's log. Returns
+    /// whether anything was written.
+    fn persist(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<bool, String> {
+        if let Some(hs) = hs {
+            assert!(hs.term >= self.last_hs.term, "term went back: {} -> {}", self.last_hs.term, hs.term);
+            if hs.term == self.last_hs.term && self.last_hs.vote != 0 {
+                assert!(hs.vote == self.last_hs.vote || hs.vote == 0, "vote changed within term {}", hs.term);
+            }
+            self.last_hs = hs.clone();
+        }
+        if entries.is_empty() && hs.is_none() {
+            return Ok(false);
+        }
+        let before = self.wal.syncs;
+        self.wal.save(None, entries, hs).map_err(|e| e.to_string())?;
+        Counters::add(&self.shared.counters.fsyncs, self.wal.syncs - before);
+        Counters::add(&self.shared.counters.entries_persisted, entries.len() as u64);
+        if !entries.is_empty() {
+            self.storage.mem.wl().append(entries).map_err(|e| e.to_string())?;
+        }
+        if let Some(hs) = hs {
+            self.storage.mem.wl().set_hardstate(hs.clone());
+        }
+        Ok(true)
+    }
+
+    /// Duty 3: apply committed entries in order, waking the requests that proposed them.
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut woken: Vec<(u64, Applied)> = Vec::new();
+        {
+            let shared = Arc::clone(&self.shared);
+            let mut sm = shared.sm.lock().expect("sm lock");
+            for e in entries {
+                if e.index <= self.applied {
+                    continue; // already in the state machine (restored from a snapshot)
+                }
+                assert_eq!(e.index, self.applied + 1, "entries must apply in order");
+                self.applied = e.index;
+                match e.get_entry_type() {
+                    // An empty normal entry is the new leader's no-op. The empty conf-change
+                    // entry that leaves a joint configuration must NOT be skipped.
+                    EntryType::EntryNormal if e.data.is_empty() => {}
+                    EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&e.data) {
+                        Ok(p) => {
+                            if let Some(outcome) = sm.apply(&p, e.index) {
+                                if p.id != 0 {
+                                    woken.push((p.id, Applied { outcome, index: e.index, term: e.term }));
+                                }
+                            }
+                        }
+                        Err(err) => tracing::error!(index = e.index, error = %err, "apply: undecodable entry skipped"),
+                    },
+                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                        if let Some((id, applied)) = self.apply_conf_change(&mut sm, &e)? {
+                            woken.push((id, applied));
+                        }
+                    }
+                }
+            }
+        }
+        self.shared.applied.send_replace(self.applied);
+        let mut waiters = self.shared.waiters.lock().expect("waiters lock");
+        for (id, applied) in woken {
+            if let Some(tx) = waiters.remove(&id) {
+                let _ = tx.send(applied);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, sm: &mut StateMachine, e: &Entry) -> Result<Option<(u64, Applied)>, String> {
+        let cc: ConfChangeV2 = if e.get_entry_type() == EntryType::EntryConfChange {
+            // detcd proposes only V2 changes; a V1 one is converted field by field.
+            let v1 = raft::eraftpb::ConfChange::parse_from_bytes(&e.data).map_err(|x| x.to_string())?;
+            let mut single = raft::eraftpb::ConfChangeSingle::default();
+            single.set_change_type(v1.get_change_type());
+            single.node_id = v1.node_id;
+            let mut v2 = ConfChangeV2::default();
+            v2.mut_changes().push(single);
+            v2.context = v1.context;
+            v2
+        } else {
+            ConfChangeV2::parse_from_bytes(&e.data).map_err(|x| x.to_string())?
+        };
+        let ctx: Option<ConfContext> = serde_json::from_slice(&cc.context).ok();
+        let cs = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => cs,
+            Err(err) => {
+                tracing::warn!(error = %err, index = e.index, "conf change rejected by raft");
+                return Ok(ctx.map(|c| (c.id, Applied { outcome: Outcome::Done, index: e.index, term: e.term })));
+            }
+        };
+        self.storage.mem.wl().set_conf_state(cs.clone());
+        let mut removed_self = false;
+        if let Some(c) = &ctx {
+            for change in cc.get_changes() {
+                let id = change.node_id;
+                match change.get_change_type() {
+                    raft::eraftpb::ConfChangeType::AddNode | raft::eraftpb::ConfChangeType::AddLearnerNode => {
+                        if c.update {
+                            if let Some(m) = sm.meta.members.members.get_mut(&id) {
+                                m.peer_urls = c.member.peer_urls.clone();
+                            }
+                        } else {
+                            sm.meta.members.members.entry(id).or_insert_with(|| Member { id, ..c.member.clone() });
+                        }
+                    }
+                    raft::eraftpb::ConfChangeType::RemoveNode => {
+                        sm.meta.members.members.remove(&id);
+                        if !sm.meta.members.removed.contains(&id) {
+                            sm.meta.members.removed.push(id);
+                        }
+                        removed_self |= id == self.shared.id;
+                    }
+                }
+            }
+        }
+        sync_members_with_conf(sm, &cs);
+        self.transport.set_members(&sm.meta.members);
+        if removed_self {
+            tracing::warn!("this member was removed from the cluster; stopping");
+            let _ = self.shared.stopped.send(Some("the member has been permanently removed from the cluster".into()));
+        }
+        Ok(ctx.map(|c| (c.id, Applied { outcome: Outcome::Done, index: e.index, term: e.term })))
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        if self.applied < self.snap_index + self.cfg.snapshot_count {
+            return Ok(());
+        }
+        let index = self.applied;
+        let term = self.raw.raft.raft_log.term(index).map_err(|e| e.to_string())?;
+        let data = self.shared.sm.lock().expect("sm lock").snapshot();
+        let mut snap = Snapshot::default();
+        snap.data = data.into();
+        let md = snap.mut_metadata();
+        md.index = index;
+        md.term = term;
+        md.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+        self.snaps.save(&snap).map_err(|e| format!("saving snapshot: {e}"))?;
+        self.wal.save(Some((index, term)), &[], None).map_err(|e| e.to_string())?;
+        self.storage.set_snapshot(snap);
+        self.snap_index = index;
+        Counters::add(&self.shared.counters.snapshots, 1);
+        let compact_to = index.saturating_sub(self.cfg.catchup_entries);
+        if compact_to > raft::Storage::first_index(&self.storage.mem).unwrap_or(0) {
+            self.storage.mem.wl().compact(compact_to).map_err(|e| e.to_string())?;
+        }
+        self.wal.release_to(compact_to.saturating_sub(1), self.cfg.max_wals).map_err(|e| e.to_string())?;
+        self.snaps.purge(self.cfg.max_snapshots).map_err(|e| e.to_string())?;
+        tracing::info!(index, term, "raft: took a snapshot and compacted the log");
+        Ok(())
+    }
+}
+
+/// Members known to the state machine but absent from raft's configuration (or vice versa)
+/// would make the members API lie; raft's configuration is the truth.
+fn sync_members_with_conf(sm: &mut StateMachine, cs: &ConfState) {
+    let ids: Vec<u64> = cs.get_voters().iter().chain(cs.get_learners()).copied().collect();
+    sm.meta.members.members.retain(|id, _| ids.contains(id));
+}

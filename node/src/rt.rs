@@ -1,0 +1,305 @@
+//! The runtime seam: the one place where detcd touches time, randomness and sockets.
+//!
+//! The node is built twice from the same source: for real tokio (the `detcd` binary) and, with
+//! `--cfg madsim`, for the madsim simulator (the `detcd-sim` harness). `tokio` in this crate is
+//! `madsim-tokio`, which *is* tokio in the normal build and madsim's simulated runtime under
+//! `--cfg madsim`; so timers, tasks and TCP sockets below are simulated there without any code
+//! in the node knowing it. What cannot be intercepted that way lives here:
+//!
+//! * [`Clock`]: every reading of time in the node. Under the simulator every member shares one
+//!   global clock, so the harness gives each member its own skewed view (offset, drift, jumps)
+//!   through [`Clock::skew`].
+//! * [`NodeRng`]: every random number in the node, from a seed (never the OS).
+//! * [`FlushFilter`]: madsim's `TcpStream::poll_flush` sends a network message even when nothing
+//!   was written, and hyper flushes very often; empty messages then queue ahead of real data and
+//!   latency grows with every request on a keep-alive connection. The filter passes a flush
+//!   through only when bytes were written since the last one. On a real socket flush is a no-op,
+//!   so the filter costs nothing there and is used in both builds.
+//! * [`HyperTimer`]: hyper's timer on `tokio::time` (hyper-util's `TokioTimer` reaches for the
+//!   real tokio runtime and panics inside the simulation).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pub use tokio::time::Instant;
+
+/// How a member's clock deviates from true (simulated) time. Production clocks are never
+/// skewed; the simulator sets this through [`Clock::skew`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Skew {
+    /// Fixed offset added to the wall clock, in milliseconds (may be negative).
+    pub offset_ms: i64,
+    /// Drift in parts per million, applied to time elapsed since `drift_since`.
+    pub drift_ppm: i64,
+    /// The true wall-clock time (ms since the UNIX epoch) from which drift accumulates.
+    pub drift_since_ms: u64,
+}
+
+/// The node's view of time. Cloning shares the skew, so the harness can hold a clone and
+/// change the member's time while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    skew: Arc<Mutex<Skew>>,
+}
+
+impl Clock {
+    /// A clock with no skew.
+    pub fn new() -> Clock {
+        Clock::default()
+    }
+
+    /// The handle through which a harness skews this clock.
+    pub fn skew(&self) -> &Arc<Mutex<Skew>> {
+        &self.skew
+    }
+
+    /// Monotonic time for timeouts and durations. It is not skewed: skew models a wrong
+    /// wall clock (NTP), while elapsed time on one machine stays right.
+    pub fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Wall-clock time in milliseconds since the UNIX epoch, as this member believes it to be.
+    /// Only used for values that leave the member (TTL expiry proposals, stats, logs).
+    pub fn wall_ms(&self) -> u64 {
+        let true_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis() as u64;
+        let skew = *self.skew.lock().unwrap_or_else(|e| e.into_inner());
+        let drifted = if skew.drift_ppm != 0 && true_ms > skew.drift_since_ms {
+            ((true_ms - skew.drift_since_ms) as i128 * skew.drift_ppm as i128 / 1_000_000) as i64
+        } else {
+            0
+        };
+        (true_ms as i64 + skew.offset_ms + drifted).max(0) as u64
+    }
+
+    /// Sleep for `d` on this member's timers (paused members' timers stop in the simulator).
+    pub fn sleep(&self, d: Duration) -> tokio::time::Sleep {
+        tokio::time::sleep(d)
+    }
+}
+
+/// The node's seeded random number generator (ChaCha8). Cloning shares the stream.
+#[derive(Clone)]
+pub struct NodeRng {
+    inner: Arc<Mutex<ChaCha8Rng>>,
+}
+
+impl NodeRng {
+    /// A generator from a 64-bit seed.
+    pub fn from_seed(seed: u64) -> NodeRng {
+        NodeRng { inner: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))) }
+    }
+
+    /// A uniformly random u64.
+    pub fn next_u64(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).gen()
+    }
+
+    /// A uniformly random value in `[lo, hi)`; `lo` when the range is empty.
+    pub fn range(&self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).gen_range(lo..hi)
+    }
+}
+
+impl std::fmt::Debug for NodeRng {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeRng")
+    }
+}
+
+/// Spawn a task on the current runtime (the member's own node in the simulator).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(fut)
+}
+
+/// Tune a freshly connected or accepted TCP stream. Nagle's algorithm would add up to 40 ms
+/// to small Raft messages and HTTP replies; the simulator's streams have no such option.
+pub fn tune_stream(stream: &tokio::net::TcpStream) {
+    #[cfg(not(madsim))]
+    {
+        let _ = stream.set_nodelay(true);
+    }
+    #[cfg(madsim)]
+    {
+        let _ = stream;
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Passes `poll_flush` through only when bytes were written since the last flush (see the
+    /// module docs for why).
+    pub struct FlushFilter<S> {
+        #[pin]
+        inner: S,
+        dirty: bool,
+    }
+}
+
+impl<S> FlushFilter<S> {
+    /// Wrap a stream.
+    pub fn new(inner: S) -> FlushFilter<S> {
+        FlushFilter { inner, dirty: false }
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for FlushFilter<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                *this.dirty = true;
+            }
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                *this.dirty = true;
+            }
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if !*this.dirty {
+            return Poll::Ready(Ok(()));
+        }
+        let r = this.inner.poll_flush(cx);
+        if let Poll::Ready(Ok(())) = &r {
+            *this.dirty = false;
+        }
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// hyper's timer, on `tokio::time` (simulated under madsim).
+#[derive(Clone, Debug, Default)]
+pub struct HyperTimer;
+
+struct HyperSleep(Pin<Box<tokio::time::Sleep>>);
+
+impl Future for HyperSleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HyperSleep {}
+
+impl hyper::rt::Timer for HyperTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HyperSleep(Box::pin(tokio::time::sleep(duration))))
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let d = deadline.saturating_duration_since(std::time::Instant::now());
+        Box::pin(HyperSleep(Box::pin(tokio::time::sleep(d))))
+    }
+}
+
+/// hyper's executor: spawns connection tasks on the current runtime.
+#[derive(Clone, Debug, Default)]
+pub struct HyperExec;
+
+impl<F> hyper::rt::Executor<F> for HyperExec
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_reproducible_from_its_seed() {
+        let a = NodeRng::from_seed(7);
+        let b = NodeRng::from_seed(7);
+        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(NodeRng::from_seed(8).next_u64(), xs[0]);
+    }
+
+    #[test]
+    fn skew_moves_the_wall_clock_only() {
+        let c = Clock::new();
+        let before = c.wall_ms();
+        c.skew().lock().unwrap().offset_ms = 30_000;
+        let after = c.wall_ms();
+        assert!(after >= before + 30_000 && after < before + 31_000, "{before} {after}");
+        c.skew().lock().unwrap().offset_ms = -30_000;
+        assert!(c.wall_ms() + 29_000 < after);
+    }
+}
+
+/// Run the node's top-level future: a multi-threaded tokio runtime in production. Under the
+/// simulator the harness owns the runtime and never calls this; it is provided so the
+/// binary still builds there.
+#[cfg(not(madsim))]
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime")
+        .block_on(fut)
+}
+
+/// See the production variant.
+#[cfg(madsim)]
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    madsim::runtime::Runtime::new().block_on(fut)
+}
+
+/// `tokio::time::timeout_at`, which madsim lacks: time out `fut` at `deadline`.
+pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), fut).await
+}

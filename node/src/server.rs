@@ -1,0 +1,331 @@
+//! Wiring: open or bootstrap the member's storage, start Raft, the peer transport and the
+//! client API, and run until the member stops.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raft::eraftpb::{ConfState, HardState, Snapshot};
+use raft::RawNode;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::{cluster_id, member_id, url_string, Member, Members};
+use crate::config::{ClusterState, Config};
+use crate::raft::ready::{LoopConfig, RaftLoop};
+use crate::raft::storage::NodeStorage;
+use crate::raft::{Counters, Shared, Status};
+use crate::rt::{Clock, NodeRng};
+use crate::sm::{Op, StateMachine};
+use crate::storage::snap::SnapDir;
+use crate::storage::wal::{Wal, WalMeta};
+use crate::storage::Disk;
+use crate::transport::{host_port, Transport};
+
+/// What a member runs on: its disk, its clock and its random seed. Production passes the
+/// real disk, an unskewed clock and a seed from the config; the simulator passes its own.
+pub struct Env {
+    /// The member's disk.
+    pub disk: Arc<dyn Disk>,
+    /// The member's clock.
+    pub clock: Clock,
+    /// Seed of the member's rng.
+    pub seed: u64,
+    /// Called once the member is running, with its shared state (the simulator uses it to
+    /// check convergence; production passes `None`).
+    pub on_start: Option<Box<dyn FnOnce(Arc<Shared>) + Send>>,
+}
+
+/// Why a member stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad configuration or a refused start.
+    #[error("{0}")]
+    Config(String),
+    /// Storage could not be opened or recovered.
+    #[error("{0}")]
+    Storage(String),
+    /// A listener could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The member stopped (removed from the cluster, or a fatal error while running).
+    #[error("{0}")]
+    Stopped(String),
+}
+
+struct Opened {
+    storage: NodeStorage,
+    wal: Wal,
+    sm: StateMachine,
+    id: u64,
+    applied: u64,
+    snap_index: u64,
+    hs: HardState,
+}
+
+fn storage_err(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Storage(e.to_string())
+}
+
+/// This member's peer URLs as strings.
+fn own_peer_urls(cfg: &Config) -> Vec<String> {
+    cfg.initial_advertise_peer_urls.iter().map(url_string).collect()
+}
+
+fn initial_members(cfg: &Config) -> Members {
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, url) in &cfg.initial_cluster {
+        by_name.entry(name.clone()).or_default().push(url_string(url));
+    }
+    let mut members = Members::default();
+    for (name, urls) in by_name {
+        let id = member_id(&urls, &cfg.initial_cluster_token, None);
+        members.members.insert(id, Member { id, name, peer_urls: urls, client_urls: vec![] });
+    }
+    members
+}
+
+/// Open the member's storage, bootstrapping a new cluster's first state if there is none.
+fn open(cfg: &Config, disk: &Arc<dyn Disk>, snaps: &SnapDir) -> Result<Opened, NodeError> {
+    let wal_dir = cfg.wal_path();
+    if Wal::exists(disk.as_ref(), &wal_dir) {
+        return restart(disk, &wal_dir, snaps);
+    }
+    match cfg.initial_cluster_state {
+        ClusterState::New => bootstrap(cfg, disk, &wal_dir, snaps),
+        ClusterState::Existing => Err(NodeError::Config(format!(
+            "member {}: no data in {} and --initial-cluster-state=existing: joining a running cluster needs the members API's add first and is not supported by this build yet",
+            cfg.name,
+            cfg.data_dir.display()
+        ))),
+    }
+}
+
+fn bootstrap(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snaps: &SnapDir) -> Result<Opened, NodeError> {
+    let members = initial_members(cfg);
+    let own = own_peer_urls(cfg);
+    let me = members
+        .members
+        .values()
+        .find(|m| m.name == cfg.name)
+        .ok_or_else(|| NodeError::Config(format!("--initial-cluster has no member named {:?}", cfg.name)))?;
+    let mut mine = me.peer_urls.clone();
+    let mut adv = own.clone();
+    mine.sort();
+    adv.sort();
+    if mine != adv {
+        return Err(NodeError::Config(format!(
+            "--initial-cluster has {}={} but --initial-advertise-peer-urls is {}",
+            cfg.name,
+            mine.join(","),
+            adv.join(",")
+        )));
+    }
+    let id = me.id;
+    let ids: Vec<u64> = members.members.keys().copied().collect();
+    let cid = cluster_id(&ids);
+    let sm = StateMachine::new(members, cid);
+    // The first state of every member of a new cluster is the same snapshot at index 1, so
+    // they all start from identical logs.
+    let mut snap = Snapshot::default();
+    snap.data = sm.snapshot().into();
+    let md = snap.mut_metadata();
+    md.index = 1;
+    md.term = 1;
+    let mut cs = ConfState::default();
+    cs.set_voters(ids);
+    md.set_conf_state(cs);
+    snaps.save(&snap).map_err(storage_err)?;
+    let mut wal = Wal::create(Arc::clone(disk), wal_dir, WalMeta { member_id: id, cluster_id: cid }).map_err(storage_err)?;
+    let mut hs = HardState::default();
+    hs.term = 1;
+    hs.commit = 1;
+    wal.save(Some((1, 1)), &[], Some(&hs)).map_err(storage_err)?;
+    let storage = NodeStorage::new();
+    storage.mem.wl().apply_snapshot(snap.clone()).map_err(storage_err)?;
+    storage.set_snapshot(snap);
+    tracing::info!(member = %format!("{id:x}"), cluster = %format!("{cid:x}"), "bootstrapped a new cluster member");
+    Ok(Opened { storage, wal, sm, id, applied: 1, snap_index: 1, hs })
+}
+
+fn restart(disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snaps: &SnapDir) -> Result<Opened, NodeError> {
+    let (wal, rec) = Wal::open(Arc::clone(disk), wal_dir).map_err(storage_err)?;
+    let meta = wal.meta().clone();
+    let storage = NodeStorage::new();
+    let snap = snaps.load_newest().map_err(storage_err)?;
+    let (sm, snap_index) = match snap {
+        Some(snap) => {
+            let sm = StateMachine::restore(&snap.data).map_err(NodeError::Storage)?;
+            let index = snap.get_metadata().index;
+            storage.mem.wl().apply_snapshot(snap.clone()).map_err(storage_err)?;
+            storage.set_snapshot(snap);
+            (sm, index)
+        }
+        None => return Err(NodeError::Storage(format!("{}: WAL present but no readable snapshot", wal_dir.display()))),
+    };
+    if let Some((mark, _)) = rec.snapshot {
+        if mark > snap_index {
+            return Err(NodeError::Storage(format!(
+                "the WAL refers to snapshot {mark} but the newest readable snapshot is {snap_index}: refusing to start with a gap in the log"
+            )));
+        }
+    }
+    let entries: Vec<_> = rec.entries.into_iter().filter(|e| e.index > snap_index).collect();
+    if let Some(first) = entries.first() {
+        if first.index != snap_index + 1 {
+            return Err(NodeError::Storage(format!(
+                "the WAL resumes at entry {} after snapshot {snap_index}: refusing to start with a gap in the log",
+                first.index
+            )));
+        }
+        storage.mem.wl().append(&entries).map_err(storage_err)?;
+    }
+    let mut hs = rec.hard_state;
+    hs.commit = hs.commit.max(snap_index);
+    storage.mem.wl().set_hardstate(hs.clone());
+    tracing::info!(member = %format!("{:x}", meta.member_id), snapshot = snap_index, entries = entries.len(),
+        torn_bytes = rec.torn_bytes, "recovered from the WAL");
+    Ok(Opened { storage, wal, sm, id: meta.member_id, applied: snap_index, snap_index, hs })
+}
+
+async fn bind(url: &url::Url) -> Result<TcpListener, NodeError> {
+    let addr = host_port(&url_string(url));
+    TcpListener::bind(&addr).await.map_err(|source| NodeError::Listen { addr, source })
+}
+
+/// Run a member until it stops. Returns an error when it cannot start, or when it stopped
+/// because it was removed from the cluster or hit a fatal error.
+pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
+    let disk = env.disk;
+    let snaps = SnapDir::open(Arc::clone(&disk), &cfg.snap_path()).map_err(storage_err)?;
+    let opened = open(&cfg, &disk, &snaps)?;
+    let peer_listeners = {
+        let mut v = Vec::new();
+        for u in &cfg.listen_peer_urls {
+            v.push(bind(u).await?);
+        }
+        v
+    };
+    let client_listeners = {
+        let mut v = Vec::new();
+        for u in &cfg.listen_client_urls {
+            v.push(bind(u).await?);
+        }
+        v
+    };
+
+    let heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
+    let election_ticks = (cfg.election_timeout_ms / cfg.heartbeat_interval_ms.max(1)).max(2) as usize;
+    let raft_cfg = raft::Config {
+        id: opened.id,
+        election_tick: election_ticks,
+        heartbeat_tick: 1,
+        applied: opened.applied,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        batch_append: true,
+        ..Default::default()
+    };
+    raft_cfg.validate().map_err(|e| NodeError::Config(format!("raft config: {e}")))?;
+    let raw = RawNode::new(&raft_cfg, opened.storage.clone(), &crate::raft::logger::logger())
+        .map_err(|e| NodeError::Storage(format!("raft: {e}")))?;
+
+    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    let (applied_tx, _) = watch::channel(opened.applied);
+    let (leader_tx, _) = watch::channel(0u64);
+    let (stopped_tx, _) = watch::channel(None);
+    let members = opened.sm.meta.members.clone();
+    let cid = opened.sm.meta.cluster_id;
+    let shared = Arc::new(Shared {
+        id: opened.id,
+        sm: Mutex::new(opened.sm),
+        status: Mutex::new(Status { applied: opened.applied, commit: opened.hs.commit, term: opened.hs.term, ..Status::default() }),
+        waiters: Mutex::new(Default::default()),
+        applied: applied_tx,
+        leader: leader_tx,
+        inbox: inbox_tx.clone(),
+        clock: env.clock.clone(),
+        rng: NodeRng::from_seed(env.seed),
+        counters: Counters::default(),
+        stopped: stopped_tx,
+    });
+    let transport = Transport::new(opened.id, cid, inbox_tx);
+    transport.set_members(&members);
+    for l in peer_listeners {
+        crate::rt::spawn(Arc::clone(&transport).serve(l));
+    }
+    let lp = LoopConfig {
+        tick: heartbeat,
+        election_ticks,
+        snapshot_count: cfg.snapshot_count.max(1),
+        catchup_entries: 5000.min(cfg.snapshot_count.max(1)),
+        max_snapshots: cfg.max_snapshots as usize,
+        max_wals: cfg.max_wals as usize,
+        sync_interval: Duration::from_millis(500),
+    };
+    let raft_loop = RaftLoop {
+        raw,
+        storage: opened.storage,
+        wal: opened.wal,
+        disk: Arc::clone(&disk),
+        snaps,
+        shared: Arc::clone(&shared),
+        transport,
+        inbox: inbox_rx,
+        cfg: lp,
+        snap_index: opened.snap_index,
+        reads: Default::default(),
+        read_seq: 0,
+        applied: opened.applied,
+        last_hs: opened.hs,
+    };
+    crate::rt::spawn(raft_loop.run());
+
+    let client_urls: Vec<String> = cfg.advertise_client_urls.iter().map(url_string).collect();
+    let ctx = Arc::new(crate::api::Ctx {
+        shared: Arc::clone(&shared),
+        name: cfg.name.clone(),
+        client_urls: client_urls.clone(),
+        peer_urls: own_peer_urls(&cfg),
+        start_ms: env.clock.wall_ms(),
+        request_timeout: Duration::from_secs(5) + Duration::from_millis(2 * cfg.election_timeout_ms),
+        read_retry: Duration::from_millis(cfg.election_timeout_ms.max(100)),
+        strict_reconfig_check: cfg.strict_reconfig_check,
+        token: cfg.initial_cluster_token.clone(),
+    });
+    for l in client_listeners {
+        crate::rt::spawn(crate::api::serve(l, Arc::clone(&ctx)));
+    }
+    crate::rt::spawn(publish(Arc::clone(&shared), cfg.name.clone(), client_urls));
+    tracing::info!(name = %cfg.name, member = %format!("{:x}", shared.id), cluster = %format!("{cid:x}"), "detcd member started");
+    if let Some(f) = env.on_start {
+        f(Arc::clone(&shared));
+    }
+    let mut stopped = shared.stopped.subscribe();
+    let reason = stopped.wait_for(|s| s.is_some()).await.map(|s| s.clone()).ok().flatten();
+    Err(NodeError::Stopped(reason.unwrap_or_else(|| "stopped".into())))
+}
+
+/// A member publishes its name and client URLs through Raft once it runs, as etcd does, so
+/// every member's `/v2/members` shows them.
+async fn publish(shared: Arc<Shared>, name: String, client_urls: Vec<String>) {
+    loop {
+        let current = shared.sm.lock().expect("sm lock").meta.members.members.get(&shared.id).cloned();
+        match current {
+            Some(m) if m.name == name && m.client_urls == client_urls => return,
+            None if shared.status().applied > 1 && shared.status().leader != 0 => {}
+            _ => {}
+        }
+        let op = Op::Attributes { member_id: shared.id, name: name.clone(), client_urls: client_urls.clone() };
+        if shared.propose(op, Duration::from_secs(5)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

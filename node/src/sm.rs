@@ -1,0 +1,174 @@
+//! The replicated state machine: what a committed Raft entry does.
+//!
+//! Every member applies the same entries in the same order to the same initial state and so
+//! ends in the same state; nothing here may read a clock, a random number or a hash seed.
+//! Time enters only through the entries: the leader stamps the proposals it makes with its
+//! wall clock, and the *log clock* (the largest stamp applied so far) is the "now" of every
+//! TTL computation, so every member expires the same keys at the same index.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Member, Members};
+use crate::store::{Command, EtcdError, Event, Store};
+
+/// One proposal, as it is stored in a Raft entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Request id: unique per client request, the same for every retry of it, so an entry
+    /// proposed twice (after a leader change) applies once.
+    pub id: u64,
+    /// The proposer's wall clock in ms if the proposer was the leader, else 0.
+    pub time_ms: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// Operations carried by normal entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Op {
+    /// A v2 keys write.
+    Keys(Command),
+    /// Expire TTL keys as of the entry's time (the leader proposes these periodically).
+    Sync,
+    /// A member publishes its name and client URLs after it starts.
+    Attributes {
+        /// Member id.
+        member_id: u64,
+        /// Its name.
+        name: String,
+        /// Its client URLs.
+        client_urls: Vec<String>,
+    },
+}
+
+/// Context of a conf-change entry: the member being added, updated or removed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfContext {
+    /// Request id (see [`Proposal::id`]).
+    pub id: u64,
+    /// The member (for removal only `id` matters).
+    pub member: Member,
+    /// For an update of peer URLs rather than an add.
+    #[serde(default)]
+    pub update: bool,
+}
+
+/// What applying an entry produced for the request that proposed it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A keys write: the event or etcd's error.
+    Keys(Result<Event, EtcdError>),
+    /// Anything else that completed.
+    Done,
+}
+
+/// Request ids already applied, so that a retried proposal applies once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Dedup {
+    seen: BTreeMap<u64, u64>,
+    order: VecDeque<u64>,
+}
+
+/// How many request ids are remembered. A client retry arrives within seconds, during which
+/// far fewer writes than this are applied.
+pub const DEDUP_IDS_MAX: usize = 65_536;
+
+impl Dedup {
+    /// Record `id` applied at `index`; false if it was already applied.
+    pub fn insert(&mut self, id: u64, index: u64) -> bool {
+        if self.seen.contains_key(&id) {
+            return false;
+        }
+        self.seen.insert(id, index);
+        self.order.push_back(id);
+        while self.order.len() > DEDUP_IDS_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// The state that is replicated, besides the v2 store itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// Largest leader time stamp applied (ms since the UNIX epoch).
+    pub log_clock_ms: u64,
+    /// Members of the cluster.
+    pub members: Members,
+    /// Applied request ids.
+    pub dedup: Dedup,
+    /// Cluster id.
+    pub cluster_id: u64,
+}
+
+/// The state machine: the v2 store and the replicated metadata.
+pub struct StateMachine {
+    /// The v2 store.
+    pub store: Store,
+    /// Members, log clock, dedup table.
+    pub meta: Meta,
+}
+
+impl StateMachine {
+    /// A fresh state machine.
+    pub fn new(members: Members, cluster_id: u64) -> StateMachine {
+        StateMachine { store: Store::new(), meta: Meta { members, cluster_id, ..Meta::default() } }
+    }
+
+    fn advance_clock(&mut self, time_ms: u64) {
+        if time_ms > self.meta.log_clock_ms {
+            self.meta.log_clock_ms = time_ms;
+        }
+    }
+
+    /// Apply one normal entry's proposal at raft `index`.
+    pub fn apply(&mut self, p: &Proposal, index: u64) -> Option<Outcome> {
+        self.advance_clock(p.time_ms);
+        if p.id != 0 && !self.meta.dedup.insert(p.id, index) {
+            tracing::debug!(id = p.id, index, "apply: duplicate proposal skipped");
+            return None;
+        }
+        let now = self.meta.log_clock_ms;
+        Some(match &p.op {
+            Op::Keys(cmd) => Outcome::Keys(self.store.apply(cmd, now)),
+            Op::Sync => {
+                self.store.expire(now);
+                Outcome::Done
+            }
+            Op::Attributes { member_id, name, client_urls } => {
+                if let Some(m) = self.meta.members.members.get_mut(member_id) {
+                    m.name = name.clone();
+                    m.client_urls = client_urls.clone();
+                }
+                Outcome::Done
+            }
+        })
+    }
+
+    /// Serialise for a Raft snapshot: `[meta length u32 LE][meta JSON][store snapshot]`.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&self.meta).expect("meta serialises");
+        let store = self.store.snapshot();
+        let mut out = Vec::with_capacity(4 + meta.len() + store.len());
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&store);
+        out
+    }
+
+    /// Rebuild from [`StateMachine::snapshot`]'s bytes.
+    pub fn restore(data: &[u8]) -> Result<StateMachine, String> {
+        if data.len() < 4 {
+            return Err("snapshot data too short".into());
+        }
+        let n = u32::from_le_bytes(data[..4].try_into().expect("4 bytes")) as usize;
+        let meta_bytes = data.get(4..4 + n).ok_or("snapshot metadata cut short")?;
+        let meta: Meta = serde_json::from_slice(meta_bytes).map_err(|e| format!("snapshot metadata: {e}"))?;
+        let store = Store::restore(&data[4 + n..])?;
+        Ok(StateMachine { store, meta })
+    }
+}

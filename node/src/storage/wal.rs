@@ -1,0 +1,494 @@
+//! The write-ahead log: Raft entries and hard state, CRC-framed, fsynced once per Ready.
+//!
+//! Layout: `<wal-dir>/<seq>-<first-index>.wal` segments (16 hex digits each). Every record is
+//! `[len u32 LE][crc32 u32 LE][kind u8][payload; len bytes]`, the CRC covering kind and payload.
+//! Each segment opens with a [`WalMeta`] record, so a segment alone says whose log it is.
+//!
+//! Recovery reads every segment in order. A record cut short, or a bad CRC on the very last
+//! record of the last segment, is a torn write from a crash: it is truncated with a warning
+//! (nothing in it was ever acknowledged, since acknowledgement waits for the fsync). Damage
+//! anywhere else is corruption and recovery refuses to start, naming the file and offset.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, HardState};
+use serde::{Deserialize, Serialize};
+
+use super::{Disk, DiskFile};
+
+const KIND_META: u8 = 1;
+const KIND_ENTRY: u8 = 2;
+const KIND_HARD_STATE: u8 = 3;
+const KIND_SNAPSHOT: u8 = 4;
+const HEADER_BYTES: usize = 9;
+/// A record larger than this is corruption, not data (the largest entry a client can send is
+/// bounded far below it by the HTTP layer).
+pub const RECORD_BYTES_MAX: usize = 256 << 20;
+/// Segments are cut once they exceed this size.
+pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
+
+/// Who the log belongs to; written at the start of every segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalMeta {
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster's id.
+    pub cluster_id: u64,
+}
+
+/// Errors from the WAL.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The disk failed.
+    #[error("wal: {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A record before the tail is damaged: refusing to guess what was acknowledged.
+    #[error("wal: {}: corrupt record at offset {offset}: {reason} (the log is damaged before its tail; refusing to start rather than lose acknowledged writes)", path.display())]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io { path: path.to_path_buf(), source }
+}
+
+/// What recovery found in the log.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The owner, from the first segment.
+    pub meta: Option<WalMeta>,
+    /// The last hard state written.
+    pub hard_state: HardState,
+    /// The newest snapshot mark (index, term) written.
+    pub snapshot: Option<(u64, u64)>,
+    /// Entries after the newest snapshot mark, contiguous, conflicts already resolved.
+    pub entries: Vec<Entry>,
+    /// Bytes dropped from a torn tail (0 when the log ended cleanly).
+    pub torn_bytes: u64,
+}
+
+/// An open write-ahead log.
+pub struct Wal {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    meta: WalMeta,
+    file: Box<dyn DiskFile>,
+    path: PathBuf,
+    seq: u64,
+    last_index: u64,
+    last_hard_state: HardState,
+    buf: Vec<u8>,
+    /// fsyncs issued, for the report's group-commit factor.
+    pub syncs: u64,
+}
+
+fn segment_name(seq: u64, first_index: u64) -> String {
+    format!("{seq:016x}-{first_index:016x}.wal")
+}
+
+fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".wal")?;
+    let (a, b) = stem.split_once('-')?;
+    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+}
+
+fn encode(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[kind]);
+    h.update(payload);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&h.finalize().to_le_bytes());
+    buf.push(kind);
+    buf.extend_from_slice(payload);
+}
+
+impl Wal {
+    /// Whether a log exists in `dir`.
+    pub fn exists(disk: &dyn Disk, dir: &Path) -> bool {
+        disk.list(dir).map(|names| names.iter().any(|n| parse_segment_name(n).is_some())).unwrap_or(false)
+    }
+
+    /// Start a new, empty log in `dir`.
+    pub fn create(disk: Arc<dyn Disk>, dir: &Path, meta: WalMeta) -> Result<Wal, WalError> {
+        disk.create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(segment_name(0, 0));
+        let file = disk.open_append(&path, Some(0)).map_err(io_err(&path))?;
+        let mut wal = Wal {
+            disk,
+            dir: dir.to_path_buf(),
+            meta,
+            file,
+            path,
+            seq: 0,
+            last_index: 0,
+            last_hard_state: HardState::default(),
+            buf: Vec::new(),
+            syncs: 0,
+        };
+        wal.write_meta();
+        wal.flush_sync()?;
+        Ok(wal)
+    }
+
+    /// Open the log in `dir`, replay it, and truncate a torn tail.
+    pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<(Wal, Recovered), WalError> {
+        let mut segments: Vec<(u64, u64, String)> = disk
+            .list(dir)
+            .map_err(io_err(dir))?
+            .into_iter()
+            .filter_map(|n| parse_segment_name(&n).map(|(s, i)| (s, i, n)))
+            .collect();
+        segments.sort();
+        let Some(last) = segments.last().cloned() else {
+            return Err(WalError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no WAL segment"),
+            });
+        };
+        let mut rec = Recovered::default();
+        let mut truncate_last_to = None;
+        for (i, (_, _, name)) in segments.iter().enumerate() {
+            let path = dir.join(name);
+            let data = disk.read(&path).map_err(io_err(&path))?;
+            let is_last = i + 1 == segments.len();
+            if let Some(valid) = replay_segment(&path, &data, is_last, &mut rec)? {
+                rec.torn_bytes = data.len() as u64 - valid;
+                truncate_last_to = Some(valid);
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = valid,
+                    bytes = rec.torn_bytes,
+                    "wal: truncating a torn record at the tail (a write cut short by a crash)"
+                );
+            }
+        }
+        let meta = rec.meta.clone().ok_or_else(|| WalError::Corrupt {
+            path: dir.join(&last.2),
+            offset: 0,
+            reason: "no metadata record".into(),
+        })?;
+        let path = dir.join(&last.2);
+        let file = disk.open_append(&path, truncate_last_to).map_err(io_err(&path))?;
+        let last_index = rec.entries.last().map(|e| e.index).or(rec.snapshot.map(|s| s.0)).unwrap_or(0);
+        let wal = Wal {
+            disk,
+            dir: dir.to_path_buf(),
+            meta,
+            file,
+            path,
+            seq: last.0,
+            last_index,
+            last_hard_state: rec.hard_state.clone(),
+            buf: Vec::new(),
+            syncs: 0,
+        };
+        Ok((wal, rec))
+    }
+
+    /// The log's owner.
+    pub fn meta(&self) -> &WalMeta {
+        &self.meta
+    }
+
+    fn write_meta(&mut self) {
+        let payload = serde_json::to_vec(&self.meta).expect("WalMeta serialises");
+        encode(&mut self.buf, KIND_META, &payload);
+    }
+
+    fn flush_sync(&mut self) -> Result<(), WalError> {
+        let path = self.path.clone();
+        if !self.buf.is_empty() {
+            self.file.append(&self.buf).map_err(io_err(&path))?;
+            self.buf.clear();
+        }
+        self.file.sync().map_err(io_err(&path))?;
+        self.syncs += 1;
+        Ok(())
+    }
+
+
+    /// Append a snapshot mark, entries and a hard state, then fsync once: the group commit
+    /// of one Raft Ready. Nothing written here may be acknowledged or sent as a persisted
+    /// message before this returns.
+    pub fn save(
+        &mut self,
+        snapshot: Option<(u64, u64)>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), WalError> {
+        if let Some((index, term)) = snapshot {
+            let mut p = Vec::with_capacity(16);
+            p.extend_from_slice(&index.to_le_bytes());
+            p.extend_from_slice(&term.to_le_bytes());
+            encode(&mut self.buf, KIND_SNAPSHOT, &p);
+            self.last_index = index;
+        }
+        for e in entries {
+            let payload = e.write_to_bytes().expect("entry encodes");
+            encode(&mut self.buf, KIND_ENTRY, &payload);
+            self.last_index = e.index;
+        }
+        if let Some(hs) = hard_state {
+            encode(&mut self.buf, KIND_HARD_STATE, &hs.write_to_bytes().expect("hard state encodes"));
+            self.last_hard_state = hs.clone();
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.flush_sync()?;
+        if self.file.len() > SEGMENT_BYTES_MAX {
+            self.cut()?;
+        }
+        Ok(())
+    }
+
+    /// Start a new segment; the new one repeats the metadata and the hard state so it can be
+    /// read on its own after older segments are released.
+    fn cut(&mut self) -> Result<(), WalError> {
+        self.seq += 1;
+        let path = self.dir.join(segment_name(self.seq, self.last_index + 1));
+        self.file = self.disk.open_append(&path, Some(0)).map_err(io_err(&path))?;
+        self.path = path;
+        self.write_meta();
+        let hs = self.last_hard_state.clone();
+        encode(&mut self.buf, KIND_HARD_STATE, &hs.write_to_bytes().expect("hard state encodes"));
+        self.flush_sync()
+    }
+
+    /// Remove segments whose every entry is at or below `index` (covered by a snapshot),
+    /// keeping at least `keep` segment files. Only whole segments before the current one go.
+    pub fn release_to(&mut self, index: u64, keep: usize) -> Result<usize, WalError> {
+        let mut segments: Vec<(u64, u64, String)> = self
+            .disk
+            .list(&self.dir)
+            .map_err(io_err(&self.dir))?
+            .into_iter()
+            .filter_map(|n| parse_segment_name(&n).map(|(s, i)| (s, i, n)))
+            .collect();
+        segments.sort();
+        let mut removed = 0;
+        let n = segments.len();
+        for i in 0..n.saturating_sub(1) {
+            if n - removed <= keep.max(1) {
+                break;
+            }
+            // Segment i holds entries below segment i+1's first index.
+            if segments[i + 1].1 <= index + 1 {
+                let path = self.dir.join(&segments[i].2);
+                self.disk.remove(&path).map_err(io_err(&path))?;
+                removed += 1;
+            } else {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Replay one segment into `rec`. Returns `Some(valid_len)` when the segment ends in a torn
+/// record that must be truncated (only allowed for the last segment).
+fn replay_segment(path: &Path, data: &[u8], is_last: bool, rec: &mut Recovered) -> Result<Option<u64>, WalError> {
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason };
+    let mut off = 0usize;
+    while off < data.len() {
+        let rest = data.len() - off;
+        if rest < HEADER_BYTES {
+            return torn(is_last, off, || corrupt(off, "record header cut short".into()));
+        }
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
+        if len > RECORD_BYTES_MAX {
+            return torn(is_last && off + HEADER_BYTES + len > data.len(), off, || {
+                corrupt(off, format!("record length {len} exceeds the limit"))
+            });
+        }
+        if HEADER_BYTES + len > rest {
+            return torn(is_last, off, || corrupt(off, "record cut short".into()));
+        }
+        let kind = data[off + 8];
+        let payload = &data[off + HEADER_BYTES..off + HEADER_BYTES + len];
+        let mut h = crc32fast::Hasher::new();
+        h.update(&[kind]);
+        h.update(payload);
+        let end = off + HEADER_BYTES + len;
+        if h.finalize() != crc {
+            // A bad CRC is a torn write only if it is the very last record of the log.
+            return torn(is_last && end == data.len(), off, || corrupt(off, "CRC mismatch".into()));
+        }
+        match kind {
+            KIND_META => {
+                let meta: WalMeta =
+                    serde_json::from_slice(payload).map_err(|e| corrupt(off, format!("bad metadata: {e}")))?;
+                if let Some(prev) = &rec.meta {
+                    if *prev != meta {
+                        return Err(corrupt(off, format!("segment belongs to {meta:?}, log to {prev:?}")));
+                    }
+                }
+                rec.meta = Some(meta);
+            }
+            KIND_ENTRY => {
+                let e = Entry::parse_from_bytes(payload).map_err(|e| corrupt(off, format!("bad entry: {e}")))?;
+                let base = rec.snapshot.map(|s| s.0).unwrap_or(0);
+                if e.index <= base {
+                    // Superseded by a later snapshot mark: only possible in older segments.
+                } else {
+                    if let Some(first) = rec.entries.first().map(|f| f.index) {
+                        if e.index < first {
+                            rec.entries.clear();
+                        } else {
+                            rec.entries.truncate((e.index - first) as usize);
+                        }
+                    }
+                    match rec.entries.last() {
+                        Some(prev) if prev.index + 1 != e.index => {
+                            return Err(corrupt(off, format!("entry {} follows entry {}", e.index, prev.index)))
+                        }
+                        _ => rec.entries.push(e),
+                    }
+                }
+            }
+            KIND_HARD_STATE => {
+                rec.hard_state =
+                    HardState::parse_from_bytes(payload).map_err(|e| corrupt(off, format!("bad hard state: {e}")))?;
+            }
+            KIND_SNAPSHOT => {
+                if payload.len() != 16 {
+                    return Err(corrupt(off, "bad snapshot mark".into()));
+                }
+                let index = u64::from_le_bytes(payload[..8].try_into().unwrap());
+                let term = u64::from_le_bytes(payload[8..].try_into().unwrap());
+                rec.snapshot = Some((index, term));
+                rec.entries.retain(|e| e.index > index);
+                if rec.entries.first().is_some_and(|e| e.index != index + 1) {
+                    rec.entries.clear();
+                }
+            }
+            other => return Err(corrupt(off, format!("unknown record kind {other}"))),
+        }
+        off = end;
+    }
+    Ok(None)
+}
+
+fn torn(allowed: bool, off: usize, corrupt: impl FnOnce() -> WalError) -> Result<Option<u64>, WalError> {
+    if allowed {
+        Ok(Some(off as u64))
+    } else {
+        Err(corrupt())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FileDisk;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = data.to_vec().into();
+        e
+    }
+
+    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+        let mut h = HardState::default();
+        h.term = term;
+        h.vote = vote;
+        h.commit = commit;
+        h
+    }
+
+    fn meta() -> WalMeta {
+        WalMeta { member_id: 1, cluster_id: 2 }
+    }
+
+    #[test]
+    fn replays_entries_hard_state_and_conflicting_suffixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+        wal.save(None, &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")], Some(&hs(1, 1, 2))).unwrap();
+        // A new leader overwrites index 3 onwards.
+        wal.save(None, &[entry(3, 2, b"x"), entry(4, 2, b"y")], Some(&hs(2, 3, 4))).unwrap();
+        drop(wal);
+        let (_, rec) = Wal::open(disk, dir.path()).unwrap();
+        assert_eq!(rec.meta, Some(meta()));
+        assert_eq!(rec.hard_state, hs(2, 3, 4));
+        let got: Vec<(u64, u64)> = rec.entries.iter().map(|e| (e.index, e.term)).collect();
+        assert_eq!(got, vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
+        assert_eq!(rec.torn_bytes, 0);
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_and_the_log_stays_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+        wal.save(None, &[entry(1, 1, b"a"), entry(2, 1, b"b")], Some(&hs(1, 1, 2))).unwrap();
+        drop(wal);
+        let seg = dir.path().join(segment_name(0, 0));
+        let mut data = std::fs::read(&seg).unwrap();
+        let full = data.len();
+        data.truncate(full - 3); // cut the last record (the hard state) short
+        std::fs::write(&seg, &data).unwrap();
+        let (mut wal, rec) = Wal::open(disk.clone(), dir.path()).unwrap();
+        assert!(rec.torn_bytes > 0);
+        assert_eq!(rec.entries.len(), 2);
+        wal.save(None, &[entry(3, 1, b"c")], Some(&hs(1, 1, 3))).unwrap();
+        drop(wal);
+        let (_, rec) = Wal::open(disk, dir.path()).unwrap();
+        assert_eq!(rec.torn_bytes, 0);
+        assert_eq!(rec.entries.last().unwrap().index, 3);
+        assert_eq!(rec.hard_state.commit, 3);
+    }
+
+    #[test]
+    fn corruption_before_the_tail_refuses_to_start_and_names_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+        wal.save(None, &[entry(1, 1, b"aaaa"), entry(2, 1, b"bbbb")], Some(&hs(1, 1, 2))).unwrap();
+        drop(wal);
+        let seg = dir.path().join(segment_name(0, 0));
+        let mut data = std::fs::read(&seg).unwrap();
+        // Flip a byte inside the first entry's payload (after the metadata record).
+        let meta_len = u32::from_le_bytes(data[0..4].try_into().unwrap()) as usize + HEADER_BYTES;
+        data[meta_len + HEADER_BYTES + 2] ^= 0xff;
+        std::fs::write(&seg, &data).unwrap();
+        let err = Wal::open(disk, dir.path()).err().expect("must refuse");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("offset {meta_len}")), "{msg}");
+        assert!(msg.contains(".wal"), "{msg}");
+    }
+
+    #[test]
+    fn snapshot_marks_drop_older_entries_and_release_removes_covered_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+        wal.save(None, &[entry(1, 1, b"a"), entry(2, 1, b"b")], Some(&hs(1, 1, 2))).unwrap();
+        wal.cut().unwrap();
+        wal.save(Some((2, 1)), &[entry(3, 1, b"c")], Some(&hs(1, 1, 3))).unwrap();
+        assert_eq!(disk.list(dir.path()).unwrap().len(), 2);
+        assert_eq!(wal.release_to(2, 1).unwrap(), 1);
+        drop(wal);
+        let (_, rec) = Wal::open(disk, dir.path()).unwrap();
+        assert_eq!(rec.snapshot, Some((2, 1)));
+        assert_eq!(rec.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(rec.hard_state.commit, 3);
+    }
+}

@@ -1,0 +1,256 @@
+//! Peer transport: Raft messages between members over TCP.
+//!
+//! Each member dials every other member once (one outgoing stream per peer, used only for
+//! sending) and accepts the others' streams on its peer URL (used only for receiving). A
+//! stream starts with a hello frame `{cluster_id, from, to}`; after it, each frame is
+//! `[len u32 LE][protobuf raft Message]`.
+//!
+//! Defences (raft-rs pulls in protobuf 2.x, RUSTSEC-2024-0437: deeply nested input can
+//! overflow the stack while parsing): a frame over [`FRAME_BYTES_MAX`] closes the stream
+//! before anything is parsed; a hello from a member that is not in the cluster, or from
+//! another cluster, closes the stream, so no stranger's bytes ever reach the protobuf parser.
+//!
+//! Sending never blocks the Ready loop: messages go to a bounded per-peer queue; a full queue
+//! or a dead stream drops messages (Raft retransmits) and reports the peer unreachable.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::cluster::Members;
+use crate::raft::{Counters, Inbox};
+use crate::rt::{self, FlushFilter};
+
+/// Largest frame accepted (a snapshot of a large store is the biggest message).
+pub const FRAME_BYTES_MAX: usize = 512 << 20;
+/// Largest hello frame.
+const HELLO_BYTES_MAX: usize = 4096;
+/// Messages queued per peer before new ones are dropped.
+pub const PEER_QUEUE_MAX: usize = 8192;
+/// How long a dial may take.
+const DIAL_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a single frame write may take before the stream is declared dead (a partitioned
+/// peer in the simulator holds writes rather than failing them).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Hello {
+    cluster_id: u64,
+    from: u64,
+    to: u64,
+}
+
+struct Peer {
+    urls: Vec<String>,
+    tx: mpsc::Sender<Message>,
+}
+
+/// The transport of one member.
+pub struct Transport {
+    id: u64,
+    cluster_id: Mutex<u64>,
+    peers: Mutex<BTreeMap<u64, Peer>>,
+    allowed: Mutex<Vec<u64>>,
+    inbox: mpsc::UnboundedSender<Inbox>,
+}
+
+impl Transport {
+    /// A transport for member `id`.
+    pub fn new(id: u64, cluster_id: u64, inbox: mpsc::UnboundedSender<Inbox>) -> Arc<Transport> {
+        Arc::new(Transport {
+            id,
+            cluster_id: Mutex::new(cluster_id),
+            peers: Mutex::new(BTreeMap::new()),
+            allowed: Mutex::new(Vec::new()),
+            inbox,
+        })
+    }
+
+    /// Set the cluster id (a joining member learns it from the leader's snapshot).
+    pub fn set_cluster_id(&self, cid: u64) {
+        *self.cluster_id.lock().expect("lock") = cid;
+    }
+
+    /// Follow a membership change: start senders for new peers, stop removed ones.
+    pub fn set_members(self: &Arc<Self>, members: &Members) {
+        let mut peers = self.peers.lock().expect("peers lock");
+        *self.allowed.lock().expect("allowed lock") = members.members.keys().copied().collect();
+        peers.retain(|id, p| members.members.get(id).is_some_and(|m| m.peer_urls == p.urls));
+        for (id, m) in &members.members {
+            if *id == self.id || peers.contains_key(id) || m.peer_urls.is_empty() {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+            peers.insert(*id, Peer { urls: m.peer_urls.clone(), tx });
+            let me = Arc::clone(self);
+            let urls = m.peer_urls.clone();
+            let to = *id;
+            rt::spawn(async move { me.sender(to, urls, rx).await });
+        }
+    }
+
+    /// Queue a message for its peer.
+    pub fn send(&self, m: Message, counters: &Counters) {
+        let to = m.to;
+        let is_snap = m.get_msg_type() == MessageType::MsgSnapshot;
+        let peers = self.peers.lock().expect("peers lock");
+        let Some(p) = peers.get(&to) else { return };
+        Counters::add(&counters.bytes_sent, m.compute_size() as u64);
+        if p.tx.try_send(m).is_err() {
+            let _ = self.inbox.send(Inbox::Unreachable(to));
+            if is_snap {
+                let _ = self.inbox.send(Inbox::SnapshotSent(to, false));
+            }
+        }
+    }
+
+    async fn sender(self: Arc<Self>, to: u64, urls: Vec<String>, mut rx: mpsc::Receiver<Message>) {
+        let mut attempt = 0usize;
+        loop {
+            let addr = host_port(&urls[attempt % urls.len()]);
+            attempt += 1;
+            let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    if !self.fail_queued(to, &mut rx) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            rt::tune_stream(&stream);
+            let mut w = BufWriter::new(FlushFilter::new(stream));
+            let hello = Hello { cluster_id: *self.cluster_id.lock().expect("lock"), from: self.id, to };
+            let hello = serde_json::to_vec(&hello).expect("hello serialises");
+            if write_frame(&mut w, &hello).await.is_err() {
+                continue;
+            }
+            // Stream messages until the stream fails or the peer is removed.
+            loop {
+                let Some(first) = rx.recv().await else { return };
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let res = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    for m in &batch {
+                        let bytes = m.write_to_bytes().map_err(std::io::Error::other)?;
+                        write_frame(&mut w, &bytes).await?;
+                    }
+                    w.flush().await
+                })
+                .await;
+                let ok = matches!(res, Ok(Ok(())));
+                for m in &batch {
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        let _ = self.inbox.send(Inbox::SnapshotSent(to, ok));
+                    }
+                }
+                if !ok {
+                    let _ = self.inbox.send(Inbox::Unreachable(to));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Drop what is queued for an unreachable peer; false once the peer was removed.
+    fn fail_queued(&self, to: u64, rx: &mut mpsc::Receiver<Message>) -> bool {
+        let mut any = false;
+        loop {
+            match rx.try_recv() {
+                Ok(m) => {
+                    any = true;
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        let _ = self.inbox.send(Inbox::SnapshotSent(to, false));
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        if any {
+            let _ = self.inbox.send(Inbox::Unreachable(to));
+        }
+        true
+    }
+
+    /// Accept peers on `listener` for ever.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            rt::tune_stream(&stream);
+            let me = Arc::clone(&self);
+            rt::spawn(async move {
+                if let Err(e) = me.receive(stream).await {
+                    tracing::debug!(error = %e, "peer stream closed");
+                }
+            });
+        }
+    }
+
+    async fn receive(&self, stream: TcpStream) -> std::io::Result<()> {
+        let mut stream = tokio::io::BufReader::with_capacity(64 << 10, stream);
+        let hello = read_frame(&mut stream, HELLO_BYTES_MAX).await?;
+        let hello: Hello = serde_json::from_slice(&hello).map_err(std::io::Error::other)?;
+        let cid = *self.cluster_id.lock().expect("lock");
+        if hello.to != self.id || (cid != 0 && hello.cluster_id != 0 && hello.cluster_id != cid) {
+            tracing::warn!(from = %format!("{:x}", hello.from), their_cluster = %format!("{:x}", hello.cluster_id),
+                our_cluster = %format!("{cid:x}"), "peer: refusing a stream from another cluster or for another member");
+            return Ok(());
+        }
+        // A member that does not know the cluster yet (joining) accepts its first leader.
+        let known = self.allowed.lock().expect("lock").contains(&hello.from);
+        if !known && cid != 0 {
+            tracing::warn!(from = %format!("{:x}", hello.from), "peer: refusing a stream from a member not in the cluster");
+            return Ok(());
+        }
+        loop {
+            let buf = read_frame(&mut stream, FRAME_BYTES_MAX).await?;
+            let m = Message::parse_from_bytes(&buf).map_err(std::io::Error::other)?;
+            if m.from != hello.from || m.to != self.id {
+                return Err(std::io::Error::other("message does not match the stream's hello"));
+            }
+            if self.inbox.send(Inbox::Peer(Box::new(m))).is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
+    w.write_all(&(payload.len() as u32).to_le_bytes()).await?;
+    w.write_all(payload).await
+}
+
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds the limit of {max}")));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// `host:port` of an `http://host:port` URL.
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    rest.trim_end_matches('/').to_string()
+}

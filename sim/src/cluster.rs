@@ -1,0 +1,162 @@
+//! The simulated cluster: each member a madsim node with its own IP, started through the
+//! node's real entry point (`detcd_node::run`) with etcd's own flags, on a simulated disk that
+//! outlives the process, with a clock the nemesis can skew.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::runtime::{Handle, NodeHandle};
+
+use detcd_node::config::{self, Parsed};
+use detcd_node::raft::Shared;
+use detcd_node::rt::Clock;
+use detcd_node::Env;
+
+use crate::disk::SimDisk;
+use crate::scenario::Scenario;
+
+/// The client port every member listens on.
+pub const CLIENT_PORT: u16 = 2379;
+/// The peer port every member listens on.
+pub const PEER_PORT: u16 = 2380;
+
+/// One member.
+pub struct MemberSim {
+    /// Index in the cluster (0-based).
+    pub index: usize,
+    /// Its name (`infra<i>`).
+    pub name: String,
+    /// Its IP.
+    pub ip: Ipv4Addr,
+    /// madsim's node (stale after a restart: re-fetch by id).
+    pub node: NodeHandle,
+    /// Its disk.
+    pub disk: SimDisk,
+    /// Its clock (skewable).
+    pub clock: Clock,
+    /// Its running state, set each time it starts.
+    pub shared: Arc<Mutex<Option<Arc<Shared>>>>,
+    /// How many times it has started.
+    pub incarnations: Arc<AtomicU64>,
+    /// Why it last stopped, if it stopped on its own (error, removal).
+    pub exit: Arc<Mutex<Option<String>>>,
+}
+
+impl MemberSim {
+    /// `ip:2379`.
+    pub fn client_addr(&self) -> String {
+        format!("{}:{CLIENT_PORT}", self.ip)
+    }
+
+    /// The member's state if it is running.
+    pub fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared.lock().unwrap().clone()
+    }
+}
+
+/// The member IPs of an `n`-member cluster.
+pub fn member_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, (i + 1) as u8)
+}
+
+/// etcd flags for member `i`, exactly as the tutorial's static method writes them.
+pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
+    let n = s.cluster.members;
+    let cluster: Vec<String> = (0..n).map(|j| format!("infra{j}=http://{}:{PEER_PORT}", member_ip(j))).collect();
+    let ip = member_ip(i);
+    [
+        "--name".to_string(),
+        format!("infra{i}"),
+        "--data-dir".into(),
+        format!("/data/infra{i}"),
+        "-advertise-client-urls".into(),
+        format!("http://{ip}:{CLIENT_PORT}"),
+        "-listen-client-urls".into(),
+        format!("http://0.0.0.0:{CLIENT_PORT}"),
+        "-initial-advertise-peer-urls".into(),
+        format!("http://{ip}:{PEER_PORT}"),
+        "-listen-peer-urls".into(),
+        format!("http://0.0.0.0:{PEER_PORT}"),
+        "-initial-cluster-token".into(),
+        "etcd-cluster".into(),
+        "-initial-cluster".into(),
+        cluster.join(","),
+        "-initial-cluster-state".into(),
+        "new".into(),
+        "--heartbeat-interval".into(),
+        s.cluster.heartbeat_ms.to_string(),
+        "--election-timeout".into(),
+        s.cluster.election_ms.to_string(),
+        "--snapshot-count".into(),
+        s.cluster.snapshot_count.to_string(),
+    ]
+    .to_vec()
+}
+
+/// Start every member of the scenario's cluster.
+pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
+    let handle = Handle::current();
+    (0..s.cluster.members)
+        .map(|i| {
+            let name = format!("infra{i}");
+            let disk = SimDisk::new(
+                mix(seed, i as u64, 0xd15c),
+                (Duration::from_micros(s.disk.fsync_us[0]), Duration::from_micros(s.disk.fsync_us[1])),
+                s.disk.torn_writes,
+            );
+            let clock = Clock::new();
+            let shared: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
+            let incarnations = Arc::new(AtomicU64::new(0));
+            let exit: Arc<Mutex<Option<String>>> = Arc::default();
+            let args = member_args(s, i);
+            let (d, c, sh, inc, ex) = (disk.clone(), clock.clone(), shared.clone(), incarnations.clone(), exit.clone());
+            let node = handle
+                .create_node()
+                .name(name.clone())
+                .ip(IpAddr::V4(member_ip(i)))
+                .init(move || {
+                    let incarnation = inc.fetch_add(1, Ordering::SeqCst);
+                    let args = args.clone();
+                    let disk = d.clone();
+                    let clock = c.clone();
+                    let slot = sh.clone();
+                    let exit = ex.clone();
+                    *slot.lock().unwrap() = None;
+                    async move {
+                        let env_none = |_: &str| None;
+                        let no_file = |p: &std::path::Path| -> std::io::Result<String> {
+                            Err(std::io::Error::new(std::io::ErrorKind::NotFound, p.display().to_string()))
+                        };
+                        let cfg = match config::parse(&args, &env_none, &no_file) {
+                            Ok(Parsed::Run(cfg, _)) => cfg,
+                            other => panic!("simulated member flags must parse: {:?}", other.err()),
+                        };
+                        let slot2 = slot.clone();
+                        let env = Env {
+                            disk: Arc::new(disk),
+                            clock,
+                            seed: mix(seed, i as u64, incarnation),
+                            on_start: Some(Box::new(move |s| *slot2.lock().unwrap() = Some(s))),
+                        };
+                        if let Err(e) = detcd_node::run(cfg, env).await {
+                            tracing::warn!(member = i, error = %e, "member stopped");
+                            *exit.lock().unwrap() = Some(e.to_string());
+                        }
+                        *slot.lock().unwrap() = None;
+                    }
+                })
+                .build();
+            MemberSim { index: i, name, ip: member_ip(i), node, disk, clock, shared, incarnations, exit }
+        })
+        .collect()
+}
+
+/// A stable mix of the run seed with a member index and a salt (SplitMix64 steps).
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

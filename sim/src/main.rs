@@ -1,0 +1,2 @@
+//! `detcd-sim`: run seeded fault scenarios against the detcd node inside madsim.
+fn main() {}

@@ -1,0 +1,302 @@
+//! The nemesis: faults applied to the simulated cluster at seeded or scheduled times, each
+//! recorded with its simulated start and end.
+//!
+//! Partitions clog links between members only (clients keep reaching every member, as in
+//! Jepsen); a crash kills the member's process and drops its disk's unsynced bytes; a pause
+//! stops all of a member's tasks and timers; clock skew moves only that member's wall clock.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::client::HttpClient;
+use crate::cluster::MemberSim;
+use crate::scenario::{kind_name, Fault, FaultKind, Scenario, SwarmSpec, Target, SWARM_KINDS};
+
+/// A fault as it happened.
+#[derive(Debug, Clone)]
+pub struct FaultEvent {
+    /// The fault's kind name.
+    pub kind: String,
+    /// Members it hit (indexes).
+    pub targets: Vec<usize>,
+    /// Simulated start (ns since the start of the run).
+    pub start_ns: u64,
+    /// Simulated end.
+    pub end_ns: u64,
+    /// Extra detail (sides of a partition, offsets).
+    pub detail: String,
+}
+
+/// Applies faults to the cluster.
+pub struct Nemesis<'a> {
+    members: &'a [MemberSim],
+    rng: ChaCha8Rng,
+    start: tokio::time::Instant,
+    /// Faults applied so far.
+    pub events: Vec<FaultEvent>,
+}
+
+fn node_id(m: &MemberSim) -> madsim::task::NodeId {
+    m.node.id()
+}
+
+impl<'a> Nemesis<'a> {
+    /// A nemesis over `members`, seeded.
+    pub fn new(members: &'a [MemberSim], seed: u64, start: tokio::time::Instant) -> Nemesis<'a> {
+        Nemesis { members, rng: ChaCha8Rng::seed_from_u64(seed), start, events: Vec::new() }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Ask the members, as an operator would, who leads (`/v2/members/leader`).
+    pub async fn find_leader(&self) -> Option<usize> {
+        for m in self.members {
+            let mut c = HttpClient::new(m.client_addr());
+            if let Ok(r) = c.request("GET", "/v2/members/leader", None, Duration::from_millis(500)).await {
+                if r.status == 200 {
+                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                    let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                    if let Some(l) = self.members.iter().find(|x| x.name == name) {
+                        return Some(l.index);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn resolve(&mut self, t: &Target) -> usize {
+        let n = self.members.len();
+        match t {
+            Target::Member(i) => *i,
+            Target::Random => self.rng.gen_range(0..n),
+            Target::Leader => match self.find_leader().await {
+                Some(l) => l,
+                None => self.rng.gen_range(0..n),
+            },
+            Target::Follower => {
+                let l = self.find_leader().await;
+                let others: Vec<usize> = (0..n).filter(|i| Some(*i) != l).collect();
+                others[self.rng.gen_range(0..others.len())]
+            }
+        }
+    }
+
+    fn clog_between(&self, a: &[usize], b: &[usize]) {
+        let net = NetSim::current();
+        for &x in a {
+            for &y in b {
+                if x != y {
+                    net.clog_link(node_id(&self.members[x]), node_id(&self.members[y]));
+                    net.clog_link(node_id(&self.members[y]), node_id(&self.members[x]));
+                }
+            }
+        }
+    }
+
+    /// Unclog every link between members.
+    pub fn heal_network(&self) {
+        let net = NetSim::current();
+        for a in self.members {
+            for b in self.members {
+                if a.index != b.index {
+                    net.unclog_link(node_id(a), node_id(b));
+                }
+            }
+        }
+    }
+
+    /// Apply one fault and wait for its end, then undo it. `until_ns` is the end of the load
+    /// (for faults with duration 0).
+    pub async fn apply(&mut self, f: &Fault, until_ns: u64) {
+        let start_ns = self.now_ns();
+        let dur = if f.duration_s > 0.0 {
+            Duration::from_secs_f64(f.duration_s)
+        } else {
+            Duration::from_nanos(until_ns.saturating_sub(start_ns))
+        };
+        let n = self.members.len();
+        let handle = Handle::current();
+        let mut targets = Vec::new();
+        let mut detail = String::new();
+        match &f.kind {
+            FaultKind::Isolate { target } => {
+                let t = self.resolve(target).await;
+                targets.push(t);
+                let others: Vec<usize> = (0..n).filter(|i| *i != t).collect();
+                self.clog_between(&[t], &others);
+                tokio::time::sleep(dur).await;
+                self.heal_network();
+            }
+            FaultKind::MinorityMajority { leader_in_minority } => {
+                let leader = self.find_leader().await;
+                let mut order: Vec<usize> = (0..n).collect();
+                // Seeded shuffle, then place the leader as asked.
+                for i in (1..n).rev() {
+                    let j = self.rng.gen_range(0..=i);
+                    order.swap(i, j);
+                }
+                if let Some(l) = leader {
+                    order.retain(|x| *x != l);
+                    if *leader_in_minority {
+                        order.insert(0, l);
+                    } else {
+                        order.push(l);
+                    }
+                }
+                let minority: Vec<usize> = order[..n / 2].to_vec();
+                let majority: Vec<usize> = order[n / 2..].to_vec();
+                detail = format!("minority {minority:?} majority {majority:?}");
+                targets = minority.clone();
+                self.clog_between(&minority, &majority);
+                tokio::time::sleep(dur).await;
+                self.heal_network();
+            }
+            FaultKind::Bridge => {
+                let bridge = self.rng.gen_range(0..n);
+                let rest: Vec<usize> = (0..n).filter(|i| *i != bridge).collect();
+                let (a, b) = rest.split_at(rest.len() / 2);
+                detail = format!("bridge {bridge} between {a:?} and {b:?}");
+                targets.push(bridge);
+                self.clog_between(a, b);
+                tokio::time::sleep(dur).await;
+                self.heal_network();
+            }
+            FaultKind::Ring => {
+                // Each member keeps links only to its two neighbours.
+                let net = NetSim::current();
+                for i in 0..n {
+                    for j in 0..n {
+                        let d = (i + n - j) % n;
+                        if i != j && d != 1 && d != n - 1 {
+                            net.clog_link(node_id(&self.members[i]), node_id(&self.members[j]));
+                        }
+                    }
+                }
+                detail = "ring".into();
+                tokio::time::sleep(dur).await;
+                self.heal_network();
+            }
+            FaultKind::OneWay { target } => {
+                let t = self.resolve(target).await;
+                targets.push(t);
+                let net = NetSim::current();
+                for o in (0..n).filter(|i| *i != t) {
+                    net.clog_link(node_id(&self.members[t]), node_id(&self.members[o]));
+                }
+                detail = format!("{t} hears the others; they do not hear it");
+                tokio::time::sleep(dur).await;
+                self.heal_network();
+            }
+            FaultKind::Crash { target } => {
+                let t = self.resolve(target).await;
+                targets.push(t);
+                let m = &self.members[t];
+                handle.kill(node_id(m));
+                let lost = m.disk.crash();
+                detail = format!("{lost} unsynced bytes lost");
+                tokio::time::sleep(dur).await;
+                handle.restart(node_id(m));
+            }
+            FaultKind::RollingRestart => {
+                let step = dur / (n as u32).max(1);
+                for t in 0..n {
+                    targets.push(t);
+                    let m = &self.members[t];
+                    handle.kill(node_id(m));
+                    m.disk.crash();
+                    tokio::time::sleep(step / 4).await;
+                    handle.restart(node_id(m));
+                    tokio::time::sleep(step - step / 4).await;
+                }
+            }
+            FaultKind::Pause { target } => {
+                let t = self.resolve(target).await;
+                targets.push(t);
+                handle.pause(node_id(&self.members[t]));
+                tokio::time::sleep(dur).await;
+                handle.resume(node_id(&self.members[t]));
+            }
+            FaultKind::ClockSkew { target, offset_ms, drift_ppm } => {
+                let t = self.resolve(target).await;
+                targets.push(t);
+                let now_wall =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+                {
+                    let mut sk = self.members[t].clock.skew().lock().unwrap();
+                    sk.offset_ms = *offset_ms;
+                    sk.drift_ppm = *drift_ppm;
+                    sk.drift_since_ms = now_wall;
+                }
+                detail = format!("offset {offset_ms} ms, drift {drift_ppm} ppm");
+                tokio::time::sleep(dur).await;
+                *self.members[t].clock.skew().lock().unwrap() = Default::default();
+            }
+            FaultKind::Flaky { target, flap_ms } => {
+                let t = self.resolve(target).await;
+                targets.push(t);
+                let others: Vec<usize> = (0..n).filter(|i| *i != t).collect();
+                let end = tokio::time::Instant::now() + dur;
+                let flap = Duration::from_millis((*flap_ms).max(10));
+                while tokio::time::Instant::now() < end {
+                    self.clog_between(&[t], &others);
+                    tokio::time::sleep(flap / 2).await;
+                    self.heal_network();
+                    tokio::time::sleep(flap / 2).await;
+                }
+            }
+        }
+        let end_ns = self.now_ns();
+        self.events.push(FaultEvent { kind: kind_name(&f.kind).to_string(), targets, start_ns, end_ns, detail });
+    }
+}
+
+/// The swarm timeline of a seed: which kinds are enabled (a seeded subset, never empty) and
+/// faults of those kinds at seeded times until `duration_s`.
+pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5_3a4d);
+    let mut enabled: Vec<&str> = sw.kinds.iter().map(|k| k.as_str()).filter(|_| rng.gen_bool(0.5)).collect();
+    if enabled.is_empty() && !sw.kinds.is_empty() {
+        enabled.push(sw.kinds[rng.gen_range(0..sw.kinds.len())].as_str());
+    }
+    let n = s.cluster.members;
+    let mut faults = Vec::new();
+    let mut t = 1.0;
+    while t < s.workload.duration_s - 1.0 && !enabled.is_empty() {
+        let kind = enabled[rng.gen_range(0..enabled.len())];
+        let target = if rng.gen_bool(0.5) { Target::Leader } else { Target::Member(rng.gen_range(0..n)) };
+        let k = match kind {
+            "isolate" => FaultKind::Isolate { target },
+            "minority-majority" if n >= 3 => FaultKind::MinorityMajority { leader_in_minority: rng.gen_bool(0.5) },
+            "bridge" if n >= 3 => FaultKind::Bridge,
+            "ring" if n >= 5 => FaultKind::Ring,
+            "one-way" => FaultKind::OneWay { target },
+            "crash" => FaultKind::Crash { target },
+            "pause" => FaultKind::Pause { target },
+            "clock-skew" => FaultKind::ClockSkew {
+                target,
+                offset_ms: rng.gen_range(-60_000..60_000),
+                drift_ppm: rng.gen_range(-500..500),
+            },
+            "flaky" => FaultKind::Flaky { target, flap_ms: rng.gen_range(50..500) },
+            _ => FaultKind::Isolate { target },
+        };
+        debug_assert!(SWARM_KINDS.contains(&kind_name(&k)));
+        let dur = rng.gen_range(0.2..sw.max_duration_s.max(0.3));
+        faults.push(Fault { at_s: t, duration_s: dur, kind: k });
+        t += dur + rng.gen_range(0.0..2.0 * sw.mean_interval_s);
+    }
+    faults
+}
+
+/// Members' indexes as a set, for reports.
+pub fn set_of(v: &[usize]) -> BTreeSet<usize> {
+    v.iter().copied().collect()
+}

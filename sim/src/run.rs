@@ -1,0 +1,276 @@
+//! One seeded run: build the simulated cluster, drive the load under the nemesis, heal,
+//! then check safety (linearizability, watches), liveness and convergence.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as WallInstant};
+
+use crate::client::{form, HttpClient};
+use crate::cluster::{self, MemberSim};
+use crate::nemesis::{swarm_faults, FaultEvent, Nemesis};
+use crate::scenario::Scenario;
+use crate::workload::{self, Recorder};
+
+/// The verdict of one check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Name (linearizable, watches, liveness, convergence, no-panic).
+    pub name: String,
+    /// Passed, failed, or could not be decided (`None`).
+    pub passed: Option<bool>,
+    /// One line of detail.
+    pub detail: String,
+}
+
+/// What a member did, for reports.
+#[derive(Debug, Clone, Default)]
+pub struct MemberStats {
+    /// Raft messages sent.
+    pub msgs_sent: u64,
+    /// Bytes of Raft messages sent.
+    pub bytes_sent: u64,
+    /// WAL fsyncs.
+    pub fsyncs: u64,
+    /// Entries persisted.
+    pub entries: u64,
+    /// Leader changes seen.
+    pub leader_changes: u64,
+}
+
+/// Everything a run produced.
+pub struct RunOutput {
+    /// The seed.
+    pub seed: u64,
+    /// What the clients and watchers recorded.
+    pub rec: Recorder,
+    /// Faults applied.
+    pub faults: Vec<FaultEvent>,
+    /// Leader observations (simulated ns, member index or None).
+    pub leaders: Vec<(u64, Option<usize>)>,
+    /// Simulated duration of the whole run (ns).
+    pub sim_ns: u64,
+    /// Checks that ran inside the simulation (liveness, convergence, no-panic).
+    pub checks: Vec<Check>,
+    /// Per-member counters at the end.
+    pub members: Vec<MemberStats>,
+}
+
+/// Run `s` with `seed` inside a fresh madsim runtime.
+pub fn run(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
+    let wall = WallInstant::now();
+    let mut config = madsim::Config::default();
+    config.net.send_latency =
+        Duration::from_micros(s.network.latency_us[0])..Duration::from_micros(s.network.latency_us[1].max(s.network.latency_us[0] + 1));
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+    let scenario = Arc::new(s.clone());
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(orchestrate(scenario.clone(), seed))));
+    let out = match result {
+        Ok(out) => out,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            RunOutput {
+                seed,
+                rec: Recorder::default(),
+                faults: vec![],
+                leaders: vec![],
+                sim_ns: 0,
+                checks: vec![Check { name: "no-panic".into(), passed: Some(false), detail: msg }],
+                members: vec![],
+            }
+        }
+    };
+    (out, wall.elapsed())
+}
+
+async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
+    let handle = madsim::runtime::Handle::current();
+    let members = cluster::start(&s, seed);
+    let addrs: Vec<String> = members.iter().map(|m| m.client_addr()).collect();
+    // Let the cluster elect a leader before the load starts (etcd's own tests do the same).
+    wait_for_leader(&members, Duration::from_secs(20)).await;
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs_f64(s.workload.duration_s);
+    let rec: Arc<Mutex<Recorder>> = Arc::default();
+
+    // Clients and watchers live on their own simulated machines.
+    let client_node = handle.create_node().name("clients").ip("10.0.1.1".parse().unwrap()).build();
+    let load = {
+        let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
+        client_node.spawn(async move {
+            let mut watchers = Vec::new();
+            for w in 0..s.workload.watchers {
+                watchers.push(tokio::spawn(workload::run_watcher(w as u32, addrs.clone(), rec.clone(), start, end)));
+            }
+            workload::run_clients(s.clone(), addrs, seed, rec, start).await;
+            for w in watchers {
+                let _ = w.await;
+            }
+        })
+    };
+
+    // Leader observer: polls /v2/members/leader like an operator's dashboard.
+    let leaders: Arc<Mutex<Vec<(u64, Option<usize>)>>> = Arc::default();
+    let observer = {
+        let leaders = leaders.clone();
+        let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+        let addrs = addrs.clone();
+        let obs_node = handle.create_node().name("observer").ip("10.0.1.2".parse().unwrap()).build();
+        obs_node.spawn(async move {
+            let mut last: Option<Option<usize>> = None;
+            while tokio::time::Instant::now() < end {
+                let mut found = None;
+                for a in &addrs {
+                    let mut c = HttpClient::new(a.clone());
+                    if let Ok(r) = c.request("GET", "/v2/members/leader", None, Duration::from_millis(200)).await {
+                        if r.status == 200 {
+                            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                            let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                            found = names.iter().position(|n| n == name);
+                            break;
+                        }
+                    }
+                }
+                if last != Some(found) {
+                    leaders.lock().unwrap().push((start.elapsed().as_nanos() as u64, found));
+                    last = Some(found);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // The nemesis runs its timeline on the supervisor.
+    let mut faults = s.faults.clone();
+    if let Some(sw) = &s.swarm {
+        faults.extend(swarm_faults(sw, &s, seed));
+    }
+    faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    let mut nemesis = Nemesis::new(&members, cluster::mix(seed, 0, 0x4e4e), start);
+    let until_ns = (s.workload.duration_s * 1e9) as u64;
+    for f in &faults {
+        let at = start + Duration::from_secs_f64(f.at_s);
+        tokio::time::sleep_until(at).await;
+        nemesis.apply(f, until_ns).await;
+    }
+    let _ = load.await;
+    let _ = observer.await;
+    // Final heal: every fault undone (the nemesis undoes each at its end; this is the net).
+    nemesis.heal_network();
+    for m in &members {
+        *m.clock.skew().lock().unwrap() = Default::default();
+    }
+    let mut checks = Vec::new();
+    checks.push(liveness(&members, Duration::from_secs_f64(s.checks.liveness_s)).await);
+    if s.checks.convergence {
+        checks.push(convergence(&members, Duration::from_secs(10)).await);
+    }
+    let exits: Vec<String> =
+        members.iter().filter_map(|m| m.exit.lock().unwrap().clone().map(|e| format!("{}: {e}", m.name))).collect();
+    checks.push(Check {
+        name: "no-panic".into(),
+        passed: Some(exits.is_empty()),
+        detail: if exits.is_empty() { "no member panicked or stopped on its own".into() } else { exits.join("; ") },
+    });
+    let member_stats = members
+        .iter()
+        .map(|m| {
+            m.shared()
+                .map(|sh| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let c = &sh.counters;
+                    MemberStats {
+                        msgs_sent: c.msgs_sent.load(Relaxed),
+                        bytes_sent: c.bytes_sent.load(Relaxed),
+                        fsyncs: c.fsyncs.load(Relaxed),
+                        entries: c.entries_persisted.load(Relaxed),
+                        leader_changes: sh.status().leader_changes,
+                    }
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let sim_ns = start.elapsed().as_nanos() as u64;
+    let rec = std::mem::take(&mut *rec.lock().unwrap());
+    let leaders = leaders.lock().unwrap().clone();
+    RunOutput { seed, rec, faults: nemesis.events, leaders, sim_ns, checks, members: member_stats }
+}
+
+async fn wait_for_leader(members: &[MemberSim], limit: Duration) {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if members.iter().any(|m| m.shared().is_some_and(|s| s.status().is_leader)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// After the final heal a leader must serve a quorum read and a write within `limit`.
+async fn liveness(members: &[MemberSim], limit: Duration) -> Check {
+    let start = tokio::time::Instant::now();
+    let end = start + limit;
+    let mut i = 0usize;
+    let mut last_err = String::from("no attempt");
+    while tokio::time::Instant::now() < end {
+        let m = &members[i % members.len()];
+        i += 1;
+        let mut c = HttpClient::new(m.client_addr());
+        let w = c.request("PUT", "/v2/keys/liveness", Some(form(&[("value", "ok")])), Duration::from_secs(2)).await;
+        match w {
+            Ok(r) if r.status < 300 => {
+                let q = c.request("GET", "/v2/keys/liveness?quorum=true", None, Duration::from_secs(2)).await;
+                if matches!(q, Ok(ref r) if r.status == 200) {
+                    return Check {
+                        name: "liveness".into(),
+                        passed: Some(true),
+                        detail: format!("write and quorum read served {} ms after the heal", start.elapsed().as_millis()),
+                    };
+                }
+                last_err = format!("quorum read on {}: {:?}", m.name, q.map(|r| r.status));
+            }
+            other => last_err = format!("write on {}: {:?}", m.name, other.map(|r| r.status)),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Check {
+        name: "liveness".into(),
+        passed: Some(false),
+        detail: format!("no write + quorum read within {} s of the heal (last: {last_err})", limit.as_secs_f64()),
+    }
+}
+
+/// All members reach the same applied index with identical store digests.
+async fn convergence(members: &[MemberSim], limit: Duration) -> Check {
+    let end = tokio::time::Instant::now() + limit;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < end {
+        let states: Vec<Option<(u64, u64, u64)>> = members
+            .iter()
+            .map(|m| {
+                m.shared().map(|s| {
+                    let st = s.status();
+                    let sm = s.sm.lock().unwrap();
+                    (st.applied, sm.store.index(), sm.store.digest())
+                })
+            })
+            .collect();
+        if states.iter().all(|s| s.is_some()) {
+            let first = states[0];
+            let digests_equal = states.iter().all(|s| s.map(|x| (x.1, x.2)) == first.map(|x| (x.1, x.2)));
+            if digests_equal {
+                return Check {
+                    name: "convergence".into(),
+                    passed: Some(true),
+                    detail: format!("all {} members at store index {} with digest {:016x}", members.len(), first.unwrap().1, first.unwrap().2),
+                };
+            }
+        }
+        last = format!("{states:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Check { name: "convergence".into(), passed: Some(false), detail: format!("members differ (applied, store index, digest): {last}") }
+}

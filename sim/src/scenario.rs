@@ -1,0 +1,485 @@
+//! Scenario files (`scenarios/*.toml`): what cluster to run, what load to put on it, which
+//! faults to inject and which checks and targets the run must meet. Every field is documented
+//! in scenarios/README.md; unknown fields are rejected with the file, line and field named.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// A whole scenario.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name; reports go to `reports/<name>/`.
+    pub name: String,
+    /// What the scenario proves.
+    #[serde(default)]
+    pub description: String,
+    /// The cluster.
+    #[serde(default)]
+    pub cluster: ClusterSpec,
+    /// The simulated network.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// The simulated disks.
+    #[serde(default)]
+    pub disk: DiskSpec,
+    /// The client load.
+    #[serde(default)]
+    pub workload: WorkloadSpec,
+    /// Faults at fixed times.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Seeded random faults (swarm testing).
+    #[serde(default)]
+    pub swarm: Option<SwarmSpec>,
+    /// Checks to run at the end.
+    #[serde(default)]
+    pub checks: ChecksSpec,
+    /// Targets the run must meet.
+    #[serde(default)]
+    pub targets: TargetsSpec,
+}
+
+/// Cluster size and etcd flags.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSpec {
+    /// Members (1, 3, 5 or 7).
+    pub members: usize,
+    /// `--heartbeat-interval` in ms.
+    pub heartbeat_ms: u64,
+    /// `--election-timeout` in ms.
+    pub election_ms: u64,
+    /// `--snapshot-count`.
+    pub snapshot_count: u64,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec { members: 3, heartbeat_ms: 100, election_ms: 1000, snapshot_count: 10_000 }
+    }
+}
+
+/// Network latency.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSpec {
+    /// One-way message latency range in µs, `[min, max]`.
+    pub latency_us: [u64; 2],
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec { latency_us: [100, 500] }
+    }
+}
+
+/// Disk behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskSpec {
+    /// fsync latency range in µs, `[min, max]`.
+    pub fsync_us: [u64; 2],
+    /// Whether a crash may leave a torn prefix of unsynced writes.
+    pub torn_writes: bool,
+}
+
+impl Default for DiskSpec {
+    fn default() -> Self {
+        DiskSpec { fsync_us: [200, 1000], torn_writes: true }
+    }
+}
+
+/// Open loop (a target rate) or closed loop (each client waits for its answer).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// Each client sends its next request when the previous one returned.
+    Closed,
+    /// Requests start at a fixed total rate, whatever the answers.
+    Open,
+}
+
+/// Relative weights of operation kinds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpMix {
+    /// Local (non-quorum) get.
+    pub get: u32,
+    /// `quorum=true` get.
+    pub qget: u32,
+    /// Unconditional set.
+    pub set: u32,
+    /// `prevExist=false`.
+    pub create: u32,
+    /// `prevExist=true`.
+    pub update: u32,
+    /// Compare-and-swap by value.
+    pub cas_value: u32,
+    /// Compare-and-swap by index.
+    pub cas_index: u32,
+    /// Delete.
+    pub delete: u32,
+    /// Compare-and-delete by value.
+    pub cad: u32,
+}
+
+impl Default for OpMix {
+    fn default() -> Self {
+        OpMix { get: 5, qget: 20, set: 35, create: 5, update: 5, cas_value: 10, cas_index: 10, delete: 5, cad: 5 }
+    }
+}
+
+/// The client load.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadSpec {
+    /// Simulated seconds of load.
+    pub duration_s: f64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Open or closed loop.
+    pub mode: LoadMode,
+    /// Total requests per simulated second (open loop).
+    pub rate: u64,
+    /// Distinct keys.
+    pub keys: usize,
+    /// Operation weights.
+    pub mix: OpMix,
+    /// Watchers (each watches the key space with `wait=true&recursive=true`, resuming by
+    /// `waitIndex`).
+    pub watchers: usize,
+    /// TTL keys kept alive by heartbeats (service-registration style).
+    pub ttl_keys: usize,
+    /// TTL of those keys in seconds.
+    pub ttl_s: u64,
+    /// A request not answered within this many ms is indeterminate.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            duration_s: 10.0,
+            clients: 8,
+            mode: LoadMode::Closed,
+            rate: 1000,
+            keys: 8,
+            mix: OpMix::default(),
+            watchers: 1,
+            ttl_keys: 0,
+            ttl_s: 5,
+            request_timeout_ms: 2000,
+        }
+    }
+}
+
+/// Who a fault hits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// The member that is leader when the fault starts (found through `/v2/members/leader`).
+    Leader,
+    /// A member other than the leader.
+    Follower,
+    /// A seeded random member.
+    Random,
+    /// Member number `n` (0-based).
+    Member(usize),
+}
+
+/// Kinds of faults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// Cut the target off from every other member (both directions).
+    Isolate {
+        /// Who.
+        target: Target,
+    },
+    /// Split the cluster into a minority (containing the leader if `leader_in_minority`) and
+    /// a majority.
+    MinorityMajority {
+        /// Whether the current leader goes to the minority side.
+        #[serde(default)]
+        leader_in_minority: bool,
+    },
+    /// Two halves that only the target (the bridge) sees both of.
+    Bridge,
+    /// Each member sees only its two ring neighbours.
+    Ring,
+    /// `target` hears the others but they do not hear it.
+    OneWay {
+        /// Who.
+        target: Target,
+    },
+    /// Kill the target (unsynced writes lost) and restart it when the fault ends.
+    Crash {
+        /// Who.
+        target: Target,
+    },
+    /// Restart every member in turn, `duration_s` apart.
+    RollingRestart,
+    /// Pause the target (a GC-like stall: its timers and tasks stop).
+    Pause {
+        /// Who.
+        target: Target,
+    },
+    /// Skew the target's wall clock.
+    ClockSkew {
+        /// Who.
+        target: Target,
+        /// Offset in ms (negative = behind).
+        #[serde(default)]
+        offset_ms: i64,
+        /// Drift in parts per million.
+        #[serde(default)]
+        drift_ppm: i64,
+    },
+    /// Flap the links of the target on and off (message loss on a reliable transport shows as
+    /// stalls and reconnects).
+    Flaky {
+        /// Who.
+        target: Target,
+        /// Period of one flap in ms.
+        #[serde(default = "default_flap_ms")]
+        flap_ms: u64,
+    },
+}
+
+fn default_flap_ms() -> u64 {
+    200
+}
+
+/// One fault on the timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Start, in simulated seconds from the start of the load.
+    pub at_s: f64,
+    /// How long it lasts (0 = until the end of the load).
+    #[serde(default)]
+    pub duration_s: f64,
+    /// What it does.
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+/// Swarm testing: each seed picks which fault kinds are enabled and how often they strike.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmSpec {
+    /// Fault kinds that may be enabled (names as in `kind`).
+    pub kinds: Vec<String>,
+    /// Mean seconds between faults.
+    pub mean_interval_s: f64,
+    /// Longest fault in seconds.
+    pub max_duration_s: f64,
+}
+
+impl Default for SwarmSpec {
+    fn default() -> Self {
+        SwarmSpec {
+            kinds: ["isolate", "minority-majority", "one-way", "crash", "pause", "clock-skew", "bridge", "ring"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            mean_interval_s: 3.0,
+            max_duration_s: 3.0,
+        }
+    }
+}
+
+/// Which checks to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksSpec {
+    /// Linearizability of the recorded history.
+    pub linearizable: bool,
+    /// Watch guarantees.
+    pub watches: bool,
+    /// After the final heal, a leader serves a quorum read and a write within this many
+    /// simulated seconds.
+    pub liveness_s: f64,
+    /// All members reach the same applied index with identical store digests.
+    pub convergence: bool,
+    /// How long the linearizability checker may search, in wall-clock seconds.
+    pub checker_timeout_s: f64,
+}
+
+impl Default for ChecksSpec {
+    fn default() -> Self {
+        ChecksSpec { linearizable: true, watches: true, liveness_s: 15.0, convergence: true, checker_timeout_s: 60.0 }
+    }
+}
+
+/// Throughput targets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetsSpec {
+    /// Acknowledged writes per simulated second in the steady phase (0 = no target).
+    pub writes_per_sec: u64,
+}
+
+/// Errors loading a scenario: one line, naming the file.
+#[derive(Debug)]
+pub struct ScenarioError(pub String);
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Scenario {
+    /// Parse and validate scenario text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|sp| {
+                    let before = &text[..sp.start.min(text.len())];
+                    (before.matches('\n').count() + 1, sp.start - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1)
+                })
+                .unwrap_or((0, 0));
+            ScenarioError(format!("{origin}:{line}:{col}: {}", e.message().replace('\n', " ")))
+        })?;
+        s.validate().map_err(|m| ScenarioError(format!("{origin}: {m}")))?;
+        Ok(s)
+    }
+
+    /// Load a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError(format!("{}: {e}", path.display())))?;
+        Scenario::parse(&text, &path.display().to_string())
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let n = self.cluster.members;
+        if ![1, 3, 5, 7].contains(&n) {
+            return Err(format!("cluster.members = {n}: must be 1, 3, 5 or 7"));
+        }
+        if self.cluster.election_ms < 5 * self.cluster.heartbeat_ms {
+            return Err(format!(
+                "cluster.election_ms = {} must be at least 5 × heartbeat_ms = {}",
+                self.cluster.election_ms, self.cluster.heartbeat_ms
+            ));
+        }
+        if self.workload.duration_s <= 0.0 || self.workload.duration_s > 3600.0 {
+            return Err(format!("workload.duration_s = {}: must be in (0, 3600]", self.workload.duration_s));
+        }
+        if self.workload.clients == 0 || self.workload.clients > 1000 {
+            return Err(format!("workload.clients = {}: must be 1 to 1000", self.workload.clients));
+        }
+        if self.workload.keys == 0 {
+            return Err("workload.keys must be at least 1".into());
+        }
+        if self.network.latency_us[0] > self.network.latency_us[1] || self.disk.fsync_us[0] > self.disk.fsync_us[1] {
+            return Err("latency ranges must be [min, max] with min <= max".into());
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            if f.at_s < 0.0 || f.duration_s < 0.0 {
+                return Err(format!("faults[{i}]: at_s and duration_s must not be negative"));
+            }
+            let needs_two_sides = matches!(f.kind, FaultKind::MinorityMajority { .. } | FaultKind::Bridge | FaultKind::Ring);
+            if needs_two_sides && n < 3 {
+                return Err(format!("faults[{i}]: a {} partition needs at least 3 members, the cluster has {n}", kind_name(&f.kind)));
+            }
+            let target = match &f.kind {
+                FaultKind::Isolate { target }
+                | FaultKind::OneWay { target }
+                | FaultKind::Crash { target }
+                | FaultKind::Pause { target }
+                | FaultKind::ClockSkew { target, .. }
+                | FaultKind::Flaky { target, .. } => Some(target),
+                _ => None,
+            };
+            if let Some(Target::Member(m)) = target {
+                if *m >= n {
+                    return Err(format!("faults[{i}]: member {m} does not exist (the cluster has {n})"));
+                }
+            }
+            if matches!(target, Some(Target::Follower)) && n < 2 {
+                return Err(format!("faults[{i}]: a 1-member cluster has no follower"));
+            }
+        }
+        if let Some(sw) = &self.swarm {
+            for k in &sw.kinds {
+                if !SWARM_KINDS.contains(&k.as_str()) {
+                    return Err(format!("swarm.kinds: unknown fault kind {k:?} (known: {})", SWARM_KINDS.join(", ")));
+                }
+            }
+            if sw.mean_interval_s <= 0.0 || sw.max_duration_s <= 0.0 {
+                return Err("swarm.mean_interval_s and swarm.max_duration_s must be positive".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fault kinds swarm testing can pick.
+pub const SWARM_KINDS: &[&str] =
+    &["isolate", "minority-majority", "bridge", "ring", "one-way", "crash", "pause", "clock-skew", "flaky"];
+
+/// The `kind` name of a fault.
+pub fn kind_name(k: &FaultKind) -> &'static str {
+    match k {
+        FaultKind::Isolate { .. } => "isolate",
+        FaultKind::MinorityMajority { .. } => "minority-majority",
+        FaultKind::Bridge => "bridge",
+        FaultKind::Ring => "ring",
+        FaultKind::OneWay { .. } => "one-way",
+        FaultKind::Crash { .. } => "crash",
+        FaultKind::RollingRestart => "rolling-restart",
+        FaultKind::Pause { .. } => "pause",
+        FaultKind::ClockSkew { .. } => "clock-skew",
+        FaultKind::Flaky { .. } => "flaky",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_named_with_their_line() {
+        let e = Scenario::parse("name = \"x\"\n[workload]\nclientz = 3\n", "s.toml").unwrap_err();
+        assert!(e.0.starts_with("s.toml:3:"), "{e}");
+        assert!(e.0.contains("clientz"), "{e}");
+    }
+
+    #[test]
+    fn impossible_partitions_are_refused() {
+        let e = Scenario::parse(
+            "name = \"x\"\n[cluster]\nmembers = 1\n[[faults]]\nat_s = 1.0\nkind = \"minority-majority\"\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("needs at least 3 members"), "{e}");
+    }
+
+    #[test]
+    fn a_full_scenario_parses() {
+        let s = Scenario::parse(
+            r#"name = "leader-crash"
+[cluster]
+members = 3
+[[faults]]
+at_s = 2.0
+duration_s = 1.5
+kind = "crash"
+target = "leader"
+[[faults]]
+at_s = 1.0
+kind = "clock-skew"
+target = { member = 2 }
+offset_ms = 30000
+"#,
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(s.faults.len(), 2);
+        assert_eq!(s.faults[0].kind, FaultKind::Crash { target: Target::Leader });
+    }
+}

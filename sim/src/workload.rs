@@ -1,0 +1,428 @@
+//! Seeded clients and watchers that use the cluster through the same HTTP API curl uses,
+//! recording every invocation and completion.
+//!
+//! A request that gets no answer (timeout, lost connection) is *indeterminate*: it may or may
+//! not have taken effect, and is recorded so — never as failed. A request whose connection
+//! could not even be made is recorded as not sent (it cannot have taken effect).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::client::{form, Failure, HttpClient, Reply};
+use crate::scenario::{LoadMode, OpMix, Scenario};
+
+/// Operation kinds of the etcd v2 workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// GET served from the member's local store.
+    Get,
+    /// GET with `quorum=true` (linearizable).
+    QGet,
+    /// PUT value.
+    Set,
+    /// PUT with `prevExist=false`.
+    Create,
+    /// PUT with `prevExist=true`.
+    Update,
+    /// PUT with `prevValue`.
+    CasValue,
+    /// PUT with `prevIndex`.
+    CasIndex,
+    /// DELETE.
+    Delete,
+    /// DELETE with `prevValue`.
+    Cad,
+}
+
+impl OpKind {
+    /// Whether it writes.
+    pub fn is_write(self) -> bool {
+        !matches!(self, OpKind::Get | OpKind::QGet)
+    }
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered with success: the node's value (None for deletes / dirs) and modifiedIndex,
+    /// and the previous node's value and modifiedIndex where the answer had one.
+    Ok {
+        /// Value after the operation (reads: the value read).
+        value: Option<String>,
+        /// modifiedIndex of the node.
+        index: u64,
+        /// prevNode's value.
+        prev_value: Option<String>,
+        /// prevNode's modifiedIndex.
+        prev_index: Option<u64>,
+    },
+    /// Answered with an etcd error code (it definitely happened without effect, or it is a
+    /// read of a missing key: 100).
+    Err {
+        /// etcd errorCode.
+        code: u32,
+    },
+    /// No answer: may or may not have happened.
+    Indeterminate,
+    /// The connection could not be made: it did not happen.
+    NotSent,
+}
+
+/// One operation of the history.
+#[derive(Debug, Clone)]
+pub struct OpRecord {
+    /// Client (process) id.
+    pub client: u32,
+    /// Kind.
+    pub kind: OpKind,
+    /// Key (without the `/v2/keys` prefix).
+    pub key: String,
+    /// Value written (writes) or compared against (CAS/CAD by value).
+    pub value: Option<String>,
+    /// Compared-against value.
+    pub prev_value: Option<String>,
+    /// Compared-against index.
+    pub prev_index: Option<u64>,
+    /// Simulated invoke time (ns since the start of the load).
+    pub invoke_ns: u64,
+    /// Simulated return time (None = indeterminate).
+    pub return_ns: Option<u64>,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The member it was sent to.
+    pub member: usize,
+}
+
+/// A watch event as a watcher received it.
+#[derive(Debug, Clone)]
+pub struct WatchRecord {
+    /// Watcher id.
+    pub watcher: u32,
+    /// Simulated receive time.
+    pub at_ns: u64,
+    /// action ("set", "delete", "expire", ...), or "cleared" when the history was cleared
+    /// (error 401) and the watcher resumed from the current index.
+    pub action: String,
+    /// Key.
+    pub key: String,
+    /// modifiedIndex.
+    pub index: u64,
+    /// The value, if any.
+    pub value: Option<String>,
+    /// The waitIndex the request asked for.
+    pub wait_index: u64,
+}
+
+/// Everything the clients recorded.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Operations in completion order (sorted later).
+    pub ops: Vec<OpRecord>,
+    /// Watch events in arrival order.
+    pub watches: Vec<WatchRecord>,
+    /// Open-loop requests not started because too many were in flight.
+    pub dropped: u64,
+}
+
+/// The key-space prefix of the checked keys.
+pub const KEY_PREFIX: &str = "/k";
+
+fn pick_kind(mix: &OpMix, rng: &mut ChaCha8Rng) -> OpKind {
+    let table = [
+        (mix.get, OpKind::Get),
+        (mix.qget, OpKind::QGet),
+        (mix.set, OpKind::Set),
+        (mix.create, OpKind::Create),
+        (mix.update, OpKind::Update),
+        (mix.cas_value, OpKind::CasValue),
+        (mix.cas_index, OpKind::CasIndex),
+        (mix.delete, OpKind::Delete),
+        (mix.cad, OpKind::Cad),
+    ];
+    let total: u32 = table.iter().map(|t| t.0).sum::<u32>().max(1);
+    let mut x = rng.gen_range(0..total);
+    for (w, k) in table {
+        if x < w {
+            return k;
+        }
+        x -= w;
+    }
+    OpKind::QGet
+}
+
+/// What a client remembers of a key, to aim its compare-and-swaps.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    value: Option<String>,
+    index: u64,
+}
+
+fn parse_reply(kind: OpKind, r: &Reply) -> Outcome {
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    if r.status >= 300 {
+        return match v.get("errorCode").and_then(|c| c.as_u64()) {
+            Some(code) => Outcome::Err { code: code as u32 },
+            // 5xx without an etcd error (e.g. "request timed out"): it may have happened.
+            None => Outcome::Indeterminate,
+        };
+    }
+    if v.get("errorCode").is_some() {
+        return match v.get("errorCode").and_then(|c| c.as_u64()) {
+            Some(300) => Outcome::Indeterminate,
+            Some(code) => Outcome::Err { code: code as u32 },
+            None => Outcome::Indeterminate,
+        };
+    }
+    let node = v.get("node");
+    let prev = v.get("prevNode");
+    let value = if matches!(kind, OpKind::Delete | OpKind::Cad) {
+        None
+    } else {
+        node.and_then(|n| n.get("value")).and_then(|x| x.as_str()).map(str::to_string)
+    };
+    Outcome::Ok {
+        value,
+        index: node.and_then(|n| n.get("modifiedIndex")).and_then(|x| x.as_u64()).unwrap_or(0),
+        prev_value: prev.and_then(|n| n.get("value")).and_then(|x| x.as_str()).map(str::to_string),
+        prev_index: prev.and_then(|n| n.get("modifiedIndex")).and_then(|x| x.as_u64()),
+    }
+}
+
+/// One client's closed loop (or one open-loop slot's request).
+struct Client {
+    id: u32,
+    rng: ChaCha8Rng,
+    conns: Vec<HttpClient>,
+    member: usize,
+    seq: u64,
+    seen: Vec<Seen>,
+}
+
+impl Client {
+    async fn one(&mut self, s: &Scenario, rec: &Arc<Mutex<Recorder>>, start: tokio::time::Instant) {
+        let kind = pick_kind(&s.workload.mix, &mut self.rng);
+        let k = self.rng.gen_range(0..s.workload.keys);
+        let key = format!("{KEY_PREFIX}/{k}");
+        self.seq += 1;
+        let value = format!("c{}-{}", self.id, self.seq);
+        let seen = self.seen[k].clone();
+        let (method, query, body, rv, pv, pi): (&str, String, Option<String>, Option<String>, Option<String>, Option<u64>) =
+            match kind {
+                OpKind::Get => ("GET", String::new(), None, None, None, None),
+                OpKind::QGet => ("GET", "?quorum=true".into(), None, None, None, None),
+                OpKind::Set => ("PUT", String::new(), Some(form(&[("value", &value)])), Some(value.clone()), None, None),
+                OpKind::Create => (
+                    "PUT",
+                    String::new(),
+                    Some(form(&[("value", &value), ("prevExist", "false")])),
+                    Some(value.clone()),
+                    None,
+                    None,
+                ),
+                OpKind::Update => (
+                    "PUT",
+                    String::new(),
+                    Some(form(&[("value", &value), ("prevExist", "true")])),
+                    Some(value.clone()),
+                    None,
+                    None,
+                ),
+                OpKind::CasValue => {
+                    let prev = seen.value.clone().unwrap_or_else(|| "c0-0".into());
+                    ("PUT", String::new(), Some(form(&[("value", &value), ("prevValue", &prev)])), Some(value.clone()), Some(prev), None)
+                }
+                OpKind::CasIndex => {
+                    let prev = seen.index.max(1);
+                    (
+                        "PUT",
+                        String::new(),
+                        Some(form(&[("value", &value), ("prevIndex", &prev.to_string())])),
+                        Some(value.clone()),
+                        None,
+                        Some(prev),
+                    )
+                }
+                OpKind::Delete => ("DELETE", String::new(), None, None, None, None),
+                OpKind::Cad => {
+                    let prev = seen.value.clone().unwrap_or_else(|| "c0-0".into());
+                    ("DELETE", format!("?prevValue={}", form_value(&prev)), None, None, Some(prev), None)
+                }
+            };
+        let path = format!("/v2/keys{key}{query}");
+        let invoke_ns = start.elapsed().as_nanos() as u64;
+        let member = self.member;
+        let timeout = Duration::from_millis(s.workload.request_timeout_ms);
+        let res = self.conns[member].request(method, &path, body, timeout).await;
+        let now_ns = start.elapsed().as_nanos() as u64;
+        let (outcome, return_ns) = match res {
+            Ok(r) => {
+                let o = parse_reply(kind, &r);
+                let ret = if o == Outcome::Indeterminate { None } else { Some(now_ns) };
+                (o, ret)
+            }
+            Err(Failure::NotSent) => (Outcome::NotSent, Some(now_ns)),
+            Err(Failure::Lost) => (Outcome::Indeterminate, None),
+        };
+        // Learn what the key holds, and move to another member after a failure (as a client
+        // library with several endpoints would).
+        match &outcome {
+            Outcome::Ok { value, index, .. } => {
+                self.seen[k] = Seen { value: value.clone(), index: *index };
+            }
+            Outcome::Err { code: 100 } => self.seen[k] = Seen::default(),
+            Outcome::Indeterminate | Outcome::NotSent => {
+                self.member = (self.member + 1) % self.conns.len();
+            }
+            _ => {}
+        }
+        rec.lock().unwrap().ops.push(OpRecord {
+            client: self.id,
+            kind,
+            key,
+            value: rv,
+            prev_value: pv,
+            prev_index: pi,
+            invoke_ns,
+            return_ns,
+            outcome,
+            member,
+        });
+    }
+}
+
+fn form_value(v: &str) -> String {
+    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
+/// Run the client load until `end` (simulated), then let in-flight requests finish.
+pub async fn run_clients(s: Arc<Scenario>, addrs: Vec<String>, seed: u64, rec: Arc<Mutex<Recorder>>, start: tokio::time::Instant) {
+    let end = start + Duration::from_secs_f64(s.workload.duration_s);
+    let n = s.workload.clients;
+    let mut tasks = Vec::new();
+    match s.workload.mode {
+        LoadMode::Closed => {
+            for c in 0..n {
+                let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut client = new_client(c as u32, &s, &addrs, seed);
+                    while tokio::time::Instant::now() < end {
+                        client.one(&s, &rec, start).await;
+                    }
+                }));
+            }
+        }
+        LoadMode::Open => {
+            // Each of the n clients sends at rate/n on its own schedule; a client whose
+            // previous request is still out starts the next one on another process id, so
+            // the load does not slow down with the cluster (no coordinated omission).
+            let per = Duration::from_secs_f64(n as f64 / s.workload.rate.max(1) as f64);
+            for c in 0..n {
+                let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut rng = ChaCha8Rng::seed_from_u64(crate::cluster::mix(seed, c as u64, 0x09e7));
+                    let offset = Duration::from_nanos(rng.gen_range(0..per.as_nanos() as u64 + 1));
+                    tokio::time::sleep(offset).await;
+                    let free: Arc<Mutex<Vec<Client>>> = Arc::default();
+                    let mut next_id = 0u32;
+                    let mut inflight = Vec::new();
+                    let mut tick = tokio::time::interval(per);
+                    while tokio::time::Instant::now() < end {
+                        tick.tick().await;
+                        let client = free.lock().unwrap().pop();
+                        let mut client = match client {
+                            Some(c) => c,
+                            None if next_id < 64 => {
+                                next_id += 1;
+                                new_client((c * 64) as u32 + next_id, &s, &addrs, crate::cluster::mix(seed, c as u64, next_id as u64))
+                            }
+                            None => {
+                                rec.lock().unwrap().dropped += 1;
+                                continue;
+                            }
+                        };
+                        let (s, rec, free) = (s.clone(), rec.clone(), free.clone());
+                        inflight.push(tokio::spawn(async move {
+                            client.one(&s, &rec, start).await;
+                            free.lock().unwrap().push(client);
+                        }));
+                    }
+                    for t in inflight {
+                        let _ = t.await;
+                    }
+                }));
+            }
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::cluster::mix(seed, id as u64, 0xc11e));
+    let member = rng.gen_range(0..addrs.len());
+    Client {
+        id,
+        rng,
+        conns: addrs.iter().map(|a| HttpClient::new(a.clone())).collect(),
+        member,
+        seq: 0,
+        seen: vec![Seen::default(); s.workload.keys],
+    }
+}
+
+/// A watcher: follows every change under the checked key space with `wait=true`,
+/// resuming each time from the last index + 1, until `end`.
+pub async fn run_watcher(id: u32, addrs: Vec<String>, rec: Arc<Mutex<Recorder>>, start: tokio::time::Instant, end: tokio::time::Instant) {
+    let mut member = id as usize % addrs.len();
+    let mut conn = HttpClient::new(addrs[member].clone());
+    let mut wait_index = 1u64;
+    while tokio::time::Instant::now() < end {
+        let path = format!("/v2/keys{KEY_PREFIX}?wait=true&recursive=true&waitIndex={wait_index}");
+        let left = end.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(3));
+        match conn.request("GET", &path, None, left.max(Duration::from_millis(10))).await {
+            Ok(r) if r.status == 200 => {
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                let node = v.get("node").cloned().unwrap_or_default();
+                let index = node.get("modifiedIndex").and_then(|x| x.as_u64()).unwrap_or(0);
+                rec.lock().unwrap().watches.push(WatchRecord {
+                    watcher: id,
+                    at_ns: start.elapsed().as_nanos() as u64,
+                    action: v.get("action").and_then(|a| a.as_str()).unwrap_or("").to_string(),
+                    key: node.get("key").and_then(|k| k.as_str()).unwrap_or("").to_string(),
+                    index,
+                    value: node.get("value").and_then(|k| k.as_str()).map(str::to_string),
+                    wait_index,
+                });
+                wait_index = index + 1;
+            }
+            Ok(r) => {
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                if v.get("errorCode").and_then(|c| c.as_u64()) == Some(401) {
+                    // History cleared: resume from the member's current index.
+                    let cur = r.etcd_index.unwrap_or(wait_index);
+                    rec.lock().unwrap().watches.push(WatchRecord {
+                        watcher: id,
+                        at_ns: start.elapsed().as_nanos() as u64,
+                        action: "cleared".into(),
+                        key: String::new(),
+                        index: cur,
+                        value: None,
+                        wait_index,
+                    });
+                    wait_index = cur + 1;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Err(_) => {
+                member = (member + 1) % addrs.len();
+                conn = HttpClient::new(addrs[member].clone());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
