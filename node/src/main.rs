@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             println!("{text}");
             return ExitCode::SUCCESS;
         }
-        Parsed::Run(cfg, warnings) => (cfg, warnings),
+        Parsed::Run(cfg, warnings) => (*cfg, warnings),
     };
     if let Err(e) = logging::init(&cfg) {
         eprintln!("detcd: {e}");

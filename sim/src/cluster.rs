@@ -130,7 +130,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                             Err(std::io::Error::new(std::io::ErrorKind::NotFound, p.display().to_string()))
                         };
                         let cfg = match config::parse(&args, &env_none, &no_file) {
-                            Ok(Parsed::Run(cfg, _)) => cfg,
+                            Ok(Parsed::Run(cfg, _)) => *cfg,
                             other => panic!("simulated member flags must parse: {:?}", other.err()),
                         };
                         let slot2 = slot.clone();

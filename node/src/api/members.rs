@@ -95,8 +95,11 @@ async fn parse_body(req: Request<Incoming>) -> Result<Vec<String>, Response<Body
         ));
     }
     let body = read_body(req.into_body()).await?;
-    let parsed: MemberBody = serde_json::from_slice(&body)
-        .map_err(|e| message(StatusCode::BAD_REQUEST, &crate::api::keys_http::go_json_error(&body, &e)))?;
+    if let Some(e) = super::gojson::syntax_error(&body) {
+        return Err(message(StatusCode::BAD_REQUEST, &e));
+    }
+    let parsed: MemberBody =
+        serde_json::from_slice(&body).map_err(|_| message(StatusCode::BAD_REQUEST, &super::gojson::type_error(&body)))?;
     if parsed.peer_urls.is_empty() {
         return Err(message(StatusCode::BAD_REQUEST, "no valid URLs given"));
     }
@@ -128,10 +131,21 @@ fn ready_to_add(ctx: &Ctx) -> bool {
     }
     let sm = ctx.shared.sm.lock().expect("sm lock");
     let members = &sm.meta.members.members;
-    let started = members.values().filter(|m| !m.name.is_empty()).count();
+    // A member is started once it has published its client URLs.
+    let started = members.values().filter(|m| !m.client_urls.is_empty()).count();
     let after = members.len() + 1;
-    started >= after / 2 + 1 && started == members.len()
+    // Growing a 1-member cluster to 2 is allowed (the tutorial's one-by-one method).
+    let quorum_ok = (started == 1 && after == 2) || started >= after / 2 + 1;
+    // Every other voter must have been reachable for a while (etcd: 5 s).
+    let connected = members
+        .keys()
+        .filter(|id| **id != ctx.shared.id)
+        .all(|id| ctx.transport.connected_for(*id).is_some_and(|d| d >= RECONFIG_CONNECTED_MIN));
+    quorum_ok && connected
 }
+
+/// How long every voter must have been connected before a member may be added.
+const RECONFIG_CONNECTED_MIN: Duration = Duration::from_secs(5);
 
 async fn conf_change(ctx: &Ctx, kind: ConfChangeType, member: Member, update: bool) -> Result<(), Response<Body>> {
     let id = ctx.shared.rng.next_u64() | 1;

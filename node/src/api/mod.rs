@@ -4,6 +4,7 @@
 //! the real tokio runtime, which the simulator does not have), each served by hyper's http1
 //! connection with our [`crate::rt::HyperTimer`] and a [`crate::rt::FlushFilter`]ed stream.
 
+mod gojson;
 pub mod keys;
 mod keys_http;
 mod members;
@@ -49,6 +50,8 @@ pub struct Ctx {
     pub strict_reconfig_check: bool,
     /// The cluster token (for member ids of runtime-added members).
     pub token: String,
+    /// The peer transport (for the reconfiguration check's connectivity).
+    pub transport: Arc<crate::transport::Transport>,
 }
 
 /// A whole-buffer body.

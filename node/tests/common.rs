@@ -1,0 +1,190 @@
+//! Helpers for tests that run real `detcd` processes on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// A free-ish port range per test process (tests in one binary run in parallel threads).
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// Two ports (client, peer) not used by other tests of this process.
+pub fn ports() -> (u16, u16) {
+    let base = 20000 + (std::process::id() % 2000) as u16 * 10;
+    let n = NEXT_PORT.fetch_add(2, Ordering::SeqCst);
+    (base + n, base + n + 1)
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, bounded by `timeout`.
+pub fn http(method: &str, addr: &str, path: &str, body: Option<(&str, &str)>, timeout: Duration) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let (ct, b) = body.unwrap_or(("", ""));
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", b.len());
+    if !ct.is_empty() {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(b);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Ok(Resp { status, headers, body })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn form_put(addr: &str, path: &str, form: &str) -> std::io::Result<Resp> {
+    http("PUT", addr, path, Some(("application/x-www-form-urlencoded", form)), Duration::from_secs(10))
+}
+
+pub fn get(addr: &str, path: &str) -> std::io::Result<Resp> {
+    http("GET", addr, path, None, Duration::from_secs(10))
+}
+
+/// A running `detcd` process.
+pub struct Member {
+    pub name: String,
+    pub client: u16,
+    pub peer: u16,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Member {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client)
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_detcd"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn detcd");
+        self.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The tutorial's static method: every member knows all three, state `new`.
+pub fn static_cluster(dir: &std::path::Path, n: usize) -> Vec<Member> {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| ports()).collect();
+    let initial: Vec<String> = ports.iter().enumerate().map(|(i, (_, p))| format!("infra{i}=http://127.0.0.1:{p}")).collect();
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, (c, p))| {
+            let data_dir = dir.join(format!("infra{i}"));
+            let args = vec![
+                "--name".into(),
+                format!("infra{i}"),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "-advertise-client-urls".into(),
+                format!("http://127.0.0.1:{c}"),
+                "-listen-client-urls".into(),
+                format!("http://127.0.0.1:{c}"),
+                "-initial-advertise-peer-urls".into(),
+                format!("http://127.0.0.1:{p}"),
+                "-listen-peer-urls".into(),
+                format!("http://127.0.0.1:{p}"),
+                "-initial-cluster-token".into(),
+                "etcd-cluster".into(),
+                "-initial-cluster".into(),
+                initial.join(","),
+                "-initial-cluster-state".into(),
+                "new".into(),
+            ];
+            Member { name: format!("infra{i}"), client: *c, peer: *p, data_dir, args, child: None, log: dir.join(format!("infra{i}.log")) }
+        })
+        .collect()
+}
+
+/// Poll `f` until it returns Some, or panic after `limit` with `what`.
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Index of the member that `/v2/members/leader` names, asked of any live member.
+pub fn leader_of(members: &[Member]) -> Option<usize> {
+    for m in members.iter().filter(|m| m.child.is_some()) {
+        if let Ok(r) = get(&m.addr(), "/v2/members/leader") {
+            if r.status == 200 {
+                let name = r.json()["name"].as_str().unwrap_or("").to_string();
+                return members.iter().position(|x| x.name == name);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,106 @@
+//! The command line: `run`, `sweep`, `replay`, `shrink`, `check`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use crate::scenario::Scenario;
+
+#[derive(Parser)]
+#[command(name = "detcd-sim", about = "Deterministic simulation of detcd clusters under faults")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one seed of a scenario; writes history.jsonl and the report.
+    Run {
+        /// Scenario file (scenarios/NAME.toml) or name.
+        scenario: String,
+        /// Seed (drawn and printed when absent).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output directory (default reports/<scenario>/seed-<N>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run many seeds.
+    Sweep {
+        /// Scenario file or name.
+        scenario: String,
+        /// Seed range A..B (B exclusive).
+        #[arg(long, default_value = "1..11")]
+        seeds: String,
+        /// This machine's slice of the range: I/N (1-based).
+        #[arg(long)]
+        shard: Option<String>,
+    },
+    /// Re-run a failure file and confirm the same digest and failure.
+    Replay {
+        /// Failure file (failures/<scenario>-<seed>.toml).
+        file: PathBuf,
+        /// Print every member's and the nemesis' event log (RUST_LOG filters it).
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Check a recorded history (needs no simulator).
+    Check {
+        /// The rest goes to the checker.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+}
+
+/// Find a scenario by path or by name under scenarios/.
+pub fn load_scenario(arg: &str) -> Result<Scenario, String> {
+    let p = Path::new(arg);
+    let path = if p.exists() { p.to_path_buf() } else { Path::new("scenarios").join(format!("{arg}.toml")) };
+    Scenario::load(&path).map_err(|e| e.to_string())
+}
+
+/// Entry point.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match cli.cmd {
+        Cmd::Check { rest } => {
+            let mut args = vec!["check".to_string()];
+            args.extend(rest);
+            ExitCode::from(detcd_checker::cli_main(&args) as u8)
+        }
+        Cmd::Run { scenario, seed, out } => {
+            let s = match load_scenario(&scenario) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("detcd-sim: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let seed = seed.unwrap_or_else(|| {
+                let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                t.as_nanos() as u64 % 1_000_000_007
+            });
+            let dir = out.unwrap_or_else(|| PathBuf::from(format!("reports/{}/seed-{seed}", s.name)));
+            let wall = Instant::now();
+            let res = crate::outcome::run_and_check(&s, seed);
+            if let Err(e) = res.write(&dir) {
+                eprintln!("detcd-sim: writing {}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
+            res.print_summary(wall.elapsed());
+            println!("wrote {}", dir.display());
+            ExitCode::from(if res.passed() { 0 } else { 1 })
+        }
+        Cmd::Sweep { scenario, seeds, shard } => crate::sweep::sweep(&scenario, &seeds, shard.as_deref()),
+        Cmd::Replay { file, trace } => crate::sweep::replay(&file, trace),
+    }
+}

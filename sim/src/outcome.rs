@@ -1,0 +1,164 @@
+//! A run and its verdicts: run the scenario, write the history, run the checkers, build the
+//! report; and write all of it to a directory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::report::{self, Report};
+use crate::run::{self, Check, RunOutput};
+use crate::scenario::Scenario;
+
+/// Everything one seed produced.
+pub struct RunResult {
+    /// The raw run.
+    pub out: RunOutput,
+    /// history.jsonl bytes.
+    pub history: Vec<u8>,
+    /// FNV-1a digest of `history`, hex.
+    pub digest: String,
+    /// All checks (simulation-side ones and the checkers').
+    pub checks: Vec<Check>,
+    /// The report.
+    pub report: Report,
+    /// HTML of the checker's timeline when linearizability failed.
+    pub timeline_html: String,
+    /// Wall-clock time of the simulation.
+    pub wall: Duration,
+}
+
+/// FNV-1a over bytes, as 16 hex digits.
+pub fn digest(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    format!("{h:016x}")
+}
+
+/// Run `s` with `seed` and check it.
+pub fn run_and_check(s: &Scenario, seed: u64) -> RunResult {
+    let (out, wall) = run::run(s, seed);
+    let history = crate::history::to_jsonl(s, &out);
+    let digest = digest(&history);
+    let mut checks = Vec::new();
+    let mut timeline_html = String::new();
+    if s.checks.linearizable {
+        let (c, html) = crate::history::check_linearizable(&history, Duration::from_secs_f64(s.checks.checker_timeout_s));
+        timeline_html = html;
+        checks.push(c);
+    }
+    if s.checks.watches {
+        checks.push(crate::history::check_watches(&history));
+    }
+    checks.extend(out.checks.iter().cloned());
+    let load_ns = (s.workload.duration_s * 1e9) as u64;
+    let report = report::build(&s.name, &out, &checks, &digest, load_ns, s.targets.writes_per_sec);
+    if s.targets.writes_per_sec > 0 {
+        if let Some(steady) = report.phases.iter().find(|p| p.name == "steady") {
+            checks.push(Check {
+                name: "throughput".into(),
+                passed: Some(steady.writes_per_sec >= s.targets.writes_per_sec as f64),
+                detail: format!(
+                    "steady phase: {:.1} acknowledged writes/s (target {})",
+                    steady.writes_per_sec, s.targets.writes_per_sec
+                ),
+            });
+        }
+    }
+    let report = Report { checks: checks.iter().map(report::verdict).collect(), ..report };
+    RunResult { out, history, digest, checks, report, timeline_html, wall }
+}
+
+impl RunResult {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed == Some(true))
+    }
+
+    /// "name: detail" of the first check that did not pass.
+    pub fn first_failure(&self) -> Option<String> {
+        self.checks.iter().find(|c| c.passed != Some(true)).map(|c| format!("{}: {}", c.name, c.detail))
+    }
+
+    /// Write history.jsonl, report.json, report.md and report.html into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("history.jsonl"), &self.history)?;
+        let json = serde_json::to_string_pretty(&self.report).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join("report.json"), json + "\n")?;
+        let md = report::markdown(&self.report);
+        std::fs::write(dir.join("report.html"), crate::html::page(&self.report, &md, &self.timeline_html))?;
+        std::fs::write(dir.join("report.md"), md)?;
+        Ok(())
+    }
+
+    /// The lines `run` prints.
+    pub fn print_summary(&self, wall: Duration) {
+        println!("scenario {} seed {}", self.report.scenario, self.out.seed);
+        println!("history digest {}", self.digest);
+        println!(
+            "simulated {:.1} s in {:.2} wall s ({:.0}x real time); {} operations",
+            self.report.sim_seconds,
+            wall.as_secs_f64(),
+            self.report.sim_seconds / wall.as_secs_f64().max(1e-9),
+            self.report.operations
+        );
+        for c in &self.checks {
+            let v = match c.passed {
+                Some(true) => "pass",
+                Some(false) => "FAIL",
+                None => "unknown",
+            };
+            println!("  {:<13} {v:<7} {}", c.name, c.detail);
+        }
+        if let Some(steady) = self.report.phases.first() {
+            println!(
+                "  steady phase: {:.0} writes/s, write p50 {:.2} ms p99 {:.2} ms",
+                steady.writes_per_sec, steady.writes.p50_ms, steady.writes.p99_ms
+            );
+        }
+    }
+}
+
+/// `reports/<scenario>/sweep.{json,md}`: the distribution over the seeds of a sweep.
+pub fn write_sweep(name: &str, reports: &[Report]) -> std::io::Result<()> {
+    let dir = Path::new("reports").join(name);
+    std::fs::create_dir_all(&dir)?;
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    for r in reports {
+        let steady = r.phases.first();
+        rows.push(serde_json::json!({
+            "seed": r.seed,
+            "passed": r.checks.iter().all(|c| c.verdict == "pass"),
+            "steady_writes_per_sec": steady.map(|p| p.writes_per_sec),
+            "steady_write_p99_ms": steady.map(|p| p.writes.p99_ms),
+            "max_unavailable_s": r.unavailability.iter().filter_map(|u| u.unavailable_s).fold(0.0, f64::max),
+        }));
+    }
+    let pct = |mut v: Vec<f64>, q: f64| -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[((v.len() - 1) as f64 * q).round() as usize]
+    };
+    let wps: Vec<f64> = reports.iter().filter_map(|r| r.phases.first().map(|p| p.writes_per_sec)).collect();
+    let p99: Vec<f64> = reports.iter().filter_map(|r| r.phases.first().map(|p| p.writes.p99_ms)).collect();
+    let un: Vec<f64> =
+        reports.iter().map(|r| r.unavailability.iter().filter_map(|u| u.unavailable_s).fold(0.0, f64::max)).collect();
+    let summary = serde_json::json!({
+        "version": report::REPORT_VERSION,
+        "scenario": name,
+        "seeds": reports.len(),
+        "failed": reports.iter().filter(|r| !r.checks.iter().all(|c| c.verdict == "pass")).count(),
+        "steady_writes_per_sec": {"min": pct(wps.clone(), 0.0), "p50": pct(wps.clone(), 0.5), "max": pct(wps, 1.0)},
+        "steady_write_p99_ms": {"min": pct(p99.clone(), 0.0), "p50": pct(p99.clone(), 0.5), "max": pct(p99, 1.0)},
+        "max_unavailable_s": {"min": pct(un.clone(), 0.0), "p50": pct(un.clone(), 0.5), "max": pct(un, 1.0)},
+        "runs": rows,
+    });
+    std::fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(&summary).map_err(std::io::Error::other)? + "\n")?;
+    let mut md = format!("# Sweep of {name}: {} seeds\n\n| metric | min | p50 | max |\n|---|---|---|---|\n", reports.len());
+    for key in ["steady_writes_per_sec", "steady_write_p99_ms", "max_unavailable_s"] {
+        let v = &summary[key];
+        md.push_str(&format!("| {key} | {} | {} | {} |\n", v["min"], v["p50"], v["max"]));
+    }
+    md.push_str(&format!("\nFailed seeds: {}\n", summary["failed"]));
+    std::fs::write(dir.join("sweep.md"), md)
+}

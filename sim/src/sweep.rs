@@ -1,0 +1,198 @@
+//! Seed sweeps, failure files and replay.
+//!
+//! A failing seed is saved as a self-contained failure file `failures/<scenario>-<seed>.toml`:
+//! the scenario itself, the seed, the detcd version and commit, the failed check and the
+//! history digest, so it replays anywhere without the original scenario file.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::Scenario;
+
+/// A saved failure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureFile {
+    /// The seed.
+    pub seed: u64,
+    /// detcd version that failed.
+    pub version: String,
+    /// Git commit that failed (as `git rev-parse --short HEAD` said).
+    pub commit: String,
+    /// The first failed check.
+    pub failed_check: String,
+    /// Digest of the failing run's history.
+    pub history_digest: String,
+    /// One line: what the bug was (filled in for the regression corpus).
+    #[serde(default)]
+    pub cause: String,
+    /// The scenario, complete.
+    pub scenario: Scenario,
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Parse `A..B` and an optional `I/N` shard into the seeds this machine runs.
+pub fn seeds_of(range: &str, shard: Option<&str>) -> Result<Vec<u64>, String> {
+    let (a, b) = range.split_once("..").ok_or_else(|| format!("--seeds {range:?}: expected A..B"))?;
+    let a: u64 = a.trim().parse().map_err(|_| format!("--seeds {range:?}: bad start"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("--seeds {range:?}: bad end"))?;
+    if b <= a {
+        return Err(format!("--seeds {range:?}: empty range"));
+    }
+    let (i, n) = match shard {
+        None => (1, 1),
+        Some(s) => {
+            let (i, n) = s.split_once('/').ok_or_else(|| format!("--shard {s:?}: expected I/N"))?;
+            let i: u64 = i.parse().map_err(|_| format!("--shard {s:?}: bad I"))?;
+            let n: u64 = n.parse().map_err(|_| format!("--shard {s:?}: bad N"))?;
+            if n == 0 || i == 0 || i > n {
+                return Err(format!("--shard {s:?}: need 1 <= I <= N"));
+            }
+            (i, n)
+        }
+    };
+    Ok((a..b).filter(|s| (s - a) % n == i - 1).collect())
+}
+
+/// `detcd-sim sweep`.
+pub fn sweep(scenario: &str, range: &str, shard: Option<&str>) -> ExitCode {
+    let s = match crate::cli::load_scenario(scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("detcd-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let seeds = match seeds_of(range, shard) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("detcd-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let wall = Instant::now();
+    let mut failed = Vec::new();
+    let mut sim_s = 0.0;
+    let mut summaries = Vec::new();
+    for (k, seed) in seeds.iter().enumerate() {
+        let t = Instant::now();
+        let res = crate::outcome::run_and_check(&s, *seed);
+        sim_s += res.report.sim_seconds;
+        let verdict = if res.passed() { "ok" } else { "FAIL" };
+        println!(
+            "[{}/{}] seed {seed}: {verdict} ({:.1} sim s, {:.1} wall s, digest {})",
+            k + 1,
+            seeds.len(),
+            res.report.sim_seconds,
+            t.elapsed().as_secs_f64(),
+            res.digest
+        );
+        summaries.push(res.report.clone());
+        if !res.passed() {
+            let check = res.first_failure().unwrap_or_default();
+            println!("    failed: {check}");
+            let f = FailureFile {
+                seed: *seed,
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: commit(),
+                failed_check: check.split(':').next().unwrap_or("").to_string(),
+                history_digest: res.digest.clone(),
+                cause: String::new(),
+                scenario: s.clone(),
+            };
+            let path = Path::new("failures").join(format!("{}-{seed}.toml", s.name));
+            let _ = std::fs::create_dir_all("failures");
+            match toml::to_string(&f) {
+                Ok(text) => {
+                    if let Err(e) = std::fs::write(&path, text) {
+                        eprintln!("detcd-sim: writing {}: {e}", path.display());
+                    } else {
+                        println!("    saved {}", path.display());
+                    }
+                }
+                Err(e) => eprintln!("detcd-sim: encoding failure file: {e}"),
+            }
+            failed.push(*seed);
+        }
+    }
+    if let Err(e) = crate::outcome::write_sweep(&s.name, &summaries) {
+        eprintln!("detcd-sim: writing the sweep summary: {e}");
+    }
+    println!(
+        "sweep {}: {} seeds, {} failed {:?}; {:.1} simulated s in {:.1} wall s",
+        s.name,
+        seeds.len(),
+        failed.len(),
+        failed,
+        sim_s,
+        wall.elapsed().as_secs_f64()
+    );
+    ExitCode::from(if failed.is_empty() { 0 } else { 1 })
+}
+
+/// Load a failure file.
+pub fn load_failure(path: &Path) -> Result<FailureFile, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+}
+
+/// `detcd-sim replay`.
+pub fn replay(path: &Path, trace: bool) -> ExitCode {
+    let f = match load_failure(path) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("detcd-sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if trace {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
+    let wall = Instant::now();
+    let res = crate::outcome::run_and_check(&f.scenario, f.seed);
+    res.print_summary(wall.elapsed());
+    let same_digest = res.digest == f.history_digest;
+    let same_failure = res.first_failure().map(|c| c.starts_with(&f.failed_check)).unwrap_or(false);
+    println!(
+        "replay of {}: digest {} ({}), failure {}",
+        path.display(),
+        res.digest,
+        if same_digest { "same as recorded" } else { "DIFFERENT from recorded" },
+        if same_failure {
+            format!("reproduced ({})", f.failed_check)
+        } else if res.passed() {
+            "not reproduced: every check passes now".into()
+        } else {
+            format!("different: {}", res.first_failure().unwrap_or_default())
+        }
+    );
+    ExitCode::from(if res.passed() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_range() {
+        let all = seeds_of("1..11", None).unwrap();
+        let mut joined: Vec<u64> = (1..=3).flat_map(|i| seeds_of("1..11", Some(&format!("{i}/3"))).unwrap()).collect();
+        joined.sort();
+        assert_eq!(all, joined);
+        assert!(seeds_of("5..5", None).is_err());
+        assert!(seeds_of("1..5", Some("4/3")).is_err());
+    }
+}
