@@ -90,20 +90,84 @@ fn initial_members(cfg: &Config) -> Members {
     members
 }
 
-/// Open the member's storage, bootstrapping a new cluster's first state if there is none.
-fn open(cfg: &Config, disk: &Arc<dyn Disk>, snaps: &SnapDir) -> Result<Opened, NodeError> {
+/// Open the member's storage, bootstrapping a new cluster's first state, or joining a
+/// running cluster, if there is none.
+async fn open(cfg: &Config, disk: &Arc<dyn Disk>, snaps: &SnapDir) -> Result<Opened, NodeError> {
     let wal_dir = cfg.wal_path();
     if Wal::exists(disk.as_ref(), &wal_dir) {
         return restart(disk, &wal_dir, snaps);
     }
     match cfg.initial_cluster_state {
         ClusterState::New => bootstrap(cfg, disk, &wal_dir, snaps),
-        ClusterState::Existing => Err(NodeError::Config(format!(
-            "member {}: no data in {} and --initial-cluster-state=existing: joining a running cluster needs the members API's add first and is not supported by this build yet",
-            cfg.name,
-            cfg.data_dir.display()
-        ))),
+        ClusterState::Existing => join(cfg, disk, &wal_dir).await,
     }
+}
+
+/// Join a running cluster that already added this member (`POST /v2/members`): learn the
+/// member's id and the cluster from a peer, then wait for the leader's snapshot.
+async fn join(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path) -> Result<Opened, NodeError> {
+    let mut own = own_peer_urls(cfg);
+    own.sort();
+    let peers: Vec<String> =
+        cfg.initial_cluster.iter().map(|(_, u)| url_string(u)).filter(|u| !own.contains(u)).collect();
+    if peers.is_empty() {
+        return Err(NodeError::Config(
+            "--initial-cluster-state=existing needs the running members in --initial-cluster".into(),
+        ));
+    }
+    let mut last_err = String::new();
+    for _ in 0..40 {
+        for p in &peers {
+            let info = match crate::transport::fetch_cluster_info(p, &cfg.initial_cluster_token).await {
+                Ok(i) => i,
+                Err(e) => {
+                    last_err = format!("{p}: {e}");
+                    continue;
+                }
+            };
+            if let Some(e) = info.error {
+                return Err(NodeError::Config(format!("refused by {p}: {e}")));
+            }
+            let me = info.members.members.values().find(|m| {
+                let mut urls = m.peer_urls.clone();
+                urls.sort();
+                urls == own
+            });
+            let Some(me) = me else {
+                let known: Vec<String> =
+                    info.members.members.values().map(|m| format!("{}={}", m.name, m.peer_urls.join(","))).collect();
+                return Err(NodeError::Config(format!(
+                    "member {} with peer URLs {} has not been added to the cluster (add it first: POST /v2/members); the cluster has {}",
+                    cfg.name,
+                    own.join(","),
+                    known.join(" ")
+                )));
+            };
+            if !me.name.is_empty() && me.name != cfg.name {
+                return Err(NodeError::Config(format!(
+                    "the cluster knows peer URLs {} as member {:?}, not {:?}",
+                    own.join(","),
+                    me.name,
+                    cfg.name
+                )));
+            }
+            let id = me.id;
+            let wal = Wal::create(Arc::clone(disk), wal_dir, WalMeta { member_id: id, cluster_id: info.cluster_id })
+                .map_err(storage_err)?;
+            tracing::info!(member = %format!("{id:x}"), cluster = %format!("{:x}", info.cluster_id), "joining a running cluster");
+            return Ok(Opened {
+                storage: NodeStorage::new(),
+                wal,
+                sm: StateMachine::new(info.members, info.cluster_id),
+                id,
+                applied: 0,
+                snap_index: 0,
+                hs: HardState::default(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(NodeError::Config(format!("could not reach any member of the cluster to join it ({last_err})")))
 }
 
 fn bootstrap(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snaps: &SnapDir) -> Result<Opened, NodeError> {
@@ -203,7 +267,7 @@ async fn bind(url: &url::Url) -> Result<TcpListener, NodeError> {
 pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     let disk = env.disk;
     let snaps = SnapDir::open(Arc::clone(&disk), &cfg.snap_path()).map_err(storage_err)?;
-    let opened = open(&cfg, &disk, &snaps)?;
+    let opened = open(&cfg, &disk, &snaps).await?;
     let peer_listeners = {
         let mut v = Vec::new();
         for u in &cfg.listen_peer_urls {
@@ -256,7 +320,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         counters: Counters::default(),
         stopped: stopped_tx,
     });
-    let transport = Transport::new(opened.id, cid, inbox_tx);
+    let transport = Transport::new(opened.id, cid, cfg.initial_cluster_token.clone(), inbox_tx);
     transport.set_members(&members);
     for l in peer_listeners {
         crate::rt::spawn(Arc::clone(&transport).serve(l));
@@ -277,7 +341,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         disk: Arc::clone(&disk),
         snaps,
         shared: Arc::clone(&shared),
-        transport,
+        transport: Arc::clone(&transport),
         inbox: inbox_rx,
         cfg: lp,
         snap_index: opened.snap_index,
@@ -299,6 +363,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         read_retry: Duration::from_millis(cfg.election_timeout_ms.max(100)),
         strict_reconfig_check: cfg.strict_reconfig_check,
         token: cfg.initial_cluster_token.clone(),
+        transport: Arc::clone(&transport),
     });
     for l in client_listeners {
         crate::rt::spawn(crate::api::serve(l, Arc::clone(&ctx)));
@@ -315,17 +380,13 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
 
 /// A member publishes its name and client URLs through Raft once it runs, as etcd does, so
 /// every member's `/v2/members` shows them.
+/// Like etcd, it publishes on every start, until the publication is applied.
 async fn publish(shared: Arc<Shared>, name: String, client_urls: Vec<String>) {
     loop {
-        let current = shared.sm.lock().expect("sm lock").meta.members.members.get(&shared.id).cloned();
-        match current {
-            Some(m) if m.name == name && m.client_urls == client_urls => return,
-            None if shared.status().applied > 1 && shared.status().leader != 0 => {}
-            _ => {}
-        }
         let op = Op::Attributes { member_id: shared.id, name: name.clone(), client_urls: client_urls.clone() };
-        if shared.propose(op, Duration::from_secs(5)).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if shared.propose(op, Duration::from_secs(5)).await.is_ok() {
+            return;
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

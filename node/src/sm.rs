@@ -32,6 +32,8 @@ pub enum Op {
     Keys(Command),
     /// Expire TTL keys as of the entry's time (the leader proposes these periodically).
     Sync,
+    /// The leader records the cluster version once.
+    ClusterVersion(String),
     /// A member publishes its name and client URLs after it starts.
     Attributes {
         /// Member id.
@@ -103,6 +105,9 @@ pub struct Meta {
     pub dedup: Dedup,
     /// Cluster id.
     pub cluster_id: u64,
+    /// The cluster version, once the leader has set it.
+    #[serde(default)]
+    pub cluster_version: Option<String>,
 }
 
 /// The state machine: the v2 store and the replicated metadata.
@@ -116,7 +121,12 @@ pub struct StateMachine {
 impl StateMachine {
     /// A fresh state machine.
     pub fn new(members: Members, cluster_id: u64) -> StateMachine {
-        StateMachine { store: Store::new(), meta: Meta { members, cluster_id, ..Meta::default() } }
+        let mut store = Store::new();
+        // etcd writes each bootstrap member into its internal store namespace.
+        for id in members.members.keys() {
+            store.internal_write(&format!("/0/members/{id:x}/raftAttributes"));
+        }
+        StateMachine { store, meta: Meta { members, cluster_id, ..Meta::default() } }
     }
 
     fn advance_clock(&mut self, time_ms: u64) {
@@ -143,6 +153,14 @@ impl StateMachine {
                 if let Some(m) = self.meta.members.members.get_mut(member_id) {
                     m.name = name.clone();
                     m.client_urls = client_urls.clone();
+                    self.store.internal_write(&format!("/0/members/{member_id:x}/attributes"));
+                }
+                Outcome::Done
+            }
+            Op::ClusterVersion(v) => {
+                if self.meta.cluster_version.as_deref() != Some(v.as_str()) {
+                    self.meta.cluster_version = Some(v.clone());
+                    self.store.internal_write("/0/version");
                 }
                 Outcome::Done
             }

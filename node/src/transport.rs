@@ -40,12 +40,31 @@ const DIAL_TIMEOUT: Duration = Duration::from_millis(500);
 /// peer in the simulator holds writes rather than failing them).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The first frame of a stream. `to == 0` asks for the cluster's membership instead of
+/// opening a message stream (a member joining with `--initial-cluster-state existing` does
+/// that to learn its id and the cluster's).
 #[derive(Debug, Serialize, Deserialize)]
 struct Hello {
     cluster_id: u64,
     from: u64,
     to: u64,
+    #[serde(default)]
+    token: String,
 }
+
+/// The answer to a membership request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Why the request was refused, if it was.
+    pub error: Option<String>,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// Its members.
+    pub members: Members,
+}
+
+/// How often an idle stream carries an empty keep-alive frame, so a dead peer is noticed.
+const KEEPALIVE: Duration = Duration::from_secs(1);
 
 struct Peer {
     urls: Vec<String>,
@@ -55,6 +74,9 @@ struct Peer {
 /// The transport of one member.
 pub struct Transport {
     id: u64,
+    token: String,
+    members: Mutex<Members>,
+    connected_since: Mutex<BTreeMap<u64, tokio::time::Instant>>,
     cluster_id: Mutex<u64>,
     peers: Mutex<BTreeMap<u64, Peer>>,
     allowed: Mutex<Vec<u64>>,
@@ -63,9 +85,12 @@ pub struct Transport {
 
 impl Transport {
     /// A transport for member `id`.
-    pub fn new(id: u64, cluster_id: u64, inbox: mpsc::UnboundedSender<Inbox>) -> Arc<Transport> {
+    pub fn new(id: u64, cluster_id: u64, token: String, inbox: mpsc::UnboundedSender<Inbox>) -> Arc<Transport> {
         Arc::new(Transport {
             id,
+            token,
+            members: Mutex::new(Members::default()),
+            connected_since: Mutex::new(BTreeMap::new()),
             cluster_id: Mutex::new(cluster_id),
             peers: Mutex::new(BTreeMap::new()),
             allowed: Mutex::new(Vec::new()),
@@ -81,7 +106,9 @@ impl Transport {
     /// Follow a membership change: start senders for new peers, stop removed ones.
     pub fn set_members(self: &Arc<Self>, members: &Members) {
         let mut peers = self.peers.lock().expect("peers lock");
+        *self.members.lock().expect("members lock") = members.clone();
         *self.allowed.lock().expect("allowed lock") = members.members.keys().copied().collect();
+        self.connected_since.lock().expect("lock").retain(|id, _| members.members.contains_key(id));
         peers.retain(|id, p| members.members.get(id).is_some_and(|m| m.peer_urls == p.urls));
         for (id, m) in &members.members {
             if *id == self.id || peers.contains_key(id) || m.peer_urls.is_empty() {
@@ -128,14 +155,33 @@ impl Transport {
             };
             rt::tune_stream(&stream);
             let mut w = BufWriter::new(FlushFilter::new(stream));
-            let hello = Hello { cluster_id: *self.cluster_id.lock().expect("lock"), from: self.id, to };
+            let hello = Hello { cluster_id: *self.cluster_id.lock().expect("lock"), from: self.id, to, token: self.token.clone() };
             let hello = serde_json::to_vec(&hello).expect("hello serialises");
-            if write_frame(&mut w, &hello).await.is_err() {
+            let ok = tokio::time::timeout(WRITE_TIMEOUT, async {
+                write_frame(&mut w, &hello).await?;
+                w.flush().await
+            })
+            .await;
+            if !matches!(ok, Ok(Ok(()))) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+            self.connected_since.lock().expect("lock").entry(to).or_insert_with(tokio::time::Instant::now);
             // Stream messages until the stream fails or the peer is removed.
             loop {
-                let Some(first) = rx.recv().await else { return };
+                let first = tokio::select! {
+                    m = rx.recv() => m,
+                    _ = tokio::time::sleep(KEEPALIVE) => {
+                        let alive = tokio::time::timeout(WRITE_TIMEOUT, async {
+                            write_frame(&mut w, &[]).await?;
+                            w.flush().await
+                        }).await;
+                        if matches!(alive, Ok(Ok(()))) { continue }
+                        self.connected_since.lock().expect("lock").remove(&to);
+                        break;
+                    }
+                };
+                let Some(first) = first else { return };
                 let mut batch = vec![first];
                 while batch.len() < 256 {
                     match rx.try_recv() {
@@ -158,6 +204,7 @@ impl Transport {
                     }
                 }
                 if !ok {
+                    self.connected_since.lock().expect("lock").remove(&to);
                     let _ = self.inbox.send(Inbox::Unreachable(to));
                     break;
                 }
@@ -208,6 +255,9 @@ impl Transport {
         let hello = read_frame(&mut stream, HELLO_BYTES_MAX).await?;
         let hello: Hello = serde_json::from_slice(&hello).map_err(std::io::Error::other)?;
         let cid = *self.cluster_id.lock().expect("lock");
+        if hello.to == 0 {
+            return self.answer_info(stream.get_mut(), &hello).await;
+        }
         if hello.to != self.id || (cid != 0 && hello.cluster_id != 0 && hello.cluster_id != cid) {
             tracing::warn!(from = %format!("{:x}", hello.from), their_cluster = %format!("{:x}", hello.cluster_id),
                 our_cluster = %format!("{cid:x}"), "peer: refusing a stream from another cluster or for another member");
@@ -221,6 +271,9 @@ impl Transport {
         }
         loop {
             let buf = read_frame(&mut stream, FRAME_BYTES_MAX).await?;
+            if buf.is_empty() {
+                continue; // keep-alive
+            }
             let m = Message::parse_from_bytes(&buf).map_err(std::io::Error::other)?;
             if m.from != hello.from || m.to != self.id {
                 return Err(std::io::Error::other("message does not match the stream's hello"));
@@ -230,6 +283,39 @@ impl Transport {
             }
         }
     }
+}
+
+impl Transport {
+    /// How long the stream to `id` has been up, if it is.
+    pub fn connected_for(&self, id: u64) -> Option<Duration> {
+        self.connected_since.lock().expect("lock").get(&id).map(|t| t.elapsed())
+    }
+
+    async fn answer_info(&self, stream: &mut TcpStream, hello: &Hello) -> std::io::Result<()> {
+        let cid = *self.cluster_id.lock().expect("lock");
+        let error = (hello.token != self.token).then(|| {
+            format!("the cluster's --initial-cluster-token is {:?}, the joining member's is {:?}", self.token, hello.token)
+        });
+        let info = ClusterInfo { error, cluster_id: cid, members: self.members.lock().expect("lock").clone() };
+        let bytes = serde_json::to_vec(&info).map_err(std::io::Error::other)?;
+        write_frame(stream, &bytes).await?;
+        stream.flush().await
+    }
+}
+
+/// Ask the member at `peer_url` for the cluster's membership (used by a joining member).
+pub async fn fetch_cluster_info(peer_url: &str, token: &str) -> std::io::Result<ClusterInfo> {
+    let addr = host_port(peer_url);
+    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("dialing {addr}")))??;
+    let hello = serde_json::to_vec(&Hello { cluster_id: 0, from: 0, to: 0, token: token.to_string() }).map_err(std::io::Error::other)?;
+    write_frame(&mut stream, &hello).await?;
+    stream.flush().await?;
+    let buf = tokio::time::timeout(Duration::from_secs(2), read_frame(&mut stream, FRAME_BYTES_MAX))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {addr}")))??;
+    serde_json::from_slice(&buf).map_err(std::io::Error::other)
 }
 
 async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {

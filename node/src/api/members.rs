@@ -14,14 +14,21 @@ use crate::cluster::{id_hex, member_id, Member};
 use crate::raft::Inbox;
 use crate::sm::ConfContext;
 
+/// A member as etcd's JSON shows it (fields in etcd's order).
+#[derive(serde::Serialize)]
+pub struct MemberJson<'a> {
+    id: String,
+    name: &'a str,
+    #[serde(rename = "peerURLs")]
+    peer_urls: &'a [String],
+    #[serde(rename = "clientURLs")]
+    client_urls: &'a [String],
+}
+
 /// A member as etcd's JSON shows it.
-pub fn member_json(m: &Member) -> serde_json::Value {
-    serde_json::json!({
-        "id": id_hex(m.id),
-        "name": m.name,
-        "peerURLs": m.peer_urls,
-        "clientURLs": m.client_urls,
-    })
+pub fn member_json(m: &Member) -> String {
+    let j = MemberJson { id: id_hex(m.id), name: &m.name, peer_urls: &m.peer_urls, client_urls: &m.client_urls };
+    serde_json::to_string(&j).expect("member serialises")
 }
 
 fn message(status: StatusCode, msg: &str) -> Response<Body> {
@@ -42,8 +49,8 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     match (method, rest.as_str()) {
         (Method::GET, "") => {
             let sm = ctx.shared.sm.lock().expect("sm lock");
-            let list: Vec<_> = sm.meta.members.members.values().map(member_json).collect();
-            json(StatusCode::OK, format!("{}\n", serde_json::json!({ "members": list })))
+            let list: Vec<String> = sm.meta.members.members.values().map(member_json).collect();
+            json(StatusCode::OK, format!("{{\"members\":[{}]}}\n", list.join(",")))
         }
         (Method::GET, "leader") => {
             let leader = ctx.shared.status().leader;

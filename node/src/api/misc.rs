@@ -16,7 +16,16 @@ pub const CLUSTER_VERSION: &str = "3.4.0";
 
 /// Handle everything that is not keys or members.
 pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path();
+    let path = req.uri().path().to_string();
+    let mut r = route(ctx, &req, &path);
+    if path.starts_with("/v2/auth") {
+        let cid = id_hex(ctx.shared.cluster_id());
+        r.headers_mut().insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
+    }
+    r
+}
+
+fn route(ctx: &Ctx, req: &Request<Incoming>, path: &str) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         if path.starts_with("/v2/auth") {
             return auth_disabled_write(path);

@@ -8,7 +8,8 @@ mod gojson;
 pub mod keys;
 mod keys_http;
 mod members;
-mod misc;
+pub mod misc;
+pub use misc::CLUSTER_VERSION;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -97,7 +98,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
                 let ctx = Arc::clone(&ctx);
                 async move { Ok::<_, Infallible>(route(ctx, req).await) }
             });
+            // Title-case header names, as Go writes them: clients and the conformance corpus
+            // compare them as sent.
             let conn = hyper::server::conn::http1::Builder::new()
+                .title_case_headers(true)
                 .timer(HyperTimer)
                 .keep_alive(true)
                 .serve_connection(io, svc);

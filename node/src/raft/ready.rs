@@ -177,6 +177,11 @@ impl RaftLoop {
         let p = Proposal { id: 0, time_ms: self.shared.clock.wall_ms(), op: Op::Sync };
         let data = serde_json::to_vec(&p).expect("proposal serialises");
         let _ = self.raw.propose(vec![], data);
+        if self.shared.sm.lock().expect("sm lock").meta.cluster_version.is_none() {
+            let op = Op::ClusterVersion(crate::api::CLUSTER_VERSION.to_string());
+            let p = Proposal { id: 0, time_ms: 0, op };
+            let _ = self.raw.propose(vec![], serde_json::to_vec(&p).expect("proposal serialises"));
+        }
     }
 
     async fn on_ready(&mut self) -> Result<(), String> {
@@ -379,9 +384,12 @@ impl RaftLoop {
                         } else {
                             sm.meta.members.members.entry(id).or_insert_with(|| Member { id, ..c.member.clone() });
                         }
+                        sm.store.internal_write(&format!("/0/members/{id:x}/raftAttributes"));
                     }
                     raft::eraftpb::ConfChangeType::RemoveNode => {
                         sm.meta.members.members.remove(&id);
+                        sm.store.internal_write(&format!("/0/members/{id:x}"));
+                        sm.store.internal_write(&format!("/0/removed_members/{id:x}"));
                         if !sm.meta.members.removed.contains(&id) {
                             sm.meta.members.removed.push(id);
                         }
