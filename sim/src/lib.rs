@@ -6,10 +6,16 @@
 #![warn(missing_docs)]
 #![cfg(madsim)]
 
+pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod disk;
+pub mod history;
+pub mod html;
 pub mod nemesis;
+pub mod outcome;
+pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 pub mod workload;

@@ -6,6 +6,7 @@
 //! stops all of a member's tasks and timers; clock skew moves only that member's wall clock.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use madsim::net::NetSim;
@@ -32,23 +33,33 @@ pub struct FaultEvent {
     pub detail: String,
 }
 
-/// Applies faults to the cluster.
-pub struct Nemesis<'a> {
-    members: &'a [MemberSim],
+/// Applies faults to the cluster. Each fault of a timeline runs as its own task (faults
+/// overlap), with its own seeded rng; overlapping partitions heal together.
+#[derive(Clone)]
+pub struct Nemesis {
+    members: Arc<Vec<MemberSim>>,
     rng: ChaCha8Rng,
     start: tokio::time::Instant,
     /// Faults applied so far.
-    pub events: Vec<FaultEvent>,
+    pub events: Arc<Mutex<Vec<FaultEvent>>>,
 }
 
 fn node_id(m: &MemberSim) -> madsim::task::NodeId {
     m.node.id()
 }
 
-impl<'a> Nemesis<'a> {
+impl Nemesis {
     /// A nemesis over `members`, seeded.
-    pub fn new(members: &'a [MemberSim], seed: u64, start: tokio::time::Instant) -> Nemesis<'a> {
-        Nemesis { members, rng: ChaCha8Rng::seed_from_u64(seed), start, events: Vec::new() }
+    pub fn new(members: Arc<Vec<MemberSim>>, seed: u64, start: tokio::time::Instant) -> Nemesis {
+        Nemesis { members, rng: ChaCha8Rng::seed_from_u64(seed), start, events: Arc::default() }
+    }
+
+    /// A copy for one fault, with its own rng stream.
+    pub fn fork(&self, salt: u64) -> Nemesis {
+        let mut n = self.clone();
+        let base = u64::from_le_bytes(self.rng.get_seed()[..8].try_into().expect("8 bytes"));
+        n.rng = ChaCha8Rng::seed_from_u64(crate::cluster::mix(base, salt, 2));
+        n
     }
 
     fn now_ns(&self) -> u64 {
@@ -57,7 +68,7 @@ impl<'a> Nemesis<'a> {
 
     /// Ask the members, as an operator would, who leads (`/v2/members/leader`).
     pub async fn find_leader(&self) -> Option<usize> {
-        for m in self.members {
+        for m in self.members.iter() {
             let mut c = HttpClient::new(m.client_addr());
             if let Ok(r) = c.request("GET", "/v2/members/leader", None, Duration::from_millis(500)).await {
                 if r.status == 200 {
@@ -104,8 +115,8 @@ impl<'a> Nemesis<'a> {
     /// Unclog every link between members.
     pub fn heal_network(&self) {
         let net = NetSim::current();
-        for a in self.members {
-            for b in self.members {
+        for a in self.members.iter() {
+            for b in self.members.iter() {
                 if a.index != b.index {
                     net.unclog_link(node_id(a), node_id(b));
                 }
@@ -254,7 +265,7 @@ impl<'a> Nemesis<'a> {
             }
         }
         let end_ns = self.now_ns();
-        self.events.push(FaultEvent { kind: kind_name(&f.kind).to_string(), targets, start_ns, end_ns, detail });
+        self.events.lock().unwrap().push(FaultEvent { kind: kind_name(&f.kind).to_string(), targets, start_ns, end_ns, detail });
     }
 }
 

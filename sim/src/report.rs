@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::nemesis::FaultEvent;
 use crate::run::{Check, MemberStats, RunOutput};
-use crate::workload::{OpKind, Outcome};
+use crate::workload::Outcome;
 
 /// Version of the report schema.
 pub const REPORT_VERSION: u32 = 1;

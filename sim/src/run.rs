@@ -88,7 +88,7 @@ pub fn run(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
 
 async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let handle = madsim::runtime::Handle::current();
-    let members = cluster::start(&s, seed);
+    let members = Arc::new(cluster::start(&s, seed));
     let addrs: Vec<String> = members.iter().map(|m| m.client_addr()).collect();
     // Let the cluster elect a leader before the load starts (etcd's own tests do the same).
     wait_for_leader(&members, Duration::from_secs(20)).await;
@@ -149,22 +149,37 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         faults.extend(swarm_faults(sw, &s, seed));
     }
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let mut nemesis = Nemesis::new(&members, cluster::mix(seed, 0, 0x4e4e), start);
+    let nemesis = Nemesis::new(members.clone(), cluster::mix(seed, 0, 0x4e4e), start);
     let until_ns = (s.workload.duration_s * 1e9) as u64;
-    for f in &faults {
+    // The nemesis and the final checks run on a machine of their own: the supervisor has no
+    // network address, and the nemesis asks the cluster who leads, as an operator would.
+    let ops_node = handle.create_node().name("nemesis").ip("10.0.1.3".parse().unwrap()).build();
+    let mut fault_tasks = Vec::new();
+    for (i, f) in faults.iter().enumerate() {
+        let mut nem = nemesis.fork(i as u64);
+        let f = f.clone();
         let at = start + Duration::from_secs_f64(f.at_s);
-        tokio::time::sleep_until(at).await;
-        nemesis.apply(f, until_ns).await;
+        fault_tasks.push(ops_node.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            nem.apply(&f, until_ns).await;
+        }));
+    }
+    for t in fault_tasks {
+        let _ = t.await;
     }
     let _ = load.await;
     let _ = observer.await;
     // Final heal: every fault undone (the nemesis undoes each at its end; this is the net).
     nemesis.heal_network();
-    for m in &members {
+    for m in members.iter() {
         *m.clock.skew().lock().unwrap() = Default::default();
     }
     let mut checks = Vec::new();
-    checks.push(liveness(&members, Duration::from_secs_f64(s.checks.liveness_s)).await);
+    let live = {
+        let (members, limit) = (members.clone(), Duration::from_secs_f64(s.checks.liveness_s));
+        ops_node.spawn(async move { liveness(&members, limit).await })
+    };
+    checks.push(live.await.expect("liveness task"));
     if s.checks.convergence {
         checks.push(convergence(&members, Duration::from_secs(10)).await);
     }
@@ -196,7 +211,9 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let sim_ns = start.elapsed().as_nanos() as u64;
     let rec = std::mem::take(&mut *rec.lock().unwrap());
     let leaders = leaders.lock().unwrap().clone();
-    RunOutput { seed, rec, faults: nemesis.events, leaders, sim_ns, checks, members: member_stats }
+    let mut faults = nemesis.events.lock().unwrap().clone();
+    faults.sort_by_key(|f| (f.start_ns, f.kind.clone()));
+    RunOutput { seed, rec, faults, leaders, sim_ns, checks, members: member_stats }
 }
 
 async fn wait_for_leader(members: &[MemberSim], limit: Duration) {

@@ -191,7 +191,7 @@ pub enum Target {
 
 /// Kinds of faults.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum FaultKind {
     /// Cut the target off from every other member (both directions).
     Isolate {
@@ -254,16 +254,106 @@ fn default_flap_ms() -> u64 {
 
 /// One fault on the timeline.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawFault", into = "RawFault")]
 pub struct Fault {
     /// Start, in simulated seconds from the start of the load.
     pub at_s: f64,
     /// How long it lasts (0 = until the end of the load).
-    #[serde(default)]
     pub duration_s: f64,
     /// What it does.
-    #[serde(flatten)]
     pub kind: FaultKind,
+}
+
+/// A fault as written in the file: one flat table, every field known (serde cannot deny
+/// unknown fields through a flattened tagged enum, and a typo must never pass silently).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    at_s: f64,
+    #[serde(default)]
+    duration_s: f64,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<Target>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    leader_in_minority: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    drift_ppm: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    flap_ms: Option<u64>,
+}
+
+impl TryFrom<RawFault> for Fault {
+    type Error = String;
+
+    fn try_from(r: RawFault) -> Result<Fault, String> {
+        let needs_target = || r.target.clone().ok_or_else(|| format!("fault kind {:?} needs a `target`", r.kind));
+        let no = |field: &str, present: bool| {
+            if present {
+                Err(format!("fault kind {:?} has no field `{field}`", r.kind))
+            } else {
+                Ok(())
+            }
+        };
+        let kind = match r.kind.as_str() {
+            "isolate" => FaultKind::Isolate { target: needs_target()? },
+            "one-way" => FaultKind::OneWay { target: needs_target()? },
+            "crash" => FaultKind::Crash { target: needs_target()? },
+            "pause" => FaultKind::Pause { target: needs_target()? },
+            "flaky" => FaultKind::Flaky { target: needs_target()?, flap_ms: r.flap_ms.unwrap_or_else(default_flap_ms) },
+            "clock-skew" => FaultKind::ClockSkew {
+                target: needs_target()?,
+                offset_ms: r.offset_ms.unwrap_or(0),
+                drift_ppm: r.drift_ppm.unwrap_or(0),
+            },
+            "minority-majority" => {
+                no("target", r.target.is_some())?;
+                FaultKind::MinorityMajority { leader_in_minority: r.leader_in_minority.unwrap_or(false) }
+            }
+            "bridge" => FaultKind::Bridge,
+            "ring" => FaultKind::Ring,
+            "rolling-restart" => FaultKind::RollingRestart,
+            other => {
+                return Err(format!(
+                    "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, rolling-restart, pause, clock-skew, flaky)"
+                ))
+            }
+        };
+        let k = r.kind.as_str();
+        no("offset_ms", r.offset_ms.is_some() && k != "clock-skew")?;
+        no("drift_ppm", r.drift_ppm.is_some() && k != "clock-skew")?;
+        no("flap_ms", r.flap_ms.is_some() && k != "flaky")?;
+        no("leader_in_minority", r.leader_in_minority.is_some() && k != "minority-majority")?;
+        if matches!(k, "bridge" | "ring" | "rolling-restart") {
+            no("target", r.target.is_some())?;
+        }
+        Ok(Fault { at_s: r.at_s, duration_s: r.duration_s, kind })
+    }
+}
+
+impl From<Fault> for RawFault {
+    fn from(f: Fault) -> RawFault {
+        let mut r = RawFault { at_s: f.at_s, duration_s: f.duration_s, kind: kind_name(&f.kind).to_string(), ..Default::default() };
+        match f.kind {
+            FaultKind::Isolate { target } | FaultKind::OneWay { target } | FaultKind::Crash { target } | FaultKind::Pause { target } => {
+                r.target = Some(target)
+            }
+            FaultKind::Flaky { target, flap_ms } => {
+                r.target = Some(target);
+                r.flap_ms = Some(flap_ms);
+            }
+            FaultKind::ClockSkew { target, offset_ms, drift_ppm } => {
+                r.target = Some(target);
+                r.offset_ms = Some(offset_ms);
+                r.drift_ppm = Some(drift_ppm);
+            }
+            FaultKind::MinorityMajority { leader_in_minority } => r.leader_in_minority = Some(leader_in_minority),
+            FaultKind::Bridge | FaultKind::Ring | FaultKind::RollingRestart => {}
+        }
+        r
+    }
 }
 
 /// Swarm testing: each seed picks which fault kinds are enabled and how often they strike.
