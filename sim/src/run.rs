@@ -55,8 +55,21 @@ pub struct RunOutput {
     pub members: Vec<MemberStats>,
 }
 
-/// Run `s` with `seed` inside a fresh madsim runtime.
+/// Run `s` with `seed` inside a fresh madsim runtime, on a fresh thread: std's hash seeds are
+/// per thread and drawn once, so only a thread that has never hashed before gets them from
+/// madsim's seeded randomness (tokio's `select!` fairness draws from them too).
 pub fn run(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
+    let s = s.clone();
+    std::thread::Builder::new()
+        .name(format!("sim-{seed}"))
+        .stack_size(64 << 20)
+        .spawn(move || run_here(&s, seed))
+        .expect("spawning the simulation thread")
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
     let wall = WallInstant::now();
     let mut config = madsim::Config::default();
     config.net.send_latency =
