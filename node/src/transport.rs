@@ -170,6 +170,9 @@ impl Transport {
             // Stream messages until the stream fails or the peer is removed.
             loop {
                 let first = tokio::select! {
+                    // `biased`: tokio's fair select draws from a process-wide counter, which no
+                    // simulator seed controls; a fixed polling order keeps runs reproducible.
+                    biased;
                     m = rx.recv() => m,
                     _ = tokio::time::sleep(KEEPALIVE) => {
                         let alive = tokio::time::timeout(WRITE_TIMEOUT, async {

@@ -304,3 +304,30 @@ async fn convergence(members: &[MemberSim], limit: Duration) -> Check {
     }
     Check { name: "convergence".into(), passed: Some(false), detail: format!("members differ (applied, store index, digest): {last}") }
 }
+
+/// Run `body` against a freshly started cluster of `s` inside a seeded madsim runtime (for
+/// tests that drive the cluster themselves). The body runs on a client machine with an
+/// address; it gets the members and can use the nemesis.
+pub fn with_cluster<T, F, Fut>(s: &Scenario, seed: u64, body: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(Arc<Vec<MemberSim>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let s = s.clone();
+    std::thread::spawn(move || {
+        let mut config = madsim::Config::default();
+        config.net.send_latency = Duration::from_micros(s.network.latency_us[0])
+            ..Duration::from_micros(s.network.latency_us[1].max(s.network.latency_us[0] + 1));
+        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+        rt.block_on(async move {
+            let handle = madsim::runtime::Handle::current();
+            let members = Arc::new(cluster::start(&s, seed));
+            wait_for_leader(&members, Duration::from_secs(20)).await;
+            let node = handle.create_node().name("test-client").ip("10.0.1.9".parse().unwrap()).build();
+            node.spawn(body(members)).await.expect("test body")
+        })
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}

@@ -172,6 +172,9 @@ impl Shared {
                 if !accepted {
                     // No leader: wait for one (or a short while), then propose again.
                     tokio::select! {
+                        // `biased`: tokio's fair select draws from a process-wide counter, which no
+                        // simulator seed controls; a fixed polling order keeps runs reproducible.
+                        biased;
                         _ = leader.changed() => {}
                         _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
                         _ = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout),
@@ -179,6 +182,9 @@ impl Shared {
                     continue;
                 }
                 tokio::select! {
+                    // `biased`: tokio's fair select draws from a process-wide counter, which no
+                    // simulator seed controls; a fixed polling order keeps runs reproducible.
+                    biased;
                     r = &mut rx => return r.map_err(|_| WaitError::Stopped),
                     _ = leader.changed() => {
                         // The entry may have been lost with the old leader: propose it again.

@@ -99,6 +99,9 @@ impl RaftLoop {
         self.fix_election_timeout();
         loop {
             tokio::select! {
+                // `biased`: tokio's fair select draws from a process-wide counter, which no
+                // simulator seed controls; a fixed polling order keeps runs reproducible.
+                biased;
                 _ = ticker.tick() => {
                     self.raw.tick();
                 }
