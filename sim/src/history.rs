@@ -81,52 +81,39 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// Linearizability of the history's checked operations (quorum reads and writes), plus the
-/// real-time order of etcd's global index; returns the check and, on failure, the checker's
-/// HTML timeline of the failing partition.
-pub fn check_linearizable(history: &[u8], timeout: Duration) -> (Check, String) {
+/// The checker's verdicts on a history: linearizability of quorum reads and writes (with the
+/// real-time order of etcd's global index) and the watch guarantees, plus the checker's HTML
+/// timeline of a failing partition.
+pub fn check(history: &[u8], timeout: Duration) -> (Check, Check, String) {
     let text = String::from_utf8_lossy(history);
-    match detcd_checker::check_etcd_history(&text, timeout, crate::workload::KEY_PREFIX) {
-        Err(e) => (Check { name: "linearizable".into(), passed: Some(false), detail: format!("history unreadable: {e}") }, String::new()),
-        Ok(r) => {
-            let (passed, detail) = match (&r.verdict, r.index_violations.first()) {
-                (detcd_checker::Verdict::Unknown, _) => {
-                    (None, format!("the search did not finish within {} s", timeout.as_secs_f64()))
-                }
-                (detcd_checker::Verdict::Illegal(f), _) => (
-                    Some(false),
-                    format!(
-                        "{} of {} checked operations; key {} has no linearization",
-                        f.len(),
-                        r.ops_checked,
-                        f[0].key.clone().unwrap_or_default()
-                    ),
-                ),
-                (detcd_checker::Verdict::Ok, Some(v)) => (Some(false), format!("global index order: {v}")),
-                (detcd_checker::Verdict::Ok, None) => {
-                    (Some(true), format!("{} quorum reads and writes linearizable; index order holds", r.ops_checked))
-                }
-            };
-            (Check { name: "linearizable".into(), passed, detail }, r.html)
+    let r = match detcd_checker::check_etcd_history(&text, timeout, crate::workload::KEY_PREFIX) {
+        Ok(r) => r,
+        Err(e) => {
+            let bad = |name: &str| Check { name: name.into(), passed: Some(false), detail: format!("history unreadable: {e}") };
+            return (bad("linearizable"), bad("watches"), String::new());
         }
-    }
-}
-
-/// Watch guarantees (order, no gaps, every event a real write).
-pub fn check_watches(history: &[u8]) -> Check {
-    let text = String::from_utf8_lossy(history);
-    match detcd_checker::check_etcd_history(&text, Duration::from_secs(1), crate::workload::KEY_PREFIX) {
-        Err(e) => Check { name: "watches".into(), passed: Some(false), detail: format!("history unreadable: {e}") },
-        Ok(r) => {
-            let n = r.watch_events;
-            match r.watch_violations.first() {
-                None => Check { name: "watches".into(), passed: Some(true), detail: format!("{n} watch events in order, complete, matching writes") },
-                Some(v) => Check {
-                    name: "watches".into(),
-                    passed: Some(false),
-                    detail: format!("{} violation(s); first: {v}", r.watch_violations.len()),
-                },
-            }
-        }
-    }
+    };
+    let (passed, detail) = match (&r.verdict, r.index_violations.first()) {
+        (detcd_checker::Verdict::Unknown, _) => (None, format!("the search did not finish within {} s", timeout.as_secs_f64())),
+        (detcd_checker::Verdict::Illegal(f), _) => (
+            Some(false),
+            format!("{} of {} checked operations' keys have no linearization; first: key {}", f.len(), r.ops_checked, f[0].key.clone().unwrap_or_default()),
+        ),
+        (detcd_checker::Verdict::Ok, Some(v)) => (Some(false), format!("global index order: {v}")),
+        (detcd_checker::Verdict::Ok, None) => (Some(true), format!("{} quorum reads and writes linearizable; index order holds", r.ops_checked)),
+    };
+    let lin = Check { name: "linearizable".into(), passed, detail };
+    let watches = match r.watch_violations.first() {
+        None => Check {
+            name: "watches".into(),
+            passed: Some(true),
+            detail: format!("{} watch events in order, complete, matching writes", r.watch_events),
+        },
+        Some(v) => Check {
+            name: "watches".into(),
+            passed: Some(false),
+            detail: format!("{} violation(s); first: {v}", r.watch_violations.len()),
+        },
+    };
+    (lin, watches, r.html)
 }

@@ -39,13 +39,15 @@ pub fn run_and_check(s: &Scenario, seed: u64) -> RunResult {
     let digest = digest(&history);
     let mut checks = Vec::new();
     let mut timeline_html = String::new();
-    if s.checks.linearizable {
-        let (c, html) = crate::history::check_linearizable(&history, Duration::from_secs_f64(s.checks.checker_timeout_s));
-        timeline_html = html;
-        checks.push(c);
-    }
-    if s.checks.watches {
-        checks.push(crate::history::check_watches(&history));
+    if s.checks.linearizable || s.checks.watches {
+        let (lin, watches, html) = crate::history::check(&history, Duration::from_secs_f64(s.checks.checker_timeout_s));
+        if s.checks.linearizable {
+            timeline_html = html;
+            checks.push(lin);
+        }
+        if s.checks.watches {
+            checks.push(watches);
+        }
     }
     checks.extend(out.checks.iter().cloned());
     let load_ns = (s.workload.duration_s * 1e9) as u64;
