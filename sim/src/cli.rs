@@ -38,6 +38,9 @@ enum Cmd {
         /// This machine's slice of the range: I/N (1-based).
         #[arg(long)]
         shard: Option<String>,
+        /// Seeds run at once (each in its own process).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
     },
     /// Re-run a failure file and confirm the same digest and failure.
     Replay {
@@ -55,11 +58,19 @@ enum Cmd {
     },
 }
 
+/// The file of a scenario given by path or by name under scenarios/.
+pub fn scenario_path(arg: &str) -> PathBuf {
+    let p = Path::new(arg);
+    if p.exists() {
+        p.to_path_buf()
+    } else {
+        Path::new("scenarios").join(format!("{arg}.toml"))
+    }
+}
+
 /// Find a scenario by path or by name under scenarios/.
 pub fn load_scenario(arg: &str) -> Result<Scenario, String> {
-    let p = Path::new(arg);
-    let path = if p.exists() { p.to_path_buf() } else { Path::new("scenarios").join(format!("{arg}.toml")) };
-    Scenario::load(&path).map_err(|e| e.to_string())
+    Scenario::load(&scenario_path(arg)).map_err(|e| e.to_string())
 }
 
 /// Entry point.
@@ -100,7 +111,7 @@ pub fn main() -> ExitCode {
             println!("wrote {}", dir.display());
             ExitCode::from(if res.passed() { 0 } else { 1 })
         }
-        Cmd::Sweep { scenario, seeds, shard } => crate::sweep::sweep(&scenario, &seeds, shard.as_deref()),
+        Cmd::Sweep { scenario, seeds, shard, jobs } => crate::sweep::sweep(&scenario, &seeds, shard.as_deref(), jobs),
         Cmd::Replay { file, trace } => crate::sweep::replay(&file, trace),
     }
 }

@@ -67,7 +67,7 @@ pub fn seeds_of(range: &str, shard: Option<&str>) -> Result<Vec<u64>, String> {
 }
 
 /// `detcd-sim sweep`.
-pub fn sweep(scenario: &str, range: &str, shard: Option<&str>) -> ExitCode {
+pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> ExitCode {
     let s = match crate::cli::load_scenario(scenario) {
         Ok(s) => s,
         Err(e) => {
@@ -86,47 +86,80 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>) -> ExitCode {
     let mut failed = Vec::new();
     let mut sim_s = 0.0;
     let mut summaries = Vec::new();
-    for (k, seed) in seeds.iter().enumerate() {
-        let t = Instant::now();
-        let res = crate::outcome::run_and_check(&s, *seed);
-        sim_s += res.report.sim_seconds;
-        let verdict = if res.passed() { "ok" } else { "FAIL" };
+    // Each seed runs in a child process of its own: a run is byte-for-byte reproducible from
+    // its seed in a fresh process (which is how `run` and `replay` execute it), so the digest a
+    // sweep records is the one a replay will find.
+    let exe = std::env::current_exe().unwrap_or_else(|_| "detcd-sim".into());
+    let scenario_path = crate::cli::scenario_path(scenario);
+    let mut queue = seeds.iter().copied();
+    let mut running: Vec<(u64, Instant, std::process::Child)> = Vec::new();
+    let mut done = 0usize;
+    loop {
+        while running.len() < jobs.max(1) {
+            let Some(seed) = queue.next() else { break };
+            let out = Path::new("reports").join(&s.name).join(format!("seed-{seed}"));
+            match std::process::Command::new(&exe)
+                .args(["run", &scenario_path.display().to_string(), "--seed", &seed.to_string(), "--out", &out.display().to_string()])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+            {
+                Ok(child) => running.push((seed, Instant::now(), child)),
+                Err(e) => {
+                    eprintln!("detcd-sim: cannot start a run: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        let (seed, t, mut child) = running.remove(0);
+        let status = child.wait().map(|s| s.code().unwrap_or(1)).unwrap_or(1);
+        done += 1;
+        let path = Path::new("reports").join(&s.name).join(format!("seed-{seed}")).join("report.json");
+        let report: Option<crate::report::Report> =
+            std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let Some(report) = report else {
+            println!("[{done}/{}] seed {seed}: no report (exit {status})", seeds.len());
+            failed.push(seed);
+            continue;
+        };
+        sim_s += report.sim_seconds;
+        let first_failure = report.checks.iter().find(|c| c.verdict != "pass").map(|c| format!("{}: {}", c.name, c.detail));
+        let verdict = if first_failure.is_none() && status == 0 { "ok" } else { "FAIL" };
         println!(
-            "[{}/{}] seed {seed}: {verdict} ({:.1} sim s, {:.1} wall s, digest {})",
-            k + 1,
+            "[{done}/{}] seed {seed}: {verdict} ({:.1} sim s, {:.1} wall s, digest {})",
             seeds.len(),
-            res.report.sim_seconds,
+            report.sim_seconds,
             t.elapsed().as_secs_f64(),
-            res.digest
+            report.history_digest
         );
-        summaries.push(res.report.clone());
-        if !res.passed() {
-            let check = res.first_failure().unwrap_or_default();
+        if verdict == "FAIL" {
+            let check = first_failure.unwrap_or_else(|| format!("exit status {status}"));
             println!("    failed: {check}");
             let f = FailureFile {
-                seed: *seed,
+                seed,
                 version: env!("CARGO_PKG_VERSION").into(),
                 commit: commit(),
                 failed_check: check.split(':').next().unwrap_or("").to_string(),
-                history_digest: res.digest.clone(),
+                history_digest: report.history_digest.clone(),
                 cause: String::new(),
                 scenario: s.clone(),
             };
             let path = Path::new("failures").join(format!("{}-{seed}.toml", s.name));
             let _ = std::fs::create_dir_all("failures");
             match toml::to_string(&f) {
-                Ok(text) => {
-                    if let Err(e) = std::fs::write(&path, text) {
-                        eprintln!("detcd-sim: writing {}: {e}", path.display());
-                    } else {
-                        println!("    saved {}", path.display());
-                    }
-                }
+                Ok(text) => match std::fs::write(&path, text) {
+                    Ok(()) => println!("    saved {}", path.display()),
+                    Err(e) => eprintln!("detcd-sim: writing {}: {e}", path.display()),
+                },
                 Err(e) => eprintln!("detcd-sim: encoding failure file: {e}"),
             }
-            failed.push(*seed);
+            failed.push(seed);
         }
+        summaries.push(report);
     }
+    summaries.sort_by_key(|r| r.seed);
     if let Err(e) = crate::outcome::write_sweep(&s.name, &summaries) {
         eprintln!("detcd-sim: writing the sweep summary: {e}");
     }

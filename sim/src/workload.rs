@@ -384,6 +384,9 @@ pub async fn run_watcher(id: u32, addrs: Vec<String>, rec: Arc<Mutex<Recorder>>,
         let path = format!("/v2/keys{KEY_PREFIX}?wait=true&recursive=true&waitIndex={wait_index}");
         let left = end.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(3));
         match conn.request("GET", &path, None, left.max(Duration::from_millis(10))).await {
+            // An empty 200 answer is etcd's way of ending a watch whose watcher was dropped
+            // (its queue overflowed, or the member installed a snapshot): watch again.
+            Ok(r) if r.status == 200 && r.body.iter().all(|b| b.is_ascii_whitespace()) => {}
             Ok(r) if r.status == 200 => {
                 let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
                 let node = v.get("node").cloned().unwrap_or_default();
