@@ -207,7 +207,7 @@ impl RaftLoop {
             }
         }
         self.apply(rd.take_committed_entries())?;
-        if self.persist(rd.entries(), rd.hs())? {
+        if self.persist(rd.entries(), rd.hs(), rd.must_sync())? {
             // The fsync's time (the simulated disk's seeded latency) passes before anything
             // that depends on it may happen.
             let latency = self.disk.sync_latency();
@@ -280,7 +280,7 @@ impl RaftLoop {
 
     /// Duty 4: entries and hard state to the WAL, one fsync, then to raft's log. Returns
     /// whether anything was written.
-    fn persist(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<bool, String> {
+    fn persist(&mut self, entries: &[Entry], hs: Option<&HardState>, must_sync: bool) -> Result<bool, String> {
         if let Some(hs) = hs {
             assert!(hs.term >= self.last_hs.term, "term went back: {} -> {}", self.last_hs.term, hs.term);
             if hs.term == self.last_hs.term && self.last_hs.vote != 0 {
@@ -292,7 +292,11 @@ impl RaftLoop {
             return Ok(false);
         }
         let before = self.wal.syncs;
-        self.wal.save(None, entries, hs).map_err(|e| e.to_string())?;
+        match hs {
+            // Only the commit index moved: no fsync needed (raft-rs's `must_sync`).
+            Some(h) if entries.is_empty() && !must_sync => self.wal.save_unsynced(h).map_err(|e| e.to_string())?,
+            _ => self.wal.save(None, entries, hs).map_err(|e| e.to_string())?,
+        }
         Counters::add(&self.shared.counters.fsyncs, self.wal.syncs - before);
         Counters::add(&self.shared.counters.entries_persisted, entries.len() as u64);
         if !entries.is_empty() {
@@ -301,7 +305,7 @@ impl RaftLoop {
         if let Some(hs) = hs {
             self.storage.mem.wl().set_hardstate(hs.clone());
         }
-        Ok(true)
+        Ok(self.wal.syncs > before)
     }
 
     /// Duty 3: apply committed entries in order, waking the requests that proposed them.

@@ -222,12 +222,24 @@ impl Wal {
 
     /// Append a snapshot mark, entries and a hard state, then fsync once: the group commit
     /// of one Raft Ready. Nothing written here may be acknowledged or sent as a persisted
-    /// message before this returns.
-    pub fn save(
+    /// message before this returns. See [`Wal::save_unsynced`] for the one exception.
+    pub fn save(&mut self, snapshot: Option<(u64, u64)>, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), WalError> {
+        self.save_with(snapshot, entries, hard_state, true)
+    }
+
+    /// Append a hard state whose only change is the commit index, without fsync (as etcd
+    /// does): a lost commit index is re-learned from the leader, and nothing acknowledged
+    /// depends on it being on disk.
+    pub fn save_unsynced(&mut self, hard_state: &HardState) -> Result<(), WalError> {
+        self.save_with(None, &[], Some(hard_state), false)
+    }
+
+    fn save_with(
         &mut self,
         snapshot: Option<(u64, u64)>,
         entries: &[Entry],
         hard_state: Option<&HardState>,
+        sync: bool,
     ) -> Result<(), WalError> {
         if let Some((index, term)) = snapshot {
             let mut p = Vec::with_capacity(16);
@@ -246,6 +258,12 @@ impl Wal {
             self.last_hard_state = hs.clone();
         }
         if self.buf.is_empty() {
+            return Ok(());
+        }
+        if !sync {
+            let path = self.path.clone();
+            self.file.append(&self.buf).map_err(io_err(&path))?;
+            self.buf.clear();
             return Ok(());
         }
         self.flush_sync()?;
