@@ -349,6 +349,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         read_seq: 0,
         applied: opened.applied,
         last_hs: opened.hs,
+        snapshot_due: false,
     };
     crate::rt::spawn(raft_loop.run());
 

@@ -87,6 +87,9 @@ pub struct RaftLoop {
     pub applied: u64,
     /// Last hard state seen (for the never-go-back assertions).
     pub last_hs: HardState,
+    /// A membership change was applied: the snapshot served to new members must include it
+    /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
+    pub snapshot_due: bool,
 }
 
 impl RaftLoop {
@@ -378,6 +381,7 @@ impl RaftLoop {
             }
         };
         self.storage.mem.wl().set_conf_state(cs.clone());
+        self.snapshot_due = true;
         let mut removed_self = false;
         if let Some(c) = &ctx {
             for change in cc.get_changes() {
@@ -415,9 +419,10 @@ impl RaftLoop {
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), String> {
-        if self.applied < self.snap_index + self.cfg.snapshot_count {
+        if self.applied <= self.snap_index || (!self.snapshot_due && self.applied < self.snap_index + self.cfg.snapshot_count) {
             return Ok(());
         }
+        self.snapshot_due = false;
         let index = self.applied;
         let term = self.raw.raft.raft_log.term(index).map_err(|e| e.to_string())?;
         let data = self.shared.sm.lock().expect("sm lock").snapshot();
