@@ -125,7 +125,10 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let mut resp = if path == "/v2/keys" || path.starts_with("/v2/keys/") {
         keys_http::handle(&ctx, req).await
     } else if path == "/v2/members" || path.starts_with("/v2/members/") {
-        members::handle(&ctx, req).await
+        let mut r = members::handle(&ctx, req).await;
+        let cid = crate::cluster::id_hex(ctx.shared.cluster_id());
+        r.headers_mut().insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
+        r
     } else {
         misc::handle(&ctx, req).await
     };
