@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 struct Conn {
@@ -43,7 +47,11 @@ impl Conn {
             r.get_mut().write_all(req.as_bytes())?;
             let mut line = String::new();
             r.read_line(&mut line)?;
-            let status: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let status: u16 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
             let mut len = 0usize;
             let mut chunked = false;
             loop {
@@ -90,12 +98,17 @@ impl Conn {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let endpoints: Vec<String> = arg(&args, "--endpoints", "127.0.0.1:2379").split(',').map(str::to_string).collect();
+    let endpoints: Vec<String> = arg(&args, "--endpoints", "127.0.0.1:2379")
+        .split(',')
+        .map(str::to_string)
+        .collect();
     let clients: usize = arg(&args, "--clients", "1").parse().expect("--clients");
     let seconds: f64 = arg(&args, "--seconds", "10").parse().expect("--seconds");
     let prefix = arg(&args, "--prefix", "bench");
     let stop = Arc::new(AtomicBool::new(false));
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
     let oks: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
@@ -112,7 +125,10 @@ fn main() {
             while !stop.load(Ordering::Relaxed) {
                 seq += 1;
                 let t = Instant::now();
-                match conn.put(&format!("/v2/keys/{prefix}/c{c}/{seq}"), "value=0123456789abcdef") {
+                match conn.put(
+                    &format!("/v2/keys/{prefix}/c{c}/{seq}"),
+                    "value=0123456789abcdef",
+                ) {
                     Ok(s) if (200..300).contains(&s) => {
                         let _ = local.record((t.elapsed().as_micros() as u64).max(1));
                         times.push(Instant::now());
@@ -136,7 +152,11 @@ fn main() {
     let h = hist.lock().unwrap();
     let mut times = oks.lock().unwrap().clone();
     times.sort();
-    let max_gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    let max_gap = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
     println!(
         "{{\"clients\":{clients},\"writes\":{},\"writes_per_sec\":{:.1},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"errors\":{},\"max_gap_s\":{:.3}}}",
         h.len(),

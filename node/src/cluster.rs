@@ -31,7 +31,9 @@ pub struct Members {
 impl Members {
     /// The member owning `peer_url`, if any.
     pub fn by_peer_url(&self, peer_url: &str) -> Option<&Member> {
-        self.members.values().find(|m| m.peer_urls.iter().any(|u| u == peer_url))
+        self.members
+            .values()
+            .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
     }
 }
 

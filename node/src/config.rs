@@ -127,46 +127,202 @@ const FLAGS: &[(&str, Kind, &str)] = &[
     ("name", Kind::Str, "Human-readable name for this member."),
     ("data-dir", Kind::Str, "Path to the data directory."),
     ("wal-dir", Kind::Str, "Path to the dedicated wal directory."),
-    ("snapshot-count", Kind::Str, "Number of committed transactions to trigger a snapshot to disk."),
-    ("heartbeat-interval", Kind::Str, "Time (in milliseconds) of a heartbeat interval."),
-    ("election-timeout", Kind::Str, "Time (in milliseconds) for an election to timeout."),
-    ("listen-peer-urls", Kind::Str, "List of URLs to listen on for peer traffic."),
-    ("listen-client-urls", Kind::Str, "List of URLs to listen on for client traffic."),
-    ("max-snapshots", Kind::Str, "Maximum number of snapshot files to retain (0 is unlimited)."),
-    ("max-wals", Kind::Str, "Maximum number of wal files to retain (0 is unlimited)."),
-    ("cors", Kind::Str, "Comma-separated white list of origins for CORS."),
-    ("quota-backend-bytes", Kind::Str, "Accepted for etcd compatibility; ignored."),
-    ("initial-advertise-peer-urls", Kind::Str, "List of this member's peer URLs to advertise to the rest of the cluster."),
-    ("initial-cluster", Kind::Str, "Initial cluster configuration for bootstrapping."),
-    ("initial-cluster-state", Kind::Str, "Initial cluster state ('new' or 'existing')."),
-    ("initial-cluster-token", Kind::Str, "Initial cluster token for the etcd cluster during bootstrap."),
-    ("advertise-client-urls", Kind::Str, "List of this member's client URLs to advertise to the public."),
-    ("discovery", Kind::Str, "Discovery URL used to bootstrap the cluster."),
-    ("discovery-srv", Kind::Str, "DNS srv domain used to bootstrap the cluster."),
-    ("discovery-fallback", Kind::Str, "Expected behavior ('exit' or 'proxy') when discovery services fails."),
-    ("discovery-proxy", Kind::Str, "HTTP proxy to use for traffic to discovery service."),
-    ("strict-reconfig-check", Kind::Bool, "Reject reconfiguration requests that would cause quorum loss."),
-    ("enable-v2", Kind::Bool, "Accept etcd V2 client requests (always on in detcd)."),
-    ("force-new-cluster", Kind::Bool, "Accepted for etcd compatibility; refused when true."),
-    ("cert-file", Kind::Str, "Path to the client server TLS cert file."),
-    ("key-file", Kind::Str, "Path to the client server TLS key file."),
-    ("client-cert-auth", Kind::Bool, "Enable client cert authentication."),
-    ("trusted-ca-file", Kind::Str, "Path to the client server TLS trusted CA cert file."),
-    ("auto-tls", Kind::Bool, "Client TLS using generated certificates."),
-    ("peer-cert-file", Kind::Str, "Path to the peer server TLS cert file."),
-    ("peer-key-file", Kind::Str, "Path to the peer server TLS key file."),
-    ("peer-client-cert-auth", Kind::Bool, "Enable peer client cert authentication."),
-    ("peer-trusted-ca-file", Kind::Str, "Path to the peer server TLS trusted CA file."),
-    ("peer-auto-tls", Kind::Bool, "Peer TLS using generated certificates."),
-    ("cipher-suites", Kind::Str, "Comma-separated list of supported TLS cipher suites."),
-    ("logger", Kind::Str, "Accepted for etcd compatibility ('zap' or 'capnslog')."),
-    ("log-outputs", Kind::Str, "Where to write logs: 'default', 'stderr', 'stdout' or file paths."),
-    ("log-level", Kind::Str, "Log level: debug, info, warn, error."),
-    ("log-format", Kind::Str, "detcd: log format, 'text' or 'json'."),
+    (
+        "snapshot-count",
+        Kind::Str,
+        "Number of committed transactions to trigger a snapshot to disk.",
+    ),
+    (
+        "heartbeat-interval",
+        Kind::Str,
+        "Time (in milliseconds) of a heartbeat interval.",
+    ),
+    (
+        "election-timeout",
+        Kind::Str,
+        "Time (in milliseconds) for an election to timeout.",
+    ),
+    (
+        "listen-peer-urls",
+        Kind::Str,
+        "List of URLs to listen on for peer traffic.",
+    ),
+    (
+        "listen-client-urls",
+        Kind::Str,
+        "List of URLs to listen on for client traffic.",
+    ),
+    (
+        "max-snapshots",
+        Kind::Str,
+        "Maximum number of snapshot files to retain (0 is unlimited).",
+    ),
+    (
+        "max-wals",
+        Kind::Str,
+        "Maximum number of wal files to retain (0 is unlimited).",
+    ),
+    (
+        "cors",
+        Kind::Str,
+        "Comma-separated white list of origins for CORS.",
+    ),
+    (
+        "quota-backend-bytes",
+        Kind::Str,
+        "Accepted for etcd compatibility; ignored.",
+    ),
+    (
+        "initial-advertise-peer-urls",
+        Kind::Str,
+        "List of this member's peer URLs to advertise to the rest of the cluster.",
+    ),
+    (
+        "initial-cluster",
+        Kind::Str,
+        "Initial cluster configuration for bootstrapping.",
+    ),
+    (
+        "initial-cluster-state",
+        Kind::Str,
+        "Initial cluster state ('new' or 'existing').",
+    ),
+    (
+        "initial-cluster-token",
+        Kind::Str,
+        "Initial cluster token for the etcd cluster during bootstrap.",
+    ),
+    (
+        "advertise-client-urls",
+        Kind::Str,
+        "List of this member's client URLs to advertise to the public.",
+    ),
+    (
+        "discovery",
+        Kind::Str,
+        "Discovery URL used to bootstrap the cluster.",
+    ),
+    (
+        "discovery-srv",
+        Kind::Str,
+        "DNS srv domain used to bootstrap the cluster.",
+    ),
+    (
+        "discovery-fallback",
+        Kind::Str,
+        "Expected behavior ('exit' or 'proxy') when discovery services fails.",
+    ),
+    (
+        "discovery-proxy",
+        Kind::Str,
+        "HTTP proxy to use for traffic to discovery service.",
+    ),
+    (
+        "strict-reconfig-check",
+        Kind::Bool,
+        "Reject reconfiguration requests that would cause quorum loss.",
+    ),
+    (
+        "enable-v2",
+        Kind::Bool,
+        "Accept etcd V2 client requests (always on in detcd).",
+    ),
+    (
+        "force-new-cluster",
+        Kind::Bool,
+        "Accepted for etcd compatibility; refused when true.",
+    ),
+    (
+        "cert-file",
+        Kind::Str,
+        "Path to the client server TLS cert file.",
+    ),
+    (
+        "key-file",
+        Kind::Str,
+        "Path to the client server TLS key file.",
+    ),
+    (
+        "client-cert-auth",
+        Kind::Bool,
+        "Enable client cert authentication.",
+    ),
+    (
+        "trusted-ca-file",
+        Kind::Str,
+        "Path to the client server TLS trusted CA cert file.",
+    ),
+    (
+        "auto-tls",
+        Kind::Bool,
+        "Client TLS using generated certificates.",
+    ),
+    (
+        "peer-cert-file",
+        Kind::Str,
+        "Path to the peer server TLS cert file.",
+    ),
+    (
+        "peer-key-file",
+        Kind::Str,
+        "Path to the peer server TLS key file.",
+    ),
+    (
+        "peer-client-cert-auth",
+        Kind::Bool,
+        "Enable peer client cert authentication.",
+    ),
+    (
+        "peer-trusted-ca-file",
+        Kind::Str,
+        "Path to the peer server TLS trusted CA file.",
+    ),
+    (
+        "peer-auto-tls",
+        Kind::Bool,
+        "Peer TLS using generated certificates.",
+    ),
+    (
+        "cipher-suites",
+        Kind::Str,
+        "Comma-separated list of supported TLS cipher suites.",
+    ),
+    (
+        "logger",
+        Kind::Str,
+        "Accepted for etcd compatibility ('zap' or 'capnslog').",
+    ),
+    (
+        "log-outputs",
+        Kind::Str,
+        "Where to write logs: 'default', 'stderr', 'stdout' or file paths.",
+    ),
+    (
+        "log-level",
+        Kind::Str,
+        "Log level: debug, info, warn, error.",
+    ),
+    (
+        "log-format",
+        Kind::Str,
+        "detcd: log format, 'text' or 'json'.",
+    ),
     ("debug", Kind::Bool, "Enable debug-level logging."),
-    ("metrics", Kind::Str, "Accepted for etcd compatibility ('basic' or 'extensive')."),
-    ("rng-seed", Kind::Str, "detcd: seed of this member's random number generator."),
-    ("config-file", Kind::Str, "Path to the server configuration file (YAML)."),
+    (
+        "metrics",
+        Kind::Str,
+        "Accepted for etcd compatibility ('basic' or 'extensive').",
+    ),
+    (
+        "rng-seed",
+        Kind::Str,
+        "detcd: seed of this member's random number generator.",
+    ),
+    (
+        "config-file",
+        Kind::Str,
+        "Path to the server configuration file (YAML).",
+    ),
     ("version", Kind::Bool, "Print the version and exit."),
     ("help", Kind::Bool, "Show this help."),
     ("h", Kind::Bool, "Show this help."),
@@ -208,26 +364,39 @@ pub fn parse(
             }
             break;
         }
-        let Some(stripped) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')).filter(|s| !s.is_empty()) else {
+        let Some(stripped) = a
+            .strip_prefix("--")
+            .or_else(|| a.strip_prefix('-'))
+            .filter(|s| !s.is_empty())
+        else {
             return Err(ConfigError(format!("'{a}' is not a valid flag")));
         };
         let (name, inline) = match stripped.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (stripped, None),
         };
-        let kind = flag_kind(name).ok_or_else(|| ConfigError(format!("flag provided but not defined: -{name}")))?;
+        let kind = flag_kind(name)
+            .ok_or_else(|| ConfigError(format!("flag provided but not defined: -{name}")))?;
         let value = match (kind, inline) {
             (_, Some(v)) => v,
             (Kind::Bool, None) => "true".into(),
             (Kind::Str, None) => {
                 i += 1;
-                args.get(i).cloned().ok_or_else(|| ConfigError(format!("flag needs an argument: -{name}")))?
+                args.get(i)
+                    .cloned()
+                    .ok_or_else(|| ConfigError(format!("flag needs an argument: -{name}")))?
             }
         };
         flags.push((name.to_string(), value));
         i += 1;
     }
-    let get = |flags: &Values, k: &str| flags.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |flags: &Values, k: &str| {
+        flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
     if get(&flags, "help").is_some() || get(&flags, "h").is_some() {
         return Ok(Parsed::Help(help()));
     }
@@ -237,7 +406,8 @@ pub fn parse(
     let mut warnings = Vec::new();
     let config_file = get(&flags, "config-file").or_else(|| env("ETCD_CONFIG_FILE"));
     let values: Values = if let Some(path) = config_file {
-        let text = read_file(Path::new(&path)).map_err(|e| ConfigError(format!("cannot read config file {path}: {e}")))?;
+        let text = read_file(Path::new(&path))
+            .map_err(|e| ConfigError(format!("cannot read config file {path}: {e}")))?;
         if flags.iter().any(|(n, _)| n != "config-file") {
             warnings.push("--config-file is set: other command-line flags and environment variables are ignored".into());
         }
@@ -265,7 +435,9 @@ fn file_values(text: &str, path: &str) -> Result<Values, ConfigError> {
         serde_yaml::from_str(text).map_err(|e| ConfigError(format!("config file {path}: {e}")))?;
     let mut out = Values::new();
     let Some(map) = doc.as_mapping() else {
-        return Err(ConfigError(format!("config file {path}: expected a mapping of etcd's keys")));
+        return Err(ConfigError(format!(
+            "config file {path}: expected a mapping of etcd's keys"
+        )));
     };
     for (k, v) in map {
         let key = k.as_str().unwrap_or("").to_string();
@@ -276,7 +448,10 @@ fn file_values(text: &str, path: &str) -> Result<Values, ConfigError> {
                     for (k2, v2) in m {
                         let name = format!("{prefix}{}", k2.as_str().unwrap_or(""));
                         if flag_kind(&name).is_none() {
-                            return Err(ConfigError(format!("config file {path}: unknown key {key}.{}", k2.as_str().unwrap_or(""))));
+                            return Err(ConfigError(format!(
+                                "config file {path}: unknown key {key}.{}",
+                                k2.as_str().unwrap_or("")
+                            )));
                         }
                         out.push((name, yaml_scalar(v2)));
                     }
@@ -284,7 +459,9 @@ fn file_values(text: &str, path: &str) -> Result<Values, ConfigError> {
             }
             _ => {
                 if flag_kind(&key).is_none() {
-                    return Err(ConfigError(format!("config file {path}: unknown key {key:?}")));
+                    return Err(ConfigError(format!(
+                        "config file {path}: unknown key {key:?}"
+                    )));
                 }
                 out.push((key, yaml_scalar(v)));
             }
@@ -299,8 +476,13 @@ fn yaml_scalar(v: &serde_yaml::Value) -> String {
         serde_yaml::Value::Bool(b) => b.to_string(),
         serde_yaml::Value::Number(n) => n.to_string(),
         serde_yaml::Value::Null => String::new(),
-        serde_yaml::Value::Sequence(seq) => seq.iter().map(yaml_scalar).collect::<Vec<_>>().join(","),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+        serde_yaml::Value::Sequence(seq) => {
+            seq.iter().map(yaml_scalar).collect::<Vec<_>>().join(",")
+        }
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -308,12 +490,16 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
     match v {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(ConfigError(format!("invalid boolean value {v:?} for -{name}: parse error"))),
+        _ => Err(ConfigError(format!(
+            "invalid boolean value {v:?} for -{name}: parse error"
+        ))),
     }
 }
 
 fn parse_u64(name: &str, v: &str) -> Result<u64, ConfigError> {
-    v.trim().parse().map_err(|_| ConfigError(format!("invalid value {v:?} for flag -{name}: parse error")))
+    v.trim()
+        .parse()
+        .map_err(|_| ConfigError(format!("invalid value {v:?} for flag -{name}: parse error")))
 }
 
 fn parse_urls(name: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
@@ -330,34 +516,66 @@ fn parse_urls(name: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
 fn parse_url(name: &str, s: &str) -> Result<Url, ConfigError> {
     let u = Url::parse(s).map_err(|e| ConfigError(format!("--{name}: {s:?}: {e}")))?;
     if u.scheme() != "http" && u.scheme() != "https" {
-        return Err(ConfigError(format!("--{name}: URL scheme must be http or https: {s}")));
+        return Err(ConfigError(format!(
+            "--{name}: URL scheme must be http or https: {s}"
+        )));
     }
     if u.host_str().is_none() || u.port().is_none() {
-        return Err(ConfigError(format!("--{name}: URL address does not have the form \"host:port\": {s}")));
+        return Err(ConfigError(format!(
+            "--{name}: URL address does not have the form \"host:port\": {s}"
+        )));
     }
     if u.path() != "/" && !u.path().is_empty() {
-        return Err(ConfigError(format!("--{name}: URL must not contain a path: {s}")));
+        return Err(ConfigError(format!(
+            "--{name}: URL must not contain a path: {s}"
+        )));
     }
     Ok(u)
 }
 
 fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<String>), ConfigError> {
-    let get = |k: &str| values.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
     let name = get("name").unwrap_or_else(|| "default".into());
-    let u64_or = |k: &str, d: u64| -> Result<u64, ConfigError> { get(k).map(|v| parse_u64(k, &v)).unwrap_or(Ok(d)) };
-    let bool_or = |k: &str, d: bool| -> Result<bool, ConfigError> { get(k).map(|v| parse_bool(k, &v)).unwrap_or(Ok(d)) };
-    let urls_or = |k: &str, d: &str| -> Result<Vec<Url>, ConfigError> { parse_urls(k, &get(k).unwrap_or_else(|| d.into())) };
+    let u64_or = |k: &str, d: u64| -> Result<u64, ConfigError> {
+        get(k).map(|v| parse_u64(k, &v)).unwrap_or(Ok(d))
+    };
+    let bool_or = |k: &str, d: bool| -> Result<bool, ConfigError> {
+        get(k).map(|v| parse_bool(k, &v)).unwrap_or(Ok(d))
+    };
+    let urls_or = |k: &str, d: &str| -> Result<Vec<Url>, ConfigError> {
+        parse_urls(k, &get(k).unwrap_or_else(|| d.into()))
+    };
     let path = |k: &str| get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let initial_advertise_peer_urls = urls_or("initial-advertise-peer-urls", "http://localhost:2380")?;
+    let initial_advertise_peer_urls =
+        urls_or("initial-advertise-peer-urls", "http://localhost:2380")?;
     let initial_cluster_text = get("initial-cluster").unwrap_or_else(|| {
-        initial_advertise_peer_urls.iter().map(|u| format!("{name}={}", crate_url(u))).collect::<Vec<_>>().join(",")
+        initial_advertise_peer_urls
+            .iter()
+            .map(|u| format!("{name}={}", crate_url(u)))
+            .collect::<Vec<_>>()
+            .join(",")
     });
     let mut initial_cluster = Vec::new();
-    for part in initial_cluster_text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (n, u) = part
-            .split_once('=')
-            .ok_or_else(|| ConfigError(format!("--initial-cluster: {part:?} is not of the form name=url")))?;
-        initial_cluster.push((n.trim().to_string(), parse_url("initial-cluster", u.trim())?));
+    for part in initial_cluster_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (n, u) = part.split_once('=').ok_or_else(|| {
+            ConfigError(format!(
+                "--initial-cluster: {part:?} is not of the form name=url"
+            ))
+        })?;
+        initial_cluster.push((
+            n.trim().to_string(),
+            parse_url("initial-cluster", u.trim())?,
+        ));
     }
     let state = match get("initial-cluster-state").as_deref().unwrap_or("new") {
         "new" => ClusterState::New,
@@ -386,10 +604,18 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         initial_advertise_peer_urls,
         initial_cluster,
         initial_cluster_state: state,
-        initial_cluster_token: get("initial-cluster-token").unwrap_or_else(|| "etcd-cluster".into()),
+        initial_cluster_token: get("initial-cluster-token")
+            .unwrap_or_else(|| "etcd-cluster".into()),
         max_snapshots: u64_or("max-snapshots", 5)? as u32,
         max_wals: u64_or("max-wals", 5)? as u32,
-        cors: get("cors").map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+        cors: get("cors")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
         discovery: get("discovery").filter(|v| !v.is_empty()),
         discovery_srv: get("discovery-srv").filter(|v| !v.is_empty()),
         strict_reconfig_check: bool_or("strict-reconfig-check", true)?,
@@ -397,14 +623,24 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         client_tls: tls("")?,
         peer_tls: tls("peer-")?,
         logger: get("logger").unwrap_or_else(|| "zap".into()),
-        log_outputs: get("log-outputs").map(|v| v.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_else(|| vec!["default".into()]),
-        log_level: if debug { "debug".into() } else { get("log-level").unwrap_or_else(|| "info".into()) },
+        log_outputs: get("log-outputs")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_else(|| vec!["default".into()]),
+        log_level: if debug {
+            "debug".into()
+        } else {
+            get("log-level").unwrap_or_else(|| "info".into())
+        },
         log_format: get("log-format").unwrap_or_else(|| "text".into()),
-        rng_seed: get("rng-seed").map(|v| parse_u64("rng-seed", &v)).transpose()?,
+        rng_seed: get("rng-seed")
+            .map(|v| parse_u64("rng-seed", &v))
+            .transpose()?,
         name,
     };
     if bool_or("force-new-cluster", false)? {
-        return Err(ConfigError("--force-new-cluster is not supported by detcd".into()));
+        return Err(ConfigError(
+            "--force-new-cluster is not supported by detcd".into(),
+        ));
     }
     if get("initial-cluster").is_some() && cfg.discovery.is_some() {
         return Err(ConfigError("multiple discovery or bootstrap flags are set: choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"".into()));
@@ -426,7 +662,9 @@ fn crate_url(u: &Url) -> String {
 
 fn validate(c: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
     if c.heartbeat_interval_ms == 0 {
-        return Err(ConfigError("--heartbeat-interval must be greater than 0".into()));
+        return Err(ConfigError(
+            "--heartbeat-interval must be greater than 0".into(),
+        ));
     }
     if 5 * c.heartbeat_interval_ms > c.election_timeout_ms {
         return Err(ConfigError(format!(
@@ -435,13 +673,27 @@ fn validate(c: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
         )));
     }
     if c.election_timeout_ms > 50_000 {
-        return Err(ConfigError(format!("--election-timeout[{}ms] is too long, and should be set less than 50000ms", c.election_timeout_ms)));
+        return Err(ConfigError(format!(
+            "--election-timeout[{}ms] is too long, and should be set less than 50000ms",
+            c.election_timeout_ms
+        )));
     }
     if c.snapshot_count == 0 {
-        return Err(ConfigError("--snapshot-count must be greater than 0".into()));
+        return Err(ConfigError(
+            "--snapshot-count must be greater than 0".into(),
+        ));
     }
-    let mut mine: Vec<String> = c.initial_cluster.iter().filter(|(n, _)| *n == c.name).map(|(_, u)| crate_url(u)).collect();
-    let mut adv: Vec<String> = c.initial_advertise_peer_urls.iter().map(crate_url).collect();
+    let mut mine: Vec<String> = c
+        .initial_cluster
+        .iter()
+        .filter(|(n, _)| *n == c.name)
+        .map(|(_, u)| crate_url(u))
+        .collect();
+    let mut adv: Vec<String> = c
+        .initial_advertise_peer_urls
+        .iter()
+        .map(crate_url)
+        .collect();
     mine.sort();
     adv.sort();
     if mine.is_empty() {
@@ -459,15 +711,35 @@ fn validate(c: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
             adv.join(",")
         )));
     }
-    let all_urls: Vec<String> = c.initial_cluster.iter().map(|(_, u)| crate_url(u)).collect();
+    let all_urls: Vec<String> = c
+        .initial_cluster
+        .iter()
+        .map(|(_, u)| crate_url(u))
+        .collect();
     for (i, u) in all_urls.iter().enumerate() {
         if all_urls[..i].contains(u) {
-            return Err(ConfigError(format!("--initial-cluster: peer URL {u} is listed twice")));
+            return Err(ConfigError(format!(
+                "--initial-cluster: peer URL {u} is listed twice"
+            )));
         }
     }
     for (side, tls, urls) in [
-        ("client", &c.client_tls, c.listen_client_urls.iter().chain(&c.advertise_client_urls).collect::<Vec<_>>()),
-        ("peer", &c.peer_tls, c.listen_peer_urls.iter().chain(&c.initial_advertise_peer_urls).collect::<Vec<_>>()),
+        (
+            "client",
+            &c.client_tls,
+            c.listen_client_urls
+                .iter()
+                .chain(&c.advertise_client_urls)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "peer",
+            &c.peer_tls,
+            c.listen_peer_urls
+                .iter()
+                .chain(&c.initial_advertise_peer_urls)
+                .collect::<Vec<_>>(),
+        ),
     ] {
         if urls.iter().any(|u| u.scheme() == "https") {
             return Err(ConfigError(format!(
@@ -476,11 +748,16 @@ fn validate(c: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
             )));
         }
         if tls.cert_file.is_some() || tls.auto_tls {
-            warnings.push(format!("{side} TLS settings are ignored: every {side} URL is http"));
+            warnings.push(format!(
+                "{side} TLS settings are ignored: every {side} URL is http"
+            ));
         }
     }
     if !["text", "json"].contains(&c.log_format.as_str()) {
-        return Err(ConfigError(format!("--log-format {:?}: expected text or json", c.log_format)));
+        return Err(ConfigError(format!(
+            "--log-format {:?}: expected text or json",
+            c.log_format
+        )));
     }
     Ok(())
 }
@@ -488,7 +765,9 @@ fn validate(c: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
 impl Config {
     /// Where the WAL lives.
     pub fn wal_path(&self) -> PathBuf {
-        self.wal_dir.clone().unwrap_or_else(|| self.data_dir.join("member").join("wal"))
+        self.wal_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("member").join("wal"))
     }
 
     /// Where snapshots live.
@@ -533,8 +812,16 @@ mod tests {
     }
 
     fn run(cmd: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let no_file = |p: &Path| -> std::io::Result<String> { Err(std::io::Error::new(std::io::ErrorKind::NotFound, p.display().to_string())) };
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let no_file = |p: &Path| -> std::io::Result<String> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                p.display().to_string(),
+            ))
+        };
         match parse(&args(cmd), &|k| env.get(k).cloned(), &no_file)? {
             Parsed::Run(c, _) => Ok(*c),
             _ => panic!("not a run"),
@@ -548,7 +835,10 @@ mod tests {
         assert_eq!(c.initial_cluster.len(), 1);
         assert_eq!(c.initial_cluster_state, ClusterState::New);
         assert_eq!(c.data_dir, PathBuf::from("autumn-client0.etcd"));
-        assert_eq!(c.wal_path(), PathBuf::from("autumn-client0.etcd/member/wal"));
+        assert_eq!(
+            c.wal_path(),
+            PathBuf::from("autumn-client0.etcd/member/wal")
+        );
     }
 
     #[test]
@@ -565,7 +855,10 @@ mod tests {
             ("ETCD_DATA_DIR", "/var/lib/etcd/default.etcd"),
             ("ETCD_SNAPSHOT_COUNT", "10000"),
             ("ETCD_INITIAL_ADVERTISE_PEER_URLS", "http://node1:2380"),
-            ("ETCD_INITIAL_CLUSTER", "node1=http://node1:2380,node2=http://node2:2380"),
+            (
+                "ETCD_INITIAL_CLUSTER",
+                "node1=http://node1:2380,node2=http://node2:2380",
+            ),
             ("ETCD_INITIAL_CLUSTER_TOKEN", "mritd-etcd-cluster"),
         ];
         let c = run("", &env).unwrap();
@@ -577,19 +870,44 @@ mod tests {
 
     #[test]
     fn bad_input_is_one_clear_error() {
-        assert_eq!(run("--nmae x", &[]).unwrap_err().0, "flag provided but not defined: -nmae");
-        assert_eq!(run("--snapshot-count abc", &[]).unwrap_err().0, "invalid value \"abc\" for flag -snapshot-count: parse error");
-        assert!(run("stray", &[]).unwrap_err().0.contains("'stray' is not a valid flag"));
-        assert!(run("--heartbeat-interval 300", &[]).unwrap_err().0.contains("at least as 5 times"));
-        assert!(run("--initial-cluster-state maybe", &[]).unwrap_err().0.contains("valid values"));
-        assert!(run("--name a --initial-cluster b=http://x:1", &[]).unwrap_err().0.contains("couldn't find local name"));
-        assert!(run("--name", &[]).unwrap_err().0.contains("needs an argument"));
+        assert_eq!(
+            run("--nmae x", &[]).unwrap_err().0,
+            "flag provided but not defined: -nmae"
+        );
+        assert_eq!(
+            run("--snapshot-count abc", &[]).unwrap_err().0,
+            "invalid value \"abc\" for flag -snapshot-count: parse error"
+        );
+        assert!(run("stray", &[])
+            .unwrap_err()
+            .0
+            .contains("'stray' is not a valid flag"));
+        assert!(run("--heartbeat-interval 300", &[])
+            .unwrap_err()
+            .0
+            .contains("at least as 5 times"));
+        assert!(run("--initial-cluster-state maybe", &[])
+            .unwrap_err()
+            .0
+            .contains("valid values"));
+        assert!(run("--name a --initial-cluster b=http://x:1", &[])
+            .unwrap_err()
+            .0
+            .contains("couldn't find local name"));
+        assert!(run("--name", &[])
+            .unwrap_err()
+            .0
+            .contains("needs an argument"));
         assert!(run("--listen-client-urls foo", &[]).is_err());
     }
 
     #[test]
     fn bool_flags_never_take_the_next_argument() {
-        let c = run("--strict-reconfig-check --name x --initial-cluster x=http://localhost:2380", &[]).unwrap();
+        let c = run(
+            "--strict-reconfig-check --name x --initial-cluster x=http://localhost:2380",
+            &[],
+        )
+        .unwrap();
         assert!(c.strict_reconfig_check);
         assert_eq!(c.name, "x");
         let c = run("--strict-reconfig-check=false --enable-v2=true", &[]).unwrap();
@@ -600,26 +918,50 @@ mod tests {
     fn config_file_is_read_and_wins() {
         let yaml = "name: infra9\ndata-dir: /d\ninitial-advertise-peer-urls: http://10.0.0.9:2380\ninitial-cluster: infra9=http://10.0.0.9:2380\nsnapshot-count: 42\nclient-transport-security:\n  client-cert-auth: false\n";
         let read = |_: &Path| Ok(yaml.to_string());
-        let p = parse(&args("--config-file /etc/etcd.yaml --name ignored"), &|_| None, &read).unwrap();
+        let p = parse(
+            &args("--config-file /etc/etcd.yaml --name ignored"),
+            &|_| None,
+            &read,
+        )
+        .unwrap();
         let Parsed::Run(c, w) = p else { panic!() };
         assert_eq!(c.name, "infra9");
         assert_eq!(c.snapshot_count, 42);
         assert!(!w.is_empty());
         let bad = |_: &Path| Ok("nmae: x\n".to_string());
-        assert!(parse(&args("--config-file f"), &|_| None, &bad).unwrap_err().0.contains("unknown key"));
+        assert!(parse(&args("--config-file f"), &|_| None, &bad)
+            .unwrap_err()
+            .0
+            .contains("unknown key"));
     }
 
     #[test]
     fn random_argument_vectors_never_panic() {
         // Seeded, so a failure reproduces; the seed is in the assertion message.
         let seed = 0x5eed_u64;
-        let words = ["--name", "-name=x", "--snapshot-count", "12", "--x", "=", "--", "-", "--heartbeat-interval=1", "http://a:1", "--initial-cluster", "a=b", "--enable-v2"];
+        let words = [
+            "--name",
+            "-name=x",
+            "--snapshot-count",
+            "12",
+            "--x",
+            "=",
+            "--",
+            "-",
+            "--heartbeat-interval=1",
+            "http://a:1",
+            "--initial-cluster",
+            "a=b",
+            "--enable-v2",
+        ];
         let mut state = seed;
         for _ in 0..2000 {
             let n = (state % 6) as usize;
             let mut v = Vec::new();
             for _ in 0..n {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 v.push(words[(state >> 33) as usize % words.len()].to_string());
             }
             let r = std::panic::catch_unwind(|| parse(&v, &|_| None, &|_| Ok(String::new())));

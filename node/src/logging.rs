@@ -13,9 +13,15 @@ pub fn init(cfg: &Config) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("{},raft=warn", cfg.log_level)))
         .map_err(|e| format!("--log-level {:?}: {e}", cfg.log_level))?;
-    let out = cfg.log_outputs.first().map(String::as_str).unwrap_or("default");
+    let out = cfg
+        .log_outputs
+        .first()
+        .map(String::as_str)
+        .unwrap_or("default");
     let json = cfg.log_format == "json";
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let result = match out {
         "default" | "stderr" => {
             if json {

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
     };
     let (cfg, warnings) = match parsed {
         Parsed::Version => {
-            println!("detcd Version: {}\netcd API Version: 3.4.23\nAPI Version: 2", env!("CARGO_PKG_VERSION"));
+            println!(
+                "detcd Version: {}\netcd API Version: 3.4.23\nAPI Version: 2",
+                env!("CARGO_PKG_VERSION")
+            );
             return ExitCode::SUCCESS;
         }
         Parsed::Help(text) => {
@@ -41,9 +44,19 @@ fn main() -> ExitCode {
     // incarnations of a member (the state machine deduplicates by id), so production mixes
     // the start time into it; this binary is never run by the simulator, which seeds members
     // itself, so reading the wall clock here is safe.
-    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let seed = cfg.rng_seed.unwrap_or_else(|| seed_from_name(&cfg.name) ^ started);
-    let env = Env { disk: Arc::new(FileDisk), clock: Clock::new(), seed, on_start: None };
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let seed = cfg
+        .rng_seed
+        .unwrap_or_else(|| seed_from_name(&cfg.name) ^ started);
+    let env = Env {
+        disk: Arc::new(FileDisk),
+        clock: Clock::new(),
+        seed,
+        on_start: None,
+    };
     match rt::block_on(detcd_node::run(cfg, env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -56,5 +69,7 @@ fn main() -> ExitCode {
 
 fn seed_from_name(name: &str) -> u64 {
     // FNV-1a: stable across builds and platforms.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }

@@ -98,7 +98,9 @@ pub struct NodeRng {
 impl NodeRng {
     /// A generator from a 64-bit seed.
     pub fn from_seed(seed: u64) -> NodeRng {
-        NodeRng { inner: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))) }
+        NodeRng {
+            inner: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+        }
     }
 
     /// A uniformly random u64.
@@ -111,7 +113,10 @@ impl NodeRng {
         if hi <= lo {
             return lo;
         }
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).gen_range(lo..hi)
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gen_range(lo..hi)
     }
 }
 
@@ -156,18 +161,29 @@ pin_project_lite::pin_project! {
 impl<S> FlushFilter<S> {
     /// Wrap a stream.
     pub fn new(inner: S) -> FlushFilter<S> {
-        FlushFilter { inner, dirty: false }
+        FlushFilter {
+            inner,
+            dirty: false,
+        }
     }
 }
 
 impl<S: AsyncRead> AsyncRead for FlushFilter<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         self.project().inner.poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
@@ -274,7 +290,10 @@ mod tests {
         let before = c.wall_ms();
         c.skew().lock().unwrap().offset_ms = 30_000;
         let after = c.wall_ms();
-        assert!(after >= before + 30_000 && after < before + 31_000, "{before} {after}");
+        assert!(
+            after >= before + 30_000 && after < before + 31_000,
+            "{before} {after}"
+        );
         c.skew().lock().unwrap().offset_ms = -30_000;
         assert!(c.wall_ms() + 29_000 < after);
     }
@@ -300,6 +319,9 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 }
 
 /// `tokio::time::timeout_at`, which madsim lacks: time out `fut` at `deadline`.
-pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+pub async fn timeout_at<F: Future>(
+    deadline: Instant,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
     tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), fut).await
 }

@@ -74,18 +74,32 @@ fn storage_err(e: impl std::fmt::Display) -> NodeError {
 
 /// This member's peer URLs as strings.
 fn own_peer_urls(cfg: &Config) -> Vec<String> {
-    cfg.initial_advertise_peer_urls.iter().map(url_string).collect()
+    cfg.initial_advertise_peer_urls
+        .iter()
+        .map(url_string)
+        .collect()
 }
 
 fn initial_members(cfg: &Config) -> Members {
     let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, url) in &cfg.initial_cluster {
-        by_name.entry(name.clone()).or_default().push(url_string(url));
+        by_name
+            .entry(name.clone())
+            .or_default()
+            .push(url_string(url));
     }
     let mut members = Members::default();
     for (name, urls) in by_name {
         let id = member_id(&urls, &cfg.initial_cluster_token, None);
-        members.members.insert(id, Member { id, name, peer_urls: urls, client_urls: vec![] });
+        members.members.insert(
+            id,
+            Member {
+                id,
+                name,
+                peer_urls: urls,
+                client_urls: vec![],
+            },
+        );
     }
     members
 }
@@ -105,26 +119,36 @@ async fn open(cfg: &Config, disk: &Arc<dyn Disk>, snaps: &SnapDir) -> Result<Ope
 
 /// Join a running cluster that already added this member (`POST /v2/members`): learn the
 /// member's id and the cluster from a peer, then wait for the leader's snapshot.
-async fn join(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path) -> Result<Opened, NodeError> {
+async fn join(
+    cfg: &Config,
+    disk: &Arc<dyn Disk>,
+    wal_dir: &std::path::Path,
+) -> Result<Opened, NodeError> {
     let mut own = own_peer_urls(cfg);
     own.sort();
-    let peers: Vec<String> =
-        cfg.initial_cluster.iter().map(|(_, u)| url_string(u)).filter(|u| !own.contains(u)).collect();
+    let peers: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .map(|(_, u)| url_string(u))
+        .filter(|u| !own.contains(u))
+        .collect();
     if peers.is_empty() {
         return Err(NodeError::Config(
-            "--initial-cluster-state=existing needs the running members in --initial-cluster".into(),
+            "--initial-cluster-state=existing needs the running members in --initial-cluster"
+                .into(),
         ));
     }
     let mut last_err = String::new();
     for _ in 0..40 {
         for p in &peers {
-            let info = match crate::transport::fetch_cluster_info(p, &cfg.initial_cluster_token).await {
-                Ok(i) => i,
-                Err(e) => {
-                    last_err = format!("{p}: {e}");
-                    continue;
-                }
-            };
+            let info =
+                match crate::transport::fetch_cluster_info(p, &cfg.initial_cluster_token).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        last_err = format!("{p}: {e}");
+                        continue;
+                    }
+                };
             if let Some(e) = info.error {
                 return Err(NodeError::Config(format!("refused by {p}: {e}")));
             }
@@ -134,8 +158,12 @@ async fn join(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path) -> 
                 urls == own
             });
             let Some(me) = me else {
-                let known: Vec<String> =
-                    info.members.members.values().map(|m| format!("{}={}", m.name, m.peer_urls.join(","))).collect();
+                let known: Vec<String> = info
+                    .members
+                    .members
+                    .values()
+                    .map(|m| format!("{}={}", m.name, m.peer_urls.join(",")))
+                    .collect();
                 return Err(NodeError::Config(format!(
                     "member {} with peer URLs {} has not been added to the cluster (add it first: POST /v2/members); the cluster has {}",
                     cfg.name,
@@ -152,8 +180,15 @@ async fn join(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path) -> 
                 )));
             }
             let id = me.id;
-            let wal = Wal::create(Arc::clone(disk), wal_dir, WalMeta { member_id: id, cluster_id: info.cluster_id })
-                .map_err(storage_err)?;
+            let wal = Wal::create(
+                Arc::clone(disk),
+                wal_dir,
+                WalMeta {
+                    member_id: id,
+                    cluster_id: info.cluster_id,
+                },
+            )
+            .map_err(storage_err)?;
             tracing::info!(member = %format!("{id:x}"), cluster = %format!("{:x}", info.cluster_id), "joining a running cluster");
             return Ok(Opened {
                 storage: NodeStorage::new(),
@@ -167,17 +202,29 @@ async fn join(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path) -> 
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(NodeError::Config(format!("could not reach any member of the cluster to join it ({last_err})")))
+    Err(NodeError::Config(format!(
+        "could not reach any member of the cluster to join it ({last_err})"
+    )))
 }
 
-fn bootstrap(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snaps: &SnapDir) -> Result<Opened, NodeError> {
+fn bootstrap(
+    cfg: &Config,
+    disk: &Arc<dyn Disk>,
+    wal_dir: &std::path::Path,
+    snaps: &SnapDir,
+) -> Result<Opened, NodeError> {
     let members = initial_members(cfg);
     let own = own_peer_urls(cfg);
     let me = members
         .members
         .values()
         .find(|m| m.name == cfg.name)
-        .ok_or_else(|| NodeError::Config(format!("--initial-cluster has no member named {:?}", cfg.name)))?;
+        .ok_or_else(|| {
+            NodeError::Config(format!(
+                "--initial-cluster has no member named {:?}",
+                cfg.name
+            ))
+        })?;
     let mut mine = me.peer_urls.clone();
     let mut adv = own.clone();
     mine.sort();
@@ -205,19 +252,44 @@ fn bootstrap(cfg: &Config, disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snap
     cs.set_voters(ids);
     md.set_conf_state(cs);
     snaps.save(&snap).map_err(storage_err)?;
-    let mut wal = Wal::create(Arc::clone(disk), wal_dir, WalMeta { member_id: id, cluster_id: cid }).map_err(storage_err)?;
+    let mut wal = Wal::create(
+        Arc::clone(disk),
+        wal_dir,
+        WalMeta {
+            member_id: id,
+            cluster_id: cid,
+        },
+    )
+    .map_err(storage_err)?;
     let mut hs = HardState::default();
     hs.term = 1;
     hs.commit = 1;
-    wal.save(Some((1, 1)), &[], Some(&hs)).map_err(storage_err)?;
+    wal.save(Some((1, 1)), &[], Some(&hs))
+        .map_err(storage_err)?;
     let storage = NodeStorage::new();
-    storage.mem.wl().apply_snapshot(snap.clone()).map_err(storage_err)?;
+    storage
+        .mem
+        .wl()
+        .apply_snapshot(snap.clone())
+        .map_err(storage_err)?;
     storage.set_snapshot(snap);
     tracing::info!(member = %format!("{id:x}"), cluster = %format!("{cid:x}"), "bootstrapped a new cluster member");
-    Ok(Opened { storage, wal, sm, id, applied: 1, snap_index: 1, hs })
+    Ok(Opened {
+        storage,
+        wal,
+        sm,
+        id,
+        applied: 1,
+        snap_index: 1,
+        hs,
+    })
 }
 
-fn restart(disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snaps: &SnapDir) -> Result<Opened, NodeError> {
+fn restart(
+    disk: &Arc<dyn Disk>,
+    wal_dir: &std::path::Path,
+    snaps: &SnapDir,
+) -> Result<Opened, NodeError> {
     let (wal, rec) = Wal::open(Arc::clone(disk), wal_dir).map_err(storage_err)?;
     let meta = wal.meta().clone();
     let storage = NodeStorage::new();
@@ -226,11 +298,20 @@ fn restart(disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snaps: &SnapDir) -> 
         Some(snap) => {
             let sm = StateMachine::restore(&snap.data).map_err(NodeError::Storage)?;
             let index = snap.get_metadata().index;
-            storage.mem.wl().apply_snapshot(snap.clone()).map_err(storage_err)?;
+            storage
+                .mem
+                .wl()
+                .apply_snapshot(snap.clone())
+                .map_err(storage_err)?;
             storage.set_snapshot(snap);
             (sm, index)
         }
-        None => return Err(NodeError::Storage(format!("{}: WAL present but no readable snapshot", wal_dir.display()))),
+        None => {
+            return Err(NodeError::Storage(format!(
+                "{}: WAL present but no readable snapshot",
+                wal_dir.display()
+            )))
+        }
     };
     if let Some((mark, _)) = rec.snapshot {
         if mark > snap_index {
@@ -239,7 +320,11 @@ fn restart(disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snaps: &SnapDir) -> 
             )));
         }
     }
-    let entries: Vec<_> = rec.entries.into_iter().filter(|e| e.index > snap_index).collect();
+    let entries: Vec<_> = rec
+        .entries
+        .into_iter()
+        .filter(|e| e.index > snap_index)
+        .collect();
     if let Some(first) = entries.first() {
         if first.index != snap_index + 1 {
             return Err(NodeError::Storage(format!(
@@ -254,12 +339,22 @@ fn restart(disk: &Arc<dyn Disk>, wal_dir: &std::path::Path, snaps: &SnapDir) -> 
     storage.mem.wl().set_hardstate(hs.clone());
     tracing::info!(member = %format!("{:x}", meta.member_id), snapshot = snap_index, entries = entries.len(),
         torn_bytes = rec.torn_bytes, "recovered from the WAL");
-    Ok(Opened { storage, wal, sm, id: meta.member_id, applied: snap_index, snap_index, hs })
+    Ok(Opened {
+        storage,
+        wal,
+        sm,
+        id: meta.member_id,
+        applied: snap_index,
+        snap_index,
+        hs,
+    })
 }
 
 async fn bind(url: &url::Url) -> Result<TcpListener, NodeError> {
     let addr = host_port(&url_string(url));
-    TcpListener::bind(&addr).await.map_err(|source| NodeError::Listen { addr, source })
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| NodeError::Listen { addr, source })
 }
 
 /// Run a member until it stops. Returns an error when it cannot start, or when it stopped
@@ -284,7 +379,8 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     };
 
     let heartbeat = Duration::from_millis(cfg.heartbeat_interval_ms.max(1));
-    let election_ticks = (cfg.election_timeout_ms / cfg.heartbeat_interval_ms.max(1)).max(2) as usize;
+    let election_ticks =
+        (cfg.election_timeout_ms / cfg.heartbeat_interval_ms.max(1)).max(2) as usize;
     let raft_cfg = raft::Config {
         id: opened.id,
         election_tick: election_ticks,
@@ -297,9 +393,15 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         batch_append: true,
         ..Default::default()
     };
-    raft_cfg.validate().map_err(|e| NodeError::Config(format!("raft config: {e}")))?;
-    let raw = RawNode::new(&raft_cfg, opened.storage.clone(), &crate::raft::logger::logger())
-        .map_err(|e| NodeError::Storage(format!("raft: {e}")))?;
+    raft_cfg
+        .validate()
+        .map_err(|e| NodeError::Config(format!("raft config: {e}")))?;
+    let raw = RawNode::new(
+        &raft_cfg,
+        opened.storage.clone(),
+        &crate::raft::logger::logger(),
+    )
+    .map_err(|e| NodeError::Storage(format!("raft: {e}")))?;
 
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let (applied_tx, _) = watch::channel(opened.applied);
@@ -310,7 +412,12 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     let shared = Arc::new(Shared {
         id: opened.id,
         sm: Mutex::new(opened.sm),
-        status: Mutex::new(Status { applied: opened.applied, commit: opened.hs.commit, term: opened.hs.term, ..Status::default() }),
+        status: Mutex::new(Status {
+            applied: opened.applied,
+            commit: opened.hs.commit,
+            term: opened.hs.term,
+            ..Status::default()
+        }),
         waiters: Mutex::new(Default::default()),
         applied: applied_tx,
         leader: leader_tx,
@@ -360,7 +467,8 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         client_urls: client_urls.clone(),
         peer_urls: own_peer_urls(&cfg),
         start_ms: env.clock.wall_ms(),
-        request_timeout: Duration::from_secs(5) + Duration::from_millis(2 * cfg.election_timeout_ms),
+        request_timeout: Duration::from_secs(5)
+            + Duration::from_millis(2 * cfg.election_timeout_ms),
         read_retry: Duration::from_millis(cfg.election_timeout_ms.max(100)),
         strict_reconfig_check: cfg.strict_reconfig_check,
         token: cfg.initial_cluster_token.clone(),
@@ -375,8 +483,15 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         f(Arc::clone(&shared));
     }
     let mut stopped = shared.stopped.subscribe();
-    let reason = stopped.wait_for(|s| s.is_some()).await.map(|s| s.clone()).ok().flatten();
-    Err(NodeError::Stopped(reason.unwrap_or_else(|| "stopped".into())))
+    let reason = stopped
+        .wait_for(|s| s.is_some())
+        .await
+        .map(|s| s.clone())
+        .ok()
+        .flatten();
+    Err(NodeError::Stopped(
+        reason.unwrap_or_else(|| "stopped".into()),
+    ))
 }
 
 /// A member publishes its name and client URLs through Raft once it runs, as etcd does, so
@@ -384,7 +499,11 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
 /// Like etcd, it publishes on every start, until the publication is applied.
 async fn publish(shared: Arc<Shared>, name: String, client_urls: Vec<String>) {
     loop {
-        let op = Op::Attributes { member_id: shared.id, name: name.clone(), client_urls: client_urls.clone() };
+        let op = Op::Attributes {
+            member_id: shared.id,
+            name: name.clone(),
+            client_urls: client_urls.clone(),
+        };
         if shared.propose(op, Duration::from_secs(5)).await.is_ok() {
             return;
         }

@@ -126,7 +126,14 @@ impl StateMachine {
         for id in members.members.keys() {
             store.internal_write(&format!("/0/members/{id:x}/raftAttributes"));
         }
-        StateMachine { store, meta: Meta { members, cluster_id, ..Meta::default() } }
+        StateMachine {
+            store,
+            meta: Meta {
+                members,
+                cluster_id,
+                ..Meta::default()
+            },
+        }
     }
 
     fn advance_clock(&mut self, time_ms: u64) {
@@ -149,11 +156,16 @@ impl StateMachine {
                 self.store.expire(now);
                 Outcome::Done
             }
-            Op::Attributes { member_id, name, client_urls } => {
+            Op::Attributes {
+                member_id,
+                name,
+                client_urls,
+            } => {
                 if let Some(m) = self.meta.members.members.get_mut(member_id) {
                     m.name = name.clone();
                     m.client_urls = client_urls.clone();
-                    self.store.internal_write(&format!("/0/members/{member_id:x}/attributes"));
+                    self.store
+                        .internal_write(&format!("/0/members/{member_id:x}/attributes"));
                 }
                 Outcome::Done
             }
@@ -185,7 +197,8 @@ impl StateMachine {
         }
         let n = u32::from_le_bytes(data[..4].try_into().expect("4 bytes")) as usize;
         let meta_bytes = data.get(4..4 + n).ok_or("snapshot metadata cut short")?;
-        let meta: Meta = serde_json::from_slice(meta_bytes).map_err(|e| format!("snapshot metadata: {e}"))?;
+        let meta: Meta =
+            serde_json::from_slice(meta_bytes).map_err(|e| format!("snapshot metadata: {e}"))?;
         let store = Store::restore(&data[4 + n..])?;
         Ok(StateMachine { store, meta })
     }

@@ -85,7 +85,12 @@ pub struct Transport {
 
 impl Transport {
     /// A transport for member `id`.
-    pub fn new(id: u64, cluster_id: u64, token: String, inbox: mpsc::UnboundedSender<Inbox>) -> Arc<Transport> {
+    pub fn new(
+        id: u64,
+        cluster_id: u64,
+        token: String,
+        inbox: mpsc::UnboundedSender<Inbox>,
+    ) -> Arc<Transport> {
         Arc::new(Transport {
             id,
             token,
@@ -108,14 +113,28 @@ impl Transport {
         let mut peers = self.peers.lock().expect("peers lock");
         *self.members.lock().expect("members lock") = members.clone();
         *self.allowed.lock().expect("allowed lock") = members.members.keys().copied().collect();
-        self.connected_since.lock().expect("lock").retain(|id, _| members.members.contains_key(id));
-        peers.retain(|id, p| members.members.get(id).is_some_and(|m| m.peer_urls == p.urls));
+        self.connected_since
+            .lock()
+            .expect("lock")
+            .retain(|id, _| members.members.contains_key(id));
+        peers.retain(|id, p| {
+            members
+                .members
+                .get(id)
+                .is_some_and(|m| m.peer_urls == p.urls)
+        });
         for (id, m) in &members.members {
             if *id == self.id || peers.contains_key(id) || m.peer_urls.is_empty() {
                 continue;
             }
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-            peers.insert(*id, Peer { urls: m.peer_urls.clone(), tx });
+            peers.insert(
+                *id,
+                Peer {
+                    urls: m.peer_urls.clone(),
+                    tx,
+                },
+            );
             let me = Arc::clone(self);
             let urls = m.peer_urls.clone();
             let to = *id;
@@ -155,7 +174,12 @@ impl Transport {
             };
             rt::tune_stream(&stream);
             let mut w = BufWriter::new(FlushFilter::new(stream));
-            let hello = Hello { cluster_id: *self.cluster_id.lock().expect("lock"), from: self.id, to, token: self.token.clone() };
+            let hello = Hello {
+                cluster_id: *self.cluster_id.lock().expect("lock"),
+                from: self.id,
+                to,
+                token: self.token.clone(),
+            };
             let hello = serde_json::to_vec(&hello).expect("hello serialises");
             let ok = tokio::time::timeout(WRITE_TIMEOUT, async {
                 write_frame(&mut w, &hello).await?;
@@ -166,7 +190,11 @@ impl Transport {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            self.connected_since.lock().expect("lock").entry(to).or_insert_with(tokio::time::Instant::now);
+            self.connected_since
+                .lock()
+                .expect("lock")
+                .entry(to)
+                .or_insert_with(tokio::time::Instant::now);
             // Stream messages until the stream fails or the peer is removed.
             loop {
                 let first = tokio::select! {
@@ -279,7 +307,9 @@ impl Transport {
             }
             let m = Message::parse_from_bytes(&buf).map_err(std::io::Error::other)?;
             if m.from != hello.from || m.to != self.id {
-                return Err(std::io::Error::other("message does not match the stream's hello"));
+                return Err(std::io::Error::other(
+                    "message does not match the stream's hello",
+                ));
             }
             if self.inbox.send(Inbox::Peer(Box::new(m))).is_err() {
                 return Ok(());
@@ -291,15 +321,26 @@ impl Transport {
 impl Transport {
     /// How long the stream to `id` has been up, if it is.
     pub fn connected_for(&self, id: u64) -> Option<Duration> {
-        self.connected_since.lock().expect("lock").get(&id).map(|t| t.elapsed())
+        self.connected_since
+            .lock()
+            .expect("lock")
+            .get(&id)
+            .map(|t| t.elapsed())
     }
 
     async fn answer_info(&self, stream: &mut TcpStream, hello: &Hello) -> std::io::Result<()> {
         let cid = *self.cluster_id.lock().expect("lock");
         let error = (hello.token != self.token).then(|| {
-            format!("the cluster's --initial-cluster-token is {:?}, the joining member's is {:?}", self.token, hello.token)
+            format!(
+                "the cluster's --initial-cluster-token is {:?}, the joining member's is {:?}",
+                self.token, hello.token
+            )
         });
-        let info = ClusterInfo { error, cluster_id: cid, members: self.members.lock().expect("lock").clone() };
+        let info = ClusterInfo {
+            error,
+            cluster_id: cid,
+            members: self.members.lock().expect("lock").clone(),
+        };
         let bytes = serde_json::to_vec(&info).map_err(std::io::Error::other)?;
         write_frame(stream, &bytes).await?;
         stream.flush().await
@@ -311,27 +352,48 @@ pub async fn fetch_cluster_info(peer_url: &str, token: &str) -> std::io::Result<
     let addr = host_port(peer_url);
     let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("dialing {addr}")))??;
-    let hello = serde_json::to_vec(&Hello { cluster_id: 0, from: 0, to: 0, token: token.to_string() }).map_err(std::io::Error::other)?;
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("dialing {addr}"))
+        })??;
+    let hello = serde_json::to_vec(&Hello {
+        cluster_id: 0,
+        from: 0,
+        to: 0,
+        token: token.to_string(),
+    })
+    .map_err(std::io::Error::other)?;
     write_frame(&mut stream, &hello).await?;
     stream.flush().await?;
-    let buf = tokio::time::timeout(Duration::from_secs(2), read_frame(&mut stream, FRAME_BYTES_MAX))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {addr}")))??;
+    let buf = tokio::time::timeout(
+        Duration::from_secs(2),
+        read_frame(&mut stream, FRAME_BYTES_MAX),
+    )
+    .await
+    .map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {addr}"))
+    })??;
     serde_json::from_slice(&buf).map_err(std::io::Error::other)
 }
 
-async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> std::io::Result<()> {
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    payload: &[u8],
+) -> std::io::Result<()> {
     w.write_all(&(payload.len() as u32).to_le_bytes()).await?;
     w.write_all(payload).await
 }
 
-async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Vec<u8>> {
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
     if len > max {
-        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds the limit of {max}")));
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes exceeds the limit of {max}"
+        )));
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;

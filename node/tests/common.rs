@@ -28,7 +28,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
@@ -36,12 +39,21 @@ impl Resp {
 }
 
 /// One HTTP/1.1 request with `Connection: close`, bounded by `timeout`.
-pub fn http(method: &str, addr: &str, path: &str, body: Option<(&str, &str)>, timeout: Duration) -> std::io::Result<Resp> {
+pub fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+    timeout: Duration,
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let (ct, b) = body.unwrap_or(("", ""));
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", b.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        b.len()
+    );
     if !ct.is_empty() {
         req.push_str(&format!("Content-Type: {ct}\r\n"));
     }
@@ -53,12 +65,30 @@ pub fn http(method: &str, addr: &str, path: &str, body: Option<(&str, &str)>, ti
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
-    Ok(Resp { status, headers, body })
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -75,7 +105,13 @@ fn dechunk(mut s: &str) -> String {
 }
 
 pub fn form_put(addr: &str, path: &str, form: &str) -> std::io::Result<Resp> {
-    http("PUT", addr, path, Some(("application/x-www-form-urlencoded", form)), Duration::from_secs(10))
+    http(
+        "PUT",
+        addr,
+        path,
+        Some(("application/x-www-form-urlencoded", form)),
+        Duration::from_secs(10),
+    )
 }
 
 pub fn get(addr: &str, path: &str) -> std::io::Result<Resp> {
@@ -99,7 +135,11 @@ impl Member {
     }
 
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_detcd"))
             .args(&self.args)
             .stdout(Stdio::null())
@@ -131,7 +171,11 @@ impl Drop for Member {
 /// The tutorial's static method: every member knows all three, state `new`.
 pub fn static_cluster(dir: &std::path::Path, n: usize) -> Vec<Member> {
     let ports: Vec<(u16, u16)> = (0..n).map(|_| ports()).collect();
-    let initial: Vec<String> = ports.iter().enumerate().map(|(i, (_, p))| format!("infra{i}=http://127.0.0.1:{p}")).collect();
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| format!("infra{i}=http://127.0.0.1:{p}"))
+        .collect();
     ports
         .iter()
         .enumerate()
@@ -157,7 +201,15 @@ pub fn static_cluster(dir: &std::path::Path, n: usize) -> Vec<Member> {
                 "-initial-cluster-state".into(),
                 "new".into(),
             ];
-            Member { name: format!("infra{i}"), client: *c, peer: *p, data_dir, args, child: None, log: dir.join(format!("infra{i}.log")) }
+            Member {
+                name: format!("infra{i}"),
+                client: *c,
+                peer: *p,
+                data_dir,
+                args,
+                child: None,
+                log: dir.join(format!("infra{i}.log")),
+            }
         })
         .collect()
 }

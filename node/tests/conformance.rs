@@ -13,7 +13,9 @@ use common::*;
 #[test]
 fn keys_section_matches_etcd_3_4() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance");
-    if !corpus.join("v2corpus.py").exists() || Command::new("python3").arg("--version").output().is_err() {
+    if !corpus.join("v2corpus.py").exists()
+        || Command::new("python3").arg("--version").output().is_err()
+    {
         println!("shared/conformance or python3 not available: skipped");
         return;
     }
@@ -24,7 +26,11 @@ fn keys_section_matches_etcd_3_4() {
     eventually(Duration::from_secs(20), "the member to lead", || {
         let r = get(&m.addr(), "/v2/members/leader").ok()?;
         // Wait for the member's own publication and the cluster version too (index 3).
-        let idx: u64 = get(&m.addr(), "/v2/keys/").ok()?.header("X-Etcd-Index")?.parse().ok()?;
+        let idx: u64 = get(&m.addr(), "/v2/keys/")
+            .ok()?
+            .header("X-Etcd-Index")?
+            .parse()
+            .ok()?;
         (r.status == 200 && idx >= 3).then_some(())
     });
     let ours = dir.path().join("keys.jsonl");
@@ -34,21 +40,40 @@ fn keys_section_matches_etcd_3_4() {
         .arg(&ours)
         .output()
         .unwrap();
-    assert!(run.status.success(), "runner failed: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let theirs = dir.path().join("etcd-keys.jsonl");
     let recording = std::fs::read_to_string(corpus.join("etcd-3.4.23.jsonl")).unwrap();
-    let keys: String = recording.lines().filter(|l| l.contains("\"section\": \"keys\"")).map(|l| format!("{l}\n")).collect();
+    let keys: String = recording
+        .lines()
+        .filter(|l| l.contains("\"section\": \"keys\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(&theirs, keys).unwrap();
-    let diff = Command::new("python3").arg(corpus.join("v2corpus.py")).arg("diff").arg(&theirs).arg(&ours).output().unwrap();
+    let diff = Command::new("python3")
+        .arg(corpus.join("v2corpus.py"))
+        .arg("diff")
+        .arg(&theirs)
+        .arg(&ours)
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&diff.stdout);
     println!("{}", out.lines().last().unwrap_or(""));
-    assert!(diff.status.success(), "differences from etcd 3.4.23:\n{out}");
+    assert!(
+        diff.status.success(),
+        "differences from etcd 3.4.23:\n{out}"
+    );
 }
 
 #[test]
 fn members_section_matches_etcd_3_4() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance");
-    if !corpus.join("v2corpus.py").exists() || Command::new("python3").arg("--version").output().is_err() {
+    if !corpus.join("v2corpus.py").exists()
+        || Command::new("python3").arg("--version").output().is_err()
+    {
         println!("shared/conformance or python3 not available: skipped");
         return;
     }
@@ -56,7 +81,11 @@ fn members_section_matches_etcd_3_4() {
     // infra1 22379/22380, infra2 32379/32380.
     let dir = tempfile::tempdir().unwrap();
     let ports = [(2379u16, 2380u16), (22379, 22380), (32379, 32380)];
-    let initial: Vec<String> = ports.iter().enumerate().map(|(i, (_, p))| format!("infra{i}=http://127.0.0.1:{p}")).collect();
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| format!("infra{i}=http://127.0.0.1:{p}"))
+        .collect();
     let mut members: Vec<Member> = static_cluster(dir.path(), 3);
     for (i, m) in members.iter_mut().enumerate() {
         let (c, p) = ports[i];
@@ -89,17 +118,41 @@ fn members_section_matches_etcd_3_4() {
     let ours = dir.path().join("members.jsonl");
     let run = Command::new("python3")
         .arg(corpus.join("v2corpus.py"))
-        .args(["run", "--base", "http://127.0.0.1:2379", "--sections", "members", "--out"])
+        .args([
+            "run",
+            "--base",
+            "http://127.0.0.1:2379",
+            "--sections",
+            "members",
+            "--out",
+        ])
         .arg(&ours)
         .output()
         .unwrap();
-    assert!(run.status.success(), "runner failed: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let theirs = dir.path().join("etcd-members.jsonl");
     let recording = std::fs::read_to_string(corpus.join("etcd-3.4.23.jsonl")).unwrap();
-    let lines: String = recording.lines().filter(|l| l.contains("\"section\": \"members\"")).map(|l| format!("{l}\n")).collect();
+    let lines: String = recording
+        .lines()
+        .filter(|l| l.contains("\"section\": \"members\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
     std::fs::write(&theirs, lines).unwrap();
-    let diff = Command::new("python3").arg(corpus.join("v2corpus.py")).arg("diff").arg(&theirs).arg(&ours).output().unwrap();
+    let diff = Command::new("python3")
+        .arg(corpus.join("v2corpus.py"))
+        .arg("diff")
+        .arg(&theirs)
+        .arg(&ours)
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&diff.stdout);
     println!("{}", out.lines().last().unwrap_or(""));
-    assert!(diff.status.success(), "differences from etcd 3.4.23:\n{out}");
+    assert!(
+        diff.status.success(),
+        "differences from etcd 3.4.23:\n{out}"
+    );
 }

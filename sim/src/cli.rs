@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 use crate::scenario::Scenario;
 
 #[derive(Parser)]
-#[command(name = "detcd-sim", about = "Deterministic simulation of detcd clusters under faults")]
+#[command(
+    name = "detcd-sim",
+    about = "Deterministic simulation of detcd clusters under faults"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -88,7 +91,11 @@ pub fn main() -> ExitCode {
             args.extend(rest);
             ExitCode::from(detcd_checker::cli_main(&args) as u8)
         }
-        Cmd::Run { scenario, seed, out } => {
+        Cmd::Run {
+            scenario,
+            seed,
+            out,
+        } => {
             let s = match load_scenario(&scenario) {
                 Ok(s) => s,
                 Err(e) => {
@@ -97,10 +104,13 @@ pub fn main() -> ExitCode {
                 }
             };
             let seed = seed.unwrap_or_else(|| {
-                let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
                 t.as_nanos() as u64 % 1_000_000_007
             });
-            let dir = out.unwrap_or_else(|| PathBuf::from(format!("reports/{}/seed-{seed}", s.name)));
+            let dir =
+                out.unwrap_or_else(|| PathBuf::from(format!("reports/{}/seed-{seed}", s.name)));
             let wall = Instant::now();
             let res = crate::outcome::run_and_check(&s, seed);
             if let Err(e) = res.write(&dir) {
@@ -111,7 +121,12 @@ pub fn main() -> ExitCode {
             println!("wrote {}", dir.display());
             ExitCode::from(if res.passed() { 0 } else { 1 })
         }
-        Cmd::Sweep { scenario, seeds, shard, jobs } => crate::sweep::sweep(&scenario, &seeds, shard.as_deref(), jobs),
+        Cmd::Sweep {
+            scenario,
+            seeds,
+            shard,
+            jobs,
+        } => crate::sweep::sweep(&scenario, &seeds, shard.as_deref(), jobs),
         Cmd::Replay { file, trace } => crate::sweep::replay(&file, trace),
     }
 }

@@ -54,7 +54,9 @@ impl HttpClient {
             _ => return Err(Failure::NotSent),
         };
         let io = hyper_util::rt::TokioIo::new(FlushFilter::new(stream));
-        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|_| Failure::NotSent)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|_| Failure::NotSent)?;
         hyper::rt::Executor::execute(&HyperExec, async move {
             let _ = conn.await;
         });
@@ -63,16 +65,29 @@ impl HttpClient {
     }
 
     /// Send a request and wait up to `timeout` for the whole answer.
-    pub async fn request(&mut self, method: &str, path: &str, form: Option<String>, timeout: Duration) -> Result<Reply, Failure> {
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        form: Option<String>,
+        timeout: Duration,
+    ) -> Result<Reply, Failure> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect(timeout).await?;
         }
         let sender = self.sender.as_mut().expect("connected");
-        if tokio::time::timeout(timeout, sender.ready()).await.map(|r| r.is_err()).unwrap_or(true) {
+        if tokio::time::timeout(timeout, sender.ready())
+            .await
+            .map(|r| r.is_err())
+            .unwrap_or(true)
+        {
             self.sender = None;
             return Err(Failure::NotSent);
         }
-        let mut b = hyper::Request::builder().method(method).uri(path).header("Host", self.addr.as_str());
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Host", self.addr.as_str());
         let body = match form {
             Some(f) => {
                 b = b.header("Content-Type", "application/x-www-form-urlencoded");
@@ -84,10 +99,22 @@ impl HttpClient {
         let fut = async {
             let resp = sender.send_request(req).await.map_err(|_| Failure::Lost)?;
             let status = resp.status().as_u16();
-            let etcd_index =
-                resp.headers().get("X-Etcd-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            let body = resp.into_body().collect().await.map_err(|_| Failure::Lost)?.to_bytes();
-            Ok(Reply { status, etcd_index, body })
+            let etcd_index = resp
+                .headers()
+                .get("X-Etcd-Index")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| Failure::Lost)?
+                .to_bytes();
+            Ok(Reply {
+                status,
+                etcd_index,
+                body,
+            })
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(r)) => Ok(r),

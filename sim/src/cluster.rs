@@ -64,7 +64,9 @@ pub fn member_ip(i: usize) -> Ipv4Addr {
 /// etcd flags for member `i`, exactly as the tutorial's static method writes them.
 pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
     let n = s.cluster.members;
-    let cluster: Vec<String> = (0..n).map(|j| format!("infra{j}=http://{}:{PEER_PORT}", member_ip(j))).collect();
+    let cluster: Vec<String> = (0..n)
+        .map(|j| format!("infra{j}=http://{}:{PEER_PORT}", member_ip(j)))
+        .collect();
     let ip = member_ip(i);
     [
         "--name".to_string(),
@@ -103,7 +105,10 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
             let name = format!("infra{i}");
             let disk = SimDisk::new(
                 mix(seed, i as u64, 0xd15c),
-                (Duration::from_micros(s.disk.fsync_us[0]), Duration::from_micros(s.disk.fsync_us[1])),
+                (
+                    Duration::from_micros(s.disk.fsync_us[0]),
+                    Duration::from_micros(s.disk.fsync_us[1]),
+                ),
                 s.disk.torn_writes,
             );
             let clock = Clock::new();
@@ -111,7 +116,13 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
             let incarnations = Arc::new(AtomicU64::new(0));
             let exit: Arc<Mutex<Option<String>>> = Arc::default();
             let args = member_args(s, i);
-            let (d, c, sh, inc, ex) = (disk.clone(), clock.clone(), shared.clone(), incarnations.clone(), exit.clone());
+            let (d, c, sh, inc, ex) = (
+                disk.clone(),
+                clock.clone(),
+                shared.clone(),
+                incarnations.clone(),
+                exit.clone(),
+            );
             let node = handle
                 .create_node()
                 .name(name.clone())
@@ -127,7 +138,10 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                     async move {
                         let env_none = |_: &str| None;
                         let no_file = |p: &std::path::Path| -> std::io::Result<String> {
-                            Err(std::io::Error::new(std::io::ErrorKind::NotFound, p.display().to_string()))
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::NotFound,
+                                p.display().to_string(),
+                            ))
                         };
                         let cfg = match config::parse(&args, &env_none, &no_file) {
                             Ok(Parsed::Run(cfg, _)) => *cfg,
@@ -148,14 +162,25 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                     }
                 })
                 .build();
-            MemberSim { index: i, name, ip: member_ip(i), node, disk, clock, shared, incarnations, exit }
+            MemberSim {
+                index: i,
+                name,
+                ip: member_ip(i),
+                node,
+                disk,
+                clock,
+                shared,
+                incarnations,
+                exit,
+            }
         })
         .collect()
 }
 
 /// A stable mix of the run seed with a member index and a salt (SplitMix64 steps).
 pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -70,7 +70,11 @@ impl SimDisk {
             keep_extra.push((path.clone(), unsynced));
         }
         for (path, unsynced) in keep_extra {
-            let extra = if torn && unsynced > 0 { st.rng.gen_range(0..unsynced) } else { 0 };
+            let extra = if torn && unsynced > 0 {
+                st.rng.gen_range(0..unsynced)
+            } else {
+                0
+            };
             let f = st.files.get_mut(&path).expect("file listed");
             let keep = f.durable + extra;
             lost += (f.data.len() - keep) as u64;
@@ -93,7 +97,13 @@ impl SimDisk {
 
     /// Unsynced bytes currently at risk.
     pub fn unsynced_bytes(&self) -> u64 {
-        self.state.lock().unwrap().files.values().map(|f| (f.data.len() - f.durable) as u64).sum()
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .values()
+            .map(|f| (f.data.len() - f.durable) as u64)
+            .sum()
     }
 }
 
@@ -105,7 +115,10 @@ struct SimFile {
 impl DiskFile for SimFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
-        let f = st.files.get_mut(&self.path).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
+        let f = st
+            .files
+            .get_mut(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
         f.data.extend_from_slice(data);
         Ok(())
     }
@@ -121,7 +134,10 @@ impl DiskFile for SimFile {
 
     fn len(&self) -> u64 {
         let st = self.disk.state.lock().unwrap();
-        st.files.get(&self.path).map(|f| f.data.len() as u64).unwrap_or(0)
+        st.files
+            .get(&self.path)
+            .map(|f| f.data.len() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -153,10 +169,12 @@ impl Disk for SimDisk {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let st = self.state.lock().unwrap();
-        st.files
-            .get(path)
-            .map(|f| f.data.clone())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display())))
+        st.files.get(path).map(|f| f.data.clone()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: no such file", path.display()),
+            )
+        })
     }
 
     fn open_append(&self, path: &Path, truncate_to: Option<u64>) -> io::Result<Box<dyn DiskFile>> {
@@ -167,13 +185,22 @@ impl Disk for SimDisk {
             f.durable = f.data.len();
         }
         drop(st);
-        Ok(Box::new(SimFile { disk: self.clone(), path: path.to_path_buf() }))
+        Ok(Box::new(SimFile {
+            disk: self.clone(),
+            path: path.to_path_buf(),
+        }))
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let mut st = self.state.lock().unwrap();
         st.fsyncs += 1;
-        st.files.insert(path.to_path_buf(), FileState { data: data.to_vec(), durable: data.len() });
+        st.files.insert(
+            path.to_path_buf(),
+            FileState {
+                data: data.to_vec(),
+                durable: data.len(),
+            },
+        );
         Ok(())
     }
 
@@ -212,7 +239,8 @@ mod tests {
         assert_eq!(disk.unsynced_bytes(), 9);
         assert_eq!(disk.crash(), 9);
         assert_eq!(disk.read(p).unwrap(), b"durable");
-        disk.write_atomic(Path::new("/d/snap/1.snap"), b"snap").unwrap();
+        disk.write_atomic(Path::new("/d/snap/1.snap"), b"snap")
+            .unwrap();
         assert_eq!(disk.crash(), 0);
         assert_eq!(disk.read(Path::new("/d/snap/1.snap")).unwrap(), b"snap");
     }
@@ -227,6 +255,10 @@ mod tests {
         f.append(&[7u8; 100]).unwrap();
         disk.crash();
         let data = disk.read(p).unwrap();
-        assert!(data.starts_with(b"ok") && data.len() < 102, "{}", data.len());
+        assert!(
+            data.starts_with(b"ok") && data.len() < 102,
+            "{}",
+            data.len()
+        );
     }
 }

@@ -44,7 +44,12 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
     ops.sort_by_key(|o| (o.invoke_ns, o.client));
     for (id, o) in ops.iter().enumerate() {
         let outcome = match &o.outcome {
-            Outcome::Ok { value, index, prev_value, prev_index } => {
+            Outcome::Ok {
+                value,
+                index,
+                prev_value,
+                prev_index,
+            } => {
                 json!({"ok": true, "value": value, "index": index, "prev_value": prev_value, "prev_index": prev_index})
             }
             Outcome::Err { code } => json!({"ok": false, "error": code}),
@@ -76,7 +81,10 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
         );
     }
     for (t, l) in &out.leaders {
-        line(&mut text, json!({"type": "leader", "at_ns": t, "member": l}));
+        line(
+            &mut text,
+            json!({"type": "leader", "at_ns": t, "member": l}),
+        );
     }
     text.into_bytes()
 }
@@ -89,25 +97,53 @@ pub fn check(history: &[u8], timeout: Duration) -> (Check, Check, String) {
     let r = match detcd_checker::check_etcd_history(&text, timeout, crate::workload::KEY_PREFIX) {
         Ok(r) => r,
         Err(e) => {
-            let bad = |name: &str| Check { name: name.into(), passed: Some(false), detail: format!("history unreadable: {e}") };
+            let bad = |name: &str| Check {
+                name: name.into(),
+                passed: Some(false),
+                detail: format!("history unreadable: {e}"),
+            };
             return (bad("linearizable"), bad("watches"), String::new());
         }
     };
     let (passed, detail) = match (&r.verdict, r.index_violations.first()) {
-        (detcd_checker::Verdict::Unknown, _) => (None, format!("the search did not finish within {} s", timeout.as_secs_f64())),
+        (detcd_checker::Verdict::Unknown, _) => (
+            None,
+            format!(
+                "the search did not finish within {} s",
+                timeout.as_secs_f64()
+            ),
+        ),
         (detcd_checker::Verdict::Illegal(f), _) => (
             Some(false),
-            format!("{} of {} checked operations' keys have no linearization; first: key {}", f.len(), r.ops_checked, f[0].key.clone().unwrap_or_default()),
+            format!(
+                "{} of {} checked operations' keys have no linearization; first: key {}",
+                f.len(),
+                r.ops_checked,
+                f[0].key.clone().unwrap_or_default()
+            ),
         ),
         (detcd_checker::Verdict::Ok, Some(v)) => (Some(false), format!("global index order: {v}")),
-        (detcd_checker::Verdict::Ok, None) => (Some(true), format!("{} quorum reads and writes linearizable; index order holds", r.ops_checked)),
+        (detcd_checker::Verdict::Ok, None) => (
+            Some(true),
+            format!(
+                "{} quorum reads and writes linearizable; index order holds",
+                r.ops_checked
+            ),
+        ),
     };
-    let lin = Check { name: "linearizable".into(), passed, detail };
+    let lin = Check {
+        name: "linearizable".into(),
+        passed,
+        detail,
+    };
     let watches = match r.watch_violations.first() {
         None => Check {
             name: "watches".into(),
             passed: Some(true),
-            detail: format!("{} watch events in order, complete, matching writes", r.watch_events),
+            detail: format!(
+                "{} watch events in order, complete, matching writes",
+                r.watch_events
+            ),
         },
         Some(v) => Check {
             name: "watches".into(),

@@ -7,7 +7,9 @@ use plotters::prelude::*;
 use crate::report::{Report, BUCKET_MS};
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Throughput chart as an SVG string.
@@ -17,8 +19,17 @@ pub fn throughput_svg(r: &Report) -> String {
         let root = SVGBackend::with_string(&mut svg, (900, 320)).into_drawing_area();
         let _ = root.fill(&WHITE);
         let secs = r.throughput.len() as f64 * BUCKET_MS as f64 / 1000.0;
-        let per_s: Vec<f64> = r.throughput.iter().map(|c| *c as f64 * 1000.0 / BUCKET_MS as f64).collect();
-        let ymax = per_s.iter().cloned().fold(r.target_writes_per_sec as f64, f64::max).max(10.0) * 1.1;
+        let per_s: Vec<f64> = r
+            .throughput
+            .iter()
+            .map(|c| *c as f64 * 1000.0 / BUCKET_MS as f64)
+            .collect();
+        let ymax = per_s
+            .iter()
+            .cloned()
+            .fold(r.target_writes_per_sec as f64, f64::max)
+            .max(10.0)
+            * 1.1;
         let mut chart = match ChartBuilder::on(&root)
             .caption("acknowledged writes/s (100 ms buckets)", ("sans-serif", 16))
             .margin(10)
@@ -29,22 +40,32 @@ pub fn throughput_svg(r: &Report) -> String {
             Ok(c) => c,
             Err(_) => return String::new(),
         };
-        let _ = chart.configure_mesh().x_desc("simulated s").disable_x_mesh().draw();
+        let _ = chart
+            .configure_mesh()
+            .x_desc("simulated s")
+            .disable_x_mesh()
+            .draw();
         for f in &r.faults {
             let _ = chart.draw_series(std::iter::once(Rectangle::new(
                 [(f.start_s, 0.0), (f.end_s.max(f.start_s + 0.01), ymax)],
                 RGBColor(255, 200, 200).mix(0.5).filled(),
             )));
         }
-        let pts: Vec<(f64, f64)> =
-            per_s.iter().enumerate().map(|(i, v)| (i as f64 * BUCKET_MS as f64 / 1000.0, *v)).collect();
+        let pts: Vec<(f64, f64)> = per_s
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as f64 * BUCKET_MS as f64 / 1000.0, *v))
+            .collect();
         let _ = chart.draw_series(LineSeries::new(pts, &BLUE));
         if r.target_writes_per_sec > 0 {
             let t = r.target_writes_per_sec as f64;
             let _ = chart.draw_series(LineSeries::new(vec![(0.0, t), (secs, t)], &GREEN));
         }
         for (t, _) in r.leaders.iter().skip(1) {
-            let _ = chart.draw_series(LineSeries::new(vec![(*t, 0.0), (*t, ymax)], BLACK.stroke_width(1)));
+            let _ = chart.draw_series(LineSeries::new(
+                vec![(*t, 0.0), (*t, ymax)],
+                BLACK.stroke_width(1),
+            ));
         }
         let _ = root.present();
     }
@@ -58,9 +79,17 @@ pub fn latency_svg(r: &Report) -> String {
         let root = SVGBackend::with_string(&mut svg, (900, 320)).into_drawing_area();
         let _ = root.fill(&WHITE);
         let n = r.phases.len().max(1);
-        let ymax = r.phases.iter().map(|p| p.writes.p999_ms).fold(1.0, f64::max) * 1.1;
+        let ymax = r
+            .phases
+            .iter()
+            .map(|p| p.writes.p999_ms)
+            .fold(1.0, f64::max)
+            * 1.1;
         let mut chart = match ChartBuilder::on(&root)
-            .caption("write latency per phase, ms (p50 / p90 / p99 / p99.9)", ("sans-serif", 16))
+            .caption(
+                "write latency per phase, ms (p50 / p90 / p99 / p99.9)",
+                ("sans-serif", 16),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(50)
@@ -69,11 +98,21 @@ pub fn latency_svg(r: &Report) -> String {
             Ok(c) => c,
             Err(_) => return String::new(),
         };
-        let _ = chart.configure_mesh().x_desc("phase (see table)").disable_x_mesh().draw();
+        let _ = chart
+            .configure_mesh()
+            .x_desc("phase (see table)")
+            .disable_x_mesh()
+            .draw();
         let colours = [BLUE, GREEN, RED, MAGENTA];
-        let series: [fn(&crate::report::Latency) -> f64; 4] = [|l| l.p50_ms, |l| l.p90_ms, |l| l.p99_ms, |l| l.p999_ms];
+        let series: [fn(&crate::report::Latency) -> f64; 4] =
+            [|l| l.p50_ms, |l| l.p90_ms, |l| l.p99_ms, |l| l.p999_ms];
         for (c, f) in colours.iter().zip(series) {
-            let pts: Vec<(f64, f64)> = r.phases.iter().enumerate().map(|(i, p)| (i as f64 + 0.5, f(&p.writes))).collect();
+            let pts: Vec<(f64, f64)> = r
+                .phases
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i as f64 + 0.5, f(&p.writes)))
+                .collect();
             let _ = chart.draw_series(LineSeries::new(pts.clone(), c));
             let _ = chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())));
         }

@@ -51,7 +51,12 @@ fn node_id(m: &MemberSim) -> madsim::task::NodeId {
 impl Nemesis {
     /// A nemesis over `members`, seeded.
     pub fn new(members: Arc<Vec<MemberSim>>, seed: u64, start: tokio::time::Instant) -> Nemesis {
-        Nemesis { members, rng: ChaCha8Rng::seed_from_u64(seed), start, events: Arc::default() }
+        Nemesis {
+            members,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            start,
+            events: Arc::default(),
+        }
     }
 
     /// A copy for one fault, with its own rng stream.
@@ -70,7 +75,15 @@ impl Nemesis {
     pub async fn find_leader(&self) -> Option<usize> {
         for m in self.members.iter() {
             let mut c = HttpClient::new(m.client_addr());
-            if let Ok(r) = c.request("GET", "/v2/members/leader", None, Duration::from_millis(500)).await {
+            if let Ok(r) = c
+                .request(
+                    "GET",
+                    "/v2/members/leader",
+                    None,
+                    Duration::from_millis(500),
+                )
+                .await
+            {
                 if r.status == 200 {
                     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
                     let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("");
@@ -235,11 +248,17 @@ impl Nemesis {
                 tokio::time::sleep(dur).await;
                 handle.resume(node_id(&self.members[t]));
             }
-            FaultKind::ClockSkew { target, offset_ms, drift_ppm } => {
+            FaultKind::ClockSkew {
+                target,
+                offset_ms,
+                drift_ppm,
+            } => {
                 let t = self.resolve(target).await;
                 targets.push(t);
-                let now_wall =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+                let now_wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64;
                 {
                     let mut sk = self.members[t].clock.skew().lock().unwrap();
                     sk.offset_ms = *offset_ms;
@@ -265,7 +284,13 @@ impl Nemesis {
             }
         }
         let end_ns = self.now_ns();
-        self.events.lock().unwrap().push(FaultEvent { kind: kind_name(&f.kind).to_string(), targets, start_ns, end_ns, detail });
+        self.events.lock().unwrap().push(FaultEvent {
+            kind: kind_name(&f.kind).to_string(),
+            targets,
+            start_ns,
+            end_ns,
+            detail,
+        });
     }
 }
 
@@ -273,7 +298,12 @@ impl Nemesis {
 /// faults of those kinds at seeded times until `duration_s`.
 pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5_3a4d);
-    let mut enabled: Vec<&str> = sw.kinds.iter().map(|k| k.as_str()).filter(|_| rng.gen_bool(0.5)).collect();
+    let mut enabled: Vec<&str> = sw
+        .kinds
+        .iter()
+        .map(|k| k.as_str())
+        .filter(|_| rng.gen_bool(0.5))
+        .collect();
     if enabled.is_empty() && !sw.kinds.is_empty() {
         enabled.push(sw.kinds[rng.gen_range(0..sw.kinds.len())].as_str());
     }
@@ -282,10 +312,16 @@ pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
     let mut t = 1.0;
     while t < s.workload.duration_s - 1.0 && !enabled.is_empty() {
         let kind = enabled[rng.gen_range(0..enabled.len())];
-        let target = if rng.gen_bool(0.5) { Target::Leader } else { Target::Member(rng.gen_range(0..n)) };
+        let target = if rng.gen_bool(0.5) {
+            Target::Leader
+        } else {
+            Target::Member(rng.gen_range(0..n))
+        };
         let k = match kind {
             "isolate" => FaultKind::Isolate { target },
-            "minority-majority" if n >= 3 => FaultKind::MinorityMajority { leader_in_minority: rng.gen_bool(0.5) },
+            "minority-majority" if n >= 3 => FaultKind::MinorityMajority {
+                leader_in_minority: rng.gen_bool(0.5),
+            },
             "bridge" if n >= 3 => FaultKind::Bridge,
             "ring" if n >= 5 => FaultKind::Ring,
             "one-way" => FaultKind::OneWay { target },
@@ -296,12 +332,19 @@ pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
                 offset_ms: rng.gen_range(-60_000..60_000),
                 drift_ppm: rng.gen_range(-500..500),
             },
-            "flaky" => FaultKind::Flaky { target, flap_ms: rng.gen_range(50..500) },
+            "flaky" => FaultKind::Flaky {
+                target,
+                flap_ms: rng.gen_range(50..500),
+            },
             _ => FaultKind::Isolate { target },
         };
         debug_assert!(SWARM_KINDS.contains(&kind_name(&k)));
         let dur = rng.gen_range(0.2..sw.max_duration_s.max(0.3));
-        faults.push(Fault { at_s: t, duration_s: dur, kind: k });
+        faults.push(Fault {
+            at_s: t,
+            duration_s: dur,
+            kind: k,
+        });
         t += dur + rng.gen_range(0.0..2.0 * sw.mean_interval_s);
     }
     faults

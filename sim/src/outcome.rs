@@ -28,7 +28,9 @@ pub struct RunResult {
 
 /// FNV-1a over bytes, as 16 hex digits.
 pub fn digest(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
     format!("{h:016x}")
 }
 
@@ -40,7 +42,10 @@ pub fn run_and_check(s: &Scenario, seed: u64) -> RunResult {
     let mut checks = Vec::new();
     let mut timeline_html = String::new();
     if s.checks.linearizable || s.checks.watches {
-        let (lin, watches, html) = crate::history::check(&history, Duration::from_secs_f64(s.checks.checker_timeout_s));
+        let (lin, watches, html) = crate::history::check(
+            &history,
+            Duration::from_secs_f64(s.checks.checker_timeout_s),
+        );
         if s.checks.linearizable {
             timeline_html = html;
             checks.push(lin);
@@ -51,7 +56,14 @@ pub fn run_and_check(s: &Scenario, seed: u64) -> RunResult {
     }
     checks.extend(out.checks.iter().cloned());
     let load_ns = (s.workload.duration_s * 1e9) as u64;
-    let report = report::build(&s.name, &out, &checks, &digest, load_ns, s.targets.writes_per_sec);
+    let report = report::build(
+        &s.name,
+        &out,
+        &checks,
+        &digest,
+        load_ns,
+        s.targets.writes_per_sec,
+    );
     if s.targets.writes_per_sec > 0 {
         if let Some(steady) = report.phases.iter().find(|p| p.name == "steady") {
             checks.push(Check {
@@ -64,8 +76,19 @@ pub fn run_and_check(s: &Scenario, seed: u64) -> RunResult {
             });
         }
     }
-    let report = Report { checks: checks.iter().map(report::verdict).collect(), ..report };
-    RunResult { out, history, digest, checks, report, timeline_html, wall }
+    let report = Report {
+        checks: checks.iter().map(report::verdict).collect(),
+        ..report
+    };
+    RunResult {
+        out,
+        history,
+        digest,
+        checks,
+        report,
+        timeline_html,
+        wall,
+    }
 }
 
 impl RunResult {
@@ -76,7 +99,10 @@ impl RunResult {
 
     /// "name: detail" of the first check that did not pass.
     pub fn first_failure(&self) -> Option<String> {
-        self.checks.iter().find(|c| c.passed != Some(true)).map(|c| format!("{}: {}", c.name, c.detail))
+        self.checks
+            .iter()
+            .find(|c| c.passed != Some(true))
+            .map(|c| format!("{}: {}", c.name, c.detail))
     }
 
     /// Write history.jsonl, report.json, report.md and report.html into `dir`.
@@ -86,7 +112,10 @@ impl RunResult {
         let json = serde_json::to_string_pretty(&self.report).map_err(std::io::Error::other)?;
         std::fs::write(dir.join("report.json"), json + "\n")?;
         let md = report::markdown(&self.report);
-        std::fs::write(dir.join("report.html"), crate::html::page(&self.report, &md, &self.timeline_html))?;
+        std::fs::write(
+            dir.join("report.html"),
+            crate::html::page(&self.report, &md, &self.timeline_html),
+        )?;
         std::fs::write(dir.join("report.md"), md)?;
         Ok(())
     }
@@ -141,10 +170,23 @@ pub fn write_sweep(name: &str, reports: &[Report]) -> std::io::Result<()> {
         v.sort_by(|a, b| a.total_cmp(b));
         v[((v.len() - 1) as f64 * q).round() as usize]
     };
-    let wps: Vec<f64> = reports.iter().filter_map(|r| r.phases.first().map(|p| p.writes_per_sec)).collect();
-    let p99: Vec<f64> = reports.iter().filter_map(|r| r.phases.first().map(|p| p.writes.p99_ms)).collect();
-    let un: Vec<f64> =
-        reports.iter().map(|r| r.unavailability.iter().filter_map(|u| u.unavailable_s).fold(0.0, f64::max)).collect();
+    let wps: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.phases.first().map(|p| p.writes_per_sec))
+        .collect();
+    let p99: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.phases.first().map(|p| p.writes.p99_ms))
+        .collect();
+    let un: Vec<f64> = reports
+        .iter()
+        .map(|r| {
+            r.unavailability
+                .iter()
+                .filter_map(|u| u.unavailable_s)
+                .fold(0.0, f64::max)
+        })
+        .collect();
     let summary = serde_json::json!({
         "version": report::REPORT_VERSION,
         "scenario": name,
@@ -155,11 +197,24 @@ pub fn write_sweep(name: &str, reports: &[Report]) -> std::io::Result<()> {
         "max_unavailable_s": {"min": pct(un.clone(), 0.0), "p50": pct(un.clone(), 0.5), "max": pct(un, 1.0)},
         "runs": rows,
     });
-    std::fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(&summary).map_err(std::io::Error::other)? + "\n")?;
-    let mut md = format!("# Sweep of {name}: {} seeds\n\n| metric | min | p50 | max |\n|---|---|---|---|\n", reports.len());
-    for key in ["steady_writes_per_sec", "steady_write_p99_ms", "max_unavailable_s"] {
+    std::fs::write(
+        dir.join("sweep.json"),
+        serde_json::to_string_pretty(&summary).map_err(std::io::Error::other)? + "\n",
+    )?;
+    let mut md = format!(
+        "# Sweep of {name}: {} seeds\n\n| metric | min | p50 | max |\n|---|---|---|---|\n",
+        reports.len()
+    );
+    for key in [
+        "steady_writes_per_sec",
+        "steady_write_p99_ms",
+        "max_unavailable_s",
+    ] {
         let v = &summary[key];
-        md.push_str(&format!("| {key} | {} | {} | {} |\n", v["min"], v["p50"], v["max"]));
+        md.push_str(&format!(
+            "| {key} | {} | {} | {} |\n",
+            v["min"], v["p50"], v["max"]
+        ));
     }
     md.push_str(&format!("\nFailed seeds: {}\n", summary["failed"]));
     std::fs::write(dir.join("sweep.md"), md)

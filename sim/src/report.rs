@@ -150,7 +150,14 @@ fn s(ns: u64) -> f64 {
 fn latency(h: &Histogram<u64>) -> Latency {
     let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
     if h.is_empty() {
-        return Latency { count: 0, p50_ms: 0.0, p90_ms: 0.0, p99_ms: 0.0, p999_ms: 0.0, max_ms: 0.0 };
+        return Latency {
+            count: 0,
+            p50_ms: 0.0,
+            p90_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: 0.0,
+            max_ms: 0.0,
+        };
     }
     Latency {
         count: h.len(),
@@ -182,13 +189,22 @@ fn phases_of(faults: &[FaultEvent], end_ns: u64) -> Vec<(String, u64, u64, bool)
     let mut out = Vec::new();
     let mut faults: Vec<&FaultEvent> = faults.iter().collect();
     faults.sort_by_key(|f| f.start_ns);
-    let first = faults.first().map(|f| f.start_ns).unwrap_or(end_ns).min(end_ns);
+    let first = faults
+        .first()
+        .map(|f| f.start_ns)
+        .unwrap_or(end_ns)
+        .min(end_ns);
     out.push(("steady".to_string(), 0, first, true));
     for (i, f) in faults.iter().enumerate() {
         let fs = f.start_ns.min(end_ns);
         let fe = f.end_ns.min(end_ns).max(fs);
         out.push((format!("fault: {}", f.kind), fs, fe, true));
-        let next = faults.get(i + 1).map(|n| n.start_ns).unwrap_or(end_ns).min(end_ns).max(fe);
+        let next = faults
+            .get(i + 1)
+            .map(|n| n.start_ns)
+            .unwrap_or(end_ns)
+            .min(end_ns)
+            .max(fe);
         if next > fe {
             out.push((format!("recovery after {}", f.kind), fe, next, false));
         }
@@ -197,16 +213,27 @@ fn phases_of(faults: &[FaultEvent], end_ns: u64) -> Vec<(String, u64, u64, bool)
 }
 
 /// Build the report of a run.
-pub fn build(name: &str, out: &RunOutput, checks: &[Check], digest: &str, load_ns: u64, target: u64) -> Report {
+pub fn build(
+    name: &str,
+    out: &RunOutput,
+    checks: &[Check],
+    digest: &str,
+    load_ns: u64,
+    target: u64,
+) -> Report {
     let end_ns = load_ns;
     let phases = phases_of(&out.faults, end_ns)
         .into_iter()
         .map(|(pname, a, b, counts)| {
-            let mut w = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let mut w =
+                Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
             let mut r = w.clone();
             for op in &out.rec.ops {
                 let Some(ret) = op.return_ns else { continue };
-                if !matches!(op.outcome, Outcome::Ok { .. } | Outcome::Err { .. }) || ret < a || ret >= b {
+                if !matches!(op.outcome, Outcome::Ok { .. } | Outcome::Err { .. })
+                    || ret < a
+                    || ret >= b
+                {
                     continue;
                 }
                 let us = ((ret - op.invoke_ns) / 1000).max(1);
@@ -226,7 +253,8 @@ pub fn build(name: &str, out: &RunOutput, checks: &[Check], digest: &str, load_n
                 reads_per_sec: (r.len() as f64 / secs * 10.0).round() / 10.0,
                 writes: latency(&w),
                 reads: latency(&r),
-                meets_target: (target > 0 && counts && b - a >= 500_000_000).then_some(wps >= target as f64),
+                meets_target: (target > 0 && counts && b - a >= 500_000_000)
+                    .then_some(wps >= target as f64),
             }
         })
         .collect();
@@ -252,19 +280,30 @@ pub fn build(name: &str, out: &RunOutput, checks: &[Check], digest: &str, load_n
                 .rec
                 .ops
                 .iter()
-                .filter(|o| o.kind.is_write() && o.invoke_ns >= f.start_ns && matches!(o.outcome, Outcome::Ok { .. }))
+                .filter(|o| {
+                    o.kind.is_write()
+                        && o.invoke_ns >= f.start_ns
+                        && matches!(o.outcome, Outcome::Ok { .. })
+                })
                 .filter_map(|o| o.return_ns)
                 .min();
-            Unavailability { fault: f.kind.clone(), start_s: s(f.start_ns), unavailable_s: first.map(|t| s(t - f.start_ns)) }
+            Unavailability {
+                fault: f.kind.clone(),
+                start_s: s(f.start_ns),
+                unavailable_s: first.map(|t| s(t - f.start_ns)),
+            }
         })
         .collect();
-    let tot = out.members.iter().fold(MemberStats::default(), |a, m| MemberStats {
-        msgs_sent: a.msgs_sent + m.msgs_sent,
-        bytes_sent: a.bytes_sent + m.bytes_sent,
-        fsyncs: a.fsyncs + m.fsyncs,
-        entries: a.entries + m.entries,
-        leader_changes: a.leader_changes + m.leader_changes,
-    });
+    let tot = out
+        .members
+        .iter()
+        .fold(MemberStats::default(), |a, m| MemberStats {
+            msgs_sent: a.msgs_sent + m.msgs_sent,
+            bytes_sent: a.bytes_sent + m.bytes_sent,
+            fsyncs: a.fsyncs + m.fsyncs,
+            entries: a.entries + m.entries,
+            leader_changes: a.leader_changes + m.leader_changes,
+        });
     let per = |x: u64| ((x as f64 / acked_writes.max(1) as f64) * 100.0).round() / 100.0;
     Report {
         version: REPORT_VERSION,
@@ -273,7 +312,12 @@ pub fn build(name: &str, out: &RunOutput, checks: &[Check], digest: &str, load_n
         history_digest: digest.to_string(),
         sim_seconds: s(out.sim_ns),
         operations: out.rec.ops.len() as u64,
-        indeterminate: out.rec.ops.iter().filter(|o| o.outcome == Outcome::Indeterminate).count() as u64,
+        indeterminate: out
+            .rec
+            .ops
+            .iter()
+            .filter(|o| o.outcome == Outcome::Indeterminate)
+            .count() as u64,
         checks: checks.iter().map(verdict).collect(),
         target_writes_per_sec: target,
         phases,
@@ -283,13 +327,20 @@ pub fn build(name: &str, out: &RunOutput, checks: &[Check], digest: &str, load_n
         faults: out
             .faults
             .iter()
-            .map(|f| FaultRow { kind: f.kind.clone(), targets: f.targets.clone(), start_s: s(f.start_ns), end_s: s(f.end_ns), detail: f.detail.clone() })
+            .map(|f| FaultRow {
+                kind: f.kind.clone(),
+                targets: f.targets.clone(),
+                start_s: s(f.start_ns),
+                end_s: s(f.end_ns),
+                detail: f.detail.clone(),
+            })
             .collect(),
         cost: Cost {
             msgs_per_write: per(tot.msgs_sent),
             bytes_per_write: per(tot.bytes_sent),
             fsyncs_per_write: per(tot.fsyncs),
-            entries_per_fsync: ((tot.entries as f64 / tot.fsyncs.max(1) as f64) * 100.0).round() / 100.0,
+            entries_per_fsync: ((tot.entries as f64 / tot.fsyncs.max(1) as f64) * 100.0).round()
+                / 100.0,
         },
     }
 }
@@ -303,13 +354,29 @@ pub fn markdown(r: &Report) -> String {
         "History digest `{}`; {} operations ({} indeterminate) over {:.1} simulated seconds.\n",
         r.history_digest, r.operations, r.indeterminate, r.sim_seconds
     );
-    let _ = writeln!(m, "## Verdicts\n\n| check | verdict | detail |\n|---|---|---|");
+    let _ = writeln!(
+        m,
+        "## Verdicts\n\n| check | verdict | detail |\n|---|---|---|"
+    );
     for c in &r.checks {
-        let _ = writeln!(m, "| {} | {} | {} |", c.name, c.verdict, c.detail.replace('|', "\\|"));
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} |",
+            c.name,
+            c.verdict,
+            c.detail.replace('|', "\\|")
+        );
     }
-    let _ = writeln!(m, "\n## Throughput and latency per phase (simulated time)\n");
+    let _ = writeln!(
+        m,
+        "\n## Throughput and latency per phase (simulated time)\n"
+    );
     if r.target_writes_per_sec > 0 {
-        let _ = writeln!(m, "Target: {} acknowledged writes/s in the steady and fault phases.\n", r.target_writes_per_sec);
+        let _ = writeln!(
+            m,
+            "Target: {} acknowledged writes/s in the steady and fault phases.\n",
+            r.target_writes_per_sec
+        );
     }
     let _ = writeln!(
         m,
@@ -334,13 +401,29 @@ pub fn markdown(r: &Report) -> String {
     } else {
         let _ = writeln!(m, "| fault | targets | from s | to s | unavailable s | detail |\n|---|---|---|---|---|---|");
         for (f, u) in r.faults.iter().zip(&r.unavailability) {
-            let un = u.unavailable_s.map(|x| format!("{x:.3}")).unwrap_or_else(|| "never recovered".into());
-            let _ = writeln!(m, "| {} | {:?} | {:.2} | {:.2} | {} | {} |", f.kind, f.targets, f.start_s, f.end_s, un, f.detail);
+            let un = u
+                .unavailable_s
+                .map(|x| format!("{x:.3}"))
+                .unwrap_or_else(|| "never recovered".into());
+            let _ = writeln!(
+                m,
+                "| {} | {:?} | {:.2} | {:.2} | {} | {} |",
+                f.kind, f.targets, f.start_s, f.end_s, un, f.detail
+            );
         }
     }
     let _ = writeln!(m, "\n## Leaders\n");
-    let changes: Vec<String> =
-        r.leaders.iter().map(|(t, l)| format!("{t:.2}s: {}", l.map(|x| format!("infra{x}")).unwrap_or_else(|| "none".into()))).collect();
+    let changes: Vec<String> = r
+        .leaders
+        .iter()
+        .map(|(t, l)| {
+            format!(
+                "{t:.2}s: {}",
+                l.map(|x| format!("infra{x}"))
+                    .unwrap_or_else(|| "none".into())
+            )
+        })
+        .collect();
     let _ = writeln!(m, "{}\n", changes.join(", "));
     let _ = writeln!(
         m,

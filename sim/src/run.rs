@@ -72,11 +72,13 @@ pub fn run(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
 fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
     let wall = WallInstant::now();
     let mut config = madsim::Config::default();
-    config.net.send_latency =
-        Duration::from_micros(s.network.latency_us[0])..Duration::from_micros(s.network.latency_us[1].max(s.network.latency_us[0] + 1));
+    config.net.send_latency = Duration::from_micros(s.network.latency_us[0])
+        ..Duration::from_micros(s.network.latency_us[1].max(s.network.latency_us[0] + 1));
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
     let scenario = Arc::new(s.clone());
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(orchestrate(scenario.clone(), seed))));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(orchestrate(scenario.clone(), seed))
+    }));
     let out = match result {
         Ok(out) => out,
         Err(p) => {
@@ -91,7 +93,11 @@ fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
                 faults: vec![],
                 leaders: vec![],
                 sim_ns: 0,
-                checks: vec![Check { name: "no-panic".into(), passed: Some(false), detail: msg }],
+                checks: vec![Check {
+                    name: "no-panic".into(),
+                    passed: Some(false),
+                    detail: msg,
+                }],
                 members: vec![],
             }
         }
@@ -110,13 +116,23 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let rec: Arc<Mutex<Recorder>> = Arc::default();
 
     // Clients and watchers live on their own simulated machines.
-    let client_node = handle.create_node().name("clients").ip("10.0.1.1".parse().unwrap()).build();
+    let client_node = handle
+        .create_node()
+        .name("clients")
+        .ip("10.0.1.1".parse().unwrap())
+        .build();
     let load = {
         let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
         client_node.spawn(async move {
             let mut watchers = Vec::new();
             for w in 0..s.workload.watchers {
-                watchers.push(tokio::spawn(workload::run_watcher(w as u32, addrs.clone(), rec.clone(), start, end)));
+                watchers.push(tokio::spawn(workload::run_watcher(
+                    w as u32,
+                    addrs.clone(),
+                    rec.clone(),
+                    start,
+                    end,
+                )));
             }
             workload::run_clients(s.clone(), addrs, seed, rec, start).await;
             for w in watchers {
@@ -131,16 +147,29 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         let leaders = leaders.clone();
         let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
         let addrs = addrs.clone();
-        let obs_node = handle.create_node().name("observer").ip("10.0.1.2".parse().unwrap()).build();
+        let obs_node = handle
+            .create_node()
+            .name("observer")
+            .ip("10.0.1.2".parse().unwrap())
+            .build();
         obs_node.spawn(async move {
             let mut last: Option<Option<usize>> = None;
             while tokio::time::Instant::now() < end {
                 let mut found = None;
                 for a in &addrs {
                     let mut c = HttpClient::new(a.clone());
-                    if let Ok(r) = c.request("GET", "/v2/members/leader", None, Duration::from_millis(200)).await {
+                    if let Ok(r) = c
+                        .request(
+                            "GET",
+                            "/v2/members/leader",
+                            None,
+                            Duration::from_millis(200),
+                        )
+                        .await
+                    {
                         if r.status == 200 {
-                            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                            let v: serde_json::Value =
+                                serde_json::from_slice(&r.body).unwrap_or_default();
                             let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("");
                             found = names.iter().position(|n| n == name);
                             break;
@@ -148,7 +177,10 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                     }
                 }
                 if last != Some(found) {
-                    leaders.lock().unwrap().push((start.elapsed().as_nanos() as u64, found));
+                    leaders
+                        .lock()
+                        .unwrap()
+                        .push((start.elapsed().as_nanos() as u64, found));
                     last = Some(found);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -166,7 +198,11 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let until_ns = (s.workload.duration_s * 1e9) as u64;
     // The nemesis and the final checks run on a machine of their own: the supervisor has no
     // network address, and the nemesis asks the cluster who leads, as an operator would.
-    let ops_node = handle.create_node().name("nemesis").ip("10.0.1.3".parse().unwrap()).build();
+    let ops_node = handle
+        .create_node()
+        .name("nemesis")
+        .ip("10.0.1.3".parse().unwrap())
+        .build();
     let mut fault_tasks = Vec::new();
     for (i, f) in faults.iter().enumerate() {
         let mut nem = nemesis.fork(i as u64);
@@ -189,19 +225,34 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     }
     let mut checks = Vec::new();
     let live = {
-        let (members, limit) = (members.clone(), Duration::from_secs_f64(s.checks.liveness_s));
+        let (members, limit) = (
+            members.clone(),
+            Duration::from_secs_f64(s.checks.liveness_s),
+        );
         ops_node.spawn(async move { liveness(&members, limit).await })
     };
     checks.push(live.await.expect("liveness task"));
     if s.checks.convergence {
         checks.push(convergence(&members, Duration::from_secs(10)).await);
     }
-    let exits: Vec<String> =
-        members.iter().filter_map(|m| m.exit.lock().unwrap().clone().map(|e| format!("{}: {e}", m.name))).collect();
+    let exits: Vec<String> = members
+        .iter()
+        .filter_map(|m| {
+            m.exit
+                .lock()
+                .unwrap()
+                .clone()
+                .map(|e| format!("{}: {e}", m.name))
+        })
+        .collect();
     checks.push(Check {
         name: "no-panic".into(),
         passed: Some(exits.is_empty()),
-        detail: if exits.is_empty() { "no member panicked or stopped on its own".into() } else { exits.join("; ") },
+        detail: if exits.is_empty() {
+            "no member panicked or stopped on its own".into()
+        } else {
+            exits.join("; ")
+        },
     });
     let member_stats = members
         .iter()
@@ -226,13 +277,24 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let leaders = leaders.lock().unwrap().clone();
     let mut faults = nemesis.events.lock().unwrap().clone();
     faults.sort_by_key(|f| (f.start_ns, f.kind.clone()));
-    RunOutput { seed, rec, faults, leaders, sim_ns, checks, members: member_stats }
+    RunOutput {
+        seed,
+        rec,
+        faults,
+        leaders,
+        sim_ns,
+        checks,
+        members: member_stats,
+    }
 }
 
 async fn wait_for_leader(members: &[MemberSim], limit: Duration) {
     let end = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < end {
-        if members.iter().any(|m| m.shared().is_some_and(|s| s.status().is_leader)) {
+        if members
+            .iter()
+            .any(|m| m.shared().is_some_and(|s| s.status().is_leader))
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -249,15 +311,32 @@ async fn liveness(members: &[MemberSim], limit: Duration) -> Check {
         let m = &members[i % members.len()];
         i += 1;
         let mut c = HttpClient::new(m.client_addr());
-        let w = c.request("PUT", "/v2/keys/liveness", Some(form(&[("value", "ok")])), Duration::from_secs(2)).await;
+        let w = c
+            .request(
+                "PUT",
+                "/v2/keys/liveness",
+                Some(form(&[("value", "ok")])),
+                Duration::from_secs(2),
+            )
+            .await;
         match w {
             Ok(r) if r.status < 300 => {
-                let q = c.request("GET", "/v2/keys/liveness?quorum=true", None, Duration::from_secs(2)).await;
+                let q = c
+                    .request(
+                        "GET",
+                        "/v2/keys/liveness?quorum=true",
+                        None,
+                        Duration::from_secs(2),
+                    )
+                    .await;
                 if matches!(q, Ok(ref r) if r.status == 200) {
                     return Check {
                         name: "liveness".into(),
                         passed: Some(true),
-                        detail: format!("write and quorum read served {} ms after the heal", start.elapsed().as_millis()),
+                        detail: format!(
+                            "write and quorum read served {} ms after the heal",
+                            start.elapsed().as_millis()
+                        ),
                     };
                 }
                 last_err = format!("quorum read on {}: {:?}", m.name, q.map(|r| r.status));
@@ -269,7 +348,10 @@ async fn liveness(members: &[MemberSim], limit: Duration) -> Check {
     Check {
         name: "liveness".into(),
         passed: Some(false),
-        detail: format!("no write + quorum read within {} s of the heal (last: {last_err})", limit.as_secs_f64()),
+        detail: format!(
+            "no write + quorum read within {} s of the heal (last: {last_err})",
+            limit.as_secs_f64()
+        ),
     }
 }
 
@@ -290,19 +372,30 @@ async fn convergence(members: &[MemberSim], limit: Duration) -> Check {
             .collect();
         if states.iter().all(|s| s.is_some()) {
             let first = states[0];
-            let digests_equal = states.iter().all(|s| s.map(|x| (x.1, x.2)) == first.map(|x| (x.1, x.2)));
+            let digests_equal = states
+                .iter()
+                .all(|s| s.map(|x| (x.1, x.2)) == first.map(|x| (x.1, x.2)));
             if digests_equal {
                 return Check {
                     name: "convergence".into(),
                     passed: Some(true),
-                    detail: format!("all {} members at store index {} with digest {:016x}", members.len(), first.unwrap().1, first.unwrap().2),
+                    detail: format!(
+                        "all {} members at store index {} with digest {:016x}",
+                        members.len(),
+                        first.unwrap().1,
+                        first.unwrap().2
+                    ),
                 };
             }
         }
         last = format!("{states:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Check { name: "convergence".into(), passed: Some(false), detail: format!("members differ (applied, store index, digest): {last}") }
+    Check {
+        name: "convergence".into(),
+        passed: Some(false),
+        detail: format!("members differ (applied, store index, digest): {last}"),
+    }
 }
 
 /// Run `body` against a freshly started cluster of `s` inside a seeded madsim runtime (for
@@ -324,7 +417,11 @@ where
             let handle = madsim::runtime::Handle::current();
             let members = Arc::new(cluster::start(&s, seed));
             wait_for_leader(&members, Duration::from_secs(20)).await;
-            let node = handle.create_node().name("test-client").ip("10.0.1.9".parse().unwrap()).build();
+            let node = handle
+                .create_node()
+                .name("test-client")
+                .ip("10.0.1.9".parse().unwrap())
+                .build();
             node.spawn(body(members)).await.expect("test body")
         })
     })

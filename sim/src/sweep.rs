@@ -45,16 +45,26 @@ fn commit() -> String {
 
 /// Parse `A..B` and an optional `I/N` shard into the seeds this machine runs.
 pub fn seeds_of(range: &str, shard: Option<&str>) -> Result<Vec<u64>, String> {
-    let (a, b) = range.split_once("..").ok_or_else(|| format!("--seeds {range:?}: expected A..B"))?;
-    let a: u64 = a.trim().parse().map_err(|_| format!("--seeds {range:?}: bad start"))?;
-    let b: u64 = b.trim().parse().map_err(|_| format!("--seeds {range:?}: bad end"))?;
+    let (a, b) = range
+        .split_once("..")
+        .ok_or_else(|| format!("--seeds {range:?}: expected A..B"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("--seeds {range:?}: bad start"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("--seeds {range:?}: bad end"))?;
     if b <= a {
         return Err(format!("--seeds {range:?}: empty range"));
     }
     let (i, n) = match shard {
         None => (1, 1),
         Some(s) => {
-            let (i, n) = s.split_once('/').ok_or_else(|| format!("--shard {s:?}: expected I/N"))?;
+            let (i, n) = s
+                .split_once('/')
+                .ok_or_else(|| format!("--shard {s:?}: expected I/N"))?;
             let i: u64 = i.parse().map_err(|_| format!("--shard {s:?}: bad I"))?;
             let n: u64 = n.parse().map_err(|_| format!("--shard {s:?}: bad N"))?;
             if n == 0 || i == 0 || i > n {
@@ -97,9 +107,18 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
     loop {
         while running.len() < jobs.max(1) {
             let Some(seed) = queue.next() else { break };
-            let out = Path::new("reports").join(&s.name).join(format!("seed-{seed}"));
+            let out = Path::new("reports")
+                .join(&s.name)
+                .join(format!("seed-{seed}"));
             match std::process::Command::new(&exe)
-                .args(["run", &scenario_path.display().to_string(), "--seed", &seed.to_string(), "--out", &out.display().to_string()])
+                .args([
+                    "run",
+                    &scenario_path.display().to_string(),
+                    "--seed",
+                    &seed.to_string(),
+                    "--out",
+                    &out.display().to_string(),
+                ])
                 .stdout(std::process::Stdio::null())
                 .spawn()
             {
@@ -116,17 +135,32 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
         let (seed, t, mut child) = running.remove(0);
         let status = child.wait().map(|s| s.code().unwrap_or(1)).unwrap_or(1);
         done += 1;
-        let path = Path::new("reports").join(&s.name).join(format!("seed-{seed}")).join("report.json");
-        let report: Option<crate::report::Report> =
-            std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok());
+        let path = Path::new("reports")
+            .join(&s.name)
+            .join(format!("seed-{seed}"))
+            .join("report.json");
+        let report: Option<crate::report::Report> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
         let Some(report) = report else {
-            println!("[{done}/{}] seed {seed}: no report (exit {status})", seeds.len());
+            println!(
+                "[{done}/{}] seed {seed}: no report (exit {status})",
+                seeds.len()
+            );
             failed.push(seed);
             continue;
         };
         sim_s += report.sim_seconds;
-        let first_failure = report.checks.iter().find(|c| c.verdict != "pass").map(|c| format!("{}: {}", c.name, c.detail));
-        let verdict = if first_failure.is_none() && status == 0 { "ok" } else { "FAIL" };
+        let first_failure = report
+            .checks
+            .iter()
+            .find(|c| c.verdict != "pass")
+            .map(|c| format!("{}: {}", c.name, c.detail));
+        let verdict = if first_failure.is_none() && status == 0 {
+            "ok"
+        } else {
+            "FAIL"
+        };
         println!(
             "[{done}/{}] seed {seed}: {verdict} ({:.1} sim s, {:.1} wall s, digest {})",
             seeds.len(),
@@ -191,19 +225,30 @@ pub fn replay(path: &Path, trace: bool) -> ExitCode {
         }
     };
     if trace {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
     }
     let wall = Instant::now();
     let res = crate::outcome::run_and_check(&f.scenario, f.seed);
     res.print_summary(wall.elapsed());
     let same_digest = res.digest == f.history_digest;
-    let same_failure = res.first_failure().map(|c| c.starts_with(&f.failed_check)).unwrap_or(false);
+    let same_failure = res
+        .first_failure()
+        .map(|c| c.starts_with(&f.failed_check))
+        .unwrap_or(false);
     println!(
         "replay of {}: digest {} ({}), failure {}",
         path.display(),
         res.digest,
-        if same_digest { "same as recorded" } else { "DIFFERENT from recorded" },
+        if same_digest {
+            "same as recorded"
+        } else {
+            "DIFFERENT from recorded"
+        },
         if same_failure {
             format!("reproduced ({})", f.failed_check)
         } else if res.passed() {
@@ -222,7 +267,9 @@ mod tests {
     #[test]
     fn shards_partition_the_range() {
         let all = seeds_of("1..11", None).unwrap();
-        let mut joined: Vec<u64> = (1..=3).flat_map(|i| seeds_of("1..11", Some(&format!("{i}/3"))).unwrap()).collect();
+        let mut joined: Vec<u64> = (1..=3)
+            .flat_map(|i| seeds_of("1..11", Some(&format!("{i}/3"))).unwrap())
+            .collect();
         joined.sort();
         assert_eq!(all, joined);
         assert!(seeds_of("5..5", None).is_err());

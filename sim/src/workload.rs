@@ -181,13 +181,23 @@ fn parse_reply(kind: OpKind, r: &Reply) -> Outcome {
     let value = if matches!(kind, OpKind::Delete | OpKind::Cad) {
         None
     } else {
-        node.and_then(|n| n.get("value")).and_then(|x| x.as_str()).map(str::to_string)
+        node.and_then(|n| n.get("value"))
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
     };
     Outcome::Ok {
         value,
-        index: node.and_then(|n| n.get("modifiedIndex")).and_then(|x| x.as_u64()).unwrap_or(0),
-        prev_value: prev.and_then(|n| n.get("value")).and_then(|x| x.as_str()).map(str::to_string),
-        prev_index: prev.and_then(|n| n.get("modifiedIndex")).and_then(|x| x.as_u64()),
+        index: node
+            .and_then(|n| n.get("modifiedIndex"))
+            .and_then(|x| x.as_u64())
+            .unwrap_or(0),
+        prev_value: prev
+            .and_then(|n| n.get("value"))
+            .and_then(|x| x.as_str())
+            .map(str::to_string),
+        prev_index: prev
+            .and_then(|n| n.get("modifiedIndex"))
+            .and_then(|x| x.as_u64()),
     }
 }
 
@@ -209,58 +219,91 @@ impl Client {
         self.seq += 1;
         let value = format!("c{}-{}", self.id, self.seq);
         let seen = self.seen[k].clone();
-        let (method, query, body, rv, pv, pi): (&str, String, Option<String>, Option<String>, Option<String>, Option<u64>) =
-            match kind {
-                OpKind::Get => ("GET", String::new(), None, None, None, None),
-                OpKind::QGet => ("GET", "?quorum=true".into(), None, None, None, None),
-                OpKind::Set => ("PUT", String::new(), Some(form(&[("value", &value)])), Some(value.clone()), None, None),
-                OpKind::Create => (
+        let (method, query, body, rv, pv, pi): (
+            &str,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+        ) = match kind {
+            OpKind::Get => ("GET", String::new(), None, None, None, None),
+            OpKind::QGet => ("GET", "?quorum=true".into(), None, None, None, None),
+            OpKind::Set => (
+                "PUT",
+                String::new(),
+                Some(form(&[("value", &value)])),
+                Some(value.clone()),
+                None,
+                None,
+            ),
+            OpKind::Create => (
+                "PUT",
+                String::new(),
+                Some(form(&[("value", &value), ("prevExist", "false")])),
+                Some(value.clone()),
+                None,
+                None,
+            ),
+            OpKind::Update => (
+                "PUT",
+                String::new(),
+                Some(form(&[("value", &value), ("prevExist", "true")])),
+                Some(value.clone()),
+                None,
+                None,
+            ),
+            OpKind::CasValue => {
+                let prev = seen.value.clone().unwrap_or_else(|| "c0-0".into());
+                (
                     "PUT",
                     String::new(),
-                    Some(form(&[("value", &value), ("prevExist", "false")])),
+                    Some(form(&[("value", &value), ("prevValue", &prev)])),
                     Some(value.clone()),
+                    Some(prev),
                     None,
-                    None,
-                ),
-                OpKind::Update => (
+                )
+            }
+            OpKind::CasIndex => {
+                let prev = seen.index.max(1);
+                (
                     "PUT",
                     String::new(),
-                    Some(form(&[("value", &value), ("prevExist", "true")])),
+                    Some(form(&[("value", &value), ("prevIndex", &prev.to_string())])),
                     Some(value.clone()),
                     None,
+                    Some(prev),
+                )
+            }
+            OpKind::Delete => ("DELETE", String::new(), None, None, None, None),
+            OpKind::Cad => {
+                let prev = seen.value.clone().unwrap_or_else(|| "c0-0".into());
+                (
+                    "DELETE",
+                    format!("?prevValue={}", form_value(&prev)),
                     None,
-                ),
-                OpKind::CasValue => {
-                    let prev = seen.value.clone().unwrap_or_else(|| "c0-0".into());
-                    ("PUT", String::new(), Some(form(&[("value", &value), ("prevValue", &prev)])), Some(value.clone()), Some(prev), None)
-                }
-                OpKind::CasIndex => {
-                    let prev = seen.index.max(1);
-                    (
-                        "PUT",
-                        String::new(),
-                        Some(form(&[("value", &value), ("prevIndex", &prev.to_string())])),
-                        Some(value.clone()),
-                        None,
-                        Some(prev),
-                    )
-                }
-                OpKind::Delete => ("DELETE", String::new(), None, None, None, None),
-                OpKind::Cad => {
-                    let prev = seen.value.clone().unwrap_or_else(|| "c0-0".into());
-                    ("DELETE", format!("?prevValue={}", form_value(&prev)), None, None, Some(prev), None)
-                }
-            };
+                    None,
+                    Some(prev),
+                    None,
+                )
+            }
+        };
         let path = format!("/v2/keys{key}{query}");
         let invoke_ns = start.elapsed().as_nanos() as u64;
         let member = self.member;
         let timeout = Duration::from_millis(s.workload.request_timeout_ms);
-        let res = self.conns[member].request(method, &path, body, timeout).await;
+        let res = self.conns[member]
+            .request(method, &path, body, timeout)
+            .await;
         let now_ns = start.elapsed().as_nanos() as u64;
         let (outcome, return_ns) = match res {
             Ok(r) => {
                 let o = parse_reply(kind, &r);
-                let ret = if o == Outcome::Indeterminate { None } else { Some(now_ns) };
+                let ret = if o == Outcome::Indeterminate {
+                    None
+                } else {
+                    Some(now_ns)
+                };
                 (o, ret)
             }
             Err(Failure::NotSent) => (Outcome::NotSent, Some(now_ns)),
@@ -270,7 +313,10 @@ impl Client {
         // library with several endpoints would).
         match &outcome {
             Outcome::Ok { value, index, .. } => {
-                self.seen[k] = Seen { value: value.clone(), index: *index };
+                self.seen[k] = Seen {
+                    value: value.clone(),
+                    index: *index,
+                };
             }
             Outcome::Err { code: 100 } => self.seen[k] = Seen::default(),
             Outcome::Indeterminate | Outcome::NotSent => {
@@ -298,7 +344,13 @@ fn form_value(v: &str) -> String {
 }
 
 /// Run the client load until `end` (simulated), then let in-flight requests finish.
-pub async fn run_clients(s: Arc<Scenario>, addrs: Vec<String>, seed: u64, rec: Arc<Mutex<Recorder>>, start: tokio::time::Instant) {
+pub async fn run_clients(
+    s: Arc<Scenario>,
+    addrs: Vec<String>,
+    seed: u64,
+    rec: Arc<Mutex<Recorder>>,
+    start: tokio::time::Instant,
+) {
     let end = start + Duration::from_secs_f64(s.workload.duration_s);
     let n = s.workload.clients;
     let mut tasks = Vec::new();
@@ -322,7 +374,8 @@ pub async fn run_clients(s: Arc<Scenario>, addrs: Vec<String>, seed: u64, rec: A
             for c in 0..n {
                 let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut rng = ChaCha8Rng::seed_from_u64(crate::cluster::mix(seed, c as u64, 0x09e7));
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(crate::cluster::mix(seed, c as u64, 0x09e7));
                     let offset = Duration::from_nanos(rng.gen_range(0..per.as_nanos() as u64 + 1));
                     tokio::time::sleep(offset).await;
                     let free: Arc<Mutex<Vec<Client>>> = Arc::default();
@@ -336,7 +389,12 @@ pub async fn run_clients(s: Arc<Scenario>, addrs: Vec<String>, seed: u64, rec: A
                             Some(c) => c,
                             None if next_id < 64 => {
                                 next_id += 1;
-                                new_client((c * 64) as u32 + next_id, &s, &addrs, crate::cluster::mix(seed, c as u64, next_id as u64))
+                                new_client(
+                                    (c * 64) as u32 + next_id,
+                                    &s,
+                                    &addrs,
+                                    crate::cluster::mix(seed, c as u64, next_id as u64),
+                                )
                             }
                             None => {
                                 rec.lock().unwrap().dropped += 1;
@@ -376,28 +434,53 @@ fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
 
 /// A watcher: follows every change under the checked key space with `wait=true`,
 /// resuming each time from the last index + 1, until `end`.
-pub async fn run_watcher(id: u32, addrs: Vec<String>, rec: Arc<Mutex<Recorder>>, start: tokio::time::Instant, end: tokio::time::Instant) {
+pub async fn run_watcher(
+    id: u32,
+    addrs: Vec<String>,
+    rec: Arc<Mutex<Recorder>>,
+    start: tokio::time::Instant,
+    end: tokio::time::Instant,
+) {
     let mut member = id as usize % addrs.len();
     let mut conn = HttpClient::new(addrs[member].clone());
     let mut wait_index = 1u64;
     while tokio::time::Instant::now() < end {
         let path = format!("/v2/keys{KEY_PREFIX}?wait=true&recursive=true&waitIndex={wait_index}");
-        let left = end.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(3));
-        match conn.request("GET", &path, None, left.max(Duration::from_millis(10))).await {
+        let left = end
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(Duration::from_secs(3));
+        match conn
+            .request("GET", &path, None, left.max(Duration::from_millis(10)))
+            .await
+        {
             // An empty 200 answer is etcd's way of ending a watch whose watcher was dropped
             // (its queue overflowed, or the member installed a snapshot): watch again.
             Ok(r) if r.status == 200 && r.body.iter().all(|b| b.is_ascii_whitespace()) => {}
             Ok(r) if r.status == 200 => {
                 let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
                 let node = v.get("node").cloned().unwrap_or_default();
-                let index = node.get("modifiedIndex").and_then(|x| x.as_u64()).unwrap_or(0);
+                let index = node
+                    .get("modifiedIndex")
+                    .and_then(|x| x.as_u64())
+                    .unwrap_or(0);
                 rec.lock().unwrap().watches.push(WatchRecord {
                     watcher: id,
                     at_ns: start.elapsed().as_nanos() as u64,
-                    action: v.get("action").and_then(|a| a.as_str()).unwrap_or("").to_string(),
-                    key: node.get("key").and_then(|k| k.as_str()).unwrap_or("").to_string(),
+                    action: v
+                        .get("action")
+                        .and_then(|a| a.as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                    key: node
+                        .get("key")
+                        .and_then(|k| k.as_str())
+                        .unwrap_or("")
+                        .to_string(),
                     index,
-                    value: node.get("value").and_then(|k| k.as_str()).map(str::to_string),
+                    value: node
+                        .get("value")
+                        .and_then(|k| k.as_str())
+                        .map(str::to_string),
                     wait_index,
                 });
                 wait_index = index + 1;

@@ -18,17 +18,36 @@ fn small(name: &str, extra: &str) -> Scenario {
     .unwrap()
 }
 
+/// Runs of the harness binary (each seed in a fresh process: a run is reproducible from its
+/// seed in a fresh process, which is how `run`, `sweep` and `replay` execute it).
+fn sim_run(scenario: &str, seed: u64, out: &std::path::Path) -> (i32, Vec<u8>) {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_detcd-sim"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["run", scenario, "--seed", &seed.to_string(), "--out"])
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running detcd-sim");
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read(out.join("history.jsonl")).unwrap_or_default(),
+    )
+}
+
 #[test]
 fn same_seed_same_history_different_seed_different_history() {
-    let s = small("det", "[[faults]]\nat_s = 1.0\nduration_s = 1.0\nkind = \"crash\"\ntarget = \"leader\"\n");
-    let a = detcd_sim::outcome::run_and_check(&s, 7);
-    let b = detcd_sim::outcome::run_and_check(&s, 7);
-    let c = detcd_sim::outcome::run_and_check(&s, 8);
-    println!("seed 7: {} / {}; seed 8: {}", a.digest, b.digest, c.digest);
-    assert_eq!(a.history, b.history, "same seed must give a byte-identical history");
-    assert_eq!(serde_json::to_string(&a.report).unwrap(), serde_json::to_string(&b.report).unwrap());
-    assert_ne!(a.digest, c.digest);
-    assert!(a.passed(), "{:?}", a.first_failure());
+    let dir = std::env::temp_dir().join(format!("detcd-det-{}", std::process::id()));
+    let (ca, a) = sim_run("leader-crash", 7, &dir.join("a"));
+    let (_, b) = sim_run("leader-crash", 7, &dir.join("b"));
+    let (_, c) = sim_run("leader-crash", 8, &dir.join("c"));
+    let ra = std::fs::read(dir.join("a/report.json")).unwrap();
+    let rb = std::fs::read(dir.join("b/report.json")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "same seed must give a byte-identical history");
+    assert_eq!(ra, rb, "same seed must give a byte-identical report.json");
+    assert_ne!(a, c, "different seeds must give different histories");
+    assert_eq!(ca, 0, "leader-crash seed 7 must pass");
 }
 
 async fn leader_name(m: &[detcd_sim::cluster::MemberSim]) -> Option<usize> {
@@ -48,19 +67,33 @@ fn isolating_the_leader_elects_a_new_one_on_the_majority_side() {
     let (old, new) = detcd_sim::run::with_cluster(&s, 3, |members| async move {
         let old = leader_name(&members).await.expect("a leader");
         let mut nem = Nemesis::new(members.clone(), 3, tokio::time::Instant::now());
-        let f = Fault { at_s: 0.0, duration_s: 4.0, kind: FaultKind::Isolate { target: Target::Leader } };
+        let f = Fault {
+            at_s: 0.0,
+            duration_s: 4.0,
+            kind: FaultKind::Isolate {
+                target: Target::Leader,
+            },
+        };
         let m2 = members.clone();
         let probe = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
             // The majority elected someone else; ask a majority member who leads.
-            m2.iter().filter(|m| m.index != old).find_map(|m| m.shared().map(|s| s.status().leader))
+            m2.iter()
+                .filter(|m| m.index != old)
+                .find_map(|m| m.shared().map(|s| s.status().leader))
         });
         nem.apply(&f, 0).await;
         let leader_id = probe.await.unwrap().unwrap_or(0);
-        let new = members.iter().find(|m| m.shared().is_some_and(|s| s.id == leader_id)).map(|m| m.index);
+        let new = members
+            .iter()
+            .find(|m| m.shared().is_some_and(|s| s.id == leader_id))
+            .map(|m| m.index);
         (old, new)
     });
-    assert!(new.is_some() && new != Some(old), "old leader {old}, leader during isolation {new:?}");
+    assert!(
+        new.is_some() && new != Some(old),
+        "old leader {old}, leader during isolation {new:?}"
+    );
 }
 
 #[test]
@@ -76,7 +109,14 @@ fn a_paused_member_stops_while_the_others_go_on() {
         // Writes go on through the others (a majority).
         let mut c = HttpClient::new(members[other].client_addr());
         for i in 0..20 {
-            let _ = c.request("PUT", &format!("/v2/keys/p{i}"), Some(form(&[("value", "x")])), Duration::from_secs(2)).await;
+            let _ = c
+                .request(
+                    "PUT",
+                    &format!("/v2/keys/p{i}"),
+                    Some(form(&[("value", "x")])),
+                    Duration::from_secs(2),
+                )
+                .await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (p1, o1) = (applied(target), applied(other));
@@ -95,22 +135,71 @@ fn ttl_expiry_happens_once_at_the_same_index_on_every_member_under_clock_skew() 
         members[1].clock.skew().lock().unwrap().offset_ms = -30_000;
         members[2].clock.skew().lock().unwrap().offset_ms = 30_000;
         let mut c = HttpClient::new(members[1].client_addr());
-        let r = c.request("PUT", "/v2/keys/lease", Some(form(&[("value", "v"), ("ttl", "2")])), Duration::from_secs(5)).await.unwrap();
+        let r = c
+            .request(
+                "PUT",
+                "/v2/keys/lease",
+                Some(form(&[("value", "v"), ("ttl", "2")])),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
         assert!(r.status < 300, "{r:?}");
         let set_index = r.etcd_index.unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         let mut seen = Vec::new();
         for m in members.iter() {
             let mut c = HttpClient::new(m.client_addr());
-            let gone = c.request("GET", "/v2/keys/lease", None, Duration::from_secs(2)).await.unwrap();
+            let gone = c
+                .request("GET", "/v2/keys/lease", None, Duration::from_secs(2))
+                .await
+                .unwrap();
             assert_eq!(gone.status, 404, "{} still has the key", m.name);
             let path = format!("/v2/keys/lease?wait=true&waitIndex={}", set_index + 1);
-            let ev = c.request("GET", &path, None, Duration::from_secs(2)).await.unwrap();
+            let ev = c
+                .request("GET", &path, None, Duration::from_secs(2))
+                .await
+                .unwrap();
             let v: serde_json::Value = serde_json::from_slice(&ev.body).unwrap();
             assert_eq!(v["action"], "expire", "{}: {v}", m.name);
             seen.push(v["node"]["modifiedIndex"].as_u64().unwrap());
         }
         seen
     });
-    assert!(indexes.iter().all(|i| *i == indexes[0]), "expire indexes differ: {indexes:?}");
+    assert!(
+        indexes.iter().all(|i| *i == indexes[0]),
+        "expire indexes differ: {indexes:?}"
+    );
+}
+
+#[test]
+fn every_shipped_scenario_passes_its_first_seeds() {
+    // A short sweep in the default test run; `cargo sim sweep NAME --seeds 1..201` is the long
+    // one. A failure names the scenario and seed, which `cargo sim run` replays.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 12, "{names:?}");
+    let out = std::env::temp_dir().join(format!("detcd-smoke-{}", std::process::id()));
+    let mut failures = Vec::new();
+    for name in &names {
+        for seed in 1..=2 {
+            let (code, history) = sim_run(name, seed, &out.join(format!("{name}-{seed}")));
+            println!(
+                "{name} seed {seed}: exit {code}, {} history bytes",
+                history.len()
+            );
+            if code != 0 {
+                failures.push(format!("{name} seed {seed}: exit {code}"));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -11,7 +11,10 @@ pub fn syntax_error(input: &[u8]) -> Option<String> {
     }
     p.ws();
     if p.i < p.s.len() {
-        return Some(format!("invalid character {} after top-level value", p.quote(p.s[p.i])));
+        return Some(format!(
+            "invalid character {} after top-level value",
+            p.quote(p.s[p.i])
+        ));
     }
     None
 }
@@ -52,7 +55,10 @@ impl Parser<'_> {
             b'f' => self.literal("false"),
             b'n' => self.literal("null"),
             b'-' | b'0'..=b'9' => self.number(),
-            c => Err(format!("invalid character {} looking for beginning of value", self.quote(c))),
+            c => Err(format!(
+                "invalid character {} looking for beginning of value",
+                self.quote(c)
+            )),
         }
     }
 
@@ -60,7 +66,11 @@ impl Parser<'_> {
         for (k, expected) in word.bytes().enumerate() {
             let c = self.peek()?;
             if c != expected {
-                return Err(format!("invalid character {} in literal {word} (expecting {})", self.quote(c), self.quote(word.as_bytes()[k])));
+                return Err(format!(
+                    "invalid character {} in literal {word} (expecting {})",
+                    self.quote(c),
+                    self.quote(word.as_bytes()[k])
+                ));
             }
             self.i += 1;
         }
@@ -73,9 +83,15 @@ impl Parser<'_> {
         }
         let c = self.peek()?;
         if !c.is_ascii_digit() {
-            return Err(format!("invalid character {} in numeric literal", self.quote(c)));
+            return Err(format!(
+                "invalid character {} in numeric literal",
+                self.quote(c)
+            ));
         }
-        while self.i < self.s.len() && (self.s[self.i].is_ascii_digit() || matches!(self.s[self.i], b'.' | b'e' | b'E' | b'+' | b'-')) {
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_digit()
+                || matches!(self.s[self.i], b'.' | b'e' | b'E' | b'+' | b'-'))
+        {
             self.i += 1;
         }
         Ok(())
@@ -92,7 +108,12 @@ impl Parser<'_> {
                     self.peek()?;
                     self.i += 1;
                 }
-                c if c < 0x20 => return Err(format!("invalid character {} in string literal", self.quote(c))),
+                c if c < 0x20 => {
+                    return Err(format!(
+                        "invalid character {} in string literal",
+                        self.quote(c)
+                    ))
+                }
                 _ => {}
             }
         }
@@ -115,7 +136,12 @@ impl Parser<'_> {
                     self.i += 1;
                     return Ok(());
                 }
-                c => return Err(format!("invalid character {} after array element", self.quote(c))),
+                c => {
+                    return Err(format!(
+                        "invalid character {} after array element",
+                        self.quote(c)
+                    ))
+                }
             }
         }
     }
@@ -131,13 +157,19 @@ impl Parser<'_> {
             self.ws();
             let c = self.peek()?;
             if c != b'"' {
-                return Err(format!("invalid character {} looking for beginning of object key string", self.quote(c)));
+                return Err(format!(
+                    "invalid character {} looking for beginning of object key string",
+                    self.quote(c)
+                ));
             }
             self.string()?;
             self.ws();
             let c = self.peek()?;
             if c != b':' {
-                return Err(format!("invalid character {} after object key", self.quote(c)));
+                return Err(format!(
+                    "invalid character {} after object key",
+                    self.quote(c)
+                ));
             }
             self.i += 1;
             self.ws();
@@ -149,7 +181,12 @@ impl Parser<'_> {
                     self.i += 1;
                     return Ok(());
                 }
-                c => return Err(format!("invalid character {} after object key:value pair", self.quote(c))),
+                c => {
+                    return Err(format!(
+                        "invalid character {} after object key:value pair",
+                        self.quote(c)
+                    ))
+                }
             }
         }
     }
@@ -170,7 +207,10 @@ pub fn type_error(input: &[u8]) -> String {
         Some(p) if !p.is_array() => {
             format!("json: cannot unmarshal {} into Go struct field memberCreateOrUpdateRequest.peerURLs of type []string", kind(p))
         }
-        _ if !v.is_object() => format!("json: cannot unmarshal {} into Go value of type httptypes.MemberCreateRequest", kind(&v)),
+        _ if !v.is_object() => format!(
+            "json: cannot unmarshal {} into Go value of type httptypes.MemberCreateRequest",
+            kind(&v)
+        ),
         _ => "json: cannot unmarshal array element into Go value of type string".into(),
     }
 }
@@ -181,12 +221,27 @@ mod tests {
 
     #[test]
     fn messages_match_go() {
-        assert_eq!(syntax_error(b"not json").unwrap(), "invalid character 'o' in literal null (expecting 'u')");
+        assert_eq!(
+            syntax_error(b"not json").unwrap(),
+            "invalid character 'o' in literal null (expecting 'u')"
+        );
         assert_eq!(syntax_error(b"").unwrap(), "unexpected end of JSON input");
-        assert_eq!(syntax_error(b"{\"a\" 1}").unwrap(), "invalid character '1' after object key");
-        assert_eq!(syntax_error(b"{x}").unwrap(), "invalid character 'x' looking for beginning of object key string");
-        assert_eq!(syntax_error(b"[1 2]").unwrap(), "invalid character '2' after array element");
+        assert_eq!(
+            syntax_error(b"{\"a\" 1}").unwrap(),
+            "invalid character '1' after object key"
+        );
+        assert_eq!(
+            syntax_error(b"{x}").unwrap(),
+            "invalid character 'x' looking for beginning of object key string"
+        );
+        assert_eq!(
+            syntax_error(b"[1 2]").unwrap(),
+            "invalid character '2' after array element"
+        );
         assert_eq!(syntax_error(b"{\"peerURLs\": [\"a\"]}"), None);
-        assert_eq!(syntax_error(b"{} x").unwrap(), "invalid character 'x' after top-level value");
+        assert_eq!(
+            syntax_error(b"{} x").unwrap(),
+            "invalid character 'x' after top-level value"
+        );
     }
 }

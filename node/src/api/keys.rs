@@ -2,8 +2,8 @@
 //! `ParseForm`/`ServeMux` behaviour): pure, so it is tested without a server.
 
 use crate::store::{
-    Command, EtcdError, WriteMethod, INDEX_NAN, INVALID_FIELD, INVALID_FORM, PREV_VALUE_REQUIRED, REFRESH_TTL_REQUIRED,
-    REFRESH_VALUE, TTL_NAN,
+    Command, EtcdError, WriteMethod, INDEX_NAN, INVALID_FIELD, INVALID_FORM, PREV_VALUE_REQUIRED,
+    REFRESH_TTL_REQUIRED, REFRESH_VALUE, TTL_NAN,
 };
 
 /// The URL prefix of the keys API.
@@ -113,7 +113,10 @@ pub fn unescape(s: &str, plus_is_space: bool) -> Result<String, String> {
                     }
                     _ => {
                         let end = (i + 3).min(b.len());
-                        return Err(format!("invalid URL escape {:?}", String::from_utf8_lossy(&b[i..end])));
+                        return Err(format!(
+                            "invalid URL escape {:?}",
+                            String::from_utf8_lossy(&b[i..end])
+                        ));
                     }
                 }
             }
@@ -161,7 +164,11 @@ impl Form {
         self.0.iter().any(|(n, _)| n == k)
     }
     fn value(&self, k: &str) -> String {
-        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default()
+        self.0
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     }
     fn get_bool(&self, k: &str) -> Result<bool, ()> {
         match self.0.iter().find(|(n, _)| n == k) {
@@ -172,7 +179,13 @@ impl Form {
     fn get_u64(&self, k: &str) -> Result<u64, ()> {
         match self.0.iter().find(|(n, _)| n == k) {
             None => Ok(0),
-            Some((_, v)) => v.parse::<u64>().map_err(|_| ()).and_then(|x| if v.starts_with('+') { Err(()) } else { Ok(x) }),
+            Some((_, v)) => v.parse::<u64>().map_err(|_| ()).and_then(|x| {
+                if v.starts_with('+') {
+                    Err(())
+                } else {
+                    Ok(x)
+                }
+            }),
         }
     }
 }
@@ -192,9 +205,16 @@ fn field(cause: &str) -> Reject {
 
 /// Parse a request to `/v2/keys...`. `path` is the raw (escaped) URI path, `query` the raw
 /// query string.
-pub fn parse(method: &str, path: &str, query: Option<&str>, content_type: Option<&str>, body: &[u8]) -> Result<KeysRequest, Reject> {
+pub fn parse(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<KeysRequest, Reject> {
     // Go's ServeMux redirects to the cleaned path before any handler runs.
-    let decoded = unescape(path, false).map_err(|e| Reject::Etcd(EtcdError::new(INVALID_FORM, e, 0)))?;
+    let decoded =
+        unescape(path, false).map_err(|e| Reject::Etcd(EtcdError::new(INVALID_FORM, e, 0)))?;
     let mut cleaned = clean(&decoded);
     if decoded.ends_with('/') && cleaned != "/" {
         cleaned.push('/');
@@ -213,7 +233,13 @@ pub fn parse(method: &str, path: &str, query: Option<&str>, content_type: Option
     let mut pairs = Vec::new();
     let mut form_err = None;
     let is_form = content_type
-        .map(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
         .unwrap_or(false);
     if matches!(method, "PUT" | "POST") && is_form {
         let text = String::from_utf8_lossy(body);
@@ -231,13 +257,24 @@ pub fn parse(method: &str, path: &str, query: Option<&str>, content_type: Option
     let rest = decoded.strip_prefix(KEYS_PREFIX).unwrap_or("");
     let key = clean(&format!("/{rest}"));
 
-    let prev_index = form
-        .get_u64("prevIndex")
-        .map_err(|_| Reject::Etcd(EtcdError::new(INDEX_NAN, "invalid value for \"prevIndex\"", 0)))?;
-    let wait_index = form
-        .get_u64("waitIndex")
-        .map_err(|_| Reject::Etcd(EtcdError::new(INDEX_NAN, "invalid value for \"waitIndex\"", 0)))?;
-    let b = |k: &str| form.get_bool(k).map_err(|_| field(&format!("invalid value for \"{k}\"")));
+    let prev_index = form.get_u64("prevIndex").map_err(|_| {
+        Reject::Etcd(EtcdError::new(
+            INDEX_NAN,
+            "invalid value for \"prevIndex\"",
+            0,
+        ))
+    })?;
+    let wait_index = form.get_u64("waitIndex").map_err(|_| {
+        Reject::Etcd(EtcdError::new(
+            INDEX_NAN,
+            "invalid value for \"waitIndex\"",
+            0,
+        ))
+    })?;
+    let b = |k: &str| {
+        form.get_bool(k)
+            .map_err(|_| field(&format!("invalid value for \"{k}\"")))
+    };
     let recursive = b("recursive")?;
     let sorted = b("sorted")?;
     let wait = b("wait")?;
@@ -249,28 +286,48 @@ pub fn parse(method: &str, path: &str, query: Option<&str>, content_type: Option
     }
     let prev_value = form.value("prevValue");
     if form.has("prevValue") && prev_value.is_empty() {
-        return Err(Reject::Etcd(EtcdError::new(PREV_VALUE_REQUIRED, "\"prevValue\" cannot be empty", 0)));
+        return Err(Reject::Etcd(EtcdError::new(
+            PREV_VALUE_REQUIRED,
+            "\"prevValue\" cannot be empty",
+            0,
+        )));
     }
     let no_value = b("noValueOnSuccess")?;
-    let ttl = if form.value("ttl").is_empty() {
-        None
-    } else {
-        Some(form.get_u64("ttl").map_err(|_| Reject::Etcd(EtcdError::new(TTL_NAN, "invalid value for \"ttl\"", 0)))?)
-    };
+    let ttl =
+        if form.value("ttl").is_empty() {
+            None
+        } else {
+            Some(form.get_u64("ttl").map_err(|_| {
+                Reject::Etcd(EtcdError::new(TTL_NAN, "invalid value for \"ttl\"", 0))
+            })?)
+        };
     let prev_exist = if form.has("prevExist") {
-        Some(form.get_bool("prevExist").map_err(|_| field("invalid value for prevExist"))?)
+        Some(
+            form.get_bool("prevExist")
+                .map_err(|_| field("invalid value for prevExist"))?,
+        )
     } else {
         None
     };
     let mut refresh = false;
     if form.has("refresh") {
-        refresh = form.get_bool("refresh").map_err(|_| field("invalid value for refresh"))?;
+        refresh = form
+            .get_bool("refresh")
+            .map_err(|_| field("invalid value for refresh"))?;
         if refresh {
             if form.has("value") && !form.value("value").is_empty() {
-                return Err(Reject::Etcd(EtcdError::new(REFRESH_VALUE, "A value was provided on a refresh", 0)));
+                return Err(Reject::Etcd(EtcdError::new(
+                    REFRESH_VALUE,
+                    "A value was provided on a refresh",
+                    0,
+                )));
             }
             if ttl.is_none() {
-                return Err(Reject::Etcd(EtcdError::new(REFRESH_TTL_REQUIRED, "No TTL value set", 0)));
+                return Err(Reject::Etcd(EtcdError::new(
+                    REFRESH_TTL_REQUIRED,
+                    "No TTL value set",
+                    0,
+                )));
             }
         }
     }
@@ -292,12 +349,25 @@ pub fn parse(method: &str, path: &str, query: Option<&str>, content_type: Option
             recursive,
             sorted,
             quorum,
-            wait: wait.then_some(WaitSpec { index: (wait_index > 0).then_some(wait_index), recursive, stream }),
+            wait: wait.then_some(WaitSpec {
+                index: (wait_index > 0).then_some(wait_index),
+                recursive,
+                stream,
+            }),
             head: method == "HEAD",
         },
-        "PUT" => KeysRequest::Write { cmd: write(WriteMethod::Put), no_value },
-        "POST" => KeysRequest::Write { cmd: write(WriteMethod::Post), no_value },
-        _ => KeysRequest::Write { cmd: write(WriteMethod::Delete), no_value },
+        "PUT" => KeysRequest::Write {
+            cmd: write(WriteMethod::Put),
+            no_value,
+        },
+        "POST" => KeysRequest::Write {
+            cmd: write(WriteMethod::Post),
+            no_value,
+        },
+        _ => KeysRequest::Write {
+            cmd: write(WriteMethod::Delete),
+            no_value,
+        },
     })
 }
 
@@ -310,7 +380,13 @@ mod tests {
             Some((a, b)) => (a, Some(b)),
             None => (uri, None),
         };
-        parse(method, path, query, Some("application/x-www-form-urlencoded"), body.as_bytes())
+        parse(
+            method,
+            path,
+            query,
+            Some("application/x-www-form-urlencoded"),
+            body.as_bytes(),
+        )
     }
 
     fn code(r: Result<KeysRequest, Reject>) -> (u32, String) {
@@ -322,7 +398,10 @@ mod tests {
 
     #[test]
     fn paths_are_cleaned_and_redirected_like_go() {
-        assert_eq!(p("PUT", "/v2/keys/corpus//dbl//", "value=d"), Err(Reject::Redirect("/v2/keys/corpus/dbl/".into())));
+        assert_eq!(
+            p("PUT", "/v2/keys/corpus//dbl//", "value=d"),
+            Err(Reject::Redirect("/v2/keys/corpus/dbl/".into()))
+        );
         assert_eq!(clean("/a/../b/./c/"), "/b/c");
         match p("PUT", "/v2/keys/corpus/sp%20ace", "value=s").unwrap() {
             KeysRequest::Write { cmd, .. } => assert_eq!(cmd.key, "/corpus/sp ace"),
@@ -333,16 +412,51 @@ mod tests {
 
     #[test]
     fn field_errors_match_etcd() {
-        assert_eq!(code(p("PUT", "/v2/keys/bf", "value=%zz")), (210, "invalid URL escape \"%zz\"".into()));
-        assert_eq!(code(p("GET", "/v2/keys/k?recursive=maybe", "")), (209, "invalid value for \"recursive\"".into()));
-        assert_eq!(code(p("PUT", "/v2/keys/c?prevExist=bogus", "value=x")), (209, "invalid value for prevExist".into()));
-        assert_eq!(code(p("PUT", "/v2/keys/c?prevIndex=abc", "value=x")), (203, "invalid value for \"prevIndex\"".into()));
-        assert_eq!(code(p("PUT", "/v2/keys/c?prevValue=", "value=x")), (201, "\"prevValue\" cannot be empty".into()));
-        assert_eq!(code(p("PUT", "/v2/keys/t", "value=t&ttl=abc")), (202, "invalid value for \"ttl\"".into()));
-        assert_eq!(code(p("PUT", "/v2/keys/t", "value=t&ttl=-1")), (202, "invalid value for \"ttl\"".into()));
-        assert_eq!(code(p("PUT", "/v2/keys/t?refresh=true&prevExist=true", "ttl=60&value=new")).0, 211);
-        assert_eq!(code(p("PUT", "/v2/keys/t?refresh=true&prevExist=true", "")).0, 212);
-        assert_eq!(code(p("GET", "/v2/keys/w?wait=true&waitIndex=abc", "")), (203, "invalid value for \"waitIndex\"".into()));
+        assert_eq!(
+            code(p("PUT", "/v2/keys/bf", "value=%zz")),
+            (210, "invalid URL escape \"%zz\"".into())
+        );
+        assert_eq!(
+            code(p("GET", "/v2/keys/k?recursive=maybe", "")),
+            (209, "invalid value for \"recursive\"".into())
+        );
+        assert_eq!(
+            code(p("PUT", "/v2/keys/c?prevExist=bogus", "value=x")),
+            (209, "invalid value for prevExist".into())
+        );
+        assert_eq!(
+            code(p("PUT", "/v2/keys/c?prevIndex=abc", "value=x")),
+            (203, "invalid value for \"prevIndex\"".into())
+        );
+        assert_eq!(
+            code(p("PUT", "/v2/keys/c?prevValue=", "value=x")),
+            (201, "\"prevValue\" cannot be empty".into())
+        );
+        assert_eq!(
+            code(p("PUT", "/v2/keys/t", "value=t&ttl=abc")),
+            (202, "invalid value for \"ttl\"".into())
+        );
+        assert_eq!(
+            code(p("PUT", "/v2/keys/t", "value=t&ttl=-1")),
+            (202, "invalid value for \"ttl\"".into())
+        );
+        assert_eq!(
+            code(p(
+                "PUT",
+                "/v2/keys/t?refresh=true&prevExist=true",
+                "ttl=60&value=new"
+            ))
+            .0,
+            211
+        );
+        assert_eq!(
+            code(p("PUT", "/v2/keys/t?refresh=true&prevExist=true", "")).0,
+            212
+        );
+        assert_eq!(
+            code(p("GET", "/v2/keys/w?wait=true&waitIndex=abc", "")),
+            (203, "invalid value for \"waitIndex\"".into())
+        );
         assert_eq!(code(p("PUT", "/v2/keys/w?wait=true", "")).0, 209);
     }
 

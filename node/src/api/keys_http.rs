@@ -39,13 +39,26 @@ pub fn error_response(ctx: &Ctx, e: &EtcdError) -> Response<Body> {
 
 fn cluster_header(ctx: &Ctx, r: &mut Response<Body>) {
     let cid = crate::cluster::id_hex(ctx.shared.cluster_id());
-    r.headers_mut().insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
+    r.headers_mut()
+        .insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
 }
 
 fn event_response(ctx: &Ctx, e: &Event, no_value: bool, head: bool) -> Response<Body> {
-    let status = if e.is_created() { StatusCode::CREATED } else { StatusCode::OK };
-    let no_value = no_value && matches!(e.action.as_str(), "set" | "compareAndSwap" | "create" | "update");
-    let body = if head { String::new() } else { e.to_json(no_value) };
+    let status = if e.is_created() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let no_value = no_value
+        && matches!(
+            e.action.as_str(),
+            "set" | "compareAndSwap" | "create" | "update"
+        );
+    let body = if head {
+        String::new()
+    } else {
+        e.to_json(no_value)
+    };
     let mut r = Response::builder()
         .status(status)
         .header("Content-Type", "application/json")
@@ -61,7 +74,11 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let ct = req.headers().get("Content-Type").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let ct = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -69,10 +86,15 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     let parsed = keys::parse(&method, &path, query.as_deref(), ct.as_deref(), &body);
     match parsed {
         Err(Reject::Redirect(loc)) => {
-            let mut b = Response::builder().status(StatusCode::MOVED_PERMANENTLY).header("Location", loc.as_str());
+            let mut b = Response::builder()
+                .status(StatusCode::MOVED_PERMANENTLY)
+                .header("Location", loc.as_str());
             let body = if method == "GET" || method == "HEAD" {
                 b = b.header("Content-Type", "text/html; charset=utf-8");
-                format!("<a href=\"{}\">Moved Permanently</a>.\n\n", loc.replace('&', "&amp;").replace('"', "&#34;"))
+                format!(
+                    "<a href=\"{}\">Moved Permanently</a>.\n\n",
+                    loc.replace('&', "&amp;").replace('"', "&#34;")
+                )
             } else {
                 String::new()
             };
@@ -80,44 +102,75 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         }
         Err(Reject::MethodNotAllowed) => {
             let mut r = text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-            r.headers_mut().insert("Allow", keys::ALLOWED.parse().expect("header"));
+            r.headers_mut()
+                .insert("Allow", keys::ALLOWED.parse().expect("header"));
             r
         }
         Err(Reject::Etcd(e)) => error_response(ctx, &e),
-        Ok(KeysRequest::Get { key, wait: Some(w), .. }) => watch(ctx, &key, w),
-        Ok(KeysRequest::Get { key, recursive, sorted, quorum, head, .. }) => {
+        Ok(KeysRequest::Get {
+            key, wait: Some(w), ..
+        }) => watch(ctx, &key, w),
+        Ok(KeysRequest::Get {
+            key,
+            recursive,
+            sorted,
+            quorum,
+            head,
+            ..
+        }) => {
             if quorum {
-                if let Err(e) = ctx.shared.read_barrier(ctx.request_timeout, ctx.read_retry).await {
+                if let Err(e) = ctx
+                    .shared
+                    .read_barrier(ctx.request_timeout, ctx.read_retry)
+                    .await
+                {
                     return wait_error(ctx, e);
                 }
             }
             let now = ctx.shared.clock.wall_ms();
-            let r = ctx.shared.sm.lock().expect("sm lock").store.get(&key, recursive, sorted, now);
+            let r = ctx
+                .shared
+                .sm
+                .lock()
+                .expect("sm lock")
+                .store
+                .get(&key, recursive, sorted, now);
             match r {
                 Ok(e) => event_response(ctx, &e, false, head),
                 Err(e) => error_response(ctx, &e),
             }
         }
-        Ok(KeysRequest::Write { cmd, no_value }) => match ctx.shared.propose(Op::Keys(cmd), ctx.request_timeout).await {
-            Ok(applied) => match applied.outcome {
-                Outcome::Keys(Ok(e)) => event_response(ctx, &e, no_value, false),
-                Outcome::Keys(Err(e)) => error_response(ctx, &e),
-                Outcome::Done => error_response(ctx, &timeout_error()),
-            },
-            Err(e) => wait_error(ctx, e),
-        },
+        Ok(KeysRequest::Write { cmd, no_value }) => {
+            match ctx.shared.propose(Op::Keys(cmd), ctx.request_timeout).await {
+                Ok(applied) => match applied.outcome {
+                    Outcome::Keys(Ok(e)) => event_response(ctx, &e, no_value, false),
+                    Outcome::Keys(Err(e)) => error_response(ctx, &e),
+                    Outcome::Done => error_response(ctx, &timeout_error()),
+                },
+                Err(e) => wait_error(ctx, e),
+            }
+        }
     }
 }
 
 fn wait_error(ctx: &Ctx, e: WaitError) -> Response<Body> {
     match e {
         WaitError::Timeout => error_response(ctx, &timeout_error()),
-        WaitError::Stopped => error_response(ctx, &EtcdError::new(RAFT_INTERNAL, "etcdserver: server stopped", 0)),
+        WaitError::Stopped => error_response(
+            ctx,
+            &EtcdError::new(RAFT_INTERNAL, "etcdserver: server stopped", 0),
+        ),
     }
 }
 
 fn watch(ctx: &Ctx, key: &str, w: WaitSpec) -> Response<Body> {
-    let started = ctx.shared.sm.lock().expect("sm lock").store.watch(key, w.recursive, w.stream, w.index);
+    let started =
+        ctx.shared
+            .sm
+            .lock()
+            .expect("sm lock")
+            .store
+            .watch(key, w.recursive, w.stream, w.index);
     let watch = match started {
         Ok(watch) => watch,
         Err(e) => return error_response(ctx, &e),
@@ -130,7 +183,10 @@ fn watch(ctx: &Ctx, key: &str, w: WaitSpec) -> Response<Body> {
         if done {
             return None;
         }
-        let ev = crate::rt::timeout_at(deadline, rx.recv()).await.ok().flatten()?;
+        let ev = crate::rt::timeout_at(deadline, rx.recv())
+            .await
+            .ok()
+            .flatten()?;
         let bytes = Bytes::from(ev.to_json(false));
         Some((Ok::<_, Infallible>(Frame::data(bytes)), (rx, !stream)))
     });

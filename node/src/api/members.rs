@@ -27,7 +27,12 @@ pub struct MemberJson<'a> {
 
 /// A member as etcd's JSON shows it.
 pub fn member_json(m: &Member) -> String {
-    let j = MemberJson { id: id_hex(m.id), name: &m.name, peer_urls: &m.peer_urls, client_urls: &m.client_urls };
+    let j = MemberJson {
+        id: id_hex(m.id),
+        name: &m.name,
+        peer_urls: &m.peer_urls,
+        client_urls: &m.client_urls,
+    };
     serde_json::to_string(&j).expect("member serialises")
 }
 
@@ -44,13 +49,20 @@ struct MemberBody {
 /// Handle `/v2/members[/...]`.
 pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let rest = path.strip_prefix("/v2/members").unwrap_or("").trim_start_matches('/').to_string();
+    let rest = path
+        .strip_prefix("/v2/members")
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_string();
     let method = req.method().clone();
     match (method, rest.as_str()) {
         (Method::GET, "") => {
             let sm = ctx.shared.sm.lock().expect("sm lock");
             let list: Vec<String> = sm.meta.members.members.values().map(member_json).collect();
-            json(StatusCode::OK, format!("{{\"members\":[{}]}}\n", list.join(",")))
+            json(
+                StatusCode::OK,
+                format!("{{\"members\":[{}]}}\n", list.join(",")),
+            )
         }
         (Method::GET, "leader") => {
             let leader = ctx.shared.status().leader;
@@ -69,8 +81,16 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         }
         (Method::PUT, id) => {
             let id_text = id.to_string();
-            let Some(id) = parse_id(&id_text).filter(|id| ctx.shared.sm.lock().expect("sm").meta.members.members.contains_key(id))
-            else {
+            let Some(id) = parse_id(&id_text).filter(|id| {
+                ctx.shared
+                    .sm
+                    .lock()
+                    .expect("sm")
+                    .meta
+                    .members
+                    .members
+                    .contains_key(id)
+            }) else {
                 // Body errors come first in etcd only for known ids; unknown ids are 404.
                 return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
             };
@@ -83,7 +103,8 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         (Method::DELETE, id) if !id.is_empty() => remove(ctx, id).await,
         _ => {
             let mut r = super::text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-            r.headers_mut().insert("Allow", "GET,POST,DELETE,PUT".parse().expect("header"));
+            r.headers_mut()
+                .insert("Allow", "GET,POST,DELETE,PUT".parse().expect("header"));
             r
         }
     }
@@ -94,7 +115,12 @@ fn parse_id(s: &str) -> Option<u64> {
 }
 
 async fn parse_body(req: Request<Incoming>) -> Result<Vec<String>, Response<Body>> {
-    let ct = req.headers().get("Content-Type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let ct = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     if ct != "application/json" {
         return Err(message(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -105,15 +131,17 @@ async fn parse_body(req: Request<Incoming>) -> Result<Vec<String>, Response<Body
     if let Some(e) = super::gojson::syntax_error(&body) {
         return Err(message(StatusCode::BAD_REQUEST, &e));
     }
-    let parsed: MemberBody =
-        serde_json::from_slice(&body).map_err(|_| message(StatusCode::BAD_REQUEST, &super::gojson::type_error(&body)))?;
+    let parsed: MemberBody = serde_json::from_slice(&body)
+        .map_err(|_| message(StatusCode::BAD_REQUEST, &super::gojson::type_error(&body)))?;
     if parsed.peer_urls.is_empty() {
         return Err(message(StatusCode::BAD_REQUEST, "no valid URLs given"));
     }
     let mut out = Vec::new();
     for u in &parsed.peer_urls {
         match url::Url::parse(u) {
-            Ok(p) if ["http", "https", "unix", "unixs"].contains(&p.scheme()) => out.push(crate::cluster::url_string(&p)),
+            Ok(p) if ["http", "https", "unix", "unixs"].contains(&p.scheme()) => {
+                out.push(crate::cluster::url_string(&p))
+            }
             _ => {
                 return Err(message(
                     StatusCode::BAD_REQUEST,
@@ -127,7 +155,11 @@ async fn parse_body(req: Request<Incoming>) -> Result<Vec<String>, Response<Body
 
 fn url_in_use(ctx: &Ctx, urls: &[String], except: Option<u64>) -> bool {
     let sm = ctx.shared.sm.lock().expect("sm lock");
-    sm.meta.members.members.values().any(|m| Some(m.id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
+    sm.meta
+        .members
+        .members
+        .values()
+        .any(|m| Some(m.id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
 }
 
 /// etcd's strict reconfiguration check: adding a voter must not leave the cluster without a
@@ -139,24 +171,38 @@ fn ready_to_add(ctx: &Ctx) -> bool {
     let sm = ctx.shared.sm.lock().expect("sm lock");
     let members = &sm.meta.members.members;
     // A member is started once it has published its client URLs.
-    let started = members.values().filter(|m| !m.client_urls.is_empty()).count();
+    let started = members
+        .values()
+        .filter(|m| !m.client_urls.is_empty())
+        .count();
     let after = members.len() + 1;
     // Growing a 1-member cluster to 2 is allowed (the tutorial's one-by-one method).
     let quorum_ok = (started == 1 && after == 2) || started >= after / 2 + 1;
     // Every other voter must have been reachable for a while (etcd: 5 s).
-    let connected = members
-        .keys()
-        .filter(|id| **id != ctx.shared.id)
-        .all(|id| ctx.transport.connected_for(*id).is_some_and(|d| d >= RECONFIG_CONNECTED_MIN));
+    let connected = members.keys().filter(|id| **id != ctx.shared.id).all(|id| {
+        ctx.transport
+            .connected_for(*id)
+            .is_some_and(|d| d >= RECONFIG_CONNECTED_MIN)
+    });
     quorum_ok && connected
 }
 
 /// How long every voter must have been connected before a member may be added.
 const RECONFIG_CONNECTED_MIN: Duration = Duration::from_secs(5);
 
-async fn conf_change(ctx: &Ctx, kind: ConfChangeType, member: Member, update: bool) -> Result<(), Response<Body>> {
+async fn conf_change(
+    ctx: &Ctx,
+    kind: ConfChangeType,
+    member: Member,
+    update: bool,
+) -> Result<(), Response<Body>> {
     let id = ctx.shared.rng.next_u64() | 1;
-    let context = serde_json::to_vec(&ConfContext { id, member: member.clone(), update }).expect("context serialises");
+    let context = serde_json::to_vec(&ConfContext {
+        id,
+        member: member.clone(),
+        update,
+    })
+    .expect("context serialises");
     let mut single = ConfChangeSingle::default();
     single.set_change_type(kind);
     single.node_id = member.id;
@@ -170,11 +216,23 @@ async fn conf_change(ctx: &Ctx, kind: ConfChangeType, member: Member, update: bo
         let mut rx = rx;
         loop {
             let (atx, arx) = oneshot::channel();
-            if ctx.shared.inbox.send(Inbox::ConfChange { cc: cc.clone(), context: context.clone(), accepted: atx }).is_err() {
+            if ctx
+                .shared
+                .inbox
+                .send(Inbox::ConfChange {
+                    cc: cc.clone(),
+                    context: context.clone(),
+                    accepted: atx,
+                })
+                .is_err()
+            {
                 return Err(());
             }
             if arx.await.unwrap_or(false) {
-                return crate::rt::timeout_at(deadline, &mut rx).await.map_err(|_| ()).and_then(|r| r.map(|_| ()).map_err(|_| ()));
+                return crate::rt::timeout_at(deadline, &mut rx)
+                    .await
+                    .map_err(|_| ())
+                    .and_then(|r| r.map(|_| ()).map_err(|_| ()));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(());
@@ -201,7 +259,12 @@ async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
     }
     let salt = ctx.shared.rng.next_u64();
     let id = member_id(&urls, &ctx.token, Some(salt));
-    let member = Member { id, name: String::new(), peer_urls: urls, client_urls: vec![] };
+    let member = Member {
+        id,
+        name: String::new(),
+        peer_urls: urls,
+        client_urls: vec![],
+    };
     if let Err(r) = conf_change(ctx, ConfChangeType::AddNode, member.clone(), false).await {
         return r;
     }
@@ -212,9 +275,17 @@ async fn update(ctx: &Ctx, id: u64, urls: Vec<String>) -> Response<Body> {
     if url_in_use(ctx, &urls, Some(id)) {
         return message(StatusCode::CONFLICT, "membership: peerURL exists");
     }
-    let member = Member { id, name: String::new(), peer_urls: urls, client_urls: vec![] };
+    let member = Member {
+        id,
+        name: String::new(),
+        peer_urls: urls,
+        client_urls: vec![],
+    };
     match conf_change(ctx, ConfChangeType::AddNode, member, true).await {
-        Ok(()) => Response::builder().status(StatusCode::NO_CONTENT).body(super::full("")).expect("response"),
+        Ok(()) => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(super::full(""))
+            .expect("response"),
         Err(r) => r,
     }
 }
@@ -225,16 +296,25 @@ async fn remove(ctx: &Ctx, id_text: &str) -> Response<Body> {
     };
     let (known, removed) = {
         let sm = ctx.shared.sm.lock().expect("sm lock");
-        (sm.meta.members.members.get(&id).cloned(), sm.meta.members.removed.contains(&id))
+        (
+            sm.meta.members.members.get(&id).cloned(),
+            sm.meta.members.removed.contains(&id),
+        )
     };
     let Some(member) = known else {
         if removed {
-            return message(StatusCode::GONE, &format!("Member permanently removed: {id_text}"));
+            return message(
+                StatusCode::GONE,
+                &format!("Member permanently removed: {id_text}"),
+            );
         }
         return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
     };
     match conf_change(ctx, ConfChangeType::RemoveNode, member, false).await {
-        Ok(()) => Response::builder().status(StatusCode::NO_CONTENT).body(super::full("")).expect("response"),
+        Ok(()) => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(super::full(""))
+            .expect("response"),
         Err(r) => r,
     }
 }

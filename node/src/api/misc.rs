@@ -20,7 +20,8 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     let mut r = route(ctx, &req, &path);
     if path.starts_with("/v2/auth") {
         let cid = id_hex(ctx.shared.cluster_id());
-        r.headers_mut().insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
+        r.headers_mut()
+            .insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
     }
     r
 }
@@ -79,7 +80,11 @@ fn rfc3339(ms: u64) -> String {
 fn stats_self(ctx: &Ctx) -> Response<Body> {
     let st = ctx.shared.status();
     let now = ctx.shared.clock.wall_ms();
-    let since = if st.is_leader { st.leader_since_ms } else { ctx.start_ms };
+    let since = if st.is_leader {
+        st.leader_since_ms
+    } else {
+        ctx.start_ms
+    };
     let c = &ctx.shared.counters;
     let body = serde_json::json!({
         "name": ctx.name,
@@ -104,7 +109,13 @@ fn stats_leader(ctx: &Ctx) -> Response<Body> {
     }
     let sm = ctx.shared.sm.lock().expect("sm lock");
     let mut followers = serde_json::Map::new();
-    for id in sm.meta.members.members.keys().filter(|id| **id != ctx.shared.id) {
+    for id in sm
+        .meta
+        .members
+        .members
+        .keys()
+        .filter(|id| **id != ctx.shared.id)
+    {
         followers.insert(
             id_hex(*id),
             serde_json::json!({
@@ -113,7 +124,10 @@ fn stats_leader(ctx: &Ctx) -> Response<Body> {
             }),
         );
     }
-    json(StatusCode::OK, serde_json::json!({"leader": id_hex(ctx.shared.id), "followers": followers}).to_string())
+    json(
+        StatusCode::OK,
+        serde_json::json!({"leader": id_hex(ctx.shared.id), "followers": followers}).to_string(),
+    )
 }
 
 fn metrics(ctx: &Ctx) -> Response<Body> {
@@ -122,20 +136,70 @@ fn metrics(ctx: &Ctx) -> Response<Body> {
     let store_index = ctx.shared.sm.lock().expect("sm lock").store.index();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, v: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+        ));
     };
-    gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", u64::from(st.leader != 0));
-    gauge("etcd_server_is_leader", "Whether or not this member is a leader.", u64::from(st.is_leader));
-    gauge("etcd_server_leader_changes_seen_total", "The number of leader changes seen.", st.leader_changes);
-    gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", st.commit);
-    gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", st.applied);
-    gauge("etcd_debugging_store_index", "The v2 store index.", store_index);
+    gauge(
+        "etcd_server_has_leader",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        u64::from(st.leader != 0),
+    );
+    gauge(
+        "etcd_server_is_leader",
+        "Whether or not this member is a leader.",
+        u64::from(st.is_leader),
+    );
+    gauge(
+        "etcd_server_leader_changes_seen_total",
+        "The number of leader changes seen.",
+        st.leader_changes,
+    );
+    gauge(
+        "etcd_server_proposals_committed_total",
+        "The total number of consensus proposals committed.",
+        st.commit,
+    );
+    gauge(
+        "etcd_server_proposals_applied_total",
+        "The total number of consensus proposals applied.",
+        st.applied,
+    );
+    gauge(
+        "etcd_debugging_store_index",
+        "The v2 store index.",
+        store_index,
+    );
     gauge("detcd_raft_term", "Current Raft term.", st.term);
-    gauge("etcd_disk_wal_fsync_total", "WAL fsyncs.", c.fsyncs.load(Ordering::Relaxed));
-    gauge("detcd_wal_entries_total", "Entries written to the WAL.", c.entries_persisted.load(Ordering::Relaxed));
-    gauge("detcd_peer_sent_messages_total", "Raft messages sent to peers.", c.msgs_sent.load(Ordering::Relaxed));
-    gauge("detcd_peer_sent_bytes_total", "Bytes of Raft messages sent to peers.", c.bytes_sent.load(Ordering::Relaxed));
-    gauge("detcd_peer_received_messages_total", "Raft messages received from peers.", c.msgs_recv.load(Ordering::Relaxed));
-    gauge("detcd_snapshots_total", "Snapshots taken.", c.snapshots.load(Ordering::Relaxed));
+    gauge(
+        "etcd_disk_wal_fsync_total",
+        "WAL fsyncs.",
+        c.fsyncs.load(Ordering::Relaxed),
+    );
+    gauge(
+        "detcd_wal_entries_total",
+        "Entries written to the WAL.",
+        c.entries_persisted.load(Ordering::Relaxed),
+    );
+    gauge(
+        "detcd_peer_sent_messages_total",
+        "Raft messages sent to peers.",
+        c.msgs_sent.load(Ordering::Relaxed),
+    );
+    gauge(
+        "detcd_peer_sent_bytes_total",
+        "Bytes of Raft messages sent to peers.",
+        c.bytes_sent.load(Ordering::Relaxed),
+    );
+    gauge(
+        "detcd_peer_received_messages_total",
+        "Raft messages received from peers.",
+        c.msgs_recv.load(Ordering::Relaxed),
+    );
+    gauge(
+        "detcd_snapshots_total",
+        "Snapshots taken.",
+        c.snapshots.load(Ordering::Relaxed),
+    );
     respond(StatusCode::OK, "text/plain; version=0.0.4", out)
 }

@@ -116,7 +116,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
 pub async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     match Limited::new(body, REQUEST_BYTES_MAX).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err(text_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("request body: {e}"))),
+        Err(e) => Err(text_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body: {e}"),
+        )),
     }
 }
 
@@ -127,14 +130,21 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     } else if path == "/v2/members" || path.starts_with("/v2/members/") {
         let mut r = members::handle(&ctx, req).await;
         let cid = crate::cluster::id_hex(ctx.shared.cluster_id());
-        r.headers_mut().insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
+        r.headers_mut()
+            .insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
         r
     } else {
         misc::handle(&ctx, req).await
     };
     let h = resp.headers_mut();
-    h.insert("Access-Control-Allow-Origin", hyper::header::HeaderValue::from_static("*"));
-    h.insert("Access-Control-Allow-Methods", hyper::header::HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"));
+    h.insert(
+        "Access-Control-Allow-Origin",
+        hyper::header::HeaderValue::from_static("*"),
+    );
+    h.insert(
+        "Access-Control-Allow-Methods",
+        hyper::header::HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+    );
     h.insert(
         "Access-Control-Allow-Headers",
         hyper::header::HeaderValue::from_static("accept, content-type, authorization"),
@@ -147,7 +157,16 @@ pub fn raft_headers(ctx: &Ctx, resp: &mut Response<Body>) {
     let st = ctx.shared.status();
     let cid = ctx.shared.cluster_id();
     let h = resp.headers_mut();
-    h.insert("X-Etcd-Cluster-Id", crate::cluster::id_hex(cid).parse().expect("hex header"));
-    h.insert("X-Raft-Index", st.commit.to_string().parse().expect("number header"));
-    h.insert("X-Raft-Term", st.term.to_string().parse().expect("number header"));
+    h.insert(
+        "X-Etcd-Cluster-Id",
+        crate::cluster::id_hex(cid).parse().expect("hex header"),
+    );
+    h.insert(
+        "X-Raft-Index",
+        st.commit.to_string().parse().expect("number header"),
+    );
+    h.insert(
+        "X-Raft-Term",
+        st.term.to_string().parse().expect("number header"),
+    );
 }

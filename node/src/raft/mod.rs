@@ -155,7 +155,11 @@ impl Shared {
     /// Propose `op` and wait until it is applied here. While there is no leader, or when the
     /// leader changes under it, the same request (same id) is proposed again: the state
     /// machine's dedup table makes sure it applies once.
-    pub async fn propose(&self, op: crate::sm::Op, timeout: std::time::Duration) -> Result<Applied, WaitError> {
+    pub async fn propose(
+        &self,
+        op: crate::sm::Op,
+        timeout: std::time::Duration,
+    ) -> Result<Applied, WaitError> {
         let id = self.rng.next_u64() | 1;
         let (tx, mut rx) = oneshot::channel();
         self.waiters.lock().expect("waiters lock").insert(id, tx);
@@ -203,11 +207,17 @@ impl Shared {
 
     /// Wait until this member has applied everything the leader had committed when the call
     /// began (Raft's ReadIndex): a read served after this is linearizable.
-    pub async fn read_barrier(&self, timeout: std::time::Duration, retry: std::time::Duration) -> Result<(), WaitError> {
+    pub async fn read_barrier(
+        &self,
+        timeout: std::time::Duration,
+        retry: std::time::Duration,
+    ) -> Result<(), WaitError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let (tx, rx) = oneshot::channel();
-            self.inbox.send(Inbox::ReadIndex { done: tx }).map_err(|_| WaitError::Stopped)?;
+            self.inbox
+                .send(Inbox::ReadIndex { done: tx })
+                .map_err(|_| WaitError::Stopped)?;
             let attempt_end = (tokio::time::Instant::now() + retry).min(deadline);
             match crate::rt::timeout_at(attempt_end, rx).await {
                 Ok(Ok(index)) => {

@@ -20,7 +20,10 @@ pub struct NodeStorage {
 impl NodeStorage {
     /// Empty storage.
     pub fn new() -> NodeStorage {
-        NodeStorage { mem: MemStorage::new(), snapshot: Arc::new(Mutex::new(Snapshot::default())) }
+        NodeStorage {
+            mem: MemStorage::new(),
+            snapshot: Arc::new(Mutex::new(Snapshot::default())),
+        }
     }
 
     /// Record `snap` as the newest snapshot to serve to followers.
@@ -65,7 +68,9 @@ impl raft::Storage for NodeStorage {
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let snap = self.snapshot.lock().expect("snapshot lock").clone();
         if snap.get_metadata().index == 0 || snap.get_metadata().index < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         Ok(snap)
     }

@@ -76,7 +76,12 @@ impl DiskFile for RealFile {
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()
+    std::fs::File::open(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })?
+    .sync_all()
 }
 
 impl Disk for FileDisk {
@@ -103,7 +108,11 @@ impl Disk for FileDisk {
     }
 
     fn open_append(&self, path: &Path, truncate_to: Option<u64>) -> io::Result<Box<dyn DiskFile>> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
         if let Some(len) = truncate_to {
             file.set_len(len)?;
             file.sync_all()?;
@@ -143,7 +152,10 @@ impl Disk for FileDisk {
 
 /// The temporary name used while writing `path` atomically.
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }

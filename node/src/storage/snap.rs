@@ -22,14 +22,20 @@ pub struct SnapDir {
 fn parse_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(".snap")?;
     let (t, i) = stem.split_once('-')?;
-    Some((u64::from_str_radix(t, 16).ok()?, u64::from_str_radix(i, 16).ok()?))
+    Some((
+        u64::from_str_radix(t, 16).ok()?,
+        u64::from_str_radix(i, 16).ok()?,
+    ))
 }
 
 impl SnapDir {
     /// Open (and create) the directory.
     pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> std::io::Result<SnapDir> {
         disk.create_dir_all(dir)?;
-        Ok(SnapDir { disk, dir: dir.to_path_buf() })
+        Ok(SnapDir {
+            disk,
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn files(&self) -> std::io::Result<Vec<(u64, u64, String)>> {
@@ -46,7 +52,9 @@ impl SnapDir {
     /// Write `snap` durably; returns its path.
     pub fn save(&self, snap: &Snapshot) -> std::io::Result<PathBuf> {
         let md = snap.get_metadata();
-        let path = self.dir.join(format!("{:016x}-{:016x}.snap", md.term, md.index));
+        let path = self
+            .dir
+            .join(format!("{:016x}-{:016x}.snap", md.term, md.index));
         let payload = snap.write_to_bytes().map_err(std::io::Error::other)?;
         let mut data = Vec::with_capacity(payload.len() + 4);
         data.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -66,7 +74,9 @@ impl SnapDir {
             }
             match Snapshot::parse_from_bytes(&data[4..]) {
                 Ok(s) => return Ok(Some(s)),
-                Err(e) => tracing::warn!(file = %path.display(), error = %e, "snapshot: unreadable, trying an older one"),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "snapshot: unreadable, trying an older one")
+                }
             }
         }
         Ok(None)

@@ -62,7 +62,10 @@ pub enum WalError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_path_buf(), source }
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What recovery found in the log.
@@ -102,7 +105,10 @@ fn segment_name(seq: u64, first_index: u64) -> String {
 fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(".wal")?;
     let (a, b) = stem.split_once('-')?;
-    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
 }
 
 fn encode(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) {
@@ -118,7 +124,9 @@ fn encode(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) {
 impl Wal {
     /// Whether a log exists in `dir`.
     pub fn exists(disk: &dyn Disk, dir: &Path) -> bool {
-        disk.list(dir).map(|names| names.iter().any(|n| parse_segment_name(n).is_some())).unwrap_or(false)
+        disk.list(dir)
+            .map(|names| names.iter().any(|n| parse_segment_name(n).is_some()))
+            .unwrap_or(false)
     }
 
     /// Start a new, empty log in `dir`.
@@ -181,8 +189,15 @@ impl Wal {
             reason: "no metadata record".into(),
         })?;
         let path = dir.join(&last.2);
-        let file = disk.open_append(&path, truncate_last_to).map_err(io_err(&path))?;
-        let last_index = rec.entries.last().map(|e| e.index).or(rec.snapshot.map(|s| s.0)).unwrap_or(0);
+        let file = disk
+            .open_append(&path, truncate_last_to)
+            .map_err(io_err(&path))?;
+        let last_index = rec
+            .entries
+            .last()
+            .map(|e| e.index)
+            .or(rec.snapshot.map(|s| s.0))
+            .unwrap_or(0);
         let wal = Wal {
             disk,
             dir: dir.to_path_buf(),
@@ -219,11 +234,15 @@ impl Wal {
         Ok(())
     }
 
-
     /// Append a snapshot mark, entries and a hard state, then fsync once: the group commit
     /// of one Raft Ready. Nothing written here may be acknowledged or sent as a persisted
     /// message before this returns. See [`Wal::save_unsynced`] for the one exception.
-    pub fn save(&mut self, snapshot: Option<(u64, u64)>, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), WalError> {
+    pub fn save(
+        &mut self,
+        snapshot: Option<(u64, u64)>,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), WalError> {
         self.save_with(snapshot, entries, hard_state, true)
     }
 
@@ -254,7 +273,11 @@ impl Wal {
             self.last_index = e.index;
         }
         if let Some(hs) = hard_state {
-            encode(&mut self.buf, KIND_HARD_STATE, &hs.write_to_bytes().expect("hard state encodes"));
+            encode(
+                &mut self.buf,
+                KIND_HARD_STATE,
+                &hs.write_to_bytes().expect("hard state encodes"),
+            );
             self.last_hard_state = hs.clone();
         }
         if self.buf.is_empty() {
@@ -278,11 +301,18 @@ impl Wal {
     fn cut(&mut self) -> Result<(), WalError> {
         self.seq += 1;
         let path = self.dir.join(segment_name(self.seq, self.last_index + 1));
-        self.file = self.disk.open_append(&path, Some(0)).map_err(io_err(&path))?;
+        self.file = self
+            .disk
+            .open_append(&path, Some(0))
+            .map_err(io_err(&path))?;
         self.path = path;
         self.write_meta();
         let hs = self.last_hard_state.clone();
-        encode(&mut self.buf, KIND_HARD_STATE, &hs.write_to_bytes().expect("hard state encodes"));
+        encode(
+            &mut self.buf,
+            KIND_HARD_STATE,
+            &hs.write_to_bytes().expect("hard state encodes"),
+        );
         self.flush_sync()
     }
 
@@ -318,20 +348,33 @@ impl Wal {
 
 /// Replay one segment into `rec`. Returns `Some(valid_len)` when the segment ends in a torn
 /// record that must be truncated (only allowed for the last segment).
-fn replay_segment(path: &Path, data: &[u8], is_last: bool, rec: &mut Recovered) -> Result<Option<u64>, WalError> {
-    let corrupt = |offset: usize, reason: String| WalError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason };
+fn replay_segment(
+    path: &Path,
+    data: &[u8],
+    is_last: bool,
+    rec: &mut Recovered,
+) -> Result<Option<u64>, WalError> {
+    let corrupt = |offset: usize, reason: String| WalError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
     let mut off = 0usize;
     while off < data.len() {
         let rest = data.len() - off;
         if rest < HEADER_BYTES {
-            return torn(is_last, off, || corrupt(off, "record header cut short".into()));
+            return torn(is_last, off, || {
+                corrupt(off, "record header cut short".into())
+            });
         }
         let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
         if len > RECORD_BYTES_MAX {
-            return torn(is_last && off + HEADER_BYTES + len > data.len(), off, || {
-                corrupt(off, format!("record length {len} exceeds the limit"))
-            });
+            return torn(
+                is_last && off + HEADER_BYTES + len > data.len(),
+                off,
+                || corrupt(off, format!("record length {len} exceeds the limit")),
+            );
         }
         if HEADER_BYTES + len > rest {
             return torn(is_last, off, || corrupt(off, "record cut short".into()));
@@ -344,21 +387,27 @@ fn replay_segment(path: &Path, data: &[u8], is_last: bool, rec: &mut Recovered) 
         let end = off + HEADER_BYTES + len;
         if h.finalize() != crc {
             // A bad CRC is a torn write only if it is the very last record of the log.
-            return torn(is_last && end == data.len(), off, || corrupt(off, "CRC mismatch".into()));
+            return torn(is_last && end == data.len(), off, || {
+                corrupt(off, "CRC mismatch".into())
+            });
         }
         match kind {
             KIND_META => {
-                let meta: WalMeta =
-                    serde_json::from_slice(payload).map_err(|e| corrupt(off, format!("bad metadata: {e}")))?;
+                let meta: WalMeta = serde_json::from_slice(payload)
+                    .map_err(|e| corrupt(off, format!("bad metadata: {e}")))?;
                 if let Some(prev) = &rec.meta {
                     if *prev != meta {
-                        return Err(corrupt(off, format!("segment belongs to {meta:?}, log to {prev:?}")));
+                        return Err(corrupt(
+                            off,
+                            format!("segment belongs to {meta:?}, log to {prev:?}"),
+                        ));
                     }
                 }
                 rec.meta = Some(meta);
             }
             KIND_ENTRY => {
-                let e = Entry::parse_from_bytes(payload).map_err(|e| corrupt(off, format!("bad entry: {e}")))?;
+                let e = Entry::parse_from_bytes(payload)
+                    .map_err(|e| corrupt(off, format!("bad entry: {e}")))?;
                 let base = rec.snapshot.map(|s| s.0).unwrap_or(0);
                 if e.index <= base {
                     // Superseded by a later snapshot mark: only possible in older segments.
@@ -372,15 +421,18 @@ fn replay_segment(path: &Path, data: &[u8], is_last: bool, rec: &mut Recovered) 
                     }
                     match rec.entries.last() {
                         Some(prev) if prev.index + 1 != e.index => {
-                            return Err(corrupt(off, format!("entry {} follows entry {}", e.index, prev.index)))
+                            return Err(corrupt(
+                                off,
+                                format!("entry {} follows entry {}", e.index, prev.index),
+                            ))
                         }
                         _ => rec.entries.push(e),
                     }
                 }
             }
             KIND_HARD_STATE => {
-                rec.hard_state =
-                    HardState::parse_from_bytes(payload).map_err(|e| corrupt(off, format!("bad hard state: {e}")))?;
+                rec.hard_state = HardState::parse_from_bytes(payload)
+                    .map_err(|e| corrupt(off, format!("bad hard state: {e}")))?;
             }
             KIND_SNAPSHOT => {
                 if payload.len() != 16 {
@@ -401,7 +453,11 @@ fn replay_segment(path: &Path, data: &[u8], is_last: bool, rec: &mut Recovered) 
     Ok(None)
 }
 
-fn torn(allowed: bool, off: usize, corrupt: impl FnOnce() -> WalError) -> Result<Option<u64>, WalError> {
+fn torn(
+    allowed: bool,
+    off: usize,
+    corrupt: impl FnOnce() -> WalError,
+) -> Result<Option<u64>, WalError> {
     if allowed {
         Ok(Some(off as u64))
     } else {
@@ -431,7 +487,10 @@ mod tests {
     }
 
     fn meta() -> WalMeta {
-        WalMeta { member_id: 1, cluster_id: 2 }
+        WalMeta {
+            member_id: 1,
+            cluster_id: 2,
+        }
     }
 
     #[test]
@@ -439,9 +498,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk: Arc<dyn Disk> = Arc::new(FileDisk);
         let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
-        wal.save(None, &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")], Some(&hs(1, 1, 2))).unwrap();
+        wal.save(
+            None,
+            &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
+            Some(&hs(1, 1, 2)),
+        )
+        .unwrap();
         // A new leader overwrites index 3 onwards.
-        wal.save(None, &[entry(3, 2, b"x"), entry(4, 2, b"y")], Some(&hs(2, 3, 4))).unwrap();
+        wal.save(
+            None,
+            &[entry(3, 2, b"x"), entry(4, 2, b"y")],
+            Some(&hs(2, 3, 4)),
+        )
+        .unwrap();
         drop(wal);
         let (_, rec) = Wal::open(disk, dir.path()).unwrap();
         assert_eq!(rec.meta, Some(meta()));
@@ -456,7 +525,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk: Arc<dyn Disk> = Arc::new(FileDisk);
         let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
-        wal.save(None, &[entry(1, 1, b"a"), entry(2, 1, b"b")], Some(&hs(1, 1, 2))).unwrap();
+        wal.save(
+            None,
+            &[entry(1, 1, b"a"), entry(2, 1, b"b")],
+            Some(&hs(1, 1, 2)),
+        )
+        .unwrap();
         drop(wal);
         let seg = dir.path().join(segment_name(0, 0));
         let mut data = std::fs::read(&seg).unwrap();
@@ -466,7 +540,8 @@ mod tests {
         let (mut wal, rec) = Wal::open(disk.clone(), dir.path()).unwrap();
         assert!(rec.torn_bytes > 0);
         assert_eq!(rec.entries.len(), 2);
-        wal.save(None, &[entry(3, 1, b"c")], Some(&hs(1, 1, 3))).unwrap();
+        wal.save(None, &[entry(3, 1, b"c")], Some(&hs(1, 1, 3)))
+            .unwrap();
         drop(wal);
         let (_, rec) = Wal::open(disk, dir.path()).unwrap();
         assert_eq!(rec.torn_bytes, 0);
@@ -479,7 +554,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk: Arc<dyn Disk> = Arc::new(FileDisk);
         let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
-        wal.save(None, &[entry(1, 1, b"aaaa"), entry(2, 1, b"bbbb")], Some(&hs(1, 1, 2))).unwrap();
+        wal.save(
+            None,
+            &[entry(1, 1, b"aaaa"), entry(2, 1, b"bbbb")],
+            Some(&hs(1, 1, 2)),
+        )
+        .unwrap();
         drop(wal);
         let seg = dir.path().join(segment_name(0, 0));
         let mut data = std::fs::read(&seg).unwrap();
@@ -498,15 +578,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk: Arc<dyn Disk> = Arc::new(FileDisk);
         let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
-        wal.save(None, &[entry(1, 1, b"a"), entry(2, 1, b"b")], Some(&hs(1, 1, 2))).unwrap();
+        wal.save(
+            None,
+            &[entry(1, 1, b"a"), entry(2, 1, b"b")],
+            Some(&hs(1, 1, 2)),
+        )
+        .unwrap();
         wal.cut().unwrap();
-        wal.save(Some((2, 1)), &[entry(3, 1, b"c")], Some(&hs(1, 1, 3))).unwrap();
+        wal.save(Some((2, 1)), &[entry(3, 1, b"c")], Some(&hs(1, 1, 3)))
+            .unwrap();
         assert_eq!(disk.list(dir.path()).unwrap().len(), 2);
         assert_eq!(wal.release_to(2, 1).unwrap(), 1);
         drop(wal);
         let (_, rec) = Wal::open(disk, dir.path()).unwrap();
         assert_eq!(rec.snapshot, Some((2, 1)));
-        assert_eq!(rec.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(
+            rec.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![3]
+        );
         assert_eq!(rec.hard_state.commit, 3);
     }
 }

@@ -88,7 +88,11 @@ pub fn message(code: u32) -> &'static str {
 impl EtcdError {
     /// An error with a cause and the index it happened at.
     pub fn new(code: u32, cause: impl Into<String>, index: u64) -> EtcdError {
-        EtcdError { code, cause: cause.into(), index }
+        EtcdError {
+            code,
+            cause: cause.into(),
+            index,
+        }
     }
 
     /// etcd's HTTP status for the code.
@@ -105,7 +109,11 @@ impl EtcdError {
 
     /// The body etcd sends, with its trailing newline.
     pub fn to_json(&self) -> String {
-        let mut s = format!("{{\"errorCode\":{},\"message\":{}", self.code, json_str(message(self.code)));
+        let mut s = format!(
+            "{{\"errorCode\":{},\"message\":{}",
+            self.code,
+            json_str(message(self.code))
+        );
         if !self.cause.is_empty() {
             s.push_str(&format!(",\"cause\":{}", json_str(&self.cause)));
         }
@@ -116,7 +124,14 @@ impl EtcdError {
 
 impl fmt::Display for EtcdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} ({}) [{}]", self.code, message(self.code), self.cause, self.index)
+        write!(
+            f,
+            "{}: {} ({}) [{}]",
+            self.code,
+            message(self.code),
+            self.cause,
+            self.index
+        )
     }
 }
 

@@ -8,9 +8,9 @@
 mod error;
 mod node;
 mod stats;
-mod watch;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +111,12 @@ fn split(key: &str) -> (String, String) {
 impl Store {
     /// An empty store (index 0).
     pub fn new() -> Store {
-        Store { root: Node::dir(0, None), index: 0, stats: Stats::default(), hub: Hub::default() }
+        Store {
+            root: Node::dir(0, None),
+            index: 0,
+            stats: Stats::default(),
+            hub: Hub::default(),
+        }
     }
 
     /// The current etcd index.
@@ -126,7 +131,11 @@ impl Store {
         let mut path = String::new();
         for seg in segments(key) {
             let Some(children) = cur.children() else {
-                return Err(EtcdError::new(NOT_DIR, if path.is_empty() { "/".into() } else { path }, self.index));
+                return Err(EtcdError::new(
+                    NOT_DIR,
+                    if path.is_empty() { "/".into() } else { path },
+                    self.index,
+                ));
             };
             path.push('/');
             path.push_str(seg);
@@ -155,8 +164,12 @@ impl Store {
         for seg in segments(dir) {
             path.push('/');
             path.push_str(seg);
-            let children = cur.children_mut().expect("walk only descends into directories");
-            let child = children.entry(seg.to_string()).or_insert_with(|| Node::dir(new_index, None));
+            let children = cur
+                .children_mut()
+                .expect("walk only descends into directories");
+            let child = children
+                .entry(seg.to_string())
+                .or_insert_with(|| Node::dir(new_index, None));
             if !child.is_dir() {
                 return Err(EtcdError::new(NOT_DIR, path, index));
             }
@@ -174,21 +187,45 @@ impl Store {
         let r = match c.method {
             WriteMethod::Post => self.create(&c.key, c.dir, &c.value, true, c.ttl, now_ms),
             WriteMethod::Put => match c.prev_exist {
-                Some(true) if c.prev_index == 0 && c.prev_value.is_empty() => self.update(c, now_ms),
+                Some(true) if c.prev_index == 0 && c.prev_value.is_empty() => {
+                    self.update(c, now_ms)
+                }
                 Some(true) => self.compare_and_swap(c, now_ms),
                 Some(false) => self.create(&c.key, c.dir, &c.value, false, c.ttl, now_ms),
-                None if c.prev_index > 0 || !c.prev_value.is_empty() => self.compare_and_swap(c, now_ms),
+                None if c.prev_index > 0 || !c.prev_value.is_empty() => {
+                    self.compare_and_swap(c, now_ms)
+                }
                 None => self.set(c, now_ms),
             },
-            WriteMethod::Delete if c.prev_index > 0 || !c.prev_value.is_empty() => self.compare_and_delete(c, now_ms),
+            WriteMethod::Delete if c.prev_index > 0 || !c.prev_value.is_empty() => {
+                self.compare_and_delete(c, now_ms)
+            }
             WriteMethod::Delete => self.delete(&c.key, c.dir, c.recursive, now_ms),
         };
         self.stats.count(c, &r);
         r
     }
 
-    fn create(&mut self, key: &str, dir: bool, value: &str, unique: bool, ttl: Option<u64>, now_ms: u64) -> Result<Event, EtcdError> {
-        self.internal_create(key, dir, value, unique, false, Self::expire_at(now_ms, ttl), "create", now_ms).map(|e| {
+    fn create(
+        &mut self,
+        key: &str,
+        dir: bool,
+        value: &str,
+        unique: bool,
+        ttl: Option<u64>,
+        now_ms: u64,
+    ) -> Result<Event, EtcdError> {
+        self.internal_create(
+            key,
+            dir,
+            value,
+            unique,
+            false,
+            Self::expire_at(now_ms, ttl),
+            "create",
+            now_ms,
+        )
+        .map(|e| {
             self.hub.notify(&e, &[]);
             e
         })
@@ -208,7 +245,11 @@ impl Store {
     ) -> Result<Event, EtcdError> {
         let cur = self.index;
         let next = cur + 1;
-        let key = if unique { node::join(key, &format!("{next:020}")) } else { key.to_string() };
+        let key = if unique {
+            node::join(key, &format!("{next:020}"))
+        } else {
+            key.to_string()
+        };
         if key == "/" {
             return Err(EtcdError::new(ROOT_RONLY, "/", cur));
         }
@@ -226,11 +267,22 @@ impl Store {
             prev = Some(existing.view(&key, false, false, now_ms));
             children.remove(&name);
         }
-        let n = if dir { Node::dir(next, expire_ms) } else { Node::file(value.to_string(), next, expire_ms) };
+        let n = if dir {
+            Node::dir(next, expire_ms)
+        } else {
+            Node::file(value.to_string(), next, expire_ms)
+        };
         let view = n.view(&key, false, false, now_ms);
         children.insert(name, n);
         self.index = next;
-        Ok(Event { action: action.to_string(), node: view, prev, etcd_index: next, refresh: false, internal: false })
+        Ok(Event {
+            action: action.to_string(),
+            node: view,
+            prev,
+            etcd_index: next,
+            refresh: false,
+            internal: false,
+        })
     }
 
     fn set(&mut self, c: &Command, now_ms: u64) -> Result<Event, EtcdError> {
@@ -248,14 +300,28 @@ impl Store {
             (Some((v, _)), true) => v.clone(),
             _ => c.value.clone(),
         };
-        let mut e = self.internal_create(&c.key, c.dir, &value, false, true, Self::expire_at(now_ms, c.ttl), "set", now_ms)?;
+        let mut e = self.internal_create(
+            &c.key,
+            c.dir,
+            &value,
+            false,
+            true,
+            Self::expire_at(now_ms, c.ttl),
+            "set",
+            now_ms,
+        )?;
         if let Some((_, view)) = existing {
             e.prev = Some(view);
         }
         self.publish(e, c.refresh, &[])
     }
 
-    fn publish(&mut self, mut e: Event, refresh: bool, deleted: &[String]) -> Result<Event, EtcdError> {
+    fn publish(
+        &mut self,
+        mut e: Event,
+        refresh: bool,
+        deleted: &[String],
+    ) -> Result<Event, EtcdError> {
         if refresh {
             e.refresh = true;
             self.hub.add_refresh(&e);
@@ -287,7 +353,14 @@ impl Store {
         }
         let view = node.view(&c.key, false, false, now_ms);
         self.index = next;
-        let e = Event { action: "update".into(), node: view, prev: Some(prev), etcd_index: next, refresh: false, internal: false };
+        let e = Event {
+            action: "update".into(),
+            node: view,
+            prev: Some(prev),
+            etcd_index: next,
+            refresh: false,
+            internal: false,
+        };
         self.publish(e, c.refresh, &[])
     }
 
@@ -298,7 +371,11 @@ impl Store {
             (true, true) => return Ok(()),
             (false, true) => format!("[{prev_value} != {}]", n.value()),
             (true, false) => format!("[{prev_index} != {}]", n.modified),
-            (false, false) => format!("[{prev_value} != {}] [{prev_index} != {}]", n.value(), n.modified),
+            (false, false) => format!(
+                "[{prev_value} != {}] [{prev_index} != {}]",
+                n.value(),
+                n.modified
+            ),
         };
         Err(EtcdError::new(TEST_FAILED, cause, index))
     }
@@ -323,7 +400,14 @@ impl Store {
             node.kind = Kind::File(c.value.clone());
         }
         let view = node.view(&c.key, false, false, now_ms);
-        let e = Event { action: "compareAndSwap".into(), node: view, prev: Some(prev), etcd_index: next, refresh: false, internal: false };
+        let e = Event {
+            action: "compareAndSwap".into(),
+            node: view,
+            prev: Some(prev),
+            etcd_index: next,
+            refresh: false,
+            internal: false,
+        };
         self.publish(e, c.refresh, &[])
     }
 
@@ -339,7 +423,13 @@ impl Store {
         removed
     }
 
-    fn delete(&mut self, key: &str, dir: bool, recursive: bool, now_ms: u64) -> Result<Event, EtcdError> {
+    fn delete(
+        &mut self,
+        key: &str,
+        dir: bool,
+        recursive: bool,
+        now_ms: u64,
+    ) -> Result<Event, EtcdError> {
         if key == "/" {
             return Err(EtcdError::new(ROOT_RONLY, "/", self.index));
         }
@@ -355,10 +445,24 @@ impl Store {
         }
         let next = self.index + 1;
         let prev = n.view(key, false, false, now_ms);
-        let node = NodeView { value: None, nodes: None, expiration_ms: None, ttl: 0, modified: next, ..prev.clone() };
+        let node = NodeView {
+            value: None,
+            nodes: None,
+            expiration_ms: None,
+            ttl: 0,
+            modified: next,
+            ..prev.clone()
+        };
         let removed = self.remove(key);
         self.index = next;
-        let e = Event { action: "delete".into(), node, prev: Some(prev), etcd_index: next, refresh: false, internal: false };
+        let e = Event {
+            action: "delete".into(),
+            node,
+            prev: Some(prev),
+            etcd_index: next,
+            refresh: false,
+            internal: false,
+        };
         self.publish(e, false, &removed)
     }
 
@@ -371,9 +475,23 @@ impl Store {
         let prev = n.view(&c.key, false, false, now_ms);
         self.index += 1;
         let next = self.index;
-        let node = NodeView { value: None, nodes: None, expiration_ms: None, ttl: 0, modified: next, ..prev.clone() };
+        let node = NodeView {
+            value: None,
+            nodes: None,
+            expiration_ms: None,
+            ttl: 0,
+            modified: next,
+            ..prev.clone()
+        };
         let removed = self.remove(&c.key);
-        let e = Event { action: "compareAndDelete".into(), node, prev: Some(prev), etcd_index: next, refresh: false, internal: false };
+        let e = Event {
+            action: "compareAndDelete".into(),
+            node,
+            prev: Some(prev),
+            etcd_index: next,
+            refresh: false,
+            internal: false,
+        };
         self.publish(e, false, &removed)
     }
 
@@ -390,9 +508,23 @@ impl Store {
             let prev = n.view(&key, false, false, now_ms);
             self.index += 1;
             let next = self.index;
-            let node = NodeView { value: None, nodes: None, expiration_ms: None, ttl: 0, modified: next, ..prev.clone() };
+            let node = NodeView {
+                value: None,
+                nodes: None,
+                expiration_ms: None,
+                ttl: 0,
+                modified: next,
+                ..prev.clone()
+            };
             let removed = self.remove(&key);
-            let e = Event { action: "expire".into(), node, prev: Some(prev), etcd_index: next, refresh: false, internal: false };
+            let e = Event {
+                action: "expire".into(),
+                node,
+                prev: Some(prev),
+                etcd_index: next,
+                refresh: false,
+                internal: false,
+            };
             self.hub.notify(&e, &removed);
             self.stats.expire_count += 1;
             events.push(e);
@@ -414,7 +546,14 @@ impl Store {
             modified: self.index,
             created: self.index,
         };
-        let e = Event { action: "set".into(), node, prev: None, etcd_index: self.index, refresh: false, internal: true };
+        let e = Event {
+            action: "set".into(),
+            node,
+            prev: None,
+            etcd_index: self.index,
+            refresh: false,
+            internal: true,
+        };
         self.hub.notify(&e, &[]);
         self.index
     }
@@ -432,19 +571,38 @@ impl Store {
     }
 
     /// A read (`GET`), as of this member's clock `now_ms` (for the TTL shown).
-    pub fn get(&mut self, key: &str, recursive: bool, sorted: bool, now_ms: u64) -> Result<Event, EtcdError> {
+    pub fn get(
+        &mut self,
+        key: &str,
+        recursive: bool,
+        sorted: bool,
+        now_ms: u64,
+    ) -> Result<Event, EtcdError> {
         let _ = sorted; // children are kept sorted, so every listing is sorted
         let r = self.lookup(key).map(|n| {
             let shown = if key == "/" { "" } else { key };
             let view = n.view(shown, true, recursive, now_ms);
-            Event { action: "get".into(), node: view, prev: None, etcd_index: self.index, refresh: false, internal: false }
+            Event {
+                action: "get".into(),
+                node: view,
+                prev: None,
+                etcd_index: self.index,
+                refresh: false,
+                internal: false,
+            }
         });
         self.stats.count_get(r.is_ok());
         r
     }
 
     /// Start a watch (`wait=true`).
-    pub fn watch(&mut self, key: &str, recursive: bool, stream: bool, since: Option<u64>) -> Result<Watch, EtcdError> {
+    pub fn watch(
+        &mut self,
+        key: &str,
+        recursive: bool,
+        stream: bool,
+        since: Option<u64>,
+    ) -> Result<Watch, EtcdError> {
         self.hub.watch(key, recursive, stream, since, self.index)
     }
 
@@ -471,10 +629,16 @@ impl Store {
 
     /// Rebuild from [`Store::snapshot`] bytes.
     pub fn restore(bytes: &[u8]) -> Result<Store, String> {
-        let saved: Saved = serde_json::from_slice(bytes).map_err(|e| format!("store snapshot: {e}"))?;
+        let saved: Saved =
+            serde_json::from_slice(bytes).map_err(|e| format!("store snapshot: {e}"))?;
         let mut hub = Hub::default();
         hub.history = saved.history.into();
-        Ok(Store { root: saved.root, index: saved.index, stats: saved.stats, hub })
+        Ok(Store {
+            root: saved.root,
+            index: saved.index,
+            stats: saved.stats,
+            hub,
+        })
     }
 
     /// A stable digest of the tree and the index (FNV-1a over a canonical encoding): equal

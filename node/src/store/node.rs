@@ -33,12 +33,22 @@ pub enum Kind {
 impl Node {
     /// A new directory.
     pub fn dir(index: u64, expire_ms: Option<u64>) -> Node {
-        Node { created: index, modified: index, expire_ms, kind: Kind::Dir(BTreeMap::new()) }
+        Node {
+            created: index,
+            modified: index,
+            expire_ms,
+            kind: Kind::Dir(BTreeMap::new()),
+        }
     }
 
     /// A new file.
     pub fn file(value: String, index: u64, expire_ms: Option<u64>) -> Node {
-        Node { created: index, modified: index, expire_ms, kind: Kind::File(value) }
+        Node {
+            created: index,
+            modified: index,
+            expire_ms,
+            kind: Kind::File(value),
+        }
     }
 
     /// Whether it is a directory.
@@ -90,7 +100,9 @@ impl Node {
                 let list = children
                     .iter()
                     .filter(|(name, _)| !name.starts_with('_'))
-                    .map(|(name, child)| child.view(&join(path, name), recursive, recursive, now_ms))
+                    .map(|(name, child)| {
+                        child.view(&join(path, name), recursive, recursive, now_ms)
+                    })
                     .collect();
                 v.nodes = Some(list);
             }

@@ -42,8 +42,12 @@ impl Stats {
         let ok = r.is_ok();
         let cmp = c.prev_index > 0 || !c.prev_value.is_empty();
         let (s, f) = match (c.method, c.prev_exist) {
-            (WriteMethod::Post, _) | (WriteMethod::Put, Some(false)) => (&mut self.create_success, &mut self.create_fail),
-            (WriteMethod::Put, Some(true)) if !cmp => (&mut self.update_success, &mut self.update_fail),
+            (WriteMethod::Post, _) | (WriteMethod::Put, Some(false)) => {
+                (&mut self.create_success, &mut self.create_fail)
+            }
+            (WriteMethod::Put, Some(true)) if !cmp => {
+                (&mut self.update_success, &mut self.update_fail)
+            }
             (WriteMethod::Put, _) if cmp => (&mut self.cas_success, &mut self.cas_fail),
             (WriteMethod::Put, _) => (&mut self.sets_success, &mut self.sets_fail),
             (WriteMethod::Delete, _) if cmp => (&mut self.cad_success, &mut self.cad_fail),

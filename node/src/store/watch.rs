@@ -95,14 +95,21 @@ pub struct Hub {
 
 /// Whether the part of `key` below `watch_path` has a hidden (`_`) segment.
 fn is_hidden(watch_path: &str, key: &str) -> bool {
-    let rest = if watch_path == "/" { key } else { key.strip_prefix(watch_path).unwrap_or(key) };
+    let rest = if watch_path == "/" {
+        key
+    } else {
+        key.strip_prefix(watch_path).unwrap_or(key)
+    };
     rest.split('/').any(|seg| seg.starts_with('_'))
 }
 
 impl Hub {
     /// Watchers registered and still listening.
     pub fn watcher_count(&self) -> usize {
-        self.watchers.values().map(|v| v.iter().filter(|w| !w.tx.is_closed()).count()).sum()
+        self.watchers
+            .values()
+            .map(|v| v.iter().filter(|w| !w.tx.is_closed()).count())
+            .sum()
     }
 
     /// Drop every watcher (their requests end).
@@ -147,7 +154,9 @@ impl Hub {
     }
 
     fn notify_at(&mut self, e: &Event, path: &str, deleted: bool) {
-        let Some(list) = self.watchers.get_mut(path) else { return };
+        let Some(list) = self.watchers.get_mut(path) else {
+            return;
+        };
         let original = e.node.key == path;
         if !original && !deleted && is_hidden(path, &e.node.key) {
             return;
@@ -172,8 +181,16 @@ impl Hub {
 
     /// The first event in the history at or after `index` for `key` (and below it when
     /// `recursive`), or 401 when the history no longer reaches back to `index`.
-    pub fn scan(&self, key: &str, recursive: bool, index: u64, store_index: u64) -> Result<Option<Event>, EtcdError> {
-        let Some(first) = self.history.front() else { return Ok(None) };
+    pub fn scan(
+        &self,
+        key: &str,
+        recursive: bool,
+        index: u64,
+        store_index: u64,
+    ) -> Result<Option<Event>, EtcdError> {
+        let Some(first) = self.history.front() else {
+            return Ok(None);
+        };
         let start = first.index();
         let last = self.history.back().map(|e| e.index()).unwrap_or(0);
         if index < start {
@@ -186,14 +203,20 @@ impl Hub {
         if index > last {
             return Ok(None);
         }
-        let prefix = if key.ends_with('/') { key.to_string() } else { format!("{key}/") };
+        let prefix = if key.ends_with('/') {
+            key.to_string()
+        } else {
+            format!("{key}/")
+        };
         let skip = (index - start) as usize;
         for e in self.history.iter().skip(skip) {
             if e.refresh || e.internal {
                 continue;
             }
             let mut ok = e.node.key == key || (recursive && e.node.key.starts_with(&prefix));
-            if (e.action == "delete" || e.action == "expire") && e.prev.as_ref().is_some_and(|p| p.dir) {
+            if (e.action == "delete" || e.action == "expire")
+                && e.prev.as_ref().is_some_and(|p| p.dir)
+            {
                 let pk = &e.prev.as_ref().expect("checked").key;
                 ok = ok || key.starts_with(pk.as_str());
             }
@@ -205,7 +228,14 @@ impl Hub {
     }
 
     /// Start a watch on `key` from `since` (the next index when None).
-    pub fn watch(&mut self, key: &str, recursive: bool, stream: bool, since: Option<u64>, store_index: u64) -> Result<Watch, EtcdError> {
+    pub fn watch(
+        &mut self,
+        key: &str,
+        recursive: bool,
+        stream: bool,
+        since: Option<u64>,
+        store_index: u64,
+    ) -> Result<Watch, EtcdError> {
         let mut since = since.filter(|s| *s > 0).unwrap_or(store_index + 1);
         let (tx, rx) = mpsc::channel(WATCHER_QUEUE_MAX);
         if let Some(mut e) = self.scan(key, recursive, since, store_index)? {
@@ -213,10 +243,24 @@ impl Hub {
             since = e.index() + 1;
             let _ = tx.try_send(e);
             if !stream {
-                return Ok(Watch { rx, start_index: store_index });
+                return Ok(Watch {
+                    rx,
+                    start_index: store_index,
+                });
             }
         }
-        self.watchers.entry(key.to_string()).or_default().push(Watcher { recursive, stream, since, tx });
-        Ok(Watch { rx, start_index: store_index })
+        self.watchers
+            .entry(key.to_string())
+            .or_default()
+            .push(Watcher {
+                recursive,
+                stream,
+                since,
+                tx,
+            });
+        Ok(Watch {
+            rx,
+            start_index: store_index,
+        })
     }
 }

@@ -14,7 +14,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/checker-corpus/kv/c50-ok.txt");
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/checker-corpus/kv/c50-ok.txt");
     match std::fs::read_to_string(&corpus) {
         Ok(text) => {
             let ops = import::jepsen_edn(&text).expect("corpus parses");
@@ -25,7 +26,11 @@ fn main() {
                     t.elapsed()
                 })
                 .collect();
-            println!("kv c50-ok ({} ops): median {:.1} ms (Porcupine on this machine: 111 ms)", ops.len(), median(runs).as_secs_f64() * 1e3);
+            println!(
+                "kv c50-ok ({} ops): median {:.1} ms (Porcupine on this machine: 111 ms)",
+                ops.len(),
+                median(runs).as_secs_f64() * 1e3
+            );
         }
         Err(e) => println!("kv c50-ok: skipped ({}: {e})", corpus.display()),
     }

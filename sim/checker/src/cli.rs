@@ -30,11 +30,19 @@ fn run(args: &[String]) -> Result<i32, String> {
     let mut html_out = None;
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        let mut val = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--model" => model = Some(val("--model")?),
             "--format" => format = Some(val("--format")?),
-            "--timeout" => timeout = val("--timeout")?.parse::<f64>().map_err(|_| "--timeout: not a number".to_string())?,
+            "--timeout" => {
+                timeout = val("--timeout")?
+                    .parse::<f64>()
+                    .map_err(|_| "--timeout: not a number".to_string())?
+            }
             "--html" => html_out = Some(val("--html")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -77,7 +85,11 @@ fn run(args: &[String]) -> Result<i32, String> {
     };
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if let Some(out) = html_out {
-        let page = if html.is_empty() { crate::html::page("linearizable", "every partition linearizable", &[]) } else { html.clone() };
+        let page = if html.is_empty() {
+            crate::html::page("linearizable", "every partition linearizable", &[])
+        } else {
+            html.clone()
+        };
         std::fs::write(&out, page).map_err(|e| format!("{out}: {e}"))?;
     }
     for v in &extra {
@@ -89,11 +101,17 @@ fn run(args: &[String]) -> Result<i32, String> {
             0
         }
         Verdict::Ok => {
-            println!("{file}: linearizable, but {} other violation(s) ({ms:.1} ms)", extra.len());
+            println!(
+                "{file}: linearizable, but {} other violation(s) ({ms:.1} ms)",
+                extra.len()
+            );
             1
         }
         Verdict::Illegal(f) => {
-            println!("{file}: NOT linearizable: {} failing partition(s) ({ms:.1} ms)", f.len());
+            println!(
+                "{file}: NOT linearizable: {} failing partition(s) ({ms:.1} ms)",
+                f.len()
+            );
             1
         }
         Verdict::Unknown => {

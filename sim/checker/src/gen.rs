@@ -11,7 +11,13 @@ use crate::search::Op;
 
 /// A generated etcd history: `n` operations over `keys` keys by `clients` clients, a
 /// fraction `indeterminate` of them without an answer.
-pub fn etcd_history(seed: u64, n: usize, keys: usize, clients: usize, indeterminate: f64) -> Vec<Op<EtcdInput, EtcdOutput>> {
+pub fn etcd_history(
+    seed: u64,
+    n: usize,
+    keys: usize,
+    clients: usize,
+    indeterminate: f64,
+) -> Vec<Op<EtcdInput, EtcdOutput>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut clock = vec![0u64; clients];
     let mut next_client = clients as u64;
@@ -30,13 +36,24 @@ pub fn etcd_history(seed: u64, n: usize, keys: usize, clients: usize, indetermin
             2 | 3 => EtcdInput::Set { key, value },
             4 => EtcdInput::Create { key, value },
             5 => EtcdInput::Update { key, value },
-            6 => EtcdInput::CasValue { key, prev: String::new(), value },
-            7 => EtcdInput::CasIndex { key, prev: 0, value },
+            6 => EtcdInput::CasValue {
+                key,
+                prev: String::new(),
+                value,
+            },
+            7 => EtcdInput::CasIndex {
+                key,
+                prev: 0,
+                value,
+            },
             _ => {
                 if rng.gen_bool(0.5) {
                     EtcdInput::Delete { key }
                 } else {
-                    EtcdInput::Cad { key, prev: String::new() }
+                    EtcdInput::Cad {
+                        key,
+                        prev: String::new(),
+                    }
                 }
             }
         };
@@ -72,14 +89,24 @@ pub fn etcd_history(seed: u64, n: usize, keys: usize, clients: usize, indetermin
         } else {
             (client, Some(ret), Some(out))
         };
-        ops.push(Op { client, call, ret, input, output });
+        ops.push(Op {
+            client,
+            call,
+            ret,
+            input,
+            output,
+        });
     }
     ops.sort_by_key(|o| o.call);
     ops
 }
 
 /// Apply one operation to a sequential etcd store; etcd's answer.
-pub fn apply(store: &mut std::collections::BTreeMap<String, (String, u64)>, index: &mut u64, i: &EtcdInput) -> EtcdOutput {
+pub fn apply(
+    store: &mut std::collections::BTreeMap<String, (String, u64)>,
+    index: &mut u64,
+    i: &EtcdInput,
+) -> EtcdOutput {
     let key = i.key().to_string();
     let cur = store.get(&key).cloned();
     let ok = |v: Option<String>, idx: u64, prev: &Option<(String, u64)>| EtcdOutput::Ok {
@@ -95,7 +122,12 @@ pub fn apply(store: &mut std::collections::BTreeMap<String, (String, u64)>, inde
     };
     match i {
         EtcdInput::Get { .. } => match &cur {
-            Some((v, idx)) => EtcdOutput::Ok { value: Some(v.clone()), index: *idx, prev_value: None, prev_index: None },
+            Some((v, idx)) => EtcdOutput::Ok {
+                value: Some(v.clone()),
+                index: *idx,
+                prev_value: None,
+                prev_index: None,
+            },
             None => EtcdOutput::Err(100),
         },
         EtcdInput::Set { value, .. } => {
@@ -134,7 +166,9 @@ pub fn apply(store: &mut std::collections::BTreeMap<String, (String, u64)>, inde
         },
         EtcdInput::Delete { .. } | EtcdInput::Cad { .. } => match &cur {
             None => EtcdOutput::Err(100),
-            Some((v, _)) if matches!(i, EtcdInput::Cad { prev, .. } if prev != v) => EtcdOutput::Err(101),
+            Some((v, _)) if matches!(i, EtcdInput::Cad { prev, .. } if prev != v) => {
+                EtcdOutput::Err(101)
+            }
             Some(_) => {
                 *index += 1;
                 store.remove(&key);

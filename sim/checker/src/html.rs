@@ -37,7 +37,10 @@ pub struct Window {
 pub const BARS_MAX: usize = 3000;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The SVG of a timeline.
@@ -47,15 +50,25 @@ pub fn timeline_svg(title: &str, bars: &[Bar], windows: &[Window]) -> String {
     clients.sort_unstable();
     clients.dedup();
     let t0 = bars.iter().map(|b| b.call).min().unwrap_or(0);
-    let t1 = bars.iter().map(|b| b.ret.unwrap_or(b.call)).max().unwrap_or(t0 + 1).max(t0 + 1);
+    let t1 = bars
+        .iter()
+        .map(|b| b.ret.unwrap_or(b.call))
+        .max()
+        .unwrap_or(t0 + 1)
+        .max(t0 + 1);
     let width = 1400.0;
     let lane = 26.0;
     let left = 70.0;
     let height = 40.0 + lane * clients.len() as f64;
-    let x = |t: u64| left + (t.saturating_sub(t0)) as f64 / (t1 - t0) as f64 * (width - left - 10.0);
+    let x =
+        |t: u64| left + (t.saturating_sub(t0)) as f64 / (t1 - t0) as f64 * (width - left - 10.0);
     let mut s = String::new();
     let _ = write!(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"10\">");
-    let _ = write!(s, "<text x=\"4\" y=\"14\" font-size=\"13\">{}</text>", esc(title));
+    let _ = write!(
+        s,
+        "<text x=\"4\" y=\"14\" font-size=\"13\">{}</text>",
+        esc(title)
+    );
     for w in windows {
         if w.end < t0 || w.start > t1 {
             continue;
@@ -83,7 +96,11 @@ pub fn timeline_svg(title: &str, bars: &[Bar], windows: &[Window]) -> String {
             } else {
                 "#9bd"
             };
-            let dash = if b.ret.is_none() { " stroke-dasharray=\"3,2\" stroke=\"#666\"" } else { "" };
+            let dash = if b.ret.is_none() {
+                " stroke-dasharray=\"3,2\" stroke=\"#666\""
+            } else {
+                ""
+            };
             let order = b.order.map(|o| format!("#{o} ")).unwrap_or_default();
             let _ = write!(
                 s,
@@ -93,7 +110,18 @@ pub fn timeline_svg(title: &str, bars: &[Bar], windows: &[Window]) -> String {
                 esc(&b.label)
             );
             if e - a > 40.0 {
-                let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\">{}{}</text>", a + 2.0, y + 12.0, order, esc(&b.label.chars().take(((e - a) / 6.0) as usize).collect::<String>()));
+                let _ = write!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{:.1}\">{}{}</text>",
+                    a + 2.0,
+                    y + 12.0,
+                    order,
+                    esc(&b
+                        .label
+                        .chars()
+                        .take(((e - a) / 6.0) as usize)
+                        .collect::<String>())
+                );
             }
         }
     }

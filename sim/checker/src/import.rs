@@ -27,7 +27,10 @@ impl std::fmt::Display for ParseError {
 }
 
 fn err(line: usize, message: impl Into<String>) -> ParseError {
-    ParseError { line, message: message.into() }
+    ParseError {
+        line,
+        message: message.into(),
+    }
 }
 
 /// Pairs invocations with completions per process. `complete` returns the completed op.
@@ -38,28 +41,47 @@ struct Pairing<I, O> {
 
 impl<I: Clone, O> Pairing<I, O> {
     fn new() -> Self {
-        Pairing { open: BTreeMap::new(), ops: Vec::new() }
+        Pairing {
+            open: BTreeMap::new(),
+            ops: Vec::new(),
+        }
     }
     fn invoke(&mut self, line: usize, process: u64, time: u64, input: I) -> Result<(), ParseError> {
         if self.open.insert(process, (time, input)).is_some() {
-            return Err(err(line, format!("process {process} invokes again before its previous operation completed")));
+            return Err(err(
+                line,
+                format!("process {process} invokes again before its previous operation completed"),
+            ));
         }
         Ok(())
     }
     fn take(&mut self, line: usize, process: u64) -> Result<(u64, I), ParseError> {
-        self.open.remove(&process).ok_or_else(|| err(line, format!("process {process} completes an operation it never invoked")))
+        self.open.remove(&process).ok_or_else(|| {
+            err(
+                line,
+                format!("process {process} completes an operation it never invoked"),
+            )
+        })
     }
     /// Operations never completed are indeterminate.
     fn finish(mut self) -> Vec<Op<I, O>> {
         for (p, (t, i)) in std::mem::take(&mut self.open) {
-            self.ops.push(Op { client: p, call: t, ret: None, input: i, output: None });
+            self.ops.push(Op {
+                client: p,
+                call: t,
+                ret: None,
+                input: i,
+                output: None,
+            });
         }
         self.ops
     }
 }
 
 fn parse_int(s: &str, line: usize) -> Result<i64, ParseError> {
-    s.trim().parse().map_err(|_| err(line, format!("expected an integer, found {s:?}")))
+    s.trim()
+        .parse()
+        .map_err(|_| err(line, format!("expected an integer, found {s:?}")))
 }
 
 /// Jepsen's etcd register log: `INFO  jepsen.util - <process>\t:<type>\t:<f>\t<value>`.
@@ -70,12 +92,23 @@ pub fn jepsen_log(text: &str) -> Result<Vec<Op<RegInput, RegOutput>>, ParseError
         if raw.trim().is_empty() {
             continue;
         }
-        let rest = raw.split_once(" - ").map(|x| x.1).ok_or_else(|| err(line, "expected `... - <process>\\t:<type>\\t:<f>\\t<value>`"))?;
+        let rest = raw.split_once(" - ").map(|x| x.1).ok_or_else(|| {
+            err(
+                line,
+                "expected `... - <process>\\t:<type>\\t:<f>\\t<value>`",
+            )
+        })?;
         let cols: Vec<&str> = rest.split('\t').collect();
         if cols.len() < 4 {
-            return Err(err(line, format!("expected 4 tab-separated fields, found {}", cols.len())));
+            return Err(err(
+                line,
+                format!("expected 4 tab-separated fields, found {}", cols.len()),
+            ));
         }
-        let process: u64 = cols[0].trim().parse().map_err(|_| err(line, format!("bad process {:?}", cols[0])))?;
+        let process: u64 = cols[0]
+            .trim()
+            .parse()
+            .map_err(|_| err(line, format!("bad process {:?}", cols[0])))?;
         let (ty, f, value) = (cols[1].trim(), cols[2].trim(), cols[3].trim());
         let time = line as u64;
         match ty {
@@ -98,22 +131,44 @@ pub fn jepsen_log(text: &str) -> Result<Vec<Op<RegInput, RegOutput>>, ParseError
             ":ok" => {
                 let (call, input) = p.take(line, process)?;
                 let output = match input {
-                    RegInput::Read => RegOutput::Read(if value == "nil" { None } else { Some(parse_int(value, line)?) }),
+                    RegInput::Read => RegOutput::Read(if value == "nil" {
+                        None
+                    } else {
+                        Some(parse_int(value, line)?)
+                    }),
                     _ => RegOutput::Ok,
                 };
-                p.ops.push(Op { client: process, call, ret: Some(time), input, output: Some(output) });
+                p.ops.push(Op {
+                    client: process,
+                    call,
+                    ret: Some(time),
+                    input,
+                    output: Some(output),
+                });
             }
             ":fail" => {
                 let (call, input) = p.take(line, process)?;
                 // A failed cas is a compare that did not match: it constrains the state. A
                 // failed read or write definitely did nothing and constrains nothing.
                 if let RegInput::Cas(..) = input {
-                    p.ops.push(Op { client: process, call, ret: Some(time), input, output: Some(RegOutput::CasFailed) });
+                    p.ops.push(Op {
+                        client: process,
+                        call,
+                        ret: Some(time),
+                        input,
+                        output: Some(RegOutput::CasFailed),
+                    });
                 }
             }
             ":info" => {
                 let (call, input) = p.take(line, process)?;
-                p.ops.push(Op { client: process, call, ret: None, input, output: None });
+                p.ops.push(Op {
+                    client: process,
+                    call,
+                    ret: None,
+                    input,
+                    output: None,
+                });
             }
             other => return Err(err(line, format!("unknown type {other}"))),
         }
@@ -123,7 +178,11 @@ pub fn jepsen_log(text: &str) -> Result<Vec<Op<RegInput, RegOutput>>, ParseError
 
 /// A tiny reader for the flat EDN maps of Jepsen's kv histories.
 fn edn_map(s: &str, line: usize) -> Result<BTreeMap<String, String>, ParseError> {
-    let body = s.trim().strip_prefix('{').and_then(|b| b.strip_suffix('}')).ok_or_else(|| err(line, "expected an EDN map {...}"))?;
+    let body = s
+        .trim()
+        .strip_prefix('{')
+        .and_then(|b| b.strip_suffix('}'))
+        .ok_or_else(|| err(line, "expected an EDN map {...}"))?;
     let mut out = BTreeMap::new();
     let mut chars = body.chars().peekable();
     loop {
@@ -167,8 +226,14 @@ pub fn jepsen_edn(text: &str) -> Result<Vec<Op<KvInput, KvOutput>>, ParseError> 
             continue;
         }
         let m = edn_map(raw, line)?;
-        let get = |k: &str| m.get(k).cloned().ok_or_else(|| err(line, format!("missing :{k}")));
-        let process: u64 = get("process")?.parse().map_err(|_| err(line, "bad :process"))?;
+        let get = |k: &str| {
+            m.get(k)
+                .cloned()
+                .ok_or_else(|| err(line, format!("missing :{k}")))
+        };
+        let process: u64 = get("process")?
+            .parse()
+            .map_err(|_| err(line, "bad :process"))?;
         let key = get("key")?;
         let value = m.get("value").cloned().unwrap_or_default();
         let f = get("f")?;
@@ -185,17 +250,31 @@ pub fn jepsen_edn(text: &str) -> Result<Vec<Op<KvInput, KvOutput>>, ParseError> 
             ":ok" => {
                 let (call, input) = p.take(line, process)?;
                 let output = match input {
-                    KvInput::Get(_) => KvOutput::Value(if value == "nil" { String::new() } else { value }),
+                    KvInput::Get(_) => {
+                        KvOutput::Value(if value == "nil" { String::new() } else { value })
+                    }
                     _ => KvOutput::Ok,
                 };
-                p.ops.push(Op { client: process, call, ret: Some(line as u64), input, output: Some(output) });
+                p.ops.push(Op {
+                    client: process,
+                    call,
+                    ret: Some(line as u64),
+                    input,
+                    output: Some(output),
+                });
             }
             ":fail" => {
                 p.take(line, process)?;
             }
             ":info" => {
                 let (call, input) = p.take(line, process)?;
-                p.ops.push(Op { client: process, call, ret: None, input, output: None });
+                p.ops.push(Op {
+                    client: process,
+                    call,
+                    ret: None,
+                    input,
+                    output: None,
+                });
             }
             other => return Err(err(line, format!("unknown :type {other}"))),
         }
@@ -307,41 +386,74 @@ pub struct Native {
 
 fn etcd_input(o: &NativeOp, line: usize) -> Result<Option<EtcdInput>, ParseError> {
     let key = o.key.clone();
-    let need = |v: &Option<String>, what: &str| v.clone().ok_or_else(|| err(line, format!("{} needs {what}", o.f)));
+    let need = |v: &Option<String>, what: &str| {
+        v.clone()
+            .ok_or_else(|| err(line, format!("{} needs {what}", o.f)))
+    };
     Ok(Some(match o.f.as_str() {
         // Local reads are sequentially consistent in etcd v2, not linearizable: not checked.
         "get" => return Ok(None),
         "qget" => EtcdInput::Get { key },
-        "set" => EtcdInput::Set { key, value: need(&o.value, "value")? },
-        "create" => EtcdInput::Create { key, value: need(&o.value, "value")? },
-        "update" => EtcdInput::Update { key, value: need(&o.value, "value")? },
-        "cas_value" => EtcdInput::CasValue { key, prev: need(&o.prev_value, "prev_value")?, value: need(&o.value, "value")? },
+        "set" => EtcdInput::Set {
+            key,
+            value: need(&o.value, "value")?,
+        },
+        "create" => EtcdInput::Create {
+            key,
+            value: need(&o.value, "value")?,
+        },
+        "update" => EtcdInput::Update {
+            key,
+            value: need(&o.value, "value")?,
+        },
+        "cas_value" => EtcdInput::CasValue {
+            key,
+            prev: need(&o.prev_value, "prev_value")?,
+            value: need(&o.value, "value")?,
+        },
         "cas_index" => EtcdInput::CasIndex {
             key,
-            prev: o.prev_index.ok_or_else(|| err(line, "cas_index needs prev_index"))?,
+            prev: o
+                .prev_index
+                .ok_or_else(|| err(line, "cas_index needs prev_index"))?,
             value: need(&o.value, "value")?,
         },
         "delete" => EtcdInput::Delete { key },
-        "cad" => EtcdInput::Cad { key, prev: need(&o.prev_value, "prev_value")? },
+        "cad" => EtcdInput::Cad {
+            key,
+            prev: need(&o.prev_value, "prev_value")?,
+        },
         other => return Err(err(line, format!("unknown operation {other:?}"))),
     }))
 }
 
 /// The output of a native op: Ok(None) for "not sent" (dropped), Ok(Some(None)) for an
 /// indeterminate one.
-fn etcd_output(v: &serde_json::Value, line: usize) -> Result<Option<Option<EtcdOutput>>, ParseError> {
+fn etcd_output(
+    v: &serde_json::Value,
+    line: usize,
+) -> Result<Option<Option<EtcdOutput>>, ParseError> {
     match v {
         serde_json::Value::String(s) if s == "not_sent" => Ok(None),
         serde_json::Value::String(s) if s == "indeterminate" => Ok(Some(None)),
         serde_json::Value::Object(m) => match m.get("ok").and_then(|b| b.as_bool()) {
             Some(true) => Ok(Some(Some(EtcdOutput::Ok {
                 value: m.get("value").and_then(|x| x.as_str()).map(str::to_string),
-                index: m.get("index").and_then(|x| x.as_u64()).ok_or_else(|| err(line, "ok outcome without index"))?,
-                prev_value: m.get("prev_value").and_then(|x| x.as_str()).map(str::to_string),
+                index: m
+                    .get("index")
+                    .and_then(|x| x.as_u64())
+                    .ok_or_else(|| err(line, "ok outcome without index"))?,
+                prev_value: m
+                    .get("prev_value")
+                    .and_then(|x| x.as_str())
+                    .map(str::to_string),
                 prev_index: m.get("prev_index").and_then(|x| x.as_u64()),
             }))),
             Some(false) => {
-                let code = m.get("error").and_then(|x| x.as_u64()).ok_or_else(|| err(line, "failed outcome without error code"))?;
+                let code = m
+                    .get("error")
+                    .and_then(|x| x.as_u64())
+                    .ok_or_else(|| err(line, "failed outcome without error code"))?;
                 Ok(Some(Some(EtcdOutput::Err(code as u32))))
             }
             None => Err(err(line, "outcome object without \"ok\"")),
@@ -360,14 +472,27 @@ pub fn native(text: &str) -> Result<Native, ParseError> {
         }
         let l: Line = serde_json::from_str(raw).map_err(|e| err(line, e.to_string()))?;
         match l {
-            Line::Meta { version } if version != 1 => return Err(err(line, format!("history format version {version} is not supported (1 is)"))),
+            Line::Meta { version } if version != 1 => {
+                return Err(err(
+                    line,
+                    format!("history format version {version} is not supported (1 is)"),
+                ))
+            }
             Line::Meta { .. } | Line::Leader { .. } => {}
             Line::Watch(w) => h.watches.push(w),
             Line::Fault(f) => h.faults.push(f),
             Line::Op(o) => {
-                if let (Some(input), Some(output)) = (etcd_input(&o, line)?, etcd_output(&o.outcome, line)?) {
+                if let (Some(input), Some(output)) =
+                    (etcd_input(&o, line)?, etcd_output(&o.outcome, line)?)
+                {
                     let ret = if output.is_some() { o.return_ns } else { None };
-                    h.ops.push(Op { client: o.client, call: o.invoke_ns, ret, input, output });
+                    h.ops.push(Op {
+                        client: o.client,
+                        call: o.invoke_ns,
+                        ret,
+                        input,
+                        output,
+                    });
                     h.ids.push(o.id);
                 }
                 h.all_ops.push(o);

@@ -37,7 +37,11 @@ pub struct EtcdReport {
 }
 
 /// Check a native history (JSON lines) with the etcd model and the watch checker.
-pub fn check_etcd_history(text: &str, timeout: Duration, watch_prefix: &str) -> Result<EtcdReport, import::ParseError> {
+pub fn check_etcd_history(
+    text: &str,
+    timeout: Duration,
+    watch_prefix: &str,
+) -> Result<EtcdReport, import::ParseError> {
     let h = import::native(text)?;
     let verdict = check(&Etcd, &h.ops, Some(Instant::now() + timeout));
     let html = match &verdict {
@@ -55,8 +59,15 @@ pub fn check_etcd_history(text: &str, timeout: Duration, watch_prefix: &str) -> 
 }
 
 /// The HTML page for a failed check: the first failing partition in full.
-pub fn failure_html<M: Model>(model: &M, ops: &[Op<M::Input, M::Output>], fails: &[Failure], faults: &[import::FaultLine]) -> String {
-    let Some(f) = fails.first() else { return String::new() };
+pub fn failure_html<M: Model>(
+    model: &M,
+    ops: &[Op<M::Input, M::Output>],
+    fails: &[Failure],
+    faults: &[import::FaultLine],
+) -> String {
+    let Some(f) = fails.first() else {
+        return String::new();
+    };
     let bars: Vec<html::Bar> = f
         .ops
         .iter()
@@ -69,23 +80,52 @@ pub fn failure_html<M: Model>(model: &M, ops: &[Op<M::Input, M::Output>], fails:
             unplaced: f.unplaced == Some(i),
         })
         .collect();
-    let windows: Vec<html::Window> =
-        faults.iter().map(|w| html::Window { label: format!("{} {:?}", w.kind, w.targets), start: w.start_ns, end: w.end_ns }).collect();
-    let title = format!("not linearizable: key {}", f.key.clone().unwrap_or_else(|| "(all)".into()));
+    let windows: Vec<html::Window> = faults
+        .iter()
+        .map(|w| html::Window {
+            label: format!("{} {:?}", w.kind, w.targets),
+            start: w.start_ns,
+            end: w.end_ns,
+        })
+        .collect();
+    let title = format!(
+        "not linearizable: key {}",
+        f.key.clone().unwrap_or_else(|| "(all)".into())
+    );
     let summary = describe_failure(model, ops, f);
-    html::page(&title, &summary, &[html::timeline_svg(&title, &bars, &windows)])
+    html::page(
+        &title,
+        &summary,
+        &[html::timeline_svg(&title, &bars, &windows)],
+    )
 }
 
 /// A few lines on a failing partition.
-pub fn describe_failure<M: Model>(model: &M, ops: &[Op<M::Input, M::Output>], f: &Failure) -> String {
+pub fn describe_failure<M: Model>(
+    model: &M,
+    ops: &[Op<M::Input, M::Output>],
+    f: &Failure,
+) -> String {
     let mut s = format!(
         "partition {:?}: {} operations; the longest linearizable prefix has {}.\n",
         f.key.as_deref().unwrap_or("(all)"),
         f.ops.len(),
         f.longest.len()
     );
-    for &i in f.longest.iter().rev().take(5).collect::<Vec<_>>().iter().rev() {
-        s.push_str(&format!("  ... linearized: client {} {}\n", ops[*i].client, model.describe(&ops[*i].input, ops[*i].output.as_ref())));
+    for &i in f
+        .longest
+        .iter()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .iter()
+        .rev()
+    {
+        s.push_str(&format!(
+            "  ... linearized: client {} {}\n",
+            ops[*i].client,
+            model.describe(&ops[*i].input, ops[*i].output.as_ref())
+        ));
     }
     if let Some(u) = f.unplaced {
         s.push_str(&format!(

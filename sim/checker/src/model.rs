@@ -23,7 +23,12 @@ pub trait Model: Sync {
 
     /// The states the object may be in after `input` answered `output` in `state`; empty
     /// when that answer is impossible.
-    fn step(&self, state: &Self::State, input: &Self::Input, output: Option<&Self::Output>) -> Vec<Self::State>;
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &Self::Input,
+        output: Option<&Self::Output>,
+    ) -> Vec<Self::State>;
 
     /// The partition key of an operation (operations on different keys are independent);
     /// None for a model that cannot be split.
@@ -33,7 +38,12 @@ pub trait Model: Sync {
 
     /// A one-line description of an operation, for reports.
     fn describe(&self, input: &Self::Input, output: Option<&Self::Output>) -> String {
-        format!("{input:?} -> {}", output.map(|o| format!("{o:?}")).unwrap_or_else(|| "?".into()))
+        format!(
+            "{input:?} -> {}",
+            output
+                .map(|o| format!("{o:?}"))
+                .unwrap_or_else(|| "?".into())
+        )
     }
 }
 

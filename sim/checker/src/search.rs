@@ -94,14 +94,21 @@ where
 {
     let mut parts: std::collections::BTreeMap<Option<String>, Vec<usize>> = Default::default();
     for (i, op) in ops.iter().enumerate() {
-        parts.entry(model.partition_key(&op.input)).or_default().push(i);
+        parts
+            .entry(model.partition_key(&op.input))
+            .or_default()
+            .push(i);
     }
     let parts: Vec<(Option<String>, Vec<usize>)> = parts.into_iter().collect();
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
     let mut pending: Vec<usize> = (0..parts.len()).collect();
     let mut budget = FIRST_ROUND_STEPS;
     loop {
-        let results: Vec<(usize, PartResult)> = run_round(model, ops, &parts, &pending, budget, deadline, workers);
+        let results: Vec<(usize, PartResult)> =
+            run_round(model, ops, &parts, &pending, budget, deadline, workers);
         let mut failures = Vec::new();
         let mut next = Vec::new();
         for (p, r) in results {
@@ -109,9 +116,12 @@ where
                 PartResult::Ok => {}
                 PartResult::Unknown => return Verdict::Unknown,
                 PartResult::OverBudget => next.push(p),
-                PartResult::Illegal { longest, unplaced } => {
-                    failures.push(Failure { key: parts[p].0.clone(), ops: parts[p].1.clone(), longest, unplaced })
-                }
+                PartResult::Illegal { longest, unplaced } => failures.push(Failure {
+                    key: parts[p].0.clone(),
+                    ops: parts[p].1.clone(),
+                    longest,
+                    unplaced,
+                }),
             }
         }
         if !failures.is_empty() {
@@ -163,7 +173,10 @@ where
 
 enum PartResult {
     Ok,
-    Illegal { longest: Vec<usize>, unplaced: Option<usize> },
+    Illegal {
+        longest: Vec<usize>,
+        unplaced: Option<usize>,
+    },
     OverBudget,
     Unknown,
 }

@@ -16,10 +16,20 @@ use std::collections::BTreeMap;
 
 use crate::import::{NativeOp, WatchLine};
 
-const WRITES: &[&str] = &["set", "create", "update", "cas_value", "cas_index", "delete", "cad"];
+const WRITES: &[&str] = &[
+    "set",
+    "create",
+    "update",
+    "cas_value",
+    "cas_index",
+    "delete",
+    "cad",
+];
 
 fn acked_index(o: &NativeOp) -> Option<u64> {
-    (o.outcome.get("ok").and_then(|b| b.as_bool()) == Some(true)).then(|| o.outcome.get("index").and_then(|i| i.as_u64())).flatten()
+    (o.outcome.get("ok").and_then(|b| b.as_bool()) == Some(true))
+        .then(|| o.outcome.get("index").and_then(|i| i.as_u64()))
+        .flatten()
 }
 
 fn is_delete(f: &str) -> bool {
@@ -35,7 +45,10 @@ fn writes_by_index(ops: &[NativeOp], out: &mut Vec<String>) -> BTreeMap<u64, usi
         }
         if let Some(idx) = acked_index(o) {
             if let Some(prev) = by.insert(idx, i) {
-                out.push(format!("ops {} and {} were both acknowledged with index {idx}", ops[prev].id, o.id));
+                out.push(format!(
+                    "ops {} and {} were both acknowledged with index {idx}",
+                    ops[prev].id, o.id
+                ));
             }
         }
     }
@@ -79,7 +92,8 @@ pub fn check_index_order(ops: &[NativeOp]) -> Vec<String> {
 pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     let by_index = writes_by_index(ops, &mut Vec::new());
-    let under = |k: &str| k == prefix || k.starts_with(&format!("{}/", prefix.trim_end_matches('/')));
+    let under =
+        |k: &str| k == prefix || k.starts_with(&format!("{}/", prefix.trim_end_matches('/')));
     let mut by_watcher: BTreeMap<u64, Vec<&WatchLine>> = BTreeMap::new();
     for w in watches {
         by_watcher.entry(w.watcher).or_default().push(w);
@@ -92,23 +106,35 @@ pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], prefix: &str) -> V
                 continue;
             }
             if last.is_some_and(|l| e.index <= l) {
-                out.push(format!("watcher {wid}: event at index {} after index {} (duplicate or out of order)", e.index, last.unwrap_or(0)));
+                out.push(format!(
+                    "watcher {wid}: event at index {} after index {} (duplicate or out of order)",
+                    e.index,
+                    last.unwrap_or(0)
+                ));
             }
             if e.index < e.wait_index {
-                out.push(format!("watcher {wid}: event at index {} for waitIndex {}", e.index, e.wait_index));
+                out.push(format!(
+                    "watcher {wid}: event at index {} for waitIndex {}",
+                    e.index, e.wait_index
+                ));
             }
             // 2. the event matches a write.
             let matched = match e.action.as_str() {
                 "expire" => {
                     if under(&e.key) {
-                        out.push(format!("watcher {wid}: expire event for {} at {}, a key that never had a TTL", e.key, e.index));
+                        out.push(format!(
+                            "watcher {wid}: expire event for {} at {}, a key that never had a TTL",
+                            e.key, e.index
+                        ));
                     }
                     true
                 }
                 action => {
                     let del = action == "delete" || action == "compareAndDelete";
                     match by_index.get(&e.index).map(|i| &ops[*i]) {
-                        Some(o) => o.key == e.key && is_delete(&o.f) == del && (del || o.value == e.value),
+                        Some(o) => {
+                            o.key == e.key && is_delete(&o.f) == del && (del || o.value == e.value)
+                        }
                         // An indeterminate write may have taken effect at this index.
                         None => ops.iter().any(|o| {
                             WRITES.contains(&o.f.as_str())
@@ -127,7 +153,10 @@ pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], prefix: &str) -> V
                 ));
             }
             // 3. no acknowledged write under the prefix was skipped.
-            let from = last.map(|l| l + 1).unwrap_or(e.wait_index).max(e.wait_index);
+            let from = last
+                .map(|l| l + 1)
+                .unwrap_or(e.wait_index)
+                .max(e.wait_index);
             if from < e.index {
                 for (idx, i) in by_index.range(from..e.index) {
                     if under(&ops[*i].key) {

@@ -16,7 +16,10 @@ fn verdicts(dir: &Path) -> Vec<(String, bool)> {
     std::fs::read_to_string(dir.join("VERDICTS"))
         .unwrap()
         .lines()
-        .filter_map(|l| l.split_once(' ').map(|(f, v)| (f.to_string(), v.trim() == "linearizable")))
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(f, v)| (f.to_string(), v.trim() == "linearizable"))
+        })
         .collect()
 }
 
@@ -31,9 +34,18 @@ fn jepsen_etcd_register_histories_get_porcupines_verdicts() {
     for (file, expect) in verdicts(&dir) {
         let ops = import::jepsen_log(&std::fs::read_to_string(dir.join(&file)).unwrap()).unwrap();
         let t = Instant::now();
-        let v = check(&Register, &ops, Some(Instant::now() + Duration::from_secs(60)));
+        let v = check(
+            &Register,
+            &ops,
+            Some(Instant::now() + Duration::from_secs(60)),
+        );
         assert_ne!(v, Verdict::Unknown, "{file}: timed out");
-        assert_eq!(v == Verdict::Ok, expect, "{file}: expected linearizable={expect}, got {v:?} ({:?})", t.elapsed());
+        assert_eq!(
+            v == Verdict::Ok,
+            expect,
+            "{file}: expected linearizable={expect}, got {v:?} ({:?})",
+            t.elapsed()
+        );
         n += 1;
     }
     assert!(n >= 70, "only {n} histories");
@@ -50,15 +62,25 @@ fn jepsen_kv_histories_get_porcupines_verdicts() {
         let ops = import::jepsen_edn(&std::fs::read_to_string(dir.join(&file)).unwrap()).unwrap();
         let v = check(&Kv, &ops, Some(Instant::now() + Duration::from_secs(60)));
         assert_ne!(v, Verdict::Unknown, "{file}: timed out");
-        assert_eq!(v == Verdict::Ok, expect, "{file}: expected linearizable={expect}, got failure");
+        assert_eq!(
+            v == Verdict::Ok,
+            expect,
+            "{file}: expected linearizable={expect}, got failure"
+        );
     }
 }
 
 #[test]
 fn malformed_lines_are_named() {
-    let e = import::jepsen_log("INFO  jepsen.util - 0\t:invoke\t:read\tnil\nINFO  jepsen.util - x\t:ok\t:read\t1\n").unwrap_err();
+    let e = import::jepsen_log(
+        "INFO  jepsen.util - 0\t:invoke\t:read\tnil\nINFO  jepsen.util - x\t:ok\t:read\t1\n",
+    )
+    .unwrap_err();
     assert_eq!(e.line, 2);
-    let e = import::jepsen_edn("{:process 0, :type :invoke, :f :get, :key \"1\", :value nil}\n{:process 0 :type :ok\n").unwrap_err();
+    let e = import::jepsen_edn(
+        "{:process 0, :type :invoke, :f :get, :key \"1\", :value nil}\n{:process 0 :type :ok\n",
+    )
+    .unwrap_err();
     assert_eq!(e.line, 2);
     let e = import::native("{\"type\":\"meta\",\"version\":1}\nnot json\n").unwrap_err();
     assert_eq!(e.line, 2);

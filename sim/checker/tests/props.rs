@@ -68,7 +68,12 @@ fn random_mutations_are_almost_always_rejected() {
         let i = rng.gen_range(0..ops.len());
         ops[i].output = match ops[i].output.take() {
             Some(EtcdOutput::Ok { .. }) => Some(EtcdOutput::Err(100)),
-            Some(EtcdOutput::Err(_)) => Some(EtcdOutput::Ok { value: Some("x".into()), index: 1_000_000, prev_value: None, prev_index: None }),
+            Some(EtcdOutput::Err(_)) => Some(EtcdOutput::Ok {
+                value: Some("x".into()),
+                index: 1_000_000,
+                prev_value: None,
+                prev_index: None,
+            }),
             None => None,
         };
         if matches!(check(&Etcd, &ops, deadline()), Verdict::Illegal(_)) {
@@ -76,5 +81,8 @@ fn random_mutations_are_almost_always_rejected() {
         }
     }
     println!("{rejected} of {total} mutated histories rejected");
-    assert!(rejected * 100 >= total * 90, "only {rejected} of {total} mutated histories rejected");
+    assert!(
+        rejected * 100 >= total * 90,
+        "only {rejected} of {total} mutated histories rejected"
+    );
 }

@@ -159,10 +159,18 @@ impl Model for Etcd {
             None => match i {
                 I::Get { .. } => vec![s.clone()],
                 I::Set { value, .. } => vec![written(value, None)],
-                I::Create { value, .. } => vec![if exists { s.clone() } else { written(value, None) }],
+                I::Create { value, .. } => vec![if exists {
+                    s.clone()
+                } else {
+                    written(value, None)
+                }],
                 I::Update { value, .. } => vec![if exists { written(value, None) } else { None }],
                 I::CasValue { prev, value, .. } => {
-                    vec![if cur_val == Some(prev.as_str()) { written(value, None) } else { s.clone() }]
+                    vec![if cur_val == Some(prev.as_str()) {
+                        written(value, None)
+                    } else {
+                        s.clone()
+                    }]
                 }
                 I::CasIndex { prev, value, .. } => match s {
                     Some((_, Some(idx))) if idx == prev => vec![written(value, None)],
@@ -170,13 +178,19 @@ impl Model for Etcd {
                     _ => vec![s.clone()],
                 },
                 I::Delete { .. } => vec![None],
-                I::Cad { prev, .. } => vec![if cur_val == Some(prev.as_str()) { None } else { s.clone() }],
+                I::Cad { prev, .. } => vec![if cur_val == Some(prev.as_str()) {
+                    None
+                } else {
+                    s.clone()
+                }],
             },
             Some(O::Err(code)) => {
                 let ok = match (i, code) {
                     (_, 100) => !exists,
                     (I::Create { .. }, 105) => exists,
-                    (I::CasValue { prev, .. } | I::Cad { prev, .. }, 101) => exists && cur_val != Some(prev.as_str()),
+                    (I::CasValue { prev, .. } | I::Cad { prev, .. }, 101) => {
+                        exists && cur_val != Some(prev.as_str())
+                    }
                     (I::CasIndex { prev, .. }, 101) => match s {
                         Some((_, Some(idx))) => idx != prev,
                         Some((_, None)) => true,
@@ -190,29 +204,51 @@ impl Model for Etcd {
                     vec![]
                 }
             }
-            Some(O::Ok { value, index, prev_value, prev_index }) => {
+            Some(O::Ok {
+                value,
+                index,
+                prev_value,
+                prev_index,
+            }) => {
                 let idx = *index;
                 let ok = match i {
                     I::Get { .. } => {
                         return match s {
-                            Some((v, known)) if Some(v) == value.as_ref() && index_ok(*known, idx) => {
+                            Some((v, known))
+                                if Some(v) == value.as_ref() && index_ok(*known, idx) =>
+                            {
                                 vec![Some((v.clone(), Some(idx)))]
                             }
                             _ => vec![],
                         }
                     }
-                    I::Set { value: v, .. } => value.as_deref() == Some(v) && newer(s, idx) && prev_ok(s, prev_value, prev_index),
-                    I::Create { value: v, .. } => !exists && value.as_deref() == Some(v),
-                    I::Update { value: v, .. } | I::CasValue { value: v, .. } | I::CasIndex { value: v, .. } => {
-                        exists && value.as_deref() == Some(v) && newer(s, idx) && prev_ok(s, prev_value, prev_index) && match i {
-                            I::CasValue { prev, .. } => cur_val == Some(prev.as_str()),
-                            I::CasIndex { prev, .. } => prev_index.as_ref() == Some(prev),
-                            _ => true,
-                        }
+                    I::Set { value: v, .. } => {
+                        value.as_deref() == Some(v)
+                            && newer(s, idx)
+                            && prev_ok(s, prev_value, prev_index)
                     }
-                    I::Delete { .. } => exists && newer(s, idx) && prev_ok(s, prev_value, prev_index),
+                    I::Create { value: v, .. } => !exists && value.as_deref() == Some(v),
+                    I::Update { value: v, .. }
+                    | I::CasValue { value: v, .. }
+                    | I::CasIndex { value: v, .. } => {
+                        exists
+                            && value.as_deref() == Some(v)
+                            && newer(s, idx)
+                            && prev_ok(s, prev_value, prev_index)
+                            && match i {
+                                I::CasValue { prev, .. } => cur_val == Some(prev.as_str()),
+                                I::CasIndex { prev, .. } => prev_index.as_ref() == Some(prev),
+                                _ => true,
+                            }
+                    }
+                    I::Delete { .. } => {
+                        exists && newer(s, idx) && prev_ok(s, prev_value, prev_index)
+                    }
                     I::Cad { prev, .. } => {
-                        exists && cur_val == Some(prev.as_str()) && newer(s, idx) && prev_ok(s, prev_value, prev_index)
+                        exists
+                            && cur_val == Some(prev.as_str())
+                            && newer(s, idx)
+                            && prev_ok(s, prev_value, prev_index)
                     }
                 };
                 if !ok {
