@@ -177,7 +177,7 @@ fn ready_to_add(ctx: &Ctx) -> bool {
         .count();
     let after = members.len() + 1;
     // Growing a 1-member cluster to 2 is allowed (the tutorial's one-by-one method).
-    let quorum_ok = (started == 1 && after == 2) || started >= after / 2 + 1;
+    let quorum_ok = (started == 1 && after == 2) || started > after / 2;
     // Every other voter must have been reachable for a while (etcd: 5 s).
     let connected = members.keys().filter(|id| **id != ctx.shared.id).all(|id| {
         ctx.transport

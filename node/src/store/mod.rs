@@ -225,9 +225,8 @@ impl Store {
             "create",
             now_ms,
         )
-        .map(|e| {
-            self.hub.notify(&e, &[]);
-            e
+        .inspect(|e| {
+            self.hub.notify(e, &[]);
         })
     }
 

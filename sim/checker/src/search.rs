@@ -261,7 +261,7 @@ fn check_partition<M: Model>(
         if steps > budget {
             return PartResult::OverBudget;
         }
-        if steps % 4096 == 0 {
+        if steps.is_multiple_of(4096) {
             if let Some(d) = deadline {
                 if Instant::now() > d {
                     return PartResult::Unknown;
