@@ -168,6 +168,62 @@ impl Drop for Member {
     }
 }
 
+/// etcd's flags for one member on 127.0.0.1, in the tutorial's spelling.
+pub fn member_args(
+    name: &str,
+    data_dir: &std::path::Path,
+    client: u16,
+    peer: u16,
+    cluster: &str,
+    state: &str,
+) -> Vec<String> {
+    [
+        "--name",
+        name,
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "-advertise-client-urls",
+        &format!("http://127.0.0.1:{client}"),
+        "-listen-client-urls",
+        &format!("http://127.0.0.1:{client}"),
+        "-initial-advertise-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+        "-listen-peer-urls",
+        &format!("http://127.0.0.1:{peer}"),
+        "-initial-cluster-token",
+        "etcd-cluster",
+        "-initial-cluster",
+        cluster,
+        "-initial-cluster-state",
+        state,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A member (not started) named `name` with its data under `dir`.
+pub fn member(
+    dir: &std::path::Path,
+    name: &str,
+    client: u16,
+    peer: u16,
+    cluster: &str,
+    state: &str,
+) -> Member {
+    let data_dir = dir.join(name);
+    let args = member_args(name, &data_dir, client, peer, cluster, state);
+    Member {
+        name: name.into(),
+        client,
+        peer,
+        data_dir,
+        args,
+        child: None,
+        log: dir.join(format!("{name}.log")),
+    }
+}
+
 /// The tutorial's static method: every member knows all three, state `new`.
 pub fn static_cluster(dir: &std::path::Path, n: usize) -> Vec<Member> {
     let ports: Vec<(u16, u16)> = (0..n).map(|_| ports()).collect();
@@ -179,38 +235,7 @@ pub fn static_cluster(dir: &std::path::Path, n: usize) -> Vec<Member> {
     ports
         .iter()
         .enumerate()
-        .map(|(i, (c, p))| {
-            let data_dir = dir.join(format!("infra{i}"));
-            let args = vec![
-                "--name".into(),
-                format!("infra{i}"),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "-advertise-client-urls".into(),
-                format!("http://127.0.0.1:{c}"),
-                "-listen-client-urls".into(),
-                format!("http://127.0.0.1:{c}"),
-                "-initial-advertise-peer-urls".into(),
-                format!("http://127.0.0.1:{p}"),
-                "-listen-peer-urls".into(),
-                format!("http://127.0.0.1:{p}"),
-                "-initial-cluster-token".into(),
-                "etcd-cluster".into(),
-                "-initial-cluster".into(),
-                initial.join(","),
-                "-initial-cluster-state".into(),
-                "new".into(),
-            ];
-            Member {
-                name: format!("infra{i}"),
-                client: *c,
-                peer: *p,
-                data_dir,
-                args,
-                child: None,
-                log: dir.join(format!("infra{i}.log")),
-            }
-        })
+        .map(|(i, (c, p))| member(dir, &format!("infra{i}"), *c, *p, &initial.join(","), "new"))
         .collect()
 }
 

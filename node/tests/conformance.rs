@@ -10,6 +10,44 @@ use std::time::Duration;
 
 use common::*;
 
+/// Replay one corpus section against `base` and diff it with etcd 3.4.23's recording.
+fn run_section(corpus: &Path, dir: &Path, base: &str, section: &str) {
+    let ours = dir.join(format!("{section}.jsonl"));
+    let run = Command::new("python3")
+        .arg(corpus.join("v2corpus.py"))
+        .args(["run", "--base", base, "--sections", section, "--out"])
+        .arg(&ours)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "runner failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let theirs = dir.join(format!("etcd-{section}.jsonl"));
+    let recording = std::fs::read_to_string(corpus.join("etcd-3.4.23.jsonl")).unwrap();
+    let tag = format!("\"section\": \"{section}\"");
+    let lines: String = recording
+        .lines()
+        .filter(|l| l.contains(&tag))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&theirs, lines).unwrap();
+    let diff = Command::new("python3")
+        .arg(corpus.join("v2corpus.py"))
+        .arg("diff")
+        .arg(&theirs)
+        .arg(&ours)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&diff.stdout);
+    println!("{section}: {}", out.lines().last().unwrap_or(""));
+    assert!(
+        diff.status.success(),
+        "differences from etcd 3.4.23:\n{out}"
+    );
+}
+
 #[test]
 fn keys_section_matches_etcd_3_4() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance");
@@ -33,39 +71,7 @@ fn keys_section_matches_etcd_3_4() {
             .ok()?;
         (r.status == 200 && idx >= 3).then_some(())
     });
-    let ours = dir.path().join("keys.jsonl");
-    let run = Command::new("python3")
-        .arg(corpus.join("v2corpus.py"))
-        .args(["run", "--base", &base, "--sections", "keys", "--out"])
-        .arg(&ours)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "runner failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let theirs = dir.path().join("etcd-keys.jsonl");
-    let recording = std::fs::read_to_string(corpus.join("etcd-3.4.23.jsonl")).unwrap();
-    let keys: String = recording
-        .lines()
-        .filter(|l| l.contains("\"section\": \"keys\""))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&theirs, keys).unwrap();
-    let diff = Command::new("python3")
-        .arg(corpus.join("v2corpus.py"))
-        .arg("diff")
-        .arg(&theirs)
-        .arg(&ours)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&diff.stdout);
-    println!("{}", out.lines().last().unwrap_or(""));
-    assert!(
-        diff.status.success(),
-        "differences from etcd 3.4.23:\n{out}"
-    );
+    run_section(&corpus, dir.path(), &base, "keys");
 }
 
 #[test]
@@ -86,27 +92,21 @@ fn members_section_matches_etcd_3_4() {
         .enumerate()
         .map(|(i, (_, p))| format!("infra{i}=http://127.0.0.1:{p}"))
         .collect();
-    let mut members: Vec<Member> = static_cluster(dir.path(), 3);
-    for (i, m) in members.iter_mut().enumerate() {
-        let (c, p) = ports[i];
-        m.client = c;
-        m.peer = p;
-        m.args = vec![
-            "--name".into(),
-            format!("infra{i}"),
-            "--data-dir".into(),
-            m.data_dir.display().to_string(),
-            "-advertise-client-urls".into(),
-            format!("http://127.0.0.1:{c}"),
-            "-listen-client-urls".into(),
-            format!("http://127.0.0.1:{c}"),
-            "-initial-advertise-peer-urls".into(),
-            format!("http://127.0.0.1:{p}"),
-            "-listen-peer-urls".into(),
-            format!("http://127.0.0.1:{p}"),
-            "-initial-cluster".into(),
-            initial.join(","),
-        ];
+    let mut members: Vec<Member> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (c, p))| {
+            member(
+                dir.path(),
+                &format!("infra{i}"),
+                *c,
+                *p,
+                &initial.join(","),
+                "new",
+            )
+        })
+        .collect();
+    for m in members.iter_mut() {
         m.start();
     }
     // Every member published, and connected long enough for etcd's reconfiguration check.
@@ -115,44 +115,5 @@ fn members_section_matches_etcd_3_4() {
         (r.body.matches("\"clientURLs\":[\"http").count() == 3).then_some(())
     });
     std::thread::sleep(Duration::from_secs(6));
-    let ours = dir.path().join("members.jsonl");
-    let run = Command::new("python3")
-        .arg(corpus.join("v2corpus.py"))
-        .args([
-            "run",
-            "--base",
-            "http://127.0.0.1:2379",
-            "--sections",
-            "members",
-            "--out",
-        ])
-        .arg(&ours)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "runner failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let theirs = dir.path().join("etcd-members.jsonl");
-    let recording = std::fs::read_to_string(corpus.join("etcd-3.4.23.jsonl")).unwrap();
-    let lines: String = recording
-        .lines()
-        .filter(|l| l.contains("\"section\": \"members\""))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&theirs, lines).unwrap();
-    let diff = Command::new("python3")
-        .arg(corpus.join("v2corpus.py"))
-        .arg("diff")
-        .arg(&theirs)
-        .arg(&ours)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&diff.stdout);
-    println!("{}", out.lines().last().unwrap_or(""));
-    assert!(
-        diff.status.success(),
-        "differences from etcd 3.4.23:\n{out}"
-    );
+    run_section(&corpus, dir.path(), "http://127.0.0.1:2379", "members");
 }

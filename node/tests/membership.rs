@@ -9,39 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn member(dir: &std::path::Path, name: &str, c: u16, p: u16, cluster: &str, state: &str) -> Member {
-    let data_dir = dir.join(name);
-    let args = vec![
-        "--name".into(),
-        name.to_string(),
-        "--data-dir".into(),
-        data_dir.display().to_string(),
-        "-advertise-client-urls".into(),
-        format!("http://127.0.0.1:{c}"),
-        "-listen-client-urls".into(),
-        format!("http://127.0.0.1:{c}"),
-        "-initial-advertise-peer-urls".into(),
-        format!("http://127.0.0.1:{p}"),
-        "-listen-peer-urls".into(),
-        format!("http://127.0.0.1:{p}"),
-        "-initial-cluster-token".into(),
-        "etcd-cluster".into(),
-        "-initial-cluster".into(),
-        cluster.to_string(),
-        "-initial-cluster-state".into(),
-        state.to_string(),
-    ];
-    Member {
-        name: name.into(),
-        client: c,
-        peer: p,
-        data_dir,
-        args,
-        child: None,
-        log: dir.join(format!("{name}.log")),
-    }
-}
-
 fn add(a: &Member, peer: u16) -> Resp {
     eventually(
         Duration::from_secs(30),
