@@ -87,7 +87,7 @@ pub fn latency_svg(r: &Report) -> String {
             * 1.1;
         let mut chart = match ChartBuilder::on(&root)
             .caption(
-                "write latency per phase, ms (p50 / p90 / p99 / p99.9)",
+                "write latency per phase, ms: p50 blue, p90 green, p99 red, p99.9 magenta",
                 ("sans-serif", 16),
             )
             .margin(10)
