@@ -4,7 +4,10 @@
 #![cfg(madsim)]
 
 fn report(scenario: &str, seed: u64) -> (String, String) {
-    let out = std::env::temp_dir().join(format!("detcd-report-{scenario}-{seed}-{}", std::process::id()));
+    let out = std::env::temp_dir().join(format!(
+        "detcd-report-{scenario}-{seed}-{}",
+        std::process::id()
+    ));
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_detcd-sim"))
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .args(["run", scenario, "--seed", &seed.to_string(), "--out"])

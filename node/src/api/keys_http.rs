@@ -176,7 +176,7 @@ fn watch(ctx: &Ctx, key: &str, w: WaitSpec) -> Response<Body> {
         Err(e) => return error_response(ctx, &e),
     };
     let stream = w.stream;
-    let deadline = tokio::time::Instant::now() + WATCH_TIMEOUT;
+    let deadline = ctx.shared.clock.now() + WATCH_TIMEOUT;
     // One event (or, streaming, one per line) until the watch ends or times out. The headers
     // go out at once, so a long-polling client sees 200 immediately, as with etcd.
     let events = futures::stream::unfold((watch.rx, false), move |(mut rx, done)| async move {

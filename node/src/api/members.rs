@@ -211,7 +211,7 @@ async fn conf_change(
     cc.context = context.clone().into();
     let (tx, rx) = oneshot::channel();
     ctx.shared.waiters.lock().expect("waiters").insert(id, tx);
-    let deadline = tokio::time::Instant::now() + ctx.request_timeout;
+    let deadline = ctx.shared.clock.now() + ctx.request_timeout;
     let result = async {
         let mut rx = rx;
         loop {
@@ -234,7 +234,7 @@ async fn conf_change(
                     .map_err(|_| ())
                     .and_then(|r| r.map(|_| ()).map_err(|_| ()));
             }
-            if tokio::time::Instant::now() >= deadline {
+            if ctx.shared.clock.now() >= deadline {
                 return Err(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

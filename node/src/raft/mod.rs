@@ -163,15 +163,24 @@ impl Shared {
         let id = self.rng.next_u64() | 1;
         let (tx, mut rx) = oneshot::channel();
         self.waiters.lock().expect("waiters lock").insert(id, tx);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = self.clock.now() + timeout;
         let result = async {
             loop {
                 let is_leader = self.status().is_leader;
-                let p = crate::sm::Proposal { id, time_ms: if is_leader { self.clock.wall_ms() } else { 0 }, op: op.clone() };
+                let p = crate::sm::Proposal {
+                    id,
+                    time_ms: if is_leader { self.clock.wall_ms() } else { 0 },
+                    op: op.clone(),
+                };
                 let data = serde_json::to_vec(&p).expect("proposal serialises");
                 let mut leader = self.leader.subscribe();
                 let (atx, arx) = oneshot::channel();
-                self.inbox.send(Inbox::Propose { data, accepted: atx }).map_err(|_| WaitError::Stopped)?;
+                self.inbox
+                    .send(Inbox::Propose {
+                        data,
+                        accepted: atx,
+                    })
+                    .map_err(|_| WaitError::Stopped)?;
                 let accepted = arx.await.map_err(|_| WaitError::Stopped)?;
                 if !accepted {
                     // No leader: wait for one (or a short while), then propose again.
@@ -192,7 +201,7 @@ impl Shared {
                     r = &mut rx => return r.map_err(|_| WaitError::Stopped),
                     _ = leader.changed() => {
                         // The entry may have been lost with the old leader: propose it again.
-                        if tokio::time::Instant::now() >= deadline { return Err(WaitError::Timeout) }
+                        if self.clock.now() >= deadline { return Err(WaitError::Timeout) }
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         if let Ok(r) = rx.try_recv() { return Ok(r) }
                     }
@@ -212,13 +221,13 @@ impl Shared {
         timeout: std::time::Duration,
         retry: std::time::Duration,
     ) -> Result<(), WaitError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = self.clock.now() + timeout;
         loop {
             let (tx, rx) = oneshot::channel();
             self.inbox
                 .send(Inbox::ReadIndex { done: tx })
                 .map_err(|_| WaitError::Stopped)?;
-            let attempt_end = (tokio::time::Instant::now() + retry).min(deadline);
+            let attempt_end = (self.clock.now() + retry).min(deadline);
             match crate::rt::timeout_at(attempt_end, rx).await {
                 Ok(Ok(index)) => {
                     let mut applied = self.applied.subscribe();
@@ -229,7 +238,7 @@ impl Shared {
                         .map_err(|_| WaitError::Stopped);
                 }
                 Ok(Err(_)) | Err(_) => {
-                    if tokio::time::Instant::now() >= deadline {
+                    if self.clock.now() >= deadline {
                         return Err(WaitError::Timeout);
                     }
                 }
