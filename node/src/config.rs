@@ -81,6 +81,8 @@ pub struct Config {
     pub client_tls: TlsConfig,
     /// Peer TLS.
     pub peer_tls: TlsConfig,
+    /// `--cipher-suites`: Go's names of the TLS 1.2 suites allowed (empty: rustls' defaults).
+    pub cipher_suites: Vec<String>,
     /// `--logger` (accepted).
     pub logger: String,
     /// `--log-outputs`.
@@ -622,6 +624,14 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         enable_v2: bool_or("enable-v2", true)?,
         client_tls: tls("")?,
         peer_tls: tls("peer-")?,
+        cipher_suites: get("cipher-suites")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
         logger: get("logger").unwrap_or_else(|| "zap".into()),
         log_outputs: get("log-outputs")
             .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
@@ -741,13 +751,19 @@ fn validate(c: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
                 .collect::<Vec<_>>(),
         ),
     ] {
-        if urls.iter().any(|u| u.scheme() == "https") {
+        let https = urls.iter().any(|u| u.scheme() == "https");
+        let flag = if side == "peer" { "--peer-" } else { "--" };
+        if https && tls.cert_file.is_none() && !tls.auto_tls {
             return Err(ConfigError(format!(
-                "https {side} URLs need TLS, which this detcd build does not support yet (cert file {:?}, auto-tls {})",
-                tls.cert_file, tls.auto_tls
+                "https {side} URLs need {flag}cert-file and {flag}key-file, or {flag}auto-tls"
             )));
         }
-        if tls.cert_file.is_some() || tls.auto_tls {
+        if tls.client_cert_auth && tls.trusted_ca_file.is_none() {
+            return Err(ConfigError(format!(
+                "{flag}client-cert-auth needs {flag}trusted-ca-file"
+            )));
+        }
+        if !https && (tls.cert_file.is_some() || tls.auto_tls) {
             warnings.push(format!(
                 "{side} TLS settings are ignored: every {side} URL is http"
             ));

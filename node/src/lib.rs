@@ -15,6 +15,7 @@ pub mod server;
 pub mod sm;
 pub mod storage;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 pub use server::{run, Env, NodeError};

@@ -51,8 +51,19 @@ fn main() -> ExitCode {
     let seed = cfg
         .rng_seed
         .unwrap_or_else(|| seed_from_name(&cfg.name) ^ started);
+    // Certificates are read here, before anything starts: a missing, unreadable or
+    // mismatched file stops the member with one line that names it.
+    let tls = match detcd_node::tls::load(&cfg, &|p| std::fs::read(p)) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("detcd: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let env = Env {
         disk: Arc::new(FileDisk),
+        tls,
         clock: Clock::new(),
         seed,
         on_start: None,

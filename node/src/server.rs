@@ -31,6 +31,8 @@ pub struct Env {
     pub clock: Clock,
     /// Seed of the member's rng.
     pub seed: u64,
+    /// TLS for the client and peer URLs (see [`crate::tls::load`]).
+    pub tls: crate::tls::Tls,
     /// Called once the member is running, with its shared state (the simulator uses it to
     /// check convergence; production passes `None`).
     pub on_start: Option<Box<dyn FnOnce(Arc<Shared>) + Send>>,
@@ -106,14 +108,19 @@ fn initial_members(cfg: &Config) -> Members {
 
 /// Open the member's storage, bootstrapping a new cluster's first state, or joining a
 /// running cluster, if there is none.
-async fn open(cfg: &Config, disk: &Arc<dyn Disk>, snaps: &SnapDir) -> Result<Opened, NodeError> {
+async fn open(
+    cfg: &Config,
+    disk: &Arc<dyn Disk>,
+    snaps: &SnapDir,
+    tls: &crate::tls::Tls,
+) -> Result<Opened, NodeError> {
     let wal_dir = cfg.wal_path();
     if Wal::exists(disk.as_ref(), &wal_dir) {
         return restart(disk, &wal_dir, snaps);
     }
     match cfg.initial_cluster_state {
         ClusterState::New => bootstrap(cfg, disk, &wal_dir, snaps),
-        ClusterState::Existing => join(cfg, disk, &wal_dir).await,
+        ClusterState::Existing => join(cfg, disk, &wal_dir, tls).await,
     }
 }
 
@@ -123,6 +130,7 @@ async fn join(
     cfg: &Config,
     disk: &Arc<dyn Disk>,
     wal_dir: &std::path::Path,
+    tls: &crate::tls::Tls,
 ) -> Result<Opened, NodeError> {
     let mut own = own_peer_urls(cfg);
     own.sort();
@@ -141,14 +149,19 @@ async fn join(
     let mut last_err = String::new();
     for _ in 0..40 {
         for p in &peers {
-            let info =
-                match crate::transport::fetch_cluster_info(p, &cfg.initial_cluster_token).await {
-                    Ok(i) => i,
-                    Err(e) => {
-                        last_err = format!("{p}: {e}");
-                        continue;
-                    }
-                };
+            let info = match crate::transport::fetch_cluster_info(
+                p,
+                &cfg.initial_cluster_token,
+                tls.peer_client.as_ref(),
+            )
+            .await
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    last_err = format!("{p}: {e}");
+                    continue;
+                }
+            };
             if let Some(e) = info.error {
                 return Err(NodeError::Config(format!("refused by {p}: {e}")));
             }
@@ -362,18 +375,18 @@ async fn bind(url: &url::Url) -> Result<TcpListener, NodeError> {
 pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     let disk = env.disk;
     let snaps = SnapDir::open(Arc::clone(&disk), &cfg.snap_path()).map_err(storage_err)?;
-    let opened = open(&cfg, &disk, &snaps).await?;
+    let opened = open(&cfg, &disk, &snaps, &env.tls).await?;
     let peer_listeners = {
         let mut v = Vec::new();
         for u in &cfg.listen_peer_urls {
-            v.push(bind(u).await?);
+            v.push((bind(u).await?, u.scheme() == "https"));
         }
         v
     };
     let client_listeners = {
         let mut v = Vec::new();
         for u in &cfg.listen_client_urls {
-            v.push(bind(u).await?);
+            v.push((bind(u).await?, u.scheme() == "https"));
         }
         v
     };
@@ -427,10 +440,20 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         counters: Counters::default(),
         stopped: stopped_tx,
     });
-    let transport = Transport::new(opened.id, cid, cfg.initial_cluster_token.clone(), inbox_tx);
+    let peer_tls = crate::transport::PeerTls {
+        server: env.tls.peer_server.clone(),
+        client: env.tls.peer_client.clone(),
+    };
+    let transport = Transport::new(
+        opened.id,
+        cid,
+        cfg.initial_cluster_token.clone(),
+        inbox_tx,
+        peer_tls,
+    );
     transport.set_members(&members);
-    for l in peer_listeners {
-        crate::rt::spawn(Arc::clone(&transport).serve(l));
+    for (l, https) in peer_listeners {
+        crate::rt::spawn(Arc::clone(&transport).serve(l, https));
     }
     let lp = LoopConfig {
         tick: heartbeat,
@@ -474,8 +497,9 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         token: cfg.initial_cluster_token.clone(),
         transport: Arc::clone(&transport),
     });
-    for l in client_listeners {
-        crate::rt::spawn(crate::api::serve(l, Arc::clone(&ctx)));
+    for (l, https) in client_listeners {
+        let tls = if https { env.tls.client.clone() } else { None };
+        crate::rt::spawn(crate::api::serve(l, Arc::clone(&ctx), tls));
     }
     crate::rt::spawn(publish(Arc::clone(&shared), cfg.name.clone(), client_urls));
     tracing::info!(name = %cfg.name, member = %format!("{:x}", shared.id), cluster = %format!("{cid:x}"), "detcd member started");

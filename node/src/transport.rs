@@ -81,7 +81,21 @@ pub struct Transport {
     peers: Mutex<BTreeMap<u64, Peer>>,
     allowed: Mutex<Vec<u64>>,
     inbox: mpsc::UnboundedSender<Inbox>,
+    tls: PeerTls,
 }
+
+/// TLS of the peer side: accepting (with `--peer-client-cert-auth`, only peers whose
+/// certificate the trusted CA signed) and dialing `https://` peer URLs.
+#[derive(Clone, Default)]
+pub struct PeerTls {
+    /// For accepted streams on `https://` peer listeners.
+    pub server: Option<Arc<rustls::ServerConfig>>,
+    /// For dialing `https://` peer URLs.
+    pub client: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Transport {
     /// A transport for member `id`.
@@ -90,6 +104,7 @@ impl Transport {
         cluster_id: u64,
         token: String,
         inbox: mpsc::UnboundedSender<Inbox>,
+        tls: PeerTls,
     ) -> Arc<Transport> {
         Arc::new(Transport {
             id,
@@ -100,6 +115,7 @@ impl Transport {
             peers: Mutex::new(BTreeMap::new()),
             allowed: Mutex::new(Vec::new()),
             inbox,
+            tls,
         })
     }
 
@@ -160,11 +176,12 @@ impl Transport {
     async fn sender(self: Arc<Self>, to: u64, urls: Vec<String>, mut rx: mpsc::Receiver<Message>) {
         let mut attempt = 0usize;
         loop {
-            let addr = host_port(&urls[attempt % urls.len()]);
+            let url = &urls[attempt % urls.len()];
             attempt += 1;
-            let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr)).await {
-                Ok(Ok(s)) => s,
-                _ => {
+            let stream = match dial(url, self.tls.client.as_ref()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(peer = %format!("{to:x}"), url = %url, error = %e, "peer: dial failed");
                     if !self.fail_queued(to, &mut rx) {
                         return;
                     }
@@ -172,8 +189,7 @@ impl Transport {
                     continue;
                 }
             };
-            rt::tune_stream(&stream);
-            let mut w = BufWriter::new(FlushFilter::new(stream));
+            let mut w = BufWriter::new(stream);
             let hello = Hello {
                 cluster_id: *self.cluster_id.lock().expect("lock"),
                 from: self.id,
@@ -264,8 +280,9 @@ impl Transport {
         true
     }
 
-    /// Accept peers on `listener` for ever.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+    /// Accept peers on `listener` for ever; with `tls`, every stream starts with a TLS
+    /// handshake (and, with peer client-cert auth, one that proves a trusted certificate).
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -274,6 +291,23 @@ impl Transport {
             rt::tune_stream(&stream);
             let me = Arc::clone(&self);
             rt::spawn(async move {
+                let cfg = if tls { me.tls.server.as_ref() } else { None };
+                let stream = match tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    crate::tls::accept(cfg, FlushFilter::new(stream)),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "peer: TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!("peer: TLS handshake timed out");
+                        return;
+                    }
+                };
                 if let Err(e) = me.receive(stream).await {
                     tracing::debug!(error = %e, "peer stream closed");
                 }
@@ -281,7 +315,7 @@ impl Transport {
         }
     }
 
-    async fn receive(&self, stream: TcpStream) -> std::io::Result<()> {
+    async fn receive(&self, stream: PeerStream) -> std::io::Result<()> {
         let mut stream = tokio::io::BufReader::with_capacity(64 << 10, stream);
         let hello = read_frame(&mut stream, HELLO_BYTES_MAX).await?;
         let hello: Hello = serde_json::from_slice(&hello).map_err(std::io::Error::other)?;
@@ -328,7 +362,7 @@ impl Transport {
             .map(|t| t.elapsed())
     }
 
-    async fn answer_info(&self, stream: &mut TcpStream, hello: &Hello) -> std::io::Result<()> {
+    async fn answer_info(&self, stream: &mut PeerStream, hello: &Hello) -> std::io::Result<()> {
         let cid = *self.cluster_id.lock().expect("lock");
         let error = (hello.token != self.token).then(|| {
             format!(
@@ -348,13 +382,13 @@ impl Transport {
 }
 
 /// Ask the member at `peer_url` for the cluster's membership (used by a joining member).
-pub async fn fetch_cluster_info(peer_url: &str, token: &str) -> std::io::Result<ClusterInfo> {
+pub async fn fetch_cluster_info(
+    peer_url: &str,
+    token: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> std::io::Result<ClusterInfo> {
     let addr = host_port(peer_url);
-    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("dialing {addr}"))
-        })??;
+    let mut stream = dial(peer_url, tls).await?;
     let hello = serde_json::to_vec(&Hello {
         cluster_id: 0,
         from: 0,
@@ -373,6 +407,25 @@ pub async fn fetch_cluster_info(peer_url: &str, token: &str) -> std::io::Result<
         std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {addr}"))
     })??;
     serde_json::from_slice(&buf).map_err(std::io::Error::other)
+}
+
+/// A peer stream: TCP, with TLS when the URL is `https://`.
+type PeerStream = crate::tls::Stream<FlushFilter<TcpStream>>;
+
+/// Dial a peer URL (TCP, then TLS for `https://`), bounded in time.
+async fn dial(url: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::Result<PeerStream> {
+    let addr = host_port(url);
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, format!("dialing {addr}"));
+    let stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| timed_out())??;
+    rt::tune_stream(&stream);
+    tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        crate::tls::connect(tls, url, FlushFilter::new(stream)),
+    )
+    .await
+    .map_err(|_| timed_out())?
 }
 
 async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(

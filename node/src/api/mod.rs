@@ -79,8 +79,17 @@ pub fn text_error(status: StatusCode, msg: &str) -> Response<Body> {
     respond(status, "text/plain; charset=utf-8", format!("{msg}\n"))
 }
 
-/// Accept client connections on `listener` for ever.
-pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+/// The common name of the client's TLS certificate, attached to each request of a
+/// connection that presented one (with client-cert auth it is the v2 auth user).
+#[derive(Debug, Clone)]
+pub struct ClientCommonName(pub String);
+
+/// How long a client's TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept client connections on `listener` for ever; with `tls`, each starts with a TLS
+/// handshake (which, with client-cert auth, refuses clients without a trusted certificate).
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls::ServerConfig>>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -92,10 +101,28 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
         };
         rt::tune_stream(&stream);
         let ctx = Arc::clone(&ctx);
+        let tls = tls.clone();
         rt::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(FlushFilter::new(stream));
-            let svc = hyper::service::service_fn(move |req| {
+            let stream = match tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                crate::tls::accept(tls.as_ref(), FlushFilter::new(stream)),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "client TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cn = stream.client_common_name();
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
+                if let Some(cn) = &cn {
+                    req.extensions_mut().insert(ClientCommonName(cn.clone()));
+                }
                 async move { Ok::<_, Infallible>(route(ctx, req).await) }
             });
             // Title-case header names, as Go writes them: clients and the conformance corpus
