@@ -496,6 +496,8 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         strict_reconfig_check: cfg.strict_reconfig_check,
         token: cfg.initial_cluster_token.clone(),
         transport: Arc::clone(&transport),
+        client_cert_auth: env.tls.client_cert_auth,
+        verified: Default::default(),
     });
     for (l, https) in client_listeners {
         let tls = if https { env.tls.client.clone() } else { None };

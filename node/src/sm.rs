@@ -34,6 +34,8 @@ pub enum Op {
     Sync,
     /// The leader records the cluster version once.
     ClusterVersion(String),
+    /// A v2 auth change.
+    Auth(crate::auth::AuthOp),
     /// A member publishes its name and client URLs after it starts.
     Attributes {
         /// Member id.
@@ -62,6 +64,8 @@ pub struct ConfContext {
 pub enum Outcome {
     /// A keys write: the event or etcd's error.
     Keys(Result<Event, EtcdError>),
+    /// An auth change: done, or etcd's auth error.
+    Auth(Result<(), crate::auth::AuthError>),
     /// Anything else that completed.
     Done,
 }
@@ -108,6 +112,9 @@ pub struct Meta {
     /// The cluster version, once the leader has set it.
     #[serde(default)]
     pub cluster_version: Option<String>,
+    /// v2 auth: users, roles, whether it is on.
+    #[serde(default)]
+    pub auth: crate::auth::AuthState,
 }
 
 /// The state machine: the v2 store and the replicated metadata.
@@ -152,6 +159,12 @@ impl StateMachine {
         let now = self.meta.log_clock_ms;
         Some(match &p.op {
             Op::Keys(cmd) => Outcome::Keys(self.store.apply(cmd, now)),
+            Op::Auth(op) => {
+                let store = &mut self.store;
+                Outcome::Auth(self.meta.auth.apply(op, |p| {
+                    store.internal_write(p);
+                }))
+            }
             Op::Sync => {
                 self.store.expire(now);
                 Outcome::Done

@@ -46,6 +46,18 @@ pub fn http(
     body: Option<(&str, &str)>,
     timeout: Duration,
 ) -> std::io::Result<Resp> {
+    http_with(method, addr, path, &[], body, timeout)
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+    timeout: Duration,
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -56,6 +68,9 @@ pub fn http(
     );
     if !ct.is_empty() {
         req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     req.push_str(b);

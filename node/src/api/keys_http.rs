@@ -79,11 +79,31 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         .get("Content-Type")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let creds = super::auth::Creds::of(&req);
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     let parsed = keys::parse(&method, &path, query.as_deref(), ct.as_deref(), &body);
+    // With auth on, the request's user (or the guest role) needs access to the key, checked
+    // after parsing as etcd does, on the path as the client wrote it.
+    if let Ok(r) = &parsed {
+        let recursive = match r {
+            KeysRequest::Get { wait: Some(w), .. } => w.recursive,
+            KeysRequest::Get { recursive, .. } => *recursive,
+            KeysRequest::Write { cmd, .. } => cmd.recursive,
+        };
+        let key = percent_encoding::percent_decode_str(path.strip_prefix("/v2/keys").unwrap_or(""))
+            .decode_utf8_lossy()
+            .into_owned();
+        let write = method != "GET" && method != "HEAD";
+        if !super::auth::has_key_access(ctx, &creds, &key, write, recursive) {
+            return error_response(
+                ctx,
+                &EtcdError::new(crate::store::UNAUTHORIZED, "Insufficient credentials", 0),
+            );
+        }
+    }
     match parsed {
         Err(Reject::Redirect(loc)) => {
             let mut b = Response::builder()
@@ -145,7 +165,7 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
                 Ok(applied) => match applied.outcome {
                     Outcome::Keys(Ok(e)) => event_response(ctx, &e, no_value, false),
                     Outcome::Keys(Err(e)) => error_response(ctx, &e),
-                    Outcome::Done => error_response(ctx, &timeout_error()),
+                    Outcome::Done | Outcome::Auth(_) => error_response(ctx, &timeout_error()),
                 },
                 Err(e) => wait_error(ctx, e),
             }

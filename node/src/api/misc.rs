@@ -1,5 +1,5 @@
 //! The small endpoints: `/version`, `/health`, `/v2/machines`, `/v2/stats/*`, `/metrics`,
-//! and the v2 auth API's read-only answers while auth is disabled.
+//! (the v2 auth API is in [`super::auth`]).
 
 use std::sync::atomic::Ordering;
 
@@ -17,36 +17,37 @@ pub const CLUSTER_VERSION: &str = "3.4.0";
 /// Handle everything that is not keys or members.
 pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let mut r = route(ctx, &req, &path);
-    if path.starts_with("/v2/auth") {
-        let cid = id_hex(ctx.shared.cluster_id());
-        r.headers_mut()
-            .insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
-    }
-    r
+    route(ctx, &req, &path)
 }
 
 fn route(ctx: &Ctx, req: &Request<Incoming>, path: &str) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        if path.starts_with("/v2/auth") {
-            return auth_disabled_write(path);
-        }
         return text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
     match path {
         "/version" => json(
             StatusCode::OK,
-            serde_json::json!({"etcdserver": ETCD_VERSION, "etcdcluster": CLUSTER_VERSION}).to_string(),
+            serde_json::json!({"etcdserver": ETCD_VERSION, "etcdcluster": CLUSTER_VERSION})
+                .to_string(),
         ),
         "/health" => {
             let healthy = ctx.shared.status().leader != 0 && ctx.shared.stopped.borrow().is_none();
-            let (status, body) =
-                if healthy { (StatusCode::OK, r#"{"health":"true"}"#) } else { (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#) };
+            let (status, body) = if healthy {
+                (StatusCode::OK, r#"{"health":"true"}"#)
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#)
+            };
             respond(status, "text/plain; charset=utf-8", body)
         }
         "/v2/machines" => {
             let sm = ctx.shared.sm.lock().expect("sm lock");
-            let urls: Vec<String> = sm.meta.members.members.values().flat_map(|m| m.client_urls.clone()).collect();
+            let urls: Vec<String> = sm
+                .meta
+                .members
+                .members
+                .values()
+                .flat_map(|m| m.client_urls.clone())
+                .collect();
             respond(StatusCode::OK, "text/plain; charset=utf-8", urls.join(", "))
         }
         "/v2/stats/self" => stats_self(ctx),
@@ -56,21 +57,8 @@ fn route(ctx: &Ctx, req: &Request<Incoming>, path: &str) -> Response<Body> {
             json(StatusCode::OK, body)
         }
         "/metrics" => metrics(ctx),
-        "/v2/auth/enable" => json(StatusCode::OK, "{\"enabled\":false}\n"),
-        "/v2/auth/roles" => json(
-            StatusCode::OK,
-            "{\"roles\":[{\"role\":\"root\",\"permissions\":{\"kv\":{\"read\":[\"/*\"],\"write\":[\"/*\"]}}}]}\n",
-        ),
-        "/v2/auth/users" => json(StatusCode::OK, "{\"users\":null}\n"),
         _ => text_error(StatusCode::NOT_FOUND, "404 page not found"),
     }
-}
-
-fn auth_disabled_write(_path: &str) -> Response<Body> {
-    json(
-        StatusCode::CONFLICT,
-        "{\"message\":\"auth: the v2 auth API is not supported by this detcd build yet\"}\n",
-    )
 }
 
 fn rfc3339(ms: u64) -> String {

@@ -4,6 +4,7 @@
 //! the real tokio runtime, which the simulator does not have), each served by hyper's http1
 //! connection with our [`crate::rt::HyperTimer`] and a [`crate::rt::FlushFilter`]ed stream.
 
+pub mod auth;
 mod gojson;
 pub mod keys;
 mod keys_http;
@@ -53,6 +54,10 @@ pub struct Ctx {
     pub token: String,
     /// The peer transport (for the reconfiguration check's connectivity).
     pub transport: Arc<crate::transport::Transport>,
+    /// Whether client certificates are required (their common name is then the auth user).
+    pub client_cert_auth: bool,
+    /// Passwords this member has verified.
+    pub verified: auth::Verified,
 }
 
 /// A whole-buffer body.
@@ -152,17 +157,35 @@ pub async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
 
 async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let mut resp = if path == "/v2/keys" || path.starts_with("/v2/keys/") {
+    let resp = if path == "/v2/keys" || path.starts_with("/v2/keys/") {
         keys_http::handle(&ctx, req).await
     } else if path == "/v2/members" || path.starts_with("/v2/members/") {
+        // Changing membership needs root once auth is on (etcd's hasWriteRootAccess,
+        // checked before the cluster id header is set).
+        let write = [
+            hyper::Method::POST,
+            hyper::Method::PUT,
+            hyper::Method::DELETE,
+        ]
+        .contains(req.method());
+        if write && !auth::has_root_access(&ctx, &auth::Creds::of(&req)) {
+            return with_cors(auth::no_auth());
+        }
         let mut r = members::handle(&ctx, req).await;
         let cid = crate::cluster::id_hex(ctx.shared.cluster_id());
         r.headers_mut()
             .insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
         r
+    } else if path.starts_with("/v2/auth/") || path == "/v2/auth" {
+        auth::handle(&ctx, req).await
     } else {
         misc::handle(&ctx, req).await
     };
+    with_cors(resp)
+}
+
+/// etcd's CORS headers, on every client response.
+fn with_cors(mut resp: Response<Body>) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(
         "Access-Control-Allow-Origin",

@@ -37,6 +37,8 @@ pub const INDEX_NAN: u32 = 203;
 pub const INVALID_FIELD: u32 = 209;
 /// Invalid form.
 pub const INVALID_FORM: u32 = 210;
+/// The request requires user authentication (v2 auth).
+pub const UNAUTHORIZED: u32 = 110;
 /// Value provided on refresh.
 pub const REFRESH_VALUE: u32 = 211;
 /// TTL required on refresh.
@@ -100,7 +102,7 @@ impl EtcdError {
         match self.code {
             KEY_NOT_FOUND => 404,
             NOT_FILE | DIR_NOT_EMPTY => 403,
-            110 => 401,
+            UNAUTHORIZED => 401,
             TEST_FAILED | NODE_EXIST => 412,
             RAFT_INTERNAL | LEADER_ELECT => 500,
             _ => 400,
