@@ -2,6 +2,8 @@
 //! keep-alive connection per client, re-dialled after any failure. (reqwest needs the real
 //! tokio runtime, so it cannot run inside the simulation.)
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,16 +33,33 @@ pub enum Failure {
     Lost,
 }
 
+thread_local! {
+    /// The TLS configuration of this run's clients (`tls = true` scenarios). Each run has
+    /// its own thread (madsim runs a simulation on the thread that starts it), so this is
+    /// per run, not shared between runs.
+    static CLIENT_TLS: RefCell<Option<Arc<rustls::ClientConfig>>> = const { RefCell::new(None) };
+}
+
+/// Set how this run's clients dial: over TLS with this configuration, or plain.
+pub fn set_client_tls(cfg: Option<Arc<rustls::ClientConfig>>) {
+    CLIENT_TLS.with(|c| *c.borrow_mut() = cfg);
+}
+
 /// One client's connection to one member.
 pub struct HttpClient {
     addr: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl HttpClient {
-    /// A client for `host:port`; it connects on first use.
+    /// A client for `host:port`; it connects on first use (over TLS in a TLS run).
     pub fn new(addr: String) -> HttpClient {
-        HttpClient { addr, sender: None }
+        HttpClient {
+            addr,
+            tls: CLIENT_TLS.with(|c| c.borrow().clone()),
+            sender: None,
+        }
     }
 
     /// The member it talks to.
@@ -53,7 +72,20 @@ impl HttpClient {
             Ok(Ok(s)) => s,
             _ => return Err(Failure::NotSent),
         };
-        let io = hyper_util::rt::TokioIo::new(FlushFilter::new(stream));
+        let url = match self.tls {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        };
+        let stream = match tokio::time::timeout(
+            timeout,
+            detcd_node::tls::connect(self.tls.as_ref(), &url, FlushFilter::new(stream)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            _ => return Err(Failure::NotSent),
+        };
+        let io = hyper_util::rt::TokioIo::new(stream);
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|_| Failure::NotSent)?;

@@ -68,7 +68,7 @@ pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
         .map(|j| format!("infra{j}=http://{}:{PEER_PORT}", member_ip(j)))
         .collect();
     let ip = member_ip(i);
-    [
+    let mut args: Vec<String> = [
         "--name".to_string(),
         format!("infra{i}"),
         "--data-dir".into(),
@@ -94,12 +94,24 @@ pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
         "--snapshot-count".into(),
         s.cluster.snapshot_count.to_string(),
     ]
-    .to_vec()
+    .to_vec();
+    if s.cluster.tls {
+        for a in args.iter_mut() {
+            *a = a.replace("http://", "https://");
+        }
+        args.extend(crate::pki::Pki::member_flags());
+    }
+    args
 }
 
 /// Start every member of the scenario's cluster.
 pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
     let handle = Handle::current();
+    let pki = s.cluster.tls.then(|| {
+        let ips: Vec<String> = (0..s.cluster.members).map(|i| member_ip(i).to_string()).collect();
+        crate::pki::Pki::new(&ips)
+    });
+    crate::client::set_client_tls(pki.as_ref().map(|p| Arc::clone(&p.client)));
     (0..s.cluster.members)
         .map(|i| {
             let name = format!("infra{i}");
@@ -116,6 +128,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
             let incarnations = Arc::new(AtomicU64::new(0));
             let exit: Arc<Mutex<Option<String>>> = Arc::default();
             let args = member_args(s, i);
+            let pki = pki.clone();
             let (d, c, sh, inc, ex) = (
                 disk.clone(),
                 clock.clone(),
@@ -134,6 +147,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                     let clock = c.clone();
                     let slot = sh.clone();
                     let exit = ex.clone();
+                    let pki = pki.clone();
                     *slot.lock().unwrap() = None;
                     async move {
                         let env_none = |_: &str| None;
@@ -147,11 +161,17 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                             Ok(Parsed::Run(cfg, _)) => *cfg,
                             other => panic!("simulated member flags must parse: {:?}", other.err()),
                         };
+                        let tls = match &pki {
+                            Some(p) => detcd_node::tls::load(&cfg, &|f| p.read(f))
+                                .expect("simulated member certificates load"),
+                            None => Default::default(),
+                        };
                         let slot2 = slot.clone();
                         let env = Env {
                             disk: Arc::new(disk),
                             clock,
                             seed: mix(seed, i as u64, incarnation),
+                            tls,
                             on_start: Some(Box::new(move |s| *slot2.lock().unwrap() = Some(s))),
                         };
                         if let Err(e) = detcd_node::run(cfg, env).await {

@@ -14,6 +14,7 @@ pub mod history;
 pub mod html;
 pub mod nemesis;
 pub mod outcome;
+pub mod pki;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -53,6 +53,9 @@ pub struct ClusterSpec {
     pub election_ms: u64,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
+    /// Every client and peer URL https, with client-certificate auth on both (certificates
+    /// made at the start of the run).
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
@@ -62,6 +65,7 @@ impl Default for ClusterSpec {
             heartbeat_ms: 100,
             election_ms: 1000,
             snapshot_count: 10_000,
+            tls: false,
         }
     }
 }
