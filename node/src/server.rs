@@ -376,6 +376,15 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     let disk = env.disk;
     let snaps = SnapDir::open(Arc::clone(&disk), &cfg.snap_path()).map_err(storage_err)?;
     let opened = open(&cfg, &disk, &snaps, &env.tls).await?;
+    // A removed member's data dir must not rejoin silently (etcd refuses it too).
+    if opened.sm.meta.members.removed.contains(&opened.id) {
+        return Err(NodeError::Config(format!(
+            "member {:x} was permanently removed from the cluster; its data dir {} cannot rejoin it \
+             (remove the data dir, then add the member again with POST /v2/members)",
+            opened.id,
+            cfg.data_dir.display()
+        )));
+    }
     let peer_listeners = {
         let mut v = Vec::new();
         for u in &cfg.listen_peer_urls {

@@ -122,3 +122,189 @@ fn a_member_that_was_never_added_is_refused() {
     // The cluster is unharmed.
     assert!(form_put(&a.addr(), "/v2/keys/k", "value=v").unwrap().status < 300);
 }
+
+fn members_of(m: &Member) -> Vec<(String, String)> {
+    let r = get(&m.addr(), "/v2/members").unwrap();
+    r.json()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["id"].as_str().unwrap().to_string(),
+                x["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn id_of(m: &Member, name: &str) -> String {
+    members_of(m)
+        .into_iter()
+        .find(|(_, n)| n == name)
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| panic!("{name} is not a member"))
+}
+
+fn delete(via: &Member, id: &str) -> Resp {
+    http(
+        "DELETE",
+        &via.addr(),
+        &format!("/v2/members/{id}"),
+        None,
+        Duration::from_secs(15),
+    )
+    .unwrap()
+}
+
+/// The removed member's process ends, saying why (in what it logged since `m.start()`).
+fn exits_removed(m: &mut Member, log_before: usize) {
+    let status = eventually(
+        Duration::from_secs(30),
+        "the removed member to exit",
+        || m.child.as_mut()?.try_wait().unwrap(),
+    );
+    assert!(!status.success());
+    let logs = m.logs();
+    let new = &logs[log_before.min(logs.len())..];
+    assert!(new.contains("removed"), "{new}");
+    m.child = None;
+}
+
+fn write_ok(m: &Member, key: &str) {
+    eventually(Duration::from_secs(20), "a write to succeed", || {
+        let r = form_put(&m.addr(), &format!("/v2/keys/{key}"), "value=v").ok()?;
+        (r.status == 201 || r.status == 200).then_some(())
+    });
+}
+
+#[test]
+fn remove_a_follower_replace_it_then_remove_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    let leader = eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
+    let f = (leader + 1) % 3;
+    let other = 3 - leader - f;
+    write_ok(&ms[leader], "before");
+
+    // Remove a follower: 204, it stops with a message, the others go on with 2 members.
+    let fid = id_of(&ms[leader], &ms[f].name);
+    let r = delete(&ms[other], &fid);
+    assert_eq!(r.status, 204, "{}", r.body);
+    exits_removed(&mut ms[f], 0);
+    assert_eq!(members_of(&ms[leader]).len(), 2);
+    write_ok(&ms[other], "after-follower-removal");
+    assert_eq!(
+        delete(&ms[other], &fid).status,
+        410,
+        "a removed id is gone for good (etcd: 410)"
+    );
+
+    // Its data dir cannot be used to rejoin silently: restarted, it stops again.
+    let before = ms[f].logs().len();
+    ms[f].start();
+    exits_removed(&mut ms[f], before);
+    assert_eq!(members_of(&ms[leader]).len(), 2);
+
+    // Replace it: add a new member, start it with state existing; it catches up and serves.
+    let (c, p) = ports();
+    eventually(Duration::from_secs(30), "the add", || {
+        let body = format!("{{\"peerURLs\": [\"http://127.0.0.1:{p}\"]}}");
+        let r = http(
+            "POST",
+            &ms[leader].addr(),
+            "/v2/members",
+            Some(("application/json", &body)),
+            Duration::from_secs(10),
+        )
+        .ok()?;
+        (r.status == 201).then_some(())
+    });
+    let mut initial: Vec<String> = [leader, other]
+        .iter()
+        .map(|&i| format!("{}=http://127.0.0.1:{}", ms[i].name, ms[i].peer))
+        .collect();
+    initial.push(format!("infra9=http://127.0.0.1:{p}"));
+    let mut d = member(dir.path(), "infra9", c, p, &initial.join(","), "existing");
+    d.start();
+    eventually(
+        Duration::from_secs(30),
+        "the new member to have the data",
+        || {
+            (get(&d.addr(), "/v2/keys/after-follower-removal")
+                .ok()?
+                .status
+                == 200)
+                .then_some(())
+        },
+    );
+    eventually(Duration::from_secs(10), "3 named members", || {
+        let m = members_of(&ms[leader]);
+        (m.len() == 3 && m.iter().all(|(_, n)| !n.is_empty())).then_some(())
+    });
+
+    // Remove the leader (asked of a follower): a new leader takes over; the old one stops.
+    let lid = id_of(&ms[other], &ms[leader].name);
+    let r = delete(&ms[other], &lid);
+    assert_eq!(r.status, 204, "{}", r.body);
+    exits_removed(&mut ms[leader], 0);
+    let rest = [&ms[other], &d];
+    eventually(Duration::from_secs(30), "a new leader", || {
+        let r = get(&ms[other].addr(), "/v2/members/leader").ok()?;
+        (r.status == 200 && r.json()["name"] != ms[leader].name.as_str()).then_some(())
+    });
+    for m in rest {
+        write_ok(m, "after-leader-removal");
+        assert_eq!(members_of(m).len(), 2);
+    }
+    assert_eq!(
+        get(&d.addr(), "/v2/keys/before").unwrap().status,
+        200,
+        "nothing acknowledged was lost"
+    );
+}
+
+#[test]
+fn a_member_with_the_wrong_cluster_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, pa) = ports();
+    let a_url = format!("a=http://127.0.0.1:{pa}");
+    let mut a = member(dir.path(), "a", ca, pa, &a_url, "new");
+    a.start();
+    eventually(Duration::from_secs(20), "A to lead", || {
+        (get(&a.addr(), "/v2/members/leader").ok()?.status == 200).then_some(())
+    });
+    let (cb, pb) = ports();
+    add(&a, pb);
+    let mut b = member(
+        dir.path(),
+        "b",
+        cb,
+        pb,
+        &format!("{a_url},b=http://127.0.0.1:{pb}"),
+        "existing",
+    );
+    for x in b.args.iter_mut() {
+        if x == "etcd-cluster" {
+            *x = "another-cluster".into();
+        }
+    }
+    b.start();
+    let status = eventually(Duration::from_secs(60), "B to give up", || {
+        b.child.as_mut()?.try_wait().unwrap()
+    });
+    assert!(!status.success());
+    let logs = b.logs();
+    assert!(
+        logs.contains("another-cluster") && logs.contains("token"),
+        "{logs}"
+    );
+    b.child = None;
+    // A is unharmed (a 2-member cluster with one never-started member has no quorum for
+    // writes, which is etcd's behaviour too; reads and the member list still answer).
+    assert_eq!(get(&a.addr(), "/v2/members").unwrap().status, 200);
+    assert_eq!(get(&a.addr(), "/health").unwrap().status, 200);
+}

@@ -108,7 +108,9 @@ pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
 pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
     let handle = Handle::current();
     let pki = s.cluster.tls.then(|| {
-        let ips: Vec<String> = (0..s.cluster.members).map(|i| member_ip(i).to_string()).collect();
+        let ips: Vec<String> = (0..s.cluster.members)
+            .map(|i| member_ip(i).to_string())
+            .collect();
         crate::pki::Pki::new(&ips)
     });
     crate::client::set_client_tls(pki.as_ref().map(|p| Arc::clone(&p.client)));

@@ -31,7 +31,8 @@ impl Pki {
     pub fn new(ips: &[String]) -> Pki {
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "detcd-sim CA");
+        ca.distinguished_name
+            .push(DnType::CommonName, "detcd-sim CA");
         let ca_key = KeyPair::generate().expect("CA key");
         let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
         let issue = |sans: Vec<String>, cn: &str| {
@@ -75,9 +76,20 @@ impl Pki {
     /// The TLS flags of a member.
     pub fn member_flags() -> Vec<String> {
         [
-            "--cert-file", CERT, "--key-file", KEY, "--client-cert-auth", "--trusted-ca-file", CA,
-            "--peer-cert-file", CERT, "--peer-key-file", KEY, "--peer-client-cert-auth",
-            "--peer-trusted-ca-file", CA,
+            "--cert-file",
+            CERT,
+            "--key-file",
+            KEY,
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            CA,
+            "--peer-cert-file",
+            CERT,
+            "--peer-key-file",
+            KEY,
+            "--peer-client-cert-auth",
+            "--peer-trusted-ca-file",
+            CA,
         ]
         .iter()
         .map(|s| s.to_string())

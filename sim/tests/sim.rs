@@ -60,7 +60,10 @@ fn tls_runs_are_reproducible_too() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(ca, 0, "tls seed 3 must pass");
     assert!(!a.is_empty());
-    assert_eq!(a, b, "same seed must give a byte-identical history with TLS on");
+    assert_eq!(
+        a, b,
+        "same seed must give a byte-identical history with TLS on"
+    );
 }
 
 async fn leader_name(m: &[detcd_sim::cluster::MemberSim]) -> Option<usize> {
