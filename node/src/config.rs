@@ -73,6 +73,9 @@ pub struct Config {
     pub discovery: Option<String>,
     /// `--discovery-srv`.
     pub discovery_srv: Option<String>,
+    /// `--discovery-dns` (detcd): the DNS server for `--discovery-srv` (default: the first
+    /// `nameserver` of /etc/resolv.conf).
+    pub discovery_dns: Option<String>,
     /// `--strict-reconfig-check`.
     pub strict_reconfig_check: bool,
     /// `--enable-v2` (accepted; v2 is always on).
@@ -208,6 +211,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         "discovery-srv",
         Kind::Str,
         "DNS srv domain used to bootstrap the cluster.",
+    ),
+    (
+        "discovery-dns",
+        Kind::Str,
+        "detcd: DNS server (host:port) for --discovery-srv; default: /etc/resolv.conf's first nameserver.",
     ),
     (
         "discovery-fallback",
@@ -620,6 +628,7 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
             .unwrap_or_default(),
         discovery: get("discovery").filter(|v| !v.is_empty()),
         discovery_srv: get("discovery-srv").filter(|v| !v.is_empty()),
+        discovery_dns: get("discovery-dns").filter(|v| !v.is_empty()),
         strict_reconfig_check: bool_or("strict-reconfig-check", true)?,
         enable_v2: bool_or("enable-v2", true)?,
         client_tls: tls("")?,
@@ -652,11 +661,25 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
             "--force-new-cluster is not supported by detcd".into(),
         ));
     }
-    if get("initial-cluster").is_some() && cfg.discovery.is_some() {
+    let ways = usize::from(get("initial-cluster").is_some())
+        + usize::from(cfg.discovery.is_some())
+        + usize::from(cfg.discovery_srv.is_some());
+    if ways > 1 {
         return Err(ConfigError("multiple discovery or bootstrap flags are set: choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"".into()));
     }
-    if cfg.discovery.is_some() || cfg.discovery_srv.is_some() {
-        return Err(ConfigError("--discovery and --discovery-srv are not supported by this detcd build yet: use --initial-cluster".into()));
+    if let Some(f) = get("discovery-fallback") {
+        if f == "proxy" {
+            return Err(ConfigError(
+                "--discovery-fallback=proxy: detcd has no proxy mode; use exit".into(),
+            ));
+        } else if f != "exit" {
+            return Err(ConfigError(format!("invalid value {f:?} for flag -discovery-fallback: valid values are \"exit\", \"proxy\"")));
+        }
+    }
+    if get("discovery-proxy").is_some_and(|v| !v.is_empty()) {
+        return Err(ConfigError(
+            "--discovery-proxy is not supported by detcd".into(),
+        ));
     }
     validate(&cfg, &mut warnings)?;
     Ok((cfg, warnings))

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod discovery;
 pub mod logging;
 pub mod raft;
 pub mod rt;

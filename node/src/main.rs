@@ -33,6 +33,18 @@ fn main() -> ExitCode {
         }
         Parsed::Run(cfg, warnings) => (*cfg, warnings),
     };
+    let mut cfg = cfg;
+    if cfg.discovery_srv.is_some() && cfg.discovery_dns.is_none() {
+        // The system's resolver, read here at start (the node itself reads no files).
+        cfg.discovery_dns = std::fs::read_to_string("/etc/resolv.conf")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().strip_prefix("nameserver"))
+                    .map(|s| s.trim().to_string())
+                    .next()
+            });
+    }
     if let Err(e) = logging::init(&cfg) {
         eprintln!("detcd: {e}");
         return ExitCode::from(2);

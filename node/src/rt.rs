@@ -325,3 +325,19 @@ pub async fn timeout_at<F: Future>(
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), fut).await
 }
+
+/// Send one datagram. (madsim's `UdpSocket::send_to` takes the address first.)
+pub async fn udp_send_to(
+    sock: &tokio::net::UdpSocket,
+    buf: &[u8],
+    to: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    #[cfg(madsim)]
+    {
+        sock.send_to(to, buf).await
+    }
+    #[cfg(not(madsim))]
+    {
+        sock.send_to(buf, to).await.map(|_| ())
+    }
+}

@@ -118,10 +118,63 @@ async fn open(
     if Wal::exists(disk.as_ref(), &wal_dir) {
         return restart(disk, &wal_dir, snaps);
     }
+    if cfg.initial_cluster_state == ClusterState::New
+        && (cfg.discovery.is_some() || cfg.discovery_srv.is_some())
+    {
+        let cfg = discover(cfg).await?;
+        return bootstrap(&cfg, disk, &wal_dir, snaps);
+    }
     match cfg.initial_cluster_state {
         ClusterState::New => bootstrap(cfg, disk, &wal_dir, snaps),
         ClusterState::Existing => join(cfg, disk, &wal_dir, tls).await,
     }
+}
+
+/// The initial cluster from `--discovery` or `--discovery-srv`, as a configuration that
+/// bootstraps like `--initial-cluster`.
+async fn discover(cfg: &Config) -> Result<Config, NodeError> {
+    let mut out = cfg.clone();
+    let pairs = if let Some(url) = &cfg.discovery {
+        let own = own_peer_urls(cfg);
+        let id = member_id(&own, &cfg.initial_cluster_token, None);
+        crate::discovery::join_by_url(url, &cfg.name, id, &own)
+            .await
+            .map_err(NodeError::Config)?
+    } else {
+        let domain = cfg.discovery_srv.as_deref().unwrap_or_default();
+        let server = crate::discovery::dns_server(cfg).map_err(NodeError::Config)?;
+        let pairs = crate::discovery::cluster_from_srv(
+            server,
+            domain,
+            &cfg.name,
+            &cfg.initial_advertise_peer_urls,
+        )
+        .await
+        .map_err(NodeError::Config)?;
+        // This member's entry is in the records' spelling (every member computes the same
+        // ids from it); it was matched to the advertised URLs by address.
+        out.initial_advertise_peer_urls = pairs
+            .iter()
+            .filter(|(n, _)| *n == cfg.name)
+            .filter_map(|(_, u)| url::Url::parse(u).ok())
+            .collect();
+        if out.initial_advertise_peer_urls.is_empty() {
+            return Err(NodeError::Config(format!(
+                "--discovery-srv {domain}: no SRV record matches this member's peer URLs ({})",
+                own_peer_urls(cfg).join(",")
+            )));
+        }
+        pairs
+    };
+    let mut initial = Vec::new();
+    for (n, u) in pairs {
+        let parsed = url::Url::parse(&u)
+            .map_err(|e| NodeError::Config(format!("discovered peer URL {u:?}: {e}")))?;
+        initial.push((n, parsed));
+    }
+    tracing::info!(cluster = ?initial.iter().map(|(n, u)| format!("{n}={u}")).collect::<Vec<_>>(), "discovered the initial cluster");
+    out.initial_cluster = initial;
+    Ok(out)
 }
 
 /// Join a running cluster that already added this member (`POST /v2/members`): learn the
