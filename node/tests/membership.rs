@@ -308,3 +308,98 @@ fn a_member_with_the_wrong_cluster_token_is_refused() {
     assert_eq!(get(&a.addr(), "/v2/members").unwrap().status, 200);
     assert_eq!(get(&a.addr(), "/health").unwrap().status, 200);
 }
+
+#[test]
+fn etcdctl_member_list_add_remove() {
+    if std::process::Command::new("etcdctl").arg("--version").output().is_err() {
+        println!("etcdctl not installed (Debian's etcd-client): skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
+    let endpoints = ms
+        .iter()
+        .map(|m| format!("http://{}", m.addr()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctl = |args: &[&str]| {
+        let o = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "2")
+            .args(["--endpoints", &endpoints])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, out) = ctl(&["member", "list"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(out.matches("isLeader=true").count(), 1, "{out}");
+    // etcd's reconfiguration check wants every member connected for 5 s first.
+    let (_, p) = ports();
+    let peer = format!("http://127.0.0.1:{p}");
+    let out = eventually(Duration::from_secs(30), "member add", || {
+        let (ok, out) = ctl(&["member", "add", "infra9", &peer]);
+        ok.then_some(out)
+    });
+    assert!(out.contains("Added member named infra9"), "{out}");
+    assert!(out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");
+    let (ok, out) = ctl(&["member", "list"]);
+    assert!(ok && out.lines().count() == 4 && out.contains(&peer), "{out}");
+    let id = out
+        .lines()
+        .find(|l| l.contains(&peer))
+        .and_then(|l| l.split(['[', ':']).next())
+        .unwrap()
+        .trim()
+        .to_string();
+    let (ok, out) = ctl(&["member", "remove", &id]);
+    assert!(ok && out.contains("Removed member"), "{out}");
+    let (ok, out) = ctl(&["member", "list"]);
+    assert!(ok && out.lines().count() == 3, "{out}");
+}
+
+#[test]
+fn a_peer_from_another_cluster_is_refused_and_logged_never_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cx, px) = ports();
+    let x_url = format!("x0=http://127.0.0.1:{px}");
+    let mut x = member(dir.path(), "x0", cx, px, &x_url, "new");
+    x.start();
+    eventually(Duration::from_secs(20), "x0 to lead", || {
+        (get(&x.addr(), "/v2/members/leader").ok()?.status == 200).then_some(())
+    });
+    let before = get(&x.addr(), "/v2/members").unwrap().body;
+    // y0 believes it bootstraps a 2-member cluster with x0, under another token: another
+    // cluster id. Its streams to x0 must be refused.
+    let (cy, py) = ports();
+    let mut y = member(
+        dir.path(),
+        "y0",
+        cy,
+        py,
+        &format!("{x_url},y0=http://127.0.0.1:{py}"),
+        "new",
+    );
+    for a in y.args.iter_mut() {
+        if a == "etcd-cluster" {
+            *a = "another-token".into();
+        }
+    }
+    y.start();
+    eventually(Duration::from_secs(20), "x0 to log the refusal", || {
+        x.logs().contains("another cluster").then_some(())
+    });
+    assert_eq!(get(&x.addr(), "/v2/members").unwrap().body, before);
+    let r = form_put(&x.addr(), "/v2/keys/still", "value=mine").unwrap();
+    assert_eq!(r.status, 201, "x0 still serves alone: {}", r.body);
+}
