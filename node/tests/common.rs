@@ -11,11 +11,18 @@ use std::time::{Duration, Instant};
 /// A free-ish port range per test process (tests in one binary run in parallel threads).
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
-/// Two ports (client, peer) not used by other tests of this process.
+/// Two ports (client, peer) not used by other tests of this process. They are below Linux's
+/// ephemeral range (32768+), so outgoing connections cannot take them, and each is checked
+/// to be free when handed out.
 pub fn ports() -> (u16, u16) {
-    let base = 20000 + (std::process::id() % 2000) as u16 * 10;
-    let n = NEXT_PORT.fetch_add(2, Ordering::SeqCst);
-    (base + n, base + n + 1)
+    let base = 20000 + (std::process::id() % 1100) as u16 * 10;
+    let mut free = || loop {
+        let p = base + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % 800;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    };
+    (free(), free())
 }
 
 /// An HTTP answer.

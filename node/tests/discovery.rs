@@ -20,19 +20,24 @@ fn discovering(dir: &std::path::Path, name: &str, (c, p): (u16, u16), how: &[Str
 }
 
 fn same_members_everywhere(ms: &[Member], n: usize) {
-    let lists: Vec<String> = eventually(Duration::from_secs(30), "identical member lists", || {
+    let t = std::time::Instant::now();
+    loop {
         let lists: Vec<String> = ms
             .iter()
-            .map(|m| {
-                get(&m.addr(), "/v2/members")
-                    .map(|r| r.body)
-                    .unwrap_or_default()
-            })
+            .map(|m| get(&m.addr(), "/v2/members").map(|r| r.body).unwrap_or_default())
             .collect();
         let named = lists[0].matches("\"clientURLs\":[\"http").count() == n;
-        (named && lists.iter().all(|l| *l == lists[0])).then_some(lists)
-    });
-    assert_eq!(lists.len(), ms.len());
+        if named && lists.iter().all(|l| *l == lists[0]) {
+            return;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            for m in ms {
+                eprintln!("=== {}\n{}", m.name, m.logs());
+            }
+            panic!("no identical lists of {n} members: {lists:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
