@@ -12,7 +12,6 @@ pub mod config;
 pub mod discovery;
 pub mod logging;
 pub mod raft;
-pub mod rt;
 pub mod server;
 pub mod sm;
 pub mod storage;
@@ -20,4 +19,5 @@ pub mod store;
 pub mod tls;
 pub mod transport;
 
+pub use detcd_rt as rt;
 pub use server::{run, Env, NodeError};

@@ -16,7 +16,7 @@ static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 /// to be free when handed out.
 pub fn ports() -> (u16, u16) {
     let base = 20000 + (std::process::id() % 1100) as u16 * 10;
-    let mut free = || loop {
+    let free = || loop {
         let p = base + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % 800;
         if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
             return p;
@@ -157,12 +157,17 @@ impl Member {
     }
 
     pub fn start(&mut self) {
+        self.start_binary(env!("CARGO_BIN_EXE_detcd"));
+    }
+
+    /// Start `binary` (detcd, or etcd for side-by-side tests) with this member's flags.
+    pub fn start_binary(&mut self, binary: &str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_detcd"))
+        let child = Command::new(binary)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)

@@ -24,7 +24,11 @@ fn same_members_everywhere(ms: &[Member], n: usize) {
     loop {
         let lists: Vec<String> = ms
             .iter()
-            .map(|m| get(&m.addr(), "/v2/members").map(|r| r.body).unwrap_or_default())
+            .map(|m| {
+                get(&m.addr(), "/v2/members")
+                    .map(|r| r.body)
+                    .unwrap_or_default()
+            })
             .collect();
         let named = lists[0].matches("\"clientURLs\":[\"http").count() == n;
         if named && lists.iter().all(|l| *l == lists[0]) {

@@ -311,7 +311,11 @@ fn a_member_with_the_wrong_cluster_token_is_refused() {
 
 #[test]
 fn etcdctl_member_list_add_remove() {
-    if std::process::Command::new("etcdctl").arg("--version").output().is_err() {
+    if std::process::Command::new("etcdctl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         println!("etcdctl not installed (Debian's etcd-client): skipped");
         return;
     }
@@ -352,9 +356,15 @@ fn etcdctl_member_list_add_remove() {
         ok.then_some(out)
     });
     assert!(out.contains("Added member named infra9"), "{out}");
-    assert!(out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");
+    assert!(
+        out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{out}"
+    );
     let (ok, out) = ctl(&["member", "list"]);
-    assert!(ok && out.lines().count() == 4 && out.contains(&peer), "{out}");
+    assert!(
+        ok && out.lines().count() == 4 && out.contains(&peer),
+        "{out}"
+    );
     let id = out
         .lines()
         .find(|l| l.contains(&peer))
