@@ -115,6 +115,14 @@ impl Raw {
         Ok(r)
     }
 
+    /// One member.
+    pub fn into_member(self) -> Result<Member, Error> {
+        if self.status != 200 {
+            return Err(self.error());
+        }
+        serde_json::from_slice::<Member>(&self.body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
     /// A members list.
     pub fn into_members(self) -> Result<Vec<Member>, Error> {
         if self.status != 200 {

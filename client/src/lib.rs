@@ -378,6 +378,14 @@ impl Client {
         raw.into_members()
     }
 
+    /// The current leader, as the asked member knows it (`/v2/members/leader`).
+    pub async fn leader(&self) -> Result<Member, Error> {
+        let raw = self
+            .call("GET", "/v2/members/leader", None, self.inner.cfg.timeout)
+            .await?;
+        raw.into_member()
+    }
+
     /// Replace the endpoints with the members' advertised client URLs.
     pub async fn sync_endpoints(&self) -> Result<Vec<String>, Error> {
         let urls: Vec<String> = self

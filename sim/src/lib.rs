@@ -15,6 +15,7 @@ pub mod html;
 pub mod nemesis;
 pub mod outcome;
 pub mod pki;
+pub mod registry;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -14,7 +14,6 @@ use madsim::runtime::Handle;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::client::HttpClient;
 use crate::cluster::MemberSim;
 use crate::scenario::{kind_name, Fault, FaultKind, Scenario, SwarmSpec, Target, SWARM_KINDS};
 
@@ -74,22 +73,10 @@ impl Nemesis {
     /// Ask the members, as an operator would, who leads (`/v2/members/leader`).
     pub async fn find_leader(&self) -> Option<usize> {
         for m in self.members.iter() {
-            let mut c = HttpClient::new(m.client_addr());
-            if let Ok(r) = c
-                .request(
-                    "GET",
-                    "/v2/members/leader",
-                    None,
-                    Duration::from_millis(500),
-                )
-                .await
-            {
-                if r.status == 200 {
-                    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                    let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("");
-                    if let Some(l) = self.members.iter().find(|x| x.name == name) {
-                        return Some(l.index);
-                    }
+            let c = crate::client::member_client(&m.client_addr(), Duration::from_millis(500));
+            if let Ok(l) = c.leader().await {
+                if let Some(x) = self.members.iter().find(|x| x.name == l.name) {
+                    return Some(x.index);
                 }
             }
         }

@@ -5,7 +5,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
-use crate::client::{form, HttpClient};
 use crate::cluster::{self, MemberSim};
 use crate::nemesis::{swarm_faults, FaultEvent, Nemesis};
 use crate::scenario::Scenario;
@@ -141,6 +140,17 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         })
     };
 
+    // The registry load (service instances and their callers) on a machine of its own.
+    let registry = (s.registry.instances > 0).then(|| {
+        let (s, addrs) = (s.clone(), addrs.clone());
+        handle
+            .create_node()
+            .name("services")
+            .ip("10.0.2.1".parse().unwrap())
+            .build()
+            .spawn(crate::registry::run(s, addrs, seed, start, end))
+    });
+
     // Leader observer: polls /v2/members/leader like an operator's dashboard.
     let leaders: Arc<Mutex<Vec<(u64, Option<usize>)>>> = Arc::default();
     let observer = {
@@ -157,23 +167,10 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
             while tokio::time::Instant::now() < end {
                 let mut found = None;
                 for a in &addrs {
-                    let mut c = HttpClient::new(a.clone());
-                    if let Ok(r) = c
-                        .request(
-                            "GET",
-                            "/v2/members/leader",
-                            None,
-                            Duration::from_millis(200),
-                        )
-                        .await
-                    {
-                        if r.status == 200 {
-                            let v: serde_json::Value =
-                                serde_json::from_slice(&r.body).unwrap_or_default();
-                            let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("");
-                            found = names.iter().position(|n| n == name);
-                            break;
-                        }
+                    let c = crate::client::member_client(a, Duration::from_millis(200));
+                    if let Ok(l) = c.leader().await {
+                        found = names.iter().position(|n| *n == l.name);
+                        break;
                     }
                 }
                 if last != Some(found) {
@@ -218,6 +215,10 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     }
     let _ = load.await;
     let _ = observer.await;
+    let registry_check = match registry {
+        Some(t) => Some(t.await.expect("registry task")),
+        None => None,
+    };
     // Final heal: every fault undone (the nemesis undoes each at its end; this is the net).
     nemesis.heal_network();
     for m in members.iter() {
@@ -232,6 +233,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         ops_node.spawn(async move { liveness(&members, limit).await })
     };
     checks.push(live.await.expect("liveness task"));
+    checks.extend(registry_check);
     if s.checks.convergence {
         checks.push(convergence(&members, Duration::from_secs(10)).await);
     }
@@ -310,26 +312,18 @@ async fn liveness(members: &[MemberSim], limit: Duration) -> Check {
     while tokio::time::Instant::now() < end {
         let m = &members[i % members.len()];
         i += 1;
-        let mut c = HttpClient::new(m.client_addr());
+        let c = crate::client::member_client(&m.client_addr(), Duration::from_secs(2));
         let w = c
-            .request(
-                "PUT",
-                "/v2/keys/liveness",
-                Some(form(&[("value", "ok")])),
-                Duration::from_secs(2),
-            )
+            .set("/liveness", "ok", detcd_client::SetOptions::default())
             .await;
         match w {
-            Ok(r) if r.status < 300 => {
-                let q = c
-                    .request(
-                        "GET",
-                        "/v2/keys/liveness?quorum=true",
-                        None,
-                        Duration::from_secs(2),
-                    )
-                    .await;
-                if matches!(q, Ok(ref r) if r.status == 200) {
+            Ok(_) => {
+                let o = detcd_client::GetOptions {
+                    quorum: true,
+                    ..Default::default()
+                };
+                let q = c.get("/liveness", o).await;
+                if q.is_ok() {
                     return Check {
                         name: "liveness".into(),
                         passed: Some(true),
@@ -339,9 +333,9 @@ async fn liveness(members: &[MemberSim], limit: Duration) -> Check {
                         ),
                     };
                 }
-                last_err = format!("quorum read on {}: {:?}", m.name, q.map(|r| r.status));
+                last_err = format!("quorum read on {}: {}", m.name, q.unwrap_err());
             }
-            other => last_err = format!("write on {}: {:?}", m.name, other.map(|r| r.status)),
+            Err(e) => last_err = format!("write on {}: {e}", m.name),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -33,6 +33,9 @@ pub struct Scenario {
     /// Seeded random faults (swarm testing).
     #[serde(default)]
     pub swarm: Option<SwarmSpec>,
+    /// Service registration and weighted discovery through detcd-client.
+    #[serde(default)]
+    pub registry: RegistrySpec,
     /// Checks to run at the end.
     #[serde(default)]
     pub checks: ChecksSpec,
@@ -175,10 +178,6 @@ pub struct WorkloadSpec {
     /// Watchers (each watches the key space with `wait=true&recursive=true`, resuming by
     /// `waitIndex`).
     pub watchers: usize,
-    /// TTL keys kept alive by heartbeats (service-registration style).
-    pub ttl_keys: usize,
-    /// TTL of those keys in seconds.
-    pub ttl_s: u64,
     /// A request not answered within this many ms is indeterminate.
     pub request_timeout_ms: u64,
 }
@@ -193,8 +192,6 @@ impl Default for WorkloadSpec {
             keys: 8,
             mix: OpMix::default(),
             watchers: 1,
-            ttl_keys: 0,
-            ttl_s: 5,
             request_timeout_ms: 2000,
         }
     }
@@ -438,6 +435,42 @@ impl Default for SwarmSpec {
     }
 }
 
+/// Service instances registered under a TTL and kept alive by heartbeats (detcd-client's
+/// `register`), callers that follow them with a watch and pick by weight (`watch_service`),
+/// instances that crash and weights that change at seeded times.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySpec {
+    /// Instances of the one service (0: no registry load).
+    pub instances: usize,
+    /// Their TTL in seconds (refreshed every third of it).
+    pub ttl_s: u64,
+    /// Callers watching the service.
+    pub callers: usize,
+    /// Calls (picks) per simulated second per caller.
+    pub call_rate: u64,
+    /// Instances that crash (stop refreshing, stop answering) at seeded times.
+    pub crashes: usize,
+    /// Seeded weight changes.
+    pub weight_changes: usize,
+    /// A crashed instance must stop getting calls within its TTL plus this many seconds.
+    pub grace_s: f64,
+}
+
+impl Default for RegistrySpec {
+    fn default() -> Self {
+        RegistrySpec {
+            instances: 0,
+            ttl_s: 3,
+            callers: 2,
+            call_rate: 50,
+            crashes: 0,
+            weight_changes: 0,
+            grace_s: 5.0,
+        }
+    }
+}
+
 /// Which checks to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -541,6 +574,21 @@ impl Scenario {
         }
         if self.workload.keys == 0 {
             return Err("workload.keys must be at least 1".into());
+        }
+        let r = &self.registry;
+        if r.instances > 0 {
+            if r.crashes >= r.instances {
+                return Err(format!(
+                    "registry.crashes = {} must leave at least one of the {} instances alive",
+                    r.crashes, r.instances
+                ));
+            }
+            if r.ttl_s == 0 || r.callers == 0 || r.call_rate == 0 || r.call_rate > 10_000 {
+                return Err(
+                    "registry: ttl_s, callers and call_rate (up to 10000) must be at least 1"
+                        .into(),
+                );
+            }
         }
         if self.network.latency_us[0] > self.network.latency_us[1]
             || self.disk.fsync_us[0] > self.disk.fsync_us[1]

@@ -11,7 +11,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::client::{form, Failure, HttpClient, Reply};
+use detcd_client::{DeleteOptions, Error, GetOptions, Response, SetOptions, WatchOptions};
+use futures::StreamExt;
+
 use crate::scenario::{LoadMode, OpMix, Scenario};
 
 /// Operation kinds of the etcd v2 workload.
@@ -160,44 +162,25 @@ struct Seen {
     index: u64,
 }
 
-fn parse_reply(kind: OpKind, r: &Reply) -> Outcome {
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-    if r.status >= 300 {
-        return match v.get("errorCode").and_then(|c| c.as_u64()) {
-            Some(code) => Outcome::Err { code: code as u32 },
-            // 5xx without an etcd error (e.g. "request timed out"): it may have happened.
-            None => Outcome::Indeterminate,
-        };
-    }
-    if v.get("errorCode").is_some() {
-        return match v.get("errorCode").and_then(|c| c.as_u64()) {
-            Some(300) => Outcome::Indeterminate,
-            Some(code) => Outcome::Err { code: code as u32 },
-            None => Outcome::Indeterminate,
-        };
-    }
-    let node = v.get("node");
-    let prev = v.get("prevNode");
-    let value = if matches!(kind, OpKind::Delete | OpKind::Cad) {
-        None
-    } else {
-        node.and_then(|n| n.get("value"))
-            .and_then(|x| x.as_str())
-            .map(str::to_string)
-    };
-    Outcome::Ok {
-        value,
-        index: node
-            .and_then(|n| n.get("modifiedIndex"))
-            .and_then(|x| x.as_u64())
-            .unwrap_or(0),
-        prev_value: prev
-            .and_then(|n| n.get("value"))
-            .and_then(|x| x.as_str())
-            .map(str::to_string),
-        prev_index: prev
-            .and_then(|n| n.get("modifiedIndex"))
-            .and_then(|x| x.as_u64()),
+/// The history's outcome of a client call.
+fn outcome_of(kind: OpKind, r: &Result<Response, Error>) -> Outcome {
+    match r {
+        Ok(r) => Outcome::Ok {
+            value: if matches!(kind, OpKind::Delete | OpKind::Cad) {
+                None
+            } else {
+                r.node.value.clone()
+            },
+            index: r.node.modified_index,
+            prev_value: r.prev_node.as_ref().and_then(|n| n.value.clone()),
+            prev_index: r.prev_node.as_ref().map(|n| n.modified_index),
+        },
+        // etcd's 300 (raft internal: the request timed out) may still take effect.
+        Err(Error::Etcd(e)) if e.error_code == 300 => Outcome::Indeterminate,
+        Err(Error::Etcd(e)) => Outcome::Err { code: e.error_code },
+        Err(Error::Unavailable(_)) => Outcome::NotSent,
+        // No answer, an HTTP error without etcd's code (5xx), or garbage: it may have happened.
+        Err(_) => Outcome::Indeterminate,
     }
 }
 
@@ -205,7 +188,7 @@ fn parse_reply(kind: OpKind, r: &Reply) -> Outcome {
 struct Client {
     id: u32,
     rng: ChaCha8Rng,
-    conns: Vec<HttpClient>,
+    conns: Vec<detcd_client::Client>,
     member: usize,
     seq: u64,
     seen: Vec<Seen>,
@@ -219,96 +202,56 @@ impl Client {
         self.seq += 1;
         let value = format!("c{}-{}", self.id, self.seq);
         let seen = self.seen[k].clone();
-        let (method, query, body, rv, pv, pi): (
-            &str,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<u64>,
-        ) = match kind {
-            OpKind::Get => ("GET", String::new(), None, None, None, None),
-            OpKind::QGet => ("GET", "?quorum=true".into(), None, None, None, None),
-            OpKind::Set => (
-                "PUT",
-                String::new(),
-                Some(form(&[("value", &value)])),
+        let (rv, pv, pi): (Option<String>, Option<String>, Option<u64>) = match kind {
+            OpKind::Get | OpKind::QGet | OpKind::Delete => (None, None, None),
+            OpKind::Set | OpKind::Create | OpKind::Update => (Some(value.clone()), None, None),
+            OpKind::CasValue => (
                 Some(value.clone()),
-                None,
+                Some(seen.value.clone().unwrap_or_else(|| "c0-0".into())),
                 None,
             ),
-            OpKind::Create => (
-                "PUT",
-                String::new(),
-                Some(form(&[("value", &value), ("prevExist", "false")])),
-                Some(value.clone()),
+            OpKind::CasIndex => (Some(value.clone()), None, Some(seen.index.max(1))),
+            OpKind::Cad => (
                 None,
+                Some(seen.value.clone().unwrap_or_else(|| "c0-0".into())),
                 None,
             ),
-            OpKind::Update => (
-                "PUT",
-                String::new(),
-                Some(form(&[("value", &value), ("prevExist", "true")])),
-                Some(value.clone()),
-                None,
-                None,
-            ),
-            OpKind::CasValue => {
-                let prev = seen.value.clone().unwrap_or_else(|| "c0-0".into());
-                (
-                    "PUT",
-                    String::new(),
-                    Some(form(&[("value", &value), ("prevValue", &prev)])),
-                    Some(value.clone()),
-                    Some(prev),
-                    None,
-                )
-            }
-            OpKind::CasIndex => {
-                let prev = seen.index.max(1);
-                (
-                    "PUT",
-                    String::new(),
-                    Some(form(&[("value", &value), ("prevIndex", &prev.to_string())])),
-                    Some(value.clone()),
-                    None,
-                    Some(prev),
-                )
-            }
-            OpKind::Delete => ("DELETE", String::new(), None, None, None, None),
-            OpKind::Cad => {
-                let prev = seen.value.clone().unwrap_or_else(|| "c0-0".into());
-                (
-                    "DELETE",
-                    format!("?prevValue={}", form_value(&prev)),
-                    None,
-                    None,
-                    Some(prev),
-                    None,
-                )
-            }
         };
-        let path = format!("/v2/keys{key}{query}");
         let invoke_ns = start.elapsed().as_nanos() as u64;
         let member = self.member;
-        let timeout = Duration::from_millis(s.workload.request_timeout_ms);
-        let res = self.conns[member]
-            .request(method, &path, body, timeout)
-            .await;
-        let now_ns = start.elapsed().as_nanos() as u64;
-        let (outcome, return_ns) = match res {
-            Ok(r) => {
-                let o = parse_reply(kind, &r);
-                let ret = if o == Outcome::Indeterminate {
-                    None
-                } else {
-                    Some(now_ns)
+        let c = &self.conns[member];
+        let res = match kind {
+            OpKind::Get => c.get(&key, GetOptions::default()).await,
+            OpKind::QGet => {
+                let o = GetOptions {
+                    quorum: true,
+                    ..GetOptions::default()
                 };
-                (o, ret)
+                c.get(&key, o).await
             }
-            Err(Failure::NotSent) => (Outcome::NotSent, Some(now_ns)),
-            Err(Failure::Lost) => (Outcome::Indeterminate, None),
+            OpKind::Set => c.set(&key, &value, SetOptions::default()).await,
+            OpKind::Create => c.create(&key, &value, None).await,
+            OpKind::Update => c.update(&key, &value, None).await,
+            OpKind::CasValue => {
+                let prev = pv.clone().unwrap_or_default();
+                c.compare_and_swap(&key, &value, &prev).await
+            }
+            OpKind::CasIndex => {
+                let o = SetOptions {
+                    prev_index: pi,
+                    ..SetOptions::default()
+                };
+                c.set(&key, &value, o).await
+            }
+            OpKind::Delete => c.delete(&key, DeleteOptions::default()).await,
+            OpKind::Cad => {
+                let prev = pv.clone().unwrap_or_default();
+                c.compare_and_delete(&key, &prev).await
+            }
         };
+        let now_ns = start.elapsed().as_nanos() as u64;
+        let outcome = outcome_of(kind, &res);
+        let return_ns = (outcome != Outcome::Indeterminate).then_some(now_ns);
         // Learn what the key holds, and move to another member after a failure (as a client
         // library with several endpoints would).
         match &outcome {
@@ -337,10 +280,6 @@ impl Client {
             member,
         });
     }
-}
-
-fn form_value(v: &str) -> String {
-    form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
 /// Run the client load until `end` (simulated), then let in-flight requests finish.
@@ -425,15 +364,24 @@ fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
     Client {
         id,
         rng,
-        conns: addrs.iter().map(|a| HttpClient::new(a.clone())).collect(),
+        conns: addrs
+            .iter()
+            .map(|a| {
+                crate::client::member_client(
+                    a,
+                    Duration::from_millis(s.workload.request_timeout_ms),
+                )
+            })
+            .collect(),
         member,
         seq: 0,
         seen: vec![Seen::default(); s.workload.keys],
     }
 }
 
-/// A watcher: follows every change under the checked key space with `wait=true`,
-/// resuming each time from the last index + 1, until `end`.
+/// A watcher: follows every change under the checked key space with detcd-client's watch
+/// stream (which resumes from the last index + 1, fails over to the next member, and
+/// re-lists when the member no longer has that index), until `end`.
 pub async fn run_watcher(
     id: u32,
     addrs: Vec<String>,
@@ -441,74 +389,49 @@ pub async fn run_watcher(
     start: tokio::time::Instant,
     end: tokio::time::Instant,
 ) {
-    let mut member = id as usize % addrs.len();
-    let mut conn = HttpClient::new(addrs[member].clone());
+    let first = id as usize % addrs.len();
+    let order: Vec<String> = (0..addrs.len())
+        .map(|i| addrs[(first + i) % addrs.len()].clone())
+        .collect();
+    let c = crate::client::client(&order, Duration::from_secs(3));
+    let o = WatchOptions {
+        recursive: true,
+        after_index: 1,
+    };
+    let mut events = Box::pin(c.watch(KEY_PREFIX, o));
     let mut wait_index = 1u64;
     while tokio::time::Instant::now() < end {
-        let path = format!("/v2/keys{KEY_PREFIX}?wait=true&recursive=true&waitIndex={wait_index}");
-        let left = end
-            .saturating_duration_since(tokio::time::Instant::now())
-            .min(Duration::from_secs(3));
-        match conn
-            .request("GET", &path, None, left.max(Duration::from_millis(10)))
-            .await
-        {
-            // An empty 200 answer is etcd's way of ending a watch whose watcher was dropped
-            // (its queue overflowed, or the member installed a snapshot): watch again.
-            Ok(r) if r.status == 200 && r.body.iter().all(|b| b.is_ascii_whitespace()) => {}
-            Ok(r) if r.status == 200 => {
-                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                let node = v.get("node").cloned().unwrap_or_default();
-                let index = node
-                    .get("modifiedIndex")
-                    .and_then(|x| x.as_u64())
-                    .unwrap_or(0);
-                rec.lock().unwrap().watches.push(WatchRecord {
-                    watcher: id,
-                    at_ns: start.elapsed().as_nanos() as u64,
-                    action: v
-                        .get("action")
-                        .and_then(|a| a.as_str())
-                        .unwrap_or("")
-                        .to_string(),
-                    key: node
-                        .get("key")
-                        .and_then(|k| k.as_str())
-                        .unwrap_or("")
-                        .to_string(),
-                    index,
-                    value: node
-                        .get("value")
-                        .and_then(|k| k.as_str())
-                        .map(str::to_string),
-                    wait_index,
-                });
-                wait_index = index + 1;
+        let ev = match detcd_node::rt::timeout_at(end, events.next()).await {
+            Ok(Some(Ok(ev))) => ev,
+            Ok(Some(Err(_))) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-            Ok(r) => {
-                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                if v.get("errorCode").and_then(|c| c.as_u64()) == Some(401) {
-                    // History cleared: resume from the member's current index.
-                    let cur = r.etcd_index.unwrap_or(wait_index);
-                    rec.lock().unwrap().watches.push(WatchRecord {
-                        watcher: id,
-                        at_ns: start.elapsed().as_nanos() as u64,
-                        action: "cleared".into(),
-                        key: String::new(),
-                        index: cur,
-                        value: None,
-                        wait_index,
-                    });
-                    wait_index = cur + 1;
-                } else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            Err(_) => {
-                member = (member + 1) % addrs.len();
-                conn = HttpClient::new(addrs[member].clone());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+            Ok(None) | Err(_) => break,
+        };
+        let (action, index) = if ev.action == "get" {
+            // History cleared: the stream re-listed and goes on from the listing's index.
+            ("cleared".to_string(), ev.etcd_index)
+        } else {
+            (ev.action.clone(), ev.node.modified_index)
+        };
+        rec.lock().unwrap().watches.push(WatchRecord {
+            watcher: id,
+            at_ns: start.elapsed().as_nanos() as u64,
+            action: action.clone(),
+            key: if action == "cleared" {
+                String::new()
+            } else {
+                ev.node.key.clone()
+            },
+            index,
+            value: if action == "cleared" {
+                None
+            } else {
+                ev.node.value.clone()
+            },
+            wait_index,
+        });
+        wait_index = index + 1;
     }
 }

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use detcd_sim::client::{form, HttpClient};
+use detcd_client::{GetOptions, SetOptions};
+use detcd_sim::client::member_client;
 use detcd_sim::nemesis::Nemesis;
 use detcd_sim::scenario::{Fault, FaultKind, Scenario, Target};
 
@@ -123,16 +124,9 @@ fn a_paused_member_stops_while_the_others_go_on() {
         handle.pause(members[target].node.id());
         let (p0, o0) = (applied(target), applied(other));
         // Writes go on through the others (a majority).
-        let mut c = HttpClient::new(members[other].client_addr());
+        let c = member_client(&members[other].client_addr(), Duration::from_secs(2));
         for i in 0..20 {
-            let _ = c
-                .request(
-                    "PUT",
-                    &format!("/v2/keys/p{i}"),
-                    Some(form(&[("value", "x")])),
-                    Duration::from_secs(2),
-                )
-                .await;
+            let _ = c.set(&format!("/p{i}"), "x", SetOptions::default()).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (p1, o1) = (applied(target), applied(other));
@@ -150,35 +144,35 @@ fn ttl_expiry_happens_once_at_the_same_index_on_every_member_under_clock_skew() 
         // Member 1 runs 30 s behind, member 2 30 s ahead.
         members[1].clock.skew().lock().unwrap().offset_ms = -30_000;
         members[2].clock.skew().lock().unwrap().offset_ms = 30_000;
-        let mut c = HttpClient::new(members[1].client_addr());
-        let r = c
-            .request(
-                "PUT",
-                "/v2/keys/lease",
-                Some(form(&[("value", "v"), ("ttl", "2")])),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-        assert!(r.status < 300, "{r:?}");
-        let set_index = r.etcd_index.unwrap();
+        let c = member_client(&members[1].client_addr(), Duration::from_secs(5));
+        let o = SetOptions {
+            ttl: Some(2),
+            ..SetOptions::default()
+        };
+        let r = c.set("/lease", "v", o).await.unwrap();
+        let set_index = r.etcd_index;
         tokio::time::sleep(Duration::from_secs(5)).await;
         let mut seen = Vec::new();
         for m in members.iter() {
-            let mut c = HttpClient::new(m.client_addr());
-            let gone = c
-                .request("GET", "/v2/keys/lease", None, Duration::from_secs(2))
+            let c = member_client(&m.client_addr(), Duration::from_secs(2));
+            let gone = c.get("/lease", GetOptions::default()).await;
+            assert!(
+                gone.as_ref().is_err_and(|e| e.is_key_not_found()),
+                "{} still has the key: {gone:?}",
+                m.name
+            );
+            let o = detcd_client::WatchOptions {
+                recursive: false,
+                after_index: set_index + 1,
+            };
+            use futures::StreamExt;
+            let ev = Box::pin(c.watch("/lease", o))
+                .next()
                 .await
+                .unwrap()
                 .unwrap();
-            assert_eq!(gone.status, 404, "{} still has the key", m.name);
-            let path = format!("/v2/keys/lease?wait=true&waitIndex={}", set_index + 1);
-            let ev = c
-                .request("GET", &path, None, Duration::from_secs(2))
-                .await
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&ev.body).unwrap();
-            assert_eq!(v["action"], "expire", "{}: {v}", m.name);
-            seen.push(v["node"]["modifiedIndex"].as_u64().unwrap());
+            assert_eq!(ev.action, "expire", "{}: {ev:?}", m.name);
+            seen.push(ev.node.modified_index);
         }
         seen
     });
