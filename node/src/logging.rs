@@ -27,14 +27,23 @@ pub fn init(cfg: &Config) -> Result<(), String> {
             if json {
                 builder.json().with_writer(std::io::stderr).try_init()
             } else {
-                builder.with_writer(std::io::stderr).try_init()
+                // Colours only on a terminal (not in container logs or files).
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                builder
+                    .with_ansi(tty)
+                    .with_writer(std::io::stderr)
+                    .try_init()
             }
         }
         "stdout" => {
             if json {
                 builder.json().with_writer(std::io::stdout).try_init()
             } else {
-                builder.with_writer(std::io::stdout).try_init()
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+                builder
+                    .with_ansi(tty)
+                    .with_writer(std::io::stdout)
+                    .try_init()
             }
         }
         path => {

@@ -10,6 +10,9 @@ use detcd_node::{logging, Env};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("health") {
+        return health(args.get(1).map(String::as_str));
+    }
     let env = |k: &str| std::env::var(k).ok();
     let read = |p: &std::path::Path| std::fs::read_to_string(p);
     let parsed = match config::parse(&args, &env, &read) {
@@ -95,4 +98,53 @@ fn seed_from_name(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
+}
+
+/// `detcd health [URL]`: exit 0 if the member at URL (default: the first of
+/// `ETCD_LISTEN_CLIENT_URLS`, with 0.0.0.0 read as 127.0.0.1, else http://127.0.0.1:2379)
+/// answers `/health` with `{"health":"true"}`. For container health checks, where no curl
+/// exists.
+fn health(url: Option<&str>) -> ExitCode {
+    use std::io::{Read, Write};
+    let url = url.map(str::to_string).unwrap_or_else(|| {
+        std::env::var("ETCD_LISTEN_CLIENT_URLS")
+            .ok()
+            .and_then(|v| v.split(',').next().map(str::to_string))
+            .unwrap_or_else(|| "http://127.0.0.1:2379".into())
+            .replace("0.0.0.0", "127.0.0.1")
+    });
+    let Some(hostport) = url.strip_prefix("http://").map(|r| r.trim_end_matches('/')) else {
+        eprintln!("detcd health: {url}: only http:// URLs can be checked");
+        return ExitCode::from(2);
+    };
+    let probe = || -> std::io::Result<String> {
+        use std::net::ToSocketAddrs;
+        let addr = hostport
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let t = std::time::Duration::from_secs(2);
+        let mut s = std::net::TcpStream::connect_timeout(&addr, t)?;
+        s.set_read_timeout(Some(t))?;
+        write!(
+            s,
+            "GET /health HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    match probe() {
+        Ok(r) if r.starts_with("HTTP/1.1 200") && r.contains("\"health\":\"true\"") => {
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("detcd health: {url}: {}", r.lines().next().unwrap_or(""));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("detcd health: {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
