@@ -53,6 +53,11 @@ enum Cmd {
         #[arg(long)]
         trace: bool,
     },
+    /// Find a smaller run that still fails the same check; writes <name>-<seed>-min.toml.
+    Shrink {
+        /// Failure file (failures/<scenario>-<seed>.toml).
+        file: PathBuf,
+    },
     /// Check a recorded history (needs no simulator).
     Check {
         /// The rest goes to the checker.
@@ -128,5 +133,6 @@ pub fn main() -> ExitCode {
             jobs,
         } => crate::sweep::sweep(&scenario, &seeds, shard.as_deref(), jobs),
         Cmd::Replay { file, trace } => crate::sweep::replay(&file, trace),
+        Cmd::Shrink { file } => crate::shrink::shrink(&file),
     }
 }

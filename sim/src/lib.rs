@@ -19,5 +19,6 @@ pub mod registry;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
 pub mod sweep;
 pub mod workload;

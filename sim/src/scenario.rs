@@ -549,6 +549,11 @@ impl Scenario {
         Scenario::parse(&text, &path.display().to_string())
     }
 
+    /// Whether the scenario is well-formed (what loading a file checks).
+    pub fn validate_public(&self) -> Result<(), String> {
+        self.validate()
+    }
+
     fn validate(&self) -> Result<(), String> {
         let n = self.cluster.members;
         if ![1, 3, 5, 7].contains(&n) {

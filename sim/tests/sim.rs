@@ -213,3 +213,106 @@ fn every_shipped_scenario_passes_its_first_seeds() {
     let _ = std::fs::remove_dir_all(&out);
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn a_planted_failure_goes_through_sweep_replay_and_shrink() {
+    // A throughput target no cluster meets: every seed fails the `throughput` check, whatever
+    // the faults, so shrinking can remove everything else.
+    let dir = std::env::temp_dir().join(format!("detcd-planted-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario = dir.join("planted.toml");
+    std::fs::write(
+        &scenario,
+        r#"name = "planted"
+[workload]
+duration_s = 4.0
+clients = 4
+keys = 4
+watchers = 1
+[targets]
+writes_per_sec = 1000000
+[checks]
+liveness_s = 10.0
+[[faults]]
+at_s = 1.0
+duration_s = 1.0
+kind = "isolate"
+target = "leader"
+[[faults]]
+at_s = 2.0
+duration_s = 1.0
+kind = "crash"
+target = "follower"
+"#,
+    )
+    .unwrap();
+    let sim = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_detcd-sim"))
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .expect("running detcd-sim");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, out) = sim(&["sweep", scenario.to_str().unwrap(), "--seeds", "1..2"]);
+    assert_eq!(code, 1, "{out}");
+    let failure = dir.join("failures/planted-1.toml");
+    assert!(failure.exists(), "{out}");
+
+    let (code, out) = sim(&["replay", failure.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("(same as recorded), failure reproduced (throughput)"),
+        "{out}"
+    );
+
+    let (code, out) = sim(&["shrink", failure.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let min = dir.join("failures/planted-1-min.toml");
+    let before = detcd_sim::sweep::load_failure(&failure).unwrap();
+    let after = detcd_sim::sweep::load_failure(&min).unwrap();
+    let (b, a) = (
+        detcd_sim::shrink::size(&before.scenario),
+        detcd_sim::shrink::size(&after.scenario),
+    );
+    println!("shrunk {b:?} -> {a:?}\n{out}");
+    assert!(a < b, "not strictly smaller: {b:?} -> {a:?}");
+    assert!(after.scenario.faults.len() < before.scenario.faults.len());
+
+    let (code, out) = sim(&["replay", min.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("(same as recorded), failure reproduced (throughput)"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn every_regression_replays_and_passes_now() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/regressions");
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(!files.is_empty(), "no regression files in {}", dir.display());
+    for f in files {
+        let failure = detcd_sim::sweep::load_failure(&f).unwrap();
+        assert!(!failure.cause.is_empty(), "{}: no cause line", f.display());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_detcd-sim"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .arg("replay")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{} fails again:\n{text}", f.display());
+        println!("{}: passes ({})", f.display(), failure.cause);
+    }
+}
