@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::run::{Check, RunOutput};
+use crate::output::{Check, RunOutput};
 use crate::scenario::Scenario;
 use crate::workload::{OpKind, Outcome};
 

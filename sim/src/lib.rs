@@ -1,24 +1,38 @@
 //! detcd-sim: the real detcd node inside madsim, one simulated machine per member, under a
-//! seeded nemesis and client load, with the history checked at the end.
+//! seeded nemesis and client load, with the history checked at the end — and the same
+//! scenarios, workload, checks and reports against real containers (`detcd-real`).
 //!
-//! This crate only builds with `--cfg madsim` (use `cargo sim ...`); the `check` subcommand's
-//! checker lives in the `detcd-checker` crate, which needs no simulator.
+//! The simulator's modules only build with `--cfg madsim` (use `cargo sim ...`); the
+//! scenario format, workload, history, checks and reports build for both runtimes, and the
+//! container runner ([`real`]) only without the cfg.
 #![warn(missing_docs)]
-#![cfg(madsim)]
 
-pub mod cli;
 pub mod client;
-pub mod cluster;
-pub mod disk;
 pub mod history;
 pub mod html;
-pub mod nemesis;
 pub mod outcome;
-pub mod pki;
+pub mod output;
 pub mod registry;
 pub mod report;
-pub mod run;
 pub mod scenario;
-pub mod shrink;
-pub mod sweep;
 pub mod workload;
+
+#[cfg(madsim)]
+pub mod cli;
+#[cfg(madsim)]
+pub mod cluster;
+#[cfg(madsim)]
+pub mod disk;
+#[cfg(madsim)]
+pub mod nemesis;
+#[cfg(madsim)]
+pub mod pki;
+#[cfg(madsim)]
+pub mod run;
+#[cfg(madsim)]
+pub mod shrink;
+#[cfg(madsim)]
+pub mod sweep;
+
+#[cfg(not(madsim))]
+pub mod real;

@@ -15,22 +15,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cluster::MemberSim;
-use crate::scenario::{kind_name, Fault, FaultKind, Scenario, SwarmSpec, Target, SWARM_KINDS};
+use crate::scenario::{kind_name, Fault, FaultKind, Target};
 
-/// A fault as it happened.
-#[derive(Debug, Clone)]
-pub struct FaultEvent {
-    /// The fault's kind name.
-    pub kind: String,
-    /// Members it hit (indexes).
-    pub targets: Vec<usize>,
-    /// Simulated start (ns since the start of the run).
-    pub start_ns: u64,
-    /// Simulated end.
-    pub end_ns: u64,
-    /// Extra detail (sides of a partition, offsets).
-    pub detail: String,
-}
+pub use crate::output::FaultEvent;
+pub use crate::scenario::swarm_faults;
 
 /// Applies faults to the cluster. Each fault of a timeline runs as its own task (faults
 /// overlap), with its own seeded rng; overlapping partitions heal together.
@@ -279,62 +267,6 @@ impl Nemesis {
             detail,
         });
     }
-}
-
-/// The swarm timeline of a seed: which kinds are enabled (a seeded subset, never empty) and
-/// faults of those kinds at seeded times until `duration_s`.
-pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5_3a4d);
-    let mut enabled: Vec<&str> = sw
-        .kinds
-        .iter()
-        .map(|k| k.as_str())
-        .filter(|_| rng.gen_bool(0.5))
-        .collect();
-    if enabled.is_empty() && !sw.kinds.is_empty() {
-        enabled.push(sw.kinds[rng.gen_range(0..sw.kinds.len())].as_str());
-    }
-    let n = s.cluster.members;
-    let mut faults = Vec::new();
-    let mut t = 1.0;
-    while t < s.workload.duration_s - 1.0 && !enabled.is_empty() {
-        let kind = enabled[rng.gen_range(0..enabled.len())];
-        let target = if rng.gen_bool(0.5) {
-            Target::Leader
-        } else {
-            Target::Member(rng.gen_range(0..n))
-        };
-        let k = match kind {
-            "isolate" => FaultKind::Isolate { target },
-            "minority-majority" if n >= 3 => FaultKind::MinorityMajority {
-                leader_in_minority: rng.gen_bool(0.5),
-            },
-            "bridge" if n >= 3 => FaultKind::Bridge,
-            "ring" if n >= 5 => FaultKind::Ring,
-            "one-way" => FaultKind::OneWay { target },
-            "crash" => FaultKind::Crash { target },
-            "pause" => FaultKind::Pause { target },
-            "clock-skew" => FaultKind::ClockSkew {
-                target,
-                offset_ms: rng.gen_range(-60_000..60_000),
-                drift_ppm: rng.gen_range(-500..500),
-            },
-            "flaky" => FaultKind::Flaky {
-                target,
-                flap_ms: rng.gen_range(50..500),
-            },
-            _ => FaultKind::Isolate { target },
-        };
-        debug_assert!(SWARM_KINDS.contains(&kind_name(&k)));
-        let dur = rng.gen_range(0.2..sw.max_duration_s.max(0.3));
-        faults.push(Fault {
-            at_s: t,
-            duration_s: dur,
-            kind: k,
-        });
-        t += dur + rng.gen_range(0.0..2.0 * sw.mean_interval_s);
-    }
-    faults
 }
 
 /// Members' indexes as a set, for reports.

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::output::{Check, RunOutput};
 use crate::report::{self, Report};
-use crate::run::{self, Check, RunOutput};
 use crate::scenario::Scenario;
 
 /// Everything one seed produced.
@@ -34,9 +34,16 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("{h:016x}")
 }
 
-/// Run `s` with `seed` and check it.
+/// Run `s` with `seed` in the simulator and check it.
+#[cfg(madsim)]
 pub fn run_and_check(s: &Scenario, seed: u64) -> RunResult {
-    let (out, wall) = run::run(s, seed);
+    let (out, wall) = crate::run::run(s, seed);
+    judge(s, out, wall)
+}
+
+/// Check what a run of `s` produced (in the simulator or against real containers) and build
+/// its report.
+pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
     let history = crate::history::to_jsonl(s, &out);
     let digest = digest(&history);
     let mut checks = Vec::new();

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::run::Check;
+use crate::output::Check;
 use crate::scenario::{FaultKind, Scenario};
 
 /// A seeded plan: weights, crashes, weight changes (all times in ns after the start).
@@ -25,7 +25,7 @@ struct Plan {
 
 fn plan(s: &Scenario, seed: u64) -> Plan {
     let r = &s.registry;
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::cluster::mix(seed, 0, 0x5e41));
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, 0, 0x5e41));
     let dur = (s.workload.duration_s * 1e9) as u64;
     let weights = (0..r.instances).map(|_| rng.gen_range(1..=10)).collect();
     let mut crash_at = BTreeMap::new();
@@ -238,7 +238,7 @@ fn rotate(addrs: &[String], k: usize) -> Vec<String> {
 fn skew_ahead(s: &Scenario, seed: u64) -> Duration {
     let mut faults = s.faults.clone();
     if let Some(sw) = &s.swarm {
-        faults.extend(crate::nemesis::swarm_faults(sw, s, seed));
+        faults.extend(crate::scenario::swarm_faults(sw, s, seed));
     }
     let ms = faults
         .iter()

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::nemesis::FaultEvent;
-use crate::run::{Check, MemberStats, RunOutput};
+use crate::output::FaultEvent;
+use crate::output::{Check, MemberStats, RunOutput};
 use crate::workload::Outcome;
 
 /// Version of the report schema.

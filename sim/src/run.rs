@@ -6,53 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
 use crate::cluster::{self, MemberSim};
-use crate::nemesis::{swarm_faults, FaultEvent, Nemesis};
+use crate::nemesis::{swarm_faults, Nemesis};
 use crate::scenario::Scenario;
 use crate::workload::{self, Recorder};
 
-/// The verdict of one check.
-#[derive(Debug, Clone)]
-pub struct Check {
-    /// Name (linearizable, watches, liveness, convergence, no-panic).
-    pub name: String,
-    /// Passed, failed, or could not be decided (`None`).
-    pub passed: Option<bool>,
-    /// One line of detail.
-    pub detail: String,
-}
-
-/// What a member did, for reports.
-#[derive(Debug, Clone, Default)]
-pub struct MemberStats {
-    /// Raft messages sent.
-    pub msgs_sent: u64,
-    /// Bytes of Raft messages sent.
-    pub bytes_sent: u64,
-    /// WAL fsyncs.
-    pub fsyncs: u64,
-    /// Entries persisted.
-    pub entries: u64,
-    /// Leader changes seen.
-    pub leader_changes: u64,
-}
-
-/// Everything a run produced.
-pub struct RunOutput {
-    /// The seed.
-    pub seed: u64,
-    /// What the clients and watchers recorded.
-    pub rec: Recorder,
-    /// Faults applied.
-    pub faults: Vec<FaultEvent>,
-    /// Leader observations (simulated ns, member index or None).
-    pub leaders: Vec<(u64, Option<usize>)>,
-    /// Simulated duration of the whole run (ns).
-    pub sim_ns: u64,
-    /// Checks that ran inside the simulation (liveness, convergence, no-panic).
-    pub checks: Vec<Check>,
-    /// Per-member counters at the end.
-    pub members: Vec<MemberStats>,
-}
+pub use crate::output::{Check, MemberStats, RunOutput};
 
 /// Run `s` with `seed` inside a fresh madsim runtime, on a fresh thread: std's hash seeds are
 /// per thread and drawn once, so only a thread that has never hashed before gets them from

@@ -314,7 +314,7 @@ pub async fn run_clients(
                 let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut rng =
-                        ChaCha8Rng::seed_from_u64(crate::cluster::mix(seed, c as u64, 0x09e7));
+                        ChaCha8Rng::seed_from_u64(crate::output::mix(seed, c as u64, 0x09e7));
                     let offset = Duration::from_nanos(rng.gen_range(0..per.as_nanos() as u64 + 1));
                     tokio::time::sleep(offset).await;
                     let free: Arc<Mutex<Vec<Client>>> = Arc::default();
@@ -332,7 +332,7 @@ pub async fn run_clients(
                                     (c * 64) as u32 + next_id,
                                     &s,
                                     &addrs,
-                                    crate::cluster::mix(seed, c as u64, next_id as u64),
+                                    crate::output::mix(seed, c as u64, next_id as u64),
                                 )
                             }
                             None => {
@@ -359,7 +359,7 @@ pub async fn run_clients(
 }
 
 fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::cluster::mix(seed, id as u64, 0xc11e));
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, id as u64, 0xc11e));
     let member = rng.gen_range(0..addrs.len());
     Client {
         id,

@@ -301,7 +301,11 @@ fn every_regression_replays_and_passes_now() {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
-    assert!(!files.is_empty(), "no regression files in {}", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no regression files in {}",
+        dir.display()
+    );
     for f in files {
         let failure = detcd_sim::sweep::load_failure(&f).unwrap();
         assert!(!failure.cause.is_empty(), "{}: no cause line", f.display());

@@ -1,0 +1,13 @@
+//! `detcd-real SCENARIO --seed N [--server detcd|etcd]`: a scenario against real containers
+//! (see `detcd_sim::real`). Exit codes: 0 every check passed, 1 a check failed, 2 bad usage.
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    detcd_sim::real::main()
+}
+
+#[cfg(madsim)]
+fn main() -> std::process::ExitCode {
+    eprintln!("detcd-real runs real containers: build it without the madsim cfg (cargo run --release -p detcd-sim --bin detcd-real)");
+    std::process::ExitCode::from(2)
+}

@@ -1,0 +1,72 @@
+//! What a run produced, whichever runtime ran it (the simulator, or real containers):
+//! checks, counters, faults as they happened.
+
+use crate::workload::Recorder;
+
+/// The verdict of one check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Name (linearizable, watches, liveness, convergence, no-panic).
+    pub name: String,
+    /// Passed, failed, or could not be decided (`None`).
+    pub passed: Option<bool>,
+    /// One line of detail.
+    pub detail: String,
+}
+
+/// What a member did, for reports.
+#[derive(Debug, Clone, Default)]
+pub struct MemberStats {
+    /// Raft messages sent.
+    pub msgs_sent: u64,
+    /// Bytes of Raft messages sent.
+    pub bytes_sent: u64,
+    /// WAL fsyncs.
+    pub fsyncs: u64,
+    /// Entries persisted.
+    pub entries: u64,
+    /// Leader changes seen.
+    pub leader_changes: u64,
+}
+
+/// Everything a run produced.
+pub struct RunOutput {
+    /// The seed.
+    pub seed: u64,
+    /// What the clients and watchers recorded.
+    pub rec: Recorder,
+    /// Faults applied.
+    pub faults: Vec<FaultEvent>,
+    /// Leader observations (simulated ns, member index or None).
+    pub leaders: Vec<(u64, Option<usize>)>,
+    /// Simulated duration of the whole run (ns).
+    pub sim_ns: u64,
+    /// Checks that ran inside the simulation (liveness, convergence, no-panic).
+    pub checks: Vec<Check>,
+    /// Per-member counters at the end.
+    pub members: Vec<MemberStats>,
+}
+
+/// A fault as it happened.
+#[derive(Debug, Clone)]
+pub struct FaultEvent {
+    /// The fault's kind name.
+    pub kind: String,
+    /// Members it hit (indexes).
+    pub targets: Vec<usize>,
+    /// Simulated start (ns since the start of the run).
+    pub start_ns: u64,
+    /// Simulated end.
+    pub end_ns: u64,
+    /// Extra detail (sides of a partition, offsets).
+    pub detail: String,
+}
+
+/// A stable mix of the run seed with a member index and a salt (SplitMix64 steps).
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
