@@ -70,6 +70,15 @@ impl Endpoint {
     }
 }
 
+/// A request body.
+#[derive(Clone)]
+pub enum Body {
+    /// `application/x-www-form-urlencoded`.
+    Form(String),
+    /// `application/json`.
+    Json(String),
+}
+
 /// Why a request failed at the transport.
 pub enum Failure {
     /// Not sent: safe to send elsewhere.
@@ -121,6 +130,23 @@ impl Raw {
             return Err(self.error());
         }
         serde_json::from_slice::<Member>(&self.body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// The member a `POST /v2/members` created.
+    pub fn into_member_created(self) -> Result<Member, Error> {
+        if self.status != 201 {
+            return Err(self.error());
+        }
+        serde_json::from_slice::<Member>(&self.body).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// A `204 No Content` answer.
+    pub fn into_no_content(self) -> Result<(), Error> {
+        if (200..300).contains(&self.status) {
+            Ok(())
+        } else {
+            Err(self.error())
+        }
     }
 
     /// A members list.
@@ -194,7 +220,7 @@ impl Pool {
         cfg: &Config,
         method: &str,
         path: &str,
-        form: Option<String>,
+        form: Option<Body>,
         timeout: Duration,
     ) -> Result<Raw, Failure> {
         let mut send = match self.take(&ep.url) {
@@ -220,9 +246,13 @@ impl Pool {
             b = b.header("Authorization", format!("Basic {tok}"));
         }
         let body = match form {
-            Some(f) => {
+            Some(Body::Form(f)) => {
                 b = b.header("Content-Type", "application/x-www-form-urlencoded");
                 Full::new(Bytes::from(f))
+            }
+            Some(Body::Json(j)) => {
+                b = b.header("Content-Type", "application/json");
+                Full::new(Bytes::from(j))
             }
             None => Full::new(Bytes::new()),
         };

@@ -174,6 +174,17 @@ impl Client {
         form: Option<String>,
         timeout: Duration,
     ) -> Result<http::Raw, Error> {
+        self.call_with(method, path, form.map(http::Body::Form), timeout)
+            .await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        form: Option<http::Body>,
+        timeout: Duration,
+    ) -> Result<http::Raw, Error> {
         let endpoints = self.endpoints();
         let start = self.inner.current.load(Ordering::Relaxed);
         let mut last = String::new();
@@ -204,6 +215,19 @@ impl Client {
             }
         }
         Err(Error::Unavailable(last))
+    }
+
+    async fn call_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: String,
+        timeout: Duration,
+    ) -> Result<http::Raw, Error> {
+        // A membership change is not idempotent: no failover once sent (call() only fails
+        // over requests that were never sent).
+        self.call_with(method, path, Some(http::Body::Json(body)), timeout)
+            .await
     }
 
     async fn keys(
@@ -376,6 +400,29 @@ impl Client {
             .call("GET", "/v2/members", None, self.inner.cfg.timeout)
             .await?;
         raw.into_members()
+    }
+
+    /// Add a member with these peer URLs (`POST /v2/members`); start it afterwards with
+    /// `--initial-cluster-state existing`.
+    pub async fn add_member(&self, peer_urls: &[String]) -> Result<Member, Error> {
+        let body = serde_json::json!({ "peerURLs": peer_urls }).to_string();
+        let raw = self
+            .call_json("POST", "/v2/members", body, self.inner.cfg.timeout)
+            .await?;
+        raw.into_member_created()
+    }
+
+    /// Remove a member by id (`DELETE /v2/members/<id>`).
+    pub async fn remove_member(&self, id: &str) -> Result<(), Error> {
+        let raw = self
+            .call(
+                "DELETE",
+                &format!("/v2/members/{id}"),
+                None,
+                self.inner.cfg.timeout,
+            )
+            .await?;
+        raw.into_no_content()
     }
 
     /// The current leader, as the asked member knows it (`/v2/members/leader`).

@@ -42,6 +42,8 @@ pub struct MemberSim {
     pub incarnations: Arc<AtomicU64>,
     /// Why it last stopped, if it stopped on its own (error, removal).
     pub exit: Arc<Mutex<Option<String>>>,
+    /// The flags its next start uses (a replaced member restarts with state `existing`).
+    pub args: Arc<Mutex<Vec<String>>>,
 }
 
 impl MemberSim {
@@ -129,8 +131,9 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
             let shared: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
             let incarnations = Arc::new(AtomicU64::new(0));
             let exit: Arc<Mutex<Option<String>>> = Arc::default();
-            let args = member_args(s, i);
+            let args = Arc::new(Mutex::new(member_args(s, i)));
             let pki = pki.clone();
+            let args2 = args.clone();
             let (d, c, sh, inc, ex) = (
                 disk.clone(),
                 clock.clone(),
@@ -144,7 +147,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                 .ip(IpAddr::V4(member_ip(i)))
                 .init(move || {
                     let incarnation = inc.fetch_add(1, Ordering::SeqCst);
-                    let args = args.clone();
+                    let args = args2.lock().unwrap().clone();
                     let disk = d.clone();
                     let clock = c.clone();
                     let slot = sh.clone();
@@ -194,6 +197,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                 shared,
                 incarnations,
                 exit,
+                args,
             }
         })
         .collect()

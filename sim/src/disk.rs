@@ -85,6 +85,13 @@ impl SimDisk {
         lost
     }
 
+    /// Wipe the disk (an operator replacing a member removes its data directory).
+    pub fn wipe(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.files.clear();
+        st.dirs.clear();
+    }
+
     /// fsyncs so far.
     pub fn fsyncs(&self) -> u64 {
         self.state.lock().unwrap().fsyncs

@@ -139,3 +139,66 @@ pub fn page(r: &Report, markdown: &str, extra: &str) -> String {
         extra
     )
 }
+
+/// One value per seed as an SVG bar chart (seeds in order, failed seeds in red).
+fn per_seed_svg(title: &str, seeds: &[(u64, f64, bool)]) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 260)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let ymax = seeds.iter().map(|s| s.1).fold(1e-9, f64::max) * 1.15;
+        let n = seeds.len().max(1);
+        let mut chart = match ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..n as f64, 0f64..ymax)
+        {
+            Ok(c) => c,
+            Err(_) => return String::new(),
+        };
+        let _ = chart
+            .configure_mesh()
+            .x_desc("seed (in sweep order)")
+            .disable_x_mesh()
+            .draw();
+        let _ = chart.draw_series(seeds.iter().enumerate().map(|(i, (_, v, ok))| {
+            let colour = if *ok { BLUE.mix(0.6) } else { RED.mix(0.8) };
+            Rectangle::new(
+                [(i as f64 + 0.1, 0.0), (i as f64 + 0.9, *v)],
+                colour.filled(),
+            )
+        }));
+        let _ = root.present();
+    }
+    svg
+}
+
+/// `sweep.html`: the distribution over the seeds of steady throughput, steady write p99 and
+/// the longest unavailability, one bar per seed (failed seeds red), with the summary table.
+pub fn sweep_page(name: &str, reports: &[Report], markdown: &str) -> String {
+    let ok = |r: &Report| r.checks.iter().all(|c| c.verdict == "pass");
+    let series = |f: &dyn Fn(&Report) -> f64| -> Vec<(u64, f64, bool)> {
+        reports.iter().map(|r| (r.seed, f(r), ok(r))).collect()
+    };
+    let wps = series(&|r| r.phases.first().map_or(0.0, |p| p.writes_per_sec));
+    let p99 = series(&|r| r.phases.first().map_or(0.0, |p| p.writes.p99_ms));
+    let un = series(&|r| {
+        r.unavailability
+            .iter()
+            .filter_map(|u| u.unavailable_s)
+            .fold(0.0, f64::max)
+    });
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>sweep of {0}</title>\
+<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}pre{{white-space:pre-wrap;background:#f6f6f6;padding:1em}}</style>\
+</head><body><h1>Sweep of {0}: {1} seeds</h1>{2}{3}{4}<h2>Summary</h2><pre>{5}</pre></body></html>\n",
+        esc(name),
+        reports.len(),
+        per_seed_svg("steady-phase acknowledged writes/s per seed", &wps),
+        per_seed_svg("steady-phase write p99 (ms) per seed", &p99),
+        per_seed_svg("longest unavailability after a fault (s) per seed", &un),
+        esc(markdown)
+    )
+}

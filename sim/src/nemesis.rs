@@ -88,6 +88,98 @@ impl Nemesis {
         }
     }
 
+    /// Replace member `t` as an operator would (see [`FaultKind::Replace`]); it stays out of
+    /// the cluster for `absent`. Returns what happened.
+    async fn replace(&self, t: usize, absent: Duration) -> String {
+        let handle = Handle::current();
+        let m = &self.members[t];
+        let others: Vec<String> = self
+            .members
+            .iter()
+            .filter(|x| x.index != t)
+            .map(|x| x.client_addr())
+            .collect();
+        let c = crate::client::client(&others, Duration::from_secs(2));
+        let flag = |args: &[String], f: &str| {
+            args.iter()
+                .position(|a| a == f)
+                .and_then(|i| args.get(i + 1).cloned())
+                .unwrap_or_default()
+        };
+        let peer_url = flag(&m.args.lock().unwrap(), "-initial-advertise-peer-urls");
+        // 1. remove it (retried while the cluster has no leader)
+        let mut removed = None;
+        for _ in 0..40 {
+            if let Ok(ms) = c.members().await {
+                match ms.iter().find(|x| x.peer_urls.contains(&peer_url)) {
+                    Some(x) => {
+                        if c.remove_member(&x.id).await.is_ok() {
+                            removed = Some(x.id.clone());
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // 2. it stops on its own once it applies its removal; make sure, and wipe its data
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        handle.kill(node_id(m));
+        m.disk.wipe();
+        tokio::time::sleep(absent).await;
+        // 3. add it again (the strict reconfiguration check may refuse for a while)
+        let mut added = None;
+        for _ in 0..120 {
+            match c.add_member(std::slice::from_ref(&peer_url)).await {
+                Ok(x) => {
+                    added = Some(x.id);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        let Some(new_id) = added else {
+            return format!(
+                "removed {} but could not add it back within 30 s",
+                removed.unwrap_or_default()
+            );
+        };
+        // 4. start it with state `existing` and the cluster as it is now
+        let mut initial = Vec::new();
+        if let Ok(ms) = c.members().await {
+            for x in ms {
+                let name = if x.peer_urls.contains(&peer_url) {
+                    m.name.clone()
+                } else {
+                    x.name.clone()
+                };
+                for u in x.peer_urls {
+                    initial.push(format!("{name}={u}"));
+                }
+            }
+        }
+        {
+            let mut args = m.args.lock().unwrap();
+            let set = |args: &mut Vec<String>, f: &str, v: String| {
+                if let Some(i) = args.iter().position(|a| a == f) {
+                    args[i + 1] = v;
+                }
+            };
+            set(&mut args, "-initial-cluster-state", "existing".into());
+            if !initial.is_empty() {
+                set(&mut args, "-initial-cluster", initial.join(","));
+            }
+        }
+        // Its exit by removal was expected, not a failure.
+        *m.exit.lock().unwrap() = None;
+        handle.restart(node_id(m));
+        format!(
+            "removed {}, data wiped, added back as {new_id}, restarted with state existing",
+            removed.unwrap_or_else(|| "(not found)".into())
+        )
+    }
+
     fn clog_between(&self, a: &[usize], b: &[usize]) {
         let net = NetSim::current();
         for &x in a {
@@ -203,6 +295,11 @@ impl Nemesis {
                 detail = format!("{lost} unsynced bytes lost");
                 tokio::time::sleep(dur).await;
                 handle.restart(node_id(m));
+            }
+            FaultKind::Replace { target } => {
+                let t = self.resolve(target).await;
+                targets.push(t);
+                detail = self.replace(t, dur).await;
             }
             FaultKind::RollingRestart => {
                 let step = dur / (n as u32).max(1);

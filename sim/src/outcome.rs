@@ -224,5 +224,9 @@ pub fn write_sweep(name: &str, reports: &[Report]) -> std::io::Result<()> {
         ));
     }
     md.push_str(&format!("\nFailed seeds: {}\n", summary["failed"]));
+    std::fs::write(
+        dir.join("sweep.html"),
+        crate::html::sweep_page(name, reports, &md),
+    )?;
     std::fs::write(dir.join("sweep.md"), md)
 }

@@ -240,6 +240,10 @@ async fn apply(
             vec![],
             "skipped: containers share the host's clock".to_string(),
         ),
+        FaultKind::Replace { .. } => (
+            vec![],
+            "skipped: replacing members is simulator-only so far".to_string(),
+        ),
         _ => (
             vec![],
             "skipped: per-link partitions need packet filtering in each container's network namespace"

@@ -250,6 +250,13 @@ pub enum FaultKind {
         /// Who.
         target: Target,
     },
+    /// Replace the target, as an operator would: remove it (`DELETE /v2/members/<id>`), wipe
+    /// its data directory, add it again (`POST /v2/members`, retried while the cluster refuses)
+    /// and start it with `--initial-cluster-state existing`; it rejoins by snapshot.
+    Replace {
+        /// Who.
+        target: Target,
+    },
     /// Skew the target's wall clock.
     ClockSkew {
         /// Who.
@@ -329,6 +336,7 @@ impl TryFrom<RawFault> for Fault {
             "isolate" => FaultKind::Isolate { target: needs_target()? },
             "one-way" => FaultKind::OneWay { target: needs_target()? },
             "crash" => FaultKind::Crash { target: needs_target()? },
+            "replace" => FaultKind::Replace { target: needs_target()? },
             "pause" => FaultKind::Pause { target: needs_target()? },
             "flaky" => FaultKind::Flaky { target: needs_target()?, flap_ms: r.flap_ms.unwrap_or_else(default_flap_ms) },
             "clock-skew" => FaultKind::ClockSkew {
@@ -380,6 +388,7 @@ impl From<Fault> for RawFault {
             FaultKind::Isolate { target }
             | FaultKind::OneWay { target }
             | FaultKind::Crash { target }
+            | FaultKind::Replace { target }
             | FaultKind::Pause { target } => r.target = Some(target),
             FaultKind::Flaky { target, flap_ms } => {
                 r.target = Some(target);
@@ -622,6 +631,7 @@ impl Scenario {
                 FaultKind::Isolate { target }
                 | FaultKind::OneWay { target }
                 | FaultKind::Crash { target }
+                | FaultKind::Replace { target }
                 | FaultKind::Pause { target }
                 | FaultKind::ClockSkew { target, .. }
                 | FaultKind::Flaky { target, .. } => Some(target),
@@ -679,6 +689,7 @@ pub fn kind_name(k: &FaultKind) -> &'static str {
         FaultKind::Ring => "ring",
         FaultKind::OneWay { .. } => "one-way",
         FaultKind::Crash { .. } => "crash",
+        FaultKind::Replace { .. } => "replace",
         FaultKind::RollingRestart => "rolling-restart",
         FaultKind::Pause { .. } => "pause",
         FaultKind::ClockSkew { .. } => "clock-skew",

@@ -172,6 +172,7 @@ fn fault_target(k: &FaultKind) -> Option<&Target> {
         FaultKind::Isolate { target }
         | FaultKind::OneWay { target }
         | FaultKind::Crash { target }
+        | FaultKind::Replace { target }
         | FaultKind::Pause { target }
         | FaultKind::ClockSkew { target, .. }
         | FaultKind::Flaky { target, .. } => Some(target),

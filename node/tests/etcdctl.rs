@@ -1,0 +1,160 @@
+//! Debian's `etcdctl` (API v2) against detcd and against etcd 3.4, side by side: the same
+//! commands on a fresh member of each must print the same output (after masking what
+//! legitimately differs: member and cluster ids, store indexes and expiration times) and exit
+//! with the same status. Skips, saying so, unless both `etcd` and `etcdctl` are installed.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn installed(bin: &str) -> bool {
+    Command::new(bin).arg("--version").output().is_ok()
+}
+
+/// Mask ids, indexes and times.
+fn normalise(s: &str) -> String {
+    let mut out = String::new();
+    for line in s.lines() {
+        let mut l = line.to_string();
+        // "[12]" index suffixes of errors, "index": n, createdIndex/modifiedIndex
+        let re_like = |l: &str| -> String {
+            let mut o = String::new();
+            let mut chars = l.chars().peekable();
+            let mut prev_alpha = false;
+            while let Some(c) = chars.next() {
+                if c.is_ascii_digit() && !prev_alpha {
+                    let mut num = c.to_string();
+                    while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                        num.push(*d);
+                        chars.next();
+                    }
+                    o.push_str(if num.len() >= 2 { "<n>" } else { &num });
+                    prev_alpha = false;
+                } else {
+                    prev_alpha = c.is_ascii_alphabetic();
+                    o.push(c);
+                }
+            }
+            o
+        };
+        if let Some(i) = l.find("\"expiration\":\"") {
+            let end = l[i + 14..].find('"').map(|e| i + 14 + e).unwrap_or(l.len());
+            l.replace_range(i + 14..end, "<ts>");
+        }
+        // 16-hex-digit member ids
+        let words: Vec<String> = l
+            .split_inclusive(|c: char| !c.is_ascii_hexdigit())
+            .map(|w| {
+                let core = w.trim_end_matches(|c: char| !c.is_ascii_hexdigit());
+                if core.len() >= 12
+                    && core.chars().all(|c| c.is_ascii_hexdigit())
+                    && core.chars().any(|c| c.is_ascii_alphabetic())
+                {
+                    w.replacen(core, "<id>", 1)
+                } else {
+                    w.to_string()
+                }
+            })
+            .collect();
+        l = re_like(&words.concat());
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+const COMMANDS: &[&[&str]] = &[
+    &["set", "/a", "1"],
+    &["get", "/a"],
+    &["mk", "/a", "2"],
+    &["mk", "/b", "2"],
+    &["update", "/a", "3"],
+    &["update", "/nope", "1"],
+    &["get", "/nope"],
+    &["set", "/a", "4", "--swap-with-value", "wrong"],
+    &["set", "/a", "4", "--swap-with-value", "3"],
+    &["mkdir", "/d"],
+    &["mkdir", "/d"],
+    &["set", "/d/x", "y"],
+    &["ls", "/d"],
+    &["ls", "--recursive", "/"],
+    &["rmdir", "/d"],
+    &["rm", "--recursive", "/d"],
+    &["rm", "/a", "--with-value", "nope"],
+    &["rm", "/a"],
+    &["get", "/a"],
+    &["-o", "json", "get", "/b"],
+    &["-o", "extended", "get", "/b"],
+    &["set", "/t", "v", "--ttl", "60"],
+    &["updatedir", "/nodir", "--ttl", "5"],
+    &["mk", "--in-order", "/q", "first"],
+    &["cluster-health"],
+    &["member", "list"],
+];
+
+fn run_all(addr: &str) -> Vec<(i32, String)> {
+    COMMANDS
+        .iter()
+        .map(|args| {
+            let o = Command::new("etcdctl")
+                .env("ETCDCTL_API", "2")
+                .args(["--endpoints", &format!("http://{addr}")])
+                .args(*args)
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            (o.status.code().unwrap_or(-1), normalise(&text))
+        })
+        .collect()
+}
+
+#[test]
+fn etcdctl_prints_the_same_for_detcd_and_etcd() {
+    if !installed("etcdctl") || !installed("etcd") {
+        println!("etcd and etcdctl (Debian's etcd-server, etcd-client) not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for bin in ["detcd", "etcd"] {
+        let d = dir.path().join(bin);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut m = static_cluster(&d, 1).remove(0);
+        if bin == "etcd" {
+            m.args.push("--enable-v2=true".into());
+            m.start_binary("etcd");
+        } else {
+            m.start();
+        }
+        eventually(Duration::from_secs(20), "a leader", || {
+            (get(&m.addr(), "/v2/members/leader").ok()?.status == 200).then_some(())
+        });
+        outs.push(run_all(&m.addr()));
+    }
+    let mut diffs = Vec::new();
+    for (i, args) in COMMANDS.iter().enumerate() {
+        if outs[0][i] != outs[1][i] {
+            diffs.push(format!(
+                "etcdctl {}:\n  detcd ({}): {}\n  etcd  ({}): {}",
+                args.join(" "),
+                outs[0][i].0,
+                outs[0][i].1.trim(),
+                outs[1][i].0,
+                outs[1][i].1.trim()
+            ));
+        }
+    }
+    println!(
+        "{} etcdctl commands, {} differ",
+        COMMANDS.len(),
+        diffs.len()
+    );
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
