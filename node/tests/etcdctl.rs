@@ -110,7 +110,14 @@ fn run_all(addr: &str) -> Vec<(i32, String)> {
                 String::from_utf8_lossy(&o.stdout),
                 String::from_utf8_lossy(&o.stderr)
             );
-            (o.status.code().unwrap_or(-1), normalise(&text))
+            let mut text = normalise(&text);
+            if args[0] == "ls" {
+                // etcd lists a directory in Go map order, which varies: compare sorted.
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines.sort_unstable();
+                text = lines.join("\n");
+            }
+            (o.status.code().unwrap_or(-1), text)
         })
         .collect()
 }
