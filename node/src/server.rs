@@ -561,11 +561,25 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         client_cert_auth: env.tls.client_cert_auth,
         verified: Default::default(),
     });
-    for (l, https) in client_listeners {
-        let tls = if https { env.tls.client.clone() } else { None };
-        crate::rt::spawn(crate::api::serve(l, Arc::clone(&ctx), tls));
+    // As etcd does (its ReadyNotify), client requests are served only once this member has
+    // published its name and client URLs through Raft: until then connections wait in the
+    // listen backlog. So a member without a quorum does not answer clients at all, and the
+    // first write of a fresh cluster lands after the membership entries, as with etcd.
+    {
+        let (shared, ctx, name, tls) = (
+            Arc::clone(&shared),
+            Arc::clone(&ctx),
+            cfg.name.clone(),
+            env.tls.client.clone(),
+        );
+        crate::rt::spawn(async move {
+            publish(shared, name, client_urls).await;
+            for (l, https) in client_listeners {
+                let tls = if https { tls.clone() } else { None };
+                crate::rt::spawn(crate::api::serve(l, Arc::clone(&ctx), tls));
+            }
+        });
     }
-    crate::rt::spawn(publish(Arc::clone(&shared), cfg.name.clone(), client_urls));
     tracing::info!(name = %cfg.name, member = %format!("{:x}", shared.id), cluster = %format!("{cid:x}"), "detcd member started");
     if let Some(f) = env.on_start {
         f(Arc::clone(&shared));

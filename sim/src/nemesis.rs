@@ -292,9 +292,15 @@ impl Nemesis {
                 let m = &self.members[t];
                 handle.kill(node_id(m));
                 let lost = m.disk.crash();
+                let inc = m.incarnations.load(std::sync::atomic::Ordering::SeqCst);
                 detail = format!("{lost} unsynced bytes lost");
                 tokio::time::sleep(dur).await;
-                handle.restart(node_id(m));
+                // Another fault (a replacement) may have started it meanwhile: then leave it.
+                if m.incarnations.load(std::sync::atomic::Ordering::SeqCst) == inc {
+                    handle.restart(node_id(m));
+                } else {
+                    detail.push_str("; already restarted by another fault");
+                }
             }
             FaultKind::Replace { target } => {
                 let t = self.resolve(target).await;
