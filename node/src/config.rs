@@ -618,14 +618,7 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
             .unwrap_or_else(|| "etcd-cluster".into()),
         max_snapshots: u64_or("max-snapshots", 5)? as u32,
         max_wals: u64_or("max-wals", 5)? as u32,
-        cors: get("cors")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        cors: get("cors").map(|v| comma_list(&v)).unwrap_or_default(),
         discovery: get("discovery").filter(|v| !v.is_empty()),
         discovery_srv: get("discovery-srv").filter(|v| !v.is_empty()),
         discovery_dns: get("discovery-dns").filter(|v| !v.is_empty()),
@@ -634,12 +627,7 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         client_tls: tls("")?,
         peer_tls: tls("peer-")?,
         cipher_suites: get("cipher-suites")
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(|v| comma_list(&v))
             .unwrap_or_default(),
         logger: get("logger").unwrap_or_else(|| "zap".into()),
         log_outputs: get("log-outputs")
@@ -683,6 +671,14 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
     }
     validate(&cfg, &mut warnings)?;
     Ok((cfg, warnings))
+}
+
+/// A comma-separated flag value: trimmed, empty items dropped.
+fn comma_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn crate_url(u: &Url) -> String {

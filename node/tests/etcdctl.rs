@@ -144,7 +144,11 @@ fn etcdctl_prints_the_same_for_detcd_and_etcd() {
         // etcd member (so the indexes etcdctl prints line up).
         eventually(Duration::from_secs(20), "a leader at index 3", || {
             let led = get(&m.addr(), "/v2/members/leader").ok()?.status == 200;
-            let idx: u64 = get(&m.addr(), "/v2/keys/").ok()?.header("X-Etcd-Index")?.parse().ok()?;
+            let idx: u64 = get(&m.addr(), "/v2/keys/")
+                .ok()?
+                .header("X-Etcd-Index")?
+                .parse()
+                .ok()?;
             (led && idx >= 3).then_some(())
         });
         outs.push(run_all(&m.addr()));

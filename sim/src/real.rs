@@ -143,6 +143,28 @@ fn teardown(c: &Cluster) {
     let _ = docker(&["network", "rm", &c.net]);
 }
 
+async fn disconnect(c: &Cluster, t: usize) {
+    let _ = docker_async(vec![
+        "network".into(),
+        "disconnect".into(),
+        c.net.clone(),
+        c.names[t].clone(),
+    ])
+    .await;
+}
+
+async fn connect(c: &Cluster, t: usize) {
+    let _ = docker_async(vec![
+        "network".into(),
+        "connect".into(),
+        "--ip".into(),
+        c.ips[t].clone(),
+        c.net.clone(),
+        c.names[t].clone(),
+    ])
+    .await;
+}
+
 async fn leader(c: &Cluster) -> Option<usize> {
     for i in 0..c.ips.len() {
         let cl = crate::client::member_client(&c.addr(i), Duration::from_millis(500));
@@ -193,17 +215,9 @@ async fn apply(
         }
         FaultKind::Isolate { target } => {
             let t = resolve(target, l, &mut rng);
-            let _ = docker_async(vec!["network".into(), "disconnect".into(), c.net.clone(), c.names[t].clone()]).await;
+            disconnect(&c, t).await;
             tokio::time::sleep(dur).await;
-            let _ = docker_async(vec![
-                "network".into(),
-                "connect".into(),
-                "--ip".into(),
-                c.ips[t].clone(),
-                c.net.clone(),
-                c.names[t].clone(),
-            ])
-            .await;
+            connect(&c, t).await;
             (vec![t], "docker network disconnect/connect".to_string())
         }
         FaultKind::Flaky { target, flap_ms } => {
@@ -211,17 +225,9 @@ async fn apply(
             let flap = Duration::from_millis((*flap_ms).max(50));
             let end = began + dur;
             while tokio::time::Instant::now() < end {
-                let _ = docker_async(vec!["network".into(), "disconnect".into(), c.net.clone(), c.names[t].clone()]).await;
+                disconnect(&c, t).await;
                 tokio::time::sleep(flap).await;
-                let _ = docker_async(vec![
-                    "network".into(),
-                    "connect".into(),
-                    "--ip".into(),
-                    c.ips[t].clone(),
-                    c.net.clone(),
-                    c.names[t].clone(),
-                ])
-                .await;
+                connect(&c, t).await;
                 tokio::time::sleep(flap).await;
             }
             (vec![t], format!("disconnect/connect every {} ms", flap.as_millis()))

@@ -627,16 +627,7 @@ impl Scenario {
                     kind_name(&f.kind)
                 ));
             }
-            let target = match &f.kind {
-                FaultKind::Isolate { target }
-                | FaultKind::OneWay { target }
-                | FaultKind::Crash { target }
-                | FaultKind::Replace { target }
-                | FaultKind::Pause { target }
-                | FaultKind::ClockSkew { target, .. }
-                | FaultKind::Flaky { target, .. } => Some(target),
-                _ => None,
-            };
+            let target = f.kind.target();
             if let Some(Target::Member(m)) = target {
                 if *m >= n {
                     return Err(format!(
@@ -679,6 +670,22 @@ pub const SWARM_KINDS: &[&str] = &[
     "clock-skew",
     "flaky",
 ];
+
+impl FaultKind {
+    /// The member a single-target fault hits (None for partitions of the whole cluster).
+    pub fn target(&self) -> Option<&Target> {
+        match self {
+            FaultKind::Isolate { target }
+            | FaultKind::OneWay { target }
+            | FaultKind::Crash { target }
+            | FaultKind::Replace { target }
+            | FaultKind::Pause { target }
+            | FaultKind::ClockSkew { target, .. }
+            | FaultKind::Flaky { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+}
 
 /// The `kind` name of a fault.
 pub fn kind_name(k: &FaultKind) -> &'static str {

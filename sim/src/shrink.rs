@@ -148,7 +148,7 @@ fn candidates(s: &Scenario) -> Vec<(String, Scenario)> {
         if !s
             .faults
             .iter()
-            .any(|f| fault_target(&f.kind).is_some_and(|t| targets_member(t, n)))
+            .any(|f| f.kind.target().is_some_and(|t| targets_member(t, n)))
         {
             let mut c = s.clone();
             c.cluster.members = n;
@@ -165,19 +165,6 @@ fn kind_name(k: &FaultKind) -> String {
         .next()
         .unwrap_or("")
         .to_string()
-}
-
-fn fault_target(k: &FaultKind) -> Option<&Target> {
-    match k {
-        FaultKind::Isolate { target }
-        | FaultKind::OneWay { target }
-        | FaultKind::Crash { target }
-        | FaultKind::Replace { target }
-        | FaultKind::Pause { target }
-        | FaultKind::ClockSkew { target, .. }
-        | FaultKind::Flaky { target, .. } => Some(target),
-        _ => None,
-    }
 }
 
 /// `detcd-sim shrink FILE`.

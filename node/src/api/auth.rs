@@ -173,6 +173,26 @@ fn invalid_json() -> AuthError {
     AuthError::plain(400, "Invalid JSON in request body.")
 }
 
+/// Read a user or role body; its name must be the one in the URL (etcd's checks, in order).
+async fn decode_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    name: &str,
+    what: &str,
+    name_of: impl Fn(&T) -> &String,
+) -> Result<T, AuthError> {
+    let body = read_body(req.into_body())
+        .await
+        .map_err(|_| invalid_json())?;
+    let v: T = serde_json::from_slice(&body).map_err(|_| invalid_json())?;
+    if name_of(&v) != name {
+        return Err(AuthError::plain(
+            400,
+            format!("{what} JSON name does not match the name in the URL"),
+        ));
+    }
+    Ok(v)
+}
+
 /// Handle `/v2/auth/*`.
 pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
@@ -371,16 +391,7 @@ async fn user(
             Ok(json(StatusCode::OK, ""))
         }
         _ => {
-            let body = read_body(req.into_body())
-                .await
-                .map_err(|_| invalid_json())?;
-            let u: UserIn = serde_json::from_slice(&body).map_err(|_| invalid_json())?;
-            if u.user != name {
-                return Err(AuthError::plain(
-                    400,
-                    "User JSON name does not match the name in the URL",
-                ));
-            }
+            let u: UserIn = decode_body(req, name, "User", |u: &UserIn| &u.user).await?;
             let exists = auth_state(ctx).users.contains_key(name);
             let (out, status) = if len(&u.grant) == 0 && len(&u.revoke) == 0 {
                 // With roles: create. Without: create or update (etcd's CreateOrUpdateUser).
@@ -538,16 +549,7 @@ async fn role(
             Ok(json(StatusCode::OK, ""))
         }
         _ => {
-            let body = read_body(req.into_body())
-                .await
-                .map_err(|_| invalid_json())?;
-            let r: RoleIn = serde_json::from_slice(&body).map_err(|_| invalid_json())?;
-            if r.role != name {
-                return Err(AuthError::plain(
-                    400,
-                    "Role JSON name does not match the name in the URL",
-                ));
-            }
+            let r: RoleIn = decode_body(req, name, "Role", |r: &RoleIn| &r.role).await?;
             if name == ROOT {
                 return Err(root_is_fixed());
             }
