@@ -5,11 +5,12 @@
 //!
 //! Faults: `crash` (`docker kill`, then `docker start`: the member recovers from its data),
 //! `pause` (`docker pause`), `isolate` (`docker network disconnect`), `flaky` (disconnect and
-//! reconnect every `flap_ms`), `rolling-restart` (kill and start each member in turn). Faults a
-//! real cluster cannot take this way — per-member clock skew (containers share the host's
-//! clock) and per-link partitions (`one-way`, `bridge`, `ring`, `minority-majority`, which need
-//! packet filtering inside each container's network namespace) — are recorded as skipped,
-//! never faked. Simulation-only counters (Raft messages, fsyncs) are not measured.
+//! reconnect every `flap_ms`), `rolling-restart` (kill and start each member in turn), and the
+//! per-link partitions `one-way`, `bridge`, `ring`, `minority-majority` with iptables run
+//! (nsenter) inside each container's network namespace. Faults a real cluster cannot take —
+//! per-member clock skew (containers share the host's clock), `replace` (simulator-only so far),
+//! links that cannot be filtered on this host — are recorded as skipped, never faked.
+//! Simulation-only counters (Raft messages, fsyncs) are not measured.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -165,6 +166,64 @@ async fn connect(c: &Cluster, t: usize) {
     .await;
 }
 
+/// Run `iptables ARGS` inside member `i`'s network namespace (nsenter into the container's
+/// process), so links between members can be cut one by one.
+async fn iptables(c: &Cluster, i: usize, args: &[&str]) -> Result<(), String> {
+    let pid = docker_async(vec![
+        "inspect".into(),
+        "-f".into(),
+        "{{.State.Pid}}".into(),
+        c.names[i].clone(),
+    ])
+    .await?;
+    let mut cmd: Vec<String> = vec!["-t".into(), pid, "-n".into(), "iptables".into()];
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("nsenter")
+            .args(&cmd)
+            .output()
+            .map_err(|e| format!("nsenter: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "nsenter {}: {}",
+                cmd.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Drop what member `from` sends to member `to` (one direction).
+async fn cut(c: &Cluster, from: usize, to: usize) -> Result<(), String> {
+    iptables(c, from, &["-A", "OUTPUT", "-d", &c.ips[to], "-j", "DROP"]).await?;
+    iptables(c, to, &["-A", "INPUT", "-s", &c.ips[from], "-j", "DROP"]).await
+}
+
+/// Cut every link between the two sides, both ways.
+async fn cut_between(c: &Cluster, a: &[usize], b: &[usize]) -> Result<(), String> {
+    for &x in a {
+        for &y in b {
+            if x != y {
+                cut(c, x, y).await?;
+                cut(c, y, x).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Remove every cut.
+async fn heal_links(c: &Cluster) {
+    for i in 0..c.ips.len() {
+        let _ = iptables(c, i, &["-F", "INPUT"]).await;
+        let _ = iptables(c, i, &["-F", "OUTPUT"]).await;
+    }
+}
+
 async fn leader(c: &Cluster) -> Option<usize> {
     for i in 0..c.ips.len() {
         let cl = crate::client::member_client(&c.addr(i), Duration::from_millis(500));
@@ -230,7 +289,10 @@ async fn apply(
                 connect(&c, t).await;
                 tokio::time::sleep(flap).await;
             }
-            (vec![t], format!("disconnect/connect every {} ms", flap.as_millis()))
+            (
+                vec![t],
+                format!("disconnect/connect every {} ms", flap.as_millis()),
+            )
         }
         FaultKind::RollingRestart => {
             let step = dur / (2 * n as u32).max(1);
@@ -240,7 +302,10 @@ async fn apply(
                 let _ = docker_async(vec!["start".into(), c.names[t].clone()]).await;
                 tokio::time::sleep(step).await;
             }
-            ((0..n).collect(), "each member killed and started in turn".to_string())
+            (
+                (0..n).collect(),
+                "each member killed and started in turn".to_string(),
+            )
         }
         FaultKind::ClockSkew { .. } => (
             vec![],
@@ -250,11 +315,73 @@ async fn apply(
             vec![],
             "skipped: replacing members is simulator-only so far".to_string(),
         ),
-        _ => (
-            vec![],
-            "skipped: per-link partitions need packet filtering in each container's network namespace"
-                .to_string(),
-        ),
+        FaultKind::OneWay { target } => {
+            let t = resolve(target, l, &mut rng);
+            let others: Vec<usize> = (0..n).filter(|o| *o != t).collect();
+            let mut r = Ok(());
+            for &o in &others {
+                r = r.and(cut(&c, t, o).await);
+            }
+            links_fault(
+                &c,
+                r,
+                dur,
+                vec![t],
+                format!("{t} hears the others; they do not hear it (iptables)"),
+            )
+            .await
+        }
+        FaultKind::MinorityMajority { leader_in_minority } => {
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                let j = rng.gen_range(0..=i);
+                order.swap(i, j);
+            }
+            if let Some(l) = l {
+                order.retain(|x| *x != l);
+                if *leader_in_minority {
+                    order.insert(0, l);
+                } else {
+                    order.push(l);
+                }
+            }
+            let (minority, majority) = order.split_at(n / 2);
+            let r = cut_between(&c, minority, majority).await;
+            links_fault(
+                &c,
+                r,
+                dur,
+                minority.to_vec(),
+                format!("minority {minority:?} majority {majority:?} (iptables)"),
+            )
+            .await
+        }
+        FaultKind::Bridge => {
+            let bridge = rng.gen_range(0..n);
+            let rest: Vec<usize> = (0..n).filter(|i| *i != bridge).collect();
+            let (a, b) = rest.split_at(rest.len() / 2);
+            let r = cut_between(&c, a, b).await;
+            links_fault(
+                &c,
+                r,
+                dur,
+                vec![bridge],
+                format!("bridge {bridge} between {a:?} and {b:?} (iptables)"),
+            )
+            .await
+        }
+        FaultKind::Ring => {
+            let mut r = Ok(());
+            for i in 0..n {
+                for j in 0..n {
+                    let d = (i + n - j) % n;
+                    if i != j && d != 1 && d != n - 1 {
+                        r = r.and(cut(&c, i, j).await);
+                    }
+                }
+            }
+            links_fault(&c, r, dur, (0..n).collect(), "ring (iptables)".to_string()).await
+        }
     };
     // A skipped fault has an empty window: nothing happened to the cluster.
     let end_ns = if detail.starts_with("skipped") {
@@ -268,6 +395,27 @@ async fn apply(
         start_ns: ns(began),
         end_ns,
         detail,
+    }
+}
+
+/// Hold link cuts for `dur`, then heal; a cut that could not be made is reported as skipped.
+async fn links_fault(
+    c: &Cluster,
+    made: Result<(), String>,
+    dur: Duration,
+    targets: Vec<usize>,
+    detail: String,
+) -> (Vec<usize>, String) {
+    match made {
+        Ok(()) => {
+            tokio::time::sleep(dur).await;
+            heal_links(c).await;
+            (targets, detail)
+        }
+        Err(e) => {
+            heal_links(c).await;
+            (vec![], format!("skipped: cannot filter links here: {e}"))
+        }
     }
 }
 
@@ -429,6 +577,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> RunOutput {
         }
     }
     // Heal whatever is still broken.
+    heal_links(&c).await;
     for i in 0..c.ips.len() {
         let _ = docker_async(vec!["unpause".into(), c.names[i].clone()]).await;
         let _ = docker_async(vec!["start".into(), c.names[i].clone()]).await;
