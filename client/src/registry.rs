@@ -80,6 +80,9 @@ pub async fn register(
     let period = Duration::from_millis((ttl_s * 1000 / 3).max(100));
     let (c, k) = (client.clone(), key.clone());
     let task = detcd_rt::spawn(async move {
+        // After a failed refresh (the member was down, an election was on) try again soon
+        // rather than a whole period later, so a failover does not eat the TTL.
+        let mut wait = period;
         loop {
             tokio::select! {
                 // `biased`: a fixed polling order keeps simulated runs reproducible.
@@ -99,7 +102,8 @@ pub async fn register(
                         tracing::warn!(key = %k, error = %e, "updating the weight failed");
                     }
                 }
-                _ = tokio::time::sleep(period) => {
+                _ = tokio::time::sleep(wait) => {
+                    wait = period;
                     match c.refresh(&k, ttl_s).await {
                         Ok(_) => {}
                         Err(e) if e.is_key_not_found() => {
@@ -109,7 +113,10 @@ pub async fn register(
                                 tracing::warn!(key = %k, error = %e, "registering again failed");
                             }
                         }
-                        Err(e) => tracing::warn!(key = %k, error = %e, "refreshing failed"),
+                        Err(e) => {
+                            tracing::warn!(key = %k, error = %e, "refreshing failed; retrying soon");
+                            wait = Duration::from_millis(200);
+                        }
                     }
                 }
             }

@@ -173,14 +173,16 @@ fn registry(kind: Server) {
     let services = client(&ms);
     let caller = client(&ms);
     detcd_node::rt::block_on(async {
-        let ttl = Duration::from_secs(2);
-        let r1 = register(&services, "api", "i1", "10.0.0.1:80", 1, ttl)
+        // i1 and i2 must outlive a leader failover (an election plus a request to the dead
+        // member timing out); i3, which will be abandoned, has a short TTL.
+        let (long, short) = (Duration::from_secs(6), Duration::from_secs(2));
+        let r1 = register(&services, "api", "i1", "10.0.0.1:80", 1, long)
             .await
             .unwrap();
-        let r2 = register(&services, "api", "i2", "10.0.0.2:80", 2, ttl)
+        let r2 = register(&services, "api", "i2", "10.0.0.2:80", 2, long)
             .await
             .unwrap();
-        let r3 = register(&services, "api", "i3", "10.0.0.3:80", 7, ttl)
+        let r3 = register(&services, "api", "i3", "10.0.0.3:80", 7, short)
             .await
             .unwrap();
         let mut w = watch_service(&caller, "api").await.unwrap();
@@ -206,9 +208,10 @@ fn registry(kind: Server) {
             "picks {counts:?} do not follow weights 1:2:7 (chi2 {chi2})"
         );
 
-        // Refreshes (three per TTL) wake no watcher.
+        // Refreshes (three per TTL: i1 and i2 refresh twice and i3 six times in 4.5 s) wake no
+        // watcher.
         let v = w.version();
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tokio::time::sleep(Duration::from_millis(4500)).await;
         assert_eq!(w.version(), v, "a refresh woke the watcher");
         assert_eq!(w.instances().len(), 3, "refreshed instances stay");
 

@@ -228,22 +228,12 @@ impl Nemesis {
             }
             FaultKind::MinorityMajority { leader_in_minority } => {
                 let leader = self.find_leader().await;
-                let mut order: Vec<usize> = (0..n).collect();
-                // Seeded shuffle, then place the leader as asked.
-                for i in (1..n).rev() {
-                    let j = self.rng.gen_range(0..=i);
-                    order.swap(i, j);
-                }
-                if let Some(l) = leader {
-                    order.retain(|x| *x != l);
-                    if *leader_in_minority {
-                        order.insert(0, l);
-                    } else {
-                        order.push(l);
-                    }
-                }
-                let minority: Vec<usize> = order[..n / 2].to_vec();
-                let majority: Vec<usize> = order[n / 2..].to_vec();
+                let (minority, majority) = crate::scenario::minority_majority(
+                    n,
+                    leader,
+                    *leader_in_minority,
+                    &mut self.rng,
+                );
                 detail = format!("minority {minority:?} majority {majority:?}");
                 targets = minority.clone();
                 self.clog_between(&minority, &majority);

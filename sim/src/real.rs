@@ -332,21 +332,9 @@ async fn apply(
             .await
         }
         FaultKind::MinorityMajority { leader_in_minority } => {
-            let mut order: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                let j = rng.gen_range(0..=i);
-                order.swap(i, j);
-            }
-            if let Some(l) = l {
-                order.retain(|x| *x != l);
-                if *leader_in_minority {
-                    order.insert(0, l);
-                } else {
-                    order.push(l);
-                }
-            }
-            let (minority, majority) = order.split_at(n / 2);
-            let r = cut_between(&c, minority, majority).await;
+            let (minority, majority) =
+                crate::scenario::minority_majority(n, l, *leader_in_minority, &mut rng);
+            let r = cut_between(&c, &minority, &majority).await;
             links_fault(
                 &c,
                 r,

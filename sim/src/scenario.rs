@@ -687,6 +687,32 @@ impl FaultKind {
     }
 }
 
+/// The sides of a `minority-majority` partition of `n` members: a seeded shuffle, with the
+/// leader (if known) placed in the minority or the majority as asked. Returns (minority,
+/// majority), the minority being `n / 2` members.
+pub fn minority_majority(
+    n: usize,
+    leader: Option<usize>,
+    leader_in_minority: bool,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.gen_range(0..=i);
+        order.swap(i, j);
+    }
+    if let Some(l) = leader {
+        order.retain(|x| *x != l);
+        if leader_in_minority {
+            order.insert(0, l);
+        } else {
+            order.push(l);
+        }
+    }
+    let majority = order.split_off(n / 2);
+    (order, majority)
+}
+
 /// The `kind` name of a fault.
 pub fn kind_name(k: &FaultKind) -> &'static str {
     match k {

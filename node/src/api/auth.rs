@@ -207,45 +207,29 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         }
         enable(ctx, &method).await
     } else if path == "/v2/auth/users" {
-        if method != Method::GET {
-            return method_not_allowed("GET");
-        }
-        if !has_root_access(ctx, &creds) {
-            return no_auth();
+        if let Some(refused) = gate(ctx, &creds, &method, "GET") {
+            return refused;
         }
         list_users(ctx)
     } else if path == "/v2/auth/roles" {
-        if method != Method::GET {
-            return method_not_allowed("GET");
-        }
-        if !has_root_access(ctx, &creds) {
-            return no_auth();
+        if let Some(refused) = gate(ctx, &creds, &method, "GET") {
+            return refused;
         }
         list_roles(ctx)
     } else if let Some(name) = path.strip_prefix("/v2/auth/users/") {
-        let name = decode(name);
-        if ![Method::GET, Method::PUT, Method::DELETE].contains(&method) {
-            return method_not_allowed("GET,PUT,DELETE");
+        if let Some(refused) = gate(ctx, &creds, &method, "GET,PUT,DELETE") {
+            return refused;
         }
-        if !has_root_access(ctx, &creds) {
-            return no_auth();
-        }
-        match user(ctx, &name, &method, req).await {
-            Ok(r) => r,
-            Err(e) => error(&e),
-        }
+        user(ctx, &decode(name), &method, req)
+            .await
+            .unwrap_or_else(|e| error(&e))
     } else if let Some(name) = path.strip_prefix("/v2/auth/roles/") {
-        let name = decode(name);
-        if ![Method::GET, Method::PUT, Method::DELETE].contains(&method) {
-            return method_not_allowed("GET,PUT,DELETE");
+        if let Some(refused) = gate(ctx, &creds, &method, "GET,PUT,DELETE") {
+            return refused;
         }
-        if !has_root_access(ctx, &creds) {
-            return no_auth();
-        }
-        match role(ctx, &name, &method, req).await {
-            Ok(r) => r,
-            Err(e) => error(&e),
-        }
+        role(ctx, &decode(name), &method, req)
+            .await
+            .unwrap_or_else(|e| error(&e))
     } else {
         return text_error(StatusCode::NOT_FOUND, "404 page not found");
     };
@@ -253,6 +237,18 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     r.headers_mut()
         .insert("X-Etcd-Cluster-Id", cid.parse().expect("hex header"));
     r
+}
+
+/// etcd's checks before a users or roles handler, in its order: the method (`allow` is the
+/// `Allow` header, e.g. "GET,PUT,DELETE"), then root access.
+fn gate(ctx: &Ctx, creds: &Creds, method: &Method, allow: &'static str) -> Option<Response<Body>> {
+    if !allow.split(',').any(|m| m == method.as_str()) {
+        return Some(method_not_allowed(allow));
+    }
+    if !has_root_access(ctx, creds) {
+        return Some(no_auth());
+    }
+    None
 }
 
 fn decode(s: &str) -> String {
