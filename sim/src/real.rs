@@ -256,11 +256,14 @@ async fn apply(
     let l = leader(&c).await;
     let dur = Duration::from_secs_f64(f.duration_s.max(0.0));
     let kind = kind_name(&f.kind).to_string();
-    let began = tokio::time::Instant::now();
+    // The fault's window starts once its command has taken effect (a `docker kill` takes tens
+    // of ms; writes acknowledged meanwhile are not evidence of availability under the fault).
+    let mut began = tokio::time::Instant::now();
     let (targets, detail) = match &f.kind {
         FaultKind::Crash { target } => {
             let t = resolve(target, l, &mut rng);
             let _ = docker_async(vec!["kill".into(), c.names[t].clone()]).await;
+            began = tokio::time::Instant::now();
             tokio::time::sleep(dur).await;
             let _ = docker_async(vec!["start".into(), c.names[t].clone()]).await;
             (vec![t], "docker kill, then docker start".to_string())
@@ -268,6 +271,7 @@ async fn apply(
         FaultKind::Pause { target } => {
             let t = resolve(target, l, &mut rng);
             let _ = docker_async(vec!["pause".into(), c.names[t].clone()]).await;
+            began = tokio::time::Instant::now();
             tokio::time::sleep(dur).await;
             let _ = docker_async(vec!["unpause".into(), c.names[t].clone()]).await;
             (vec![t], "docker pause/unpause".to_string())
@@ -275,6 +279,7 @@ async fn apply(
         FaultKind::Isolate { target } => {
             let t = resolve(target, l, &mut rng);
             disconnect(&c, t).await;
+            began = tokio::time::Instant::now();
             tokio::time::sleep(dur).await;
             connect(&c, t).await;
             (vec![t], "docker network disconnect/connect".to_string())
@@ -322,6 +327,7 @@ async fn apply(
             for &o in &others {
                 r = r.and(cut(&c, t, o).await);
             }
+            began = tokio::time::Instant::now();
             links_fault(
                 &c,
                 r,
@@ -335,6 +341,7 @@ async fn apply(
             let (minority, majority) =
                 crate::scenario::minority_majority(n, l, *leader_in_minority, &mut rng);
             let r = cut_between(&c, &minority, &majority).await;
+            began = tokio::time::Instant::now();
             links_fault(
                 &c,
                 r,
@@ -349,6 +356,7 @@ async fn apply(
             let rest: Vec<usize> = (0..n).filter(|i| *i != bridge).collect();
             let (a, b) = rest.split_at(rest.len() / 2);
             let r = cut_between(&c, a, b).await;
+            began = tokio::time::Instant::now();
             links_fault(
                 &c,
                 r,
@@ -368,6 +376,7 @@ async fn apply(
                     }
                 }
             }
+            began = tokio::time::Instant::now();
             links_fault(&c, r, dur, (0..n).collect(), "ring (iptables)".to_string()).await
         }
     };
