@@ -200,6 +200,7 @@ async fn join(
         ));
     }
     let mut last_err = String::new();
+    let mut not_added: Option<String> = None;
     for _ in 0..40 {
         for p in &peers {
             let info = match crate::transport::fetch_cluster_info(
@@ -224,18 +225,21 @@ async fn join(
                 urls == own
             });
             let Some(me) = me else {
+                // The add may not have reached this peer yet (the member that answered the
+                // POST applied it first): ask the others, and again, before giving up.
                 let known: Vec<String> = info
                     .members
                     .members
                     .values()
                     .map(|m| format!("{}={}", m.name, m.peer_urls.join(",")))
                     .collect();
-                return Err(NodeError::Config(format!(
+                not_added = Some(format!(
                     "member {} with peer URLs {} has not been added to the cluster (add it first: POST /v2/members); the cluster has {}",
                     cfg.name,
                     own.join(","),
                     known.join(" ")
-                )));
+                ));
+                continue;
             };
             if !me.name.is_empty() && me.name != cfg.name {
                 return Err(NodeError::Config(format!(
@@ -267,6 +271,9 @@ async fn join(
             });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if let Some(e) = not_added {
+        return Err(NodeError::Config(e));
     }
     Err(NodeError::Config(format!(
         "could not reach any member of the cluster to join it ({last_err})"

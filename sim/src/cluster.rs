@@ -44,6 +44,8 @@ pub struct MemberSim {
     pub exit: Arc<Mutex<Option<String>>>,
     /// The flags its next start uses (a replaced member restarts with state `existing`).
     pub args: Arc<Mutex<Vec<String>>>,
+    /// Set while a `replace` fault has it out of the cluster: no other fault may start it.
+    pub replacing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl MemberSim {
@@ -198,6 +200,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                 incarnations,
                 exit,
                 args,
+                replacing: Default::default(),
             }
         })
         .collect()

@@ -107,6 +107,7 @@ impl Nemesis {
                 .unwrap_or_default()
         };
         let peer_url = flag(&m.args.lock().unwrap(), "-initial-advertise-peer-urls");
+        m.replacing.store(true, std::sync::atomic::Ordering::SeqCst);
         // 1. remove it (retried while the cluster has no leader)
         let mut removed = None;
         for _ in 0..40 {
@@ -140,6 +141,8 @@ impl Nemesis {
             }
         }
         let Some(new_id) = added else {
+            m.replacing
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             return format!(
                 "removed {} but could not add it back within 30 s",
                 removed.unwrap_or_default()
@@ -173,6 +176,8 @@ impl Nemesis {
         }
         // Its exit by removal was expected, not a failure.
         *m.exit.lock().unwrap() = None;
+        m.replacing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         handle.restart(node_id(m));
         format!(
             "removed {}, data wiped, added back as {new_id}, restarted with state existing",
@@ -285,8 +290,11 @@ impl Nemesis {
                 let inc = m.incarnations.load(std::sync::atomic::Ordering::SeqCst);
                 detail = format!("{lost} unsynced bytes lost");
                 tokio::time::sleep(dur).await;
-                // Another fault (a replacement) may have started it meanwhile: then leave it.
-                if m.incarnations.load(std::sync::atomic::Ordering::SeqCst) == inc {
+                // Another fault may have started it meanwhile, or be replacing it (it is out of
+                // the cluster until the replacement adds it back): then leave it to that fault.
+                if m.replacing.load(std::sync::atomic::Ordering::SeqCst) {
+                    detail.push_str("; left down: it is being replaced");
+                } else if m.incarnations.load(std::sync::atomic::Ordering::SeqCst) == inc {
                     handle.restart(node_id(m));
                 } else {
                     detail.push_str("; already restarted by another fault");
