@@ -334,13 +334,25 @@ impl Transport {
             tracing::warn!(from = %format!("{:x}", hello.from), "peer: refusing a stream from a member not in the cluster");
             return Ok(());
         }
+        let from = hello.from;
+        let ended = self.stream_messages(&mut stream, from).await;
+        let _ = self.inbox.send(Inbox::PeerGone(from));
+        ended
+    }
+
+    /// Hand the messages of `from`'s stream to Raft until the stream ends.
+    async fn stream_messages(
+        &self,
+        stream: &mut tokio::io::BufReader<PeerStream>,
+        from: u64,
+    ) -> std::io::Result<()> {
         loop {
-            let buf = read_frame(&mut stream, FRAME_BYTES_MAX).await?;
+            let buf = read_frame(stream, FRAME_BYTES_MAX).await?;
             if buf.is_empty() {
                 continue; // keep-alive
             }
             let m = Message::parse_from_bytes(&buf).map_err(std::io::Error::other)?;
-            if m.from != hello.from || m.to != self.id {
+            if m.from != from || m.to != self.id {
                 return Err(std::io::Error::other(
                     "message does not match the stream's hello",
                 ));

@@ -14,7 +14,13 @@
 //!   was written, and hyper flushes very often; empty messages then queue ahead of real data and
 //!   latency grows with every request on a keep-alive connection. The filter passes a flush
 //!   through only when bytes were written since the last one. On a real socket flush is a no-op,
-//!   so the filter costs nothing there and is used in both builds.
+//!   so the filter costs nothing there and is used in both builds. Under madsim it also paces:
+//!   madsim delivers a stream's messages one after another with a sleep of at least 1 ms each
+//!   (its `sleep_until` floor), so a stream carries at most 1,000 flushes a second and a busier
+//!   sender's messages queue without bound (a follower's acks and forwarded proposals did: at
+//!   ~1,700 a second, latency grew by ~0.7 s a second). Flushes closer than [`SIM_FLUSH_GAP`]
+//!   wait for the gap, so whatever is written meanwhile travels in the same message: what a
+//!   real TCP stream does with a busy link.
 //! * [`HyperTimer`]: hyper's timer on `tokio::time` (hyper-util's `TokioTimer` reaches for the
 //!   real tokio runtime and panics inside the simulation).
 
@@ -150,13 +156,19 @@ pub fn tune_stream(stream: &tokio::net::TcpStream) {
     }
 }
 
+/// Under madsim, the least time between two flushes of one stream (madsim's delivery floor).
+pub const SIM_FLUSH_GAP: Duration = Duration::from_millis(1);
+
 pin_project_lite::pin_project! {
-    /// Passes `poll_flush` through only when bytes were written since the last flush (see the
-    /// module docs for why).
+    /// Passes `poll_flush` through only when bytes were written since the last flush, and
+    /// under madsim no sooner than [`SIM_FLUSH_GAP`] after the previous one (see the module
+    /// docs for why).
     pub struct FlushFilter<S> {
         #[pin]
         inner: S,
         dirty: bool,
+        last_flush: Option<Instant>,
+        pacing: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -166,6 +178,8 @@ impl<S> FlushFilter<S> {
         FlushFilter {
             inner,
             dirty: false,
+            last_flush: None,
+            pacing: None,
         }
     }
 }
@@ -220,9 +234,24 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
         if !*this.dirty {
             return Poll::Ready(Ok(()));
         }
+        if cfg!(madsim) {
+            if let Some(last) = *this.last_flush {
+                let due = last + SIM_FLUSH_GAP;
+                if Instant::now() < due {
+                    let wait = this
+                        .pacing
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    if wait.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            *this.pacing = None;
+        }
         let r = this.inner.poll_flush(cx);
         if let Poll::Ready(Ok(())) = &r {
             *this.dirty = false;
+            *this.last_flush = Some(Instant::now());
         }
         r
     }

@@ -30,7 +30,12 @@ struct State {
     rng: ChaCha8Rng,
     fsyncs: u64,
     bytes_lost: u64,
+    /// fsync time not yet slept (see `sync_latency`).
+    owed: Duration,
 }
+
+/// madsim's shortest sleep.
+const MIN_SLEEP: Duration = Duration::from_millis(1);
 
 /// One member's simulated disk. Clones share the same contents.
 #[derive(Debug, Clone)]
@@ -40,6 +45,8 @@ pub struct SimDisk {
     pub fsync_latency: (Duration, Duration),
     /// Whether a crash may leave a torn prefix of unsynced bytes.
     pub torn_writes: bool,
+    /// Extra latency of every fsync while a `slow-disk` fault lasts (ns; shared by clones).
+    stall_ns: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SimDisk {
@@ -52,10 +59,18 @@ impl SimDisk {
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 fsyncs: 0,
                 bytes_lost: 0,
+                owed: Duration::ZERO,
             })),
             fsync_latency,
             torn_writes,
+            stall_ns: Arc::default(),
         }
+    }
+
+    /// From now on every fsync takes `extra` longer (zero ends the stall).
+    pub fn set_stall(&self, extra: Duration) {
+        self.stall_ns
+            .store(extra.as_nanos() as u64, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A crash: every file falls back to its durable prefix (plus, maybe, a torn part of
@@ -222,12 +237,22 @@ impl Disk for SimDisk {
     }
 
     fn sync_latency(&self) -> Duration {
+        let stall = Duration::from_nanos(self.stall_ns.load(std::sync::atomic::Ordering::SeqCst));
         let (lo, hi) = self.fsync_latency;
-        if hi <= lo {
-            return lo;
-        }
         let mut st = self.state.lock().unwrap();
-        Duration::from_nanos(st.rng.gen_range(lo.as_nanos() as u64..hi.as_nanos() as u64))
+        let one = if hi <= lo {
+            lo
+        } else {
+            Duration::from_nanos(st.rng.gen_range(lo.as_nanos() as u64..hi.as_nanos() as u64))
+        } + stall;
+        // madsim sleeps at least 1 ms, so a 100 µs fsync slept one by one would cost 1 ms:
+        // the time is owed and paid once it adds up to a sleep madsim can honour.
+        st.owed += one;
+        if st.owed >= MIN_SLEEP {
+            std::mem::take(&mut st.owed)
+        } else {
+            Duration::ZERO
+        }
     }
 }
 

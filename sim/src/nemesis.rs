@@ -345,6 +345,15 @@ impl Nemesis {
                 tokio::time::sleep(dur).await;
                 *self.members[t].clock.skew().lock().unwrap() = Default::default();
             }
+            FaultKind::SlowDisk { target, fsync_ms } => {
+                let t = self.resolve(target).await;
+                targets.push(t);
+                let disk = &self.members[t].disk;
+                disk.set_stall(Duration::from_millis(*fsync_ms));
+                detail = format!("every fsync {fsync_ms} ms slower");
+                tokio::time::sleep(dur).await;
+                disk.set_stall(Duration::ZERO);
+            }
             FaultKind::Flaky { target, flap_ms } => {
                 let t = self.resolve(target).await;
                 targets.push(t);

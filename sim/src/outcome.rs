@@ -124,6 +124,10 @@ impl RunResult {
             crate::html::page(&self.report, &md, &self.timeline_html),
         )?;
         std::fs::write(dir.join("report.md"), md)?;
+        std::fs::write(
+            dir.join("write-latency.hgrm"),
+            report::histogram_bytes(&report::write_histogram(&self.out)),
+        )?;
         Ok(())
     }
 
@@ -194,6 +198,24 @@ pub fn write_sweep(name: &str, reports: &[Report]) -> std::io::Result<()> {
                 .fold(0.0, f64::max)
         })
         .collect();
+    // Every seed's acknowledged writes in one histogram (each run's write-latency.hgrm).
+    let mut merged = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+        .expect("histogram bounds");
+    let mut merged_runs = 0;
+    for r in reports {
+        let path = dir
+            .join(format!("seed-{}", r.seed))
+            .join("write-latency.hgrm");
+        if let Some(h) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| report::histogram_from(&b).ok())
+        {
+            if merged.add(&h).is_ok() {
+                merged_runs += 1;
+            }
+        }
+    }
+    let ml = report::latency(&merged);
     let summary = serde_json::json!({
         "version": report::REPORT_VERSION,
         "scenario": name,
@@ -202,6 +224,7 @@ pub fn write_sweep(name: &str, reports: &[Report]) -> std::io::Result<()> {
         "steady_writes_per_sec": {"min": pct(wps.clone(), 0.0), "p50": pct(wps.clone(), 0.5), "max": pct(wps, 1.0)},
         "steady_write_p99_ms": {"min": pct(p99.clone(), 0.0), "p50": pct(p99.clone(), 0.5), "max": pct(p99, 1.0)},
         "max_unavailable_s": {"min": pct(un.clone(), 0.0), "p50": pct(un.clone(), 0.5), "max": pct(un, 1.0)},
+        "merged_write_latency_ms": {"runs": merged_runs, "count": ml.count, "p50": ml.p50_ms, "p90": ml.p90_ms, "p99": ml.p99_ms, "p999": ml.p999_ms, "max": ml.max_ms},
         "runs": rows,
     });
     std::fs::write(
@@ -223,6 +246,11 @@ pub fn write_sweep(name: &str, reports: &[Report]) -> std::io::Result<()> {
             v["min"], v["p50"], v["max"]
         ));
     }
+    md.push_str(&format!(
+        "\nAll acknowledged writes of {merged_runs} runs in one histogram ({} writes): \
+         p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms, max {} ms.\n",
+        ml.count, ml.p50_ms, ml.p90_ms, ml.p99_ms, ml.p999_ms, ml.max_ms
+    ));
     md.push_str(&format!("\nFailed seeds: {}\n", summary["failed"]));
     std::fs::write(
         dir.join("sweep.html"),

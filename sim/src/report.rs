@@ -147,7 +147,38 @@ fn s(ns: u64) -> f64 {
     (ns as f64 / 1e6).round() / 1e3
 }
 
-fn latency(h: &Histogram<u64>) -> Latency {
+/// Every acknowledged write's latency over the whole run (µs), for sweeps to merge.
+pub fn write_histogram(out: &RunOutput) -> Histogram<u64> {
+    let mut w = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    for op in &out.rec.ops {
+        if let (true, Some(ret), Outcome::Ok { .. }) =
+            (op.kind.is_write(), op.return_ns, &op.outcome)
+        {
+            let _ = w.record(((ret - op.invoke_ns) / 1000).max(1));
+        }
+    }
+    w
+}
+
+/// A histogram as hdrhistogram's V2 bytes (the `.hgrm` file of a run).
+pub fn histogram_bytes(h: &Histogram<u64>) -> Vec<u8> {
+    use hdrhistogram::serialization::Serializer as _;
+    let mut buf = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(h, &mut buf)
+        .expect("histogram serialises");
+    buf
+}
+
+/// Read a `.hgrm` file's bytes back.
+pub fn histogram_from(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Percentiles of a histogram of µs, in ms.
+pub fn latency(h: &Histogram<u64>) -> Latency {
     let ms = |us: u64| (us as f64 / 10.0).round() / 100.0;
     if h.is_empty() {
         return Latency {

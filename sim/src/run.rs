@@ -62,6 +62,12 @@ fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
     (out, wall.elapsed())
 }
 
+/// Run `s` with `seed` in the madsim runtime this is awaited in (no fresh thread, no panic
+/// capture): for madsim's own determinism check, which builds the runtime itself.
+pub async fn run_in_this_runtime(s: Scenario, seed: u64) -> RunOutput {
+    orchestrate(Arc::new(s), seed).await
+}
+
 async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let handle = madsim::runtime::Handle::current();
     let members = Arc::new(cluster::start(&s, seed));
@@ -143,6 +149,31 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         })
     };
 
+    // Election safety (at most one leader per term), watched from each member's own status
+    // every 2 ms of simulated time: a term two members lead is a split brain.
+    let claims: Arc<Mutex<ElectionClaims>> = Arc::default();
+    let watcher = {
+        let (members, claims) = (members.clone(), claims.clone());
+        tokio::spawn(async move {
+            // Bounded even if the end of the run never says stop.
+            let deadline = end + Duration::from_secs(600);
+            while tokio::time::Instant::now() < deadline && !claims.lock().unwrap().stop {
+                {
+                    let mut c = claims.lock().unwrap();
+                    for (i, m) in members.iter().enumerate() {
+                        if let Some(sh) = m.shared() {
+                            let st = sh.status();
+                            if st.is_leader {
+                                c.saw(st.term, i, start.elapsed());
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+
     // The nemesis runs its timeline on the supervisor.
     let mut faults = s.faults.clone();
     if let Some(sw) = &s.swarm {
@@ -191,6 +222,9 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         ops_node.spawn(async move { liveness(&members, limit).await })
     };
     checks.push(live.await.expect("liveness task"));
+    claims.lock().unwrap().stop = true;
+    let _ = watcher.await;
+    checks.push(claims.lock().unwrap().check());
     checks.extend(registry_check);
     if s.checks.convergence {
         checks.push(convergence(&members, Duration::from_secs(10)).await);
@@ -245,6 +279,46 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         sim_ns,
         checks,
         members: member_stats,
+    }
+}
+
+/// Which members led which term, as seen from their own status.
+#[derive(Default)]
+struct ElectionClaims {
+    /// term → (member, first seen) of the first leader seen in it.
+    by_term: std::collections::BTreeMap<u64, (usize, Duration)>,
+    /// Terms with a second leader: (term, first, second, when the second was seen).
+    split: Vec<(u64, usize, usize, Duration)>,
+    stop: bool,
+}
+
+impl ElectionClaims {
+    fn saw(&mut self, term: u64, member: usize, at: Duration) {
+        let first = *self.by_term.entry(term).or_insert((member, at));
+        if first.0 != member && !self.split.iter().any(|x| x.0 == term && x.2 == member) {
+            self.split.push((term, first.0, member, at));
+        }
+    }
+
+    fn check(&self) -> Check {
+        match self.split.first() {
+            None => Check {
+                name: "election-safety".into(),
+                passed: Some(true),
+                detail: format!(
+                    "one leader per term ({} terms with a leader)",
+                    self.by_term.len()
+                ),
+            },
+            Some(&(term, a, b, at)) => Check {
+                name: "election-safety".into(),
+                passed: Some(false),
+                detail: format!(
+                    "term {term} had two leaders: member {a}, and member {b} at {:.3} s",
+                    at.as_secs_f64()
+                ),
+            },
+        }
     }
 }
 

@@ -277,10 +277,23 @@ pub enum FaultKind {
         #[serde(default = "default_flap_ms")]
         flap_ms: u64,
     },
+    /// The target's disk stalls: every fsync takes `fsync_ms` longer (a slow or busy disk;
+    /// the member falls behind its peers while it lasts).
+    SlowDisk {
+        /// Who.
+        target: Target,
+        /// Extra ms per fsync.
+        #[serde(default = "default_fsync_ms")]
+        fsync_ms: u64,
+    },
 }
 
 fn default_flap_ms() -> u64 {
     200
+}
+
+fn default_fsync_ms() -> u64 {
+    50
 }
 
 /// One fault on the timeline.
@@ -314,6 +327,8 @@ pub struct RawFault {
     drift_ppm: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     flap_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fsync_ms: Option<u64>,
 }
 
 impl TryFrom<RawFault> for Fault {
@@ -339,6 +354,7 @@ impl TryFrom<RawFault> for Fault {
             "replace" => FaultKind::Replace { target: needs_target()? },
             "pause" => FaultKind::Pause { target: needs_target()? },
             "flaky" => FaultKind::Flaky { target: needs_target()?, flap_ms: r.flap_ms.unwrap_or_else(default_flap_ms) },
+            "slow-disk" => FaultKind::SlowDisk { target: needs_target()?, fsync_ms: r.fsync_ms.unwrap_or_else(default_fsync_ms) },
             "clock-skew" => FaultKind::ClockSkew {
                 target: needs_target()?,
                 offset_ms: r.offset_ms.unwrap_or(0),
@@ -353,7 +369,7 @@ impl TryFrom<RawFault> for Fault {
             "rolling-restart" => FaultKind::RollingRestart,
             other => {
                 return Err(format!(
-                    "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, rolling-restart, pause, clock-skew, flaky)"
+                    "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, rolling-restart, pause, clock-skew, flaky, slow-disk)"
                 ))
             }
         };
@@ -361,6 +377,7 @@ impl TryFrom<RawFault> for Fault {
         no("offset_ms", r.offset_ms.is_some() && k != "clock-skew")?;
         no("drift_ppm", r.drift_ppm.is_some() && k != "clock-skew")?;
         no("flap_ms", r.flap_ms.is_some() && k != "flaky")?;
+        no("fsync_ms", r.fsync_ms.is_some() && k != "slow-disk")?;
         no(
             "leader_in_minority",
             r.leader_in_minority.is_some() && k != "minority-majority",
@@ -393,6 +410,10 @@ impl From<Fault> for RawFault {
             FaultKind::Flaky { target, flap_ms } => {
                 r.target = Some(target);
                 r.flap_ms = Some(flap_ms);
+            }
+            FaultKind::SlowDisk { target, fsync_ms } => {
+                r.target = Some(target);
+                r.fsync_ms = Some(fsync_ms);
             }
             FaultKind::ClockSkew {
                 target,
@@ -669,6 +690,7 @@ pub const SWARM_KINDS: &[&str] = &[
     "pause",
     "clock-skew",
     "flaky",
+    "slow-disk",
 ];
 
 impl FaultKind {
@@ -681,7 +703,8 @@ impl FaultKind {
             | FaultKind::Replace { target }
             | FaultKind::Pause { target }
             | FaultKind::ClockSkew { target, .. }
-            | FaultKind::Flaky { target, .. } => Some(target),
+            | FaultKind::Flaky { target, .. }
+            | FaultKind::SlowDisk { target, .. } => Some(target),
             _ => None,
         }
     }
@@ -727,6 +750,7 @@ pub fn kind_name(k: &FaultKind) -> &'static str {
         FaultKind::Pause { .. } => "pause",
         FaultKind::ClockSkew { .. } => "clock-skew",
         FaultKind::Flaky { .. } => "flaky",
+        FaultKind::SlowDisk { .. } => "slow-disk",
     }
 }
 
@@ -822,6 +846,10 @@ pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
             "flaky" => FaultKind::Flaky {
                 target,
                 flap_ms: rng.gen_range(50..500),
+            },
+            "slow-disk" => FaultKind::SlowDisk {
+                target,
+                fsync_ms: rng.gen_range(5..200),
             },
             _ => FaultKind::Isolate { target },
         };

@@ -104,6 +104,25 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
     let mut queue = seeds.iter().copied();
     let mut running: Vec<(u64, Instant, std::process::Child)> = Vec::new();
     let mut done = 0usize;
+    // A progress bar on a terminal (hidden otherwise); each seed's line prints above it.
+    let bar = indicatif::ProgressBar::new(seeds.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} seeds, {msg} ({elapsed}, about {eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(s.name.clone());
+    bar.set_message("0 failed");
+    // A hidden bar prints nothing, so off a terminal the lines go to stdout as they are.
+    let say = |line: String| {
+        if bar.is_hidden() {
+            println!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     loop {
         while running.len() < jobs.max(1) {
             let Some(seed) = queue.next() else { break };
@@ -135,6 +154,7 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
         let (seed, t, mut child) = running.remove(0);
         let status = child.wait().map(|s| s.code().unwrap_or(1)).unwrap_or(1);
         done += 1;
+        bar.inc(1);
         let path = Path::new("reports")
             .join(&s.name)
             .join(format!("seed-{seed}"))
@@ -143,11 +163,12 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         let Some(report) = report else {
-            println!(
+            say(format!(
                 "[{done}/{}] seed {seed}: no report (exit {status})",
                 seeds.len()
-            );
+            ));
             failed.push(seed);
+            bar.set_message(format!("{} failed", failed.len()));
             continue;
         };
         sim_s += report.sim_seconds;
@@ -161,16 +182,17 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
         } else {
             "FAIL"
         };
-        println!(
+        let line = format!(
             "[{done}/{}] seed {seed}: {verdict} ({:.1} sim s, {:.1} wall s, digest {})",
             seeds.len(),
             report.sim_seconds,
             t.elapsed().as_secs_f64(),
             report.history_digest
         );
+        say(line);
         if verdict == "FAIL" {
             let check = first_failure.unwrap_or_else(|| format!("exit status {status}"));
-            println!("    failed: {check}");
+            say(format!("    failed: {check}"));
             let f = FailureFile {
                 seed,
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -184,15 +206,17 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
             let _ = std::fs::create_dir_all("failures");
             match toml::to_string(&f) {
                 Ok(text) => match std::fs::write(&path, text) {
-                    Ok(()) => println!("    saved {}", path.display()),
+                    Ok(()) => say(format!("    saved {}", path.display())),
                     Err(e) => eprintln!("detcd-sim: writing {}: {e}", path.display()),
                 },
                 Err(e) => eprintln!("detcd-sim: encoding failure file: {e}"),
             }
             failed.push(seed);
+            bar.set_message(format!("{} failed", failed.len()));
         }
         summaries.push(report);
     }
+    bar.finish_and_clear();
     summaries.sort_by_key(|r| r.seed);
     if let Err(e) = crate::outcome::write_sweep(&s.name, &summaries) {
         eprintln!("detcd-sim: writing the sweep summary: {e}");

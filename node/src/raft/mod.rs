@@ -46,6 +46,8 @@ pub enum Inbox {
     Unreachable(u64),
     /// A snapshot to a peer finished (true) or failed.
     SnapshotSent(u64, bool),
+    /// The stream a peer sends on was closed or reset (its process may be gone).
+    PeerGone(u64),
 }
 
 /// The result of a proposal, handed to the request that proposed it.
