@@ -93,13 +93,29 @@ const COMMANDS: &[&[&str]] = &[
     &["mk", "--in-order", "/q", "first"],
     &["cluster-health"],
     &["member", "list"],
+    // Watches after index 1 replay the event history (same indexes on both servers).
+    &["watch", "--after-index", "1", "/b"],
+    &["watch", "--recursive", "--after-index", "1", "/d"],
+    &["watch", "--forever", "--after-index", "1", "/b"],
+    &["exec-watch", "--after-index", "1", "/b", "--", "sh", "-c", "echo $ETCD_WATCH_ACTION $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"],
+    &["exec-watch", "--recursive", "--after-index", "1", "/", "--", "sh", "-c", "echo $ETCD_WATCH_ACTION $ETCD_WATCH_KEY"],
 ];
 
 fn run_all(addr: &str) -> Vec<(i32, String)> {
     COMMANDS
         .iter()
         .map(|args| {
-            let o = Command::new("etcdctl")
+            // Watches run under `timeout 2`: `watch --forever` and `exec-watch` never return by
+            // themselves (exit 124 on both servers), and a one-shot watch must not hang the test.
+            let endless = args[0] == "exec-watch" || args[0] == "watch";
+            let mut cmd = if endless {
+                let mut c = Command::new("timeout");
+                c.args(["2", "etcdctl"]);
+                c
+            } else {
+                Command::new("etcdctl")
+            };
+            let o = cmd
                 .env("ETCDCTL_API", "2")
                 .args(["--endpoints", &format!("http://{addr}")])
                 .args(*args)

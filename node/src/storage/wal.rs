@@ -81,6 +81,8 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// Bytes dropped from a torn tail (0 when the log ended cleanly).
     pub torn_bytes: u64,
+    /// Where the last segment's records end when preallocated zeros follow them.
+    pub end_of_last: Option<u64>,
 }
 
 /// An open write-ahead log.
@@ -190,7 +192,7 @@ impl Wal {
         })?;
         let path = dir.join(&last.2);
         let file = disk
-            .open_append(&path, truncate_last_to)
+            .open_append(&path, truncate_last_to.or(rec.end_of_last))
             .map_err(io_err(&path))?;
         let last_index = rec
             .entries
@@ -362,6 +364,16 @@ fn replay_segment(
     let mut off = 0usize;
     while off < data.len() {
         let rest = data.len() - off;
+        // A real disk preallocates segments with zeros (cheaper fsyncs); the log ends where
+        // only zeros follow a record. A record header is never all zeros (its kind is not 0).
+        if data[off..off + rest.min(HEADER_BYTES)].iter().all(|b| *b == 0)
+            && data[off..].iter().all(|b| *b == 0)
+        {
+            if is_last {
+                rec.end_of_last = Some(off as u64);
+            }
+            return Ok(None);
+        }
         if rest < HEADER_BYTES {
             return torn(is_last, off, || {
                 corrupt(off, "record header cut short".into())
@@ -369,9 +381,11 @@ fn replay_segment(
         }
         let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
+        // Only zeros from `at` on: nothing was written there (preallocated space).
+        let zeros_from = |at: usize| data.get(at..).is_none_or(|r| r.iter().all(|b| *b == 0));
         if len > RECORD_BYTES_MAX {
             return torn(
-                is_last && off + HEADER_BYTES + len > data.len(),
+                is_last && (off + HEADER_BYTES + len > data.len() || zeros_from(off + HEADER_BYTES)),
                 off,
                 || corrupt(off, format!("record length {len} exceeds the limit")),
             );
@@ -387,7 +401,7 @@ fn replay_segment(
         let end = off + HEADER_BYTES + len;
         if h.finalize() != crc {
             // A bad CRC is a torn write only if it is the very last record of the log.
-            return torn(is_last && end == data.len(), off, || {
+            return torn(is_last && (end == data.len() || zeros_from(end)), off, || {
                 corrupt(off, "CRC mismatch".into())
             });
         }
@@ -533,10 +547,21 @@ mod tests {
         .unwrap();
         drop(wal);
         let seg = dir.path().join(segment_name(0, 0));
-        let mut data = std::fs::read(&seg).unwrap();
-        let full = data.len();
-        data.truncate(full - 3); // cut the last record (the hard state) short
-        std::fs::write(&seg, &data).unwrap();
+        let data = std::fs::read(&seg).unwrap();
+        // The records end at the last non-zero byte (the hard state's commit); preallocated
+        // zeros follow.
+        let logical = data.iter().rposition(|b| *b != 0).unwrap() + 1;
+        assert!(data.len() > logical, "the segment is preallocated");
+        // A torn write inside the preallocated space: the last record's end never landed.
+        let mut in_place = data.clone();
+        in_place[logical - 3..logical].fill(0);
+        std::fs::write(&seg, &in_place).unwrap();
+        let (wal, rec) = Wal::open(disk.clone(), dir.path()).unwrap();
+        assert!(rec.torn_bytes > 0);
+        assert_eq!(rec.entries.len(), 2);
+        drop(wal);
+        // A torn write at the end of a file without preallocated space.
+        std::fs::write(&seg, &data[..logical - 3]).unwrap();
         let (mut wal, rec) = Wal::open(disk.clone(), dir.path()).unwrap();
         assert!(rec.torn_bytes > 0);
         assert_eq!(rec.entries.len(), 2);
@@ -547,6 +572,27 @@ mod tests {
         assert_eq!(rec.torn_bytes, 0);
         assert_eq!(rec.entries.last().unwrap().index, 3);
         assert_eq!(rec.hard_state.commit, 3);
+    }
+
+    #[test]
+    fn preallocated_zeros_end_the_log_and_appends_continue_after_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+        wal.save(None, &[entry(1, 1, b"a")], Some(&hs(1, 1, 1)))
+            .unwrap();
+        drop(wal);
+        for i in 2..=4u64 {
+            let (mut wal, rec) = Wal::open(disk.clone(), dir.path()).unwrap();
+            assert_eq!(rec.torn_bytes, 0, "zeros after the records are not a torn tail");
+            assert_eq!(rec.entries.len() as u64, i - 1);
+            wal.save(None, &[entry(i, 1, b"b")], Some(&hs(1, 1, i)))
+                .unwrap();
+        }
+        let (_, rec) = Wal::open(disk, dir.path()).unwrap();
+        let got: Vec<u64> = rec.entries.iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![1, 2, 3, 4]);
+        assert_eq!(rec.hard_state.commit, 4);
     }
 
     #[test]
