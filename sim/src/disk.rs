@@ -5,7 +5,10 @@
 //! appended since the last fsync are lost, except that, when torn writes are enabled, a
 //! seeded prefix of them survives (a sector-torn tail, which recovery must truncate).
 //! `write_atomic` is durable when it returns, like temp-file + fsync + rename + fsync(dir).
-//! Every fsync costs a seeded simulated latency, paid by the node's Ready loop.
+//! Every fsync costs a seeded simulated latency, paid by the node's Ready loop (once it adds
+//! up to madsim's shortest sleep, 1 ms). An fsync the member is still waiting for when it
+//! crashes never finished: what it was making durable is lost too, so a member that sends a
+//! vote or an ack before its fsync returns is caught by crash scenarios.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,6 +35,11 @@ struct State {
     bytes_lost: u64,
     /// fsync time not yet slept (see `sync_latency`).
     owed: Duration,
+    /// The last fsync: its file and the durable length before it.
+    last_sync: Option<(PathBuf, usize)>,
+    /// An fsync still in progress: the member waits for it until `.2`; a crash before then
+    /// loses what it was making durable (the file falls back to `.1`).
+    in_flight: Option<(PathBuf, usize, tokio::time::Instant)>,
 }
 
 /// madsim's shortest sleep.
@@ -60,6 +68,8 @@ impl SimDisk {
                 fsyncs: 0,
                 bytes_lost: 0,
                 owed: Duration::ZERO,
+                last_sync: None,
+                in_flight: None,
             })),
             fsync_latency,
             torn_writes,
@@ -77,6 +87,14 @@ impl SimDisk {
     /// the unsynced bytes). Returns the number of unsynced bytes lost.
     pub fn crash(&self) -> u64 {
         let mut st = self.state.lock().unwrap();
+        // A crash while the member still waits for an fsync: that fsync never finished.
+        if let Some((path, before, until)) = st.in_flight.take() {
+            if tokio::time::Instant::now() < until {
+                if let Some(f) = st.files.get_mut(&path) {
+                    f.durable = f.durable.min(before);
+                }
+            }
+        }
         let torn = self.torn_writes;
         let mut lost = 0u64;
         let mut keep_extra = Vec::new();
@@ -148,9 +166,12 @@ impl DiskFile for SimFile {
     fn sync(&mut self) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
         st.fsyncs += 1;
+        let mut before = None;
         if let Some(f) = st.files.get_mut(&self.path) {
+            before = Some(f.durable);
             f.durable = f.data.len();
         }
+        st.last_sync = before.map(|b| (self.path.clone(), b));
         Ok(())
     }
 
@@ -249,8 +270,16 @@ impl Disk for SimDisk {
         // the time is owed and paid once it adds up to a sleep madsim can honour.
         st.owed += one;
         if st.owed >= MIN_SLEEP {
-            std::mem::take(&mut st.owed)
+            // The member now waits for this fsync; until it has, the fsync is not done.
+            let wait = std::mem::take(&mut st.owed);
+            st.in_flight = st
+                .last_sync
+                .take()
+                .map(|(path, before)| (path, before, tokio::time::Instant::now() + wait));
+            wait
         } else {
+            // Not waited for: done as far as the member can tell.
+            st.last_sync = None;
             Duration::ZERO
         }
     }
@@ -275,6 +304,27 @@ mod tests {
             .unwrap();
         assert_eq!(disk.crash(), 0);
         assert_eq!(disk.read(Path::new("/d/snap/1.snap")).unwrap(), b"snap");
+    }
+
+    #[test]
+    fn a_crash_while_the_member_waits_for_its_fsync_loses_what_that_fsync_covered() {
+        madsim::runtime::Runtime::new().block_on(async {
+            let ms2 = Duration::from_millis(2);
+            let disk = SimDisk::new(1, (ms2, ms2), false);
+            let p = Path::new("/w");
+            let mut f = disk.open_append(p, None).unwrap();
+            f.append(b"a").unwrap();
+            f.sync().unwrap();
+            let wait = disk.sync_latency();
+            assert_eq!(wait, ms2);
+            tokio::time::sleep(wait).await; // waited out: durable
+            f.append(b"b").unwrap();
+            f.sync().unwrap();
+            assert_eq!(disk.sync_latency(), ms2);
+            tokio::time::sleep(Duration::from_millis(1)).await; // crash halfway
+            assert_eq!(disk.crash(), 1);
+            assert_eq!(disk.read(p).unwrap(), b"a");
+        });
     }
 
     #[test]
