@@ -97,8 +97,27 @@ const COMMANDS: &[&[&str]] = &[
     &["watch", "--after-index", "1", "/b"],
     &["watch", "--recursive", "--after-index", "1", "/d"],
     &["watch", "--forever", "--after-index", "1", "/b"],
-    &["exec-watch", "--after-index", "1", "/b", "--", "sh", "-c", "echo $ETCD_WATCH_ACTION $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"],
-    &["exec-watch", "--recursive", "--after-index", "1", "/", "--", "sh", "-c", "echo $ETCD_WATCH_ACTION $ETCD_WATCH_KEY"],
+    &[
+        "exec-watch",
+        "--after-index",
+        "1",
+        "/b",
+        "--",
+        "sh",
+        "-c",
+        "echo $ETCD_WATCH_ACTION $ETCD_WATCH_KEY $ETCD_WATCH_VALUE",
+    ],
+    &[
+        "exec-watch",
+        "--recursive",
+        "--after-index",
+        "1",
+        "/",
+        "--",
+        "sh",
+        "-c",
+        "echo $ETCD_WATCH_ACTION $ETCD_WATCH_KEY",
+    ],
 ];
 
 fn run_all(addr: &str) -> Vec<(i32, String)> {

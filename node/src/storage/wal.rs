@@ -366,7 +366,9 @@ fn replay_segment(
         let rest = data.len() - off;
         // A real disk preallocates segments with zeros (cheaper fsyncs); the log ends where
         // only zeros follow a record. A record header is never all zeros (its kind is not 0).
-        if data[off..off + rest.min(HEADER_BYTES)].iter().all(|b| *b == 0)
+        if data[off..off + rest.min(HEADER_BYTES)]
+            .iter()
+            .all(|b| *b == 0)
             && data[off..].iter().all(|b| *b == 0)
         {
             if is_last {
@@ -385,7 +387,8 @@ fn replay_segment(
         let zeros_from = |at: usize| data.get(at..).is_none_or(|r| r.iter().all(|b| *b == 0));
         if len > RECORD_BYTES_MAX {
             return torn(
-                is_last && (off + HEADER_BYTES + len > data.len() || zeros_from(off + HEADER_BYTES)),
+                is_last
+                    && (off + HEADER_BYTES + len > data.len() || zeros_from(off + HEADER_BYTES)),
                 off,
                 || corrupt(off, format!("record length {len} exceeds the limit")),
             );
@@ -401,9 +404,11 @@ fn replay_segment(
         let end = off + HEADER_BYTES + len;
         if h.finalize() != crc {
             // A bad CRC is a torn write only if it is the very last record of the log.
-            return torn(is_last && (end == data.len() || zeros_from(end)), off, || {
-                corrupt(off, "CRC mismatch".into())
-            });
+            return torn(
+                is_last && (end == data.len() || zeros_from(end)),
+                off,
+                || corrupt(off, "CRC mismatch".into()),
+            );
         }
         match kind {
             KIND_META => {
@@ -584,7 +589,10 @@ mod tests {
         drop(wal);
         for i in 2..=4u64 {
             let (mut wal, rec) = Wal::open(disk.clone(), dir.path()).unwrap();
-            assert_eq!(rec.torn_bytes, 0, "zeros after the records are not a torn tail");
+            assert_eq!(
+                rec.torn_bytes, 0,
+                "zeros after the records are not a torn tail"
+            );
             assert_eq!(rec.entries.len() as u64, i - 1);
             wal.save(None, &[entry(i, 1, b"b")], Some(&hs(1, 1, i)))
                 .unwrap();
