@@ -199,8 +199,7 @@ pub fn write_sweep(name: &str, reports: &[Report]) -> std::io::Result<()> {
         })
         .collect();
     // Every seed's acknowledged writes in one histogram (each run's write-latency.hgrm).
-    let mut merged = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
-        .expect("histogram bounds");
+    let mut merged = report::new_histogram();
     let mut merged_runs = 0;
     for r in reports {
         let path = dir

@@ -128,10 +128,8 @@ impl Cluster {
                 let _ = docker_async(vec![verb.into(), names[t].clone()]).await;
             }
             Backend::Local { children, .. } => {
-                let pid = children.lock().unwrap()[t].as_ref().map(Child::id);
-                if let Some(pid) = pid {
-                    let sig = if stop { "-STOP" } else { "-CONT" };
-                    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+                if let Some(ch) = children.lock().unwrap()[t].as_ref() {
+                    signal(ch, if stop { "-STOP" } else { "-CONT" });
                 }
             }
         }
@@ -308,6 +306,13 @@ fn local_ports(n: usize) -> Result<Vec<(u16, u16)>, String> {
     Err("no free ports on 127.0.0.1 between 21000 and 29100".into())
 }
 
+/// Send `sig` (`-STOP`, `-CONT`) to a member's process.
+fn signal(ch: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &ch.id().to_string()])
+        .status();
+}
+
 fn spawn_local(work: &Path, bin: &Path, i: usize, args: &[String]) -> Result<Child, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -391,9 +396,7 @@ fn teardown(c: &Cluster) {
         }
         Backend::Local { work, children, .. } => {
             for ch in children.lock().unwrap().iter_mut().flatten() {
-                let _ = Command::new("kill")
-                    .args(["-CONT", &ch.id().to_string()])
-                    .status();
+                signal(ch, "-CONT"); // a stopped process would not die until continued
                 let _ = ch.kill();
                 let _ = ch.wait();
             }

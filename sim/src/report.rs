@@ -147,9 +147,14 @@ fn s(ns: u64) -> f64 {
     (ns as f64 / 1e6).round() / 1e3
 }
 
+/// An empty latency histogram (µs, 1 µs to 10 min, 3 significant digits): every report's.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
+}
+
 /// Every acknowledged write's latency over the whole run (µs), for sweeps to merge.
 pub fn write_histogram(out: &RunOutput) -> Histogram<u64> {
-    let mut w = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+    let mut w = new_histogram();
     for op in &out.rec.ops {
         if let (true, Some(ret), Outcome::Ok { .. }) =
             (op.kind.is_write(), op.return_ns, &op.outcome)
@@ -256,8 +261,7 @@ pub fn build(
     let phases = phases_of(&out.faults, end_ns)
         .into_iter()
         .map(|(pname, a, b, counts)| {
-            let mut w =
-                Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds");
+            let mut w = new_histogram();
             let mut r = w.clone();
             for op in &out.rec.ops {
                 let Some(ret) = op.return_ns else { continue };
