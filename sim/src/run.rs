@@ -149,8 +149,10 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         })
     };
 
-    // Election safety (at most one leader per term), watched from each member's own status
-    // every 2 ms of simulated time: a term two members lead is a split brain.
+    // Election safety (at most one leader per term) and vote durability (a vote on disk never
+    // changes within its term, across restarts too), watched from each member's own status
+    // every 2 ms of simulated time: a term two members lead is a split brain, a forgotten
+    // vote is one waiting to happen.
     let claims: Arc<Mutex<ElectionClaims>> = Arc::default();
     let watcher = {
         let (members, claims) = (members.clone(), claims.clone());
@@ -166,6 +168,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                             if st.is_leader {
                                 c.saw(st.term, i, start.elapsed());
                             }
+                            c.saw_vote(sh.id, st.durable_term, st.durable_vote, start.elapsed());
                         }
                     }
                 }
@@ -225,6 +228,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     claims.lock().unwrap().stop = true;
     let _ = watcher.await;
     checks.push(claims.lock().unwrap().check());
+    checks.push(claims.lock().unwrap().check_votes());
     checks.extend(registry_check);
     if s.checks.convergence {
         checks.push(convergence(&members, Duration::from_secs(10)).await);
@@ -289,6 +293,12 @@ struct ElectionClaims {
     by_term: std::collections::BTreeMap<u64, (usize, Duration)>,
     /// Terms with a second leader: (term, first, second, when the second was seen).
     split: Vec<(u64, usize, usize, Duration)>,
+    /// member id → the (term, vote) it last had on disk (by id: a member removed, wiped and
+    /// added back is a new member).
+    votes: std::collections::BTreeMap<u64, (u64, u64)>,
+    /// Votes samples observed on disk, and the first broken promise.
+    vote_samples: u64,
+    vote_fault: Option<String>,
     stop: bool,
 }
 
@@ -297,6 +307,48 @@ impl ElectionClaims {
         let first = *self.by_term.entry(term).or_insert((member, at));
         if first.0 != member && !self.split.iter().any(|x| x.0 == term && x.2 == member) {
             self.split.push((term, first.0, member, at));
+        }
+    }
+
+    /// A member's term and vote as on its disk. The term never goes back, and within one term
+    /// a vote once given never changes (nor is forgotten): Raft's safety rests on both.
+    fn saw_vote(&mut self, member: u64, term: u64, vote: u64, at: Duration) {
+        self.vote_samples += 1;
+        if let Some(&(t0, v0)) = self.votes.get(&member) {
+            let broken = if term < t0 {
+                Some(format!("its term went back from {t0} to {term}"))
+            } else if term == t0 && v0 != 0 && vote != v0 {
+                Some(format!(
+                    "its vote in term {term} changed from {v0:x} to {}",
+                    if vote == 0 {
+                        "none".to_string()
+                    } else {
+                        format!("{vote:x}")
+                    }
+                ))
+            } else {
+                None
+            };
+            if let Some(b) = broken {
+                self.vote_fault.get_or_insert_with(|| {
+                    format!("member {member:x} at {:.3} s: {b}", at.as_secs_f64())
+                });
+            }
+        }
+        self.votes.insert(member, (term, vote));
+    }
+
+    fn check_votes(&self) -> Check {
+        Check {
+            name: "vote-durability".into(),
+            passed: Some(self.vote_fault.is_none()),
+            detail: match &self.vote_fault {
+                None => format!(
+                    "no vote on disk changed within its term ({} samples)",
+                    self.vote_samples
+                ),
+                Some(f) => f.clone(),
+            },
         }
     }
 

@@ -78,6 +78,12 @@ pub struct Status {
     pub leader_changes: u64,
     /// Wall time (ms, this member's clock) when it became leader.
     pub leader_since_ms: u64,
+    /// The term and vote as last written to the WAL (recovered from it at start): what this
+    /// member has promised. An observer can check that a vote, once on disk, never changes
+    /// within its term, across restarts too.
+    pub durable_term: u64,
+    /// See `durable_term` (0 = no vote in that term).
+    pub durable_vote: u64,
 }
 
 /// Counters a report reads: what the member did.

@@ -79,8 +79,11 @@ pub struct RaftLoop {
     pub cfg: LoopConfig,
     /// Index of the newest snapshot.
     pub snap_index: u64,
-    /// Read-index requests by context.
-    pub reads: HashMap<Vec<u8>, oneshot::Sender<u64>>,
+    /// Read-index requests in flight, by context: every read that arrived in one inbox batch
+    /// shares one context, so one round of heartbeats confirms them all (as etcd batches).
+    pub reads: HashMap<Vec<u8>, Vec<oneshot::Sender<u64>>>,
+    /// Reads that arrived in the current inbox batch, not yet handed to raft.
+    pub read_batch: Vec<oneshot::Sender<u64>>,
     /// Next read-index context.
     pub read_seq: u64,
     /// Last applied index.
@@ -122,6 +125,7 @@ impl RaftLoop {
                     }
                 }
             }
+            self.flush_read_batch();
             self.fix_election_timeout();
             if let Err(e) = self.on_ready().await {
                 tracing::error!(error = %e, "raft: fatal storage error; stopping this member");
@@ -135,6 +139,20 @@ impl RaftLoop {
                 return;
             }
         }
+    }
+
+    /// Hand the reads that arrived in this turn to raft as one ReadIndex request: the read
+    /// index raft returns is the leader's commit index when the request was made, valid for
+    /// every read that arrived before it.
+    fn flush_read_batch(&mut self) {
+        if self.read_batch.is_empty() {
+            return;
+        }
+        self.read_seq += 1;
+        let ctx = self.read_seq.to_le_bytes().to_vec();
+        self.reads
+            .insert(ctx.clone(), std::mem::take(&mut self.read_batch));
+        self.raw.read_index(ctx);
     }
 
     /// raft-rs draws its randomized election timeout from the OS rng, which no simulator can
@@ -162,12 +180,7 @@ impl RaftLoop {
                 let ok = self.raw.propose_conf_change(context, cc).is_ok();
                 let _ = accepted.send(ok);
             }
-            Inbox::ReadIndex { done } => {
-                self.read_seq += 1;
-                let ctx = self.read_seq.to_le_bytes().to_vec();
-                self.reads.insert(ctx.clone(), done);
-                self.raw.read_index(ctx);
-            }
+            Inbox::ReadIndex { done } => self.read_batch.push(done),
             Inbox::Peer(m) => {
                 Counters::add(&self.shared.counters.msgs_recv, 1);
                 if let Err(e) = self.raw.step(*m) {
@@ -239,7 +252,10 @@ impl RaftLoop {
 
     async fn on_ready(&mut self) -> Result<(), String> {
         // Drop read waiters whose requester gave up (timed out), so the map stays bounded.
-        self.reads.retain(|_, tx| !tx.is_closed());
+        self.reads.retain(|_, txs| {
+            txs.retain(|tx| !tx.is_closed());
+            !txs.is_empty()
+        });
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -252,7 +268,7 @@ impl RaftLoop {
             self.install_snapshot(rd.snapshot().clone())?;
         }
         for rs in rd.take_read_states() {
-            if let Some(tx) = self.reads.remove(&rs.request_ctx) {
+            for tx in self.reads.remove(&rs.request_ctx).unwrap_or_default() {
                 let _ = tx.send(rs.index);
             }
         }
@@ -266,6 +282,12 @@ impl RaftLoop {
             }
         }
         self.send(rd.take_persisted_messages());
+        if self.shared.stopped.borrow().is_some() {
+            // This member applied its own removal: it stops here. raft-rs must not advance a
+            // leader that is no longer in its own configuration (it would unwrap its missing
+            // progress; found by membership-under-faults seed 2).
+            return Ok(());
+        }
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.storage.mem.wl().mut_hard_state().commit = commit;
@@ -399,6 +421,9 @@ impl RaftLoop {
         }
         if let Some(hs) = hs {
             self.storage.mem.wl().set_hardstate(hs.clone());
+            let mut st = self.shared.status.lock().expect("status lock");
+            st.durable_term = hs.term;
+            st.durable_vote = hs.vote;
         }
         Ok(self.wal.syncs > before)
     }
