@@ -4,7 +4,7 @@
 //! Exit codes: 0 every check passed, 1 a check failed, 2 bad usage or input.
 
 /// mimalloc: allocation was about a fifth of the simulator's CPU time with the system
-/// allocator (perf); the tutorial scenario runs ~10% faster with it.
+/// allocator (perf); the tutorial scenario runs ~10% faster with it (scripts/sim-speed).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

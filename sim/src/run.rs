@@ -296,7 +296,7 @@ struct ElectionClaims {
     /// member id → the (term, vote) it last had on disk (by id: a member removed, wiped and
     /// added back is a new member).
     votes: std::collections::BTreeMap<u64, (u64, u64)>,
-    /// Votes samples observed on disk, and the first broken promise.
+    /// On-disk votes sampled, and the first broken promise.
     vote_samples: u64,
     vote_fault: Option<String>,
     stop: bool,
@@ -317,14 +317,11 @@ impl ElectionClaims {
         if let Some(&(t0, v0)) = self.votes.get(&member) {
             let broken = if term < t0 {
                 Some(format!("its term went back from {t0} to {term}"))
+            } else if term == t0 && v0 != 0 && vote == 0 {
+                Some(format!("it forgot its vote for {v0:x} in term {term}"))
             } else if term == t0 && v0 != 0 && vote != v0 {
                 Some(format!(
-                    "its vote in term {term} changed from {v0:x} to {}",
-                    if vote == 0 {
-                        "none".to_string()
-                    } else {
-                        format!("{vote:x}")
-                    }
+                    "its vote in term {term} changed from {v0:x} to {vote:x}"
                 ))
             } else {
                 None

@@ -321,6 +321,10 @@ impl RaftLoop {
     fn publish_status(&mut self) {
         let mut st = self.shared.status.lock().expect("status lock");
         st.term = self.raw.raft.term;
+        // `last_hs` is the hard state `persist` last wrote: this turn reaches here only if
+        // that write succeeded.
+        st.durable_term = self.last_hs.term;
+        st.durable_vote = self.last_hs.vote;
         st.commit = self.raw.raft.raft_log.committed;
         st.applied = self.applied;
         debug_assert!(
@@ -421,9 +425,6 @@ impl RaftLoop {
         }
         if let Some(hs) = hs {
             self.storage.mem.wl().set_hardstate(hs.clone());
-            let mut st = self.shared.status.lock().expect("status lock");
-            st.durable_term = hs.term;
-            st.durable_vote = hs.vote;
         }
         Ok(self.wal.syncs > before)
     }
