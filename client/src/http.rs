@@ -208,7 +208,7 @@ impl Pool {
             });
             Ok(send)
         };
-        tokio::time::timeout(timeout, fut)
+        detcd_rt::timeout(timeout, fut)
             .await
             .map_err(|_| Failure::NotSent(format!("connecting to {} timed out", ep.addr)))?
     }
@@ -227,7 +227,7 @@ impl Pool {
             Some(s) => s,
             None => self.dial(ep, cfg, cfg.timeout.min(timeout)).await?,
         };
-        if tokio::time::timeout(cfg.timeout.min(timeout), send.ready())
+        if detcd_rt::timeout(cfg.timeout.min(timeout), send.ready())
             .await
             .map(|r| r.is_err())
             .unwrap_or(true)
@@ -283,7 +283,7 @@ impl Pool {
                 body,
             })
         };
-        let raw = tokio::time::timeout(timeout, exchange)
+        let raw = detcd_rt::timeout(timeout, exchange)
             .await
             .map_err(|_| Failure::Lost(format!("{}: no answer within {timeout:?}", ep.addr)))??;
         self.put(&ep.url, send);

@@ -511,7 +511,7 @@ impl Client {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "detcd-client: watch poll failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        detcd_rt::sleep(Duration::from_millis(100)).await;
                     }
                 }
             }

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use detcd_rt::watch;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::{Client, DeleteOptions, Error, GetOptions, Node, Response, SetOptions, WatchOptions};
 
@@ -102,7 +102,7 @@ pub async fn register(
                         tracing::warn!(key = %k, error = %e, "updating the weight failed");
                     }
                 }
-                _ = tokio::time::sleep(wait) => {
+                _ = detcd_rt::sleep(wait) => {
                     wait = period;
                     match c.refresh(&k, ttl_s).await {
                         Ok(_) => {}
@@ -257,7 +257,7 @@ pub async fn watch_service(client: &Client, service: &str) -> Result<ServiceWatc
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "service watch error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    detcd_rt::sleep(Duration::from_millis(200)).await;
                 }
             }
         }

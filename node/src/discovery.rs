@@ -106,7 +106,7 @@ async fn http(
             body,
         })
     };
-    tokio::time::timeout(HTTP_TIMEOUT, fut)
+    crate::rt::timeout(HTTP_TIMEOUT, fut)
         .await
         .map_err(|_| format!("{addr}: no answer within {HTTP_TIMEOUT:?}"))?
 }
@@ -125,7 +125,7 @@ where
                 let wait = Duration::from_secs(1 << attempt.min(4));
                 tracing::warn!(error = %e, retry_in = ?wait, "discovery: {what} failed");
                 last = e;
-                tokio::time::sleep(wait).await;
+                crate::rt::sleep(wait).await;
             }
         }
     }
@@ -286,7 +286,7 @@ async fn dns_query(
             .await
             .map_err(|e| format!("DNS {server}: {e}"))?;
         let mut buf = vec![0u8; 4096];
-        match tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+        match crate::rt::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
             Ok(Ok((n, _))) => {
                 let m = Message::from_vec(&buf[..n]).map_err(|e| format!("DNS answer: {e}"))?;
                 if m.metadata.id == id {

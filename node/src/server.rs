@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::rt::watch;
 use raft::eraftpb::{ConfState, HardState, Snapshot};
 use raft::RawNode;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::cluster::{cluster_id, member_id, url_string, Member, Members};
 use crate::config::{ClusterState, Config};
@@ -270,7 +271,7 @@ async fn join(
                 hs: HardState::default(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        crate::rt::sleep(Duration::from_millis(250)).await;
     }
     if let Some(e) = not_added {
         return Err(NodeError::Config(e));
@@ -595,12 +596,10 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         f(Arc::clone(&shared));
     }
     let mut stopped = shared.stopped.subscribe();
-    let reason = stopped
-        .wait_for(|s| s.is_some())
-        .await
-        .map(|s| s.clone())
-        .ok()
-        .flatten();
+    let reason = match stopped.wait_for(|s| s.is_some()).await {
+        Ok(()) => stopped.borrow().clone(),
+        Err(_) => None,
+    };
     Err(NodeError::Stopped(
         reason.unwrap_or_else(|| "stopped".into()),
     ))
@@ -619,6 +618,6 @@ async fn publish(shared: Arc<Shared>, name: String, client_urls: Vec<String>) {
         if shared.propose(op, Duration::from_secs(5)).await.is_ok() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        crate::rt::sleep(Duration::from_millis(100)).await;
     }
 }

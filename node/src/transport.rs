@@ -185,7 +185,7 @@ impl Transport {
                     if !self.fail_queued(to, &mut rx) {
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    crate::rt::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
@@ -197,13 +197,13 @@ impl Transport {
                 token: self.token.clone(),
             };
             let hello = serde_json::to_vec(&hello).expect("hello serialises");
-            let ok = tokio::time::timeout(WRITE_TIMEOUT, async {
+            let ok = crate::rt::timeout(WRITE_TIMEOUT, async {
                 write_frame(&mut w, &hello).await?;
                 w.flush().await
             })
             .await;
             if !matches!(ok, Ok(Ok(()))) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                crate::rt::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             self.connected_since
@@ -218,8 +218,8 @@ impl Transport {
                     // simulator seed controls; a fixed polling order keeps runs reproducible.
                     biased;
                     m = rx.recv() => m,
-                    _ = tokio::time::sleep(KEEPALIVE) => {
-                        let alive = tokio::time::timeout(WRITE_TIMEOUT, async {
+                    _ = crate::rt::sleep(KEEPALIVE) => {
+                        let alive = crate::rt::timeout(WRITE_TIMEOUT, async {
                             write_frame(&mut w, &[]).await?;
                             w.flush().await
                         }).await;
@@ -236,7 +236,7 @@ impl Transport {
                         Err(_) => break,
                     }
                 }
-                let res = tokio::time::timeout(WRITE_TIMEOUT, async {
+                let res = crate::rt::timeout(WRITE_TIMEOUT, async {
                     for m in &batch {
                         let bytes = m.write_to_bytes().map_err(std::io::Error::other)?;
                         write_frame(&mut w, &bytes).await?;
@@ -285,14 +285,14 @@ impl Transport {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, tls: bool) {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                crate::rt::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             rt::tune_stream(&stream);
             let me = Arc::clone(&self);
             rt::spawn(async move {
                 let cfg = if tls { me.tls.server.as_ref() } else { None };
-                let stream = match tokio::time::timeout(
+                let stream = match crate::rt::timeout(
                     HANDSHAKE_TIMEOUT,
                     crate::tls::accept(cfg, FlushFilter::new(stream)),
                 )
@@ -410,7 +410,7 @@ pub async fn fetch_cluster_info(
     .map_err(std::io::Error::other)?;
     write_frame(&mut stream, &hello).await?;
     stream.flush().await?;
-    let buf = tokio::time::timeout(
+    let buf = crate::rt::timeout(
         Duration::from_secs(2),
         read_frame(&mut stream, FRAME_BYTES_MAX),
     )
@@ -428,11 +428,11 @@ type PeerStream = crate::tls::Stream<FlushFilter<TcpStream>>;
 async fn dial(url: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::Result<PeerStream> {
     let addr = host_port(url);
     let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, format!("dialing {addr}"));
-    let stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
+    let stream = crate::rt::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
         .await
         .map_err(|_| timed_out())??;
     rt::tune_stream(&stream);
-    tokio::time::timeout(
+    crate::rt::timeout(
         HANDSHAKE_TIMEOUT,
         crate::tls::connect(tls, url, FlushFilter::new(stream)),
     )

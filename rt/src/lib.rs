@@ -23,6 +23,8 @@
 //!   real TCP stream does with a busy link.
 //! * [`HyperTimer`]: hyper's timer on `tokio::time` (hyper-util's `TokioTimer` reaches for the
 //!   real tokio runtime and panics inside the simulation).
+//! * [`time`]: `sleep`, `timeout`, `interval` for node code. madsim's sleep adds a timer entry
+//!   on every poll and never cancels one; these register once per waker (see the module).
 
 use std::future::Future;
 use std::io;
@@ -31,7 +33,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod time;
 pub mod tls;
+pub mod watch;
+
+pub use time::{interval, sleep, sleep_until, timeout, timeout_at, Elapsed, Interval, Missed};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -92,8 +98,8 @@ impl Clock {
     }
 
     /// Sleep for `d` on this member's timers (paused members' timers stop in the simulator).
-    pub fn sleep(&self, d: Duration) -> tokio::time::Sleep {
-        tokio::time::sleep(d)
+    pub fn sleep(&self, d: Duration) -> time::Sleep {
+        time::sleep(d)
     }
 }
 
@@ -135,6 +141,7 @@ impl std::fmt::Debug for NodeRng {
 }
 
 /// Spawn a task on the current runtime (the member's own node in the simulator).
+#[track_caller]
 pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
@@ -168,7 +175,7 @@ pin_project_lite::pin_project! {
         inner: S,
         dirty: bool,
         last_flush: Option<Instant>,
-        pacing: Option<Pin<Box<tokio::time::Sleep>>>,
+        pacing: Option<Pin<Box<time::Sleep>>>,
     }
 }
 
@@ -240,7 +247,7 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
                 if Instant::now() < due {
                     let wait = this
                         .pacing
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                        .get_or_insert_with(|| Box::pin(time::sleep_until(due)));
                     if wait.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
@@ -267,7 +274,7 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
 #[derive(Clone, Debug, Default)]
 pub struct HyperTimer;
 
-struct HyperSleep(Pin<Box<tokio::time::Sleep>>);
+struct HyperSleep(Pin<Box<time::Sleep>>);
 
 impl Future for HyperSleep {
     type Output = ();
@@ -280,12 +287,12 @@ impl hyper::rt::Sleep for HyperSleep {}
 
 impl hyper::rt::Timer for HyperTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HyperSleep(Box::pin(tokio::time::sleep(duration))))
+        Box::pin(HyperSleep(Box::pin(time::sleep(duration))))
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         let d = deadline.saturating_duration_since(std::time::Instant::now());
-        Box::pin(HyperSleep(Box::pin(tokio::time::sleep(d))))
+        Box::pin(HyperSleep(Box::pin(time::sleep(d))))
     }
 }
 
@@ -349,14 +356,6 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 #[cfg(madsim)]
 pub fn block_on<F: Future>(fut: F) -> F::Output {
     madsim::runtime::Runtime::new().block_on(fut)
-}
-
-/// `tokio::time::timeout_at`, which madsim lacks: time out `fut` at `deadline`.
-pub async fn timeout_at<F: Future>(
-    deadline: Instant,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), fut).await
 }
 
 /// Send one datagram. (madsim's `UdpSocket::send_to` takes the address first.)

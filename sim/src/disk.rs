@@ -317,11 +317,11 @@ mod tests {
             f.sync().unwrap();
             let wait = disk.sync_latency();
             assert_eq!(wait, ms2);
-            tokio::time::sleep(wait).await; // waited out: durable
+            detcd_node::rt::sleep(wait).await; // waited out: durable
             f.append(b"b").unwrap();
             f.sync().unwrap();
             assert_eq!(disk.sync_latency(), ms2);
-            tokio::time::sleep(Duration::from_millis(1)).await; // crash halfway
+            detcd_node::rt::sleep(Duration::from_millis(1)).await; // crash halfway
             assert_eq!(disk.crash(), 1);
             assert_eq!(disk.read(p).unwrap(), b"a");
         });

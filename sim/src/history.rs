@@ -2,10 +2,9 @@
 //! operations with invoke/return times and outcomes, watch events, faults and leader changes,
 //! in a deterministic order, so the same seed gives the same bytes.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::output::{Check, RunOutput};
 use crate::scenario::Scenario;
@@ -29,15 +28,95 @@ pub fn kind_name(k: OpKind) -> &'static str {
     }
 }
 
+// One struct per line type, fields in the order the format lists them (docs/formats.md):
+// serialised straight into the output buffer, no intermediate JSON values.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "meta")]
+struct MetaLine<'a> {
+    version: u32,
+    scenario: &'a str,
+    seed: u64,
+    members: usize,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutcomeJson<'a> {
+    Ok {
+        ok: bool,
+        value: &'a Option<String>,
+        index: u64,
+        prev_value: &'a Option<String>,
+        prev_index: Option<u64>,
+    },
+    Err {
+        ok: bool,
+        error: u32,
+    },
+    Word(&'static str),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "op")]
+struct OpLine<'a> {
+    id: usize,
+    client: u32,
+    f: &'static str,
+    key: &'a str,
+    value: &'a Option<String>,
+    prev_value: &'a Option<String>,
+    prev_index: Option<u64>,
+    invoke_ns: u64,
+    return_ns: Option<u64>,
+    outcome: OutcomeJson<'a>,
+    member: usize,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "watch")]
+struct WatchLine<'a> {
+    watcher: u32,
+    at_ns: u64,
+    action: &'a str,
+    key: &'a str,
+    index: u64,
+    value: &'a Option<String>,
+    wait_index: u64,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "fault")]
+struct FaultLine<'a> {
+    kind: &'a str,
+    targets: &'a [usize],
+    start_ns: u64,
+    end_ns: u64,
+    detail: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "leader")]
+struct LeaderLine {
+    at_ns: u64,
+    member: Option<usize>,
+}
+
+fn line<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
+    serde_json::to_writer(&mut *buf, v).expect("history lines serialise");
+    buf.push(b'\n');
+}
+
 /// Serialise a run's history.
 pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
-    let mut text = String::new();
-    let line = |text: &mut String, v: serde_json::Value| {
-        let _ = writeln!(text, "{v}");
-    };
+    let mut buf = Vec::with_capacity(256 * (out.rec.ops.len() + out.rec.watches.len() + 1));
     line(
-        &mut text,
-        json!({"type": "meta", "version": HISTORY_VERSION, "scenario": s.name, "seed": out.seed, "members": s.cluster.members}),
+        &mut buf,
+        &MetaLine {
+            version: HISTORY_VERSION,
+            scenario: &s.name,
+            seed: out.seed,
+            members: s.cluster.members,
+        },
     );
     // Operations in invoke order (ties by client), each with a stable id.
     let mut ops: Vec<&crate::workload::OpRecord> = out.rec.ops.iter().collect();
@@ -49,44 +128,75 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
                 index,
                 prev_value,
                 prev_index,
-            } => {
-                json!({"ok": true, "value": value, "index": index, "prev_value": prev_value, "prev_index": prev_index})
-            }
-            Outcome::Err { code } => json!({"ok": false, "error": code}),
-            Outcome::Indeterminate => json!("indeterminate"),
-            Outcome::NotSent => json!("not_sent"),
+            } => OutcomeJson::Ok {
+                ok: true,
+                value,
+                index: *index,
+                prev_value,
+                prev_index: *prev_index,
+            },
+            Outcome::Err { code } => OutcomeJson::Err {
+                ok: false,
+                error: *code,
+            },
+            Outcome::Indeterminate => OutcomeJson::Word("indeterminate"),
+            Outcome::NotSent => OutcomeJson::Word("not_sent"),
         };
         line(
-            &mut text,
-            json!({
-                "type": "op", "id": id, "client": o.client, "f": kind_name(o.kind), "key": o.key,
-                "value": o.value, "prev_value": o.prev_value, "prev_index": o.prev_index,
-                "invoke_ns": o.invoke_ns, "return_ns": o.return_ns, "outcome": outcome, "member": o.member,
-            }),
+            &mut buf,
+            &OpLine {
+                id,
+                client: o.client,
+                f: kind_name(o.kind),
+                key: &o.key,
+                value: &o.value,
+                prev_value: &o.prev_value,
+                prev_index: o.prev_index,
+                invoke_ns: o.invoke_ns,
+                return_ns: o.return_ns,
+                outcome,
+                member: o.member,
+            },
         );
     }
     let mut watches: Vec<&crate::workload::WatchRecord> = out.rec.watches.iter().collect();
     watches.sort_by_key(|w| (w.watcher, w.at_ns));
     for w in watches {
         line(
-            &mut text,
-            json!({"type": "watch", "watcher": w.watcher, "at_ns": w.at_ns, "action": w.action, "key": w.key,
-                   "index": w.index, "value": w.value, "wait_index": w.wait_index}),
+            &mut buf,
+            &WatchLine {
+                watcher: w.watcher,
+                at_ns: w.at_ns,
+                action: &w.action,
+                key: &w.key,
+                index: w.index,
+                value: &w.value,
+                wait_index: w.wait_index,
+            },
         );
     }
     for f in &out.faults {
         line(
-            &mut text,
-            json!({"type": "fault", "kind": f.kind, "targets": f.targets, "start_ns": f.start_ns, "end_ns": f.end_ns, "detail": f.detail}),
+            &mut buf,
+            &FaultLine {
+                kind: &f.kind,
+                targets: &f.targets,
+                start_ns: f.start_ns,
+                end_ns: f.end_ns,
+                detail: &f.detail,
+            },
         );
     }
     for (t, l) in &out.leaders {
         line(
-            &mut text,
-            json!({"type": "leader", "at_ns": t, "member": l}),
+            &mut buf,
+            &LeaderLine {
+                at_ns: *t,
+                member: *l,
+            },
         );
     }
-    text.into_bytes()
+    buf
 }
 
 /// The checker's verdicts on a history: linearizability of quorum reads and writes (with the

@@ -122,13 +122,13 @@ impl Nemesis {
                     None => break,
                 }
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            detcd_node::rt::sleep(Duration::from_millis(250)).await;
         }
         // 2. it stops on its own once it applies its removal; make sure, and wipe its data
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        detcd_node::rt::sleep(Duration::from_millis(500)).await;
         handle.kill(node_id(m));
         m.disk.wipe();
-        tokio::time::sleep(absent).await;
+        detcd_node::rt::sleep(absent).await;
         // 3. add it again (the strict reconfiguration check may refuse for a while)
         let mut added = None;
         for _ in 0..120 {
@@ -137,7 +137,7 @@ impl Nemesis {
                     added = Some(x.id);
                     break;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(_) => detcd_node::rt::sleep(Duration::from_millis(250)).await,
             }
         }
         let Some(new_id) = added else {
@@ -228,7 +228,7 @@ impl Nemesis {
                 targets.push(t);
                 let others: Vec<usize> = (0..n).filter(|i| *i != t).collect();
                 self.clog_between(&[t], &others);
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
             FaultKind::MinorityMajority { leader_in_minority } => {
@@ -242,7 +242,7 @@ impl Nemesis {
                 detail = format!("minority {minority:?} majority {majority:?}");
                 targets = minority.clone();
                 self.clog_between(&minority, &majority);
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
             FaultKind::Bridge => {
@@ -252,7 +252,7 @@ impl Nemesis {
                 detail = format!("bridge {bridge} between {a:?} and {b:?}");
                 targets.push(bridge);
                 self.clog_between(a, b);
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
             FaultKind::Ring => {
@@ -267,7 +267,7 @@ impl Nemesis {
                     }
                 }
                 detail = "ring".into();
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
             FaultKind::OneWay { target } => {
@@ -278,7 +278,7 @@ impl Nemesis {
                     net.clog_link(node_id(&self.members[t]), node_id(&self.members[o]));
                 }
                 detail = format!("{t} hears the others; they do not hear it");
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
             FaultKind::Crash { target } => {
@@ -289,7 +289,7 @@ impl Nemesis {
                 let lost = m.disk.crash();
                 let inc = m.incarnations.load(std::sync::atomic::Ordering::SeqCst);
                 detail = format!("{lost} unsynced bytes lost");
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 // Another fault may have started it meanwhile, or be replacing it (it is out of
                 // the cluster until the replacement adds it back): then leave it to that fault.
                 if m.replacing.load(std::sync::atomic::Ordering::SeqCst) {
@@ -312,16 +312,16 @@ impl Nemesis {
                     let m = &self.members[t];
                     handle.kill(node_id(m));
                     m.disk.crash();
-                    tokio::time::sleep(step / 4).await;
+                    detcd_node::rt::sleep(step / 4).await;
                     handle.restart(node_id(m));
-                    tokio::time::sleep(step - step / 4).await;
+                    detcd_node::rt::sleep(step - step / 4).await;
                 }
             }
             FaultKind::Pause { target } => {
                 let t = self.resolve(target).await;
                 targets.push(t);
                 handle.pause(node_id(&self.members[t]));
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 handle.resume(node_id(&self.members[t]));
             }
             FaultKind::ClockSkew {
@@ -342,7 +342,7 @@ impl Nemesis {
                     sk.drift_since_ms = now_wall;
                 }
                 detail = format!("offset {offset_ms} ms, drift {drift_ppm} ppm");
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 *self.members[t].clock.skew().lock().unwrap() = Default::default();
             }
             FaultKind::SlowDisk { target, fsync_ms } => {
@@ -351,7 +351,7 @@ impl Nemesis {
                 let disk = &self.members[t].disk;
                 disk.set_stall(Duration::from_millis(*fsync_ms));
                 detail = format!("every fsync {fsync_ms} ms slower");
-                tokio::time::sleep(dur).await;
+                detcd_node::rt::sleep(dur).await;
                 disk.set_stall(Duration::ZERO);
             }
             FaultKind::Flaky { target, flap_ms } => {
@@ -362,9 +362,9 @@ impl Nemesis {
                 let flap = Duration::from_millis((*flap_ms).max(10));
                 while tokio::time::Instant::now() < end {
                     self.clog_between(&[t], &others);
-                    tokio::time::sleep(flap / 2).await;
+                    detcd_node::rt::sleep(flap / 2).await;
                     self.heal_network();
-                    tokio::time::sleep(flap / 2).await;
+                    detcd_node::rt::sleep(flap / 2).await;
                 }
             }
         }

@@ -96,7 +96,7 @@ pub async fn run(
                     Ok(reg) => break reg,
                     Err(e) => {
                         tracing::debug!(instance = i, error = %e, "registering: retry");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        detcd_node::rt::sleep(Duration::from_millis(200)).await;
                         if tokio::time::Instant::now() >= end {
                             return;
                         }
@@ -107,16 +107,16 @@ pub async fn run(
                 if crash.is_some_and(|c| c <= t) {
                     break;
                 }
-                tokio::time::sleep_until(at(t)).await;
+                detcd_node::rt::sleep_until(at(t)).await;
                 reg.set_weight(w);
             }
             match crash {
                 Some(c) => {
-                    tokio::time::sleep_until(at(c)).await;
+                    detcd_node::rt::sleep_until(at(c)).await;
                     reg.abandon();
                 }
                 None => {
-                    tokio::time::sleep_until(end).await;
+                    detcd_node::rt::sleep_until(end).await;
                     reg.abandon();
                 }
             }
@@ -135,12 +135,12 @@ pub async fn run(
                 match detcd_client::watch_service(&c, "svc").await {
                     Ok(w) => break w,
                     Err(_) if tokio::time::Instant::now() < end => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        detcd_node::rt::sleep(Duration::from_millis(200)).await;
                     }
                     Err(_) => return,
                 }
             };
-            let mut tick = tokio::time::interval(period);
+            let mut tick = detcd_node::rt::interval(period);
             while tokio::time::Instant::now() < end {
                 tick.tick().await;
                 if let Some(inst) = w.pick() {

@@ -144,7 +144,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                         .push((start.elapsed().as_nanos() as u64, found));
                     last = Some(found);
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                detcd_node::rt::sleep(Duration::from_millis(100)).await;
             }
         })
     };
@@ -172,7 +172,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                         }
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                detcd_node::rt::sleep(Duration::from_millis(2)).await;
             }
         })
     };
@@ -198,7 +198,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         let f = f.clone();
         let at = start + Duration::from_secs_f64(f.at_s);
         fault_tasks.push(ops_node.spawn(async move {
-            tokio::time::sleep_until(at).await;
+            detcd_node::rt::sleep_until(at).await;
             nem.apply(&f, until_ns).await;
         }));
     }
@@ -380,7 +380,7 @@ async fn wait_for_leader(members: &[MemberSim], limit: Duration) {
         {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        detcd_node::rt::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -418,7 +418,7 @@ async fn liveness(members: &[MemberSim], limit: Duration) -> Check {
             }
             Err(e) => last_err = format!("write on {}: {e}", m.name),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        detcd_node::rt::sleep(Duration::from_millis(100)).await;
     }
     Check {
         name: "liveness".into(),
@@ -464,7 +464,7 @@ async fn convergence(members: &[MemberSim], limit: Duration) -> Check {
             }
         }
         last = format!("{states:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        detcd_node::rt::sleep(Duration::from_millis(100)).await;
     }
     Check {
         name: "convergence".into(),

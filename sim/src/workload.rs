@@ -316,11 +316,11 @@ pub async fn run_clients(
                     let mut rng =
                         ChaCha8Rng::seed_from_u64(crate::output::mix(seed, c as u64, 0x09e7));
                     let offset = Duration::from_nanos(rng.gen_range(0..per.as_nanos() as u64 + 1));
-                    tokio::time::sleep(offset).await;
+                    detcd_node::rt::sleep(offset).await;
                     let free: Arc<Mutex<Vec<Client>>> = Arc::default();
                     let mut next_id = 0u32;
                     let mut inflight = Vec::new();
-                    let mut tick = tokio::time::interval(per);
+                    let mut tick = detcd_node::rt::interval(per);
                     while tokio::time::Instant::now() < end {
                         tick.tick().await;
                         let client = free.lock().unwrap().pop();
@@ -404,7 +404,7 @@ pub async fn run_watcher(
         let ev = match detcd_node::rt::timeout_at(end, events.next()).await {
             Ok(Some(Ok(ev))) => ev,
             Ok(Some(Err(_))) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                detcd_node::rt::sleep(Duration::from_millis(50)).await;
                 continue;
             }
             Ok(None) | Err(_) => break,

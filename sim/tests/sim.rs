@@ -53,16 +53,19 @@ fn same_seed_same_history_different_seed_different_history() {
 
 #[test]
 fn madsim_determinism_check_passes_under_crash_and_partition() {
-    // madsim's own check: it runs the future twice with the same seed and fails at the first
-    // random draw that differs (a task polled in another order, a timer at another time).
+    // madsim's own check: it runs the future twice with the same seed, in one process, and
+    // fails at the first random draw that differs (a task polled in another order, a timer
+    // at another time). Two runs in one process also catch process-wide state leaking into
+    // a run (tokio's watch channel did: see rt/src/watch.rs).
     fn body() -> impl std::future::Future<Output = usize> {
         async {
+            let seed = madsim::runtime::Handle::current().seed();
             let s = small(
                 "det-check",
                 "[[faults]]\nat_s = 1.0\nduration_s = 1.0\nkind = \"isolate\"\ntarget = \"leader\"\n\
                  [[faults]]\nat_s = 2.5\nduration_s = 0.5\nkind = \"crash\"\ntarget = \"leader\"\n",
             );
-            let out = detcd_sim::run::run_in_this_runtime(s, 13).await;
+            let out = detcd_sim::run::run_in_this_runtime(s, seed).await;
             assert!(
                 out.checks.iter().all(|c| c.passed == Some(true)),
                 "{:?}",
@@ -71,11 +74,13 @@ fn madsim_determinism_check_passes_under_crash_and_partition() {
             out.rec.ops.len()
         }
     }
-    let mut config = madsim::Config::default();
-    config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(500);
-    let ops = madsim::runtime::Runtime::check_determinism(13, config, body);
-    println!("seed 13: {ops} operations, identical random draws in both runs");
-    assert!(ops > 100);
+    for seed in [13, 14, 15] {
+        let mut config = madsim::Config::default();
+        config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(500);
+        let ops = madsim::runtime::Runtime::check_determinism(seed, config, body);
+        println!("seed {seed}: {ops} operations, identical random draws in both runs");
+        assert!(ops > 100);
+    }
 }
 
 #[test]

@@ -237,7 +237,7 @@ async fn conf_change(
             if ctx.shared.clock.now() >= deadline {
                 return Err(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            crate::rt::sleep(Duration::from_millis(50)).await;
         }
     }
     .await;

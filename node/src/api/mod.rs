@@ -100,7 +100,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "client accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                crate::rt::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -108,7 +108,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
         let ctx = Arc::clone(&ctx);
         let tls = tls.clone();
         rt::spawn(async move {
-            let stream = match tokio::time::timeout(
+            let stream = match crate::rt::timeout(
                 HANDSHAKE_TIMEOUT,
                 crate::tls::accept(tls.as_ref(), FlushFilter::new(stream)),
             )

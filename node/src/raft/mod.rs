@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::rt::watch;
 use raft::eraftpb::{ConfChangeV2, Message};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::rt::{Clock, NodeRng};
 use crate::sm::{Outcome, StateMachine};
@@ -197,8 +198,8 @@ impl Shared {
                         // simulator seed controls; a fixed polling order keeps runs reproducible.
                         biased;
                         _ = leader.changed() => {}
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
-                        _ = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout),
+                        _ = crate::rt::sleep(std::time::Duration::from_millis(50)) => {}
+                        _ = crate::rt::sleep_until(deadline) => return Err(WaitError::Timeout),
                     }
                     continue;
                 }
@@ -210,10 +211,10 @@ impl Shared {
                     _ = leader.changed() => {
                         // The entry may have been lost with the old leader: propose it again.
                         if self.clock.now() >= deadline { return Err(WaitError::Timeout) }
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        crate::rt::sleep(std::time::Duration::from_millis(10)).await;
                         if let Ok(r) = rx.try_recv() { return Ok(r) }
                     }
-                    _ = tokio::time::sleep_until(deadline) => return Err(WaitError::Timeout),
+                    _ = crate::rt::sleep_until(deadline) => return Err(WaitError::Timeout),
                 }
             }
         }

@@ -98,10 +98,10 @@ pub struct RaftLoop {
 impl RaftLoop {
     /// Run until the member is stopped.
     pub async fn run(mut self) {
-        let mut ticker = tokio::time::interval(self.cfg.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut sync = tokio::time::interval(self.cfg.sync_interval);
-        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = crate::rt::interval(self.cfg.tick);
+        ticker.set_missed(crate::rt::Missed::Delay);
+        let mut sync = crate::rt::interval(self.cfg.sync_interval);
+        sync.set_missed(crate::rt::Missed::Delay);
         self.fix_election_timeout();
         loop {
             tokio::select! {
@@ -278,7 +278,7 @@ impl RaftLoop {
             // that depends on it may happen.
             let latency = self.disk.sync_latency();
             if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
+                crate::rt::sleep(latency).await;
             }
         }
         self.send(rd.take_persisted_messages());
