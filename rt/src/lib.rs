@@ -344,9 +344,12 @@ mod tests {
 /// binary still builds there.
 #[cfg(not(madsim))]
 pub fn block_on<F: Future>(fut: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    // Two workers unless tokio's own TOKIO_WORKER_THREADS says otherwise.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        b.worker_threads(2);
+    }
+    b.enable_all()
         .build()
         .expect("building the tokio runtime")
         .block_on(fut)

@@ -58,6 +58,8 @@ enum Backend {
         bin: PathBuf,
         args: Vec<Vec<String>>,
         children: Mutex<Vec<Option<Child>>>,
+        /// CPU ticks (`/proc`'s user + system) of member processes already killed.
+        retired_ticks: Mutex<u64>,
     },
 }
 
@@ -83,9 +85,14 @@ impl Cluster {
             Backend::Docker { names, .. } => {
                 let _ = docker_async(vec!["kill".into(), names[t].clone()]).await;
             }
-            Backend::Local { children, .. } => {
+            Backend::Local {
+                children,
+                retired_ticks,
+                ..
+            } => {
                 let child = children.lock().unwrap()[t].take();
                 if let Some(mut ch) = child {
+                    *retired_ticks.lock().unwrap() += proc_ticks(ch.id()).unwrap_or(0);
                     let _ = ch.kill();
                     let _ = tokio::task::spawn_blocking(move || ch.wait()).await;
                 }
@@ -104,6 +111,7 @@ impl Cluster {
                 work,
                 bin,
                 args,
+                ..
             } => {
                 let mut ch = children.lock().unwrap();
                 let gone = match ch[t].as_mut() {
@@ -131,6 +139,28 @@ impl Cluster {
                 if let Some(ch) = children.lock().unwrap()[t].as_ref() {
                     signal(ch, if stop { "-STOP" } else { "-CONT" });
                 }
+            }
+        }
+    }
+
+    /// CPU ticks the member processes used so far, the killed ones included (processes
+    /// only: a container's CPU is not measured).
+    fn cpu_ticks(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Docker { .. } => None,
+            Backend::Local {
+                children,
+                retired_ticks,
+                ..
+            } => {
+                let live: u64 = children
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .flatten()
+                    .filter_map(|c| proc_ticks(c.id()))
+                    .sum();
+                Some(live + *retired_ticks.lock().unwrap())
             }
         }
     }
@@ -307,6 +337,25 @@ fn local_ports(n: usize) -> Result<Vec<(u16, u16)>, String> {
 }
 
 /// Send `sig` (`-STOP`, `-CONT`) to a member's process.
+/// `/proc`'s clock ticks per second (USER_HZ, fixed at 100 in Linux's procfs ABI).
+const PROC_TICKS_PER_S: f64 = 100.0;
+
+/// User + system CPU ticks of process `pid` (Linux `/proc/PID/stat`, fields 14 and 15).
+fn proc_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are counted from ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU used over the load phase: by the members, and by this load generator.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct CpuUse {
+    members_s: f64,
+    generator_s: f64,
+}
+
 fn signal(ch: &Child, sig: &str) {
     let _ = Command::new("kill")
         .args([sig, &ch.id().to_string()])
@@ -363,6 +412,7 @@ fn start_local(s: &Scenario, bin: &Path, seed: u64) -> Result<Cluster, String> {
             bin: bin.to_path_buf(),
             args: args.clone(),
             children: Mutex::new((0..n).map(|_| None).collect()),
+            retired_ticks: Mutex::new(0),
         },
         addrs: ports
             .iter()
@@ -785,7 +835,7 @@ async fn convergence(c: &Cluster, limit: Duration) -> Check {
     }
 }
 
-async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> RunOutput {
+async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, Option<CpuUse>) {
     let t0 = tokio::time::Instant::now();
     while leader(&c).await.is_none() {
         if t0.elapsed() > Duration::from_secs(60) {
@@ -794,6 +844,8 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> RunOutput {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let addrs = c.addrs();
+    let me = std::process::id();
+    let cpu0 = c.cpu_ticks().zip(proc_ticks(me));
     let start = tokio::time::Instant::now();
     let end = start + Duration::from_secs_f64(s.workload.duration_s);
     let rec: Arc<Mutex<Recorder>> = Arc::default();
@@ -857,6 +909,12 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> RunOutput {
         let _ = t.await;
     }
     let _ = observer.await;
+    let cpu = cpu0
+        .zip(c.cpu_ticks().zip(proc_ticks(me)))
+        .map(|((m0, g0), (m1, g1))| CpuUse {
+            members_s: m1.saturating_sub(m0) as f64 / PROC_TICKS_PER_S,
+            generator_s: g1.saturating_sub(g0) as f64 / PROC_TICKS_PER_S,
+        });
     let mut events = Vec::new();
     for t in fault_tasks {
         if let Ok(e) = t.await {
@@ -897,7 +955,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> RunOutput {
     events.sort_by_key(|e| e.start_ns);
     let recorded = std::mem::take(&mut *rec.lock().unwrap());
     let leaders = leaders.lock().unwrap().clone();
-    RunOutput {
+    let out = RunOutput {
         seed,
         rec: recorded,
         faults: events,
@@ -905,7 +963,8 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> RunOutput {
         sim_ns: start.elapsed().as_nanos() as u64,
         checks,
         members: vec![MemberStats::default(); c.ips.len()],
-    }
+    };
+    (out, cpu)
 }
 
 fn usage() -> ExitCode {
@@ -1002,7 +1061,7 @@ pub fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let s = Arc::new(s);
-    let output = rt.block_on(run_real(s.clone(), seed, c.clone()));
+    let (output, cpu) = rt.block_on(run_real(s.clone(), seed, c.clone()));
     let logs = c.logs();
     teardown(&c);
     let res = crate::outcome::judge(&s, output, wall.elapsed());
@@ -1019,6 +1078,34 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     res.print_summary(wall.elapsed());
+    if let Some(cpu) = cpu {
+        // CPU per acknowledged write: what a write costs the cluster, whatever else the
+        // machine was doing (throughput on a shared machine moves with its neighbours).
+        let acked = res
+            .out
+            .rec
+            .ops
+            .iter()
+            .filter(|o| o.kind.is_write() && matches!(o.outcome, workload::Outcome::Ok { .. }))
+            .count();
+        let per_write_us = cpu.members_s * 1e6 / acked.max(1) as f64;
+        println!(
+            "  CPU over the load: members {:.2} s ({per_write_us:.0} us per acknowledged write), load generator {:.2} s",
+            cpu.members_s, cpu.generator_s
+        );
+        let j = serde_json::json!({
+            "members_cpu_s": cpu.members_s,
+            "generator_cpu_s": cpu.generator_s,
+            "acknowledged_writes": acked,
+            "members_cpu_us_per_write": per_write_us,
+        });
+        if let Err(e) = std::fs::write(dir.join("cpu.json"), format!("{j:#}\n")) {
+            eprintln!(
+                "detcd-real: writing {}: {e}",
+                dir.join("cpu.json").display()
+            );
+        }
+    }
     for f in &res.out.faults {
         println!("  fault {} on {:?}: {}", f.kind, f.targets, f.detail);
     }
