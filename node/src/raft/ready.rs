@@ -125,6 +125,19 @@ impl RaftLoop {
                     }
                 }
             }
+            // Group commit on the leader: before paying an fsync for new entries, let the
+            // request handlers that are already runnable hand in their proposals too.
+            if self.raw.raft.state == StateRole::Leader
+                && !self.raw.raft.raft_log.unstable.entries.is_empty()
+            {
+                tokio::task::yield_now().await;
+                for _ in 0..INBOX_BATCH_MAX {
+                    match self.inbox.try_recv() {
+                        Ok(m) => self.handle(m),
+                        Err(_) => break,
+                    }
+                }
+            }
             self.flush_read_batch();
             self.fix_election_timeout();
             if let Err(e) = self.on_ready().await {
