@@ -77,39 +77,31 @@ pub enum Outcome {
 /// the ids in application order; a snapshot holds only the latter, so every member's snapshot
 /// of it has the same bytes. (A B-tree of 65,536 random ids, each with its index, cost ~2% of
 /// a loaded member's CPU in cache misses and doubled the table's share of every snapshot.)
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(try_from = "DedupWire")]
 pub struct Dedup {
+    #[serde(skip_serializing)]
     seen: HashSet<u64, FixedHasher>,
     order: VecDeque<u64>,
 }
 
 type FixedHasher = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
-/// How [`Dedup`] is stored in a snapshot: `{"order": [id, ...]}`, oldest first. (Snapshots
+/// How [`Dedup`] is read from a snapshot: `{"order": [id, ...]}`, oldest first. (Snapshots
 /// written before also carry `"seen": {id: index}`, which is redundant and ignored.)
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct DedupWire {
     order: VecDeque<u64>,
 }
 
-impl Serialize for Dedup {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Dedup", 1)?;
-        st.serialize_field("order", &self.order)?;
-        st.end()
-    }
-}
+impl TryFrom<DedupWire> for Dedup {
+    type Error = String;
 
-impl<'de> Deserialize<'de> for Dedup {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dedup, D::Error> {
-        let w = DedupWire::deserialize(d)?;
+    fn try_from(w: DedupWire) -> Result<Dedup, String> {
         let mut seen = HashSet::with_capacity_and_hasher(w.order.len(), FixedHasher::default());
         for id in &w.order {
             if !seen.insert(*id) {
-                return Err(serde::de::Error::custom(format!(
-                    "dedup table: request id {id} appears twice"
-                )));
+                return Err(format!("dedup table: request id {id} appears twice"));
             }
         }
         Ok(Dedup {

@@ -117,12 +117,7 @@ impl RaftLoop {
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else { return };
                     self.handle(msg);
-                    for _ in 0..INBOX_BATCH_MAX {
-                        match self.inbox.try_recv() {
-                            Ok(m) => self.handle(m),
-                            Err(_) => break,
-                        }
-                    }
+                    self.drain_inbox();
                 }
             }
             // Group commit on the leader: before paying an fsync for new entries, let the
@@ -131,12 +126,7 @@ impl RaftLoop {
                 && !self.raw.raft.raft_log.unstable.entries.is_empty()
             {
                 tokio::task::yield_now().await;
-                for _ in 0..INBOX_BATCH_MAX {
-                    match self.inbox.try_recv() {
-                        Ok(m) => self.handle(m),
-                        Err(_) => break,
-                    }
-                }
+                self.drain_inbox();
             }
             self.flush_read_batch();
             self.fix_election_timeout();
@@ -150,6 +140,16 @@ impl RaftLoop {
             }
             if self.shared.stopped.borrow().is_some() {
                 return;
+            }
+        }
+    }
+
+    /// Handle what is already queued in the inbox (at most [`INBOX_BATCH_MAX`] messages).
+    fn drain_inbox(&mut self) {
+        for _ in 0..INBOX_BATCH_MAX {
+            match self.inbox.try_recv() {
+                Ok(m) => self.handle(m),
+                Err(_) => break,
             }
         }
     }
