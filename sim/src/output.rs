@@ -14,19 +14,30 @@ pub struct Check {
     pub detail: String,
 }
 
-/// What a member did, for reports.
+/// What a member did, for reports. `None`: not measured (a real cluster's server does not
+/// expose it, or a member restarted during the load and its counters started again).
 #[derive(Debug, Clone, Default)]
 pub struct MemberStats {
     /// Raft messages sent.
-    pub msgs_sent: u64,
+    pub msgs_sent: Option<u64>,
     /// Bytes of Raft messages sent.
-    pub bytes_sent: u64,
+    pub bytes_sent: Option<u64>,
     /// WAL fsyncs.
-    pub fsyncs: u64,
+    pub fsyncs: Option<u64>,
     /// Entries persisted.
-    pub entries: u64,
-    /// Leader changes seen.
-    pub leader_changes: u64,
+    pub entries: Option<u64>,
+}
+
+impl MemberStats {
+    /// A member that did nothing (or whose counters are gone with it).
+    pub fn zero() -> MemberStats {
+        MemberStats {
+            msgs_sent: Some(0),
+            bytes_sent: Some(0),
+            fsyncs: Some(0),
+            entries: Some(0),
+        }
+    }
 }
 
 /// Everything a run produced.

@@ -17,6 +17,7 @@
 //! temp dir: `crash` is SIGKILL and a restart with the same flags and data, `pause` is
 //! SIGSTOP/SIGCONT; link faults are skipped (loopback is one network namespace).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,8 @@ enum Backend {
 
 struct Cluster {
     backend: Backend,
+    /// Members killed so far (their counters start again when they restart).
+    kills: std::sync::atomic::AtomicU64,
     /// Each member's client address (`host:port`).
     addrs: Vec<String>,
     /// Each member's host (a container's IP, or 127.0.0.1).
@@ -81,6 +84,8 @@ impl Cluster {
 
     /// Kill member `t` without warning (`docker kill`, or SIGKILL of the process).
     async fn kill(&self, t: usize) {
+        self.kills
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.backend {
             Backend::Docker { names, .. } => {
                 let _ = docker_async(vec!["kill".into(), names[t].clone()]).await;
@@ -278,6 +283,7 @@ fn start_cluster(s: &Scenario, server: Server, seed: u64) -> Result<Cluster, Str
         Server::Etcd => "etcd-debian:latest",
     };
     let cluster = Cluster {
+        kills: Default::default(),
         backend: Backend::Docker {
             net: net.clone(),
             names: names.clone(),
@@ -407,6 +413,7 @@ fn start_local(s: &Scenario, bin: &Path, seed: u64) -> Result<Cluster, String> {
         })
         .collect();
     let cluster = Cluster {
+        kills: Default::default(),
         backend: Backend::Local {
             work: work.clone(),
             bin: bin.to_path_buf(),
@@ -545,6 +552,80 @@ async fn heal_links(c: &Cluster) {
     for i in 0..c.ips.len() {
         let _ = iptables(c, i, &["-F", "INPUT"]).await;
         let _ = iptables(c, i, &["-F", "OUTPUT"]).await;
+    }
+}
+
+/// Each member's `/metrics` counters (an empty map for a member that did not answer).
+async fn scrape_all(c: &Cluster) -> Vec<HashMap<String, f64>> {
+    let mut all = Vec::new();
+    for i in 0..c.ips.len() {
+        all.push(scrape(&c.addr(i)).await.unwrap_or_default());
+    }
+    all
+}
+
+/// `GET /metrics` over plain HTTP/1.0, parsed as Prometheus text: each metric's value, summed
+/// over its labels.
+async fn scrape(addr: &str) -> Option<HashMap<String, f64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        Some(String::from_utf8_lossy(&buf).into_owned())
+    })
+    .await
+    .ok()??;
+    let (head, body) = body.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.") || !head.split(' ').nth(1).is_some_and(|c| c == "200") {
+        return None;
+    }
+    Some(parse_metrics(body))
+}
+
+/// Prometheus text format: `name{labels} value` lines, values of one name summed.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series).trim();
+        *m.entry(name.to_string()).or_insert(0.0) += v;
+    }
+    m
+}
+
+/// What a member did between two scrapes, by the counters its server exposes: detcd's own,
+/// or etcd 3.4's (fsyncs from the WAL fsync histogram's count, bytes from the peer byte
+/// counters, entries from the committed-proposal count; etcd counts no Raft messages).
+fn counter_delta(a: &HashMap<String, f64>, b: &HashMap<String, f64>) -> MemberStats {
+    let d = |names: &[&str]| {
+        names.iter().find_map(|n| {
+            let (x, y) = (a.get(*n)?, b.get(*n)?);
+            (y >= x).then(|| (y - x) as u64)
+        })
+    };
+    MemberStats {
+        msgs_sent: d(&["detcd_peer_sent_messages_total"]),
+        bytes_sent: d(&[
+            "detcd_peer_sent_bytes_total",
+            "etcd_network_peer_sent_bytes_total",
+        ]),
+        fsyncs: d(&[
+            "etcd_disk_wal_fsync_total",
+            "etcd_disk_wal_fsync_duration_seconds_count",
+        ]),
+        entries: d(&[
+            "detcd_wal_entries_total",
+            "etcd_server_proposals_committed_total",
+        ]),
     }
 }
 
@@ -846,6 +927,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
     let addrs = c.addrs();
     let me = std::process::id();
     let cpu0 = c.cpu_ticks().zip(proc_ticks(me));
+    let counters0 = scrape_all(&c).await;
     let start = tokio::time::Instant::now();
     let end = start + Duration::from_secs_f64(s.workload.duration_s);
     let rec: Arc<Mutex<Recorder>> = Arc::default();
@@ -915,6 +997,8 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
             members_s: m1.saturating_sub(m0) as f64 / PROC_TICKS_PER_S,
             generator_s: g1.saturating_sub(g0) as f64 / PROC_TICKS_PER_S,
         });
+    let counters1 = scrape_all(&c).await;
+    let restarted = c.kills.load(std::sync::atomic::Ordering::Relaxed) > 0;
     let mut events = Vec::new();
     for t in fault_tasks {
         if let Ok(e) = t.await {
@@ -962,7 +1046,17 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
         leaders,
         sim_ns: start.elapsed().as_nanos() as u64,
         checks,
-        members: vec![MemberStats::default(); c.ips.len()],
+        members: counters0
+            .iter()
+            .zip(&counters1)
+            .map(|(a, b)| {
+                if restarted {
+                    MemberStats::default()
+                } else {
+                    counter_delta(a, b)
+                }
+            })
+            .collect(),
     };
     (out, cpu)
 }

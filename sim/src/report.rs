@@ -69,17 +69,18 @@ pub struct Unavailability {
     pub unavailable_s: Option<f64>,
 }
 
-/// What the cluster did per acknowledged write.
+/// What the cluster did per acknowledged write. `null`: not measured (a real cluster whose
+/// server does not expose the counter, or whose member restarted during the load).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cost {
     /// Raft messages sent per acknowledged write (all members).
-    pub msgs_per_write: f64,
+    pub msgs_per_write: Option<f64>,
     /// Raft bytes sent per acknowledged write.
-    pub bytes_per_write: f64,
+    pub bytes_per_write: Option<f64>,
     /// WAL fsyncs per acknowledged write (all members).
-    pub fsyncs_per_write: f64,
+    pub fsyncs_per_write: Option<f64>,
     /// Entries persisted per fsync: the group-commit factor.
-    pub entries_per_fsync: f64,
+    pub entries_per_fsync: Option<f64>,
 }
 
 /// The whole report.
@@ -329,17 +330,18 @@ pub fn build(
             }
         })
         .collect();
+    let sum = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a + b);
     let tot = out
         .members
         .iter()
-        .fold(MemberStats::default(), |a, m| MemberStats {
-            msgs_sent: a.msgs_sent + m.msgs_sent,
-            bytes_sent: a.bytes_sent + m.bytes_sent,
-            fsyncs: a.fsyncs + m.fsyncs,
-            entries: a.entries + m.entries,
-            leader_changes: a.leader_changes + m.leader_changes,
+        .fold(MemberStats::zero(), |a, m| MemberStats {
+            msgs_sent: sum(a.msgs_sent, m.msgs_sent),
+            bytes_sent: sum(a.bytes_sent, m.bytes_sent),
+            fsyncs: sum(a.fsyncs, m.fsyncs),
+            entries: sum(a.entries, m.entries),
         });
-    let per = |x: u64| ((x as f64 / acked_writes.max(1) as f64) * 100.0).round() / 100.0;
+    let round2 = |x: f64| (x * 100.0).round() / 100.0;
+    let per = |x: Option<u64>| x.map(|x| round2(x as f64 / acked_writes.max(1) as f64));
     Report {
         version: REPORT_VERSION,
         scenario: name.to_string(),
@@ -374,8 +376,10 @@ pub fn build(
             msgs_per_write: per(tot.msgs_sent),
             bytes_per_write: per(tot.bytes_sent),
             fsyncs_per_write: per(tot.fsyncs),
-            entries_per_fsync: ((tot.entries as f64 / tot.fsyncs.max(1) as f64) * 100.0).round()
-                / 100.0,
+            entries_per_fsync: tot
+                .entries
+                .zip(tot.fsyncs)
+                .map(|(e, f)| round2(e as f64 / f.max(1) as f64)),
         },
     }
 }
@@ -460,10 +464,28 @@ pub fn markdown(r: &Report) -> String {
         })
         .collect();
     let _ = writeln!(m, "{}\n", changes.join(", "));
+    let f = |x: Option<f64>| x.map_or_else(|| "n/a".to_string(), |x| x.to_string());
     let _ = writeln!(
         m,
         "## Cost per acknowledged write\n\n{} Raft messages, {} bytes, {} fsyncs (all members); {} entries per fsync (group commit).",
-        r.cost.msgs_per_write, r.cost.bytes_per_write, r.cost.fsyncs_per_write, r.cost.entries_per_fsync
+        f(r.cost.msgs_per_write),
+        f(r.cost.bytes_per_write),
+        f(r.cost.fsyncs_per_write),
+        f(r.cost.entries_per_fsync)
     );
+    let c = &r.cost;
+    if [
+        c.msgs_per_write,
+        c.bytes_per_write,
+        c.fsyncs_per_write,
+        c.entries_per_fsync,
+    ]
+    .contains(&None)
+    {
+        let _ = writeln!(
+            m,
+            "\nn/a: not measured (the server does not expose it, or a member restarted during the load)."
+        );
+    }
     m
 }

@@ -260,14 +260,13 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                     use std::sync::atomic::Ordering::Relaxed;
                     let c = &sh.counters;
                     MemberStats {
-                        msgs_sent: c.msgs_sent.load(Relaxed),
-                        bytes_sent: c.bytes_sent.load(Relaxed),
-                        fsyncs: c.fsyncs.load(Relaxed),
-                        entries: c.entries_persisted.load(Relaxed),
-                        leader_changes: sh.status().leader_changes,
+                        msgs_sent: Some(c.msgs_sent.load(Relaxed)),
+                        bytes_sent: Some(c.bytes_sent.load(Relaxed)),
+                        fsyncs: Some(c.fsyncs.load(Relaxed)),
+                        entries: Some(c.entries_persisted.load(Relaxed)),
                     }
                 })
-                .unwrap_or_default()
+                .unwrap_or_else(MemberStats::zero)
         })
         .collect();
     let sim_ns = start.elapsed().as_nanos() as u64;
