@@ -535,6 +535,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         max_snapshots: cfg.max_snapshots as usize,
         max_wals: cfg.max_wals as usize,
         sync_interval: Duration::from_millis(500),
+        leader_sync_delay: Duration::from_millis(2),
     };
     let raft_loop = RaftLoop {
         raw,
@@ -553,6 +554,8 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         applied: opened.applied,
         last_hs: opened.hs,
         snapshot_due: false,
+        unsynced: None,
+        unsynced_started: false,
     };
     crate::rt::spawn(raft_loop.run());
 

@@ -580,7 +580,7 @@ async fn scrape(addr: &str) -> Option<HashMap<String, f64>> {
     .await
     .ok()??;
     let (head, body) = body.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.") || !head.split(' ').nth(1).is_some_and(|c| c == "200") {
+    if !head.starts_with("HTTP/1.") || head.split(' ').nth(1) != Some("200") {
         return None;
     }
     Some(parse_metrics(body))

@@ -51,6 +51,9 @@ pub struct LoopConfig {
     pub max_wals: usize,
     /// How often the leader proposes a SYNC (TTL expiry, log clock).
     pub sync_interval: Duration,
+    /// How long the leader may leave its own new entries unsynced while followers that form
+    /// a quorum without it keep up (zero: the leader fsyncs every Ready, like the others).
+    pub leader_sync_delay: Duration,
 }
 
 /// Inbox messages handled per loop turn before the Ready is processed: bounds latency while
@@ -93,6 +96,11 @@ pub struct RaftLoop {
     /// A membership change was applied: the snapshot served to new members must include it
     /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
     pub snapshot_due: bool,
+    /// The newest Ready whose entries the leader wrote without an fsync (see
+    /// [`RaftLoop::may_defer_sync`]); raft-rs is told they are persisted only after the fsync.
+    pub unsynced: Option<u64>,
+    /// A deferred fsync began: the loop arms its timer.
+    pub unsynced_started: bool,
 }
 
 impl RaftLoop {
@@ -103,7 +111,9 @@ impl RaftLoop {
         let mut sync = crate::rt::interval(self.cfg.sync_interval);
         sync.set_missed(crate::rt::Missed::Delay);
         self.fix_election_timeout();
+        let mut sync_timer = Box::pin(crate::rt::sleep(self.cfg.leader_sync_delay));
         loop {
+            let mut sync_now = false;
             tokio::select! {
                 // `biased`: tokio's fair select draws from a process-wide counter, which no
                 // simulator seed controls; a fixed polling order keeps runs reproducible.
@@ -114,6 +124,7 @@ impl RaftLoop {
                 _ = sync.tick() => {
                     self.propose_sync();
                 }
+                _ = &mut sync_timer, if self.unsynced.is_some() => sync_now = true,
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else { return };
                     self.handle(msg);
@@ -130,13 +141,23 @@ impl RaftLoop {
             }
             self.flush_read_batch();
             self.fix_election_timeout();
-            if let Err(e) = self.on_ready().await {
+            let mut res = Ok(());
+            if sync_now {
+                res = self.sync_deferred().await;
+            }
+            if res.is_ok() {
+                res = self.on_ready().await;
+            }
+            if let Err(e) = res {
                 tracing::error!(error = %e, "raft: fatal storage error; stopping this member");
                 let _ = self
                     .shared
                     .stopped
                     .send(Some(format!("storage error: {e}")));
                 return;
+            }
+            if std::mem::take(&mut self.unsynced_started) {
+                sync_timer = Box::pin(crate::rt::sleep(self.cfg.leader_sync_delay));
             }
             if self.shared.stopped.borrow().is_some() {
                 return;
@@ -286,7 +307,30 @@ impl RaftLoop {
             }
         }
         self.apply(rd.take_committed_entries())?;
-        if self.persist(rd.entries(), rd.hs(), rd.must_sync())? {
+        if self.may_defer_sync(&rd) {
+            // The leader's own copy is written but not synced; followers that form a quorum
+            // without it commit the entries, and what they commit is applied from here.
+            self.persist(rd.entries(), rd.hs(), false, true)?;
+            if self.unsynced.is_none() {
+                self.unsynced_started = true;
+            }
+            self.unsynced = Some(rd.number());
+            self.raw.advance_append_async(rd);
+            self.raw.advance_apply();
+            self.apply_committed_unsynced()?;
+            self.publish_status();
+            self.maybe_snapshot()?;
+            return Ok(());
+        }
+        let mut synced = self.persist(rd.entries(), rd.hs(), rd.must_sync(), false)?;
+        if !synced && self.unsynced.is_some() {
+            // `advance` below tells raft-rs that every earlier Ready is persisted: make it so.
+            self.wal.sync().map_err(|e| e.to_string())?;
+            Counters::add(&self.shared.counters.fsyncs, 1);
+            synced = true;
+        }
+        self.unsynced = None;
+        if synced {
             // The fsync's time (the simulated disk's seeded latency) passes before anything
             // that depends on it may happen.
             let latency = self.disk.sync_latency();
@@ -311,6 +355,76 @@ impl RaftLoop {
         self.publish_status();
         self.maybe_snapshot()?;
         Ok(())
+    }
+
+    /// Whether the leader may write this Ready's entries without an fsync: only new entries
+    /// and a commit index (no snapshot, no new term or vote, nothing that waits for
+    /// persistence), and followers that form a quorum without the leader replicate and have
+    /// matched everything committed, so they commit without it. raft-rs counts the leader's
+    /// own copy only after [`RaftLoop::sync_deferred`]. If such a follower stops answering,
+    /// commits wait for that fsync (at most `leader_sync_delay` later); the commit index
+    /// then passes the silent follower's match, and the leader fsyncs every Ready again
+    /// until the follower catches up.
+    fn may_defer_sync(&self, rd: &raft::Ready) -> bool {
+        let r = &self.raw.raft;
+        if self.cfg.leader_sync_delay.is_zero()
+            || r.state != StateRole::Leader
+            || !rd.snapshot().is_empty()
+            || !rd.persisted_messages().is_empty()
+            || (rd.entries().is_empty() && self.unsynced.is_none())
+            || rd
+                .hs()
+                .is_some_and(|hs| hs.term != self.last_hs.term || hs.vote != self.last_hs.vote)
+        {
+            return false;
+        }
+        let committed = r.raft_log.committed;
+        let keeping_up = r
+            .prs()
+            .iter()
+            .filter(|(id, pr)| {
+                **id != r.id
+                    && pr.state == raft::ProgressState::Replicate
+                    && pr.matched >= committed
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        r.prs().has_quorum(&keeping_up)
+    }
+
+    /// The deferred fsync of the leader's own entries; then raft-rs counts its copy.
+    async fn sync_deferred(&mut self) -> Result<(), String> {
+        let Some(number) = self.unsynced.take() else {
+            return Ok(());
+        };
+        self.wal.sync().map_err(|e| e.to_string())?;
+        Counters::add(&self.shared.counters.fsyncs, 1);
+        let latency = self.disk.sync_latency();
+        if !latency.is_zero() {
+            crate::rt::sleep(latency).await;
+        }
+        self.raw.on_persist_ready(number);
+        Ok(())
+    }
+
+    /// raft-rs hands out committed entries only up to the member's own durable index. A
+    /// leader with unsynced entries applies what followers committed without it: those
+    /// entries are on a quorum's disks. raft-rs hands them out again after the fsync; they
+    /// are skipped then.
+    fn apply_committed_unsynced(&mut self) -> Result<(), String> {
+        let committed = self.raw.raft.raft_log.committed;
+        if committed <= self.applied {
+            return Ok(());
+        }
+        let entries = raft::Storage::entries(
+            &self.storage.mem,
+            self.applied + 1,
+            committed + 1,
+            None,
+            raft::GetEntriesContext::empty(false),
+        )
+        .map_err(|e| e.to_string())?;
+        self.apply(entries)
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
@@ -387,13 +501,14 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// Duty 4: entries and hard state to the WAL, one fsync, then to raft's log. Returns
-    /// whether anything was written.
+    /// Duty 4: entries and hard state to the WAL, one fsync (none when `defer`red, see
+    /// [`RaftLoop::may_defer_sync`]), then to raft's log. Returns whether it fsynced.
     fn persist(
         &mut self,
         entries: &[Entry],
         hs: Option<&HardState>,
         must_sync: bool,
+        defer: bool,
     ) -> Result<bool, String> {
         if let Some(hs) = hs {
             assert!(
@@ -420,6 +535,7 @@ impl RaftLoop {
         // lost commit index is learned again from the leader, and nothing acknowledged or
         // sent depends on it being on disk.
         match hs {
+            _ if defer => self.wal.save_deferred(entries, hs),
             Some(hs) if entries.is_empty() && !must_sync => self.wal.save_unsynced(hs),
             _ => self.wal.save(None, entries, hs),
         }
@@ -619,7 +735,11 @@ impl RaftLoop {
         self.storage.set_snapshot(snap);
         self.snap_index = index;
         Counters::add(&self.shared.counters.snapshots, 1);
-        let compact_to = index.saturating_sub(self.cfg.catchup_entries);
+        // Never past what raft-rs itself has applied (a leader with unsynced entries applies
+        // ahead of it, and raft-rs still reads those entries from storage).
+        let compact_to = index
+            .saturating_sub(self.cfg.catchup_entries)
+            .min(self.raw.raft.raft_log.applied);
         if compact_to > raft::Storage::first_index(&self.storage.mem).unwrap_or(0) {
             self.storage
                 .mem

@@ -255,6 +255,26 @@ impl Wal {
         self.save_with(None, &[], Some(hard_state), false)
     }
 
+    /// Append entries and a hard state without fsync: the leader's own copy of entries that
+    /// followers forming a quorum without it make durable. [`Wal::sync`] makes them durable
+    /// later; raft-rs counts the leader's copy only then.
+    pub fn save_deferred(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), WalError> {
+        self.save_with(None, entries, hard_state, false)
+    }
+
+    /// Make everything appended so far durable (one fsync).
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        self.flush_sync()?;
+        if self.file.len() > SEGMENT_BYTES_MAX {
+            self.cut()?;
+        }
+        Ok(())
+    }
+
     fn save_with(
         &mut self,
         snapshot: Option<(u64, u64)>,
