@@ -257,6 +257,7 @@ async fn join(
                 WalMeta {
                     member_id: id,
                     cluster_id: info.cluster_id,
+                    joined: Some(info.members.clone()),
                 },
             )
             .map_err(storage_err)?;
@@ -332,6 +333,7 @@ fn bootstrap(
         WalMeta {
             member_id: id,
             cluster_id: cid,
+            joined: None,
         },
     )
     .map_err(storage_err)?;
@@ -381,10 +383,30 @@ fn restart(
             (sm, index)
         }
         None => {
+            // A member that joined and crashed before the leader's first snapshot reached it
+            // has only its term and vote: it starts again as it joined, keeping them.
+            if let (Some(members), None, true) =
+                (meta.joined.clone(), rec.snapshot, rec.entries.is_empty())
+            {
+                let mut hs = rec.hard_state;
+                hs.commit = 0;
+                storage.mem.wl().set_hardstate(hs.clone());
+                tracing::info!(member = %format!("{:x}", meta.member_id),
+                    "recovered a joining member that had not received its first snapshot yet");
+                return Ok(Opened {
+                    storage,
+                    wal,
+                    sm: StateMachine::new(members, meta.cluster_id),
+                    id: meta.member_id,
+                    applied: 0,
+                    snap_index: 0,
+                    hs,
+                });
+            }
             return Err(NodeError::Storage(format!(
                 "{}: WAL present but no readable snapshot",
                 wal_dir.display()
-            )))
+            )));
         }
     };
     if let Some((mark, _)) = rec.snapshot {

@@ -36,6 +36,11 @@ pub struct WalMeta {
     pub member_id: u64,
     /// The cluster's id.
     pub cluster_id: u64,
+    /// The members as a member that joined a running cluster (`state existing`) learned them
+    /// from its peers: what it restarts from if it crashes before the leader's first snapshot
+    /// reaches it. None for a member that bootstrapped the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<crate::cluster::Members>,
 }
 
 /// Errors from the WAL.
@@ -529,6 +534,7 @@ mod tests {
         WalMeta {
             member_id: 1,
             cluster_id: 2,
+            joined: None,
         }
     }
 
