@@ -646,3 +646,65 @@ async fn publish(shared: Arc<Shared>, name: String, client_urls: Vec<String>) {
         crate::rt::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FileDisk;
+
+    fn joined_wal(dir: &std::path::Path, joined: Option<Members>) -> (Arc<dyn Disk>, SnapDir) {
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let snaps = SnapDir::open(Arc::clone(&disk), &dir.join("snap")).expect("snap dir");
+        let mut wal = Wal::create(
+            Arc::clone(&disk),
+            &dir.join("wal"),
+            WalMeta {
+                member_id: 7,
+                cluster_id: 9,
+                joined,
+            },
+        )
+        .expect("wal");
+        let mut hs = HardState::default();
+        hs.term = 3;
+        hs.vote = 2;
+        wal.save(None, &[], Some(&hs)).expect("hard state");
+        (disk, snaps)
+    }
+
+    #[test]
+    fn a_joined_member_without_its_first_snapshot_restarts_from_the_members_it_joined_with() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut members = Members::default();
+        for id in [1u64, 7] {
+            members.members.insert(
+                id,
+                Member {
+                    id,
+                    name: String::new(),
+                    peer_urls: vec![format!("http://127.0.0.1:{id}")],
+                    client_urls: vec![],
+                },
+            );
+        }
+        let (disk, snaps) = joined_wal(tmp.path(), Some(members.clone()));
+        let opened = restart(&disk, &tmp.path().join("wal"), &snaps).expect("restarts");
+        assert_eq!((opened.id, opened.applied, opened.snap_index), (7, 0, 0));
+        assert_eq!(
+            (opened.hs.term, opened.hs.vote, opened.hs.commit),
+            (3, 2, 0)
+        );
+        assert_eq!(opened.sm.meta.members, members);
+        assert_eq!(opened.sm.meta.cluster_id, 9);
+    }
+
+    #[test]
+    fn a_bootstrapped_wal_without_a_snapshot_still_refuses_to_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (disk, snaps) = joined_wal(tmp.path(), None);
+        let err = restart(&disk, &tmp.path().join("wal"), &snaps)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("no readable snapshot"), "{err}");
+    }
+}
