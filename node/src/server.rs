@@ -577,7 +577,6 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         last_hs: opened.hs,
         snapshot_due: false,
         unsynced: None,
-        unsynced_started: false,
     };
     crate::rt::spawn(raft_loop.run());
 

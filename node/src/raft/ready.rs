@@ -99,8 +99,6 @@ pub struct RaftLoop {
     /// The newest Ready whose entries the leader wrote without an fsync (see
     /// [`RaftLoop::may_defer_sync`]); raft-rs is told they are persisted only after the fsync.
     pub unsynced: Option<u64>,
-    /// A deferred fsync began: the loop arms its timer.
-    pub unsynced_started: bool,
 }
 
 impl RaftLoop {
@@ -145,6 +143,7 @@ impl RaftLoop {
             if sync_now {
                 res = self.sync_deferred().await;
             }
+            let was_unsynced = self.unsynced.is_some();
             if res.is_ok() {
                 res = self.on_ready().await;
             }
@@ -156,7 +155,8 @@ impl RaftLoop {
                     .send(Some(format!("storage error: {e}")));
                 return;
             }
-            if std::mem::take(&mut self.unsynced_started) {
+            if !was_unsynced && self.unsynced.is_some() {
+                // A deferred fsync began in this turn: it is due `leader_sync_delay` from now.
                 sync_timer = Box::pin(crate::rt::sleep(self.cfg.leader_sync_delay));
             }
             if self.shared.stopped.borrow().is_some() {
@@ -311,9 +311,6 @@ impl RaftLoop {
             // The leader's own copy is written but not synced; followers that form a quorum
             // without it commit the entries, and what they commit is applied from here.
             self.persist(rd.entries(), rd.hs(), false, true)?;
-            if self.unsynced.is_none() {
-                self.unsynced_started = true;
-            }
             self.unsynced = Some(rd.number());
             self.raw.advance_append_async(rd);
             self.raw.advance_apply();
@@ -325,18 +322,12 @@ impl RaftLoop {
         let mut synced = self.persist(rd.entries(), rd.hs(), rd.must_sync(), false)?;
         if !synced && self.unsynced.is_some() {
             // `advance` below tells raft-rs that every earlier Ready is persisted: make it so.
-            self.wal.sync().map_err(|e| e.to_string())?;
-            Counters::add(&self.shared.counters.fsyncs, 1);
+            self.sync_wal()?;
             synced = true;
         }
         self.unsynced = None;
         if synced {
-            // The fsync's time (the simulated disk's seeded latency) passes before anything
-            // that depends on it may happen.
-            let latency = self.disk.sync_latency();
-            if !latency.is_zero() {
-                crate::rt::sleep(latency).await;
-            }
+            self.wait_sync_latency().await;
         }
         self.send(rd.take_persisted_messages());
         if self.shared.stopped.borrow().is_some() {
@@ -397,14 +388,26 @@ impl RaftLoop {
         let Some(number) = self.unsynced.take() else {
             return Ok(());
         };
+        self.sync_wal()?;
+        self.wait_sync_latency().await;
+        self.raw.on_persist_ready(number);
+        Ok(())
+    }
+
+    /// One fsync of everything the WAL holds, counted.
+    fn sync_wal(&mut self) -> Result<(), String> {
         self.wal.sync().map_err(|e| e.to_string())?;
         Counters::add(&self.shared.counters.fsyncs, 1);
+        Ok(())
+    }
+
+    /// The fsync's time (the simulated disk's seeded latency) passes before anything that
+    /// depends on it may happen.
+    async fn wait_sync_latency(&mut self) {
         let latency = self.disk.sync_latency();
         if !latency.is_zero() {
             crate::rt::sleep(latency).await;
         }
-        self.raw.on_persist_ready(number);
-        Ok(())
     }
 
     /// raft-rs hands out committed entries only up to the member's own durable index. A
