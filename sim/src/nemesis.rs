@@ -317,6 +317,29 @@ impl Nemesis {
                     detcd_node::rt::sleep(step - step / 4).await;
                 }
             }
+            FaultKind::PowerLoss => {
+                // All at one instant: no member gets to send or sync anything in between.
+                let mut lost = Vec::new();
+                for (t, m) in self.members.iter().enumerate() {
+                    targets.push(t);
+                    handle.kill(node_id(m));
+                    lost.push(m.disk.crash());
+                }
+                let incs: Vec<u64> = self
+                    .members
+                    .iter()
+                    .map(|m| m.incarnations.load(std::sync::atomic::Ordering::SeqCst))
+                    .collect();
+                detail = format!("unsynced bytes lost per member {lost:?}");
+                detcd_node::rt::sleep(dur).await;
+                for (m, inc) in self.members.iter().zip(incs) {
+                    if m.replacing.load(std::sync::atomic::Ordering::SeqCst) {
+                        detail.push_str("; one left down: it is being replaced");
+                    } else if m.incarnations.load(std::sync::atomic::Ordering::SeqCst) == inc {
+                        handle.restart(node_id(m));
+                    }
+                }
+            }
             FaultKind::Pause { target } => {
                 let t = self.resolve(target).await;
                 targets.push(t);

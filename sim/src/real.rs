@@ -677,6 +677,21 @@ async fn apply(
             };
             (vec![t], how.to_string())
         }
+        FaultKind::PowerLoss => {
+            for t in 0..n {
+                c.kill(t).await;
+            }
+            began = tokio::time::Instant::now();
+            tokio::time::sleep(dur).await;
+            for t in 0..n {
+                c.start(t).await;
+            }
+            let how = match c.backend {
+                Backend::Docker { .. } => "every member docker killed, then all started",
+                Backend::Local { .. } => "every member kill -9, then all started with their data dirs",
+            };
+            ((0..n).collect(), how.to_string())
+        }
         FaultKind::Pause { target } => {
             let t = resolve(target, l, &mut rng);
             c.pause(t, true).await;

@@ -245,6 +245,10 @@ pub enum FaultKind {
     },
     /// Restart every member in turn, `duration_s` apart.
     RollingRestart,
+    /// Every member loses power at the same instant (each loses its unsynced writes) and all
+    /// are started again when the fault ends: what was acknowledged must be on a quorum's
+    /// disks, not merely in a quorum's memory.
+    PowerLoss,
     /// Pause the target (a GC-like stall: its timers and tasks stop).
     Pause {
         /// Who.
@@ -367,9 +371,10 @@ impl TryFrom<RawFault> for Fault {
             "bridge" => FaultKind::Bridge,
             "ring" => FaultKind::Ring,
             "rolling-restart" => FaultKind::RollingRestart,
+            "power-loss" => FaultKind::PowerLoss,
             other => {
                 return Err(format!(
-                    "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, rolling-restart, pause, clock-skew, flaky, slow-disk)"
+                    "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, replace, rolling-restart, power-loss, pause, clock-skew, flaky, slow-disk)"
                 ))
             }
         };
@@ -382,7 +387,7 @@ impl TryFrom<RawFault> for Fault {
             "leader_in_minority",
             r.leader_in_minority.is_some() && k != "minority-majority",
         )?;
-        if matches!(k, "bridge" | "ring" | "rolling-restart") {
+        if matches!(k, "bridge" | "ring" | "rolling-restart" | "power-loss") {
             no("target", r.target.is_some())?;
         }
         Ok(Fault {
@@ -427,7 +432,10 @@ impl From<Fault> for RawFault {
             FaultKind::MinorityMajority { leader_in_minority } => {
                 r.leader_in_minority = Some(leader_in_minority)
             }
-            FaultKind::Bridge | FaultKind::Ring | FaultKind::RollingRestart => {}
+            FaultKind::Bridge
+            | FaultKind::Ring
+            | FaultKind::RollingRestart
+            | FaultKind::PowerLoss => {}
         }
         r
     }
@@ -691,6 +699,7 @@ pub const SWARM_KINDS: &[&str] = &[
     "clock-skew",
     "flaky",
     "slow-disk",
+    "power-loss",
 ];
 
 impl FaultKind {
@@ -747,6 +756,7 @@ pub fn kind_name(k: &FaultKind) -> &'static str {
         FaultKind::Crash { .. } => "crash",
         FaultKind::Replace { .. } => "replace",
         FaultKind::RollingRestart => "rolling-restart",
+        FaultKind::PowerLoss => "power-loss",
         FaultKind::Pause { .. } => "pause",
         FaultKind::ClockSkew { .. } => "clock-skew",
         FaultKind::Flaky { .. } => "flaky",
@@ -851,6 +861,7 @@ pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
                 target,
                 fsync_ms: rng.gen_range(5..200),
             },
+            "power-loss" => FaultKind::PowerLoss,
             _ => FaultKind::Isolate { target },
         };
         debug_assert!(SWARM_KINDS.contains(&kind_name(&k)));
