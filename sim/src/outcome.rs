@@ -136,11 +136,13 @@ impl RunResult {
         println!("scenario {} seed {}", self.report.scenario, self.out.seed);
         println!("history digest {}", self.digest);
         println!(
-            "simulated {:.1} s in {:.2} wall s ({:.0}x real time); {} operations",
+            "simulated {:.1} s in {:.2} wall s ({:.0}x real time); {} operations; the simulation alone {:.2} wall s ({:.0}x), checks and report the rest",
             self.report.sim_seconds,
             wall.as_secs_f64(),
             self.report.sim_seconds / wall.as_secs_f64().max(1e-9),
-            self.report.operations
+            self.report.operations,
+            self.wall.as_secs_f64(),
+            self.report.sim_seconds / self.wall.as_secs_f64().max(1e-9),
         );
         for c in &self.checks {
             let v = match c.passed {
