@@ -45,6 +45,10 @@ pub struct Config {
     pub wal_dir: Option<PathBuf>,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
+    /// `--experimental-leader-sync-delay` (detcd's own, in ms): how long the leader may
+    /// hold its own entries unsynced while followers that form a quorum without it keep up
+    /// (0: the leader fsyncs every Ready before its copy counts, as etcd does).
+    pub leader_sync_delay_ms: u64,
     /// `--heartbeat-interval` (ms).
     pub heartbeat_interval_ms: u64,
     /// `--election-timeout` (ms).
@@ -136,6 +140,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         "snapshot-count",
         Kind::Str,
         "Number of committed transactions to trigger a snapshot to disk.",
+    ),
+    (
+        "experimental-leader-sync-delay",
+        Kind::Str,
+        "detcd only: time (in milliseconds) the leader may defer the fsync of its own entries while followers forming a quorum keep up (0 = never).",
     ),
     (
         "heartbeat-interval",
@@ -606,6 +615,7 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         data_dir: path("data-dir").unwrap_or_else(|| PathBuf::from(format!("{name}.etcd"))),
         wal_dir: path("wal-dir"),
         snapshot_count: u64_or("snapshot-count", 100_000)?,
+        leader_sync_delay_ms: u64_or("experimental-leader-sync-delay", 2)?,
         heartbeat_interval_ms: u64_or("heartbeat-interval", 100)?,
         election_timeout_ms: u64_or("election-timeout", 1000)?,
         listen_peer_urls: urls_or("listen-peer-urls", "http://localhost:2380")?,
@@ -705,6 +715,12 @@ fn validate(c: &Config, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
         return Err(ConfigError(format!(
             "--election-timeout[{}ms] is too long, and should be set less than 50000ms",
             c.election_timeout_ms
+        )));
+    }
+    if c.leader_sync_delay_ms >= c.heartbeat_interval_ms {
+        return Err(ConfigError(format!(
+            "--experimental-leader-sync-delay[{}ms] must be less than --heartbeat-interval[{}ms]",
+            c.leader_sync_delay_ms, c.heartbeat_interval_ms
         )));
     }
     if c.snapshot_count == 0 {
@@ -901,6 +917,31 @@ mod tests {
         assert_eq!(c.initial_cluster_token, "mritd-etcd-cluster");
         let c = run("--snapshot-count=5", &env).unwrap();
         assert_eq!(c.snapshot_count, 5);
+    }
+
+    #[test]
+    fn the_leader_sync_delay_defaults_to_2_ms_and_stays_below_a_heartbeat() {
+        assert_eq!(run("", &[]).unwrap().leader_sync_delay_ms, 2);
+        assert_eq!(
+            run("--experimental-leader-sync-delay 0", &[])
+                .unwrap()
+                .leader_sync_delay_ms,
+            0
+        );
+        let env = [("ETCD_EXPERIMENTAL_LEADER_SYNC_DELAY", "7")];
+        assert_eq!(run("", &env).unwrap().leader_sync_delay_ms, 7);
+        assert_eq!(
+            run("--experimental-leader-sync-delay 100", &[])
+                .unwrap_err()
+                .0,
+            "--experimental-leader-sync-delay[100ms] must be less than --heartbeat-interval[100ms]"
+        );
+        assert_eq!(
+            run("--experimental-leader-sync-delay=-1", &[])
+                .unwrap_err()
+                .0,
+            "invalid value \"-1\" for flag -experimental-leader-sync-delay: parse error"
+        );
     }
 
     #[test]

@@ -557,7 +557,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         max_snapshots: cfg.max_snapshots as usize,
         max_wals: cfg.max_wals as usize,
         sync_interval: Duration::from_millis(500),
-        leader_sync_delay: Duration::from_millis(2),
+        leader_sync_delay: Duration::from_millis(cfg.leader_sync_delay_ms),
     };
     let raft_loop = RaftLoop {
         raw,

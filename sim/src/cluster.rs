@@ -97,6 +97,8 @@ pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
         s.cluster.election_ms.to_string(),
         "--snapshot-count".into(),
         s.cluster.snapshot_count.to_string(),
+        "--experimental-leader-sync-delay".into(),
+        s.cluster.leader_sync_delay_ms.to_string(),
     ]
     .to_vec();
     if s.cluster.tls {

@@ -688,7 +688,9 @@ async fn apply(
             }
             let how = match c.backend {
                 Backend::Docker { .. } => "every member docker killed, then all started",
-                Backend::Local { .. } => "every member kill -9, then all started with their data dirs",
+                Backend::Local { .. } => {
+                    "every member kill -9, then all started with their data dirs"
+                }
             };
             ((0..n).collect(), how.to_string())
         }

@@ -58,6 +58,9 @@ pub struct ClusterSpec {
     pub election_ms: u64,
     /// `--snapshot-count`.
     pub snapshot_count: u64,
+    /// `--experimental-leader-sync-delay` in ms (detcd's default 2; 0 = the leader never
+    /// defers its fsync).
+    pub leader_sync_delay_ms: u64,
     /// Every client and peer URL https, with client-certificate auth on both (certificates
     /// made at the start of the run).
     pub tls: bool,
@@ -70,6 +73,7 @@ impl Default for ClusterSpec {
             heartbeat_ms: 100,
             election_ms: 1000,
             snapshot_count: 10_000,
+            leader_sync_delay_ms: 2,
             tls: false,
         }
     }
@@ -599,6 +603,12 @@ impl Scenario {
         if ![1, 3, 5, 7].contains(&n) {
             return Err(format!("cluster.members = {n}: must be 1, 3, 5 or 7"));
         }
+        if self.cluster.leader_sync_delay_ms >= self.cluster.heartbeat_ms {
+            return Err(format!(
+                "cluster.leader_sync_delay_ms = {} must be less than heartbeat_ms = {}",
+                self.cluster.leader_sync_delay_ms, self.cluster.heartbeat_ms
+            ));
+        }
         if self.cluster.election_ms < 5 * self.cluster.heartbeat_ms {
             return Err(format!(
                 "cluster.election_ms = {} must be at least 5 × heartbeat_ms = {}",
@@ -783,6 +793,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("needs at least 3 members"), "{e}");
+    }
+
+    #[test]
+    fn the_leader_sync_delay_must_stay_below_a_heartbeat() {
+        let e = Scenario::parse(
+            "name = \"x\"\n[cluster]\nheartbeat_ms = 50\nelection_ms = 500\nleader_sync_delay_ms = 50\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("leader_sync_delay_ms = 50 must be less than heartbeat_ms = 50"),
+            "{e}"
+        );
+        let ok = Scenario::parse(
+            "name = \"x\"\n[cluster]\nleader_sync_delay_ms = 0\n",
+            "s.toml",
+        );
+        assert_eq!(ok.unwrap().cluster.leader_sync_delay_ms, 0);
+        let power = Scenario::parse(
+            "name = \"x\"\n[[faults]]\nat_s = 1.0\nkind = \"power-loss\"\ntarget = \"leader\"\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(power.0.contains("has no field `target`"), "{power}");
     }
 
     #[test]
