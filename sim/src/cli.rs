@@ -122,7 +122,7 @@ pub fn main() -> ExitCode {
                 eprintln!("detcd-sim: writing {}: {e}", dir.display());
                 return ExitCode::from(2);
             }
-            res.print_summary(wall.elapsed());
+            res.print_summary(wall.elapsed(), true);
             println!("wrote {}", dir.display());
             ExitCode::from(if res.passed() { 0 } else { 1 })
         }

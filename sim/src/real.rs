@@ -1188,7 +1188,7 @@ pub fn main() -> ExitCode {
         eprintln!("detcd-real: writing {}: {e}", dir.display());
         return ExitCode::from(2);
     }
-    res.print_summary(wall.elapsed());
+    res.print_summary(wall.elapsed(), false);
     if let Some(cpu) = cpu {
         // CPU per acknowledged write: what a write costs the cluster, whatever else the
         // machine was doing (throughput on a shared machine moves with its neighbours).

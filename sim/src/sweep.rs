@@ -258,7 +258,7 @@ pub fn replay(path: &Path, trace: bool) -> ExitCode {
     }
     let wall = Instant::now();
     let res = crate::outcome::run_and_check(&f.scenario, f.seed);
-    res.print_summary(wall.elapsed());
+    res.print_summary(wall.elapsed(), true);
     let same_digest = res.digest == f.history_digest;
     let same_failure = res
         .first_failure()
