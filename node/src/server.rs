@@ -577,6 +577,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         last_hs: opened.hs,
         snapshot_due: false,
         unsynced: None,
+        held_conf_props: Vec::new(),
     };
     crate::rt::spawn(raft_loop.run());
 

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, Snapshot};
+use raft::eraftpb::{
+    ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::{mpsc, oneshot};
 
@@ -99,6 +101,20 @@ pub struct RaftLoop {
     /// The newest Ready whose entries the leader wrote without an fsync (see
     /// [`RaftLoop::may_defer_sync`]); raft-rs is told they are persisted only after the fsync.
     pub unsynced: Option<u64>,
+    /// Membership changes forwarded by followers while raft-rs still counts an earlier one
+    /// as unapplied (see [`RaftLoop::hold_conf_change`]); stepped once it is applied.
+    pub held_conf_props: Vec<Message>,
+}
+
+/// At most this many forwarded membership changes wait on the leader; more are dropped (their
+/// requests time out, as etcd's do).
+const HELD_CONF_PROPS_MAX: usize = 64;
+
+fn is_conf_change(e: &Entry) -> bool {
+    matches!(
+        e.get_entry_type(),
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2
+    )
 }
 
 impl RaftLoop {
@@ -138,6 +154,7 @@ impl RaftLoop {
                 self.drain_inbox();
             }
             self.flush_read_batch();
+            self.release_held_conf_changes();
             self.fix_election_timeout();
             let mut res = Ok(());
             if sync_now {
@@ -211,12 +228,19 @@ impl RaftLoop {
                 context,
                 accepted,
             } => {
-                let ok = self.raw.propose_conf_change(context, cc).is_ok();
+                // raft-rs would turn it into an empty entry (an earlier change is not applied
+                // yet in its view) and the request would wait for nothing: not accepted, so
+                // the handler proposes it again shortly.
+                let ok = !self.conf_change_pending()
+                    && self.raw.propose_conf_change(context, cc).is_ok();
                 let _ = accepted.send(ok);
             }
             Inbox::ReadIndex { done } => self.read_batch.push(done),
             Inbox::Peer(m) => {
                 Counters::add(&self.shared.counters.msgs_recv, 1);
+                if self.hold_conf_change(&m) {
+                    return;
+                }
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft: step failed");
                 }
@@ -249,6 +273,51 @@ impl RaftLoop {
         r.set_randomized_election_timeout(base + soon);
         r.election_elapsed = r.election_elapsed.max(base);
         tracing::info!(leader = %format!("{id:x}"), ticks = soon, "raft: the leader's stream closed; campaigning soon unless it is heard from");
+    }
+
+    /// Whether this member leads and raft-rs still counts a membership change as unapplied:
+    /// it would replace a new one with an empty entry. A leader with deferred fsyncs applies
+    /// entries before raft-rs may count them applied (raft-rs keeps applied ≤ its own durable
+    /// index), so a change a follower already applied and answered can still be pending here
+    /// for a few ms; the next request (e.g. removing the member just added) must not vanish.
+    fn conf_change_pending(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader && self.raw.raft.has_pending_conf()
+    }
+
+    /// A follower's forwarded proposal carrying a membership change while one is pending:
+    /// kept and stepped once raft-rs has applied the earlier one (instead of being dropped).
+    fn hold_conf_change(&mut self, m: &Message) -> bool {
+        if m.get_msg_type() != MessageType::MsgPropose
+            || !m.get_entries().iter().any(is_conf_change)
+            || !self.conf_change_pending()
+        {
+            return false;
+        }
+        if self.held_conf_props.len() < HELD_CONF_PROPS_MAX {
+            self.held_conf_props.push(m.clone());
+        } else {
+            tracing::warn!("raft: too many membership changes waiting; one dropped");
+        }
+        true
+    }
+
+    /// Step the held membership changes once nothing is pending (one at a time: each makes
+    /// the next pending again). A member that no longer leads drops them; their requests
+    /// time out as with any proposal lost in a leader change.
+    fn release_held_conf_changes(&mut self) {
+        if self.held_conf_props.is_empty() {
+            return;
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            self.held_conf_props.clear();
+            return;
+        }
+        while !self.held_conf_props.is_empty() && !self.raw.raft.has_pending_conf() {
+            let m = self.held_conf_props.remove(0);
+            if let Err(e) = self.raw.step(m) {
+                tracing::debug!(error = %e, "raft: step of a held membership change failed");
+            }
+        }
     }
 
     /// The leader proposes a SYNC: it advances the log clock and expires TTL keys.
