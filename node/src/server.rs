@@ -318,8 +318,10 @@ fn bootstrap(
     let sm = StateMachine::new(members, cid);
     // The first state of every member of a new cluster is the same snapshot at index 1, so
     // they all start from identical logs.
-    let mut snap = Snapshot::default();
-    snap.data = sm.snapshot().into();
+    let mut snap = Snapshot {
+        data: sm.snapshot().into(),
+        ..Default::default()
+    };
     let md = snap.mut_metadata();
     md.index = 1;
     md.term = 1;
@@ -337,9 +339,11 @@ fn bootstrap(
         },
     )
     .map_err(storage_err)?;
-    let mut hs = HardState::default();
-    hs.term = 1;
-    hs.commit = 1;
+    let hs = HardState {
+        term: 1,
+        commit: 1,
+        ..Default::default()
+    };
     wal.save(Some((1, 1)), &[], Some(&hs))
         .map_err(storage_err)?;
     let storage = NodeStorage::new();
@@ -665,9 +669,11 @@ mod tests {
             },
         )
         .expect("wal");
-        let mut hs = HardState::default();
-        hs.term = 3;
-        hs.vote = 2;
+        let hs = HardState {
+            term: 3,
+            vote: 2,
+            ..Default::default()
+        };
         wal.save(None, &[], Some(&hs)).expect("hard state");
         (disk, snaps)
     }

@@ -310,35 +310,6 @@ where
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rng_is_reproducible_from_its_seed() {
-        let a = NodeRng::from_seed(7);
-        let b = NodeRng::from_seed(7);
-        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
-        let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
-        assert_eq!(xs, ys);
-        assert_ne!(NodeRng::from_seed(8).next_u64(), xs[0]);
-    }
-
-    #[test]
-    fn skew_moves_the_wall_clock_only() {
-        let c = Clock::new();
-        let before = c.wall_ms();
-        c.skew().lock().unwrap().offset_ms = 30_000;
-        let after = c.wall_ms();
-        assert!(
-            after >= before + 30_000 && after < before + 31_000,
-            "{before} {after}"
-        );
-        c.skew().lock().unwrap().offset_ms = -30_000;
-        assert!(c.wall_ms() + 29_000 < after);
-    }
-}
-
 /// Run the node's top-level future: a multi-threaded tokio runtime in production. Under the
 /// simulator the harness owns the runtime and never calls this; it is provided so the
 /// binary still builds there.
@@ -374,5 +345,34 @@ pub async fn udp_send_to(
     #[cfg(not(madsim))]
     {
         sock.send_to(buf, to).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_reproducible_from_its_seed() {
+        let a = NodeRng::from_seed(7);
+        let b = NodeRng::from_seed(7);
+        let xs: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(NodeRng::from_seed(8).next_u64(), xs[0]);
+    }
+
+    #[test]
+    fn skew_moves_the_wall_clock_only() {
+        let c = Clock::new();
+        let before = c.wall_ms();
+        c.skew().lock().unwrap().offset_ms = 30_000;
+        let after = c.wall_ms();
+        assert!(
+            after >= before + 30_000 && after < before + 31_000,
+            "{before} {after}"
+        );
+        c.skew().lock().unwrap().offset_ms = -30_000;
+        assert!(c.wall_ms() + 29_000 < after);
     }
 }

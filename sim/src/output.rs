@@ -3,6 +3,9 @@
 
 use crate::workload::Recorder;
 
+/// A leader observation: nanoseconds since the load began, and the member that led then.
+pub type LeaderSample = (u64, Option<usize>);
+
 /// The verdict of one check.
 #[derive(Debug, Clone)]
 pub struct Check {
@@ -49,7 +52,7 @@ pub struct RunOutput {
     /// Faults applied.
     pub faults: Vec<FaultEvent>,
     /// Leader observations (simulated ns, member index or None).
-    pub leaders: Vec<(u64, Option<usize>)>,
+    pub leaders: Vec<LeaderSample>,
     /// Simulated duration of the whole run (ns).
     pub sim_ns: u64,
     /// Checks that ran inside the simulation (liveness, convergence, no-panic).

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant as WallInstant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::output::{Check, FaultEvent, MemberStats, RunOutput};
+use crate::output::{Check, FaultEvent, LeaderSample, MemberStats, RunOutput};
 use crate::scenario::{kind_name, Fault, FaultKind, Scenario, Target};
 use crate::workload::{self, Recorder};
 
@@ -974,7 +974,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
             end,
         ))
     });
-    let leaders: Arc<Mutex<Vec<(u64, Option<usize>)>>> = Arc::default();
+    let leaders: Arc<Mutex<Vec<LeaderSample>>> = Arc::default();
     let observer = {
         let (c, leaders) = (c.clone(), leaders.clone());
         tokio::spawn(async move {

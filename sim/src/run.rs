@@ -116,7 +116,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     });
 
     // Leader observer: polls /v2/members/leader like an operator's dashboard.
-    let leaders: Arc<Mutex<Vec<(u64, Option<usize>)>>> = Arc::default();
+    let leaders: Arc<Mutex<Vec<crate::output::LeaderSample>>> = Arc::default();
     let observer = {
         let leaders = leaders.clone();
         let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();

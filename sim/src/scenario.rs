@@ -774,6 +774,67 @@ pub fn kind_name(k: &FaultKind) -> &'static str {
     }
 }
 
+/// The swarm timeline of a seed: which kinds are enabled (a seeded subset, never empty) and
+/// faults of those kinds at seeded times until `duration_s`.
+pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5_3a4d);
+    let mut enabled: Vec<&str> = sw
+        .kinds
+        .iter()
+        .map(|k| k.as_str())
+        .filter(|_| rng.gen_bool(0.5))
+        .collect();
+    if enabled.is_empty() && !sw.kinds.is_empty() {
+        enabled.push(sw.kinds[rng.gen_range(0..sw.kinds.len())].as_str());
+    }
+    let n = s.cluster.members;
+    let mut faults = Vec::new();
+    let mut t = 1.0;
+    while t < s.workload.duration_s - 1.0 && !enabled.is_empty() {
+        let kind = enabled[rng.gen_range(0..enabled.len())];
+        let target = if rng.gen_bool(0.5) {
+            Target::Leader
+        } else {
+            Target::Member(rng.gen_range(0..n))
+        };
+        let k = match kind {
+            "isolate" => FaultKind::Isolate { target },
+            "minority-majority" if n >= 3 => FaultKind::MinorityMajority {
+                leader_in_minority: rng.gen_bool(0.5),
+            },
+            "bridge" if n >= 3 => FaultKind::Bridge,
+            "ring" if n >= 5 => FaultKind::Ring,
+            "one-way" => FaultKind::OneWay { target },
+            "crash" => FaultKind::Crash { target },
+            "pause" => FaultKind::Pause { target },
+            "clock-skew" => FaultKind::ClockSkew {
+                target,
+                offset_ms: rng.gen_range(-60_000..60_000),
+                drift_ppm: rng.gen_range(-500..500),
+            },
+            "flaky" => FaultKind::Flaky {
+                target,
+                flap_ms: rng.gen_range(50..500),
+            },
+            "slow-disk" => FaultKind::SlowDisk {
+                target,
+                fsync_ms: rng.gen_range(5..200),
+            },
+            "power-loss" => FaultKind::PowerLoss,
+            _ => FaultKind::Isolate { target },
+        };
+        debug_assert!(SWARM_KINDS.contains(&kind_name(&k)));
+        let dur = rng.gen_range(0.2..sw.max_duration_s.max(0.3));
+        faults.push(Fault {
+            at_s: t,
+            duration_s: dur,
+            kind: k,
+        });
+        t += dur + rng.gen_range(0.0..2.0 * sw.mean_interval_s);
+    }
+    faults
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -847,65 +908,4 @@ offset_ms = 30000
             }
         );
     }
-}
-
-/// The swarm timeline of a seed: which kinds are enabled (a seeded subset, never empty) and
-/// faults of those kinds at seeded times until `duration_s`.
-pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5_3a4d);
-    let mut enabled: Vec<&str> = sw
-        .kinds
-        .iter()
-        .map(|k| k.as_str())
-        .filter(|_| rng.gen_bool(0.5))
-        .collect();
-    if enabled.is_empty() && !sw.kinds.is_empty() {
-        enabled.push(sw.kinds[rng.gen_range(0..sw.kinds.len())].as_str());
-    }
-    let n = s.cluster.members;
-    let mut faults = Vec::new();
-    let mut t = 1.0;
-    while t < s.workload.duration_s - 1.0 && !enabled.is_empty() {
-        let kind = enabled[rng.gen_range(0..enabled.len())];
-        let target = if rng.gen_bool(0.5) {
-            Target::Leader
-        } else {
-            Target::Member(rng.gen_range(0..n))
-        };
-        let k = match kind {
-            "isolate" => FaultKind::Isolate { target },
-            "minority-majority" if n >= 3 => FaultKind::MinorityMajority {
-                leader_in_minority: rng.gen_bool(0.5),
-            },
-            "bridge" if n >= 3 => FaultKind::Bridge,
-            "ring" if n >= 5 => FaultKind::Ring,
-            "one-way" => FaultKind::OneWay { target },
-            "crash" => FaultKind::Crash { target },
-            "pause" => FaultKind::Pause { target },
-            "clock-skew" => FaultKind::ClockSkew {
-                target,
-                offset_ms: rng.gen_range(-60_000..60_000),
-                drift_ppm: rng.gen_range(-500..500),
-            },
-            "flaky" => FaultKind::Flaky {
-                target,
-                flap_ms: rng.gen_range(50..500),
-            },
-            "slow-disk" => FaultKind::SlowDisk {
-                target,
-                fsync_ms: rng.gen_range(5..200),
-            },
-            "power-loss" => FaultKind::PowerLoss,
-            _ => FaultKind::Isolate { target },
-        };
-        debug_assert!(SWARM_KINDS.contains(&kind_name(&k)));
-        let dur = rng.gen_range(0.2..sw.max_duration_s.max(0.3));
-        faults.push(Fault {
-            at_s: t,
-            duration_s: dur,
-            kind: k,
-        });
-        t += dur + rng.gen_range(0.0..2.0 * sw.mean_interval_s);
-    }
-    faults
 }

@@ -57,22 +57,20 @@ fn madsim_determinism_check_passes_under_crash_and_partition() {
     // fails at the first random draw that differs (a task polled in another order, a timer
     // at another time). Two runs in one process also catch process-wide state leaking into
     // a run (tokio's watch channel did: see rt/src/watch.rs).
-    fn body() -> impl std::future::Future<Output = usize> {
-        async {
-            let seed = madsim::runtime::Handle::current().seed();
-            let s = small(
-                "det-check",
-                "[[faults]]\nat_s = 1.0\nduration_s = 1.0\nkind = \"isolate\"\ntarget = \"leader\"\n\
-                 [[faults]]\nat_s = 2.5\nduration_s = 0.5\nkind = \"crash\"\ntarget = \"leader\"\n",
-            );
-            let out = detcd_sim::run::run_in_this_runtime(s, seed).await;
-            assert!(
-                out.checks.iter().all(|c| c.passed == Some(true)),
-                "{:?}",
-                out.checks
-            );
-            out.rec.ops.len()
-        }
+    async fn body() -> usize {
+        let seed = madsim::runtime::Handle::current().seed();
+        let s = small(
+            "det-check",
+            "[[faults]]\nat_s = 1.0\nduration_s = 1.0\nkind = \"isolate\"\ntarget = \"leader\"\n\
+             [[faults]]\nat_s = 2.5\nduration_s = 0.5\nkind = \"crash\"\ntarget = \"leader\"\n",
+        );
+        let out = detcd_sim::run::run_in_this_runtime(s, seed).await;
+        assert!(
+            out.checks.iter().all(|c| c.passed == Some(true)),
+            "{:?}",
+            out.checks
+        );
+        out.rec.ops.len()
     }
     for seed in [13, 14, 15] {
         let mut config = madsim::Config::default();
@@ -260,7 +258,7 @@ fn a_power_loss_restarts_every_member_and_keeps_every_acknowledged_write() {
             for k in &acked {
                 let mut got = None;
                 for _ in 0..20 {
-                    match c.get(k, quorum.clone()).await {
+                    match c.get(k, quorum).await {
                         Ok(r) => {
                             got = Some(r.node.value == Some("v".into()));
                             break;

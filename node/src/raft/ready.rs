@@ -792,8 +792,10 @@ impl RaftLoop {
             .term(index)
             .map_err(|e| e.to_string())?;
         let data = self.shared.sm.lock().expect("sm lock").snapshot();
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let md = snap.mut_metadata();
         md.index = index;
         md.term = term;
