@@ -412,6 +412,20 @@ impl Client {
         raw.into_member_created()
     }
 
+    /// Change a member's peer URLs (`PUT /v2/members/<id>`).
+    pub async fn update_member(&self, id: &str, peer_urls: &[String]) -> Result<(), Error> {
+        let body = serde_json::json!({ "peerURLs": peer_urls }).to_string();
+        let raw = self
+            .call_json(
+                "PUT",
+                &format!("/v2/members/{id}"),
+                body,
+                self.inner.cfg.timeout,
+            )
+            .await?;
+        raw.into_no_content()
+    }
+
     /// Remove a member by id (`DELETE /v2/members/<id>`).
     pub async fn remove_member(&self, id: &str) -> Result<(), Error> {
         let raw = self

@@ -611,11 +611,18 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         })
     };
     let debug = bool_or("debug", false)?;
+    // Unless set, 2 ms or less than a heartbeat, whichever is shorter (etcd accepts heartbeats
+    // of 1 and 2 ms); set explicitly, it must be below the heartbeat.
+    let leader_sync_delay_ms = if get("experimental-leader-sync-delay").is_some() {
+        u64_or("experimental-leader-sync-delay", 2)?
+    } else {
+        2.min(u64_or("heartbeat-interval", 100)?.saturating_sub(1))
+    };
     let cfg = Config {
         data_dir: path("data-dir").unwrap_or_else(|| PathBuf::from(format!("{name}.etcd"))),
         wal_dir: path("wal-dir"),
         snapshot_count: u64_or("snapshot-count", 100_000)?,
-        leader_sync_delay_ms: u64_or("experimental-leader-sync-delay", 2)?,
+        leader_sync_delay_ms,
         heartbeat_interval_ms: u64_or("heartbeat-interval", 100)?,
         election_timeout_ms: u64_or("election-timeout", 1000)?,
         listen_peer_urls: urls_or("listen-peer-urls", "http://localhost:2380")?,
@@ -922,6 +929,11 @@ mod tests {
     #[test]
     fn the_leader_sync_delay_defaults_to_2_ms_and_stays_below_a_heartbeat() {
         assert_eq!(run("", &[]).unwrap().leader_sync_delay_ms, 2);
+        // A 1 or 2 ms heartbeat still works without the flag.
+        let c = run("--heartbeat-interval 2 --election-timeout 20", &[]).unwrap();
+        assert_eq!(c.leader_sync_delay_ms, 1);
+        let c = run("--heartbeat-interval 1 --election-timeout 10", &[]).unwrap();
+        assert_eq!(c.leader_sync_delay_ms, 0);
         assert_eq!(
             run("--experimental-leader-sync-delay 0", &[])
                 .unwrap()

@@ -70,6 +70,9 @@ pub enum Outcome {
     Keys(Result<Event, EtcdError>),
     /// An auth change: done, or etcd's auth error.
     Auth(Result<(), crate::auth::AuthError>),
+    /// A membership change refused when it came to be applied (the cluster changed since the
+    /// request was checked): the HTTP status and etcd's message.
+    ConfRefused(u16, String),
     /// Anything else that completed.
     Done,
 }

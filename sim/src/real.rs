@@ -245,13 +245,14 @@ async fn docker_async(args: Vec<String>) -> Result<String, String> {
 /// them as flags and as `ETCD_*` variables.
 fn member_settings(
     s: &Scenario,
+    server: Server,
     seed: u64,
     i: usize,
     client: &str,
     peer: &str,
     initial: &str,
 ) -> Vec<(&'static str, String)> {
-    vec![
+    let mut settings = vec![
         ("name", format!("infra{i}")),
         ("advertise-client-urls", format!("http://{client}")),
         ("initial-advertise-peer-urls", format!("http://{peer}")),
@@ -262,7 +263,17 @@ fn member_settings(
         ("election-timeout", s.cluster.election_ms.to_string()),
         ("snapshot-count", s.cluster.snapshot_count.to_string()),
         ("enable-v2", "true".to_string()),
-    ]
+    ];
+    // detcd's own flag, only when the scenario changes it (etcd refuses unknown flags, and
+    // the benchmarks give both servers the same flags).
+    let default_delay = crate::scenario::ClusterSpec::default().leader_sync_delay_ms;
+    if server == Server::Detcd && s.cluster.leader_sync_delay_ms != default_delay {
+        settings.push((
+            "experimental-leader-sync-delay",
+            s.cluster.leader_sync_delay_ms.to_string(),
+        ));
+    }
+    settings
 }
 
 fn start_cluster(s: &Scenario, server: Server, seed: u64) -> Result<Cluster, String> {
@@ -294,10 +305,11 @@ fn start_cluster(s: &Scenario, server: Server, seed: u64) -> Result<Cluster, Str
     for i in 0..n {
         let client = format!("{}:2379", ips[i]);
         let peer = format!("{}:2380", ips[i]);
-        let mut env: Vec<String> = member_settings(s, seed, i, &client, &peer, &initial.join(","))
-            .into_iter()
-            .map(|(k, v)| format!("ETCD_{}={v}", k.to_uppercase().replace('-', "_")))
-            .collect();
+        let mut env: Vec<String> =
+            member_settings(s, server, seed, i, &client, &peer, &initial.join(","))
+                .into_iter()
+                .map(|(k, v)| format!("ETCD_{}={v}", k.to_uppercase().replace('-', "_")))
+                .collect();
         env.push("ETCD_LISTEN_CLIENT_URLS=http://0.0.0.0:2379".to_string());
         env.push("ETCD_LISTEN_PEER_URLS=http://0.0.0.0:2380".to_string());
         env.push("ETCD_DATA_DIR=/data/member".to_string());
@@ -385,7 +397,7 @@ fn spawn_local(work: &Path, bin: &Path, i: usize, args: &[String]) -> Result<Chi
 }
 
 /// The scenario's cluster as processes of `bin` on 127.0.0.1 (`--processes`).
-fn start_local(s: &Scenario, bin: &Path, seed: u64) -> Result<Cluster, String> {
+fn start_local(s: &Scenario, server: Server, bin: &Path, seed: u64) -> Result<Cluster, String> {
     let n = s.cluster.members;
     let ports = local_ports(n)?;
     let work = std::env::temp_dir().join(format!("detcd-real-{}", std::process::id()));
@@ -399,7 +411,7 @@ fn start_local(s: &Scenario, bin: &Path, seed: u64) -> Result<Cluster, String> {
             let client = format!("127.0.0.1:{}", ports[i].0);
             let peer = format!("127.0.0.1:{}", ports[i].1);
             let mut a: Vec<String> =
-                member_settings(s, seed, i, &client, &peer, &initial.join(","))
+                member_settings(s, server, seed, i, &client, &peer, &initial.join(","))
                     .into_iter()
                     .map(|(k, v)| format!("--{k}={v}"))
                     .collect();
@@ -678,19 +690,17 @@ async fn apply(
             (vec![t], how.to_string())
         }
         FaultKind::PowerLoss => {
-            for t in 0..n {
-                c.kill(t).await;
-            }
+            // All at once, as far as processes go; the OS keeps what they wrote but did not
+            // sync (a process kill, not a power cut: only the simulator loses those bytes).
+            futures::future::join_all((0..n).map(|t| c.kill(t))).await;
             began = tokio::time::Instant::now();
             tokio::time::sleep(dur).await;
             for t in 0..n {
                 c.start(t).await;
             }
             let how = match c.backend {
-                Backend::Docker { .. } => "every member docker killed, then all started",
-                Backend::Local { .. } => {
-                    "every member kill -9, then all started with their data dirs"
-                }
+                Backend::Docker { .. } => "every member docker killed at once, then all started (unsynced writes survive in the host's page cache)",
+                Backend::Local { .. } => "every member kill -9 at once, then all started with their data dirs (unsynced writes survive in the OS page cache)",
             };
             ((0..n).collect(), how.to_string())
         }
@@ -1139,7 +1149,7 @@ pub fn main() -> ExitCode {
             Server::Detcd => PathBuf::from("target/release/detcd"),
             Server::Etcd => PathBuf::from("etcd"),
         });
-        start_local(&s, &bin, seed)
+        start_local(&s, server, &bin, seed)
     } else {
         if docker(&["info"]).is_err() {
             eprintln!("detcd-real: no Docker engine answers `docker info` (--processes runs the members on loopback instead)");

@@ -321,6 +321,45 @@ fn a_membership_change_right_after_another_on_the_leader_is_not_lost() {
 }
 
 #[test]
+fn a_membership_change_is_checked_again_when_it_applies() {
+    // An update of member X is checked (X exists) while X's removal is still being committed;
+    // the leader holds the update back until the removal is applied, and then it must be
+    // refused rather than make X a voter again.
+    let s = small("conf-recheck", "[cluster]\nleader_sync_delay_ms = 20\n");
+    let (update, members_after) = detcd_sim::run::with_cluster(&s, 7, |members| async move {
+        let leader = leader_name(&members).await.expect("a leader");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let addr = members[leader].client_addr();
+        let c = member_client(&addr, Duration::from_secs(3));
+        let x = c
+            .add_member(&["http://10.9.9.1:2380".to_string()])
+            .await
+            .expect("add X");
+        let (id, addr2) = (x.id.clone(), addr.clone());
+        let remove = tokio::spawn(async move {
+            member_client(&addr2, Duration::from_secs(3))
+                .remove_member(&id)
+                .await
+        });
+        // Through a follower, which learns of the removal a hop later than the leader.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let follower = (leader + 1) % members.len();
+        let update = member_client(&members[follower].client_addr(), Duration::from_secs(3))
+            .update_member(&x.id, &["http://10.9.9.2:2380".to_string()])
+            .await;
+        remove.await.unwrap().expect("remove X");
+        let after = c.members().await.expect("members").len();
+        (update.map_err(|e| e.to_string()), after)
+    });
+    let err = update.expect_err("the update of a removed member was applied");
+    assert!(
+        err.contains("410") && err.contains("permanently removed"),
+        "{err}"
+    );
+    assert_eq!(members_after, 3);
+}
+
+#[test]
 fn ttl_expiry_happens_once_at_the_same_index_on_every_member_under_clock_skew() {
     let s = small("skew", "");
     let indexes = detcd_sim::run::with_cluster(&s, 11, |members| async move {

@@ -229,10 +229,10 @@ async fn conf_change(
                 return Err(());
             }
             if arx.await.unwrap_or(false) {
-                return crate::rt::timeout_at(deadline, &mut rx)
-                    .await
-                    .map_err(|_| ())
-                    .and_then(|r| r.map(|_| ()).map_err(|_| ()));
+                return match crate::rt::timeout_at(deadline, &mut rx).await {
+                    Ok(Ok(applied)) => Ok(applied.outcome),
+                    _ => Err(()),
+                };
             }
             if ctx.shared.clock.now() >= deadline {
                 return Err(());
@@ -242,12 +242,17 @@ async fn conf_change(
     }
     .await;
     ctx.shared.waiters.lock().expect("waiters").remove(&id);
-    result.map_err(|_| {
-        json(
+    match result {
+        Ok(crate::sm::Outcome::ConfRefused(status, msg)) => Err(message(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &msg,
+        )),
+        Ok(_) => Ok(()),
+        Err(()) => Err(json(
             StatusCode::INTERNAL_SERVER_ERROR,
             serde_json::json!({"message": "etcdserver: request timed out"}).to_string(),
-        )
-    })
+        )),
+    }
 }
 
 async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {

@@ -117,6 +117,55 @@ fn is_conf_change(e: &Entry) -> bool {
     )
 }
 
+/// Why a membership change cannot apply to the membership as it is now, if it cannot: the
+/// HTTP status and etcd's message. An add of a removed or present id or of a peer URL in use,
+/// an update of a member that is gone or to a peer URL another member uses, a removal of a
+/// member that is gone.
+fn refuse_conf_change(
+    sm: &StateMachine,
+    cc: &ConfChangeV2,
+    c: &ConfContext,
+) -> Option<(u16, String)> {
+    let members = &sm.meta.members;
+    for change in cc.get_changes() {
+        let id = change.node_id;
+        let gone = |id: u64| {
+            if members.removed.contains(&id) {
+                Some((410, format!("Member permanently removed: {id:x}")))
+            } else {
+                Some((404, format!("No such member: {id:x}")))
+            }
+        };
+        let url_taken = members
+            .members
+            .values()
+            .any(|m| m.id != id && m.peer_urls.iter().any(|u| c.member.peer_urls.contains(u)));
+        match change.get_change_type() {
+            raft::eraftpb::ConfChangeType::AddNode
+            | raft::eraftpb::ConfChangeType::AddLearnerNode => {
+                if c.update {
+                    if !members.members.contains_key(&id) {
+                        return gone(id);
+                    }
+                } else if members.removed.contains(&id) {
+                    return Some((410, "membership: ID removed".into()));
+                } else if members.members.contains_key(&id) {
+                    return Some((409, "membership: ID exists".into()));
+                }
+                if url_taken {
+                    return Some((409, "membership: peerURL exists".into()));
+                }
+            }
+            raft::eraftpb::ConfChangeType::RemoveNode => {
+                if !members.members.contains_key(&id) {
+                    return gone(id);
+                }
+            }
+        }
+    }
+    None
+}
+
 impl RaftLoop {
     /// Run until the member is stopped.
     pub async fn run(mut self) {
@@ -154,7 +203,7 @@ impl RaftLoop {
                 self.drain_inbox();
             }
             self.flush_read_batch();
-            self.release_held_conf_changes();
+            let _ = self.release_held_conf_changes();
             self.fix_election_timeout();
             let mut res = Ok(());
             if sync_now {
@@ -162,6 +211,11 @@ impl RaftLoop {
             }
             let was_unsynced = self.unsynced.is_some();
             if res.is_ok() {
+                res = self.on_ready().await;
+            }
+            // That Ready may have applied what held membership changes waited for: step them
+            // now rather than at the next wake-up (up to a heartbeat on an idle leader).
+            if res.is_ok() && self.release_held_conf_changes() {
                 res = self.on_ready().await;
             }
             if let Err(e) = res {
@@ -238,9 +292,9 @@ impl RaftLoop {
             Inbox::ReadIndex { done } => self.read_batch.push(done),
             Inbox::Peer(m) => {
                 Counters::add(&self.shared.counters.msgs_recv, 1);
-                if self.hold_conf_change(&m) {
+                let Some(m) = self.hold_conf_change(m) else {
                     return;
-                }
+                };
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft: step failed");
                 }
@@ -280,44 +334,50 @@ impl RaftLoop {
     /// entries before raft-rs may count them applied (raft-rs keeps applied ≤ its own durable
     /// index), so a change a follower already applied and answered can still be pending here
     /// for a few ms; the next request (e.g. removing the member just added) must not vanish.
+    /// Held changes count as pending too, so that changes go in the order they arrived.
     fn conf_change_pending(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader && self.raw.raft.has_pending_conf()
+        self.raw.raft.state == StateRole::Leader
+            && (self.raw.raft.has_pending_conf() || !self.held_conf_props.is_empty())
     }
 
     /// A follower's forwarded proposal carrying a membership change while one is pending:
     /// kept and stepped once raft-rs has applied the earlier one (instead of being dropped).
-    fn hold_conf_change(&mut self, m: &Message) -> bool {
+    /// Returns the message when it is not held.
+    fn hold_conf_change(&mut self, m: Box<Message>) -> Option<Box<Message>> {
         if m.get_msg_type() != MessageType::MsgPropose
             || !m.get_entries().iter().any(is_conf_change)
             || !self.conf_change_pending()
         {
-            return false;
+            return Some(m);
         }
         if self.held_conf_props.len() < HELD_CONF_PROPS_MAX {
-            self.held_conf_props.push(m.clone());
+            self.held_conf_props.push(*m);
         } else {
             tracing::warn!("raft: too many membership changes waiting; one dropped");
         }
-        true
+        None
     }
 
     /// Step the held membership changes once nothing is pending (one at a time: each makes
-    /// the next pending again). A member that no longer leads drops them; their requests
-    /// time out as with any proposal lost in a leader change.
-    fn release_held_conf_changes(&mut self) {
+    /// the next pending again); whether one was stepped. A member that no longer leads drops
+    /// them; their requests time out as with any proposal lost in a leader change.
+    fn release_held_conf_changes(&mut self) -> bool {
         if self.held_conf_props.is_empty() {
-            return;
+            return false;
         }
         if self.raw.raft.state != StateRole::Leader {
             self.held_conf_props.clear();
-            return;
+            return false;
         }
+        let mut stepped = false;
         while !self.held_conf_props.is_empty() && !self.raw.raft.has_pending_conf() {
             let m = self.held_conf_props.remove(0);
+            stepped = true;
             if let Err(e) = self.raw.step(m) {
                 tracing::debug!(error = %e, "raft: step of a held membership change failed");
             }
         }
+        stepped
     }
 
     /// The leader proposes a SYNC: it advances the log clock and expires TTL keys.
@@ -706,6 +766,23 @@ impl RaftLoop {
             ConfChangeV2::parse_from_bytes(&e.data).map_err(|x| x.to_string())?
         };
         let ctx: Option<ConfContext> = serde_json::from_slice(&cc.context).ok();
+        if let Some(c) = &ctx {
+            // Checked again here, against the membership this entry applies to (as etcd's
+            // ValidateConfigurationChange does): the request was checked when it arrived, and
+            // another change may have been applied since. Every member decides alike (the
+            // same replicated state at the same index), so a refused change touches nothing.
+            if let Some((status, msg)) = refuse_conf_change(sm, &cc, c) {
+                tracing::info!(index = e.index, reason = %msg, "membership change refused at apply");
+                return Ok(Some((
+                    c.id,
+                    Applied {
+                        outcome: Outcome::ConfRefused(status, msg),
+                        index: e.index,
+                        term: e.term,
+                    },
+                )));
+            }
+        }
         let cs = match self.raw.apply_conf_change(&cc) {
             Ok(cs) => cs,
             Err(err) => {
