@@ -28,12 +28,54 @@ pub struct Members {
     pub removed: Vec<u64>,
 }
 
+/// Why a membership change does not fit the members: etcd's HTTP status and message.
+pub type Refusal = (u16, String);
+
 impl Members {
     /// The member owning `peer_url`, if any.
     pub fn by_peer_url(&self, peer_url: &str) -> Option<&Member> {
         self.members
             .values()
             .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
+    }
+
+    /// Whether a member other than `except` has one of `urls`.
+    pub fn url_in_use(&self, urls: &[String], except: Option<u64>) -> bool {
+        self.members
+            .values()
+            .any(|m| Some(m.id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
+    }
+
+    /// Whether `id` may be added with `urls` (or, with `update`, change its peer URLs to
+    /// `urls`), as etcd's ValidateConfigurationChange decides. Checked when the request
+    /// arrives and again when its entry applies (the members may have changed in between).
+    pub fn check_add(&self, id: u64, urls: &[String], update: bool) -> Result<(), Refusal> {
+        if update {
+            if !self.members.contains_key(&id) {
+                return Err(self.gone(id));
+            }
+        } else if self.removed.contains(&id) {
+            return Err((410, "membership: ID removed".into()));
+        } else if self.members.contains_key(&id) {
+            return Err((409, "membership: ID exists".into()));
+        }
+        if self.url_in_use(urls, Some(id)) {
+            return Err((409, "membership: peerURL exists".into()));
+        }
+        Ok(())
+    }
+
+    /// The member `id` may be removed: it is one (see [`Members::check_add`]).
+    pub fn check_remove(&self, id: u64) -> Result<&Member, Refusal> {
+        self.members.get(&id).ok_or_else(|| self.gone(id))
+    }
+
+    fn gone(&self, id: u64) -> Refusal {
+        if self.removed.contains(&id) {
+            (410, format!("Member permanently removed: {id:x}"))
+        } else {
+            (404, format!("No such member: {id:x}"))
+        }
     }
 }
 

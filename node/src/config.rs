@@ -613,17 +613,18 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
     let debug = bool_or("debug", false)?;
     // Unless set, 2 ms or less than a heartbeat, whichever is shorter (etcd accepts heartbeats
     // of 1 and 2 ms); set explicitly, it must be below the heartbeat.
+    let heartbeat_interval_ms = u64_or("heartbeat-interval", 100)?;
     let leader_sync_delay_ms = if get("experimental-leader-sync-delay").is_some() {
         u64_or("experimental-leader-sync-delay", 2)?
     } else {
-        2.min(u64_or("heartbeat-interval", 100)?.saturating_sub(1))
+        2.min(heartbeat_interval_ms.saturating_sub(1))
     };
     let cfg = Config {
         data_dir: path("data-dir").unwrap_or_else(|| PathBuf::from(format!("{name}.etcd"))),
         wal_dir: path("wal-dir"),
         snapshot_count: u64_or("snapshot-count", 100_000)?,
         leader_sync_delay_ms,
-        heartbeat_interval_ms: u64_or("heartbeat-interval", 100)?,
+        heartbeat_interval_ms,
         election_timeout_ms: u64_or("election-timeout", 1000)?,
         listen_peer_urls: urls_or("listen-peer-urls", "http://localhost:2380")?,
         listen_client_urls: urls_or("listen-client-urls", "http://localhost:2379")?,

@@ -35,6 +35,20 @@ fn node_id(m: &MemberSim) -> madsim::task::NodeId {
     m.node.id()
 }
 
+/// Start a crashed member again, unless another fault started it meanwhile (its incarnation
+/// moved past `inc`) or is replacing it (it is out of the cluster until the replacement adds
+/// it back): then that fault owns it, and the returned note says so.
+fn restart_after_crash(handle: &Handle, m: &MemberSim, inc: u64) -> Option<&'static str> {
+    if m.replacing.load(std::sync::atomic::Ordering::SeqCst) {
+        Some("left down: it is being replaced")
+    } else if m.incarnations.load(std::sync::atomic::Ordering::SeqCst) == inc {
+        handle.restart(node_id(m));
+        None
+    } else {
+        Some("already restarted by another fault")
+    }
+}
+
 impl Nemesis {
     /// A nemesis over `members`, seeded.
     pub fn new(members: Arc<Vec<MemberSim>>, seed: u64, start: tokio::time::Instant) -> Nemesis {
@@ -290,14 +304,8 @@ impl Nemesis {
                 let inc = m.incarnations.load(std::sync::atomic::Ordering::SeqCst);
                 detail = format!("{lost} unsynced bytes lost");
                 detcd_node::rt::sleep(dur).await;
-                // Another fault may have started it meanwhile, or be replacing it (it is out of
-                // the cluster until the replacement adds it back): then leave it to that fault.
-                if m.replacing.load(std::sync::atomic::Ordering::SeqCst) {
-                    detail.push_str("; left down: it is being replaced");
-                } else if m.incarnations.load(std::sync::atomic::Ordering::SeqCst) == inc {
-                    handle.restart(node_id(m));
-                } else {
-                    detail.push_str("; already restarted by another fault");
+                if let Some(why) = restart_after_crash(&handle, m, inc) {
+                    detail.push_str(&format!("; {why}"));
                 }
             }
             FaultKind::Replace { target } => {
@@ -319,24 +327,18 @@ impl Nemesis {
             }
             FaultKind::PowerLoss => {
                 // All at one instant: no member gets to send or sync anything in between.
-                let mut lost = Vec::new();
+                let (mut lost, mut incs) = (Vec::new(), Vec::new());
                 for (t, m) in self.members.iter().enumerate() {
                     targets.push(t);
                     handle.kill(node_id(m));
                     lost.push(m.disk.crash());
+                    incs.push(m.incarnations.load(std::sync::atomic::Ordering::SeqCst));
                 }
-                let incs: Vec<u64> = self
-                    .members
-                    .iter()
-                    .map(|m| m.incarnations.load(std::sync::atomic::Ordering::SeqCst))
-                    .collect();
                 detail = format!("unsynced bytes lost per member {lost:?}");
                 detcd_node::rt::sleep(dur).await;
-                for (m, inc) in self.members.iter().zip(incs) {
-                    if m.replacing.load(std::sync::atomic::Ordering::SeqCst) {
-                        detail.push_str("; one left down: it is being replaced");
-                    } else if m.incarnations.load(std::sync::atomic::Ordering::SeqCst) == inc {
-                        handle.restart(node_id(m));
+                for (t, (m, inc)) in self.members.iter().zip(incs).enumerate() {
+                    if let Some(why) = restart_after_crash(&handle, m, inc) {
+                        detail.push_str(&format!("; member {t} {why}"));
                     }
                 }
             }

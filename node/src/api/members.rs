@@ -40,6 +40,14 @@ fn message(status: StatusCode, msg: &str) -> Response<Body> {
     json(status, serde_json::json!({ "message": msg }).to_string())
 }
 
+/// A membership change that does not fit the members, as etcd answers it.
+fn refusal((status, msg): crate::cluster::Refusal) -> Response<Body> {
+    message(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &msg,
+    )
+}
+
 #[derive(Deserialize)]
 struct MemberBody {
     #[serde(rename = "peerURLs", default)]
@@ -153,13 +161,9 @@ async fn parse_body(req: Request<Incoming>) -> Result<Vec<String>, Response<Body
     Ok(out)
 }
 
-fn url_in_use(ctx: &Ctx, urls: &[String], except: Option<u64>) -> bool {
+fn url_in_use(ctx: &Ctx, urls: &[String]) -> bool {
     let sm = ctx.shared.sm.lock().expect("sm lock");
-    sm.meta
-        .members
-        .members
-        .values()
-        .any(|m| Some(m.id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
+    sm.meta.members.url_in_use(urls, None)
 }
 
 /// etcd's strict reconfiguration check: adding a voter must not leave the cluster without a
@@ -243,10 +247,7 @@ async fn conf_change(
     .await;
     ctx.shared.waiters.lock().expect("waiters").remove(&id);
     match result {
-        Ok(crate::sm::Outcome::ConfRefused(status, msg)) => Err(message(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            &msg,
-        )),
+        Ok(crate::sm::Outcome::ConfRefused(status, msg)) => Err(refusal((status, msg))),
         Ok(_) => Ok(()),
         Err(()) => Err(json(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -259,7 +260,7 @@ async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
     if !ready_to_add(ctx) {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     }
-    if url_in_use(ctx, &urls, None) {
+    if url_in_use(ctx, &urls) {
         return message(StatusCode::CONFLICT, "membership: peerURL exists");
     }
     let salt = ctx.shared.rng.next_u64();
@@ -277,8 +278,16 @@ async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
 }
 
 async fn update(ctx: &Ctx, id: u64, urls: Vec<String>) -> Response<Body> {
-    if url_in_use(ctx, &urls, Some(id)) {
-        return message(StatusCode::CONFLICT, "membership: peerURL exists");
+    let check = ctx
+        .shared
+        .sm
+        .lock()
+        .expect("sm lock")
+        .meta
+        .members
+        .check_add(id, &urls, true);
+    if let Err(r) = check {
+        return refusal(r);
     }
     let member = Member {
         id,
@@ -299,21 +308,18 @@ async fn remove(ctx: &Ctx, id_text: &str) -> Response<Body> {
     let Some(id) = parse_id(id_text) else {
         return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
     };
-    let (known, removed) = {
-        let sm = ctx.shared.sm.lock().expect("sm lock");
-        (
-            sm.meta.members.members.get(&id).cloned(),
-            sm.meta.members.removed.contains(&id),
-        )
-    };
-    let Some(member) = known else {
-        if removed {
-            return message(
-                StatusCode::GONE,
-                &format!("Member permanently removed: {id_text}"),
-            );
-        }
-        return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
+    let check = ctx
+        .shared
+        .sm
+        .lock()
+        .expect("sm lock")
+        .meta
+        .members
+        .check_remove(id)
+        .cloned();
+    let member = match check {
+        Ok(m) => m,
+        Err(r) => return refusal(r),
     };
     match conf_change(ctx, ConfChangeType::RemoveNode, member, false).await {
         Ok(()) => Response::builder()

@@ -117,53 +117,24 @@ fn is_conf_change(e: &Entry) -> bool {
     )
 }
 
-/// Why a membership change cannot apply to the membership as it is now, if it cannot: the
-/// HTTP status and etcd's message. An add of a removed or present id or of a peer URL in use,
-/// an update of a member that is gone or to a peer URL another member uses, a removal of a
-/// member that is gone.
+/// Why a membership change cannot apply to the membership as it is now, if it cannot
+/// ([`crate::cluster::Members::check_add`], `check_remove`).
 fn refuse_conf_change(
     sm: &StateMachine,
     cc: &ConfChangeV2,
     c: &ConfContext,
-) -> Option<(u16, String)> {
+) -> Option<crate::cluster::Refusal> {
     let members = &sm.meta.members;
-    for change in cc.get_changes() {
+    cc.get_changes().iter().find_map(|change| {
         let id = change.node_id;
-        let gone = |id: u64| {
-            if members.removed.contains(&id) {
-                Some((410, format!("Member permanently removed: {id:x}")))
-            } else {
-                Some((404, format!("No such member: {id:x}")))
-            }
-        };
-        let url_taken = members
-            .members
-            .values()
-            .any(|m| m.id != id && m.peer_urls.iter().any(|u| c.member.peer_urls.contains(u)));
         match change.get_change_type() {
             raft::eraftpb::ConfChangeType::AddNode
             | raft::eraftpb::ConfChangeType::AddLearnerNode => {
-                if c.update {
-                    if !members.members.contains_key(&id) {
-                        return gone(id);
-                    }
-                } else if members.removed.contains(&id) {
-                    return Some((410, "membership: ID removed".into()));
-                } else if members.members.contains_key(&id) {
-                    return Some((409, "membership: ID exists".into()));
-                }
-                if url_taken {
-                    return Some((409, "membership: peerURL exists".into()));
-                }
+                members.check_add(id, &c.member.peer_urls, c.update).err()
             }
-            raft::eraftpb::ConfChangeType::RemoveNode => {
-                if !members.members.contains_key(&id) {
-                    return gone(id);
-                }
-            }
+            raft::eraftpb::ConfChangeType::RemoveNode => members.check_remove(id).err(),
         }
-    }
-    None
+    })
 }
 
 impl RaftLoop {
@@ -203,7 +174,6 @@ impl RaftLoop {
                 self.drain_inbox();
             }
             self.flush_read_batch();
-            let _ = self.release_held_conf_changes();
             self.fix_election_timeout();
             let mut res = Ok(());
             if sync_now {
@@ -213,8 +183,8 @@ impl RaftLoop {
             if res.is_ok() {
                 res = self.on_ready().await;
             }
-            // That Ready may have applied what held membership changes waited for: step them
-            // now rather than at the next wake-up (up to a heartbeat on an idle leader).
+            // Only a Ready advances raft-rs's applied index: held membership changes that it
+            // freed are stepped now, not at the next wake-up (a heartbeat on an idle leader).
             if res.is_ok() && self.release_held_conf_changes() {
                 res = self.on_ready().await;
             }
