@@ -39,11 +39,16 @@ impl Members {
             .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
     }
 
-    /// Whether a member other than `except` has one of `urls`.
-    pub fn url_in_use(&self, urls: &[String], except: Option<u64>) -> bool {
-        self.members
+    /// No member other than `except` has one of `urls`.
+    pub fn check_urls(&self, urls: &[String], except: Option<u64>) -> Result<(), Refusal> {
+        let in_use = self
+            .members
             .values()
-            .any(|m| Some(m.id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
+            .any(|m| Some(m.id) != except && m.peer_urls.iter().any(|u| urls.contains(u)));
+        if in_use {
+            return Err((409, "membership: peerURL exists".into()));
+        }
+        Ok(())
     }
 
     /// Whether `id` may be added with `urls` (or, with `update`, change its peer URLs to
@@ -59,10 +64,7 @@ impl Members {
         } else if self.members.contains_key(&id) {
             return Err((409, "membership: ID exists".into()));
         }
-        if self.url_in_use(urls, Some(id)) {
-            return Err((409, "membership: peerURL exists".into()));
-        }
-        Ok(())
+        self.check_urls(urls, Some(id))
     }
 
     /// The member `id` may be removed: it is one (see [`Members::check_add`]).

@@ -161,9 +161,12 @@ async fn parse_body(req: Request<Incoming>) -> Result<Vec<String>, Response<Body
     Ok(out)
 }
 
-fn url_in_use(ctx: &Ctx, urls: &[String]) -> bool {
-    let sm = ctx.shared.sm.lock().expect("sm lock");
-    sm.meta.members.url_in_use(urls, None)
+/// `check` against the members as this member knows them now.
+fn check_members<T>(
+    ctx: &Ctx,
+    check: impl FnOnce(&crate::cluster::Members) -> Result<T, crate::cluster::Refusal>,
+) -> Result<T, crate::cluster::Refusal> {
+    check(&ctx.shared.sm.lock().expect("sm lock").meta.members)
 }
 
 /// etcd's strict reconfiguration check: adding a voter must not leave the cluster without a
@@ -260,8 +263,8 @@ async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
     if !ready_to_add(ctx) {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     }
-    if url_in_use(ctx, &urls) {
-        return message(StatusCode::CONFLICT, "membership: peerURL exists");
+    if let Err(r) = check_members(ctx, |m| m.check_urls(&urls, None)) {
+        return refusal(r);
     }
     let salt = ctx.shared.rng.next_u64();
     let id = member_id(&urls, &ctx.token, Some(salt));
@@ -278,15 +281,7 @@ async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
 }
 
 async fn update(ctx: &Ctx, id: u64, urls: Vec<String>) -> Response<Body> {
-    let check = ctx
-        .shared
-        .sm
-        .lock()
-        .expect("sm lock")
-        .meta
-        .members
-        .check_add(id, &urls, true);
-    if let Err(r) = check {
+    if let Err(r) = check_members(ctx, |m| m.check_add(id, &urls, true)) {
         return refusal(r);
     }
     let member = Member {
@@ -308,16 +303,7 @@ async fn remove(ctx: &Ctx, id_text: &str) -> Response<Body> {
     let Some(id) = parse_id(id_text) else {
         return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
     };
-    let check = ctx
-        .shared
-        .sm
-        .lock()
-        .expect("sm lock")
-        .meta
-        .members
-        .check_remove(id)
-        .cloned();
-    let member = match check {
+    let member = match check_members(ctx, |m| m.check_remove(id).cloned()) {
         Ok(m) => m,
         Err(r) => return refusal(r),
     };
