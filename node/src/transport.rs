@@ -212,7 +212,7 @@ impl Transport {
                 .entry(to)
                 .or_insert_with(tokio::time::Instant::now);
             // Stream messages until the stream fails or the peer is removed.
-            loop {
+            let closed_by_peer = loop {
                 let first = tokio::select! {
                     // `biased`: tokio's fair select draws from a process-wide counter, which no
                     // simulator seed controls; a fixed polling order keeps runs reproducible.
@@ -225,7 +225,7 @@ impl Transport {
                         }).await;
                         if matches!(alive, Ok(Ok(()))) { continue }
                         self.connected_since.lock().expect("lock").remove(&to);
-                        break;
+                        break closed_by(&alive);
                     }
                 };
                 let Some(first) = first else { return };
@@ -253,10 +253,24 @@ impl Transport {
                 if !ok {
                     self.connected_since.lock().expect("lock").remove(&to);
                     let _ = self.inbox.send(Inbox::Unreachable(to));
-                    break;
+                    break closed_by(&res);
                 }
+            };
+            if closed_by_peer && self.removed_by(url).await {
+                let _ = self.inbox.send(Inbox::Removed);
+                return;
             }
         }
+    }
+
+    /// Whether the peer at `url` says this member was removed from the cluster. A peer
+    /// closes streams from members no longer in it; a removed member that never learned the
+    /// commit of its own removal (the leader stops sending to it once it applies it) learns
+    /// it here, as etcd's peers answer a removed member's messages with 410.
+    async fn removed_by(&self, url: &str) -> bool {
+        fetch_cluster_info(url, &self.token, self.tls.client.as_ref())
+            .await
+            .is_ok_and(|info| info.members.removed.contains(&self.id))
     }
 
     /// Drop what is queued for an unreachable peer; false once the peer was removed.
@@ -391,6 +405,18 @@ impl Transport {
         write_frame(stream, &bytes).await?;
         stream.flush().await
     }
+}
+
+/// Whether a write failed because the peer closed the stream (not a timeout): what a peer
+/// that refuses this member's stream does.
+fn closed_by<T>(res: &Result<std::io::Result<()>, T>) -> bool {
+    matches!(res, Ok(Err(e)) if matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::UnexpectedEof
+    ))
 }
 
 /// Ask the member at `peer_url` for the cluster's membership (used by a joining member).

@@ -49,6 +49,8 @@ pub enum Inbox {
     SnapshotSent(u64, bool),
     /// The stream a peer sends on was closed or reset (its process may be gone).
     PeerGone(u64),
+    /// A peer says this member was removed from the cluster.
+    Removed,
 }
 
 /// The result of a proposal, handed to the request that proposed it.

@@ -271,6 +271,7 @@ impl RaftLoop {
             }
             Inbox::Unreachable(id) => self.raw.report_unreachable(id),
             Inbox::PeerGone(id) => self.on_peer_gone(id),
+            Inbox::Removed => self.stop_removed(),
             Inbox::SnapshotSent(id, ok) => self.raw.report_snapshot(
                 id,
                 if ok {
@@ -297,6 +298,15 @@ impl RaftLoop {
         r.set_randomized_election_timeout(base + soon);
         r.election_elapsed = r.election_elapsed.max(base);
         tracing::info!(leader = %format!("{id:x}"), ticks = soon, "raft: the leader's stream closed; campaigning soon unless it is heard from");
+    }
+
+    /// This member was removed from the cluster (it applied its removal, or a peer said so):
+    /// it stops.
+    fn stop_removed(&self) {
+        tracing::warn!("this member was removed from the cluster; stopping");
+        let _ = self.shared.stopped.send(Some(
+            "the member has been permanently removed from the cluster".into(),
+        ));
     }
 
     /// Whether this member leads and raft-rs still counts a membership change as unapplied:
@@ -807,10 +817,7 @@ impl RaftLoop {
         sync_members_with_conf(sm, &cs);
         self.transport.set_members(&sm.meta.members);
         if removed_self {
-            tracing::warn!("this member was removed from the cluster; stopping");
-            let _ = self.shared.stopped.send(Some(
-                "the member has been permanently removed from the cluster".into(),
-            ));
+            self.stop_removed();
         }
         Ok(ctx.map(|c| {
             (
