@@ -582,6 +582,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         snapshot_due: false,
         unsynced: None,
         held_conf_props: Vec::new(),
+        leader_gone: None,
     };
     crate::rt::spawn(raft_loop.run());
 

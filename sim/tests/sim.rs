@@ -143,6 +143,64 @@ fn isolating_the_leader_elects_a_new_one_on_the_majority_side() {
     );
 }
 
+/// Killing the leader of an idle cluster (both followers equally up to date, the case where
+/// two that campaigned in the same tick would split the vote and wait out a whole election
+/// timeout): the survivors elect a leader in the very next term, well within one election
+/// timeout (1 s), on every seed.
+#[test]
+fn killing_the_leader_elects_the_next_in_one_term_without_a_split_vote() {
+    let s = small("kill-leader", "");
+    for seed in 1..=8u64 {
+        let (old_term, new_term, took) =
+            detcd_sim::run::with_cluster(&s, seed, move |members| async move {
+                let old = leader_name(&members).await.expect("a leader");
+                let old_term = members
+                    .iter()
+                    .find(|m| m.index == old)
+                    .and_then(|m| m.shared())
+                    .expect("the leader runs")
+                    .status()
+                    .term;
+                let mut nem = Nemesis::new(members.clone(), seed, tokio::time::Instant::now());
+                let f = Fault {
+                    at_s: 0.0,
+                    duration_s: 3.0,
+                    kind: FaultKind::Crash {
+                        target: Target::Leader,
+                    },
+                };
+                let m2 = members.clone();
+                let probe = tokio::spawn(async move {
+                    let t0 = tokio::time::Instant::now();
+                    while t0.elapsed() < Duration::from_secs(3) {
+                        for m in m2.iter().filter(|m| m.index != old) {
+                            if let Some(st) =
+                                m.shared().map(|s| s.status()).filter(|st| st.is_leader)
+                            {
+                                return (st.term, t0.elapsed());
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    (0, t0.elapsed())
+                });
+                nem.apply(&f, 0).await;
+                let (term, took) = probe.await.unwrap();
+                (old_term, term, took)
+            });
+        println!("seed {seed}: term {old_term} -> {new_term} in {took:?}");
+        assert_eq!(
+            new_term,
+            old_term + 1,
+            "seed {seed}: a split vote (or no leader) after the kill, {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(600),
+            "seed {seed}: new leader after {took:?}"
+        );
+    }
+}
+
 #[test]
 fn a_paused_member_stops_while_the_others_go_on() {
     let s = small("pause", "");
