@@ -238,25 +238,14 @@ impl RaftLoop {
     /// While the leader is known to be gone and no new one is known, the timer restarts
     /// short instead (see [`RaftLoop::on_peer_gone`]).
     fn fix_election_timeout(&mut self) {
-        let (leader, elapsed) = (self.raw.raft.leader_id, self.raw.raft.election_elapsed);
+        let r = &self.raw.raft;
         if let Some((gone, _)) = self.leader_gone {
             // A new leader is known, or the old one was heard from after all.
-            if leader != raft::INVALID_ID && (leader != gone || elapsed == 0) {
+            if r.leader_id != raft::INVALID_ID && (r.leader_id != gone || r.election_elapsed == 0) {
                 self.leader_gone = None;
             }
         }
-        if elapsed == 0 {
-            if let Some((gone, left)) = self.leader_gone.filter(|(_, left)| *left > 0) {
-                if self.raw.raft.state != StateRole::Leader && leader == raft::INVALID_ID {
-                    // A campaign began or failed with no leader known (a member that has not
-                    // yet seen the leader go ignores the pre-vote; two candidates may split
-                    // the vote): if it gets nowhere, try again soon rather than after a whole
-                    // election timeout.
-                    self.leader_gone = Some((gone, left - 1));
-                    self.campaign_soon(gone);
-                    return;
-                }
-            }
+        if self.raw.raft.election_elapsed == 0 && !self.campaign_again() {
             let lo = self.cfg.election_ticks as u64;
             let t = self.shared.rng.range(lo, 2 * lo) as usize;
             self.raw.raft.set_randomized_election_timeout(t);
@@ -311,8 +300,9 @@ impl RaftLoop {
     /// the leader's lease here and let the election timer run out within a few ticks. The
     /// followers that saw it go take turns two ticks apart, by member id (the lowest first):
     /// two that campaigned in the same tick would split the vote and both wait out a full
-    /// election timeout (a random 1–3 ticks did that one leader kill in seven); while no leader is
-    /// known they keep campaigning at that pace for about one election timeout. Only liveness
+    /// election timeout (a random 1–3 ticks did that one leader kill in seven); while no
+    /// leader is known they keep campaigning at that pace for about one election timeout
+    /// ([`RaftLoop::campaign_again`]). Only liveness
     /// changes: if the leader is alive after all, the pre-vote fails at the members still
     /// hearing from it.
     fn on_peer_gone(&mut self, id: u64) {
@@ -327,6 +317,23 @@ impl RaftLoop {
         let again = (self.raw.raft.election_timeout() / soon).saturating_sub(1);
         self.leader_gone = Some((id, again.min(u8::MAX as usize) as u8));
         tracing::info!(leader = %format!("{id:x}"), ticks = soon, "raft: the leader's stream closed; campaigning soon unless it is heard from");
+    }
+
+    /// After the leader's stream closed, a campaign began or failed with no leader known (a
+    /// member that has not yet seen the leader go ignores the pre-vote; two candidates may
+    /// split the vote): if it gets nowhere, try again soon rather than after a whole election
+    /// timeout, while the budget set by [`RaftLoop::on_peer_gone`] lasts. True if so.
+    fn campaign_again(&mut self) -> bool {
+        let r = &self.raw.raft;
+        let Some((gone, left)) = self.leader_gone else {
+            return false;
+        };
+        if left == 0 || r.state == StateRole::Leader || r.leader_id != raft::INVALID_ID {
+            return false;
+        }
+        self.leader_gone = Some((gone, left - 1));
+        self.campaign_soon(gone);
+        true
     }
 
     /// End the lease of `gone` (the leader whose stream closed) and let the election timer run
