@@ -575,7 +575,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         cfg: lp,
         snap_index: opened.snap_index,
         reads: Default::default(),
-        read_batch: Vec::new(),
+        read_batch: Default::default(),
         read_seq: 0,
         applied: opened.applied,
         last_hs: opened.hs,

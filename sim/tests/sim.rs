@@ -201,6 +201,74 @@ fn killing_the_leader_elects_the_next_in_one_term_without_a_split_vote() {
     }
 }
 
+/// Quorum reads at both followers while the leader is busy with writes: the leader confirms
+/// the read-index requests that reach it in the same turn with one heartbeat round, not one
+/// round each (raft-rs's way). Each request alone would cost two heartbeats (one per
+/// follower); the leader must send clearly fewer than that, its per-tick rounds included.
+#[test]
+fn the_leader_confirms_followers_reads_that_arrive_together_with_one_heartbeat_round() {
+    let s = small("batched-reads", "");
+    let (heartbeats, requests, reads) = detcd_sim::run::with_cluster(&s, 4, |members| async move {
+        use std::sync::atomic::Ordering::Relaxed;
+        let leader = leader_name(&members).await.expect("a leader");
+        let counters = |i: usize| {
+            let sh = members[i].shared().expect("member runs");
+            (
+                sh.counters.heartbeats_sent.load(Relaxed),
+                sh.counters.read_requests.load(Relaxed),
+            )
+        };
+        let followers: Vec<usize> = (0..members.len()).filter(|i| *i != leader).collect();
+        let hb0 = counters(leader).0;
+        let rq0: u64 = followers.iter().map(|f| counters(*f).1).sum();
+        let end = tokio::time::Instant::now() + Duration::from_millis(1500);
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let c = member_client(&members[leader].client_addr(), Duration::from_secs(1));
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while tokio::time::Instant::now() < end {
+                    let _ = c
+                        .set(&format!("/w{w}"), &i.to_string(), SetOptions::default())
+                        .await;
+                    i += 1;
+                }
+                0u64
+            }));
+        }
+        for f in &followers {
+            for r in 0..6 {
+                let c = member_client(&members[*f].client_addr(), Duration::from_secs(1));
+                let quorum = GetOptions {
+                    quorum: true,
+                    ..Default::default()
+                };
+                tasks.push(tokio::spawn(async move {
+                    let mut ok = 0u64;
+                    while tokio::time::Instant::now() < end {
+                        if c.get(&format!("/w{}", r % 4), quorum).await.is_ok() {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                }));
+            }
+        }
+        let mut reads = 0;
+        for t in tasks {
+            reads += t.await.unwrap();
+        }
+        let rq: u64 = followers.iter().map(|f| counters(*f).1).sum();
+        (counters(leader).0 - hb0, rq - rq0, reads)
+    });
+    println!("{reads} quorum reads at the followers in {requests} read-index requests; the leader sent {heartbeats} heartbeats");
+    assert!(reads > 200, "only {reads} reads were answered");
+    assert!(
+        heartbeats * 4 < requests * 2 * 3,
+        "{heartbeats} heartbeats for {requests} forwarded read-index requests: one round each"
+    );
+}
+
 #[test]
 fn a_paused_member_stops_while_the_others_go_on() {
     let s = small("pause", "");

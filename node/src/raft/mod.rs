@@ -106,6 +106,10 @@ pub struct Counters {
     pub proposals: AtomicU64,
     /// Snapshots taken.
     pub snapshots: AtomicU64,
+    /// ReadIndex requests this member handed to raft (one per batch of reads).
+    pub read_requests: AtomicU64,
+    /// Heartbeats sent (a leader sends a round every tick, and one per ReadIndex request).
+    pub heartbeats_sent: AtomicU64,
 }
 
 impl Counters {
