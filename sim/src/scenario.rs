@@ -125,6 +125,19 @@ pub enum LoadMode {
     Open,
 }
 
+/// Which member each client sends its requests to first (it moves on to the next after a
+/// failure either way).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Drawn from the client's seeded rng: one seed may crowd most clients on one member.
+    #[default]
+    Random,
+    /// Client `i` starts at member `i mod n`, as etcd's benchmark tool hands out its
+    /// endpoints in turn: no seed favours the member that happens to lead. For benchmarks.
+    Spread,
+}
+
 /// Relative weights of operation kinds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -186,6 +199,8 @@ pub struct WorkloadSpec {
     pub watchers: usize,
     /// A request not answered within this many ms is indeterminate.
     pub request_timeout_ms: u64,
+    /// Which member each client starts at.
+    pub placement: Placement,
 }
 
 impl Default for WorkloadSpec {
@@ -199,6 +214,7 @@ impl Default for WorkloadSpec {
             mix: OpMix::default(),
             watchers: 1,
             request_timeout_ms: 2000,
+            placement: Placement::Random,
         }
     }
 }

@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use detcd_client::{DeleteOptions, Error, GetOptions, Response, SetOptions, WatchOptions};
 use futures::StreamExt;
 
-use crate::scenario::{LoadMode, OpMix, Scenario};
+use crate::scenario::{LoadMode, OpMix, Placement, Scenario};
 
 /// Operation kinds of the etcd v2 workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +360,13 @@ pub async fn run_clients(
 
 fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
     let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, id as u64, 0xc11e));
-    let member = rng.gen_range(0..addrs.len());
+    // Drawn in either placement, so that the rest of the client's seeded stream (its
+    // operations) is the same.
+    let drawn = rng.gen_range(0..addrs.len());
+    let member = match s.workload.placement {
+        Placement::Random => drawn,
+        Placement::Spread => id as usize % addrs.len(),
+    };
     Client {
         id,
         rng,
@@ -433,5 +439,38 @@ pub async fn run_watcher(
             wait_index,
         });
         wait_index = index + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(placement: &str) -> Scenario {
+        let toml = format!("name = \"x\"\n[workload]\nclients = 16\nplacement = \"{placement}\"\n");
+        Scenario::parse(&toml, "s.toml").unwrap()
+    }
+
+    #[test]
+    fn spread_clients_take_the_members_in_turn_and_keep_their_seeded_operations() {
+        let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", 2379 + i)).collect();
+        let (spread, random) = (scenario("spread"), scenario("random"));
+        let seed = 1;
+        println!("seed {seed}");
+        let mut per_member = [0; 3];
+        let mut drawn = [0; 3];
+        for id in 0..16 {
+            let mut s = new_client(id, &spread, &addrs, seed);
+            let mut r = new_client(id, &random, &addrs, seed);
+            assert_eq!(s.member, id as usize % 3);
+            per_member[s.member] += 1;
+            drawn[r.member] += 1;
+            // Only the starting member differs: the operations that follow are the same.
+            assert_eq!(s.rng.gen::<u64>(), r.rng.gen::<u64>());
+        }
+        assert_eq!(per_member, [6, 5, 5]);
+        // The seeded draw this replaces: seed 1 puts most of its 16 clients on one member.
+        assert_eq!(drawn.iter().sum::<i32>(), 16);
+        assert!(drawn.iter().max() > Some(&8), "{drawn:?}");
     }
 }
