@@ -3,8 +3,8 @@
 //! tokio), faults applied with Docker, and the same history, checks and report as a
 //! simulated run — so what the simulator proves can be seen on real processes, beside etcd.
 //!
-//! Faults: `crash` (`docker kill`, then `docker start`: the member recovers from its data),
-//! `pause` (`docker pause`), `isolate` (`docker network disconnect`), `flaky` (disconnect and
+//! Faults: `crash` (SIGKILL of the member's process, then `docker start`: the member recovers
+//! from its data), `pause` (`docker pause`), `isolate` (`docker network disconnect`), `flaky` (disconnect and
 //! reconnect every `flap_ms`), `rolling-restart` (kill and start each member in turn), and the
 //! per-link partitions `one-way`, `bridge`, `ring`, `minority-majority` with iptables run
 //! (nsenter) inside each container's network namespace. Faults a real cluster cannot take —
@@ -82,13 +82,41 @@ impl Cluster {
         self.addrs.clone()
     }
 
-    /// Kill member `t` without warning (`docker kill`, or SIGKILL of the process).
-    async fn kill(&self, t: usize) {
+    /// Kill member `t` with SIGKILL; returns the instant the signal was sent, when the member
+    /// stopped answering. (A whole `docker kill` returned ~100 ms after that here: the
+    /// surviving members had elected a new leader before it did, and an unavailability window
+    /// measured from its return missed the outage.)
+    async fn kill(&self, t: usize) -> tokio::time::Instant {
         self.kills
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.backend {
             Backend::Docker { names, .. } => {
-                let _ = docker_async(vec!["kill".into(), names[t].clone()]).await;
+                // The container's process, killed from the host like a local one; docker
+                // sees it exit. `docker kill` only if the pid cannot be had.
+                let pid = docker_async(vec![
+                    "inspect".into(),
+                    "-f".into(),
+                    "{{.State.Pid}}".into(),
+                    names[t].clone(),
+                ])
+                .await
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .filter(|p| *p > 0);
+                let killed = pid.is_some_and(|p| {
+                    Command::new("kill")
+                        .args(["-9", &p.to_string()])
+                        .status()
+                        .is_ok_and(|s| s.success())
+                });
+                let at = tokio::time::Instant::now();
+                if killed {
+                    let _ = docker_async(vec!["wait".into(), names[t].clone()]).await;
+                } else {
+                    let _ = docker_async(vec!["kill".into(), names[t].clone()]).await;
+                    return tokio::time::Instant::now();
+                }
+                at
             }
             Backend::Local {
                 children,
@@ -96,11 +124,15 @@ impl Cluster {
                 ..
             } => {
                 let child = children.lock().unwrap()[t].take();
+                let at = tokio::time::Instant::now();
                 if let Some(mut ch) = child {
                     *retired_ticks.lock().unwrap() += proc_ticks(ch.id()).unwrap_or(0);
                     let _ = ch.kill();
+                    let at = tokio::time::Instant::now();
                     let _ = tokio::task::spawn_blocking(move || ch.wait()).await;
+                    return at;
                 }
+                at
             }
         }
     }
@@ -673,18 +705,18 @@ async fn apply(
     let l = leader(&c).await;
     let dur = Duration::from_secs_f64(f.duration_s.max(0.0));
     let kind = kind_name(&f.kind).to_string();
-    // The fault's window starts once its command has taken effect (a `docker kill` takes tens
-    // of ms; writes acknowledged meanwhile are not evidence of availability under the fault).
+    // The fault's window starts once its command has taken effect (a kill when its signal is
+    // sent; a link cut once iptables has it): writes acknowledged before are not evidence of
+    // availability under the fault.
     let mut began = tokio::time::Instant::now();
     let (targets, detail) = match &f.kind {
         FaultKind::Crash { target } => {
             let t = resolve(target, l, &mut rng);
-            c.kill(t).await;
-            began = tokio::time::Instant::now();
+            began = c.kill(t).await;
             tokio::time::sleep(dur).await;
             c.start(t).await;
             let how = match c.backend {
-                Backend::Docker { .. } => "docker kill, then docker start",
+                Backend::Docker { .. } => "kill -9 of the container's process, then docker start",
                 Backend::Local { .. } => "kill -9, then started again with its data dir",
             };
             (vec![t], how.to_string())
@@ -692,14 +724,14 @@ async fn apply(
         FaultKind::PowerLoss => {
             // All at once, as far as processes go; the OS keeps what they wrote but did not
             // sync (a process kill, not a power cut: only the simulator loses those bytes).
-            futures::future::join_all((0..n).map(|t| c.kill(t))).await;
-            began = tokio::time::Instant::now();
+            let at = futures::future::join_all((0..n).map(|t| c.kill(t))).await;
+            began = at.into_iter().max().unwrap_or(began);
             tokio::time::sleep(dur).await;
             for t in 0..n {
                 c.start(t).await;
             }
             let how = match c.backend {
-                Backend::Docker { .. } => "every member docker killed at once, then all started (unsynced writes survive in the host's page cache)",
+                Backend::Docker { .. } => "every member's process killed at once, then all started (unsynced writes survive in the host's page cache)",
                 Backend::Local { .. } => "every member kill -9 at once, then all started with their data dirs (unsynced writes survive in the OS page cache)",
             };
             ((0..n).collect(), how.to_string())
