@@ -4,9 +4,9 @@
 //! simulated run — so what the simulator proves can be seen on real processes, beside etcd.
 //!
 //! Faults: `crash` (SIGKILL of the member's process, then `docker start`: the member recovers
-//! from its data), `pause` (`docker pause`), `isolate` (`docker network disconnect`), `flaky` (disconnect and
-//! reconnect every `flap_ms`), `rolling-restart` (kill and start each member in turn), and the
-//! per-link partitions `one-way`, `bridge`, `ring`, `minority-majority` with iptables run
+//! from its data), `pause` (`docker pause`), `isolate` (`docker network disconnect`), `flaky`
+//! (disconnect and reconnect every `flap_ms`), `rolling-restart` (kill and start each member in
+//! turn), and the per-link partitions `one-way`, `bridge`, `ring`, `minority-majority` with iptables run
 //! (nsenter) inside each container's network namespace. Faults a real cluster cannot take —
 //! per-member clock skew (containers share the host's clock), `replace` (simulator-only so far),
 //! links that cannot be filtered on this host — are recorded as skipped, never faked.
@@ -109,13 +109,12 @@ impl Cluster {
                         .status()
                         .is_ok_and(|s| s.success())
                 });
-                let at = tokio::time::Instant::now();
-                if killed {
-                    let _ = docker_async(vec!["wait".into(), names[t].clone()]).await;
-                } else {
+                if !killed {
                     let _ = docker_async(vec!["kill".into(), names[t].clone()]).await;
                     return tokio::time::Instant::now();
                 }
+                let at = tokio::time::Instant::now();
+                let _ = docker_async(vec!["wait".into(), names[t].clone()]).await;
                 at
             }
             Backend::Local {
@@ -124,14 +123,13 @@ impl Cluster {
                 ..
             } => {
                 let child = children.lock().unwrap()[t].take();
+                let Some(mut ch) = child else {
+                    return tokio::time::Instant::now();
+                };
+                *retired_ticks.lock().unwrap() += proc_ticks(ch.id()).unwrap_or(0);
+                let _ = ch.kill();
                 let at = tokio::time::Instant::now();
-                if let Some(mut ch) = child {
-                    *retired_ticks.lock().unwrap() += proc_ticks(ch.id()).unwrap_or(0);
-                    let _ = ch.kill();
-                    let at = tokio::time::Instant::now();
-                    let _ = tokio::task::spawn_blocking(move || ch.wait()).await;
-                    return at;
-                }
+                let _ = tokio::task::spawn_blocking(move || ch.wait()).await;
                 at
             }
         }
