@@ -7,9 +7,10 @@
 //! from its data), `pause` (`docker pause`), `isolate` (`docker network disconnect`), `flaky`
 //! (disconnect and reconnect every `flap_ms`), `rolling-restart` (kill and start each member in
 //! turn), and the per-link partitions `one-way`, `bridge`, `ring`, `minority-majority` with
-//! iptables run (nsenter) inside each container's network namespace. Faults a real cluster cannot take —
-//! per-member clock skew (containers share the host's clock), `replace` (simulator-only so far),
-//! links that cannot be filtered on this host — are recorded as skipped, never faked.
+//! iptables run (nsenter) inside each container's network namespace. Faults a real cluster
+//! cannot take — per-member clock skew (containers share the host's clock), `replace`
+//! (simulator-only so far), links that cannot be filtered on this host — are recorded as
+//! skipped, never faked.
 //! Simulation-only counters (Raft messages, fsyncs) are not measured.
 //!
 //! With `--processes` the members are processes on 127.0.0.1 instead (`target/release/detcd`,
