@@ -104,12 +104,7 @@ impl Cluster {
                 .ok()
                 .and_then(|p| p.trim().parse::<u32>().ok())
                 .filter(|p| *p > 0);
-                let killed = pid.is_some_and(|p| {
-                    Command::new("kill")
-                        .args(["-9", &p.to_string()])
-                        .status()
-                        .is_ok_and(|s| s.success())
-                });
+                let killed = pid.is_some_and(|p| signal(p, "-9"));
                 if !killed {
                     let _ = docker_async(vec!["kill".into(), names[t].clone()]).await;
                     return tokio::time::Instant::now();
@@ -173,7 +168,7 @@ impl Cluster {
             }
             Backend::Local { children, .. } => {
                 if let Some(ch) = children.lock().unwrap()[t].as_ref() {
-                    signal(ch, if stop { "-STOP" } else { "-CONT" });
+                    signal(ch.id(), if stop { "-STOP" } else { "-CONT" });
                 }
             }
         }
@@ -385,7 +380,6 @@ fn local_ports(n: usize) -> Result<Vec<(u16, u16)>, String> {
     Err("no free ports on 127.0.0.1 between 21000 and 29100".into())
 }
 
-/// Send `sig` (`-STOP`, `-CONT`) to a member's process.
 /// `/proc`'s clock ticks per second (USER_HZ, fixed at 100 in Linux's procfs ABI).
 const PROC_TICKS_PER_S: f64 = 100.0;
 
@@ -405,10 +399,12 @@ struct CpuUse {
     generator_s: f64,
 }
 
-fn signal(ch: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &ch.id().to_string()])
-        .status();
+/// Send `sig` (`-9`, `-STOP`, `-CONT`) to process `pid`; whether `kill` succeeded.
+fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn spawn_local(work: &Path, bin: &Path, i: usize, args: &[String]) -> Result<Child, String> {
@@ -496,7 +492,7 @@ fn teardown(c: &Cluster) {
         }
         Backend::Local { work, children, .. } => {
             for ch in children.lock().unwrap().iter_mut().flatten() {
-                signal(ch, "-CONT"); // a stopped process would not die until continued
+                signal(ch.id(), "-CONT"); // a stopped process would not die until continued
                 let _ = ch.kill();
                 let _ = ch.wait();
             }
