@@ -14,26 +14,22 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/checker-corpus/kv/c50-ok.txt");
-    match std::fs::read_to_string(&corpus) {
-        Ok(text) => {
-            let ops = import::jepsen_edn(&text).expect("corpus parses");
-            let runs: Vec<Duration> = (0..7)
-                .map(|_| {
-                    let t = Instant::now();
-                    assert_eq!(check(&Kv, &ops, None), Verdict::Ok);
-                    t.elapsed()
-                })
-                .collect();
-            println!(
-                "kv c50-ok ({} ops): median {:.1} ms (Porcupine on this machine: 111 ms)",
-                ops.len(),
-                median(runs).as_secs_f64() * 1e3
-            );
-        }
-        Err(e) => println!("kv c50-ok: skipped ({}: {e})", corpus.display()),
-    }
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kv/c50-ok.txt");
+    let text =
+        std::fs::read_to_string(&corpus).unwrap_or_else(|e| panic!("{}: {e}", corpus.display()));
+    let ops = import::jepsen_edn(&text).expect("corpus parses");
+    let runs: Vec<Duration> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(check(&Kv, &ops, None), Verdict::Ok);
+            t.elapsed()
+        })
+        .collect();
+    println!(
+        "kv c50-ok ({} ops): median {:.1} ms (Porcupine on this machine: 111 ms)",
+        ops.len(),
+        median(runs).as_secs_f64() * 1e3
+    );
     let ops = gen::etcd_history(42, 100_000, 100, 16, 0.05);
     let runs: Vec<Duration> = (0..5)
         .map(|_| {

@@ -1,4 +1,5 @@
-//! Every history in shared/checker-corpus gets the verdict in its VERDICTS file.
+//! Every history in tests/data (the checker corpus: real Jepsen histories with Porcupine's
+//! verdicts; see tests/data/README.md) gets the verdict in its VERDICTS file.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -7,9 +8,8 @@ use detcd_checker::model::kv::Kv;
 use detcd_checker::model::register::Register;
 use detcd_checker::{check, import, Verdict};
 
-fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/checker-corpus");
-    p.exists().then_some(p)
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
 fn verdicts(dir: &Path) -> Vec<(String, bool)> {
@@ -25,10 +25,7 @@ fn verdicts(dir: &Path) -> Vec<(String, bool)> {
 
 #[test]
 fn jepsen_etcd_register_histories_get_porcupines_verdicts() {
-    let Some(root) = corpus() else {
-        println!("shared/checker-corpus not found next to the repository: skipped");
-        return;
-    };
+    let root = corpus();
     let dir = root.join("jepsen-etcd");
     let mut n = 0;
     for (file, expect) in verdicts(&dir) {
@@ -53,11 +50,9 @@ fn jepsen_etcd_register_histories_get_porcupines_verdicts() {
 
 #[test]
 fn jepsen_kv_histories_get_porcupines_verdicts() {
-    let Some(root) = corpus() else {
-        println!("shared/checker-corpus not found next to the repository: skipped");
-        return;
-    };
+    let root = corpus();
     let dir = root.join("kv");
+    let mut n = 0;
     for (file, expect) in verdicts(&dir) {
         let ops = import::jepsen_edn(&std::fs::read_to_string(dir.join(&file)).unwrap()).unwrap();
         let v = check(&Kv, &ops, Some(Instant::now() + Duration::from_secs(60)));
@@ -67,7 +62,9 @@ fn jepsen_kv_histories_get_porcupines_verdicts() {
             expect,
             "{file}: expected linearizable={expect}, got failure"
         );
+        n += 1;
     }
+    assert_eq!(n, 6, "kv histories checked");
 }
 
 #[test]
