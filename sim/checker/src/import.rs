@@ -84,7 +84,22 @@ fn parse_int(s: &str, line: usize) -> Result<i64, ParseError> {
         .map_err(|_| err(line, format!("expected an integer, found {s:?}")))
 }
 
-/// Jepsen's etcd register log: `INFO  jepsen.util - <process>\t:<type>\t:<f>\t<value>`.
+/// Splits off the first field of `s`: the text up to its first run of spaces or tabs, and what
+/// follows that run.
+fn first_field(s: &str) -> (&str, &str) {
+    let s = s.trim_start_matches([' ', '\t']);
+    match s.find([' ', '\t']) {
+        Some(i) => (&s[..i], s[i..].trim_start_matches([' ', '\t'])),
+        None => (s, ""),
+    }
+}
+
+/// Jepsen's etcd register log: `INFO  jepsen.util - <process>\t:<type>\t:<f>\t<value>`,
+/// optionally followed by an error column. Jepsen separates the columns with tabs, but some of
+/// its logs (and copies of them) have spaces instead, so any run of spaces or tabs separates
+/// columns, as in Porcupine's reader. The value is one token (`nil`, an integer,
+/// `:timed-out`) or a vector that itself contains spaces (`[FROM TO]`); anything after it is
+/// the error column, which is ignored.
 pub fn jepsen_log(text: &str) -> Result<Vec<Op<RegInput, RegOutput>>, ParseError> {
     let mut p = Pairing::new();
     for (n, raw) in text.lines().enumerate() {
@@ -95,21 +110,35 @@ pub fn jepsen_log(text: &str) -> Result<Vec<Op<RegInput, RegOutput>>, ParseError
         let rest = raw.split_once(" - ").map(|x| x.1).ok_or_else(|| {
             err(
                 line,
-                "expected `... - <process>\\t:<type>\\t:<f>\\t<value>`",
+                "expected `... - <process> :<type> :<f> <value>` (columns separated by tabs or spaces)",
             )
         })?;
-        let cols: Vec<&str> = rest.split('\t').collect();
-        if cols.len() < 4 {
+        let (process_col, rest) = first_field(rest);
+        let (ty, rest) = first_field(rest);
+        let (f, rest) = first_field(rest);
+        let value = if rest.starts_with('[') {
+            match rest.find(']') {
+                Some(end) => &rest[..=end],
+                None => return Err(err(line, format!("unterminated vector {rest:?}"))),
+            }
+        } else {
+            first_field(rest).0
+        };
+        let found = [process_col, ty, f, value]
+            .iter()
+            .filter(|c| !c.is_empty())
+            .count();
+        if found < 4 {
             return Err(err(
                 line,
-                format!("expected 4 tab-separated fields, found {}", cols.len()),
+                format!(
+                    "expected 4 columns (process, type, f, value) separated by tabs or spaces, found {found}"
+                ),
             ));
         }
-        let process: u64 = cols[0]
-            .trim()
+        let process: u64 = process_col
             .parse()
-            .map_err(|_| err(line, format!("bad process {:?}", cols[0])))?;
-        let (ty, f, value) = (cols[1].trim(), cols[2].trim(), cols[3].trim());
+            .map_err(|_| err(line, format!("bad process {process_col:?}")))?;
         let time = line as u64;
         match ty {
             ":invoke" => {
