@@ -171,8 +171,7 @@ fn auth_is_replicated_and_survives_restarts_and_snapshots() {
 
 #[test]
 fn etcdctl_user_role_and_auth_commands() {
-    if Command::new("etcdctl").arg("--version").output().is_err() {
-        println!("etcdctl not installed (Debian's etcd-client): skipped");
+    if !require_bin("etcdctl", "Debian package etcd-client") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

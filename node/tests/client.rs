@@ -22,12 +22,7 @@ enum Server {
 
 fn cluster(kind: Server, dir: &std::path::Path) -> Option<Vec<Member>> {
     if let Server::Etcd = kind {
-        if std::process::Command::new("etcd")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            println!("etcd not installed (Debian's etcd-server): skipped");
+        if !require_bin("etcd", "Debian package etcd-server") {
             return None;
         }
     }

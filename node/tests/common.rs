@@ -8,6 +8,38 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+/// Whether this is a CI run: the `CI` environment variable is set (`.ci/run` runs with
+/// `CI=true`), and is not empty, `0` or `false`.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// Whether `bin` is installed: `bin --version` starts.
+pub fn installed(bin: &str) -> bool {
+    Command::new(bin).arg("--version").output().is_ok()
+}
+
+/// The gate for a test (or a part of one) that needs a tool: true when it is `present`. When it
+/// is missing, a CI run fails the test, naming the tool and how to get it (`hint`), because a
+/// test that skips there passes without testing anything; elsewhere it prints that the test is
+/// skipped and returns false, and the caller returns.
+pub fn require(tool: &str, hint: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "{tool} is missing ({hint}); CI is set, so this test fails instead of skipping"
+    );
+    println!("{tool} is missing ({hint}): skipped");
+    false
+}
+
+/// [`require`] for a command-line tool: `bin --version` must start.
+pub fn require_bin(bin: &str, hint: &str) -> bool {
+    require(&format!("`{bin}`"), hint, installed(bin))
+}
+
 /// A free-ish port range per test process (tests in one binary run in parallel threads).
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 

@@ -2,8 +2,8 @@
 //! binary on `scratch`), brings up deploy/compose.yaml (three members on 172.30.0.0/24),
 //! runs the tutorial's curl commands against the containers' addresses, kills the leader's
 //! container (writes go on), starts it again (it catches up), disconnects a member from the
-//! network and reconnects it (it catches up), then tears everything down. Skips, saying so,
-//! only where no Docker engine answers.
+//! network and reconnects it (it catches up), then tears everything down. Without a Docker
+//! engine or Compose it fails under CI (`CI` set) and skips, saying so, elsewhere.
 
 mod common;
 
@@ -81,13 +81,26 @@ fn leader() -> Option<usize> {
 
 #[test]
 fn tutorial_in_containers_survives_kill_and_disconnect() {
-    if Command::new("docker")
+    let engine = Command::new("docker")
         .arg("info")
         .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        println!("no Docker engine answers `docker info`: skipped");
+        .is_ok_and(|o| o.status.success());
+    if !require("a Docker engine", "`docker info` must answer", engine) {
+        return;
+    }
+    let compose_ok = ["docker compose", "docker-compose"].iter().any(|c| {
+        let mut words = c.split(' ');
+        Command::new(words.next().unwrap())
+            .args(words)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !require(
+        "Docker Compose",
+        "the `docker compose` plugin or Debian package docker-compose",
+        compose_ok,
+    ) {
         return;
     }
     let size = sh(Command::new(root().join("deploy/build-image")).current_dir(root()));

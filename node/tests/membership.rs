@@ -311,12 +311,7 @@ fn a_member_with_the_wrong_cluster_token_is_refused() {
 
 #[test]
 fn etcdctl_member_list_add_remove() {
-    if std::process::Command::new("etcdctl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        println!("etcdctl not installed (Debian's etcd-client): skipped");
+    if !require_bin("etcdctl", "Debian package etcd-client") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
