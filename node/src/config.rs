@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use url::Url;
+use yaml_rust2::Yaml;
 
 /// `--initial-cluster-state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,10 +451,15 @@ pub fn parse(
 
 /// Flatten etcd's YAML config file into flag values.
 fn file_values(text: &str, path: &str) -> Result<Values, ConfigError> {
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| ConfigError(format!("config file {path}: {e}")))?;
+    let docs = yaml_rust2::YamlLoader::load_from_str(text)
+        .map_err(|e| ConfigError(format!("config file {path}: {e}")))?;
+    if docs.len() > 1 {
+        return Err(ConfigError(format!(
+            "config file {path}: more than one YAML document"
+        )));
+    }
     let mut out = Values::new();
-    let Some(map) = doc.as_mapping() else {
+    let Some(map) = docs.first().and_then(Yaml::as_hash) else {
         return Err(ConfigError(format!(
             "config file {path}: expected a mapping of etcd's keys"
         )));
@@ -463,7 +469,7 @@ fn file_values(text: &str, path: &str) -> Result<Values, ConfigError> {
         match key.as_str() {
             "client-transport-security" | "peer-transport-security" => {
                 let prefix = if key.starts_with("peer") { "peer-" } else { "" };
-                if let Some(m) = v.as_mapping() {
+                if let Some(m) = v.as_hash() {
                     for (k2, v2) in m {
                         let name = format!("{prefix}{}", k2.as_str().unwrap_or(""));
                         if flag_kind(&name).is_none() {
@@ -489,19 +495,21 @@ fn file_values(text: &str, path: &str) -> Result<Values, ConfigError> {
     Ok(out)
 }
 
-fn yaml_scalar(v: &serde_yaml::Value) -> String {
+/// A YAML value as a flag's text: scalars as written (booleans and integers in their
+/// canonical form), null as empty, a sequence joined with commas (etcd's list flags), and
+/// anything else (a mapping) as its YAML text.
+fn yaml_scalar(v: &Yaml) -> String {
     match v {
-        serde_yaml::Value::String(s) => s.clone(),
-        serde_yaml::Value::Bool(b) => b.to_string(),
-        serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::Null => String::new(),
-        serde_yaml::Value::Sequence(seq) => {
-            seq.iter().map(yaml_scalar).collect::<Vec<_>>().join(",")
+        Yaml::String(s) | Yaml::Real(s) => s.clone(),
+        Yaml::Boolean(b) => b.to_string(),
+        Yaml::Integer(n) => n.to_string(),
+        Yaml::Null | Yaml::BadValue => String::new(),
+        Yaml::Array(seq) => seq.iter().map(yaml_scalar).collect::<Vec<_>>().join(","),
+        other => {
+            let mut text = String::new();
+            let _ = yaml_rust2::YamlEmitter::new(&mut text).dump(other);
+            text.trim_start_matches("---").trim().to_string()
         }
-        other => serde_yaml::to_string(other)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
     }
 }
 
@@ -1022,6 +1030,44 @@ mod tests {
             .unwrap_err()
             .0
             .contains("unknown key"));
+    }
+
+    #[test]
+    fn config_file_values_read_as_etcd_writes_them() {
+        let file = |text: &'static str| {
+            let read = move |_: &Path| Ok(text.to_string());
+            parse(&args("--config-file f"), &|_| None, &read)
+        };
+        let yaml = "name: 'infra1'\n\
+                    initial-cluster: infra1=http://10.0.0.1:2380\n\
+                    initial-advertise-peer-urls: http://10.0.0.1:2380\n\
+                    listen-client-urls: [http://127.0.0.1:2379, http://10.0.0.1:2379]\n\
+                    cors:\n  - http://a.example\n  - http://b.example\n\
+                    discovery:\n\
+                    snapshot-count: 0x10\n\
+                    strict-reconfig-check: True\n\
+                    enable-v2: true\n\
+                    peer-transport-security:\n  auto-tls: true\n";
+        let Parsed::Run(c, _) = file(yaml).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.name, "infra1");
+        assert_eq!(c.listen_client_urls.len(), 2);
+        assert_eq!(c.cors, ["http://a.example", "http://b.example"]);
+        assert_eq!(c.discovery, None);
+        assert_eq!(c.snapshot_count, 16);
+        assert!(c.strict_reconfig_check && c.enable_v2);
+        assert!(c.peer_tls.auto_tls && !c.client_tls.auto_tls);
+        for (bad, says) in [
+            ("- name\n", "expected a mapping"),
+            ("", "expected a mapping"),
+            ("name: a\n---\nname: b\n", "more than one YAML document"),
+            ("name: [a\n", "config file f: "),
+            ("client-transport-security:\n  nope: 1\n", "unknown key"),
+        ] {
+            let e = file(bad).unwrap_err().0;
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
     }
 
     #[test]
