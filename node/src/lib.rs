@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod discovery;
+pub mod failpoints;
 pub mod logging;
 pub mod raft;
 pub mod server;

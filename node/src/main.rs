@@ -82,6 +82,8 @@ fn main() -> ExitCode {
         clock: Clock::new(),
         seed,
         on_start: None,
+        probe: Default::default(),
+        wal_segment_bytes: None,
     };
     match rt::block_on(detcd_node::run(cfg, env)) {
         Ok(()) => ExitCode::SUCCESS,

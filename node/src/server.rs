@@ -37,6 +37,12 @@ pub struct Env {
     /// Called once the member is running, with its shared state (the simulator uses it to
     /// check convergence; production passes `None`).
     pub on_start: Option<Box<dyn FnOnce(Arc<Shared>) + Send>>,
+    /// Failpoints and invariant reports (the simulator's; production passes the default,
+    /// which does nothing at failpoints).
+    pub probe: crate::rt::Probe,
+    /// Cut WAL segments past this many bytes (None: 64 MiB, as etcd; the simulator cuts
+    /// small ones so that runs reach the cut).
+    pub wal_segment_bytes: Option<u64>,
 }
 
 /// Why a member stopped.
@@ -376,8 +382,18 @@ fn restart(
     let snap = snaps.load_newest().map_err(storage_err)?;
     let (sm, snap_index) = match snap {
         Some(snap) => {
-            let sm = StateMachine::restore(&snap.data).map_err(NodeError::Storage)?;
+            let mut sm = StateMachine::restore(&snap.data).map_err(NodeError::Storage)?;
             let index = snap.get_metadata().index;
+            if sm.meta.applied_index == 0 {
+                // A bootstrap snapshot, or one written before detcd recorded its index.
+                sm.meta.applied_index = index;
+            }
+            if sm.meta.applied_index != index {
+                return Err(NodeError::Storage(format!(
+                    "snapshot at index {index} holds the state of index {}; refusing to start",
+                    sm.meta.applied_index
+                )));
+            }
             storage
                 .mem
                 .wl()
@@ -537,6 +553,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         rng: NodeRng::from_seed(env.seed),
         counters: Counters::default(),
         stopped: stopped_tx,
+        probe: env.probe.clone(),
     });
     let peer_tls = crate::transport::PeerTls {
         server: env.tls.peer_server.clone(),
@@ -566,7 +583,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     let raft_loop = RaftLoop {
         raw,
         storage: opened.storage,
-        wal: opened.wal,
+        wal: opened.wal.tuned(env.probe.clone(), env.wal_segment_bytes),
         disk: Arc::clone(&disk),
         snaps,
         shared: Arc::clone(&shared),

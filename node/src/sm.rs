@@ -154,6 +154,10 @@ pub struct Meta {
     /// v2 auth: users, roles, whether it is on.
     #[serde(default)]
     pub auth: crate::auth::AuthState,
+    /// The Raft index of the last entry applied to this state (0 in snapshots written
+    /// before detcd recorded it): a snapshot must hold the state of its own index.
+    #[serde(default)]
+    pub applied_index: u64,
 }
 
 /// The state machine: the v2 store and the replicated metadata.

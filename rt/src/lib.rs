@@ -25,6 +25,8 @@
 //!   real tokio runtime and panics inside the simulation).
 //! * [`time`]: `sleep`, `timeout`, `interval` for node code. madsim's sleep adds a timer entry
 //!   on every poll and never cancels one; these register once per waker (see the module).
+//! * [`Probe`]: the node's failpoints (nothing outside the simulator) and its invariants,
+//!   which the simulator reports with the member's name.
 
 use std::future::Future;
 use std::io;
@@ -33,10 +35,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod probe;
 pub mod time;
 pub mod tls;
 pub mod watch;
 
+pub use probe::Probe;
+#[cfg(madsim)]
+pub use probe::ProbeHandler;
 pub use time::{interval, sleep, sleep_until, timeout, timeout_at, Elapsed, Interval, Missed};
 
 use rand::{Rng, SeedableRng};

@@ -143,6 +143,8 @@ pub struct Shared {
     pub counters: Counters,
     /// Set when the member was removed from the cluster or hit a fatal error.
     pub stopped: watch::Sender<Option<String>>,
+    /// Failpoints and invariant reports.
+    pub probe: crate::rt::Probe,
 }
 
 impl Shared {

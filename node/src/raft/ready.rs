@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::storage::NodeStorage;
 use super::{Applied, Counters, Inbox, Shared};
 use crate::cluster::Member;
+use crate::failpoints;
 use crate::sm::{ConfContext, Op, Outcome, Proposal, StateMachine};
 use crate::storage::snap::SnapDir;
 use crate::storage::wal::Wal;
@@ -583,6 +584,9 @@ impl RaftLoop {
         self.unsynced = None;
         if synced {
             self.wait_sync_latency().await;
+            self.shared
+                .probe
+                .failpoint(failpoints::BEFORE_SEND_PERSISTED);
         }
         self.send(rd.take_persisted_messages());
         if self.shared.stopped.borrow().is_some() {
@@ -710,14 +714,19 @@ impl RaftLoop {
         // that write succeeded.
         st.durable_term = self.last_hs.term;
         st.durable_vote = self.last_hs.vote;
-        st.commit = self.raw.raft.raft_log.committed;
+        let commit = self.raw.raft.raft_log.committed;
+        self.shared
+            .probe
+            .invariant(commit >= st.commit, "commit-monotonic", || {
+                format!("commit went back: {} -> {commit}", st.commit)
+            });
+        st.commit = commit;
         st.applied = self.applied;
-        debug_assert!(
-            st.applied <= st.commit,
-            "applied {} > committed {}",
-            st.applied,
-            st.commit
-        );
+        self.shared
+            .probe
+            .invariant(st.applied <= st.commit, "applied-le-commit", || {
+                format!("applied {} > committed {}", st.applied, st.commit)
+            });
     }
 
     /// Duties 1 and 5: hand messages to the transport.
@@ -734,11 +743,14 @@ impl RaftLoop {
     /// Duty 2: a snapshot from the leader replaces our state.
     fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), String> {
         let md = snap.get_metadata().clone();
-        let sm =
+        let mut sm =
             StateMachine::restore(&snap.data).map_err(|e| format!("snapshot {}: {e}", md.index))?;
+        self.check_snapshot_state(&sm, &md);
+        sm.meta.applied_index = md.index;
         self.snaps
             .save(&snap)
             .map_err(|e| format!("saving snapshot: {e}"))?;
+        self.shared.probe.failpoint(failpoints::SNAPSHOT_INSTALL);
         self.wal
             .save(Some((md.index, md.term)), &[], None)
             .map_err(|e| e.to_string())?;
@@ -772,19 +784,23 @@ impl RaftLoop {
         defer: bool,
     ) -> Result<bool, String> {
         if let Some(hs) = hs {
-            assert!(
-                hs.term >= self.last_hs.term,
-                "term went back: {} -> {}",
-                self.last_hs.term,
-                hs.term
+            let (last, probe) = (&self.last_hs, &self.shared.probe);
+            probe.invariant(hs.term >= last.term, "term-monotonic", || {
+                format!("term went back: {} -> {}", last.term, hs.term)
+            });
+            probe.invariant(
+                hs.term != last.term || last.vote == 0 || hs.vote == last.vote || hs.vote == 0,
+                "vote-stable",
+                || {
+                    format!(
+                        "vote changed within term {}: {:x} -> {:x}",
+                        hs.term, last.vote, hs.vote
+                    )
+                },
             );
-            if hs.term == self.last_hs.term && self.last_hs.vote != 0 {
-                assert!(
-                    hs.vote == self.last_hs.vote || hs.vote == 0,
-                    "vote changed within term {}",
-                    hs.term
-                );
-            }
+            probe.invariant(hs.commit >= last.commit, "commit-monotonic", || {
+                format!("commit went back: {} -> {}", last.commit, hs.commit)
+            });
             self.last_hs = hs.clone();
         }
         if entries.is_empty() && hs.is_none() {
@@ -828,12 +844,19 @@ impl RaftLoop {
         {
             let shared = Arc::clone(&self.shared);
             let mut sm = shared.sm.lock().expect("sm lock");
+            let store_index = sm.store.index();
             for e in entries {
                 if e.index <= self.applied {
                     continue; // already in the state machine (restored from a snapshot)
                 }
-                assert_eq!(e.index, self.applied + 1, "entries must apply in order");
+                let applied = self.applied;
+                shared
+                    .probe
+                    .invariant(e.index == applied + 1, "apply-in-order", || {
+                        format!("entry {} applied after entry {applied}", e.index)
+                    });
                 self.applied = e.index;
+                sm.meta.applied_index = e.index;
                 match e.get_entry_type() {
                     // An empty normal entry is the new leader's no-op. The empty conf-change
                     // entry that leaves a joint configuration must NOT be skipped.
@@ -864,8 +887,17 @@ impl RaftLoop {
                     }
                 }
             }
+            let now = sm.store.index();
+            shared
+                .probe
+                .invariant(now >= store_index, "store-index-monotonic", || {
+                    format!("the v2 store index went back: {store_index} -> {now}")
+                });
         }
         self.shared.applied.send_replace(self.applied);
+        if !woken.is_empty() {
+            self.shared.probe.failpoint(failpoints::APPLY_BEFORE_ANSWER);
+        }
         let mut waiters = self.shared.waiters.lock().expect("waiters lock");
         for (id, applied) in woken {
             if let Some(tx) = waiters.remove(&id) {
@@ -894,6 +926,7 @@ impl RaftLoop {
         } else {
             ConfChangeV2::parse_from_bytes(&e.data).map_err(|x| x.to_string())?
         };
+        self.shared.probe.failpoint(failpoints::CONF_BEFORE_APPLY);
         let ctx: Option<ConfContext> = serde_json::from_slice(&cc.context).ok();
         if let Some(c) = &ctx {
             // Checked again here, against the membership this entry applies to (as etcd's
@@ -964,7 +997,9 @@ impl RaftLoop {
             }
         }
         sync_members_with_conf(sm, &cs);
+        check_members_match_conf(&self.shared.probe, sm, &cs);
         self.transport.set_members(&sm.meta.members);
+        self.shared.probe.failpoint(failpoints::CONF_AFTER_APPLY);
         if removed_self {
             self.stop_removed();
         }
@@ -978,6 +1013,36 @@ impl RaftLoop {
                 },
             )
         }))
+    }
+
+    /// Invariants of a snapshot from the leader: it holds the state of its own index (when
+    /// it says: snapshots written before detcd recorded it hold 0), that index is past what
+    /// this member applied, its member list is its configuration, and the v2 store index
+    /// does not go back.
+    fn check_snapshot_state(&self, sm: &StateMachine, md: &raft::eraftpb::SnapshotMetadata) {
+        let probe = &self.shared.probe;
+        let held = sm.meta.applied_index;
+        probe.invariant(held == 0 || held == md.index, "snapshot-index", || {
+            format!(
+                "snapshot at index {} holds the state of index {held}",
+                md.index
+            )
+        });
+        let applied = self.applied;
+        probe.invariant(md.index > applied, "snapshot-ahead", || {
+            format!(
+                "installing a snapshot at {} over applied {applied}",
+                md.index
+            )
+        });
+        check_members_match_conf(probe, sm, md.get_conf_state());
+        let (ours, theirs) = (
+            self.shared.sm.lock().expect("sm lock").store.index(),
+            sm.store.index(),
+        );
+        probe.invariant(theirs >= ours, "store-index-monotonic", || {
+            format!("the leader's snapshot takes the v2 store index back: {ours} -> {theirs}")
+        });
     }
 
     fn maybe_snapshot(&mut self) -> Result<(), String> {
@@ -994,7 +1059,16 @@ impl RaftLoop {
             .raft_log
             .term(index)
             .map_err(|e| e.to_string())?;
-        let data = self.shared.sm.lock().expect("sm lock").snapshot();
+        let data = {
+            let sm = self.shared.sm.lock().expect("sm lock");
+            let held = sm.meta.applied_index;
+            self.shared
+                .probe
+                .invariant(held == index, "snapshot-index", || {
+                    format!("snapshot at index {index} holds the state of index {held}")
+                });
+            sm.snapshot()
+        };
         let mut snap = Snapshot {
             data: data.into(),
             ..Default::default()
@@ -1006,6 +1080,7 @@ impl RaftLoop {
         self.snaps
             .save(&snap)
             .map_err(|e| format!("saving snapshot: {e}"))?;
+        self.shared.probe.failpoint(failpoints::SNAPSHOT_SAVE);
         self.wal
             .save(Some((index, term)), &[], None)
             .map_err(|e| e.to_string())?;
@@ -1033,6 +1108,22 @@ impl RaftLoop {
         tracing::info!(index, term, "raft: took a snapshot and compacted the log");
         Ok(())
     }
+}
+
+/// Invariant: the member list is raft's configuration (voters and learners), no more, no
+/// fewer.
+fn check_members_match_conf(probe: &crate::rt::Probe, sm: &StateMachine, cs: &ConfState) {
+    let mut conf: Vec<u64> = cs
+        .get_voters()
+        .iter()
+        .chain(cs.get_learners())
+        .copied()
+        .collect();
+    conf.sort_unstable();
+    let listed: Vec<u64> = sm.meta.members.members.keys().copied().collect();
+    probe.invariant(listed == conf, "members-match-conf", || {
+        format!("member list {listed:x?}, raft configuration {conf:x?}")
+    });
 }
 
 /// Members known to the state machine but absent from raft's configuration (or vice versa)

@@ -17,6 +17,8 @@ use raft::eraftpb::{Entry, HardState};
 use serde::{Deserialize, Serialize};
 
 use super::{Disk, DiskFile};
+use crate::failpoints;
+use crate::rt::Probe;
 
 const KIND_META: u8 = 1;
 const KIND_ENTRY: u8 = 2;
@@ -26,7 +28,7 @@ const HEADER_BYTES: usize = 9;
 /// A record larger than this is corruption, not data (the largest entry a client can send is
 /// bounded far below it by the HTTP layer).
 pub const RECORD_BYTES_MAX: usize = 256 << 20;
-/// Segments are cut once they exceed this size.
+/// Segments are cut once they exceed this size (unless [`Wal::tuned`] says otherwise).
 pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
 
 /// Who the log belongs to; written at the start of every segment.
@@ -103,6 +105,10 @@ pub struct Wal {
     buf: Vec<u8>,
     /// fsyncs issued, for the report's group-commit factor.
     pub syncs: u64,
+    /// Segments are cut once they exceed this size.
+    segment_bytes: u64,
+    /// Failpoints and invariants.
+    probe: Probe,
 }
 
 fn segment_name(seq: u64, first_index: u64) -> String {
@@ -152,6 +158,8 @@ impl Wal {
             last_hard_state: HardState::default(),
             buf: Vec::new(),
             syncs: 0,
+            segment_bytes: SEGMENT_BYTES_MAX,
+            probe: Probe::default(),
         };
         wal.write_meta();
         wal.flush_sync()?;
@@ -216,8 +224,18 @@ impl Wal {
             last_hard_state: rec.hard_state.clone(),
             buf: Vec::new(),
             syncs: 0,
+            segment_bytes: SEGMENT_BYTES_MAX,
+            probe: Probe::default(),
         };
         Ok((wal, rec))
+    }
+
+    /// The same log reporting to `probe`, cutting segments past `segment_bytes` (None: the
+    /// default [`SEGMENT_BYTES_MAX`]; the simulator cuts small segments to reach the cut).
+    pub fn tuned(mut self, probe: Probe, segment_bytes: Option<u64>) -> Wal {
+        self.probe = probe;
+        self.segment_bytes = segment_bytes.unwrap_or(SEGMENT_BYTES_MAX).max(1);
+        self
     }
 
     /// The log's owner.
@@ -236,6 +254,7 @@ impl Wal {
             self.file.append(&self.buf).map_err(io_err(&path))?;
             self.buf.clear();
         }
+        self.probe.failpoint(failpoints::WAL_BEFORE_FSYNC);
         self.file.sync().map_err(io_err(&path))?;
         self.syncs += 1;
         Ok(())
@@ -274,7 +293,7 @@ impl Wal {
     /// Make everything appended so far durable (one fsync).
     pub fn sync(&mut self) -> Result<(), WalError> {
         self.flush_sync()?;
-        if self.file.len() > SEGMENT_BYTES_MAX {
+        if self.file.len() > self.segment_bytes {
             self.cut()?;
         }
         Ok(())
@@ -292,9 +311,28 @@ impl Wal {
             p.extend_from_slice(&index.to_le_bytes());
             p.extend_from_slice(&term.to_le_bytes());
             encode(&mut self.buf, KIND_SNAPSHOT, &p);
-            self.last_index = index;
+            // A snapshot mark drops entries up to its index only: entries past it written
+            // earlier stay in the log (recovery keeps them), so the log's end does not move
+            // back. (It used to: a segment cut right after a mark was then named as if it
+            // began at the mark, and releasing older segments could remove entries the
+            // snapshot did not cover. The `wal-contiguous` invariant found it.)
+            self.last_index = self.last_index.max(index);
+        }
+        if let Some(first) = entries.first() {
+            // Raft may overwrite a conflicting suffix, never leave a hole.
+            let last = self.last_index;
+            self.probe
+                .invariant(first.index <= last + 1, "wal-contiguous", || {
+                    format!("entry {} appended after entry {last}", first.index)
+                });
         }
         for e in entries {
+            let prev = self.last_index;
+            self.probe.invariant(
+                e.index == prev + 1 || e.index == entries[0].index,
+                "wal-contiguous",
+                || format!("entry {} follows entry {prev} in one save", e.index),
+            );
             let payload = e.write_to_bytes().expect("entry encodes");
             encode(&mut self.buf, KIND_ENTRY, &payload);
             self.last_index = e.index;
@@ -317,7 +355,7 @@ impl Wal {
             return Ok(());
         }
         self.flush_sync()?;
-        if self.file.len() > SEGMENT_BYTES_MAX {
+        if self.file.len() > self.segment_bytes {
             self.cut()?;
         }
         Ok(())
@@ -332,6 +370,7 @@ impl Wal {
             .disk
             .open_append(&path, Some(0))
             .map_err(io_err(&path))?;
+        self.probe.failpoint(failpoints::WAL_CUT);
         self.path = path;
         self.write_meta();
         let hs = self.last_hard_state.clone();
@@ -679,5 +718,28 @@ mod tests {
             vec![3]
         );
         assert_eq!(rec.hard_state.commit, 3);
+    }
+
+    #[test]
+    fn a_snapshot_mark_behind_the_log_end_never_lets_release_drop_later_entries() {
+        // A member snapshots at its applied index while later entries are already in the
+        // log; a segment cut right after the mark must begin after those entries, or
+        // releasing the older segment loses them.
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+        let five: Vec<Entry> = (1..=5).map(|i| entry(i, 1, b"x")).collect();
+        wal.save(None, &five, Some(&hs(1, 1, 2))).unwrap();
+        wal.save(Some((2, 1)), &[], None).unwrap();
+        wal.cut().unwrap();
+        wal.save(None, &[entry(6, 1, b"y")], Some(&hs(1, 1, 6)))
+            .unwrap();
+        wal.release_to(2, 1).unwrap();
+        drop(wal);
+        let (_, rec) = Wal::open(disk, dir.path()).unwrap();
+        assert_eq!(
+            rec.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
     }
 }
