@@ -15,6 +15,7 @@ use detcd_node::rt::Clock;
 use detcd_node::Env;
 
 use crate::disk::SimDisk;
+use crate::failpoints::{Failpoints, MemberHandle};
 use crate::scenario::Scenario;
 
 /// The client port every member listens on.
@@ -110,8 +111,10 @@ pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
     args
 }
 
-/// Start every member of the scenario's cluster.
-pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
+/// Start every member of the scenario's cluster, each with a probe into `fp`. A member
+/// that panics (a broken invariant, any assertion) is restarted by madsim 1–10 s later, so
+/// the run goes on and its checks name what broke.
+pub fn start(s: &Scenario, seed: u64, fp: &Failpoints) -> Vec<MemberSim> {
     let handle = Handle::current();
     let pki = s.cluster.tls.then(|| {
         let ips: Vec<String> = (0..s.cluster.members)
@@ -134,6 +137,18 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
             let clock = Clock::new();
             let shared: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
             let incarnations = Arc::new(AtomicU64::new(0));
+            let replacing: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+            let node_id = Arc::new(std::sync::OnceLock::new());
+            let probe = fp.probe(MemberHandle {
+                index: i,
+                node: node_id.clone(),
+                disk: disk.clone(),
+                incarnations: incarnations.clone(),
+                replacing: replacing.clone(),
+                shared: shared.clone(),
+            });
+            let wal_segment_bytes =
+                (s.disk.wal_segment_kib > 0).then_some(s.disk.wal_segment_kib << 10);
             let exit: Arc<Mutex<Option<String>>> = Arc::default();
             let args = Arc::new(Mutex::new(member_args(s, i)));
             let pki = pki.clone();
@@ -149,6 +164,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                 .create_node()
                 .name(name.clone())
                 .ip(IpAddr::V4(member_ip(i)))
+                .restart_on_panic()
                 .init(move || {
                     let incarnation = inc.fetch_add(1, Ordering::SeqCst);
                     let args = args2.lock().unwrap().clone();
@@ -157,7 +173,9 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                     let slot = sh.clone();
                     let exit = ex.clone();
                     let pki = pki.clone();
+                    let probe = probe.clone();
                     *slot.lock().unwrap() = None;
+                    disk.thaw();
                     async move {
                         let env_none = |_: &str| None;
                         let no_file = |p: &std::path::Path| -> std::io::Result<String> {
@@ -182,6 +200,8 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                             seed: mix(seed, i as u64, incarnation),
                             tls,
                             on_start: Some(Box::new(move |s| *slot2.lock().unwrap() = Some(s))),
+                            probe,
+                            wal_segment_bytes,
                         };
                         if let Err(e) = detcd_node::run(cfg, env).await {
                             tracing::warn!(member = i, error = %e, "member stopped");
@@ -191,6 +211,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                     }
                 })
                 .build();
+            let _ = node_id.set(node.id());
             MemberSim {
                 index: i,
                 name,
@@ -202,7 +223,7 @@ pub fn start(s: &Scenario, seed: u64) -> Vec<MemberSim> {
                 incarnations,
                 exit,
                 args,
-                replacing: Default::default(),
+                replacing,
             }
         })
         .collect()

@@ -40,6 +40,9 @@ struct State {
     /// An fsync still in progress: the member waits for it until `.2`; a crash before then
     /// loses what it was making durable (the file falls back to `.1`).
     in_flight: Option<(PathBuf, usize, tokio::time::Instant)>,
+    /// The member crashed in the middle of a step (at a failpoint): what the rest of that
+    /// step writes never reaches the disk. Cleared when the member starts again.
+    frozen: bool,
 }
 
 /// madsim's shortest sleep.
@@ -70,6 +73,7 @@ impl SimDisk {
                 owed: Duration::ZERO,
                 last_sync: None,
                 in_flight: None,
+                frozen: false,
             })),
             fsync_latency,
             torn_writes,
@@ -118,6 +122,20 @@ impl SimDisk {
         lost
     }
 
+    /// A crash in the middle of the member's current step (at a failpoint): as [`SimDisk::crash`],
+    /// and every write and fsync after it is dropped until [`SimDisk::thaw`], since the
+    /// process is gone even though the step's code runs on to its next await.
+    pub fn crash_frozen(&self) -> u64 {
+        let lost = self.crash();
+        self.state.lock().unwrap().frozen = true;
+        lost
+    }
+
+    /// The member starts again: its disk takes writes again.
+    pub fn thaw(&self) {
+        self.state.lock().unwrap().frozen = false;
+    }
+
     /// Wipe the disk (an operator replacing a member removes its data directory).
     pub fn wipe(&self) {
         let mut st = self.state.lock().unwrap();
@@ -155,6 +173,9 @@ struct SimFile {
 impl DiskFile for SimFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
+        if st.frozen {
+            return Ok(());
+        }
         let f = st
             .files
             .get_mut(&self.path)
@@ -165,6 +186,9 @@ impl DiskFile for SimFile {
 
     fn sync(&mut self) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
+        if st.frozen {
+            return Ok(());
+        }
         st.fsyncs += 1;
         let mut before = None;
         if let Some(f) = st.files.get_mut(&self.path) {
@@ -222,10 +246,12 @@ impl Disk for SimDisk {
 
     fn open_append(&self, path: &Path, truncate_to: Option<u64>) -> io::Result<Box<dyn DiskFile>> {
         let mut st = self.state.lock().unwrap();
-        let f = st.files.entry(path.to_path_buf()).or_default();
-        if let Some(len) = truncate_to {
-            f.data.truncate(len as usize);
-            f.durable = f.data.len();
+        if !st.frozen {
+            let f = st.files.entry(path.to_path_buf()).or_default();
+            if let Some(len) = truncate_to {
+                f.data.truncate(len as usize);
+                f.durable = f.data.len();
+            }
         }
         drop(st);
         Ok(Box::new(SimFile {
@@ -236,6 +262,9 @@ impl Disk for SimDisk {
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let mut st = self.state.lock().unwrap();
+        if st.frozen {
+            return Ok(());
+        }
         st.fsyncs += 1;
         st.files.insert(
             path.to_path_buf(),
@@ -248,7 +277,10 @@ impl Disk for SimDisk {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.state.lock().unwrap().files.remove(path);
+        let mut st = self.state.lock().unwrap();
+        if !st.frozen {
+            st.files.remove(path);
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 //! container runner ([`real`]) only without the cfg.
 #![warn(missing_docs)]
 
+pub mod availability;
 pub mod client;
 pub mod history;
 pub mod html;
@@ -23,6 +24,8 @@ pub mod cli;
 pub mod cluster;
 #[cfg(madsim)]
 pub mod disk;
+#[cfg(madsim)]
+pub mod failpoints;
 #[cfg(madsim)]
 pub mod nemesis;
 #[cfg(madsim)]

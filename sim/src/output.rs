@@ -59,6 +59,8 @@ pub struct RunOutput {
     pub checks: Vec<Check>,
     /// Per-member counters at the end.
     pub members: Vec<MemberStats>,
+    /// Hits of each of the node's failpoints over the run, every member (simulator only).
+    pub failpoint_hits: Vec<(String, u64)>,
 }
 
 /// A fault as it happened.

@@ -1111,6 +1111,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
                 }
             })
             .collect(),
+        failpoint_hits: vec![],
     };
     (out, cpu)
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
 use crate::cluster::{self, MemberSim};
+use crate::failpoints::Failpoints;
 use crate::nemesis::{swarm_faults, Nemesis};
 use crate::scenario::Scenario;
 use crate::workload::{self, Recorder};
@@ -33,6 +34,7 @@ fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
         ..Duration::from_micros(s.network.latency_us[1].max(s.network.latency_us[0] + 1));
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
     let scenario = Arc::new(s.clone());
+    crate::failpoints::capture_panics();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
         rt.block_on(orchestrate(scenario.clone(), seed))
     }));
@@ -56,6 +58,7 @@ fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
                     detail: msg,
                 }],
                 members: vec![],
+                failpoint_hits: vec![],
             }
         }
     };
@@ -68,13 +71,24 @@ pub async fn run_in_this_runtime(s: Scenario, seed: u64) -> RunOutput {
     orchestrate(Arc::new(s), seed).await
 }
 
+/// The failpoints of a run of `s`: its own rules and those its swarm arms for `seed`.
+fn failpoints(s: &Scenario, seed: u64) -> Failpoints {
+    let mut rules = s.failpoints.clone();
+    if let Some(sw) = &s.swarm {
+        rules.extend(crate::scenario::swarm_failpoints(sw, seed));
+    }
+    Failpoints::new(rules, cluster::mix(seed, 0, 0xf417))
+}
+
 async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let handle = madsim::runtime::Handle::current();
-    let members = Arc::new(cluster::start(&s, seed));
+    let fp = failpoints(&s, seed);
+    let members = Arc::new(cluster::start(&s, seed, &fp));
     let addrs: Vec<String> = members.iter().map(|m| m.client_addr()).collect();
     // Let the cluster elect a leader before the load starts (etcd's own tests do the same).
     wait_for_leader(&members, Duration::from_secs(20)).await;
     let start = tokio::time::Instant::now();
+    let _ = fp.start.set(start);
     let end = start + Duration::from_secs_f64(s.workload.duration_s);
     let rec: Arc<Mutex<Recorder>> = Arc::default();
 
@@ -91,6 +105,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
             for w in 0..s.workload.watchers {
                 watchers.push(tokio::spawn(workload::run_watcher(
                     w as u32,
+                    seed,
                     addrs.clone(),
                     rec.clone(),
                     start,
@@ -243,6 +258,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                 .map(|e| format!("{}: {e}", m.name))
         })
         .collect();
+    checks.push(assertions(&members, &fp));
     checks.push(Check {
         name: "no-panic".into(),
         passed: Some(exits.is_empty()),
@@ -273,6 +289,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let rec = std::mem::take(&mut *rec.lock().unwrap());
     let leaders = leaders.lock().unwrap().clone();
     let mut faults = nemesis.events.lock().unwrap().clone();
+    faults.extend(fp.events());
     faults.sort_by_key(|f| (f.start_ns, f.kind.clone()));
     RunOutput {
         seed,
@@ -282,6 +299,43 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         sim_ns,
         checks,
         members: member_stats,
+        failpoint_hits: fp.hits(),
+    }
+}
+
+/// The members' own oracle: every invariant a member reported broken (named, with the
+/// member) and every other panic inside a member (an `assert!`, a `debug_assert!`, an
+/// overflow: the simulator builds with both on), each of which madsim answered by
+/// restarting that member.
+fn assertions(members: &[MemberSim], fp: &Failpoints) -> Check {
+    let mut broken: Vec<String> = fp
+        .violations()
+        .iter()
+        .map(|v| {
+            format!(
+                "{} broke invariant {} at {:.3} s: {}",
+                members[v.member].name,
+                v.name,
+                v.at_ns as f64 / 1e9,
+                v.detail
+            )
+        })
+        .collect();
+    let panics = crate::failpoints::take_panics();
+    // A broken invariant panics too; its panic adds nothing to the line above.
+    broken.extend(
+        panics
+            .into_iter()
+            .filter(|p| !p.starts_with("invariant ") || !p.contains(" violated: ")),
+    );
+    Check {
+        name: "assertions".into(),
+        passed: Some(broken.is_empty()),
+        detail: if broken.is_empty() {
+            "no member broke an invariant or failed an assertion".into()
+        } else {
+            format!("{} broken: {}", broken.len(), broken.join("; "))
+        },
     }
 }
 
@@ -489,7 +543,8 @@ where
         let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
         rt.block_on(async move {
             let handle = madsim::runtime::Handle::current();
-            let members = Arc::new(cluster::start(&s, seed));
+            let fp = failpoints(&s, seed);
+            let members = Arc::new(cluster::start(&s, seed, &fp));
             wait_for_leader(&members, Duration::from_secs(20)).await;
             let node = handle
                 .create_node()

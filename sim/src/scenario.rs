@@ -35,6 +35,9 @@ pub struct Scenario {
     /// Seeded random faults (swarm testing).
     #[serde(default)]
     pub swarm: Option<SwarmSpec>,
+    /// Faults at the node's failpoints (crash or pause a member right there).
+    #[serde(default)]
+    pub failpoints: Vec<FailpointRule>,
     /// Service registration and weighted discovery through detcd-client.
     #[serde(default)]
     pub registry: RegistrySpec,
@@ -104,6 +107,9 @@ pub struct DiskSpec {
     pub fsync_us: [u64; 2],
     /// Whether a crash may leave a torn prefix of unsynced writes.
     pub torn_writes: bool,
+    /// Cut WAL segments past this many KiB (0: the node's default, 64 MiB, which a
+    /// simulated run never reaches; a small value makes runs cut segments).
+    pub wal_segment_kib: u64,
 }
 
 impl Default for DiskSpec {
@@ -111,8 +117,61 @@ impl Default for DiskSpec {
         DiskSpec {
             fsync_us: [80, 200],
             torn_writes: true,
+            wal_segment_kib: 0,
         }
     }
+}
+
+/// What a failpoint does to the member that reaches it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FailpointAction {
+    /// Kill the member right there (its unsynced writes are lost, and nothing the rest of
+    /// its step writes or sends gets out) and restart it `duration_s` later.
+    Crash,
+    /// Pause the member (at its next await) for `duration_s`.
+    Pause,
+}
+
+/// A fault at one of the node's failpoints (names: `detcd_node::failpoints::ALL`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FailpointRule {
+    /// The failpoint.
+    pub name: String,
+    /// What happens there.
+    pub action: FailpointAction,
+    /// Which member may fire it: `leader`, `follower` (its role when it reaches the point),
+    /// `{ member = n }`, or `random` (any member; the default).
+    #[serde(default = "any_member")]
+    pub target: Target,
+    /// Chance of firing on each hit (seeded), when `nth` is 0.
+    #[serde(default)]
+    pub probability: f64,
+    /// Fire on the nth hit (1-based, counted over the members the target allows).
+    #[serde(default)]
+    pub nth: u64,
+    /// Hits before this many simulated seconds after the load started never fire.
+    #[serde(default)]
+    pub after_s: f64,
+    /// Fire at most this many times.
+    #[serde(default = "one")]
+    pub times: u64,
+    /// How long the member stays down or paused.
+    #[serde(default = "one_s")]
+    pub duration_s: f64,
+}
+
+fn any_member() -> Target {
+    Target::Random
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn one_s() -> f64 {
+    1.0
 }
 
 /// Open loop (a target rate) or closed loop (each client waits for its answer).
@@ -471,6 +530,9 @@ pub struct SwarmSpec {
     pub mean_interval_s: f64,
     /// Longest fault in seconds.
     pub max_duration_s: f64,
+    /// Failpoints a seed may arm (each enabled by the seed with probability 1/2, crashing or
+    /// pausing a random member on a seeded hit).
+    pub failpoints: Vec<String>,
 }
 
 impl Default for SwarmSpec {
@@ -491,6 +553,7 @@ impl Default for SwarmSpec {
             .collect(),
             mean_interval_s: 3.0,
             max_duration_s: 3.0,
+            failpoints: Vec::new(),
         }
     }
 }
@@ -546,6 +609,16 @@ pub struct ChecksSpec {
     pub convergence: bool,
     /// How long the linearizability checker may search, in wall-clock seconds.
     pub checker_timeout_s: f64,
+    /// Availability: outside fault windows, and from this many simulated seconds after each
+    /// fault ends (0: five election timeouts), the cluster must have a leader and
+    /// acknowledge writes with no gap longer than `max_stall_s`.
+    pub recovery_s: f64,
+    /// The longest time without a leader or an acknowledged write that availability allows
+    /// (0: three election timeouts).
+    pub max_stall_s: f64,
+    /// Checks that may find nothing to check in this scenario (otherwise a check with
+    /// nothing to check fails): `watches`, `reads-after-faults`, `leaders`.
+    pub expect_vacuous: Vec<String>,
 }
 
 impl Default for ChecksSpec {
@@ -556,6 +629,9 @@ impl Default for ChecksSpec {
             liveness_s: 15.0,
             convergence: true,
             checker_timeout_s: 60.0,
+            recovery_s: 0.0,
+            max_stall_s: 0.0,
+            expect_vacuous: Vec::new(),
         }
     }
 }
@@ -694,7 +770,49 @@ impl Scenario {
                 return Err(format!("faults[{i}]: a 1-member cluster has no follower"));
             }
         }
+        for (i, f) in self.failpoints.iter().enumerate() {
+            if !detcd_node::failpoints::exists(&f.name) {
+                return Err(format!(
+                    "failpoints[{i}]: unknown failpoint {:?} (known: {})",
+                    f.name,
+                    failpoint_names()
+                ));
+            }
+            if f.nth == 0 && !(f.probability > 0.0 && f.probability <= 1.0) {
+                return Err(format!(
+                    "failpoints[{i}]: set `nth` (the hit that fires) or `probability` in (0, 1]"
+                ));
+            }
+            if f.duration_s <= 0.0 || f.after_s < 0.0 || f.times == 0 {
+                return Err(format!(
+                    "failpoints[{i}]: duration_s must be positive, after_s not negative, times at least 1"
+                ));
+            }
+            if let Target::Member(m) = f.target {
+                if m >= n {
+                    return Err(format!(
+                        "failpoints[{i}]: member {m} does not exist (the cluster has {n})"
+                    ));
+                }
+            }
+        }
+        for v in &self.checks.expect_vacuous {
+            if !VACUITY_CHECKS.contains(&v.as_str()) {
+                return Err(format!(
+                    "checks.expect_vacuous: unknown check {v:?} (known: {})",
+                    VACUITY_CHECKS.join(", ")
+                ));
+            }
+        }
         if let Some(sw) = &self.swarm {
+            for f in &sw.failpoints {
+                if !detcd_node::failpoints::exists(f) {
+                    return Err(format!(
+                        "swarm.failpoints: unknown failpoint {f:?} (known: {})",
+                        failpoint_names()
+                    ));
+                }
+            }
             for k in &sw.kinds {
                 if !SWARM_KINDS.contains(&k.as_str()) {
                     return Err(format!(
@@ -711,6 +829,45 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// What a vacuity check may find nothing of (see `checks.expect_vacuous`).
+pub const VACUITY_CHECKS: &[&str] = &["watches", "reads-after-faults", "leaders"];
+
+fn failpoint_names() -> String {
+    detcd_node::failpoints::ALL
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The failpoint rules a swarm seed arms: each failpoint listed in `swarm.failpoints` with
+/// probability 1/2, crashing (or, one time in four, pausing) a random member on a hit drawn
+/// between the 1st and the 400th, for up to `max_duration_s`.
+pub fn swarm_failpoints(sw: &SwarmSpec, seed: u64) -> Vec<FailpointRule> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf41_7b01);
+    let mut rules = Vec::new();
+    for name in &sw.failpoints {
+        if !rng.gen_bool(0.5) {
+            continue;
+        }
+        rules.push(FailpointRule {
+            name: name.clone(),
+            action: if rng.gen_bool(0.25) {
+                FailpointAction::Pause
+            } else {
+                FailpointAction::Crash
+            },
+            target: Target::Random,
+            probability: 0.0,
+            nth: rng.gen_range(1..=400),
+            after_s: 0.0,
+            times: 1,
+            duration_s: rng.gen_range(0.2..sw.max_duration_s.max(0.3)),
+        });
+    }
+    rules
 }
 
 /// Fault kinds swarm testing can pick.
