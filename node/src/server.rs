@@ -376,14 +376,14 @@ fn restart(
     wal_dir: &std::path::Path,
     snaps: &SnapDir,
 ) -> Result<Opened, NodeError> {
-    let (wal, rec) = Wal::open(Arc::clone(disk), wal_dir).map_err(storage_err)?;
+    let (mut wal, rec) = Wal::open(Arc::clone(disk), wal_dir).map_err(storage_err)?;
     let meta = wal.meta().clone();
     let storage = NodeStorage::new();
     let snap = snaps.load_newest().map_err(storage_err)?;
-    let (sm, snap_index) = match snap {
+    let (sm, snap_index, snap_term) = match snap {
         Some(snap) => {
             let mut sm = StateMachine::restore(&snap.data).map_err(NodeError::Storage)?;
-            let index = snap.get_metadata().index;
+            let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
             if sm.meta.applied_index == 0 {
                 // A bootstrap snapshot, or one written before detcd recorded its index.
                 sm.meta.applied_index = index;
@@ -400,7 +400,7 @@ fn restart(
                 .apply_snapshot(snap.clone())
                 .map_err(storage_err)?;
             storage.set_snapshot(snap);
-            (sm, index)
+            (sm, index, term)
         }
         None => {
             // A member that joined and crashed before the leader's first snapshot reached it
@@ -435,6 +435,21 @@ fn restart(
                 "the WAL refers to snapshot {mark} but the newest readable snapshot is {snap_index}: refusing to start with a gap in the log"
             )));
         }
+    }
+    if rec
+        .snapshot
+        .map_or(snap_index > 0, |(mark, _)| mark < snap_index)
+    {
+        // The member crashed between writing a snapshot file and recording it in the WAL
+        // (a leader's snapshot being installed): record it now, as the install would have.
+        // Without the mark, the entries that follow the snapshot would be appended after
+        // the older entries still in the log, and the next restart would find a gap.
+        wal.save(Some((snap_index, snap_term)), &[], None)
+            .map_err(storage_err)?;
+        tracing::info!(
+            snapshot = snap_index,
+            "recorded in the WAL the snapshot it did not mention yet"
+        );
     }
     let entries: Vec<_> = rec
         .entries
