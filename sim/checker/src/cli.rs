@@ -1,6 +1,6 @@
 //! `detcd-sim check FILE --model register|kv|etcd [--format native|jepsen-log|edn]
 //! [--timeout SECS] [--html OUT]`. Exit codes: 0 linearizable (and, for native histories,
-//! watch and index checks clean), 1 a violation, 2 unknown (deadline) or bad input.
+//! watch, index and reads checks clean), 1 a violation, 2 unknown (deadline) or bad input.
 
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,7 @@ fn run(args: &[String]) -> Result<i32, String> {
             let r = crate::check_etcd_history(&text, Duration::from_secs_f64(timeout), "/k").map_err(|e| format!("{file}: {e}"))?;
             let mut extra = r.index_violations.clone();
             extra.extend(r.watch_violations.clone());
+            extra.extend(r.reads.violations.clone());
             (r.verdict, r.html, extra)
         }
         (m, f) => return Err(format!("model {m:?} does not read the {f:?} format (register: jepsen-log, kv: edn, etcd: native)")),

@@ -361,6 +361,13 @@ pub struct NativeOp {
     pub return_ns: Option<u64>,
     /// `{"ok":true,...}`, `{"ok":false,"error":N}`, "indeterminate" or "not_sent".
     pub outcome: serde_json::Value,
+    /// The member the request went to (absent in histories written before it was recorded).
+    #[serde(default)]
+    pub member: Option<usize>,
+    /// Reads: the `X-Etcd-Index` the member answered with (an answer or error 100); null
+    /// otherwise, and absent in histories written before it was recorded.
+    #[serde(default)]
+    pub etcd_index: Option<u64>,
 }
 
 /// A watch event line.
@@ -381,6 +388,10 @@ pub struct WatchLine {
     pub value: Option<String>,
     /// The waitIndex asked for.
     pub wait_index: u64,
+    /// The key the watcher watched (recursively); absent in histories written before it was
+    /// recorded, where the checker's default prefix stands in.
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 /// A fault line.

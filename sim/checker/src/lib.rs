@@ -1,5 +1,6 @@
 //! detcd-checker: a linearizability checker (Wing & Gong's search with Lowe's memoisation
-//! and P-compositionality, Porcupine-class) and a watch checker for etcd v2 histories.
+//! and P-compositionality, Porcupine-class), a watch checker and a reads checker (indexes
+//! and values of serializable and quorum reads) for etcd v2 histories.
 //! It does not depend on the node or the simulator.
 #![warn(missing_docs)]
 
@@ -8,6 +9,7 @@ pub mod gen;
 pub mod html;
 pub mod import;
 pub mod model;
+pub mod reads;
 pub mod search;
 pub mod watch;
 
@@ -28,6 +30,8 @@ pub struct EtcdReport {
     pub index_violations: Vec<String>,
     /// Violations of the watch guarantees.
     pub watch_violations: Vec<String>,
+    /// What the reads check found (serializable and quorum reads' indexes and values).
+    pub reads: reads::ReadsReport,
     /// Operations checked.
     pub ops_checked: usize,
     /// Watch events checked.
@@ -36,7 +40,8 @@ pub struct EtcdReport {
     pub html: String,
 }
 
-/// Check a native history (JSON lines) with the etcd model and the watch checker.
+/// Check a native history (JSON lines) with the etcd model, the watch checker and the reads
+/// checker.
 pub fn check_etcd_history(
     text: &str,
     timeout: Duration,
@@ -52,10 +57,17 @@ pub fn check_etcd_history(
         verdict,
         index_violations: watch::check_index_order(&h.all_ops),
         watch_violations: watch::check_watches(&h.all_ops, &h.watches, watch_prefix),
+        reads: reads::check_reads(&h.all_ops, &h.faults),
         ops_checked: h.ops.len(),
         watch_events: h.watches.len(),
         html,
     })
+}
+
+/// Only the reads check of a native history.
+pub fn check_etcd_reads(text: &str) -> Result<reads::ReadsReport, import::ParseError> {
+    let h = import::native(text)?;
+    Ok(reads::check_reads(&h.all_ops, &h.faults))
 }
 
 /// The HTML page for a failed check: the first failing partition in full.

@@ -7,7 +7,10 @@
 //! 3. no gaps: a watch from waitIndex N gets the first matching acknowledged write at or
 //!    after N, and between two consecutive events no acknowledged write under the watched
 //!    prefix is skipped — so by the time a watch completes, nothing it should have seen is
-//!    missing.
+//!    missing;
+//! 4. every event lies within what the watcher watched: its key is the watched key or under
+//!    it as a directory (`/k/a/1` is under `/k/a`; `/k/ab/1` and `/kx/1` share the string
+//!    prefix but are not).
 //!
 //! Also checked here, across keys: etcd's index strictly increases in real-time order across
 //! acknowledged writes (a fact the per-key split of the linearizability check cannot see).
@@ -16,7 +19,7 @@ use std::collections::BTreeMap;
 
 use crate::import::{NativeOp, WatchLine};
 
-const WRITES: &[&str] = &[
+pub(crate) const WRITES: &[&str] = &[
     "set",
     "create",
     "update",
@@ -26,18 +29,18 @@ const WRITES: &[&str] = &[
     "cad",
 ];
 
-fn acked_index(o: &NativeOp) -> Option<u64> {
+pub(crate) fn acked_index(o: &NativeOp) -> Option<u64> {
     (o.outcome.get("ok").and_then(|b| b.as_bool()) == Some(true))
         .then(|| o.outcome.get("index").and_then(|i| i.as_u64()))
         .flatten()
 }
 
-fn is_delete(f: &str) -> bool {
+pub(crate) fn is_delete(f: &str) -> bool {
     f == "delete" || f == "cad"
 }
 
 /// Acknowledged writes by index; a violation if two share one.
-fn writes_by_index(ops: &[NativeOp], out: &mut Vec<String>) -> BTreeMap<u64, usize> {
+pub(crate) fn writes_by_index(ops: &[NativeOp], out: &mut Vec<String>) -> BTreeMap<u64, usize> {
     let mut by = BTreeMap::new();
     for (i, o) in ops.iter().enumerate() {
         if !WRITES.contains(&o.f.as_str()) {
@@ -88,22 +91,47 @@ pub fn check_index_order(ops: &[NativeOp]) -> Vec<String> {
     out
 }
 
-/// Check every watcher's events. `prefix` is the watched key prefix (recursive watches).
-pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], prefix: &str) -> Vec<String> {
+/// Whether `key` is the watched key `prefix` or lies under it as a directory.
+pub fn under(prefix: &str, key: &str) -> bool {
+    let dir = prefix.trim_end_matches('/');
+    key == prefix
+        || (key.len() > dir.len() && key.starts_with(dir) && key[dir.len()..].starts_with('/'))
+}
+
+/// Check every watcher's events. Each watch line names the key its watcher watched
+/// (recursively); `default_prefix` stands in for lines that do not (older histories).
+pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], default_prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     let by_index = writes_by_index(ops, &mut Vec::new());
-    let under =
-        |k: &str| k == prefix || k.starts_with(&format!("{}/", prefix.trim_end_matches('/')));
     let mut by_watcher: BTreeMap<u64, Vec<&WatchLine>> = BTreeMap::new();
     for w in watches {
         by_watcher.entry(w.watcher).or_default().push(w);
     }
     for (wid, events) in by_watcher {
         let mut last: Option<u64> = None;
+        let prefix = events
+            .first()
+            .and_then(|e| e.prefix.as_deref())
+            .unwrap_or(default_prefix);
+        let under = |k: &str| under(prefix, k);
         for e in events {
+            if e.prefix.as_deref().is_some_and(|p| p != prefix) {
+                out.push(format!(
+                    "watcher {wid}: event at index {} says it watched {:?}, its first said {prefix:?}",
+                    e.index,
+                    e.prefix.as_deref().unwrap_or_default()
+                ));
+            }
             if e.action == "cleared" {
                 last = Some(e.index);
                 continue;
+            }
+            // 4. the event lies within the watched key.
+            if !under(&e.key) {
+                out.push(format!(
+                    "watcher {wid}: event {} {} at index {} is outside the watched {prefix:?}",
+                    e.action, e.key, e.index
+                ));
             }
             if last.is_some_and(|l| e.index <= l) {
                 out.push(format!(
@@ -172,4 +200,101 @@ pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], prefix: &str) -> V
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn history(watch_prefix: Option<&str>, events: &[(&str, u64)]) -> crate::import::Native {
+        let mut lines = Vec::new();
+        for (i, (key, index)) in events.iter().enumerate() {
+            let v = format!("c{i}-1");
+            lines.push(
+                json!({"type": "op", "id": i, "client": i, "f": "set", "key": key,
+                "value": v, "prev_value": null, "prev_index": null, "invoke_ns": i * 10,
+                "return_ns": i * 10 + 5, "outcome": {"ok": true, "value": v, "index": index,
+                "prev_value": null, "prev_index": null}, "member": 0, "etcd_index": null}),
+            );
+        }
+        for (i, (key, index)) in events.iter().enumerate() {
+            if !watch_prefix.is_none_or(|p| under(p, key)) {
+                continue;
+            }
+            let mut w = json!({"type": "watch", "watcher": 0, "at_ns": i * 10 + 6,
+                "action": "set", "key": key, "index": index, "value": format!("c{i}-1"),
+                "wait_index": if i == 0 { 1 } else { events[i - 1].1 + 1 }});
+            if let Some(p) = watch_prefix {
+                w["prefix"] = json!(p);
+            }
+            lines.push(w);
+        }
+        let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        crate::import::native(&text.join("\n")).expect("history reads")
+    }
+
+    #[test]
+    fn under_means_the_key_or_below_it_as_a_directory() {
+        assert!(under("/k", "/k"));
+        assert!(under("/k", "/k/a/1"));
+        assert!(under("/k/", "/k/a/1"));
+        assert!(under("/k/a", "/k/a/1"));
+        assert!(!under("/k", "/kx/3"));
+        assert!(!under("/k/a", "/k/ab/1"));
+        assert!(!under("/k/a", "/k/b/2"));
+    }
+
+    #[test]
+    fn events_within_each_watchers_prefix_pass() {
+        let writes = [("/k/a/1", 2), ("/k/ab/2", 3), ("/kx/3", 4), ("/k/a/4", 5)];
+        for p in ["/k", "/k/a", "/k/ab", "/kx"] {
+            // The watcher got exactly the events under its prefix.
+            let h = history(Some(p), &writes);
+            let v = check_watches(&h.all_ops, &h.watches, "/nowhere");
+            assert!(v.is_empty(), "{p}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_outside_the_watched_prefix_fails() {
+        let writes = [("/k/a/1", 2), ("/k/ab/2", 3), ("/kx/3", 4), ("/k/a/4", 5)];
+        // Every write's event delivered to a watcher of /k/a: /k/ab/2 and /kx/3 share the
+        // string prefix but are not under the directory.
+        let mut h = history(None, &writes);
+        for w in &mut h.watches {
+            w.prefix = Some("/k/a".into());
+        }
+        let v = check_watches(&h.all_ops, &h.watches, "/k");
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(
+            v[0].contains("event set /k/ab/2 at index 3 is outside the watched \"/k/a\""),
+            "{v:?}"
+        );
+        assert!(
+            v[1].contains("event set /kx/3 at index 4 is outside"),
+            "{v:?}"
+        );
+        // Without a prefix on the lines, the default stands in: /kx/3 is outside /k.
+        let h = history(None, &writes);
+        let v = check_watches(&h.all_ops, &h.watches, "/k");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("/kx/3"), "{v:?}");
+    }
+
+    #[test]
+    fn a_skipped_write_under_the_watchers_own_prefix_fails() {
+        let writes = [("/k/a/1", 2), ("/k/ab/2", 3), ("/k/a/4", 5)];
+        let mut h = history(Some("/k/a"), &writes);
+        // Drop the event of /k/a/1 (index 2); the next one asked from waitIndex 1.
+        h.watches.remove(0);
+        h.watches[0].wait_index = 1;
+        let v = check_watches(&h.all_ops, &h.watches, "/k");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("skipped op 0 (set /k/a/1 at index 2)"),
+            "{v:?}"
+        );
+    }
 }
