@@ -259,6 +259,7 @@ mod tests {
                 prev_index: None,
             },
             member: 0,
+            etcd_index: None,
         }
     }
 

@@ -70,6 +70,7 @@ struct OpLine<'a> {
     return_ns: Option<u64>,
     outcome: OutcomeJson<'a>,
     member: usize,
+    etcd_index: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +83,7 @@ struct WatchLine<'a> {
     index: u64,
     value: &'a Option<String>,
     wait_index: u64,
+    prefix: &'a str,
 }
 
 #[derive(Serialize)]
@@ -156,6 +158,7 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
                 return_ns: o.return_ns,
                 outcome,
                 member: o.member,
+                etcd_index: o.etcd_index,
             },
         );
     }
@@ -172,6 +175,7 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
                 index: w.index,
                 value: &w.value,
                 wait_index: w.wait_index,
+                prefix: &w.prefix,
             },
         );
     }
@@ -251,7 +255,7 @@ pub fn check(history: &[u8], timeout: Duration) -> (Check, Check, String) {
             name: "watches".into(),
             passed: Some(true),
             detail: format!(
-                "{} watch events in order, complete, matching writes",
+                "{} watch events in order, complete, within the watched keys, matching writes",
                 r.watch_events
             ),
         },
@@ -262,4 +266,37 @@ pub fn check(history: &[u8], timeout: Duration) -> (Check, Check, String) {
         },
     };
     (lin, watches, r.html)
+}
+
+/// The `serializable-reads` check on a history (detcd-checker's reads check): per member, the
+/// `X-Etcd-Index` of its answers never goes back between restarts; every read's value and
+/// index are explained by the writes; quorum reads report at least the index of every write
+/// acknowledged before they were invoked.
+pub fn check_reads(history: &[u8]) -> Check {
+    let name = "serializable-reads".to_string();
+    let text = String::from_utf8_lossy(history);
+    match detcd_checker::check_etcd_reads(&text) {
+        Err(e) => Check {
+            name,
+            passed: Some(false),
+            detail: format!("history unreadable: {e}"),
+        },
+        Ok(r) if r.violations.is_empty() => Check {
+            name,
+            passed: Some(true),
+            detail: format!(
+                "{} serializable and {} quorum reads explained by the writes; members' indexes never went back ({} ordered pairs)",
+                r.serializable, r.quorum, r.ordered_pairs
+            ),
+        },
+        Ok(r) => Check {
+            name,
+            passed: Some(false),
+            detail: format!(
+                "{} violation(s); first: {}",
+                r.violations.len(),
+                r.violations[0]
+            ),
+        },
+    }
 }

@@ -61,6 +61,9 @@ pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
             checks.push(watches);
         }
     }
+    if s.checks.linearizable {
+        checks.push(crate::history::check_reads(&history));
+    }
     checks.extend(out.checks.iter().cloned());
     checks.push(crate::availability::availability(s, &out));
     checks.push(crate::availability::vacuity(s, &out));

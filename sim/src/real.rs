@@ -989,6 +989,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
     for w in 0..s.workload.watchers {
         tasks.push(tokio::spawn(workload::run_watcher(
             w as u32,
+            seed,
             addrs.clone(),
             rec.clone(),
             start,

@@ -96,6 +96,10 @@ pub struct OpRecord {
     pub outcome: Outcome,
     /// The member it was sent to.
     pub member: usize,
+    /// Reads: the `X-Etcd-Index` the member answered with (an answer, or error 100 with the
+    /// index of its body, which etcd also sends as the header); None for writes and for
+    /// reads without such an answer.
+    pub etcd_index: Option<u64>,
 }
 
 /// A watch event as a watcher received it.
@@ -116,6 +120,8 @@ pub struct WatchRecord {
     pub value: Option<String>,
     /// The waitIndex the request asked for.
     pub wait_index: u64,
+    /// The key the watcher watches (recursively).
+    pub prefix: String,
 }
 
 /// Everything the clients recorded.
@@ -129,8 +135,30 @@ pub struct Recorder {
     pub dropped: u64,
 }
 
-/// The key-space prefix of the checked keys.
+/// The main directory of the checked keys: the whole space a watcher may watch, and the
+/// prefix the checker assumes for watch lines that do not name theirs.
 pub const KEY_PREFIX: &str = "/k";
+
+/// The directories the workload's keys live in, key `k` in `KEY_DIRS[k % 4]`: two
+/// subdirectories of `/k`, one (`/k/ab`) sharing the string prefix of `/k/a` without being
+/// under it, and `/kx`, sharing the string prefix of `/k` without being under it; so a
+/// watcher given an event outside the key it watched is caught.
+pub const KEY_DIRS: [&str; 4] = ["/k/a", "/k/b", "/k/ab", "/kx"];
+
+/// What watchers watch (recursively), one drawn per watcher from the seed: the whole `/k`
+/// (half of the draws), or one subdirectory of it.
+pub const WATCH_PREFIXES: [&str; 4] = [KEY_PREFIX, KEY_PREFIX, "/k/a", "/k/b"];
+
+/// The workload's key number `k`.
+pub fn key_name(k: usize) -> String {
+    format!("{}/{k}", KEY_DIRS[k % KEY_DIRS.len()])
+}
+
+/// The key watcher `id` watches in a run of `seed`.
+pub fn watch_prefix(seed: u64, id: u32) -> &'static str {
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, id as u64, 0x3a7c));
+    WATCH_PREFIXES[rng.gen_range(0..WATCH_PREFIXES.len())]
+}
 
 fn pick_kind(mix: &OpMix, rng: &mut ChaCha8Rng) -> OpKind {
     let table = [
@@ -198,7 +226,7 @@ impl Client {
     async fn one(&mut self, s: &Scenario, rec: &Arc<Mutex<Recorder>>, start: tokio::time::Instant) {
         let kind = pick_kind(&s.workload.mix, &mut self.rng);
         let k = self.rng.gen_range(0..s.workload.keys);
-        let key = format!("{KEY_PREFIX}/{k}");
+        let key = key_name(k);
         self.seq += 1;
         let value = format!("c{}-{}", self.id, self.seq);
         let seen = self.seen[k].clone();
@@ -251,6 +279,11 @@ impl Client {
         };
         let now_ns = start.elapsed().as_nanos() as u64;
         let outcome = outcome_of(kind, &res);
+        let etcd_index = match &res {
+            Ok(r) if !kind.is_write() => Some(r.etcd_index),
+            Err(Error::Etcd(e)) if !kind.is_write() && e.error_code == 100 => Some(e.index),
+            _ => None,
+        };
         let return_ns = (outcome != Outcome::Indeterminate).then_some(now_ns);
         // Learn what the key holds, and move to another member after a failure (as a client
         // library with several endpoints would).
@@ -278,6 +311,7 @@ impl Client {
             return_ns,
             outcome,
             member,
+            etcd_index,
         });
     }
 }
@@ -385,11 +419,13 @@ fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
     }
 }
 
-/// A watcher: follows every change under the checked key space with detcd-client's watch
-/// stream (which resumes from the last index + 1, fails over to the next member, and
-/// re-lists when the member no longer has that index), until `end`.
+/// A watcher: follows every change under its key (`watch_prefix`: the checked key space or
+/// one directory of it) with detcd-client's watch stream (which resumes from the last index
+/// + 1, fails over to the next member, and re-lists when the member no longer has that
+/// index), until `end`.
 pub async fn run_watcher(
     id: u32,
+    seed: u64,
     addrs: Vec<String>,
     rec: Arc<Mutex<Recorder>>,
     start: tokio::time::Instant,
@@ -404,7 +440,8 @@ pub async fn run_watcher(
         recursive: true,
         after_index: 1,
     };
-    let mut events = Box::pin(c.watch(KEY_PREFIX, o));
+    let prefix = watch_prefix(seed, id);
+    let mut events = Box::pin(c.watch(prefix, o));
     let mut wait_index = 1u64;
     while tokio::time::Instant::now() < end {
         let ev = match detcd_node::rt::timeout_at(end, events.next()).await {
@@ -437,6 +474,7 @@ pub async fn run_watcher(
                 ev.node.value.clone()
             },
             wait_index,
+            prefix: prefix.to_string(),
         });
         wait_index = index + 1;
     }
@@ -449,6 +487,45 @@ mod tests {
     fn scenario(placement: &str) -> Scenario {
         let toml = format!("name = \"x\"\n[workload]\nclients = 16\nplacement = \"{placement}\"\n");
         Scenario::parse(&toml, "s.toml").unwrap()
+    }
+
+    #[test]
+    fn keys_are_nested_and_some_share_a_watched_prefix_without_being_under_it() {
+        let keys: Vec<String> = (0..8).map(key_name).collect();
+        assert_eq!(
+            keys[..4],
+            ["/k/a/0", "/k/b/1", "/k/ab/2", "/kx/3"].map(String::from)
+        );
+        // Every key in a directory: /k/a/0 two deep, /kx/3 one.
+        assert!(keys.iter().all(|k| k.matches('/').count() >= 2));
+        // Distinct keys; none is a directory of another (the checker splits by key).
+        for a in &keys {
+            for b in &keys {
+                assert!(a == b || !b.starts_with(&format!("{a}/")), "{a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn watchers_watch_seeded_prefixes_some_the_whole_space_some_a_directory() {
+        let mut seen = std::collections::BTreeMap::new();
+        for seed in 0..20u64 {
+            println!("seed {seed}");
+            for id in 0..2 {
+                let p = watch_prefix(seed, id);
+                assert_eq!(
+                    p,
+                    watch_prefix(seed, id),
+                    "the same seed draws the same prefix"
+                );
+                *seen.entry(p).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(
+            seen.keys().copied().collect::<Vec<_>>(),
+            ["/k", "/k/a", "/k/b"],
+            "{seen:?}"
+        );
     }
 
     #[test]
