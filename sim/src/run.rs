@@ -75,7 +75,11 @@ pub async fn run_in_this_runtime(s: Scenario, seed: u64) -> RunOutput {
 fn failpoints(s: &Scenario, seed: u64) -> Failpoints {
     let mut rules = s.failpoints.clone();
     if let Some(sw) = &s.swarm {
-        rules.extend(crate::scenario::swarm_failpoints(sw, seed));
+        rules.extend(crate::scenario::swarm_failpoints(
+            sw,
+            s.workload.duration_s,
+            seed,
+        ));
     }
     Failpoints::new(rules, cluster::mix(seed, 0, 0xf417))
 }

@@ -844,8 +844,9 @@ fn failpoint_names() -> String {
 
 /// The failpoint rules a swarm seed arms: each failpoint listed in `swarm.failpoints` with
 /// probability 1/2, crashing (or, one time in four, pausing) a random member on a hit drawn
-/// between the 1st and the 400th, for up to `max_duration_s`.
-pub fn swarm_failpoints(sw: &SwarmSpec, seed: u64) -> Vec<FailpointRule> {
+/// between the 1st and the 50th after a seeded time in the first 80% of the load, for up to
+/// `max_duration_s`.
+pub fn swarm_failpoints(sw: &SwarmSpec, duration_s: f64, seed: u64) -> Vec<FailpointRule> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xf41_7b01);
     let mut rules = Vec::new();
     for name in &sw.failpoints {
@@ -861,8 +862,8 @@ pub fn swarm_failpoints(sw: &SwarmSpec, seed: u64) -> Vec<FailpointRule> {
             },
             target: Target::Random,
             probability: 0.0,
-            nth: rng.gen_range(1..=400),
-            after_s: 0.0,
+            nth: rng.gen_range(1..=50),
+            after_s: rng.gen_range(0.0..duration_s * 0.8),
             times: 1,
             duration_s: rng.gen_range(0.2..sw.max_duration_s.max(0.3)),
         });
