@@ -171,7 +171,7 @@ impl MemberProbe {
             armed.counted[i] += 1;
             let rng = armed.rng.as_mut().expect("seeded");
             let fire = if r.nth > 0 {
-                armed.counted[i] % r.nth == 0
+                armed.counted[i].is_multiple_of(r.nth)
             } else {
                 rng.gen_bool(r.probability)
             };

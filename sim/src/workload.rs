@@ -420,8 +420,8 @@ fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
 }
 
 /// A watcher: follows every change under its key (`watch_prefix`: the checked key space or
-/// one directory of it) with detcd-client's watch stream (which resumes from the last index
-/// + 1, fails over to the next member, and re-lists when the member no longer has that
+/// one directory of it) with detcd-client's watch stream (which resumes from the last
+/// index + 1, fails over to the next member, and re-lists when the member no longer has that
 /// index), until `end`.
 pub async fn run_watcher(
     id: u32,
