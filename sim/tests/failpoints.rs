@@ -87,7 +87,12 @@ fn a_failpoint_aimed_at_the_leader_crashes_the_leader() {
         .rev()
         .find(|(at, _)| *at <= fired[0].start_ns)
         .and_then(|x| x.1);
-    assert_eq!(leader_then, Some(fired[0].targets[0]), "{:?}", r.out.leaders);
+    assert_eq!(
+        leader_then,
+        Some(fired[0].targets[0]),
+        "{:?}",
+        r.out.leaders
+    );
     assert!(r.passed(), "{:?}", r.first_failure());
 }
 
