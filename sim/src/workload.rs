@@ -145,9 +145,10 @@ pub const KEY_PREFIX: &str = "/k";
 /// watcher given an event outside the key it watched is caught.
 pub const KEY_DIRS: [&str; 4] = ["/k/a", "/k/b", "/k/ab", "/kx"];
 
-/// What watchers watch (recursively), one drawn per watcher from the seed: the whole `/k`
-/// (half of the draws), or one subdirectory of it.
-pub const WATCH_PREFIXES: [&str; 4] = [KEY_PREFIX, KEY_PREFIX, "/k/a", "/k/b"];
+/// What watchers watch (recursively), in turn from a seeded start: the whole `/k` every other
+/// watcher, one subdirectory of it the others (so any two consecutive watchers watch the whole
+/// space and a directory).
+pub const WATCH_PREFIXES: [&str; 4] = [KEY_PREFIX, "/k/a", KEY_PREFIX, "/k/b"];
 
 /// The workload's key number `k`.
 pub fn key_name(k: usize) -> String {
@@ -156,8 +157,9 @@ pub fn key_name(k: usize) -> String {
 
 /// The key watcher `id` watches in a run of `seed`.
 pub fn watch_prefix(seed: u64, id: u32) -> &'static str {
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, id as u64, 0x3a7c));
-    WATCH_PREFIXES[rng.gen_range(0..WATCH_PREFIXES.len())]
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, 0, 0x3a7c));
+    let first = rng.gen_range(0..WATCH_PREFIXES.len());
+    WATCH_PREFIXES[(first + id as usize) % WATCH_PREFIXES.len()]
 }
 
 fn pick_kind(mix: &OpMix, rng: &mut ChaCha8Rng) -> OpKind {
@@ -511,13 +513,15 @@ mod tests {
         let mut seen = std::collections::BTreeMap::new();
         for seed in 0..20u64 {
             println!("seed {seed}");
-            for id in 0..2 {
-                let p = watch_prefix(seed, id);
-                assert_eq!(
-                    p,
-                    watch_prefix(seed, id),
-                    "the same seed draws the same prefix"
-                );
+            let p: Vec<&str> = (0..2).map(|id| watch_prefix(seed, id)).collect();
+            assert_eq!(
+                p[0],
+                watch_prefix(seed, 0),
+                "the same seed draws the same prefix"
+            );
+            // Two watchers: one watches the whole space, the other a directory.
+            assert_eq!(p.iter().filter(|p| **p == KEY_PREFIX).count(), 1, "{p:?}");
+            for p in p {
                 *seen.entry(p).or_insert(0) += 1;
             }
         }
