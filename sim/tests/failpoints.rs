@@ -3,7 +3,8 @@
 //! names it. Run with `cargo simtest`.
 #![cfg(madsim)]
 
-use detcd_sim::outcome::run_and_check;
+use detcd_sim::outcome::{run_and_check, RunResult};
+use detcd_sim::output::FaultEvent;
 use detcd_sim::scenario::Scenario;
 
 /// A 3-member cluster that cuts WAL segments (64 KiB), snapshots often and has a follower
@@ -40,18 +41,22 @@ duration_s = 0.5
     .unwrap()
 }
 
+/// The crashes failpoints made in a run.
+fn crashes(r: &RunResult) -> Vec<&FaultEvent> {
+    r.out
+        .faults
+        .iter()
+        .filter(|f| f.kind == "failpoint-crash")
+        .collect()
+}
+
 #[test]
 fn every_failpoint_fires_and_a_crash_there_loses_nothing() {
     for (name, _) in detcd_node::failpoints::ALL {
         let seed = 11;
         eprintln!("failpoint {name}, seed {seed}");
         let r = run_and_check(&armed(name, "\"random\""), seed);
-        let fired: Vec<_> = r
-            .out
-            .faults
-            .iter()
-            .filter(|f| f.kind == "failpoint-crash")
-            .collect();
+        let fired = crashes(&r);
         assert_eq!(fired.len(), 1, "{name}: {:?}", r.out.faults);
         assert!(fired[0].detail.starts_with(&format!("crashed at {name}:")));
         let hits = r
@@ -73,12 +78,7 @@ fn every_failpoint_fires_and_a_crash_there_loses_nothing() {
 #[test]
 fn a_failpoint_aimed_at_the_leader_crashes_the_leader() {
     let r = run_and_check(&armed("before-send-persisted", "\"leader\""), 5);
-    let fired: Vec<_> = r
-        .out
-        .faults
-        .iter()
-        .filter(|f| f.kind == "failpoint-crash")
-        .collect();
+    let fired = crashes(&r);
     assert_eq!(fired.len(), 1);
     let leader_then = r
         .out
