@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::cluster::{cluster_id, member_id, url_string, Member, Members};
 use crate::config::{ClusterState, Config};
-use crate::raft::ready::{LoopConfig, RaftLoop};
+use crate::raft::ready::{LoopConfig, LoopParts, RaftLoop};
 use crate::raft::storage::NodeStorage;
 use crate::raft::{Counters, Shared, Status};
 use crate::rt::{Clock, NodeRng};
@@ -595,7 +595,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         sync_interval: Duration::from_millis(500),
         leader_sync_delay: Duration::from_millis(cfg.leader_sync_delay_ms),
     };
-    let raft_loop = RaftLoop {
+    let raft_loop = RaftLoop::new(LoopParts {
         raw,
         storage: opened.storage,
         wal: opened.wal.tuned(env.probe.clone(), env.wal_segment_bytes),
@@ -606,16 +606,9 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         inbox: inbox_rx,
         cfg: lp,
         snap_index: opened.snap_index,
-        reads: Default::default(),
-        read_batch: Default::default(),
-        read_seq: 0,
         applied: opened.applied,
-        last_hs: opened.hs,
-        snapshot_due: false,
-        unsynced: None,
-        held_conf_props: Vec::new(),
-        leader_gone: None,
-    };
+        hs: opened.hs,
+    });
     crate::rt::spawn(raft_loop.run());
 
     let client_urls: Vec<String> = cfg.advertise_client_urls.iter().map(url_string).collect();

@@ -169,6 +169,62 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
+    /// Apply a membership change that raft-rs has applied (its configuration now `cs`) to
+    /// the member list and the v2 store's internal member keys, as etcd does. Members absent
+    /// from raft's configuration are dropped: raft's configuration is the truth, and the
+    /// members API must not list more. Returns whether `me` was removed.
+    pub fn apply_membership(
+        &mut self,
+        cc: &raft::eraftpb::ConfChangeV2,
+        ctx: Option<&ConfContext>,
+        cs: &raft::eraftpb::ConfState,
+        me: u64,
+    ) -> bool {
+        use raft::eraftpb::ConfChangeType;
+        let mut removed_self = false;
+        if let Some(c) = ctx {
+            for change in cc.get_changes() {
+                let id = change.node_id;
+                match change.get_change_type() {
+                    ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                        if c.update {
+                            if let Some(m) = self.meta.members.members.get_mut(&id) {
+                                m.peer_urls = c.member.peer_urls.clone();
+                            }
+                        } else {
+                            self.meta.members.members.entry(id).or_insert_with(|| {
+                                crate::cluster::Member {
+                                    id,
+                                    ..c.member.clone()
+                                }
+                            });
+                        }
+                        self.store
+                            .internal_write(&format!("/0/members/{id:x}/raftAttributes"));
+                    }
+                    ConfChangeType::RemoveNode => {
+                        self.meta.members.members.remove(&id);
+                        self.store.internal_write(&format!("/0/members/{id:x}"));
+                        self.store
+                            .internal_write(&format!("/0/removed_members/{id:x}"));
+                        if !self.meta.members.removed.contains(&id) {
+                            self.meta.members.removed.push(id);
+                        }
+                        removed_self |= id == me;
+                    }
+                }
+            }
+        }
+        let ids: Vec<u64> = cs
+            .get_voters()
+            .iter()
+            .chain(cs.get_learners())
+            .copied()
+            .collect();
+        self.meta.members.members.retain(|id, _| ids.contains(id));
+        removed_self
+    }
+
     /// A fresh state machine.
     pub fn new(members: Members, cluster_id: u64) -> StateMachine {
         let mut store = Store::new();

@@ -14,28 +14,67 @@
 //!    something is on disk, so they never leave before step 4.
 //! 6. advance, then send and apply what the light ready adds.
 //!
-//! Invariants checked here: applied ≤ committed; entries apply in strictly increasing index
-//! order; term and vote never go back.
+//! The loop's other duties live beside it: [`reads`] (read-index batching), [`election`]
+//! (seeded election timeouts, the shortcut when the leader's stream closes), [`conf`]
+//! (membership changes) and [`snapshot`] (taking and installing snapshots).
+//!
+//! Invariants checked here (through the member's [`crate::rt::Probe`]): applied ≤ committed;
+//! commit, term and store index never go back; a vote never changes within its term; entries
+//! apply in strictly increasing index order; a snapshot holds the state of its own index; the
+//! member list is raft's configuration.
+
+mod conf;
+mod election;
+mod reads;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protobuf::Message as _;
-use raft::eraftpb::{
-    ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot,
-};
+use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+
+pub use reads::ReadWaiters;
 
 use super::storage::NodeStorage;
 use super::{Applied, Counters, Inbox, Shared};
-use crate::cluster::Member;
 use crate::failpoints;
-use crate::sm::{ConfContext, Op, Outcome, Proposal, StateMachine};
+use crate::sm::{Op, Proposal};
 use crate::storage::snap::SnapDir;
-use crate::storage::wal::Wal;
+use crate::storage::wal::{Wal, WalError};
 use crate::transport::Transport;
+
+/// Why the loop stopped the member: its storage failed or held something it cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// The WAL failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// raft-rs's storage refused an operation.
+    #[error("raft storage: {0}")]
+    Raft(#[from] raft::Error),
+    /// A snapshot file could not be written or purged.
+    #[error("snapshot file: {0}")]
+    SnapshotFile(std::io::Error),
+    /// The leader's snapshot could not be restored.
+    #[error("snapshot {index}: {reason}")]
+    BadSnapshot {
+        /// Its index.
+        index: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A committed entry could not be decoded.
+    #[error("entry {index}: {reason}")]
+    BadEntry {
+        /// Its index.
+        index: u64,
+        /// What was wrong.
+        reason: String,
+    },
+}
 
 /// Tuning of the loop.
 #[derive(Debug, Clone)]
@@ -66,6 +105,54 @@ const INBOX_BATCH_MAX: usize = 4096;
 /// The Raft task's state.
 pub struct RaftLoop {
     /// raft-rs.
+    raw: RawNode<NodeStorage>,
+    /// raft-rs's storage.
+    storage: NodeStorage,
+    /// The WAL.
+    wal: Wal,
+    /// The disk under the WAL (for its fsync latency).
+    disk: Arc<dyn crate::storage::Disk>,
+    /// Snapshot files.
+    snaps: SnapDir,
+    /// Shared with handlers.
+    shared: Arc<Shared>,
+    /// Peer messages out.
+    transport: Arc<Transport>,
+    /// The inbox.
+    inbox: mpsc::UnboundedReceiver<Inbox>,
+    /// Tuning.
+    cfg: LoopConfig,
+    /// Index of the newest snapshot.
+    snap_index: u64,
+    /// Read-index requests in flight, by context: every read that arrived in one inbox batch
+    /// shares one context, so one round of heartbeats confirms them all (as etcd batches).
+    reads: HashMap<Vec<u8>, ReadWaiters>,
+    /// Reads that arrived in the current inbox batch, not yet handed to raft: this member's
+    /// own, and on the leader the followers' (see [`RaftLoop::flush_read_batch`]).
+    read_batch: ReadWaiters,
+    /// Next read-index context.
+    read_seq: u64,
+    /// Last applied index.
+    applied: u64,
+    /// Last hard state seen (for the never-go-back assertions).
+    last_hs: HardState,
+    /// A membership change was applied: the snapshot served to new members must include it
+    /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
+    snapshot_due: bool,
+    /// The newest Ready whose entries the leader wrote without an fsync (see
+    /// [`RaftLoop::may_defer_sync`]); raft-rs is told they are persisted only after the fsync.
+    unsynced: Option<u64>,
+    /// Membership changes forwarded by followers while raft-rs still counts an earlier one
+    /// as unapplied (see [`RaftLoop::hold_conf_change`]); stepped once it is applied.
+    held_conf_props: Vec<Message>,
+    /// The leader whose stream closed (see [`RaftLoop::on_peer_gone`]) and how many more
+    /// quick campaigns this member may start while no new leader is known.
+    leader_gone: Option<(u64, u8)>,
+}
+
+/// What the loop starts from (see [`RaftLoop::new`]).
+pub struct LoopParts {
+    /// raft-rs.
     pub raw: RawNode<NodeStorage>,
     /// raft-rs's storage.
     pub storage: NodeStorage,
@@ -85,80 +172,38 @@ pub struct RaftLoop {
     pub cfg: LoopConfig,
     /// Index of the newest snapshot.
     pub snap_index: u64,
-    /// Read-index requests in flight, by context: every read that arrived in one inbox batch
-    /// shares one context, so one round of heartbeats confirms them all (as etcd batches).
-    pub reads: HashMap<Vec<u8>, ReadWaiters>,
-    /// Reads that arrived in the current inbox batch, not yet handed to raft: this member's
-    /// own, and on the leader the followers' (see [`RaftLoop::flush_read_batch`]).
-    pub read_batch: ReadWaiters,
-    /// Next read-index context.
-    pub read_seq: u64,
     /// Last applied index.
     pub applied: u64,
-    /// Last hard state seen (for the never-go-back assertions).
-    pub last_hs: HardState,
-    /// A membership change was applied: the snapshot served to new members must include it
-    /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
-    pub snapshot_due: bool,
-    /// The newest Ready whose entries the leader wrote without an fsync (see
-    /// [`RaftLoop::may_defer_sync`]); raft-rs is told they are persisted only after the fsync.
-    pub unsynced: Option<u64>,
-    /// Membership changes forwarded by followers while raft-rs still counts an earlier one
-    /// as unapplied (see [`RaftLoop::hold_conf_change`]); stepped once it is applied.
-    pub held_conf_props: Vec<Message>,
-    /// The leader whose stream closed (see [`RaftLoop::on_peer_gone`]) and how many more
-    /// quick campaigns this member may start while no new leader is known.
-    pub leader_gone: Option<(u64, u8)>,
-}
-
-/// Who waits for one read index.
-#[derive(Default)]
-pub struct ReadWaiters {
-    /// This member's reads.
-    pub local: Vec<oneshot::Sender<u64>>,
-    /// On the leader, followers' read-index requests (follower id, its context), answered
-    /// with a `MsgReadIndexResp` as raft-rs would.
-    pub remote: Vec<(u64, Entry)>,
-}
-
-impl ReadWaiters {
-    fn is_empty(&self) -> bool {
-        self.local.is_empty() && self.remote.is_empty()
-    }
-}
-
-/// At most this many forwarded membership changes wait on the leader; more are dropped (their
-/// requests time out, as etcd's do).
-const HELD_CONF_PROPS_MAX: usize = 64;
-
-fn is_conf_change(e: &Entry) -> bool {
-    matches!(
-        e.get_entry_type(),
-        EntryType::EntryConfChange | EntryType::EntryConfChangeV2
-    )
-}
-
-/// Why a membership change cannot apply to the membership as it is now, if it cannot
-/// ([`crate::cluster::Members::check_add`], `check_remove`).
-fn refuse_conf_change(
-    sm: &StateMachine,
-    cc: &ConfChangeV2,
-    c: &ConfContext,
-) -> Option<crate::cluster::Refusal> {
-    let members = &sm.meta.members;
-    cc.get_changes().iter().find_map(|change| {
-        let id = change.node_id;
-        match change.get_change_type() {
-            raft::eraftpb::ConfChangeType::AddNode
-            | raft::eraftpb::ConfChangeType::AddLearnerNode => {
-                members.check_add(id, &c.member.peer_urls, c.update).err()
-            }
-            raft::eraftpb::ConfChangeType::RemoveNode => members.check_remove(id).err(),
-        }
-    })
+    /// The hard state recovered from the WAL.
+    pub hs: HardState,
 }
 
 impl RaftLoop {
+    /// The loop of a member opened from `parts`.
+    pub fn new(parts: LoopParts) -> RaftLoop {
+        RaftLoop {
+            raw: parts.raw,
+            storage: parts.storage,
+            wal: parts.wal,
+            disk: parts.disk,
+            snaps: parts.snaps,
+            shared: parts.shared,
+            transport: parts.transport,
+            inbox: parts.inbox,
+            cfg: parts.cfg,
+            snap_index: parts.snap_index,
+            reads: HashMap::new(),
+            read_batch: ReadWaiters::default(),
+            read_seq: 0,
+            applied: parts.applied,
+            last_hs: parts.hs,
+            snapshot_due: false,
+            unsynced: None,
+            held_conf_props: Vec::new(),
+            leader_gone: None,
+        }
+    }
+
     /// Run until the member is stopped.
     pub async fn run(mut self) {
         let mut ticker = crate::rt::interval(self.cfg.tick);
@@ -237,105 +282,6 @@ impl RaftLoop {
         }
     }
 
-    /// Hand the reads that arrived in this turn to raft as one ReadIndex request: the read
-    /// index raft returns is the leader's commit index when the request was made, valid for
-    /// every read that arrived before it. On the leader that includes the followers' requests
-    /// that arrived in this turn: raft-rs would confirm each with a heartbeat round of its
-    /// own (a third of all peer messages under a read-write load), here one round confirms
-    /// them all.
-    fn flush_read_batch(&mut self) {
-        if self.read_batch.is_empty() {
-            return;
-        }
-        let r = &self.raw.raft;
-        if !self.read_batch.remote.is_empty()
-            && (r.state != StateRole::Leader || !r.commit_to_current_term())
-        {
-            // raft-rs drops such requests too (a new leader answers reads only once it has
-            // committed in its term); the followers ask again.
-            self.read_batch.remote.clear();
-            if self.read_batch.local.is_empty() {
-                return;
-            }
-        }
-        self.read_seq += 1;
-        let ctx = self.read_seq.to_le_bytes().to_vec();
-        self.reads
-            .insert(ctx.clone(), std::mem::take(&mut self.read_batch));
-        Counters::add(&self.shared.counters.read_requests, 1);
-        self.raw.read_index(ctx);
-    }
-
-    /// A follower's read-index request reaching the leader joins this turn's batch instead
-    /// of being stepped (see [`RaftLoop::flush_read_batch`]). Returns the message when it
-    /// is not such a request.
-    fn batch_remote_read(&mut self, mut m: Box<Message>) -> Option<Box<Message>> {
-        let r = &self.raw.raft;
-        if m.get_msg_type() != MessageType::MsgReadIndex
-            || r.state != StateRole::Leader
-            || m.from == r.id
-            || m.term != 0
-            || m.get_entries().len() != 1
-        {
-            return Some(m);
-        }
-        let ctx = m.take_entries().pop().expect("one entry");
-        self.read_batch.remote.push((m.from, ctx));
-        None
-    }
-
-    /// The read index of a batch is known: this member's reads go on, and the leader answers
-    /// the followers whose requests were in the batch. Their context comes back with the
-    /// index and this term (the entry at that index is of this term: the leader confirms
-    /// reads only once it has committed in its term), as raft-rs answers.
-    fn read_index_known(&mut self, ctx: &[u8], index: u64) {
-        let Some(w) = self.reads.remove(ctx) else {
-            return;
-        };
-        for tx in w.local {
-            let _ = tx.send(index);
-        }
-        let r = &self.raw.raft;
-        if w.remote.is_empty() || r.state != StateRole::Leader {
-            return;
-        }
-        let (id, term) = (r.id, r.term);
-        let answers = w
-            .remote
-            .into_iter()
-            .map(|(to, ctx)| {
-                let mut m = Message::default();
-                m.set_msg_type(MessageType::MsgReadIndexResp);
-                m.from = id;
-                m.to = to;
-                m.term = term;
-                m.index = index;
-                m.set_entries(vec![ctx].into());
-                m
-            })
-            .collect();
-        self.send(answers);
-    }
-
-    /// raft-rs draws its randomized election timeout from the OS rng, which no simulator can
-    /// seed. Whenever the election timer restarted, draw it again from the member's rng.
-    /// While the leader is known to be gone and no new one is known, the timer restarts
-    /// short instead (see [`RaftLoop::on_peer_gone`]).
-    fn fix_election_timeout(&mut self) {
-        let r = &self.raw.raft;
-        if let Some((gone, _)) = self.leader_gone {
-            // A new leader is known, or the old one was heard from after all.
-            if r.leader_id != raft::INVALID_ID && (r.leader_id != gone || r.election_elapsed == 0) {
-                self.leader_gone = None;
-            }
-        }
-        if self.raw.raft.election_elapsed == 0 && !self.campaign_again() {
-            let lo = self.cfg.election_ticks as u64;
-            let t = self.shared.rng.range(lo, 2 * lo) as usize;
-            self.raw.raft.set_randomized_election_timeout(t);
-        }
-    }
-
     fn handle(&mut self, msg: Inbox) {
         match msg {
             Inbox::Propose { data, accepted } => {
@@ -382,127 +328,6 @@ impl RaftLoop {
         }
     }
 
-    /// The leader's stream to us closed. A crashed process's connections are reset at once
-    /// (a partition closes nothing), so rather than wait out the whole election timeout, end
-    /// the leader's lease here and let the election timer run out within a few ticks. The
-    /// followers that saw it go take turns two ticks apart, by member id (the lowest first):
-    /// two that campaigned in the same tick would split the vote and both wait out a full
-    /// election timeout (a random 1–3 ticks did that one leader kill in seven); while no
-    /// leader is known they keep campaigning at that pace for about one election timeout
-    /// ([`RaftLoop::campaign_again`]). Only liveness
-    /// changes: if the leader is alive after all, the pre-vote fails at the members still
-    /// hearing from it.
-    fn on_peer_gone(&mut self, id: u64) {
-        let r = &self.raw.raft;
-        if r.state != StateRole::Follower || r.leader_id != id {
-            return;
-        }
-        let soon = self.campaign_soon(id);
-        // Campaigns (a pre-vote each, harmless while others still hear a leader) go on this
-        // often for about one election timeout: the other members may see the leader go
-        // later, and ignore pre-votes until they do.
-        let again = (self.raw.raft.election_timeout() / soon).saturating_sub(1);
-        self.leader_gone = Some((id, again.min(u8::MAX as usize) as u8));
-        tracing::info!(leader = %format!("{id:x}"), ticks = soon, "raft: the leader's stream closed; campaigning soon unless it is heard from");
-    }
-
-    /// After the leader's stream closed, a campaign began or failed with no leader known (a
-    /// member that has not yet seen the leader go ignores the pre-vote; two candidates may
-    /// split the vote): if it gets nowhere, try again soon rather than after a whole election
-    /// timeout, while the budget set by [`RaftLoop::on_peer_gone`] lasts. True if so.
-    fn campaign_again(&mut self) -> bool {
-        let r = &self.raw.raft;
-        let Some((gone, left)) = self.leader_gone else {
-            return false;
-        };
-        if left == 0 || r.state == StateRole::Leader || r.leader_id != raft::INVALID_ID {
-            return false;
-        }
-        self.leader_gone = Some((gone, left - 1));
-        self.campaign_soon(gone);
-        true
-    }
-
-    /// End the lease of `gone` (the leader whose stream closed) and let the election timer run
-    /// out in a few ticks: the voters other than `gone` take turns two ticks apart, by member
-    /// id. Returns the ticks.
-    fn campaign_soon(&mut self, gone: u64) -> usize {
-        let r = &mut self.raw.raft;
-        let base = r.election_timeout();
-        let rank = r
-            .prs()
-            .conf()
-            .voters()
-            .ids()
-            .iter()
-            .filter(|v| *v != gone && *v < r.id)
-            .count();
-        let soon = (1 + 2 * rank).min(base.saturating_sub(1).max(1));
-        r.set_randomized_election_timeout(base + soon);
-        r.election_elapsed = r.election_elapsed.max(base);
-        soon
-    }
-
-    /// This member was removed from the cluster (it applied its removal, or a peer said so):
-    /// it stops.
-    fn stop_removed(&self) {
-        tracing::warn!("this member was removed from the cluster; stopping");
-        let _ = self.shared.stopped.send(Some(
-            "the member has been permanently removed from the cluster".into(),
-        ));
-    }
-
-    /// Whether this member leads and raft-rs still counts a membership change as unapplied:
-    /// it would replace a new one with an empty entry. A leader with deferred fsyncs applies
-    /// entries before raft-rs may count them applied (raft-rs keeps applied ≤ its own durable
-    /// index), so a change a follower already applied and answered can still be pending here
-    /// for a few ms; the next request (e.g. removing the member just added) must not vanish.
-    /// Held changes count as pending too, so that changes go in the order they arrived.
-    fn conf_change_pending(&self) -> bool {
-        self.raw.raft.state == StateRole::Leader
-            && (self.raw.raft.has_pending_conf() || !self.held_conf_props.is_empty())
-    }
-
-    /// A follower's forwarded proposal carrying a membership change while one is pending:
-    /// kept and stepped once raft-rs has applied the earlier one (instead of being dropped).
-    /// Returns the message when it is not held.
-    fn hold_conf_change(&mut self, m: Box<Message>) -> Option<Box<Message>> {
-        if m.get_msg_type() != MessageType::MsgPropose
-            || !m.get_entries().iter().any(is_conf_change)
-            || !self.conf_change_pending()
-        {
-            return Some(m);
-        }
-        if self.held_conf_props.len() < HELD_CONF_PROPS_MAX {
-            self.held_conf_props.push(*m);
-        } else {
-            tracing::warn!("raft: too many membership changes waiting; one dropped");
-        }
-        None
-    }
-
-    /// Step the held membership changes once nothing is pending (one at a time: each makes
-    /// the next pending again); whether one was stepped. A member that no longer leads drops
-    /// them; their requests time out as with any proposal lost in a leader change.
-    fn release_held_conf_changes(&mut self) -> bool {
-        if self.held_conf_props.is_empty() {
-            return false;
-        }
-        if self.raw.raft.state != StateRole::Leader {
-            self.held_conf_props.clear();
-            return false;
-        }
-        let mut stepped = false;
-        while !self.held_conf_props.is_empty() && !self.raw.raft.has_pending_conf() {
-            let m = self.held_conf_props.remove(0);
-            stepped = true;
-            if let Err(e) = self.raw.step(m) {
-                tracing::debug!(error = %e, "raft: step of a held membership change failed");
-            }
-        }
-        stepped
-    }
-
     /// The leader proposes a SYNC: it advances the log clock and expires TTL keys.
     fn propose_sync(&mut self) {
         if self.raw.raft.state != StateRole::Leader {
@@ -536,7 +361,7 @@ impl RaftLoop {
         }
     }
 
-    async fn on_ready(&mut self) -> Result<(), String> {
+    async fn on_ready(&mut self) -> Result<(), LoopError> {
         // Drop read waiters whose requester gave up (timed out), so the map stays bounded.
         // Followers' requests are dropped once this member no longer leads (raft-rs forgets
         // them, and the followers ask again).
@@ -643,7 +468,7 @@ impl RaftLoop {
     }
 
     /// The deferred fsync of the leader's own entries; then raft-rs counts its copy.
-    async fn sync_deferred(&mut self) -> Result<(), String> {
+    async fn sync_deferred(&mut self) -> Result<(), LoopError> {
         let Some(number) = self.unsynced.take() else {
             return Ok(());
         };
@@ -654,8 +479,8 @@ impl RaftLoop {
     }
 
     /// One fsync of everything the WAL holds, counted.
-    fn sync_wal(&mut self) -> Result<(), String> {
-        self.wal.sync().map_err(|e| e.to_string())?;
+    fn sync_wal(&mut self) -> Result<(), LoopError> {
+        self.wal.sync()?;
         Counters::add(&self.shared.counters.fsyncs, 1);
         Ok(())
     }
@@ -673,7 +498,7 @@ impl RaftLoop {
     /// leader with unsynced entries applies what followers committed without it: those
     /// entries are on a quorum's disks. raft-rs hands them out again after the fsync; they
     /// are skipped then.
-    fn apply_committed_unsynced(&mut self) -> Result<(), String> {
+    fn apply_committed_unsynced(&mut self) -> Result<(), LoopError> {
         let committed = self.raw.raft.raft_log.committed;
         if committed <= self.applied {
             return Ok(());
@@ -684,8 +509,7 @@ impl RaftLoop {
             committed + 1,
             None,
             raft::GetEntriesContext::empty(false),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         self.apply(entries)
     }
 
@@ -740,40 +564,6 @@ impl RaftLoop {
         }
     }
 
-    /// Duty 2: a snapshot from the leader replaces our state.
-    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), String> {
-        let md = snap.get_metadata().clone();
-        let mut sm =
-            StateMachine::restore(&snap.data).map_err(|e| format!("snapshot {}: {e}", md.index))?;
-        self.check_snapshot_state(&sm, &md);
-        sm.meta.applied_index = md.index;
-        self.snaps
-            .save(&snap)
-            .map_err(|e| format!("saving snapshot: {e}"))?;
-        self.shared.probe.failpoint(failpoints::SNAPSHOT_INSTALL);
-        self.wal
-            .save(Some((md.index, md.term)), &[], None)
-            .map_err(|e| e.to_string())?;
-        self.storage
-            .mem
-            .wl()
-            .apply_snapshot(snap.clone())
-            .map_err(|e| e.to_string())?;
-        self.storage.set_snapshot(snap);
-        self.snap_index = md.index;
-        self.applied = md.index;
-        let members = sm.meta.members.clone();
-        *self.shared.sm.lock().expect("sm lock") = sm;
-        self.transport.set_members(&members);
-        self.shared.applied.send_replace(md.index);
-        tracing::info!(
-            index = md.index,
-            term = md.term,
-            "raft: installed snapshot from the leader"
-        );
-        Ok(())
-    }
-
     /// Duty 4: entries and hard state to the WAL, one fsync (none when `defer`red, see
     /// [`RaftLoop::may_defer_sync`]), then to raft's log. Returns whether it fsynced.
     fn persist(
@@ -782,7 +572,7 @@ impl RaftLoop {
         hs: Option<&HardState>,
         must_sync: bool,
         defer: bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, LoopError> {
         if let Some(hs) = hs {
             let (last, probe) = (&self.last_hs, &self.shared.probe);
             probe.invariant(hs.term >= last.term, "term-monotonic", || {
@@ -815,19 +605,14 @@ impl RaftLoop {
             _ if defer => self.wal.save_deferred(entries, hs),
             Some(hs) if entries.is_empty() && !must_sync => self.wal.save_unsynced(hs),
             _ => self.wal.save(None, entries, hs),
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         Counters::add(&self.shared.counters.fsyncs, self.wal.syncs - before);
         Counters::add(
             &self.shared.counters.entries_persisted,
             entries.len() as u64,
         );
         if !entries.is_empty() {
-            self.storage
-                .mem
-                .wl()
-                .append(entries)
-                .map_err(|e| e.to_string())?;
+            self.storage.mem.wl().append(entries)?;
         }
         if let Some(hs) = hs {
             self.storage.mem.wl().set_hardstate(hs.clone());
@@ -836,7 +621,7 @@ impl RaftLoop {
     }
 
     /// Duty 3: apply committed entries in order, waking the requests that proposed them.
-    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), LoopError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -906,234 +691,4 @@ impl RaftLoop {
         }
         Ok(())
     }
-
-    fn apply_conf_change(
-        &mut self,
-        sm: &mut StateMachine,
-        e: &Entry,
-    ) -> Result<Option<(u64, Applied)>, String> {
-        let cc: ConfChangeV2 = if e.get_entry_type() == EntryType::EntryConfChange {
-            // detcd proposes only V2 changes; a V1 one is converted field by field.
-            let v1 =
-                raft::eraftpb::ConfChange::parse_from_bytes(&e.data).map_err(|x| x.to_string())?;
-            let mut single = raft::eraftpb::ConfChangeSingle::default();
-            single.set_change_type(v1.get_change_type());
-            single.node_id = v1.node_id;
-            let mut v2 = ConfChangeV2::default();
-            v2.mut_changes().push(single);
-            v2.context = v1.context;
-            v2
-        } else {
-            ConfChangeV2::parse_from_bytes(&e.data).map_err(|x| x.to_string())?
-        };
-        self.shared.probe.failpoint(failpoints::CONF_BEFORE_APPLY);
-        let ctx: Option<ConfContext> = serde_json::from_slice(&cc.context).ok();
-        if let Some(c) = &ctx {
-            // Checked again here, against the membership this entry applies to (as etcd's
-            // ValidateConfigurationChange does): the request was checked when it arrived, and
-            // another change may have been applied since. Every member decides alike (the
-            // same replicated state at the same index), so a refused change touches nothing.
-            if let Some((status, msg)) = refuse_conf_change(sm, &cc, c) {
-                tracing::info!(index = e.index, reason = %msg, "membership change refused at apply");
-                return Ok(Some((
-                    c.id,
-                    Applied {
-                        outcome: Outcome::ConfRefused(status, msg),
-                        index: e.index,
-                        term: e.term,
-                    },
-                )));
-            }
-        }
-        let cs = match self.raw.apply_conf_change(&cc) {
-            Ok(cs) => cs,
-            Err(err) => {
-                tracing::warn!(error = %err, index = e.index, "conf change rejected by raft");
-                return Ok(ctx.map(|c| {
-                    (
-                        c.id,
-                        Applied {
-                            outcome: Outcome::Done,
-                            index: e.index,
-                            term: e.term,
-                        },
-                    )
-                }));
-            }
-        };
-        self.storage.mem.wl().set_conf_state(cs.clone());
-        self.snapshot_due = true;
-        let mut removed_self = false;
-        if let Some(c) = &ctx {
-            for change in cc.get_changes() {
-                let id = change.node_id;
-                match change.get_change_type() {
-                    raft::eraftpb::ConfChangeType::AddNode
-                    | raft::eraftpb::ConfChangeType::AddLearnerNode => {
-                        if c.update {
-                            if let Some(m) = sm.meta.members.members.get_mut(&id) {
-                                m.peer_urls = c.member.peer_urls.clone();
-                            }
-                        } else {
-                            sm.meta.members.members.entry(id).or_insert_with(|| Member {
-                                id,
-                                ..c.member.clone()
-                            });
-                        }
-                        sm.store
-                            .internal_write(&format!("/0/members/{id:x}/raftAttributes"));
-                    }
-                    raft::eraftpb::ConfChangeType::RemoveNode => {
-                        sm.meta.members.members.remove(&id);
-                        sm.store.internal_write(&format!("/0/members/{id:x}"));
-                        sm.store
-                            .internal_write(&format!("/0/removed_members/{id:x}"));
-                        if !sm.meta.members.removed.contains(&id) {
-                            sm.meta.members.removed.push(id);
-                        }
-                        removed_self |= id == self.shared.id;
-                    }
-                }
-            }
-        }
-        sync_members_with_conf(sm, &cs);
-        check_members_match_conf(&self.shared.probe, sm, &cs);
-        self.transport.set_members(&sm.meta.members);
-        self.shared.probe.failpoint(failpoints::CONF_AFTER_APPLY);
-        if removed_self {
-            self.stop_removed();
-        }
-        Ok(ctx.map(|c| {
-            (
-                c.id,
-                Applied {
-                    outcome: Outcome::Done,
-                    index: e.index,
-                    term: e.term,
-                },
-            )
-        }))
-    }
-
-    /// Invariants of a snapshot from the leader: it holds the state of its own index (when
-    /// it says: snapshots written before detcd recorded it hold 0), that index is past what
-    /// this member applied, its member list is its configuration, and the v2 store index
-    /// does not go back.
-    fn check_snapshot_state(&self, sm: &StateMachine, md: &raft::eraftpb::SnapshotMetadata) {
-        let probe = &self.shared.probe;
-        let held = sm.meta.applied_index;
-        probe.invariant(held == 0 || held == md.index, "snapshot-index", || {
-            format!(
-                "snapshot at index {} holds the state of index {held}",
-                md.index
-            )
-        });
-        let applied = self.applied;
-        probe.invariant(md.index > applied, "snapshot-ahead", || {
-            format!(
-                "installing a snapshot at {} over applied {applied}",
-                md.index
-            )
-        });
-        check_members_match_conf(probe, sm, md.get_conf_state());
-        let (ours, theirs) = (
-            self.shared.sm.lock().expect("sm lock").store.index(),
-            sm.store.index(),
-        );
-        probe.invariant(theirs >= ours, "store-index-monotonic", || {
-            format!("the leader's snapshot takes the v2 store index back: {ours} -> {theirs}")
-        });
-    }
-
-    fn maybe_snapshot(&mut self) -> Result<(), String> {
-        if self.applied <= self.snap_index
-            || (!self.snapshot_due && self.applied < self.snap_index + self.cfg.snapshot_count)
-        {
-            return Ok(());
-        }
-        self.snapshot_due = false;
-        let index = self.applied;
-        let term = self
-            .raw
-            .raft
-            .raft_log
-            .term(index)
-            .map_err(|e| e.to_string())?;
-        let data = {
-            let sm = self.shared.sm.lock().expect("sm lock");
-            let held = sm.meta.applied_index;
-            self.shared
-                .probe
-                .invariant(held == index, "snapshot-index", || {
-                    format!("snapshot at index {index} holds the state of index {held}")
-                });
-            sm.snapshot()
-        };
-        let mut snap = Snapshot {
-            data: data.into(),
-            ..Default::default()
-        };
-        let md = snap.mut_metadata();
-        md.index = index;
-        md.term = term;
-        md.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
-        self.snaps
-            .save(&snap)
-            .map_err(|e| format!("saving snapshot: {e}"))?;
-        self.shared.probe.failpoint(failpoints::SNAPSHOT_SAVE);
-        self.wal
-            .save(Some((index, term)), &[], None)
-            .map_err(|e| e.to_string())?;
-        self.storage.set_snapshot(snap);
-        self.snap_index = index;
-        Counters::add(&self.shared.counters.snapshots, 1);
-        // Never past what raft-rs itself has applied (a leader with unsynced entries applies
-        // ahead of it, and raft-rs still reads those entries from storage).
-        let compact_to = index
-            .saturating_sub(self.cfg.catchup_entries)
-            .min(self.raw.raft.raft_log.applied);
-        if compact_to > raft::Storage::first_index(&self.storage.mem).unwrap_or(0) {
-            self.storage
-                .mem
-                .wl()
-                .compact(compact_to)
-                .map_err(|e| e.to_string())?;
-        }
-        self.wal
-            .release_to(compact_to.saturating_sub(1), self.cfg.max_wals)
-            .map_err(|e| e.to_string())?;
-        self.snaps
-            .purge(self.cfg.max_snapshots)
-            .map_err(|e| e.to_string())?;
-        tracing::info!(index, term, "raft: took a snapshot and compacted the log");
-        Ok(())
-    }
-}
-
-/// Invariant: the member list is raft's configuration (voters and learners), no more, no
-/// fewer.
-fn check_members_match_conf(probe: &crate::rt::Probe, sm: &StateMachine, cs: &ConfState) {
-    let mut conf: Vec<u64> = cs
-        .get_voters()
-        .iter()
-        .chain(cs.get_learners())
-        .copied()
-        .collect();
-    conf.sort_unstable();
-    let listed: Vec<u64> = sm.meta.members.members.keys().copied().collect();
-    probe.invariant(listed == conf, "members-match-conf", || {
-        format!("member list {listed:x?}, raft configuration {conf:x?}")
-    });
-}
-
-/// Members known to the state machine but absent from raft's configuration (or vice versa)
-/// would make the members API lie; raft's configuration is the truth.
-fn sync_members_with_conf(sm: &mut StateMachine, cs: &ConfState) {
-    let ids: Vec<u64> = cs
-        .get_voters()
-        .iter()
-        .chain(cs.get_learners())
-        .copied()
-        .collect();
-    sm.meta.members.members.retain(|id, _| ids.contains(id));
 }

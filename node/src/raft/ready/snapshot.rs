@@ -1,0 +1,125 @@
+//! Snapshots: taking one every `snapshot_count` entries (and after a membership change), and
+//! installing the leader's.
+
+use raft::eraftpb::Snapshot;
+
+use super::conf::check_members_match_conf;
+use super::{LoopError, RaftLoop};
+use crate::failpoints;
+use crate::raft::Counters;
+use crate::sm::StateMachine;
+
+impl RaftLoop {
+    /// Duty 2: a snapshot from the leader replaces our state.
+    pub(super) fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), LoopError> {
+        let md = snap.get_metadata().clone();
+        let mut sm =
+            StateMachine::restore(&snap.data).map_err(|reason| LoopError::BadSnapshot {
+                index: md.index,
+                reason,
+            })?;
+        self.check_snapshot_state(&sm, &md);
+        sm.meta.applied_index = md.index;
+        self.snaps.save(&snap).map_err(LoopError::SnapshotFile)?;
+        self.shared.probe.failpoint(failpoints::SNAPSHOT_INSTALL);
+        self.wal.save(Some((md.index, md.term)), &[], None)?;
+        self.storage.mem.wl().apply_snapshot(snap.clone())?;
+        self.storage.set_snapshot(snap);
+        self.snap_index = md.index;
+        self.applied = md.index;
+        let members = sm.meta.members.clone();
+        *self.shared.sm.lock().expect("sm lock") = sm;
+        self.transport.set_members(&members);
+        self.shared.applied.send_replace(md.index);
+        tracing::info!(
+            index = md.index,
+            term = md.term,
+            "raft: installed snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    /// Invariants of a snapshot from the leader: it holds the state of its own index (when
+    /// it says: snapshots written before detcd recorded it hold 0), that index is past what
+    /// this member applied, its member list is its configuration, and the v2 store index
+    /// does not go back.
+    pub(super) fn check_snapshot_state(
+        &self,
+        sm: &StateMachine,
+        md: &raft::eraftpb::SnapshotMetadata,
+    ) {
+        let probe = &self.shared.probe;
+        let held = sm.meta.applied_index;
+        probe.invariant(held == 0 || held == md.index, "snapshot-index", || {
+            format!(
+                "snapshot at index {} holds the state of index {held}",
+                md.index
+            )
+        });
+        let applied = self.applied;
+        probe.invariant(md.index > applied, "snapshot-ahead", || {
+            format!(
+                "installing a snapshot at {} over applied {applied}",
+                md.index
+            )
+        });
+        check_members_match_conf(probe, sm, md.get_conf_state());
+        let (ours, theirs) = (
+            self.shared.sm.lock().expect("sm lock").store.index(),
+            sm.store.index(),
+        );
+        probe.invariant(theirs >= ours, "store-index-monotonic", || {
+            format!("the leader's snapshot takes the v2 store index back: {ours} -> {theirs}")
+        });
+    }
+
+    pub(super) fn maybe_snapshot(&mut self) -> Result<(), LoopError> {
+        if self.applied <= self.snap_index
+            || (!self.snapshot_due && self.applied < self.snap_index + self.cfg.snapshot_count)
+        {
+            return Ok(());
+        }
+        self.snapshot_due = false;
+        let index = self.applied;
+        let term = self.raw.raft.raft_log.term(index)?;
+        let data = {
+            let sm = self.shared.sm.lock().expect("sm lock");
+            let held = sm.meta.applied_index;
+            self.shared
+                .probe
+                .invariant(held == index, "snapshot-index", || {
+                    format!("snapshot at index {index} holds the state of index {held}")
+                });
+            sm.snapshot()
+        };
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
+        let md = snap.mut_metadata();
+        md.index = index;
+        md.term = term;
+        md.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
+        self.snaps.save(&snap).map_err(LoopError::SnapshotFile)?;
+        self.shared.probe.failpoint(failpoints::SNAPSHOT_SAVE);
+        self.wal.save(Some((index, term)), &[], None)?;
+        self.storage.set_snapshot(snap);
+        self.snap_index = index;
+        Counters::add(&self.shared.counters.snapshots, 1);
+        // Never past what raft-rs itself has applied (a leader with unsynced entries applies
+        // ahead of it, and raft-rs still reads those entries from storage).
+        let compact_to = index
+            .saturating_sub(self.cfg.catchup_entries)
+            .min(self.raw.raft.raft_log.applied);
+        if compact_to > raft::Storage::first_index(&self.storage.mem).unwrap_or(0) {
+            self.storage.mem.wl().compact(compact_to)?;
+        }
+        self.wal
+            .release_to(compact_to.saturating_sub(1), self.cfg.max_wals)?;
+        self.snaps
+            .purge(self.cfg.max_snapshots)
+            .map_err(LoopError::SnapshotFile)?;
+        tracing::info!(index, term, "raft: took a snapshot and compacted the log");
+        Ok(())
+    }
+}
