@@ -41,7 +41,7 @@ pub mod tls;
 pub mod watch;
 
 pub use probe::Probe;
-#[cfg(madsim)]
+#[cfg(any(madsim, feature = "probe-handler"))]
 pub use probe::ProbeHandler;
 pub use time::{interval, sleep, sleep_until, timeout, timeout_at, Elapsed, Interval, Missed};
 

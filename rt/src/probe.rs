@@ -10,12 +10,19 @@
 //! [`Probe::invariant`] is an assertion that is always on: when it fails it tells the
 //! harness (which names the member and the invariant in a check of its own) and then panics,
 //! as `assert!` would.
+//!
+//! [`Probe::effect`] narrates what the Ready loop does to the outside world (persist, send,
+//! apply, answer), for the golden-trace test of the loop's order of effects.
+//!
+//! A handler can be installed only under the simulator, or with this crate's
+//! `probe-handler` feature, which the node's tests turn on (a dev-dependency feature: the
+//! `detcd` binary is built without it, and every call here compiles to nothing).
 
-#[cfg(madsim)]
+#[cfg(any(madsim, feature = "probe-handler"))]
 use std::sync::Arc;
 
-/// What a harness does at failpoints and when an invariant breaks (simulator only).
-#[cfg(madsim)]
+/// What a harness does at failpoints and when an invariant breaks.
+#[cfg(any(madsim, feature = "probe-handler"))]
 pub trait ProbeHandler: Send + Sync {
     /// The member reached the failpoint `name`. The handler may crash or pause the member
     /// before this returns (the rest of the member's current step then has no effect
@@ -23,12 +30,19 @@ pub trait ProbeHandler: Send + Sync {
     fn hit(&self, name: &'static str);
     /// The invariant `name` broke on this member; the member panics right after.
     fn violated(&self, name: &'static str, detail: &str);
+    /// Whether this handler listens to [`Probe::effect`] (the description is only built
+    /// then: the simulator's handler does not, and pays nothing for it).
+    fn wants_effects(&self) -> bool {
+        false
+    }
+    /// The member did something the outside world sees (see [`Probe::effect`]).
+    fn effect(&self, _what: &str) {}
 }
 
 /// A member's failpoints and invariant reports. Cloning shares the handler.
 #[derive(Clone, Default)]
 pub struct Probe {
-    #[cfg(madsim)]
+    #[cfg(any(madsim, feature = "probe-handler"))]
     handler: Option<Arc<dyn ProbeHandler>>,
 }
 
@@ -39,8 +53,8 @@ impl std::fmt::Debug for Probe {
 }
 
 impl Probe {
-    /// A probe that reports to `handler` (simulator only).
-    #[cfg(madsim)]
+    /// A probe that reports to `handler`.
+    #[cfg(any(madsim, feature = "probe-handler"))]
     pub fn with_handler(handler: Arc<dyn ProbeHandler>) -> Probe {
         Probe {
             handler: Some(handler),
@@ -51,12 +65,24 @@ impl Probe {
     /// outside the simulator.
     #[inline(always)]
     pub fn failpoint(&self, name: &'static str) {
-        #[cfg(madsim)]
+        #[cfg(any(madsim, feature = "probe-handler"))]
         if let Some(h) = &self.handler {
             h.hit(name);
         }
-        #[cfg(not(madsim))]
+        #[cfg(not(any(madsim, feature = "probe-handler")))]
         let _ = name;
+    }
+
+    /// The member did something the outside world sees: `what()` describes it (only
+    /// evaluated when a handler listens).
+    #[inline(always)]
+    pub fn effect(&self, what: impl FnOnce() -> String) {
+        #[cfg(any(madsim, feature = "probe-handler"))]
+        if let Some(h) = self.handler.as_ref().filter(|h| h.wants_effects()) {
+            h.effect(&what());
+        }
+        #[cfg(not(any(madsim, feature = "probe-handler")))]
+        let _ = what;
     }
 
     /// An invariant that must hold: if `holds` is false, the harness is told (with
@@ -73,7 +99,7 @@ impl Probe {
     #[inline(never)]
     #[track_caller]
     fn violated(&self, name: &'static str, detail: String) -> ! {
-        #[cfg(madsim)]
+        #[cfg(any(madsim, feature = "probe-handler"))]
         if let Some(h) = &self.handler {
             h.violated(name, &detail);
         }
@@ -90,8 +116,9 @@ mod tests {
         let p = Probe::default();
         p.invariant(true, "fine", || unreachable!());
         p.failpoint("anything");
-        let e = std::panic::catch_unwind(|| p.invariant(false, "order", || "3 after 5".into()))
-            .unwrap_err();
+        let broken =
+            std::panic::AssertUnwindSafe(|| p.invariant(false, "order", || "3 after 5".into()));
+        let e = std::panic::catch_unwind(broken).unwrap_err();
         let msg = e.downcast_ref::<String>().unwrap();
         assert_eq!(msg, "invariant order violated: 3 after 5");
     }

@@ -24,9 +24,13 @@
 //! member list is raft's configuration.
 
 mod conf;
+mod effects;
 mod election;
+#[cfg(test)]
+mod golden;
 mod reads;
 mod snapshot;
+mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -481,6 +485,7 @@ impl RaftLoop {
     /// One fsync of everything the WAL holds, counted.
     fn sync_wal(&mut self) -> Result<(), LoopError> {
         self.wal.sync()?;
+        self.shared.probe.effect(|| "fsync the WAL".into());
         Counters::add(&self.shared.counters.fsyncs, 1);
         Ok(())
     }
@@ -513,46 +518,6 @@ impl RaftLoop {
         self.apply(entries)
     }
 
-    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
-        let mut st = self.shared.status.lock().expect("status lock");
-        if st.leader != leader {
-            st.leader_changes += 1;
-            tracing::info!(leader = %format!("{leader:x}"), term = self.raw.raft.term, "raft: leader changed");
-        }
-        let was_leader = st.is_leader;
-        // The term with the role: an observer never sees a new role beside an old term.
-        st.term = self.raw.raft.term;
-        st.leader = leader;
-        st.is_leader = role == StateRole::Leader;
-        if st.is_leader && !was_leader {
-            st.leader_since_ms = self.shared.clock.wall_ms();
-        }
-        drop(st);
-        self.shared.leader.send_replace(leader);
-    }
-
-    fn publish_status(&mut self) {
-        let mut st = self.shared.status.lock().expect("status lock");
-        st.term = self.raw.raft.term;
-        // `last_hs` is the hard state `persist` last wrote: this turn reaches here only if
-        // that write succeeded.
-        st.durable_term = self.last_hs.term;
-        st.durable_vote = self.last_hs.vote;
-        let commit = self.raw.raft.raft_log.committed;
-        self.shared
-            .probe
-            .invariant(commit >= st.commit, "commit-monotonic", || {
-                format!("commit went back: {} -> {commit}", st.commit)
-            });
-        st.commit = commit;
-        st.applied = self.applied;
-        self.shared
-            .probe
-            .invariant(st.applied <= st.commit, "applied-le-commit", || {
-                format!("applied {} > committed {}", st.applied, st.commit)
-            });
-    }
-
     /// Duties 1 and 5: hand messages to the transport.
     fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
@@ -560,6 +525,7 @@ impl RaftLoop {
             if m.get_msg_type() == MessageType::MsgHeartbeat {
                 Counters::add(&self.shared.counters.heartbeats_sent, 1);
             }
+            self.shared.probe.effect(|| effects::send(&m));
             self.transport.send(m, &self.shared.counters);
         }
     }
@@ -606,6 +572,8 @@ impl RaftLoop {
             Some(hs) if entries.is_empty() && !must_sync => self.wal.save_unsynced(hs),
             _ => self.wal.save(None, entries, hs),
         }?;
+        let synced = self.wal.syncs > before;
+        (self.shared.probe).effect(|| effects::wal_write(entries, hs, synced));
         Counters::add(&self.shared.counters.fsyncs, self.wal.syncs - before);
         Counters::add(
             &self.shared.counters.entries_persisted,
@@ -642,6 +610,7 @@ impl RaftLoop {
                     });
                 self.applied = e.index;
                 sm.meta.applied_index = e.index;
+                shared.probe.effect(|| format!("apply entry {}", e.index));
                 match e.get_entry_type() {
                     // An empty normal entry is the new leader's no-op. The empty conf-change
                     // entry that leaves a joint configuration must NOT be skipped.
@@ -686,6 +655,9 @@ impl RaftLoop {
         let mut waiters = self.shared.waiters.lock().expect("waiters lock");
         for (id, applied) in woken {
             if let Some(tx) = waiters.remove(&id) {
+                self.shared
+                    .probe
+                    .effect(|| format!("answer request {id} (entry {})", applied.index));
                 let _ = tx.send(applied);
             }
         }
