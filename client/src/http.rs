@@ -149,6 +149,39 @@ impl Raw {
         }
     }
 
+    /// A role's read and write patterns (`{"role":..,"permissions":{"kv":{"read":..,"write":..}}}`;
+    /// null lists are empty).
+    pub fn into_role(self) -> Result<(Vec<String>, Vec<String>), Error> {
+        if !(200..300).contains(&self.status) {
+            return Err(self.error());
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&self.body).map_err(|e| Error::Decode(e.to_string()))?;
+        let list = |k: &str| -> Vec<String> {
+            v["permissions"]["kv"][k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok((list("read"), list("write")))
+    }
+
+    /// `{"enabled": bool}`.
+    pub fn into_enabled(self) -> Result<bool, Error> {
+        if self.status != 200 {
+            return Err(self.error());
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&self.body).map_err(|e| Error::Decode(e.to_string()))?;
+        v["enabled"]
+            .as_bool()
+            .ok_or_else(|| Error::Decode(format!("no \"enabled\" in {v}")))
+    }
+
     /// A members list.
     pub fn into_members(self) -> Result<Vec<Member>, Error> {
         if self.status != 200 {

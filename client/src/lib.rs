@@ -6,6 +6,9 @@
 //!   errors as [`Error::Etcd`], a timeout on every call, and endpoint failover: a request that
 //!   could not be sent to one endpoint is sent to the next (a request that was sent but got no
 //!   answer is reported as [`Error::Indeterminate`], never silently repeated).
+//! - v2 auth: basic-auth credentials on every request ([`Config::basic_auth`]), and the
+//!   auth API's users, roles and enable flag ([`Client::create_user`], [`Client::create_role`],
+//!   [`Client::update_role`], [`Client::enable_auth`]).
 //! - [`Client::watch`]: a `Stream` of events that resumes from the last index, and re-lists
 //!   (yielding the listing) when etcd answers 401 "event index cleared".
 //! - [`registry`]: `register` keeps a service instance's key alive under a TTL;
@@ -129,6 +132,11 @@ fn key_path(key: &str) -> String {
         .collect::<Vec<_>>()
         .join("/");
     format!("/v2/keys/{enc}")
+}
+
+/// A user or role name as one path segment.
+fn seg(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, http::SEGMENT).to_string()
 }
 
 fn query(pairs: &[(&str, String)]) -> String {
@@ -435,6 +443,96 @@ impl Client {
                 None,
                 self.inner.cfg.timeout,
             )
+            .await?;
+        raw.into_no_content()
+    }
+
+    /// Create a user (`PUT /v2/auth/users/<name>`) with a password and roles. Once auth is
+    /// on this needs root: set [`Config::basic_auth`].
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        roles: &[String],
+    ) -> Result<(), Error> {
+        let body = serde_json::json!({ "user": name, "password": password, "roles": roles });
+        self.auth_put(&format!("/v2/auth/users/{}", seg(name)), body)
+            .await
+    }
+
+    /// Create a role (`PUT /v2/auth/roles/<name>`) that may read and write these key
+    /// patterns (a key, or a prefix ending in `*`).
+    pub async fn create_role(
+        &self,
+        name: &str,
+        read: &[String],
+        write: &[String],
+    ) -> Result<(), Error> {
+        let body = serde_json::json!({
+            "role": name,
+            "permissions": { "kv": { "read": read, "write": write } },
+        });
+        self.auth_put(&format!("/v2/auth/roles/{}", seg(name)), body)
+            .await
+    }
+
+    /// Grant and revoke key patterns of an existing role (`PUT /v2/auth/roles/<name>` with
+    /// `grant`/`revoke`), e.g. revoke `/*` from `guest`. Returns the role's read and write
+    /// patterns afterwards.
+    pub async fn update_role(
+        &self,
+        name: &str,
+        grant: (&[String], &[String]),
+        revoke: (&[String], &[String]),
+    ) -> Result<(Vec<String>, Vec<String>), Error> {
+        let body = serde_json::json!({
+            "role": name,
+            "grant": { "kv": { "read": grant.0, "write": grant.1 } },
+            "revoke": { "kv": { "read": revoke.0, "write": revoke.1 } },
+        });
+        let raw = self
+            .call_json(
+                "PUT",
+                &format!("/v2/auth/roles/{}", seg(name)),
+                body.to_string(),
+                self.inner.cfg.timeout,
+            )
+            .await?;
+        raw.into_role()
+    }
+
+    /// A role's read and write patterns (`GET /v2/auth/roles/<name>`).
+    pub async fn role(&self, name: &str) -> Result<(Vec<String>, Vec<String>), Error> {
+        let raw = self
+            .call(
+                "GET",
+                &format!("/v2/auth/roles/{}", seg(name)),
+                None,
+                self.inner.cfg.timeout,
+            )
+            .await?;
+        raw.into_role()
+    }
+
+    /// Turn auth on (`PUT /v2/auth/enable`; needs a `root` user, and root once enabled).
+    pub async fn enable_auth(&self) -> Result<(), Error> {
+        let raw = self
+            .call("PUT", "/v2/auth/enable", None, self.inner.cfg.timeout)
+            .await?;
+        raw.into_no_content()
+    }
+
+    /// Whether auth is on, as the asked member knows it (`GET /v2/auth/enable`).
+    pub async fn auth_enabled(&self) -> Result<bool, Error> {
+        let raw = self
+            .call("GET", "/v2/auth/enable", None, self.inner.cfg.timeout)
+            .await?;
+        raw.into_enabled()
+    }
+
+    async fn auth_put(&self, path: &str, body: serde_json::Value) -> Result<(), Error> {
+        let raw = self
+            .call_json("PUT", path, body.to_string(), self.inner.cfg.timeout)
             .await?;
         raw.into_no_content()
     }
