@@ -342,7 +342,8 @@ pub struct NativeOp {
     pub id: u64,
     /// Client.
     pub client: u64,
-    /// get, qget, set, create, update, cas_value, cas_index, delete, cad.
+    /// get, qget, set, create, update, cas_value, cas_index, delete, cad; rget, mkdir,
+    /// rmdir, rdelete (directories: not checked for linearizability).
     pub f: String,
     /// Key.
     pub key: String,
@@ -433,6 +434,9 @@ fn etcd_input(o: &NativeOp, line: usize) -> Result<Option<EtcdInput>, ParseError
     Ok(Some(match o.f.as_str() {
         // Local reads are sequentially consistent in etcd v2, not linearizable: not checked.
         "get" => return Ok(None),
+        // Directory operations and recursive reads act on directories, not on the checked
+        // keys (the watch check still matches their events).
+        "rget" | "mkdir" | "rmdir" | "rdelete" => return Ok(None),
         "qget" => EtcdInput::Get { key },
         "set" => EtcdInput::Set {
             key,
@@ -540,9 +544,14 @@ pub fn native(text: &str) -> Result<Native, ParseError> {
             Line::Watch(w) => h.watches.push(w),
             Line::Fault(f) => h.faults.push(f),
             Line::Op(o) => {
-                if let (Some(input), Some(output)) =
-                    (etcd_input(&o, line)?, etcd_output(&o.outcome, line)?)
-                {
+                // Refused by auth (401, errorCode 110) before anything happened: no effect,
+                // whatever the key holds, so nothing for the search to place.
+                let refused = o.outcome.get("error").and_then(|c| c.as_u64()) == Some(110);
+                if let (Some(input), Some(output), false) = (
+                    etcd_input(&o, line)?,
+                    etcd_output(&o.outcome, line)?,
+                    refused,
+                ) {
                     let ret = if output.is_some() { o.return_ns } else { None };
                     h.ops.push(Op {
                         client: o.client,

@@ -27,6 +27,9 @@ pub(crate) const WRITES: &[&str] = &[
     "cas_index",
     "delete",
     "cad",
+    "mkdir",
+    "rmdir",
+    "rdelete",
 ];
 
 pub(crate) fn acked_index(o: &NativeOp) -> Option<u64> {
@@ -36,7 +39,7 @@ pub(crate) fn acked_index(o: &NativeOp) -> Option<u64> {
 }
 
 pub(crate) fn is_delete(f: &str) -> bool {
-    f == "delete" || f == "cad"
+    matches!(f, "delete" | "cad" | "rmdir" | "rdelete")
 }
 
 /// Acknowledged writes by index; a violation if two share one.
