@@ -260,6 +260,7 @@ mod tests {
             },
             member: 0,
             etcd_index: None,
+            user: None,
         }
     }
 

@@ -25,6 +25,10 @@ pub fn kind_name(k: OpKind) -> &'static str {
         OpKind::CasIndex => "cas_index",
         OpKind::Delete => "delete",
         OpKind::Cad => "cad",
+        OpKind::RGet => "rget",
+        OpKind::Mkdir => "mkdir",
+        OpKind::Rmdir => "rmdir",
+        OpKind::RDelete => "rdelete",
     }
 }
 
@@ -71,6 +75,9 @@ struct OpLine<'a> {
     outcome: OutcomeJson<'a>,
     member: usize,
     etcd_index: Option<u64>,
+    // Only in runs with auth on: histories without it keep their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -159,6 +166,7 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
                 outcome,
                 member: o.member,
                 etcd_index: o.etcd_index,
+                user: o.user.as_deref(),
             },
         );
     }

@@ -13,6 +13,7 @@ pub mod history;
 pub mod html;
 pub mod outcome;
 pub mod output;
+pub mod permissions;
 pub mod registry;
 pub mod report;
 pub mod scenario;

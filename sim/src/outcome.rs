@@ -67,6 +67,7 @@ pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
     checks.extend(out.checks.iter().cloned());
     checks.push(crate::availability::availability(s, &out));
     checks.push(crate::availability::vacuity(s, &out));
+    checks.extend(crate::permissions::check(s, &out));
     let load_ns = (s.workload.duration_s * 1e9) as u64;
     let report = report::build(
         &s.name,

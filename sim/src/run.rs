@@ -91,6 +91,18 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let addrs: Vec<String> = members.iter().map(|m| m.client_addr()).collect();
     // Let the cluster elect a leader before the load starts (etcd's own tests do the same).
     wait_for_leader(&members, Duration::from_secs(20)).await;
+    crate::client::set_client_auth(None);
+    if s.auth.enabled {
+        // Users, roles and auth on before the load, from a machine with an address.
+        let (spec, addrs) = (s.auth.clone(), addrs.clone());
+        let admin = handle
+            .create_node()
+            .name("admin")
+            .ip("10.0.1.4".parse().unwrap())
+            .build();
+        let setup = admin.spawn(async move { crate::permissions::setup(&spec, &addrs).await });
+        setup.await.expect("auth setup task").expect("auth setup");
+    }
     let start = tokio::time::Instant::now();
     let _ = fp.start.set(start);
     let end = start + Duration::from_secs_f64(s.workload.duration_s);

@@ -2,7 +2,7 @@
 //! faults to inject and which checks and targets the run must meet. Every field is documented
 //! in scenarios/README.md; unknown fields are rejected with the file, line and field named.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -41,6 +41,10 @@ pub struct Scenario {
     /// Service registration and weighted discovery through detcd-client.
     #[serde(default)]
     pub registry: RegistrySpec,
+    /// v2 auth: users and roles made before the load, auth on, the workload's clients acting
+    /// as those users.
+    #[serde(default, skip_serializing_if = "AuthSpec::is_off")]
+    pub auth: AuthSpec,
     /// Checks to run at the end.
     #[serde(default)]
     pub checks: ChecksSpec,
@@ -174,6 +178,67 @@ fn one_s() -> f64 {
     1.0
 }
 
+/// v2 auth under load (`[auth]`): before the load the harness creates `root`, the roles and
+/// the users through the auth API, enables auth and revokes everything from `guest`; each
+/// workload client then acts as one of the users (basic auth), and the `permissions` check
+/// compares every answer with what these roles allow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSpec {
+    /// Whether auth is on.
+    pub enabled: bool,
+    /// Password of `root` (the harness's own clients, watchers included, act as root).
+    pub root_password: String,
+    /// Roles (never `root` or `guest`).
+    pub roles: Vec<RoleSpec>,
+    /// Users the workload's clients act as (client `i` as user `(first + i) mod n`, `first`
+    /// seeded).
+    pub users: Vec<UserSpec>,
+}
+
+impl AuthSpec {
+    /// Nothing to do (auth off and nothing defined): not written back into a scenario.
+    pub fn is_off(&self) -> bool {
+        *self == AuthSpec::default()
+    }
+
+    /// The root password the harness uses (`root_password`, or `root` when empty).
+    pub fn root_password(&self) -> &str {
+        if self.root_password.is_empty() {
+            "root"
+        } else {
+            &self.root_password
+        }
+    }
+}
+
+/// A role: the key patterns it may read and write (etcd's: a key, or a prefix ending in `*`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    /// Its name.
+    pub name: String,
+    /// Readable patterns.
+    #[serde(default)]
+    pub read: Vec<String>,
+    /// Writable patterns.
+    #[serde(default)]
+    pub write: Vec<String>,
+}
+
+/// A user and its roles.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    /// Its name (never `root`).
+    pub name: String,
+    /// Its password.
+    pub password: String,
+    /// Its roles (names from `roles`; may be empty: a user that may do nothing).
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
 /// Open loop (a target rate) or closed loop (each client waits for its answer).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -219,6 +284,18 @@ pub struct OpMix {
     pub delete: u32,
     /// Compare-and-delete by value.
     pub cad: u32,
+    /// Recursive get of a directory (`/k` or one of its key directories).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rget: u32,
+    /// Create a directory (`dir=true`) next to the keys.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mkdir: u32,
+    /// Delete an empty directory (`dir=true`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rmdir: u32,
+    /// Delete a directory recursively (`recursive=true`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rdelete: u32,
 }
 
 impl Default for OpMix {
@@ -233,8 +310,16 @@ impl Default for OpMix {
             cas_index: 10,
             delete: 5,
             cad: 5,
+            rget: 0,
+            mkdir: 0,
+            rmdir: 0,
+            rdelete: 0,
         }
     }
+}
+
+fn is_zero(w: &u32) -> bool {
+    *w == 0
 }
 
 /// The client load.
@@ -685,6 +770,21 @@ impl Scenario {
         Scenario::parse(&text, &path.display().to_string())
     }
 
+    /// The file of a scenario given by path, or by name under `scenarios/`.
+    pub fn path_of(arg: &str) -> PathBuf {
+        let p = Path::new(arg);
+        if p.exists() {
+            p.to_path_buf()
+        } else {
+            Path::new("scenarios").join(format!("{arg}.toml"))
+        }
+    }
+
+    /// Load a scenario given by path, or by name under `scenarios/`.
+    pub fn find(arg: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::load(&Scenario::path_of(arg))
+    }
+
     /// Whether the scenario is well-formed (what loading a file checks).
     pub fn validate_public(&self) -> Result<(), String> {
         self.validate()
@@ -722,6 +822,7 @@ impl Scenario {
         if self.workload.keys == 0 {
             return Err("workload.keys must be at least 1".into());
         }
+        self.validate_auth()?;
         let r = &self.registry;
         if r.instances > 0 {
             if r.crashes >= r.instances {
@@ -825,6 +926,61 @@ impl Scenario {
                 return Err(
                     "swarm.mean_interval_s and swarm.max_duration_s must be positive".into(),
                 );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    fn validate_auth(&self) -> Result<(), String> {
+        let a = &self.auth;
+        if !a.enabled {
+            if a.is_off() {
+                return Ok(());
+            }
+            return Err("auth: users and roles are defined but `enabled` is false".into());
+        }
+        if a.users.is_empty() {
+            return Err("auth: at least one user for the workload's clients".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for r in &a.roles {
+            if r.name.is_empty() || r.name == "root" || r.name == "guest" {
+                return Err(format!(
+                    "auth.roles: {:?} is not a role name the scenario may define",
+                    r.name
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(format!("auth.roles: {:?} defined twice", r.name));
+            }
+            if let Some(p) = r.read.iter().chain(&r.write).find(|p| !p.starts_with('/')) {
+                return Err(format!(
+                    "auth.roles: {:?}: pattern {p:?} must start with `/`",
+                    r.name
+                ));
+            }
+        }
+        let mut users = std::collections::BTreeSet::new();
+        for u in &a.users {
+            if u.name.is_empty() || u.name == "root" || u.name.contains(':') {
+                return Err(format!(
+                    "auth.users: {:?} is not a user name the scenario may define",
+                    u.name
+                ));
+            }
+            if !users.insert(u.name.as_str()) {
+                return Err(format!("auth.users: {:?} defined twice", u.name));
+            }
+            if u.password.is_empty() {
+                return Err(format!("auth.users: {:?} needs a password", u.name));
+            }
+            if let Some(r) = u.roles.iter().find(|r| !names.contains(r.as_str())) {
+                return Err(format!(
+                    "auth.users: {:?} has role {r:?}, which `roles` does not define",
+                    u.name
+                ));
             }
         }
         Ok(())
@@ -1018,6 +1174,45 @@ mod tests {
         let e = Scenario::parse("name = \"x\"\n[workload]\nclientz = 3\n", "s.toml").unwrap_err();
         assert!(e.0.starts_with("s.toml:3:"), "{e}");
         assert!(e.0.contains("clientz"), "{e}");
+    }
+
+    #[test]
+    fn auth_fields_are_checked() {
+        let ok = Scenario::parse(
+            "name = \"x\"\n[auth]\nenabled = true\n[[auth.roles]]\nname = \"r\"\nread = [\"/k/*\"]\n[[auth.users]]\nname = \"u\"\npassword = \"p\"\nroles = [\"r\"]\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.auth.users[0].roles, ["r"]);
+        assert_eq!(ok.auth.root_password(), "root");
+        let typo = Scenario::parse(
+            "name = \"x\"\n[auth]\nenabled = true\n[[auth.roles]]\nname = \"r\"\nreads = [\"/k/*\"]\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(typo.0.contains("reads"), "{typo}");
+        let unknown_role = Scenario::parse(
+            "name = \"x\"\n[auth]\nenabled = true\n[[auth.users]]\nname = \"u\"\npassword = \"p\"\nroles = [\"nope\"]\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(
+            unknown_role.0.contains("which `roles` does not define"),
+            "{unknown_role}"
+        );
+        let guest = Scenario::parse(
+            "name = \"x\"\n[auth]\nenabled = true\n[[auth.roles]]\nname = \"guest\"\n[[auth.users]]\nname = \"u\"\npassword = \"p\"\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(guest.0.contains("\"guest\" is not a role name"), "{guest}");
+        // Without auth nothing is written back (shrink re-encodes scenarios).
+        let plain = Scenario::parse("name = \"x\"\n", "s.toml").unwrap();
+        let text = toml::to_string(&plain).unwrap();
+        assert!(
+            !text.contains("[auth]") && !text.contains("rget ="),
+            "{text}"
+        );
     }
 
     #[test]

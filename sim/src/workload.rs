@@ -37,12 +37,34 @@ pub enum OpKind {
     Delete,
     /// DELETE with `prevValue`.
     Cad,
+    /// GET with `recursive=true` of a directory (not checked for linearizability).
+    RGet,
+    /// PUT with `dir=true`: create a directory.
+    Mkdir,
+    /// DELETE with `dir=true`: delete an empty directory.
+    Rmdir,
+    /// DELETE with `recursive=true`: delete a directory and what it holds.
+    RDelete,
 }
 
 impl OpKind {
     /// Whether it writes.
     pub fn is_write(self) -> bool {
-        !matches!(self, OpKind::Get | OpKind::QGet)
+        !matches!(self, OpKind::Get | OpKind::QGet | OpKind::RGet)
+    }
+
+    /// Whether the request says `recursive=true` (etcd then checks permissions on the whole
+    /// prefix).
+    pub fn is_recursive(self) -> bool {
+        matches!(self, OpKind::RGet | OpKind::RDelete)
+    }
+
+    /// Whether it acts on one of the workload's keys (the rest act on directories).
+    pub fn on_key(self) -> bool {
+        !matches!(
+            self,
+            OpKind::RGet | OpKind::Mkdir | OpKind::Rmdir | OpKind::RDelete
+        )
     }
 }
 
@@ -100,6 +122,8 @@ pub struct OpRecord {
     /// index of its body, which etcd also sends as the header); None for writes and for
     /// reads without such an answer.
     pub etcd_index: Option<u64>,
+    /// The user it acted as (basic auth; None: no credentials, in scenarios without auth).
+    pub user: Option<String>,
 }
 
 /// A watch event as a watcher received it.
@@ -155,6 +179,27 @@ pub fn key_name(k: usize) -> String {
     format!("{}/{k}", KEY_DIRS[k % KEY_DIRS.len()])
 }
 
+/// The directory number `k` that directory operations create and delete: beside key `k`, in
+/// the same key directory (`/k/a/d0`).
+pub fn dir_name(k: usize) -> String {
+    format!("{}/d{k}", KEY_DIRS[k % KEY_DIRS.len()])
+}
+
+/// What recursive gets read, the `k`th in turn: the whole `/k` or one key directory.
+pub const RGET_DIRS: [&str; 5] = [KEY_PREFIX, "/k/a", "/k/b", "/k/ab", "/kx"];
+
+/// The user client `id` acts as in a run of `seed`: in turn from a seeded first one, so every
+/// user has clients when there are at least as many clients as users. None without auth.
+pub fn user_of(s: &Scenario, seed: u64, id: u32) -> Option<&crate::scenario::UserSpec> {
+    let users = &s.auth.users;
+    if !s.auth.enabled || users.is_empty() {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, 0, 0xa117));
+    let first = rng.gen_range(0..users.len());
+    Some(&users[(first + id as usize) % users.len()])
+}
+
 /// The key watcher `id` watches in a run of `seed`.
 pub fn watch_prefix(seed: u64, id: u32) -> &'static str {
     let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, 0, 0x3a7c));
@@ -173,6 +218,11 @@ fn pick_kind(mix: &OpMix, rng: &mut ChaCha8Rng) -> OpKind {
         (mix.cas_index, OpKind::CasIndex),
         (mix.delete, OpKind::Delete),
         (mix.cad, OpKind::Cad),
+        // Appended with weight 0 by default: scenarios without them draw as before.
+        (mix.rget, OpKind::RGet),
+        (mix.mkdir, OpKind::Mkdir),
+        (mix.rmdir, OpKind::Rmdir),
+        (mix.rdelete, OpKind::RDelete),
     ];
     let total: u32 = table.iter().map(|t| t.0).sum::<u32>().max(1);
     let mut x = rng.gen_range(0..total);
@@ -196,7 +246,10 @@ struct Seen {
 fn outcome_of(kind: OpKind, r: &Result<Response, Error>) -> Outcome {
     match r {
         Ok(r) => Outcome::Ok {
-            value: if matches!(kind, OpKind::Delete | OpKind::Cad) {
+            value: if matches!(
+                kind,
+                OpKind::Delete | OpKind::Cad | OpKind::Rmdir | OpKind::RDelete
+            ) {
                 None
             } else {
                 r.node.value.clone()
@@ -222,18 +275,29 @@ struct Client {
     member: usize,
     seq: u64,
     seen: Vec<Seen>,
+    user: Option<String>,
 }
 
 impl Client {
     async fn one(&mut self, s: &Scenario, rec: &Arc<Mutex<Recorder>>, start: tokio::time::Instant) {
         let kind = pick_kind(&s.workload.mix, &mut self.rng);
         let k = self.rng.gen_range(0..s.workload.keys);
-        let key = key_name(k);
+        let key = match kind {
+            OpKind::RGet => RGET_DIRS[k % RGET_DIRS.len()].to_string(),
+            OpKind::Mkdir | OpKind::Rmdir | OpKind::RDelete => dir_name(k),
+            _ => key_name(k),
+        };
         self.seq += 1;
         let value = format!("c{}-{}", self.id, self.seq);
         let seen = self.seen[k].clone();
         let (rv, pv, pi): (Option<String>, Option<String>, Option<u64>) = match kind {
-            OpKind::Get | OpKind::QGet | OpKind::Delete => (None, None, None),
+            OpKind::Get
+            | OpKind::QGet
+            | OpKind::Delete
+            | OpKind::RGet
+            | OpKind::Mkdir
+            | OpKind::Rmdir
+            | OpKind::RDelete => (None, None, None),
             OpKind::Set | OpKind::Create | OpKind::Update => (Some(value.clone()), None, None),
             OpKind::CasValue => (
                 Some(value.clone()),
@@ -278,25 +342,49 @@ impl Client {
                 let prev = pv.clone().unwrap_or_default();
                 c.compare_and_delete(&key, &prev).await
             }
+            OpKind::RGet => {
+                let o = GetOptions {
+                    recursive: true,
+                    sorted: true,
+                    ..GetOptions::default()
+                };
+                c.get(&key, o).await
+            }
+            OpKind::Mkdir => c.mkdir(&key, None).await,
+            OpKind::Rmdir => {
+                let o = DeleteOptions {
+                    dir: true,
+                    ..DeleteOptions::default()
+                };
+                c.delete(&key, o).await
+            }
+            OpKind::RDelete => {
+                let o = DeleteOptions {
+                    recursive: true,
+                    ..DeleteOptions::default()
+                };
+                c.delete(&key, o).await
+            }
         };
         let now_ns = start.elapsed().as_nanos() as u64;
         let outcome = outcome_of(kind, &res);
+        let read = matches!(kind, OpKind::Get | OpKind::QGet);
         let etcd_index = match &res {
-            Ok(r) if !kind.is_write() => Some(r.etcd_index),
-            Err(Error::Etcd(e)) if !kind.is_write() && e.error_code == 100 => Some(e.index),
+            Ok(r) if read => Some(r.etcd_index),
+            Err(Error::Etcd(e)) if read && e.error_code == 100 => Some(e.index),
             _ => None,
         };
         let return_ns = (outcome != Outcome::Indeterminate).then_some(now_ns);
         // Learn what the key holds, and move to another member after a failure (as a client
         // library with several endpoints would).
         match &outcome {
-            Outcome::Ok { value, index, .. } => {
+            Outcome::Ok { value, index, .. } if kind.on_key() => {
                 self.seen[k] = Seen {
                     value: value.clone(),
                     index: *index,
                 };
             }
-            Outcome::Err { code: 100 } => self.seen[k] = Seen::default(),
+            Outcome::Err { code: 100 } if kind.on_key() => self.seen[k] = Seen::default(),
             Outcome::Indeterminate | Outcome::NotSent => {
                 self.member = (self.member + 1) % self.conns.len();
             }
@@ -314,6 +402,7 @@ impl Client {
             outcome,
             member,
             etcd_index,
+            user: self.user.clone(),
         });
     }
 }
@@ -334,7 +423,7 @@ pub async fn run_clients(
             for c in 0..n {
                 let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut client = new_client(c as u32, &s, &addrs, seed);
+                    let mut client = new_client(c as u32, &s, &addrs, seed, seed);
                     while tokio::time::Instant::now() < end {
                         client.one(&s, &rec, start).await;
                     }
@@ -369,6 +458,7 @@ pub async fn run_clients(
                                     &s,
                                     &addrs,
                                     crate::output::mix(seed, c as u64, next_id as u64),
+                                    seed,
                                 )
                             }
                             None => {
@@ -394,7 +484,7 @@ pub async fn run_clients(
     }
 }
 
-fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
+fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64, run_seed: u64) -> Client {
     let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, id as u64, 0xc11e));
     // Drawn in either placement, so that the rest of the client's seeded stream (its
     // operations) is the same.
@@ -403,21 +493,27 @@ fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64) -> Client {
         Placement::Random => drawn,
         Placement::Spread => id as usize % addrs.len(),
     };
+    // With auth on, the client acts as its user (basic auth); otherwise it sends no
+    // credentials (not even the run's own root ones).
+    let user = user_of(s, run_seed, id);
+    let creds = user.map(|u| (u.name.clone(), u.password.clone()));
     Client {
         id,
         rng,
         conns: addrs
             .iter()
             .map(|a| {
-                crate::client::member_client(
-                    a,
+                crate::client::client_as(
+                    std::slice::from_ref(a),
                     Duration::from_millis(s.workload.request_timeout_ms),
+                    creds.clone(),
                 )
             })
             .collect(),
         member,
         seq: 0,
         seen: vec![Seen::default(); s.workload.keys],
+        user: user.map(|u| u.name.clone()),
     }
 }
 
@@ -541,8 +637,8 @@ mod tests {
         let mut per_member = [0; 3];
         let mut drawn = [0; 3];
         for id in 0..16 {
-            let mut s = new_client(id, &spread, &addrs, seed);
-            let mut r = new_client(id, &random, &addrs, seed);
+            let mut s = new_client(id, &spread, &addrs, seed, seed);
+            let mut r = new_client(id, &random, &addrs, seed, seed);
             assert_eq!(s.member, id as usize % 3);
             per_member[s.member] += 1;
             drawn[r.member] += 1;
