@@ -1,6 +1,6 @@
 //! The command line: `run`, `sweep`, `replay`, `shrink`, `check`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -66,21 +66,6 @@ enum Cmd {
     },
 }
 
-/// The file of a scenario given by path or by name under scenarios/.
-pub fn scenario_path(arg: &str) -> PathBuf {
-    let p = Path::new(arg);
-    if p.exists() {
-        p.to_path_buf()
-    } else {
-        Path::new("scenarios").join(format!("{arg}.toml"))
-    }
-}
-
-/// Find a scenario by path or by name under scenarios/.
-pub fn load_scenario(arg: &str) -> Result<Scenario, String> {
-    Scenario::load(&scenario_path(arg)).map_err(|e| e.to_string())
-}
-
 /// Entry point.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -101,7 +86,7 @@ pub fn main() -> ExitCode {
             seed,
             out,
         } => {
-            let s = match load_scenario(&scenario) {
+            let s = match Scenario::find(&scenario) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("detcd-sim: {e}");

@@ -17,6 +17,7 @@ use detcd_node::Env;
 use crate::disk::SimDisk;
 use crate::failpoints::{Failpoints, MemberHandle};
 use crate::scenario::Scenario;
+use crate::seed::mix;
 
 /// The client port every member listens on.
 pub const CLIENT_PORT: u16 = 2379;
@@ -228,5 +229,3 @@ pub fn start(s: &Scenario, seed: u64, fp: &Failpoints) -> Vec<MemberSim> {
         })
         .collect()
 }
-
-pub use crate::output::mix;

@@ -9,6 +9,7 @@
 
 pub mod availability;
 pub mod client;
+pub mod failure;
 pub mod history;
 pub mod html;
 pub mod outcome;
@@ -17,6 +18,7 @@ pub mod permissions;
 pub mod registry;
 pub mod report;
 pub mod scenario;
+pub mod seed;
 pub mod workload;
 
 #[cfg(madsim)]

@@ -64,7 +64,7 @@ impl Nemesis {
     pub fn fork(&self, salt: u64) -> Nemesis {
         let mut n = self.clone();
         let base = u64::from_le_bytes(self.rng.get_seed()[..8].try_into().expect("8 bytes"));
-        n.rng = ChaCha8Rng::seed_from_u64(crate::cluster::mix(base, salt, 2));
+        n.rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(base, salt, 2));
         n
     }
 

@@ -1038,7 +1038,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
         .into_iter()
         .enumerate()
         .map(|(k, f)| {
-            let rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, k as u64, 0x4ea1));
+            let rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, k as u64, 0x4ea1));
             tokio::spawn(apply(c.clone(), f, start, rng))
         })
         .collect();
@@ -1161,12 +1161,7 @@ pub fn main() -> ExitCode {
     let Some(scenario) = scenario else {
         return usage();
     };
-    let path = if Path::new(&scenario).exists() {
-        PathBuf::from(&scenario)
-    } else {
-        Path::new("scenarios").join(format!("{scenario}.toml"))
-    };
-    let s = match Scenario::load(&path) {
+    let s = match Scenario::find(&scenario) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("detcd-real: {e}");

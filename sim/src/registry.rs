@@ -25,7 +25,7 @@ struct Plan {
 
 fn plan(s: &Scenario, seed: u64) -> Plan {
     let r = &s.registry;
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, 0, 0x5e41));
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, 0, 0x5e41));
     let dur = (s.workload.duration_s * 1e9) as u64;
     let weights = (0..r.instances).map(|_| rng.gen_range(1..=10)).collect();
     let mut crash_at = BTreeMap::new();

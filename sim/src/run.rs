@@ -81,7 +81,7 @@ fn failpoints(s: &Scenario, seed: u64) -> Failpoints {
             seed,
         ));
     }
-    Failpoints::new(rules, cluster::mix(seed, 0, 0xf417))
+    Failpoints::new(rules, crate::seed::mix(seed, 0, 0xf417))
 }
 
 async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
@@ -214,7 +214,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         faults.extend(swarm_faults(sw, &s, seed));
     }
     faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let nemesis = Nemesis::new(members.clone(), cluster::mix(seed, 0, 0x4e4e), start);
+    let nemesis = Nemesis::new(members.clone(), crate::seed::mix(seed, 0, 0x4e4e), start);
     let until_ns = (s.workload.duration_s * 1e9) as u64;
     // The nemesis and the final checks run on a machine of their own: the supervisor has no
     // network address, and the nemesis asks the cluster who leads, as an operator would.

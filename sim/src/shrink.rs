@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::failure::FailureFile;
 use crate::scenario::{FaultKind, Scenario, Target};
-use crate::sweep::{load_failure, FailureFile};
 
 /// Candidate runs at most.
 const RUNS_MAX: usize = 60;
@@ -169,7 +169,7 @@ fn kind_name(k: &FaultKind) -> String {
 
 /// `detcd-sim shrink FILE`.
 pub fn shrink(path: &Path) -> ExitCode {
-    let f = match load_failure(path) {
+    let f = match crate::failure::load(path) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("detcd-sim: {e}");

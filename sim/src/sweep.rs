@@ -1,47 +1,13 @@
-//! Seed sweeps, failure files and replay.
+//! Seed sweeps and replay.
 //!
-//! A failing seed is saved as a self-contained failure file `failures/<scenario>-<seed>.toml`:
-//! the scenario itself, the seed, the detcd version and commit, the failed check and the
-//! history digest, so it replays anywhere without the original scenario file.
+//! A failing seed is saved as a self-contained failure file (see [`crate::failure`]).
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
+use crate::failure::FailureFile;
 use crate::scenario::Scenario;
-
-/// A saved failure.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FailureFile {
-    /// The seed.
-    pub seed: u64,
-    /// detcd version that failed.
-    pub version: String,
-    /// Git commit that failed (as `git rev-parse --short HEAD` said).
-    pub commit: String,
-    /// The first failed check.
-    pub failed_check: String,
-    /// Digest of the failing run's history.
-    pub history_digest: String,
-    /// One line: what the bug was (filled in for the regression corpus).
-    #[serde(default)]
-    pub cause: String,
-    /// The scenario, complete.
-    pub scenario: Scenario,
-}
-
-fn commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
 
 /// Parse `A..B` and an optional `I/N` shard into the seeds this machine runs.
 pub fn seeds_of(range: &str, shard: Option<&str>) -> Result<Vec<u64>, String> {
@@ -78,7 +44,7 @@ pub fn seeds_of(range: &str, shard: Option<&str>) -> Result<Vec<u64>, String> {
 
 /// `detcd-sim sweep`.
 pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> ExitCode {
-    let s = match crate::cli::load_scenario(scenario) {
+    let s = match Scenario::find(scenario) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("detcd-sim: {e}");
@@ -100,7 +66,7 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
     // its seed in a fresh process (which is how `run` and `replay` execute it), so the digest a
     // sweep records is the one a replay will find.
     let exe = std::env::current_exe().unwrap_or_else(|_| "detcd-sim".into());
-    let scenario_path = crate::cli::scenario_path(scenario);
+    let scenario_path = Scenario::path_of(scenario);
     let mut queue = seeds.iter().copied();
     let mut running: Vec<(u64, Instant, std::process::Child)> = Vec::new();
     let mut done = 0usize;
@@ -196,20 +162,15 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
             let f = FailureFile {
                 seed,
                 version: env!("CARGO_PKG_VERSION").into(),
-                commit: commit(),
+                commit: crate::failure::commit(),
                 failed_check: check.split(':').next().unwrap_or("").to_string(),
                 history_digest: report.history_digest.clone(),
                 cause: String::new(),
                 scenario: s.clone(),
             };
-            let path = Path::new("failures").join(format!("{}-{seed}.toml", s.name));
-            let _ = std::fs::create_dir_all("failures");
-            match toml::to_string(&f) {
-                Ok(text) => match std::fs::write(&path, text) {
-                    Ok(()) => say(format!("    saved {}", path.display())),
-                    Err(e) => eprintln!("detcd-sim: writing {}: {e}", path.display()),
-                },
-                Err(e) => eprintln!("detcd-sim: encoding failure file: {e}"),
+            match crate::failure::save(&f) {
+                Ok(path) => say(format!("    saved {}", path.display())),
+                Err(e) => eprintln!("detcd-sim: {e}"),
             }
             failed.push(seed);
             bar.set_message(format!("{} failed", failed.len()));
@@ -233,15 +194,9 @@ pub fn sweep(scenario: &str, range: &str, shard: Option<&str>, jobs: usize) -> E
     ExitCode::from(if failed.is_empty() { 0 } else { 1 })
 }
 
-/// Load a failure file.
-pub fn load_failure(path: &Path) -> Result<FailureFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
-}
-
 /// `detcd-sim replay`.
 pub fn replay(path: &Path, trace: bool) -> ExitCode {
-    let f = match load_failure(path) {
+    let f = match crate::failure::load(path) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("detcd-sim: {e}");

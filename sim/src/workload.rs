@@ -195,14 +195,14 @@ pub fn user_of(s: &Scenario, seed: u64, id: u32) -> Option<&crate::scenario::Use
     if !s.auth.enabled || users.is_empty() {
         return None;
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, 0, 0xa117));
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, 0, 0xa117));
     let first = rng.gen_range(0..users.len());
     Some(&users[(first + id as usize) % users.len()])
 }
 
 /// The key watcher `id` watches in a run of `seed`.
 pub fn watch_prefix(seed: u64, id: u32) -> &'static str {
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, 0, 0x3a7c));
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, 0, 0x3a7c));
     let first = rng.gen_range(0..WATCH_PREFIXES.len());
     WATCH_PREFIXES[(first + id as usize) % WATCH_PREFIXES.len()]
 }
@@ -439,7 +439,7 @@ pub async fn run_clients(
                 let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut rng =
-                        ChaCha8Rng::seed_from_u64(crate::output::mix(seed, c as u64, 0x09e7));
+                        ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, c as u64, 0x09e7));
                     let offset = Duration::from_nanos(rng.gen_range(0..per.as_nanos() as u64 + 1));
                     detcd_node::rt::sleep(offset).await;
                     let free: Arc<Mutex<Vec<Client>>> = Arc::default();
@@ -457,7 +457,7 @@ pub async fn run_clients(
                                     (c * 64) as u32 + next_id,
                                     &s,
                                     &addrs,
-                                    crate::output::mix(seed, c as u64, next_id as u64),
+                                    crate::seed::mix(seed, c as u64, next_id as u64),
                                     seed,
                                 )
                             }
@@ -485,7 +485,7 @@ pub async fn run_clients(
 }
 
 fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64, run_seed: u64) -> Client {
-    let mut rng = ChaCha8Rng::seed_from_u64(crate::output::mix(seed, id as u64, 0xc11e));
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, id as u64, 0xc11e));
     // Drawn in either placement, so that the rest of the client's seeded stream (its
     // operations) is the same.
     let drawn = rng.gen_range(0..addrs.len());

@@ -622,8 +622,8 @@ target = "follower"
     let (code, out) = sim(&["shrink", failure.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     let min = dir.join("failures/planted-1-min.toml");
-    let before = detcd_sim::sweep::load_failure(&failure).unwrap();
-    let after = detcd_sim::sweep::load_failure(&min).unwrap();
+    let before = detcd_sim::failure::load(&failure).unwrap();
+    let after = detcd_sim::failure::load(&min).unwrap();
     let (b, a) = (
         detcd_sim::shrink::size(&before.scenario),
         detcd_sim::shrink::size(&after.scenario),
@@ -656,7 +656,7 @@ fn every_regression_replays_and_passes_now() {
         dir.display()
     );
     for f in files {
-        let failure = detcd_sim::sweep::load_failure(&f).unwrap();
+        let failure = detcd_sim::failure::load(&f).unwrap();
         assert!(!failure.cause.is_empty(), "{}: no cause line", f.display());
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_detcd-sim"))
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
