@@ -10,6 +10,8 @@
 pub mod availability;
 pub mod client;
 pub mod failure;
+pub mod faultplan;
+pub mod final_checks;
 pub mod history;
 pub mod html;
 pub mod outcome;

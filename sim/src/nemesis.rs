@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::cluster::MemberSim;
-use crate::scenario::{kind_name, Fault, FaultKind, Target};
+use crate::faultplan::{Chosen, PlanLine};
+use crate::scenario::{kind_name, Fault, FaultKind, Scenario};
 
 pub use crate::output::FaultEvent;
-pub use crate::scenario::swarm_faults;
 
 /// Applies faults to the cluster. Each fault of a timeline runs as its own task (faults
 /// overlap), with its own seeded rng; overlapping partitions heal together.
@@ -29,6 +29,12 @@ pub struct Nemesis {
     start: tokio::time::Instant,
     /// Faults applied so far.
     pub events: Arc<Mutex<Vec<FaultEvent>>>,
+}
+
+/// Stream number `salt` forked from `rng`.
+fn fork_rng(rng: &ChaCha8Rng, salt: u64) -> ChaCha8Rng {
+    let base = crate::faultplan::base_of(rng);
+    ChaCha8Rng::seed_from_u64(crate::faultplan::fault_seed(base, salt))
 }
 
 fn node_id(m: &MemberSim) -> madsim::task::NodeId {
@@ -60,11 +66,10 @@ impl Nemesis {
         }
     }
 
-    /// A copy for one fault, with its own rng stream.
+    /// A copy for one fault, with its own rng stream (fault number `salt` of a run's plan).
     pub fn fork(&self, salt: u64) -> Nemesis {
         let mut n = self.clone();
-        let base = u64::from_le_bytes(self.rng.get_seed()[..8].try_into().expect("8 bytes"));
-        n.rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(base, salt, 2));
+        n.rng = fork_rng(&self.rng, salt);
         n
     }
 
@@ -85,21 +90,15 @@ impl Nemesis {
         None
     }
 
-    async fn resolve(&mut self, t: &Target) -> usize {
-        let n = self.members.len();
-        match t {
-            Target::Member(i) => *i,
-            Target::Random => self.rng.gen_range(0..n),
-            Target::Leader => match self.find_leader().await {
-                Some(l) => l,
-                None => self.rng.gen_range(0..n),
-            },
-            Target::Follower => {
-                let l = self.find_leader().await;
-                let others: Vec<usize> = (0..n).filter(|i| Some(*i) != l).collect();
-                others[self.rng.gen_range(0..others.len())]
-            }
-        }
+    /// The members `kind` hits, chosen by the shared rule (the cluster is asked who leads
+    /// only when the choice depends on it).
+    async fn choose(&mut self, kind: &FaultKind) -> Chosen {
+        let leader = if crate::faultplan::needs_leader(kind) {
+            self.find_leader().await
+        } else {
+            None
+        };
+        crate::faultplan::choose(kind, self.members.len(), leader, &mut self.rng)
     }
 
     /// Replace member `t` as an operator would (see [`FaultKind::Replace`]); it stays out of
@@ -224,69 +223,51 @@ impl Nemesis {
     }
 
     /// Apply one fault and wait for its end, then undo it. `until_ns` is the end of the load
-    /// (for faults with duration 0).
+    /// (where a fault with duration 0 ends: [`crate::faultplan::hold`]).
     pub async fn apply(&mut self, f: &Fault, until_ns: u64) {
         let start_ns = self.now_ns();
-        let dur = if f.duration_s > 0.0 {
-            Duration::from_secs_f64(f.duration_s)
-        } else {
-            Duration::from_nanos(until_ns.saturating_sub(start_ns))
-        };
+        let dur = crate::faultplan::hold(f.duration_s, start_ns, until_ns);
         let n = self.members.len();
         let handle = Handle::current();
-        let mut targets = Vec::new();
+        let chosen = self.choose(&f.kind).await;
+        let targets = chosen.targets(n);
         let mut detail = String::new();
-        match &f.kind {
-            FaultKind::Isolate { target } => {
-                let t = self.resolve(target).await;
-                targets.push(t);
+        let one = match chosen {
+            Chosen::One(t) => t,
+            _ => 0,
+        };
+        match (&f.kind, chosen) {
+            (FaultKind::Isolate { .. }, _) => {
+                let t = one;
                 let others: Vec<usize> = (0..n).filter(|i| *i != t).collect();
                 self.clog_between(&[t], &others);
                 detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
-            FaultKind::MinorityMajority { leader_in_minority } => {
-                let leader = self.find_leader().await;
-                let (minority, majority) = crate::scenario::minority_majority(
-                    n,
-                    leader,
-                    *leader_in_minority,
-                    &mut self.rng,
-                );
+            (_, Chosen::Sides { minority, majority }) => {
                 detail = format!("minority {minority:?} majority {majority:?}");
-                targets = minority.clone();
                 self.clog_between(&minority, &majority);
                 detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
-            FaultKind::Bridge => {
-                let bridge = self.rng.gen_range(0..n);
-                let rest: Vec<usize> = (0..n).filter(|i| *i != bridge).collect();
-                let (a, b) = rest.split_at(rest.len() / 2);
+            (_, Chosen::Bridge { bridge, a, b }) => {
                 detail = format!("bridge {bridge} between {a:?} and {b:?}");
-                targets.push(bridge);
-                self.clog_between(a, b);
+                self.clog_between(&a, &b);
                 detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
-            FaultKind::Ring => {
+            (_, Chosen::Ring) => {
                 // Each member keeps links only to its two neighbours.
                 let net = NetSim::current();
-                for i in 0..n {
-                    for j in 0..n {
-                        let d = (i + n - j) % n;
-                        if i != j && d != 1 && d != n - 1 {
-                            net.clog_link(node_id(&self.members[i]), node_id(&self.members[j]));
-                        }
-                    }
+                for (i, j) in crate::faultplan::ring_cuts(n) {
+                    net.clog_link(node_id(&self.members[i]), node_id(&self.members[j]));
                 }
                 detail = "ring".into();
                 detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
-            FaultKind::OneWay { target } => {
-                let t = self.resolve(target).await;
-                targets.push(t);
+            (FaultKind::OneWay { .. }, _) => {
+                let t = one;
                 let net = NetSim::current();
                 for o in (0..n).filter(|i| *i != t) {
                     net.clog_link(node_id(&self.members[t]), node_id(&self.members[o]));
@@ -295,10 +276,8 @@ impl Nemesis {
                 detcd_node::rt::sleep(dur).await;
                 self.heal_network();
             }
-            FaultKind::Crash { target } => {
-                let t = self.resolve(target).await;
-                targets.push(t);
-                let m = &self.members[t];
+            (FaultKind::Crash { .. }, _) => {
+                let m = &self.members[one];
                 handle.kill(node_id(m));
                 let lost = m.disk.crash();
                 let inc = m.incarnations.load(std::sync::atomic::Ordering::SeqCst);
@@ -308,15 +287,12 @@ impl Nemesis {
                     detail.push_str(&format!("; {why}"));
                 }
             }
-            FaultKind::Replace { target } => {
-                let t = self.resolve(target).await;
-                targets.push(t);
-                detail = self.replace(t, dur).await;
+            (FaultKind::Replace { .. }, _) => {
+                detail = self.replace(one, dur).await;
             }
-            FaultKind::RollingRestart => {
+            (FaultKind::RollingRestart, _) => {
                 let step = dur / (n as u32).max(1);
                 for t in 0..n {
-                    targets.push(t);
                     let m = &self.members[t];
                     handle.kill(node_id(m));
                     m.disk.crash();
@@ -325,11 +301,10 @@ impl Nemesis {
                     detcd_node::rt::sleep(step - step / 4).await;
                 }
             }
-            FaultKind::PowerLoss => {
+            (FaultKind::PowerLoss, _) => {
                 // All at one instant: no member gets to send or sync anything in between.
                 let (mut lost, mut incs) = (Vec::new(), Vec::new());
-                for (t, m) in self.members.iter().enumerate() {
-                    targets.push(t);
+                for m in self.members.iter() {
                     handle.kill(node_id(m));
                     lost.push(m.disk.crash());
                     incs.push(m.incarnations.load(std::sync::atomic::Ordering::SeqCst));
@@ -342,20 +317,20 @@ impl Nemesis {
                     }
                 }
             }
-            FaultKind::Pause { target } => {
-                let t = self.resolve(target).await;
-                targets.push(t);
-                handle.pause(node_id(&self.members[t]));
+            (FaultKind::Pause { .. }, _) => {
+                handle.pause(node_id(&self.members[one]));
                 detcd_node::rt::sleep(dur).await;
-                handle.resume(node_id(&self.members[t]));
+                handle.resume(node_id(&self.members[one]));
             }
-            FaultKind::ClockSkew {
-                target,
-                offset_ms,
-                drift_ppm,
-            } => {
-                let t = self.resolve(target).await;
-                targets.push(t);
+            (
+                FaultKind::ClockSkew {
+                    offset_ms,
+                    drift_ppm,
+                    ..
+                },
+                _,
+            ) => {
+                let t = one;
                 let now_wall = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default()
@@ -370,18 +345,15 @@ impl Nemesis {
                 detcd_node::rt::sleep(dur).await;
                 *self.members[t].clock.skew().lock().unwrap() = Default::default();
             }
-            FaultKind::SlowDisk { target, fsync_ms } => {
-                let t = self.resolve(target).await;
-                targets.push(t);
-                let disk = &self.members[t].disk;
+            (FaultKind::SlowDisk { fsync_ms, .. }, _) => {
+                let disk = &self.members[one].disk;
                 disk.set_stall(Duration::from_millis(*fsync_ms));
                 detail = format!("every fsync {fsync_ms} ms slower");
                 detcd_node::rt::sleep(dur).await;
                 disk.set_stall(Duration::ZERO);
             }
-            FaultKind::Flaky { target, flap_ms } => {
-                let t = self.resolve(target).await;
-                targets.push(t);
+            (FaultKind::Flaky { flap_ms, .. }, _) => {
+                let t = one;
                 let others: Vec<usize> = (0..n).filter(|i| *i != t).collect();
                 let end = tokio::time::Instant::now() + dur;
                 let flap = Duration::from_millis((*flap_ms).max(10));
@@ -391,6 +363,9 @@ impl Nemesis {
                     self.heal_network();
                     detcd_node::rt::sleep(flap / 2).await;
                 }
+            }
+            (FaultKind::MinorityMajority { .. } | FaultKind::Bridge | FaultKind::Ring, _) => {
+                unreachable!("a partition of the whole cluster chooses its sides")
             }
         }
         let end_ns = self.now_ns();
@@ -402,6 +377,31 @@ impl Nemesis {
             detail,
         });
     }
+}
+
+/// The faults of a run of `s` with `seed` as this driver carries them out, with the members
+/// each hits in a cluster whose leader is `leader(start_ns)` when it starts: one fault's
+/// stream, one choice of members, one window ([`crate::faultplan`]), as in [`Nemesis::apply`]
+/// on a nemesis forked for each fault of the timeline (for the test that compares the two
+/// drivers' plans).
+pub fn planned(s: &Scenario, seed: u64, leader: impl Fn(u64) -> Option<usize>) -> Vec<PlanLine> {
+    let plan = crate::faultplan::plan(s, seed);
+    let root = ChaCha8Rng::seed_from_u64(crate::faultplan::nemesis_seed(seed));
+    let n = s.cluster.members;
+    plan.faults
+        .iter()
+        .map(|f| {
+            let mut rng = fork_rng(&root, f.index as u64);
+            let l = crate::faultplan::needs_leader(&f.fault.kind)
+                .then(|| leader(f.start_ns))
+                .flatten();
+            let chosen = crate::faultplan::choose(&f.fault.kind, n, l, &mut rng);
+            let end_ns = f.start_ns
+                + crate::faultplan::hold(f.fault.duration_s, f.start_ns, plan.load_ns).as_nanos()
+                    as u64;
+            (f.start_ns, end_ns, f.kind_name(), chosen.targets(n))
+        })
+        .collect()
 }
 
 /// Members' indexes as a set, for reports.

@@ -24,11 +24,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
+use crate::faultplan::{hold, Chosen, PlanLine, PlannedFault};
 use crate::output::{Check, FaultEvent, LeaderSample, MemberStats, RunOutput};
-use crate::scenario::{kind_name, Fault, FaultKind, Scenario, Target};
+use crate::scenario::{FaultKind, Scenario};
 use crate::workload::{self, Recorder};
 
 /// Which server runs in the containers.
@@ -678,50 +676,52 @@ async fn leader(c: &Cluster) -> Option<usize> {
     None
 }
 
-/// What one fault did (or why it was skipped).
+/// What one fault of the plan did (or why it was skipped). Its members are chosen by the
+/// shared rule ([`crate::faultplan`]), the cluster asked who leads only when the choice
+/// depends on it; it holds from when its command took effect for [`crate::faultplan::hold`].
 async fn apply(
     c: Arc<Cluster>,
-    f: Fault,
+    f: PlannedFault,
     start: tokio::time::Instant,
-    mut rng: ChaCha8Rng,
+    load_ns: u64,
 ) -> FaultEvent {
-    let at = start + Duration::from_secs_f64(f.at_s);
-    tokio::time::sleep_until(at).await;
+    tokio::time::sleep_until(start + Duration::from_nanos(f.start_ns)).await;
     let n = c.ips.len();
     let ns = |t: tokio::time::Instant| t.duration_since(start).as_nanos() as u64;
-    let resolve = |t: &Target, l: Option<usize>, rng: &mut ChaCha8Rng| -> usize {
-        match t {
-            Target::Leader => l.unwrap_or(0),
-            Target::Follower => (l.unwrap_or(0) + 1 + rng.gen_range(0..n.max(2) - 1)) % n,
-            Target::Random => rng.gen_range(0..n),
-            Target::Member(m) => (*m).min(n - 1),
-        }
+    let l = if f.needs_leader() {
+        leader(&c).await
+    } else {
+        None
     };
-    let l = leader(&c).await;
-    let dur = Duration::from_secs_f64(f.duration_s.max(0.0));
-    let kind = kind_name(&f.kind).to_string();
+    let chosen = f.choose(n, l);
+    let planned_targets = chosen.targets(n);
+    let one = match chosen {
+        Chosen::One(t) => t,
+        _ => 0,
+    };
+    let dur = |began: tokio::time::Instant| hold(f.fault.duration_s, ns(began), load_ns);
+    let kind = f.kind_name().to_string();
     // The fault's window starts once its command has taken effect (a kill when its signal is
     // sent; a link cut once iptables has it): writes acknowledged before are not evidence of
     // availability under the fault.
     let mut began = tokio::time::Instant::now();
-    let (targets, detail) = match &f.kind {
-        FaultKind::Crash { target } => {
-            let t = resolve(target, l, &mut rng);
-            began = c.kill(t).await;
-            tokio::time::sleep(dur).await;
-            c.start(t).await;
+    let (targets, detail) = match (&f.fault.kind, chosen) {
+        (FaultKind::Crash { .. }, _) => {
+            began = c.kill(one).await;
+            tokio::time::sleep(dur(began)).await;
+            c.start(one).await;
             let how = match c.backend {
                 Backend::Docker { .. } => "kill -9 of the container's process, then docker start",
                 Backend::Local { .. } => "kill -9, then started again with its data dir",
             };
-            (vec![t], how.to_string())
+            (planned_targets, how.to_string())
         }
-        FaultKind::PowerLoss => {
+        (FaultKind::PowerLoss, _) => {
             // All at once, as far as processes go; the OS keeps what they wrote but did not
             // sync (a process kill, not a power cut: only the simulator loses those bytes).
             let at = futures::future::join_all((0..n).map(|t| c.kill(t))).await;
             began = at.into_iter().max().unwrap_or(began);
-            tokio::time::sleep(dur).await;
+            tokio::time::sleep(dur(began)).await;
             for t in 0..n {
                 c.start(t).await;
             }
@@ -729,73 +729,77 @@ async fn apply(
                 Backend::Docker { .. } => "every member's process killed at once, then all started (unsynced writes survive in the host's page cache)",
                 Backend::Local { .. } => "every member kill -9 at once, then all started with their data dirs (unsynced writes survive in the OS page cache)",
             };
-            ((0..n).collect(), how.to_string())
+            (planned_targets, how.to_string())
         }
-        FaultKind::Pause { target } => {
-            let t = resolve(target, l, &mut rng);
-            c.pause(t, true).await;
+        (FaultKind::Pause { .. }, _) => {
+            c.pause(one, true).await;
             began = tokio::time::Instant::now();
-            tokio::time::sleep(dur).await;
-            c.pause(t, false).await;
+            tokio::time::sleep(dur(began)).await;
+            c.pause(one, false).await;
             let how = match c.backend {
                 Backend::Docker { .. } => "docker pause/unpause",
                 Backend::Local { .. } => "SIGSTOP, then SIGCONT",
             };
-            (vec![t], how.to_string())
+            (planned_targets, how.to_string())
         }
-        FaultKind::Isolate { .. } | FaultKind::Flaky { .. } if c.no_links().is_some() => {
+        (FaultKind::Isolate { .. } | FaultKind::Flaky { .. }, _) if c.no_links().is_some() => {
             (vec![], c.no_links().unwrap_or_default().to_string())
         }
-        FaultKind::Isolate { target } => {
-            let t = resolve(target, l, &mut rng);
-            disconnect(&c, t).await;
+        (FaultKind::Isolate { .. }, _) => {
+            disconnect(&c, one).await;
             began = tokio::time::Instant::now();
-            tokio::time::sleep(dur).await;
-            connect(&c, t).await;
-            (vec![t], "docker network disconnect/connect".to_string())
+            tokio::time::sleep(dur(began)).await;
+            connect(&c, one).await;
+            (
+                planned_targets,
+                "docker network disconnect/connect".to_string(),
+            )
         }
-        FaultKind::Flaky { target, flap_ms } => {
-            let t = resolve(target, l, &mut rng);
-            let flap = Duration::from_millis((*flap_ms).max(50));
-            let end = began + dur;
+        (FaultKind::Flaky { flap_ms, .. }, _) => {
+            // One flap is `flap_ms`: links down for its first half, up for its second, as in
+            // the simulator (here at least 100 ms: a docker network command takes tens of ms).
+            let flap = Duration::from_millis((*flap_ms).max(100));
+            let end = began + dur(began);
             while tokio::time::Instant::now() < end {
-                disconnect(&c, t).await;
-                tokio::time::sleep(flap).await;
-                connect(&c, t).await;
-                tokio::time::sleep(flap).await;
+                disconnect(&c, one).await;
+                tokio::time::sleep(flap / 2).await;
+                connect(&c, one).await;
+                tokio::time::sleep(flap / 2).await;
             }
             (
-                vec![t],
+                planned_targets,
                 format!("disconnect/connect every {} ms", flap.as_millis()),
             )
         }
-        FaultKind::RollingRestart => {
-            let step = dur / (2 * n as u32).max(1);
+        (FaultKind::RollingRestart, _) => {
+            // As in the simulator: each member in turn gets an equal share of the window,
+            // down for its first quarter.
+            let step = dur(began) / (n as u32).max(1);
             for t in 0..n {
                 c.kill(t).await;
-                tokio::time::sleep(step).await;
+                tokio::time::sleep(step / 4).await;
                 c.start(t).await;
-                tokio::time::sleep(step).await;
+                tokio::time::sleep(step - step / 4).await;
             }
             (
-                (0..n).collect(),
+                planned_targets,
                 "each member killed and started in turn".to_string(),
             )
         }
-        FaultKind::ClockSkew { .. } => (
+        (FaultKind::ClockSkew { .. }, _) => (
             vec![],
             "skipped: containers share the host's clock".to_string(),
         ),
-        FaultKind::Replace { .. } => (
+        (FaultKind::Replace { .. }, _) => (
             vec![],
             "skipped: replacing members is simulator-only so far".to_string(),
         ),
-        FaultKind::SlowDisk { .. } => (
+        (FaultKind::SlowDisk { .. }, _) => (
             vec![],
             "skipped: disk stalls are simulator-only".to_string(),
         ),
-        FaultKind::OneWay { target } => {
-            let t = resolve(target, l, &mut rng);
+        (FaultKind::OneWay { .. }, _) => {
+            let t = one;
             let others: Vec<usize> = (0..n).filter(|o| *o != t).collect();
             let mut r = Ok(());
             for &o in &others {
@@ -805,53 +809,53 @@ async fn apply(
             links_fault(
                 &c,
                 r,
-                dur,
-                vec![t],
+                dur(began),
+                planned_targets,
                 format!("{t} hears the others; they do not hear it (iptables)"),
             )
             .await
         }
-        FaultKind::MinorityMajority { leader_in_minority } => {
-            let (minority, majority) =
-                crate::scenario::minority_majority(n, l, *leader_in_minority, &mut rng);
+        (_, Chosen::Sides { minority, majority }) => {
             let r = cut_between(&c, &minority, &majority).await;
             began = tokio::time::Instant::now();
             links_fault(
                 &c,
                 r,
-                dur,
-                minority.to_vec(),
+                dur(began),
+                planned_targets,
                 format!("minority {minority:?} majority {majority:?} (iptables)"),
             )
             .await
         }
-        FaultKind::Bridge => {
-            let bridge = rng.gen_range(0..n);
-            let rest: Vec<usize> = (0..n).filter(|i| *i != bridge).collect();
-            let (a, b) = rest.split_at(rest.len() / 2);
-            let r = cut_between(&c, a, b).await;
+        (_, Chosen::Bridge { bridge, a, b }) => {
+            let r = cut_between(&c, &a, &b).await;
             began = tokio::time::Instant::now();
             links_fault(
                 &c,
                 r,
-                dur,
-                vec![bridge],
+                dur(began),
+                planned_targets,
                 format!("bridge {bridge} between {a:?} and {b:?} (iptables)"),
             )
             .await
         }
-        FaultKind::Ring => {
+        (_, Chosen::Ring) => {
             let mut r = Ok(());
-            for i in 0..n {
-                for j in 0..n {
-                    let d = (i + n - j) % n;
-                    if i != j && d != 1 && d != n - 1 {
-                        r = r.and(cut(&c, i, j).await);
-                    }
-                }
+            for (i, j) in crate::faultplan::ring_cuts(n) {
+                r = r.and(cut(&c, i, j).await);
             }
             began = tokio::time::Instant::now();
-            links_fault(&c, r, dur, (0..n).collect(), "ring (iptables)".to_string()).await
+            links_fault(
+                &c,
+                r,
+                dur(began),
+                planned_targets,
+                "ring (iptables)".to_string(),
+            )
+            .await
+        }
+        (FaultKind::MinorityMajority { .. } | FaultKind::Bridge | FaultKind::Ring, _) => {
+            unreachable!("a partition of the whole cluster chooses its sides")
         }
     };
     // A skipped fault has an empty window: nothing happened to the cluster.
@@ -867,6 +871,23 @@ async fn apply(
         end_ns,
         detail,
     }
+}
+
+/// The faults of a run of `s` with `seed` as this driver carries them out, with the members
+/// each hits in a cluster whose leader is `leader(start_ns)` when it starts, as in `apply`
+/// (for the test that compares the two drivers' plans).
+pub fn planned(s: &Scenario, seed: u64, leader: impl Fn(u64) -> Option<usize>) -> Vec<PlanLine> {
+    let plan = crate::faultplan::plan(s, seed);
+    let n = s.cluster.members;
+    plan.faults
+        .iter()
+        .map(|f| {
+            let l = f.needs_leader().then(|| leader(f.start_ns)).flatten();
+            let end_ns =
+                f.start_ns + hold(f.fault.duration_s, f.start_ns, plan.load_ns).as_nanos() as u64;
+            (f.start_ns, end_ns, f.kind_name(), f.choose(n, l).targets(n))
+        })
+        .collect()
 }
 
 /// Hold link cuts for `dur`, then heal; a cut that could not be made is reported as skipped.
@@ -891,52 +912,17 @@ async fn links_fault(
     }
 }
 
-async fn liveness(c: &Cluster, limit: Duration) -> Check {
-    let t0 = tokio::time::Instant::now();
-    let mut last = String::from("no attempt");
-    let mut i = 0usize;
-    while t0.elapsed() < limit {
-        let cl = crate::client::member_client(&c.addr(i % c.ips.len()), Duration::from_secs(2));
-        i += 1;
-        match cl.set("/liveness", "ok", Default::default()).await {
-            Ok(_) => {
-                let o = detcd_client::GetOptions {
-                    quorum: true,
-                    ..Default::default()
-                };
-                match cl.get("/liveness", o).await {
-                    Ok(_) => {
-                        return Check {
-                            name: "liveness".into(),
-                            passed: Some(true),
-                            detail: format!(
-                                "write and quorum read served {} ms after the heal",
-                                t0.elapsed().as_millis()
-                            ),
-                        }
-                    }
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Check {
-        name: "liveness".into(),
-        passed: Some(false),
-        detail: format!("no write and quorum read within {limit:?}: {last}"),
-    }
-}
+/// A real cluster's stores as its members answer a recursive, sorted, local read of `/`:
+/// the `X-Etcd-Index` and the whole key space.
+struct Stores<'a>(&'a Cluster);
 
-/// Every member ends with the same keys, values and index.
-async fn convergence(c: &Cluster, limit: Duration) -> Check {
-    let t0 = tokio::time::Instant::now();
-    let mut last = Vec::new();
-    while t0.elapsed() < limit {
+impl crate::final_checks::Stores for Stores<'_> {
+    type State = (u64, String);
+
+    async fn states(&self) -> Vec<Option<(u64, String)>> {
         let mut views = Vec::new();
-        for i in 0..c.ips.len() {
-            let cl = crate::client::member_client(&c.addr(i), Duration::from_secs(2));
+        for i in 0..self.0.ips.len() {
+            let cl = crate::client::member_client(&self.0.addr(i), Duration::from_secs(2));
             let o = detcd_client::GetOptions {
                 recursive: true,
                 sorted: true,
@@ -949,24 +935,20 @@ async fn convergence(c: &Cluster, limit: Duration) -> Check {
                     .ok(),
             );
         }
-        if views.iter().all(|v| v.is_some() && *v == views[0]) {
-            let idx = views[0].as_ref().map(|v| v.0).unwrap_or(0);
-            return Check {
-                name: "convergence".into(),
-                passed: Some(true),
-                detail: format!(
-                    "all {} members at index {idx} with identical key spaces",
-                    c.ips.len()
-                ),
-            };
-        }
-        last = views.iter().map(|v| v.as_ref().map(|x| x.0)).collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        views
     }
-    Check {
-        name: "convergence".into(),
-        passed: Some(false),
-        detail: format!("members did not converge within {limit:?}: indexes {last:?}"),
+
+    fn same(a: &Self::State, b: &Self::State) -> bool {
+        a == b
+    }
+
+    fn agreed(n: usize, s: &Self::State) -> String {
+        format!("all {n} members at index {} with identical key spaces", s.0)
+    }
+
+    fn differ(states: &[Option<Self::State>]) -> String {
+        let indexes: Vec<Option<u64>> = states.iter().map(|v| v.as_ref().map(|x| x.0)).collect();
+        format!("(index; key spaces not shown): {indexes:?}")
     }
 }
 
@@ -1030,17 +1012,11 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
             }
         })
     };
-    let mut faults = s.faults.clone();
-    if let Some(sw) = &s.swarm {
-        faults.extend(crate::scenario::swarm_faults(sw, &s, seed));
-    }
-    let fault_tasks: Vec<_> = faults
+    let plan = crate::faultplan::plan(&s, seed);
+    let fault_tasks: Vec<_> = plan
+        .faults
         .into_iter()
-        .enumerate()
-        .map(|(k, f)| {
-            let rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, k as u64, 0x4ea1));
-            tokio::spawn(apply(c.clone(), f, start, rng))
-        })
+        .map(|f| tokio::spawn(apply(c.clone(), f, start, plan.load_ns)))
         .collect();
     for t in tasks {
         let _ = t.await;
@@ -1067,14 +1043,19 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
         c.start(i).await;
         connect(&c, i).await;
     }
-    let mut checks = vec![liveness(&c, Duration::from_secs_f64(s.checks.liveness_s)).await];
+    let reach: Vec<(String, String)> = (0..c.ips.len())
+        .map(|i| (format!("infra{i}"), c.addr(i)))
+        .collect();
+    let liveness_limit = Duration::from_secs_f64(s.checks.liveness_s);
+    let mut checks = vec![crate::final_checks::liveness(&reach, liveness_limit).await];
     if let Some(r) = registry {
         if let Ok(r) = r.await {
             checks.push(r);
         }
     }
     if s.checks.convergence {
-        checks.push(convergence(&c, Duration::from_secs(15)).await);
+        let (limit, every) = (Duration::from_secs(15), Duration::from_millis(200));
+        checks.push(crate::final_checks::convergence(&Stores(&c), limit, every).await);
     }
     let mut gone = Vec::new();
     for i in 0..c.ips.len() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant as WallInstant};
 
 use crate::cluster::{self, MemberSim};
 use crate::failpoints::Failpoints;
-use crate::nemesis::{swarm_faults, Nemesis};
+use crate::nemesis::Nemesis;
 use crate::scenario::Scenario;
 use crate::workload::{self, Recorder};
 
@@ -208,14 +208,10 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         })
     };
 
-    // The nemesis runs its timeline on the supervisor.
-    let mut faults = s.faults.clone();
-    if let Some(sw) = &s.swarm {
-        faults.extend(swarm_faults(sw, &s, seed));
-    }
-    faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    let nemesis = Nemesis::new(members.clone(), crate::seed::mix(seed, 0, 0x4e4e), start);
-    let until_ns = (s.workload.duration_s * 1e9) as u64;
+    // The nemesis carries out the run's fault plan (shared with detcd-real).
+    let plan = crate::faultplan::plan(&s, seed);
+    let nemesis = Nemesis::new(members.clone(), crate::faultplan::nemesis_seed(seed), start);
+    let until_ns = plan.load_ns;
     // The nemesis and the final checks run on a machine of their own: the supervisor has no
     // network address, and the nemesis asks the cluster who leads, as an operator would.
     let ops_node = handle
@@ -224,13 +220,12 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         .ip("10.0.1.3".parse().unwrap())
         .build();
     let mut fault_tasks = Vec::new();
-    for (i, f) in faults.iter().enumerate() {
-        let mut nem = nemesis.fork(i as u64);
-        let f = f.clone();
-        let at = start + Duration::from_secs_f64(f.at_s);
+    for pf in plan.faults {
+        let mut nem = nemesis.fork(pf.index as u64);
+        let at = start + Duration::from_nanos(pf.start_ns);
         fault_tasks.push(ops_node.spawn(async move {
             detcd_node::rt::sleep_until(at).await;
-            nem.apply(&f, until_ns).await;
+            nem.apply(&pf.fault, until_ns).await;
         }));
     }
     for t in fault_tasks {
@@ -249,11 +244,12 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     }
     let mut checks = Vec::new();
     let live = {
-        let (members, limit) = (
-            members.clone(),
-            Duration::from_secs_f64(s.checks.liveness_s),
-        );
-        ops_node.spawn(async move { liveness(&members, limit).await })
+        let reach: Vec<(String, String)> = members
+            .iter()
+            .map(|m| (m.name.clone(), m.client_addr()))
+            .collect();
+        let limit = Duration::from_secs_f64(s.checks.liveness_s);
+        ops_node.spawn(async move { crate::final_checks::liveness(&reach, limit).await })
     };
     checks.push(live.await.expect("liveness task"));
     claims.lock().unwrap().stop = true;
@@ -262,7 +258,11 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     checks.push(claims.lock().unwrap().check_votes());
     checks.extend(registry_check);
     if s.checks.convergence {
-        checks.push(convergence(&members, Duration::from_secs(10)).await);
+        let stores = Stores(&members);
+        let limit = Duration::from_secs(10);
+        checks.push(
+            crate::final_checks::convergence(&stores, limit, Duration::from_millis(100)).await,
+        );
     }
     let exits: Vec<String> = members
         .iter()
@@ -453,58 +453,15 @@ async fn wait_for_leader(members: &[MemberSim], limit: Duration) {
     }
 }
 
-/// After the final heal a leader must serve a quorum read and a write within `limit`.
-async fn liveness(members: &[MemberSim], limit: Duration) -> Check {
-    let start = tokio::time::Instant::now();
-    let end = start + limit;
-    let mut i = 0usize;
-    let mut last_err = String::from("no attempt");
-    while tokio::time::Instant::now() < end {
-        let m = &members[i % members.len()];
-        i += 1;
-        let c = crate::client::member_client(&m.client_addr(), Duration::from_secs(2));
-        let w = c
-            .set("/liveness", "ok", detcd_client::SetOptions::default())
-            .await;
-        match w {
-            Ok(_) => {
-                let o = detcd_client::GetOptions {
-                    quorum: true,
-                    ..Default::default()
-                };
-                let q = c.get("/liveness", o).await;
-                if q.is_ok() {
-                    return Check {
-                        name: "liveness".into(),
-                        passed: Some(true),
-                        detail: format!(
-                            "write and quorum read served {} ms after the heal",
-                            start.elapsed().as_millis()
-                        ),
-                    };
-                }
-                last_err = format!("quorum read on {}: {}", m.name, q.unwrap_err());
-            }
-            Err(e) => last_err = format!("write on {}: {e}", m.name),
-        }
-        detcd_node::rt::sleep(Duration::from_millis(100)).await;
-    }
-    Check {
-        name: "liveness".into(),
-        passed: Some(false),
-        detail: format!(
-            "no write + quorum read within {} s of the heal (last: {last_err})",
-            limit.as_secs_f64()
-        ),
-    }
-}
+/// The members' stores as the simulator sees them: each member's applied index, store
+/// index and store digest, read from its `Shared` (a member that is down has none).
+struct Stores<'a>(&'a [MemberSim]);
 
-/// All members reach the same applied index with identical store digests.
-async fn convergence(members: &[MemberSim], limit: Duration) -> Check {
-    let end = tokio::time::Instant::now() + limit;
-    let mut last = String::new();
-    while tokio::time::Instant::now() < end {
-        let states: Vec<Option<(u64, u64, u64)>> = members
+impl crate::final_checks::Stores for Stores<'_> {
+    type State = (u64, u64, u64);
+
+    async fn states(&self) -> Vec<Option<(u64, u64, u64)>> {
+        self.0
             .iter()
             .map(|m| {
                 m.shared().map(|s| {
@@ -513,32 +470,22 @@ async fn convergence(members: &[MemberSim], limit: Duration) -> Check {
                     (st.applied, sm.store.index(), sm.store.digest())
                 })
             })
-            .collect();
-        if states.iter().all(|s| s.is_some()) {
-            let first = states[0];
-            let digests_equal = states
-                .iter()
-                .all(|s| s.map(|x| (x.1, x.2)) == first.map(|x| (x.1, x.2)));
-            if digests_equal {
-                return Check {
-                    name: "convergence".into(),
-                    passed: Some(true),
-                    detail: format!(
-                        "all {} members at store index {} with digest {:016x}",
-                        members.len(),
-                        first.unwrap().1,
-                        first.unwrap().2
-                    ),
-                };
-            }
-        }
-        last = format!("{states:?}");
-        detcd_node::rt::sleep(Duration::from_millis(100)).await;
+            .collect()
     }
-    Check {
-        name: "convergence".into(),
-        passed: Some(false),
-        detail: format!("members differ (applied, store index, digest): {last}"),
+
+    fn same(a: &Self::State, b: &Self::State) -> bool {
+        (a.1, a.2) == (b.1, b.2)
+    }
+
+    fn agreed(n: usize, s: &Self::State) -> String {
+        format!(
+            "all {n} members at store index {} with digest {:016x}",
+            s.1, s.2
+        )
+    }
+
+    fn differ(states: &[Option<Self::State>]) -> String {
+        format!("(applied, store index, digest): {states:?}")
     }
 }
 
