@@ -30,7 +30,7 @@ use crate::scenario::{FaultKind, Scenario};
 use crate::workload::{self, Recorder};
 
 /// Which server runs in the containers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Server {
     /// detcd (`detcd:latest`, deploy/build-image).
     Detcd,
@@ -1098,50 +1098,50 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
     (out, cpu)
 }
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: detcd-real SCENARIO [--seed N] [--server detcd|etcd] [--processes [--bin PATH]] [--out DIR]"
-    );
-    ExitCode::from(2)
+/// `detcd-real`'s command line.
+#[derive(clap::Parser)]
+#[command(
+    name = "detcd-real",
+    about = "Run a scenario against a real cluster: containers, or processes on 127.0.0.1"
+)]
+struct Args {
+    /// Scenario file (scenarios/NAME.toml) or name.
+    scenario: String,
+    /// Seed of the workload and the faults.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Which server the members run.
+    #[arg(long, value_enum, default_value_t = Server::Detcd)]
+    server: Server,
+    /// Members as processes on 127.0.0.1 instead of containers.
+    #[arg(long)]
+    processes: bool,
+    /// The server's binary, with --processes (default target/release/detcd, or etcd from the
+    /// PATH).
+    #[arg(long, value_name = "PATH")]
+    bin: Option<PathBuf>,
+    /// Output directory (default reports/{real,loopback}/<server>/<scenario>/seed-<N>/).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 /// Entry point of `detcd-real`.
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut scenario = None;
-    let mut seed = 1u64;
-    let mut server = Server::Detcd;
-    let mut out: Option<PathBuf> = None;
-    let mut processes = false;
-    let mut bin: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--seed" => match it.next().and_then(|v| v.parse().ok()) {
-                Some(v) => seed = v,
-                None => return usage(),
-            },
-            "--server" => match it.next().map(String::as_str) {
-                Some("detcd") => server = Server::Detcd,
-                Some("etcd") => server = Server::Etcd,
-                _ => return usage(),
-            },
-            "--processes" => processes = true,
-            "--bin" => match it.next() {
-                Some(v) => bin = Some(PathBuf::from(v)),
-                None => return usage(),
-            },
-            "--out" => match it.next() {
-                Some(v) => out = Some(PathBuf::from(v)),
-                None => return usage(),
-            },
-            s if !s.starts_with('-') && scenario.is_none() => scenario = Some(s.to_string()),
-            _ => return usage(),
+    let args = match <Args as clap::Parser>::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
-    }
-    let Some(scenario) = scenario else {
-        return usage();
     };
+    let Args {
+        scenario,
+        seed,
+        server,
+        processes,
+        bin,
+        out,
+    } = args;
     let s = match Scenario::find(&scenario) {
         Ok(s) => s,
         Err(e) => {

@@ -1,5 +1,6 @@
-//! `detcd-real SCENARIO --seed N [--server detcd|etcd]`: a scenario against real containers
-//! (see `detcd_sim::real`). Exit codes: 0 every check passed, 1 a check failed, 2 bad usage.
+//! `detcd-real SCENARIO [--seed N] [--server detcd|etcd] [--processes [--bin PATH]] [--out DIR]`:
+//! a scenario against real containers or processes (see `detcd_sim::real`; `--help` lists the
+//! options). Exit codes: 0 every check passed, 1 a check failed, 2 bad usage.
 
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
