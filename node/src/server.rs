@@ -626,6 +626,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         transport: Arc::clone(&transport),
         client_cert_auth: env.tls.client_cert_auth,
         verified: Default::default(),
+        cors: cfg.cors.clone(),
     });
     // As etcd does (its ReadyNotify), client requests are served only once this member has
     // published its name and client URLs through Raft: until then connections wait in the
@@ -639,7 +640,8 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
             env.tls.client.clone(),
         );
         crate::rt::spawn(async move {
-            publish(shared, name, client_urls).await;
+            publish(Arc::clone(&shared), name, client_urls).await;
+            record_cluster_version(&shared).await;
             for (l, https) in client_listeners {
                 let tls = if https { tls.clone() } else { None };
                 crate::rt::spawn(crate::api::serve(l, Arc::clone(&ctx), tls));
@@ -670,6 +672,30 @@ async fn publish(shared: Arc<Shared>, name: String, client_urls: Vec<String>) {
             name: name.clone(),
             client_urls: client_urls.clone(),
         };
+        if shared.propose(op, Duration::from_secs(5)).await.is_ok() {
+            return;
+        }
+        crate::rt::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Before it answers clients, a member makes sure the cluster version is recorded (etcd 3.4
+/// is at its cluster-version entry when it first reports healthy: a fresh single member
+/// answers its first request at index 3, not 2). The entry is idempotent, so every member
+/// may propose it; the leader's periodic SYNC proposes it too.
+async fn record_cluster_version(shared: &Shared) {
+    loop {
+        let recorded = shared
+            .sm
+            .lock()
+            .expect("sm lock")
+            .meta
+            .cluster_version
+            .is_some();
+        if recorded {
+            return;
+        }
+        let op = Op::ClusterVersion(crate::api::CLUSTER_VERSION.to_string());
         if shared.propose(op, Duration::from_secs(5)).await.is_ok() {
             return;
         }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 
 use super::{json, respond, text_error, Body, Ctx};
 use crate::cluster::id_hex;
@@ -20,9 +20,37 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
     route(ctx, &req, &path)
 }
 
+/// The methods etcd 3.4 serves on each of these paths (None: any method, as `/metrics`).
+fn allowed(path: &str) -> Option<&'static str> {
+    match path {
+        "/v2/machines" => Some("GET,HEAD"),
+        "/metrics" => None,
+        _ => Some("GET"),
+    }
+}
+
 fn route(ctx: &Ctx, req: &Request<Incoming>, path: &str) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    let known = matches!(
+        path,
+        "/version"
+            | "/health"
+            | "/v2/machines"
+            | "/v2/stats/self"
+            | "/v2/stats/leader"
+            | "/v2/stats/store"
+            | "/metrics"
+    );
+    if let Some(methods) = allowed(path).filter(|_| known) {
+        if !methods.split(',').any(|m| m == req.method().as_str()) {
+            let mut r = text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            let h = r.headers_mut();
+            h.insert("Allow", hyper::header::HeaderValue::from_static(methods));
+            h.insert(
+                "X-Content-Type-Options",
+                hyper::header::HeaderValue::from_static("nosniff"),
+            );
+            return r;
+        }
     }
     match path {
         "/version" => json(

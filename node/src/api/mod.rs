@@ -58,6 +58,8 @@ pub struct Ctx {
     pub client_cert_auth: bool,
     /// Passwords this member has verified.
     pub verified: auth::Verified,
+    /// `--cors`: the origins allowed; empty or `*` allows every origin (etcd's default).
+    pub cors: Vec<String>,
 }
 
 /// A whole-buffer body.
@@ -157,6 +159,20 @@ pub async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
 
 async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    let origin = req
+        .headers()
+        .get(hyper::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let with_cors = |resp| with_cors(resp, &ctx.cors, origin.as_deref());
+    // etcd's CORS handler answers every preflight itself, whatever the path.
+    if req.method() == hyper::Method::OPTIONS {
+        let empty = Response::builder()
+            .status(StatusCode::OK)
+            .body(full(Bytes::new()))
+            .expect("valid response");
+        return with_cors(empty);
+    }
     let resp = if path == "/v2/keys" || path.starts_with("/v2/keys/") {
         keys_http::handle(&ctx, req).await
     } else if path == "/v2/members" || path.starts_with("/v2/members/") {
@@ -184,13 +200,21 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     with_cors(resp)
 }
 
-/// etcd's CORS headers, on every client response.
-fn with_cors(mut resp: Response<Body>) -> Response<Body> {
+/// etcd's CORS headers on a client response: with every origin allowed (no `--cors`, or
+/// `*` in it) on every response, origin `*`; otherwise only when the request's `Origin` is
+/// one of the allowed, echoing it.
+fn with_cors(mut resp: Response<Body>, allowed: &[String], origin: Option<&str>) -> Response<Body> {
+    let all = allowed.is_empty() || allowed.iter().any(|a| a == "*");
+    let echo = match origin {
+        _ if all => hyper::header::HeaderValue::from_static("*"),
+        Some(o) if allowed.iter().any(|a| a == o) => match o.parse() {
+            Ok(v) => v,
+            Err(_) => return resp,
+        },
+        _ => return resp,
+    };
     let h = resp.headers_mut();
-    h.insert(
-        "Access-Control-Allow-Origin",
-        hyper::header::HeaderValue::from_static("*"),
-    );
+    h.insert("Access-Control-Allow-Origin", echo);
     h.insert(
         "Access-Control-Allow-Methods",
         hyper::header::HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
