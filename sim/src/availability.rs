@@ -188,6 +188,20 @@ pub fn vacuity(s: &Scenario, out: &RunOutput) -> Check {
             fine.push(format!("{events} watch events"));
         }
     }
+    // Serializable reads: local gets answered (the serializable-reads check reads them).
+    if s.checks.linearizable && s.workload.mix.get > 0 {
+        let local = out
+            .rec
+            .ops
+            .iter()
+            .filter(|o| o.kind == OpKind::Get && o.return_ns.is_some())
+            .count();
+        if local == 0 {
+            empty.push("serializable-reads: no serializable read was answered".into());
+        } else {
+            fine.push(format!("{local} serializable reads"));
+        }
+    }
     // A leader, ever.
     if out.leaders.iter().all(|(_, who)| who.is_none()) {
         empty.push("leaders: the observer never saw a leader".into());
