@@ -146,14 +146,19 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
     }
 }
 
-/// Read a request body, bounded.
+/// Read a request body, bounded: 413 when it is too large, 400 when it cannot be read (a
+/// malformed chunked body; etcd stores an empty value then, detcd refuses the request).
 pub async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
     match Limited::new(body, REQUEST_BYTES_MAX).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err(text_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body: {e}"),
-        )),
+        Err(e) => {
+            let status = if e.is::<http_body_util::LengthLimitError>() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Err(text_error(status, &format!("request body: {e}")))
+        }
     }
 }
 
