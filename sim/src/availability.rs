@@ -362,7 +362,16 @@ mod tests {
             "{}",
             c.detail
         );
+        // The run has no local read either (the default mix has some).
+        assert!(
+            c.detail
+                .contains("serializable-reads: no serializable read was answered"),
+            "{}",
+            c.detail
+        );
         s.checks.expect_vacuous = vec!["watches".into()];
+        assert_eq!(vacuity(&s, &out).passed, Some(false));
+        s.checks.expect_vacuous = vec!["watches".into(), "serializable-reads".into()];
         let c = vacuity(&s, &out);
         assert_eq!(c.passed, Some(true), "{}", c.detail);
     }
