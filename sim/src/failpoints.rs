@@ -4,8 +4,8 @@
 //!
 //! A crash at a failpoint happens in the middle of the member's step: its disk drops what
 //! was not synced and takes no more writes ([`SimDisk::crash_frozen`]), madsim kills its
-//! tasks (so nothing the rest of the step sends gets out), and it restarts `duration_s`
-//! later. A pause takes effect at the member's next await.
+//! tasks (so nothing the rest of the step sends gets out), observers stop seeing it (what
+//! the rest of the step publishes never happened), and it restarts `duration_s` later. A pause takes effect at the member's next await.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -204,6 +204,10 @@ impl ProbeHandler for MemberProbe {
             FailpointAction::Crash => {
                 let lost = self.m.disk.crash_frozen();
                 handle.kill(node);
+                // The rest of the member's step still runs (to its next await) and may
+                // publish state that never reached the disk (a term written, not fsynced):
+                // observers must not see the dead member, as they would not see a process.
+                *self.m.shared.lock().unwrap() = None;
                 let inc = self.m.incarnations.load(Ordering::SeqCst);
                 let (replacing, incarnations) =
                     (self.m.replacing.clone(), self.m.incarnations.clone());
