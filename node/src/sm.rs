@@ -215,12 +215,7 @@ impl StateMachine {
                 }
             }
         }
-        let ids: Vec<u64> = cs
-            .get_voters()
-            .iter()
-            .chain(cs.get_learners())
-            .copied()
-            .collect();
+        let ids = conf_members(cs);
         self.meta.members.members.retain(|id, _| ids.contains(id));
         removed_self
     }
@@ -314,6 +309,18 @@ impl StateMachine {
         let store = Store::restore(&data[4 + n..])?;
         Ok(StateMachine { store, meta })
     }
+}
+
+/// The members of raft's configuration (voters and learners), sorted.
+pub fn conf_members(cs: &raft::eraftpb::ConfState) -> Vec<u64> {
+    let mut ids: Vec<u64> = cs
+        .get_voters()
+        .iter()
+        .chain(cs.get_learners())
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    ids
 }
 
 #[cfg(test)]

@@ -30,10 +30,7 @@ fn plan(s: &Scenario, seed: u64) -> Plan {
     let weights = (0..r.instances).map(|_| rng.gen_range(1..=10)).collect();
     // Crashes early enough that the check's bound ends inside the run (a second to spare):
     // a crashed instance still called at the end of the run is then caught, not excused.
-    let bound = Duration::from_secs(r.ttl_s)
-        + Duration::from_secs_f64(r.grace_s)
-        + skew_ahead(s, seed)
-        + Duration::from_secs(1);
+    let bound = bound(s, seed) + Duration::from_secs(1);
     let latest = (dur * 3 / 5)
         .min(dur.saturating_sub(bound.as_nanos() as u64))
         .max(dur / 5);
@@ -163,11 +160,8 @@ pub async fn run(
     }
 
     let calls = std::mem::take(&mut *calls.lock().unwrap());
-    // TTLs are measured on the leader's clock (in etcd on the clock of the member that took
-    // the write): a leader whose clock ran ahead gives keys that much longer to live once a
-    // leader with a true clock takes over. The bound allows the largest skew ahead.
     let skew = skew_ahead(&s, seed);
-    let bound = ttl + Duration::from_secs_f64(r.grace_s) + skew;
+    let bound = bound(&s, seed);
     let mut parts = Vec::new();
     let mut ok = !calls.is_empty();
     let mut last_crash = 0u64;
@@ -244,6 +238,16 @@ fn rotate(addrs: &[String], k: usize) -> Vec<String> {
 
 /// The furthest any member's clock runs ahead during the run (offsets, and drift over the
 /// fault's length).
+/// How long a crashed instance may still be called: its TTL, the grace, and the largest
+/// clock skew ahead. TTLs are measured on the leader's clock (in etcd on the clock of the
+/// member that took the write): a leader whose clock ran ahead gives keys that much longer to
+/// live once a leader with a true clock takes over.
+fn bound(s: &Scenario, seed: u64) -> Duration {
+    Duration::from_secs(s.registry.ttl_s)
+        + Duration::from_secs_f64(s.registry.grace_s)
+        + skew_ahead(s, seed)
+}
+
 fn skew_ahead(s: &Scenario, seed: u64) -> Duration {
     let mut faults = s.faults.clone();
     if let Some(sw) = &s.swarm {

@@ -193,13 +193,7 @@ pub(super) fn check_members_match_conf(
     sm: &StateMachine,
     cs: &ConfState,
 ) {
-    let mut conf: Vec<u64> = cs
-        .get_voters()
-        .iter()
-        .chain(cs.get_learners())
-        .copied()
-        .collect();
-    conf.sort_unstable();
+    let conf = crate::sm::conf_members(cs);
     let listed: Vec<u64> = sm.meta.members.members.keys().copied().collect();
     probe.invariant(listed == conf, "members-match-conf", || {
         format!("member list {listed:x?}, raft configuration {conf:x?}")
