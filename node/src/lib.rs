@@ -12,6 +12,7 @@ pub mod config;
 pub mod discovery;
 pub mod failpoints;
 pub mod logging;
+pub mod metrics;
 pub mod raft;
 pub mod server;
 pub mod sm;

@@ -288,13 +288,16 @@ impl StateMachine {
 
     /// Serialise for a Raft snapshot: `[meta length u32 LE][meta JSON][store snapshot]`.
     pub fn snapshot(&self) -> Vec<u8> {
-        let meta = serde_json::to_vec(&self.meta).expect("meta serialises");
-        let store = self.store.snapshot();
-        let mut out = Vec::with_capacity(4 + meta.len() + store.len());
-        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
-        out.extend_from_slice(&meta);
-        out.extend_from_slice(&store);
-        out
+        self.copy().encode()
+    }
+
+    /// A cheap copy of what a snapshot holds (see [`crate::store::Store::copy`]), to be
+    /// serialised off the Ready loop.
+    pub fn copy(&self) -> SmCopy {
+        SmCopy {
+            meta: self.meta.clone(),
+            store: self.store.copy(),
+        }
     }
 
     /// Rebuild from [`StateMachine::snapshot`]'s bytes.
@@ -308,6 +311,30 @@ impl StateMachine {
             serde_json::from_slice(meta_bytes).map_err(|e| format!("snapshot metadata: {e}"))?;
         let store = Store::restore(&data[4 + n..])?;
         Ok(StateMachine { store, meta })
+    }
+}
+
+/// A copy of the state machine as a snapshot saves it ([`StateMachine::copy`]).
+pub struct SmCopy {
+    meta: Meta,
+    store: crate::store::StoreCopy,
+}
+
+impl SmCopy {
+    /// The index whose state it holds.
+    pub fn applied_index(&self) -> u64 {
+        self.meta.applied_index
+    }
+
+    /// The snapshot bytes: `[meta length u32 LE][meta JSON][store snapshot]`.
+    pub fn encode(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&self.meta).expect("meta serialises");
+        let store = self.store.encode();
+        let mut out = Vec::with_capacity(4 + meta.len() + store.len());
+        out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&store);
+        out
     }
 }
 

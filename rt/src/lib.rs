@@ -156,6 +156,25 @@ where
     tokio::spawn(fut)
 }
 
+/// Run blocking work (serialising and writing a snapshot) off the runtime's workers: on
+/// tokio's blocking pool in production, so a request handler or the Ready loop never waits
+/// behind it; in the simulator as a task of the member's own node (it runs in one poll, and
+/// is lost with the node when the member crashes).
+pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(f)
+    }
+    #[cfg(madsim)]
+    {
+        tokio::spawn(async move { f() })
+    }
+}
+
 /// Tune a freshly connected or accepted TCP stream. Nagle's algorithm would add up to 40 ms
 /// to small Raft messages and HTTP replies; the simulator's streams have no such option.
 pub fn tune_stream(stream: &tokio::net::TcpStream) {

@@ -217,5 +217,6 @@ fn metrics(ctx: &Ctx) -> Response<Body> {
         "Snapshots taken.",
         c.snapshots.load(Ordering::Relaxed),
     );
+    c.timings.render(&mut out);
     respond(StatusCode::OK, "text/plain; version=0.0.4", out)
 }

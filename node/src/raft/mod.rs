@@ -62,6 +62,8 @@ pub struct Applied {
     pub index: u64,
     /// Raft term of the entry.
     pub term: u64,
+    /// When the Ready loop applied it (for the request's timeline).
+    pub at: crate::rt::Instant,
 }
 
 /// Raft's state as the API shows it (headers, stats, members/leader).
@@ -110,6 +112,8 @@ pub struct Counters {
     pub read_requests: AtomicU64,
     /// Heartbeats sent (a leader sends a round every tick, and one per ReadIndex request).
     pub heartbeats_sent: AtomicU64,
+    /// Latency histograms (`/metrics`).
+    pub timings: crate::metrics::Timings,
 }
 
 impl Counters {
@@ -178,6 +182,8 @@ impl Shared {
         timeout: std::time::Duration,
     ) -> Result<Applied, WaitError> {
         let id = self.rng.next_u64() | 1;
+        let started = self.clock.now();
+        let timings = &self.counters.timings;
         let (tx, mut rx) = oneshot::channel();
         self.waiters.lock().expect("waiters lock").insert(id, tx);
         let deadline = self.clock.now() + timeout;
@@ -199,6 +205,8 @@ impl Shared {
                     })
                     .map_err(|_| WaitError::Stopped)?;
                 let accepted = arx.await.map_err(|_| WaitError::Stopped)?;
+                let taken = self.clock.now();
+                timings.propose_wait.observe(taken - started);
                 if !accepted {
                     // No leader: wait for one (or a short while), then propose again.
                     tokio::select! {
@@ -215,7 +223,14 @@ impl Shared {
                     // `biased`: tokio's fair select draws from a process-wide counter, which no
                     // simulator seed controls; a fixed polling order keeps runs reproducible.
                     biased;
-                    r = &mut rx => return r.map_err(|_| WaitError::Stopped),
+                    r = &mut rx => {
+                        let r = r.map_err(|_| WaitError::Stopped)?;
+                        let now = self.clock.now();
+                        timings.commit_apply.observe(r.at.saturating_duration_since(taken));
+                        timings.wake.observe(now.saturating_duration_since(r.at));
+                        timings.propose_total.observe(now - started);
+                        return Ok(r);
+                    }
                     _ = leader.changed() => {
                         // The entry may have been lost with the old leader: propose it again.
                         if self.clock.now() >= deadline { return Err(WaitError::Timeout) }

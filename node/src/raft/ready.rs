@@ -128,6 +128,8 @@ pub struct RaftLoop {
     cfg: LoopConfig,
     /// Index of the newest snapshot.
     snap_index: u64,
+    /// The snapshot being written off the loop, if any.
+    pending_snapshot: Option<snapshot::PendingSnapshot>,
     /// Read-index requests in flight, by context: every read that arrived in one inbox batch
     /// shares one context, so one round of heartbeats confirms them all (as etcd batches).
     reads: HashMap<Vec<u8>, ReadWaiters>,
@@ -196,6 +198,7 @@ impl RaftLoop {
             inbox: parts.inbox,
             cfg: parts.cfg,
             snap_index: parts.snap_index,
+            pending_snapshot: None,
             reads: HashMap::new(),
             read_batch: ReadWaiters::default(),
             read_seq: 0,
@@ -229,12 +232,20 @@ impl RaftLoop {
                     self.propose_sync();
                 }
                 _ = &mut sync_timer, if self.unsynced.is_some() => sync_now = true,
+                written = snapshot::PendingSnapshot::written(&mut self.pending_snapshot) => {
+                    self.pending_snapshot = None;
+                    if let Err(e) = self.snapshot_saved(written) {
+                        self.fail(e);
+                        return;
+                    }
+                }
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else { return };
                     self.handle(msg);
                     self.drain_inbox();
                 }
             }
+            let turn_started = self.shared.clock.now();
             // Group commit on the leader: before paying an fsync for new entries, let the
             // request handlers that are already runnable hand in their proposals too.
             if self.raw.raft.state == StateRole::Leader
@@ -259,13 +270,11 @@ impl RaftLoop {
                 res = self.on_ready().await;
             }
             if let Err(e) = res {
-                tracing::error!(error = %e, "raft: fatal storage error; stopping this member");
-                let _ = self
-                    .shared
-                    .stopped
-                    .send(Some(format!("storage error: {e}")));
+                self.fail(e);
                 return;
             }
+            (self.shared.counters.timings.loop_turn)
+                .observe(self.shared.clock.now() - turn_started);
             if !was_unsynced && self.unsynced.is_some() {
                 // A deferred fsync began in this turn: it is due `leader_sync_delay` from now.
                 sync_timer = Box::pin(crate::rt::sleep(self.cfg.leader_sync_delay));
@@ -274,6 +283,15 @@ impl RaftLoop {
                 return;
             }
         }
+    }
+
+    /// Stop the member: its storage failed.
+    fn fail(&self, e: LoopError) {
+        tracing::error!(error = %e, "raft: fatal storage error; stopping this member");
+        let _ = self
+            .shared
+            .stopped
+            .send(Some(format!("storage error: {e}")));
     }
 
     /// Handle what is already queued in the inbox (at most [`INBOX_BATCH_MAX`] messages).
@@ -484,7 +502,9 @@ impl RaftLoop {
 
     /// One fsync of everything the WAL holds, counted.
     fn sync_wal(&mut self) -> Result<(), LoopError> {
+        let started = self.shared.clock.now();
         self.wal.sync()?;
+        (self.shared.counters.timings.wal_fsync).observe(self.shared.clock.now() - started);
         self.shared.probe.effect(|| "fsync the WAL".into());
         Counters::add(&self.shared.counters.fsyncs, 1);
         Ok(())
@@ -563,6 +583,7 @@ impl RaftLoop {
             return Ok(false);
         }
         let before = self.wal.syncs;
+        let started = self.shared.clock.now();
         // raft-rs says when an fsync is owed: new entries, or a new term or vote. A hard state
         // whose only change is the commit index is written without one (as etcd does): a
         // lost commit index is learned again from the leader, and nothing acknowledged or
@@ -573,6 +594,9 @@ impl RaftLoop {
             _ => self.wal.save(None, entries, hs),
         }?;
         let synced = self.wal.syncs > before;
+        if synced {
+            (self.shared.counters.timings.wal_fsync).observe(self.shared.clock.now() - started);
+        }
         (self.shared.probe).effect(|| effects::wal_write(entries, hs, synced));
         Counters::add(&self.shared.counters.fsyncs, self.wal.syncs - before);
         Counters::add(
@@ -625,6 +649,7 @@ impl RaftLoop {
                                             outcome,
                                             index: e.index,
                                             term: e.term,
+                                            at: self.shared.clock.now(),
                                         },
                                     ));
                                 }

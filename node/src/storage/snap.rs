@@ -14,6 +14,7 @@ use raft::eraftpb::Snapshot;
 use super::Disk;
 
 /// The snapshot directory of a member.
+#[derive(Clone)]
 pub struct SnapDir {
     disk: Arc<dyn Disk>,
     dir: PathBuf,

@@ -95,6 +95,16 @@ struct Saved {
     stats: Stats,
 }
 
+/// A copy of the store as a snapshot saves it ([`Store::copy`]).
+pub struct StoreCopy(Saved);
+
+impl StoreCopy {
+    /// The snapshot bytes ([`Store::restore`] reads them).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.0).expect("store serialises")
+    }
+}
+
 /// Split `/a/b/c` into its segments.
 fn segments(key: &str) -> impl Iterator<Item = &str> {
     key.split('/').filter(|s| !s.is_empty())
@@ -617,13 +627,18 @@ impl Store {
 
     /// Serialise for a snapshot (tree, index, history, stats; not watchers).
     pub fn snapshot(&self) -> Vec<u8> {
-        let saved = Saved {
+        self.copy().encode()
+    }
+
+    /// What a snapshot of the store holds, copied cheaply (the tree is shared, see
+    /// [`node::Kind::Dir`]): the Ready loop takes this and serialises it elsewhere.
+    pub fn copy(&self) -> StoreCopy {
+        StoreCopy(Saved {
             root: self.root.clone(),
             index: self.index,
             history: self.hub.history.iter().cloned().collect(),
             stats: self.stats.clone(),
-        };
-        serde_json::to_vec(&saved).expect("store serialises")
+        })
     }
 
     /// Rebuild from [`Store::snapshot`] bytes.

@@ -2,7 +2,7 @@
 //! them (`key, dir, value, nodes, expiration, ttl, modifiedIndex, createdIndex`, each omitted
 //! when empty, exactly as Go's `omitempty` does).
 
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +26,10 @@ pub struct Node {
 pub enum Kind {
     /// A key with a value.
     File(String),
-    /// A directory, children by name (ordered: every member lists and hashes alike).
-    Dir(BTreeMap<String, Node>),
+    /// A directory, children by name (ordered: every member lists and hashes alike). A
+    /// persistent map: cloning a tree shares it (a snapshot's copy costs O(1)), and a write
+    /// copies only the path it changes.
+    Dir(OrdMap<String, Node>),
 }
 
 impl Node {
@@ -37,7 +39,7 @@ impl Node {
             created: index,
             modified: index,
             expire_ms,
-            kind: Kind::Dir(BTreeMap::new()),
+            kind: Kind::Dir(OrdMap::new()),
         }
     }
 
@@ -65,7 +67,7 @@ impl Node {
     }
 
     /// Children of a directory.
-    pub fn children(&self) -> Option<&BTreeMap<String, Node>> {
+    pub fn children(&self) -> Option<&OrdMap<String, Node>> {
         match &self.kind {
             Kind::Dir(c) => Some(c),
             Kind::File(_) => None,
@@ -73,7 +75,7 @@ impl Node {
     }
 
     /// Mutable children of a directory.
-    pub fn children_mut(&mut self) -> Option<&mut BTreeMap<String, Node>> {
+    pub fn children_mut(&mut self) -> Option<&mut OrdMap<String, Node>> {
         match &mut self.kind {
             Kind::Dir(c) => Some(c),
             Kind::File(_) => None,

@@ -144,6 +144,7 @@ impl RaftLoop {
                         outcome: Outcome::ConfRefused(status, msg),
                         index: e.index,
                         term: e.term,
+                        at: self.shared.clock.now(),
                     },
                 )));
             }
@@ -159,6 +160,7 @@ impl RaftLoop {
                             outcome: Outcome::Done,
                             index: e.index,
                             term: e.term,
+                            at: self.shared.clock.now(),
                         },
                     )
                 }));
@@ -180,6 +182,7 @@ impl RaftLoop {
                     outcome: Outcome::Done,
                     index: e.index,
                     term: e.term,
+                    at: self.shared.clock.now(),
                 },
             )
         }))

@@ -1,6 +1,8 @@
 //! Snapshots: taking one every `snapshot_count` entries (and after a membership change), and
 //! installing the leader's.
 
+use std::sync::Arc;
+
 use raft::eraftpb::Snapshot;
 
 use super::conf::check_members_match_conf;
@@ -73,8 +75,13 @@ impl RaftLoop {
         });
     }
 
+    /// Take a snapshot when one is due: the state machine is copied here (cheaply: the
+    /// tree is shared), then serialised and written to its file by a task off the loop,
+    /// as etcd does; [`RaftLoop::snapshot_saved`] records it once the file is durable. One
+    /// snapshot is in flight at a time.
     pub(super) fn maybe_snapshot(&mut self) -> Result<(), LoopError> {
-        if self.applied <= self.snap_index
+        if self.pending_snapshot.is_some()
+            || self.applied <= self.snap_index
             || (!self.snapshot_due && self.applied < self.snap_index + self.cfg.snapshot_count)
         {
             return Ok(());
@@ -82,25 +89,57 @@ impl RaftLoop {
         self.snapshot_due = false;
         let index = self.applied;
         let term = self.raw.raft.raft_log.term(index)?;
-        let data = {
-            let sm = self.shared.sm.lock().expect("sm lock");
-            let held = sm.meta.applied_index;
-            self.shared
-                .probe
-                .invariant(held == index, "snapshot-index", || {
-                    format!("snapshot at index {index} holds the state of index {held}")
-                });
-            sm.snapshot()
-        };
-        let mut snap = Snapshot {
-            data: data.into(),
-            ..Default::default()
-        };
-        let md = snap.mut_metadata();
-        md.index = index;
-        md.term = term;
-        md.set_conf_state(self.raw.raft.prs().conf().to_conf_state());
-        self.snaps.save(&snap).map_err(LoopError::SnapshotFile)?;
+        let copy = self.shared.sm.lock().expect("sm lock").copy();
+        let held = copy.applied_index();
+        self.shared
+            .probe
+            .invariant(held == index, "snapshot-index", || {
+                format!("snapshot at index {index} holds the state of index {held}")
+            });
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let snaps = self.snaps.clone();
+        let disk = Arc::clone(&self.disk);
+        let shared = Arc::clone(&self.shared);
+        let task = crate::rt::spawn(async move {
+            let started = shared.clock.now();
+            let written = crate::rt::spawn_blocking(move || {
+                let mut snap = Snapshot {
+                    data: copy.encode().into(),
+                    ..Default::default()
+                };
+                let md = snap.mut_metadata();
+                md.index = index;
+                md.term = term;
+                md.set_conf_state(conf);
+                snaps.save(&snap).map(|_| snap)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))?;
+            // The file's fsync takes the disk's time (the simulated disk's seeded latency).
+            let latency = disk.sync_latency();
+            if !latency.is_zero() {
+                crate::rt::sleep(latency).await;
+            }
+            (shared.counters.timings.snapshot_save).observe(shared.clock.now() - started);
+            Ok(written)
+        });
+        self.pending_snapshot = Some(PendingSnapshot { index, task });
+        Ok(())
+    }
+
+    /// The snapshot written off the loop is durable: the WAL records it, raft's storage
+    /// serves it to lagging followers, and the log behind it is compacted.
+    pub(super) fn snapshot_saved(
+        &mut self,
+        written: std::io::Result<Snapshot>,
+    ) -> Result<(), LoopError> {
+        let snap = written.map_err(LoopError::SnapshotFile)?;
+        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+        if index <= self.snap_index {
+            // The leader's snapshot was installed meanwhile: it is newer, and the WAL
+            // records that one. The file written here is older and is purged in time.
+            return Ok(());
+        }
         self.shared.probe.failpoint(failpoints::SNAPSHOT_SAVE);
         self.wal.save(Some((index, term)), &[], None)?;
         self.storage.set_snapshot(snap);
@@ -121,5 +160,31 @@ impl RaftLoop {
             .map_err(LoopError::SnapshotFile)?;
         tracing::info!(index, term, "raft: took a snapshot and compacted the log");
         Ok(())
+    }
+}
+
+/// A snapshot being serialised and written off the loop.
+pub(super) struct PendingSnapshot {
+    /// The index whose state it holds.
+    pub(super) index: u64,
+    /// The task writing it; it yields the snapshot once its file is durable.
+    pub(super) task: tokio::task::JoinHandle<std::io::Result<Snapshot>>,
+}
+
+impl PendingSnapshot {
+    /// Wait for the snapshot in flight, if any (never resolves when there is none).
+    pub(super) async fn written(
+        pending: &mut Option<PendingSnapshot>,
+    ) -> std::io::Result<Snapshot> {
+        match pending {
+            Some(p) => match (&mut p.task).await {
+                Ok(r) => r,
+                Err(e) => Err(std::io::Error::other(format!(
+                    "writing the snapshot at {}: {e}",
+                    p.index
+                ))),
+            },
+            None => std::future::pending().await,
+        }
     }
 }
