@@ -27,13 +27,14 @@ class Rounds:
 
 
 def figures(rep):
-    """Writes/s over the whole run, the steady phase's write p50/p99, every check passed."""
+    """Writes/s over the whole run, the steady phase's write p50/p99/p999/max, every check passed."""
     ph = [p for p in rep["phases"] if p["writes"]["count"] > 0]
     n = sum(p["writes"]["count"] for p in ph)
     secs = max(p["end_s"] for p in rep["phases"])
     ok = all(c["verdict"] == "pass" for c in rep["checks"])
     return {"wps": n / secs, "p50": rep["phases"][0]["writes"]["p50_ms"],
-            "p99": rep["phases"][0]["writes"]["p99_ms"], "ok": ok, "rep": rep}
+            "p99": rep["phases"][0]["writes"]["p99_ms"], "p999": rep["phases"][0]["writes"]["p999_ms"],
+            "max": rep["phases"][0]["writes"]["max_ms"], "ok": ok, "rep": rep}
 
 
 def kill_figs(rep):

@@ -127,7 +127,12 @@ impl RunResult {
         let md = report::markdown(&self.report);
         std::fs::write(
             dir.join("report.html"),
-            crate::html::page(&self.report, &md, &self.timeline_html),
+            crate::html::page(
+                &self.report,
+                &md,
+                &self.timeline_html,
+                &report::write_points(&self.out),
+            ),
         )?;
         std::fs::write(dir.join("report.md"), md)?;
         std::fs::write(

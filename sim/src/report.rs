@@ -71,7 +71,7 @@ pub struct Unavailability {
 
 /// What the cluster did per acknowledged write. `null`: not measured (a real cluster whose
 /// server does not expose the counter, or whose member restarted during the load).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Cost {
     /// Raft messages sent per acknowledged write (all members).
     pub msgs_per_write: Option<f64>,
@@ -84,7 +84,7 @@ pub struct Cost {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     /// Schema version.
     pub version: u32,
@@ -164,6 +164,24 @@ pub fn write_histogram(out: &RunOutput) -> Histogram<u64> {
         }
     }
     w
+}
+
+/// Every write that got an answer or timed out, for the latency-over-time chart: invoked at
+/// (s since the load began), latency (ms), acknowledged.
+pub fn write_points(out: &RunOutput) -> Vec<crate::html::WritePoint> {
+    out.rec
+        .ops
+        .iter()
+        .filter(|op| op.kind.is_write())
+        .filter_map(|op| {
+            let ret = op.return_ns?;
+            Some((
+                op.invoke_ns as f64 / 1e9,
+                (ret - op.invoke_ns) as f64 / 1e6,
+                matches!(op.outcome, Outcome::Ok { .. }),
+            ))
+        })
+        .collect()
 }
 
 /// A histogram as hdrhistogram's V2 bytes (the `.hgrm` file of a run).

@@ -260,6 +260,10 @@ pub enum Placement {
     /// Client `i` starts at member `i mod n`, as etcd's benchmark tool hands out its
     /// endpoints in turn: no seed favours the member that happens to lead. For benchmarks.
     Spread,
+    /// Every client starts at the member that leads when the load begins (asked through
+    /// `/v2/members/leader`), as etcd's benchmark is often pointed at the leader: the
+    /// placement where the leader's own request path carries the whole load.
+    Leader,
 }
 
 /// Relative weights of operation kinds.

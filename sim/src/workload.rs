@@ -417,13 +417,17 @@ pub async fn run_clients(
 ) {
     let end = start + Duration::from_secs_f64(s.workload.duration_s);
     let n = s.workload.clients;
+    let leader = match s.workload.placement {
+        Placement::Leader => leader_of(&addrs).await,
+        _ => None,
+    };
     let mut tasks = Vec::new();
     match s.workload.mode {
         LoadMode::Closed => {
             for c in 0..n {
                 let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut client = new_client(c as u32, &s, &addrs, seed, seed);
+                    let mut client = new_client(c as u32, &s, &addrs, leader, seed, seed);
                     while tokio::time::Instant::now() < end {
                         client.one(&s, &rec, start).await;
                     }
@@ -457,6 +461,7 @@ pub async fn run_clients(
                                     (c * 64) as u32 + next_id,
                                     &s,
                                     &addrs,
+                                    leader,
                                     crate::seed::mix(seed, c as u64, next_id as u64),
                                     seed,
                                 )
@@ -484,7 +489,28 @@ pub async fn run_clients(
     }
 }
 
-fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64, run_seed: u64) -> Client {
+/// The index in `addrs` of the member that leads, asked of each member in turn
+/// (`/v2/members/leader`, matched by client URL); None if no member names one.
+async fn leader_of(addrs: &[String]) -> Option<usize> {
+    for a in addrs {
+        let c = crate::client::member_client(a, Duration::from_millis(500));
+        if let Ok(l) = c.leader().await {
+            return addrs
+                .iter()
+                .position(|x| l.client_urls.iter().any(|u| u.ends_with(x.as_str())));
+        }
+    }
+    None
+}
+
+fn new_client(
+    id: u32,
+    s: &Scenario,
+    addrs: &[String],
+    leader: Option<usize>,
+    seed: u64,
+    run_seed: u64,
+) -> Client {
     let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, id as u64, 0xc11e));
     // Drawn in either placement, so that the rest of the client's seeded stream (its
     // operations) is the same.
@@ -492,6 +518,8 @@ fn new_client(id: u32, s: &Scenario, addrs: &[String], seed: u64, run_seed: u64)
     let member = match s.workload.placement {
         Placement::Random => drawn,
         Placement::Spread => id as usize % addrs.len(),
+        // No leader known when the load began: spread, as the benchmark would otherwise.
+        Placement::Leader => leader.unwrap_or(id as usize % addrs.len()),
     };
     // With auth on, the client acts as its user (basic auth); otherwise it sends no
     // credentials (not even the run's own root ones).
@@ -637,8 +665,8 @@ mod tests {
         let mut per_member = [0; 3];
         let mut drawn = [0; 3];
         for id in 0..16 {
-            let mut s = new_client(id, &spread, &addrs, seed, seed);
-            let mut r = new_client(id, &random, &addrs, seed, seed);
+            let mut s = new_client(id, &spread, &addrs, None, seed, seed);
+            let mut r = new_client(id, &random, &addrs, None, seed, seed);
             assert_eq!(s.member, id as usize % 3);
             per_member[s.member] += 1;
             drawn[r.member] += 1;
@@ -649,5 +677,22 @@ mod tests {
         // The seeded draw this replaces: seed 1 puts most of its 16 clients on one member.
         assert_eq!(drawn.iter().sum::<i32>(), 16);
         assert!(drawn.iter().max() > Some(&8), "{drawn:?}");
+    }
+
+    #[test]
+    fn leader_placement_puts_every_client_on_the_leader_and_keeps_their_operations() {
+        let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", 2379 + i)).collect();
+        let (on_leader, random) = (scenario("leader"), scenario("random"));
+        let seed = 2;
+        println!("seed {seed}");
+        for id in 0..16 {
+            let mut l = new_client(id, &on_leader, &addrs, Some(1), seed, seed);
+            let mut r = new_client(id, &random, &addrs, Some(1), seed, seed);
+            assert_eq!(l.member, 1);
+            assert_eq!(l.rng.gen::<u64>(), r.rng.gen::<u64>());
+            // Without a known leader the clients spread.
+            let u = new_client(id, &on_leader, &addrs, None, seed, seed);
+            assert_eq!(u.member, id as usize % 3);
+        }
     }
 }
