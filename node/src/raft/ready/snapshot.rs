@@ -98,7 +98,6 @@ impl RaftLoop {
             });
         let conf = self.raw.raft.prs().conf().to_conf_state();
         let snaps = self.snaps.clone();
-        let disk = Arc::clone(&self.disk);
         let shared = Arc::clone(&self.shared);
         let task = crate::rt::spawn(async move {
             let started = shared.clock.now();
@@ -115,11 +114,6 @@ impl RaftLoop {
             })
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))?;
-            // The file's fsync takes the disk's time (the simulated disk's seeded latency).
-            let latency = disk.sync_latency();
-            if !latency.is_zero() {
-                crate::rt::sleep(latency).await;
-            }
             (shared.counters.timings.snapshot_save).observe(shared.clock.now() - started);
             Ok(written)
         });
