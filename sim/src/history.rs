@@ -110,6 +110,18 @@ struct LeaderLine {
     member: Option<usize>,
 }
 
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "intruder")]
+struct IntruderLine<'a> {
+    intruder: &'a str,
+    member: usize,
+    request: &'a str,
+    start_ns: u64,
+    end_ns: u64,
+    outcome: &'a str,
+    detail: &'a str,
+}
+
 fn line<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
     serde_json::to_writer(&mut *buf, v).expect("history lines serialise");
     buf.push(b'\n');
@@ -205,6 +217,20 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
             &LeaderLine {
                 at_ns: *t,
                 member: *l,
+            },
+        );
+    }
+    for i in &out.intruders {
+        line(
+            &mut buf,
+            &IntruderLine {
+                intruder: &i.intruder,
+                member: i.member,
+                request: &i.request,
+                start_ns: i.start_ns,
+                end_ns: i.end_ns,
+                outcome: &i.outcome,
+                detail: &i.detail,
             },
         );
     }
