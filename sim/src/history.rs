@@ -29,6 +29,7 @@ pub fn kind_name(k: OpKind) -> &'static str {
         OpKind::Mkdir => "mkdir",
         OpKind::Rmdir => "rmdir",
         OpKind::RDelete => "rdelete",
+        OpKind::Refresh => "refresh",
     }
 }
 

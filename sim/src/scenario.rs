@@ -313,6 +313,9 @@ pub struct OpMix {
     /// Delete a directory recursively (`recursive=true`).
     #[serde(skip_serializing_if = "is_zero")]
     pub rdelete: u32,
+    /// TTL refresh of a key (`refresh=true&prevExist=true&ttl=86400`, no value).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refresh: u32,
 }
 
 impl Default for OpMix {
@@ -331,6 +334,7 @@ impl Default for OpMix {
             mkdir: 0,
             rmdir: 0,
             rdelete: 0,
+            refresh: 0,
         }
     }
 }

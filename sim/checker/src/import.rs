@@ -465,6 +465,7 @@ fn etcd_input(o: &NativeOp, line: usize) -> Result<Option<EtcdInput>, ParseError
             value: need(&o.value, "value")?,
         },
         "delete" => EtcdInput::Delete { key },
+        "refresh" => EtcdInput::Refresh { key },
         "cad" => EtcdInput::Cad {
             key,
             prev: need(&o.prev_value, "prev_value")?,
