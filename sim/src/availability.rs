@@ -291,6 +291,7 @@ mod tests {
             checks: vec![],
             members: vec![MemberStats::zero()],
             failpoint_hits: vec![],
+            intruders: vec![],
         }
     }
 

@@ -107,16 +107,17 @@ pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
         for a in args.iter_mut() {
             *a = a.replace("http://", "https://");
         }
-        args.extend(crate::pki::Pki::member_flags());
+        args.extend(crate::pki::Pki::member_flags(
+            s.cluster.client_cert_auth,
+            s.cluster.peer_client_cert_auth,
+        ));
     }
     args
 }
 
-/// Start every member of the scenario's cluster, each with a probe into `fp`. A member
-/// that panics (a broken invariant, any assertion) is restarted by madsim 1–10 s later, so
-/// the run goes on and its checks name what broke.
-pub fn start(s: &Scenario, seed: u64, fp: &Failpoints) -> Vec<MemberSim> {
-    let handle = Handle::current();
+/// The certificates of a `tls = true` scenario's cluster (None without TLS); also sets how
+/// this run's clients dial.
+pub fn pki(s: &Scenario) -> Option<crate::pki::Pki> {
     let pki = s.cluster.tls.then(|| {
         let ips: Vec<String> = (0..s.cluster.members)
             .map(|i| member_ip(i).to_string())
@@ -124,6 +125,19 @@ pub fn start(s: &Scenario, seed: u64, fp: &Failpoints) -> Vec<MemberSim> {
         crate::pki::Pki::new(&ips)
     });
     crate::client::set_client_tls(pki.as_ref().map(|p| Arc::clone(&p.client)));
+    pki
+}
+
+/// Start every member of the scenario's cluster, each with a probe into `fp`, with the
+/// certificates of [`pki`]. A member that panics (a broken invariant, any assertion) is
+/// restarted by madsim 1–10 s later, so the run goes on and its checks name what broke.
+pub fn start(
+    s: &Scenario,
+    seed: u64,
+    fp: &Failpoints,
+    pki: Option<&crate::pki::Pki>,
+) -> Vec<MemberSim> {
+    let handle = Handle::current();
     (0..s.cluster.members)
         .map(|i| {
             let name = format!("infra{i}");
@@ -152,7 +166,7 @@ pub fn start(s: &Scenario, seed: u64, fp: &Failpoints) -> Vec<MemberSim> {
                 (s.disk.wal_segment_kib > 0).then_some(s.disk.wal_segment_kib << 10);
             let exit: Arc<Mutex<Option<String>>> = Arc::default();
             let args = Arc::new(Mutex::new(member_args(s, i)));
-            let pki = pki.clone();
+            let pki = pki.cloned();
             let args2 = args.clone();
             let (d, c, sh, inc, ex) = (
                 disk.clone(),

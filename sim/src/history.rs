@@ -29,6 +29,7 @@ pub fn kind_name(k: OpKind) -> &'static str {
         OpKind::Mkdir => "mkdir",
         OpKind::Rmdir => "rmdir",
         OpKind::RDelete => "rdelete",
+        OpKind::Refresh => "refresh",
     }
 }
 
@@ -108,6 +109,18 @@ struct FaultLine<'a> {
 struct LeaderLine {
     at_ns: u64,
     member: Option<usize>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "intruder")]
+struct IntruderLine<'a> {
+    intruder: &'a str,
+    member: usize,
+    request: &'a str,
+    start_ns: u64,
+    end_ns: u64,
+    outcome: &'a str,
+    detail: &'a str,
 }
 
 fn line<T: Serialize>(buf: &mut Vec<u8>, v: &T) {
@@ -205,6 +218,20 @@ pub fn to_jsonl(s: &Scenario, out: &RunOutput) -> Vec<u8> {
             &LeaderLine {
                 at_ns: *t,
                 member: *l,
+            },
+        );
+    }
+    for i in &out.intruders {
+        line(
+            &mut buf,
+            &IntruderLine {
+                intruder: &i.intruder,
+                member: i.member,
+                request: &i.request,
+                start_ns: i.start_ns,
+                end_ns: i.end_ns,
+                outcome: &i.outcome,
+                detail: &i.detail,
             },
         );
     }

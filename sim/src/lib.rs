@@ -32,6 +32,8 @@ pub mod disk;
 #[cfg(madsim)]
 pub mod failpoints;
 #[cfg(madsim)]
+pub mod intruders;
+#[cfg(madsim)]
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod pki;

@@ -61,6 +61,28 @@ pub struct RunOutput {
     pub members: Vec<MemberStats>,
     /// Hits of each of the node's failpoints over the run, every member (simulator only).
     pub failpoint_hits: Vec<(String, u64)>,
+    /// Every request an intruder made (simulator only, `[intruders]` scenarios).
+    pub intruders: Vec<IntruderEvent>,
+}
+
+/// One request by an intruder (see `intruders.rs`): who, to which member, what, and what
+/// came back.
+#[derive(Debug, Clone)]
+pub struct IntruderEvent {
+    /// The intruder (`client-no-cert`, `peer-client-cert`, ...).
+    pub intruder: String,
+    /// The member dialled (index).
+    pub member: usize,
+    /// What it tried (`PUT /v2/keys/intruders/...`, `membership request`, `MsgPropose ...`).
+    pub request: String,
+    /// Simulated start (ns since the start of the load).
+    pub start_ns: u64,
+    /// Simulated end.
+    pub end_ns: u64,
+    /// `answered`, `refused`, `no-answer` or `unreachable`.
+    pub outcome: String,
+    /// What came back (the TLS alert, the status line, ...).
+    pub detail: String,
 }
 
 /// A fault as it happened.

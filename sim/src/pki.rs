@@ -1,68 +1,114 @@
 //! Certificates for scenarios with `tls = true`, made at the start of each run (rcgen; in
-//! the simulation its randomness comes from madsim's seeded rng): one CA, one certificate
-//! for every member (its client and peer URLs), and one client certificate with common name
-//! `root` for the simulated clients. Members read them through [`detcd_node::tls::load`]
-//! from memory, by the same flags an operator would pass.
+//! the simulation its randomness comes from madsim's seeded rng). Three CAs, as an operator
+//! who keeps the two sides apart would have:
+//!
+//! - the **peer CA** signs each member's peer certificate (its peer URL's server
+//!   certificate and the one it presents when it dials a peer); members trust only it on
+//!   the peer port (`--peer-trusted-ca-file`, `--peer-client-cert-auth`);
+//! - the **client CA** signs each member's client-URL server certificate and the simulated
+//!   clients' certificate (common name `root`); members trust only it on the client port
+//!   (`--trusted-ca-file`, `--client-cert-auth`);
+//! - an **unknown CA** no member trusts signs the certificates intruders try
+//!   ([`crate::intruders`]).
+//!
+//! Members read the files through [`detcd_node::tls::load`] from memory, by the same flags
+//! an operator would pass.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::{BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// The certificate files and the clients' TLS configuration.
+/// A certificate with its key, as DER.
+#[derive(Clone)]
+pub struct Identity {
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+/// The certificate files and the TLS configurations dialers use.
 #[derive(Clone)]
 pub struct Pki {
     files: Arc<BTreeMap<PathBuf, Vec<u8>>>,
-    /// What the simulated clients dial with.
+    /// What the simulated clients dial with: a client-CA certificate, trusting the client CA.
     pub client: Arc<rustls::ClientConfig>,
+    /// The peer CA.
+    pub peer_ca: CertificateDer<'static>,
+    /// The client CA.
+    pub client_ca: CertificateDer<'static>,
+    /// The simulated clients' certificate (client CA, common name `root`).
+    pub client_cert: Identity,
+    /// A certificate from the CA nobody trusts (common name `root`, the members' addresses).
+    pub stranger: Identity,
 }
 
-/// Where the members' flags say the files are.
-pub const CA: &str = "/certs/ca.pem";
-/// The members' certificate (client and peer side).
-pub const CERT: &str = "/certs/member.pem";
-/// Its key.
-pub const KEY: &str = "/certs/member-key.pem";
+/// Where the members' flags say the files are: the peer side's CA...
+pub const PEER_CA: &str = "/certs/peer-ca.pem";
+/// ...the members' peer certificate...
+pub const PEER_CERT: &str = "/certs/peer.pem";
+/// ...and its key.
+pub const PEER_KEY: &str = "/certs/peer-key.pem";
+/// The client side's CA...
+pub const CLIENT_CA: &str = "/certs/client-ca.pem";
+/// ...the members' client-URL server certificate...
+pub const SERVER_CERT: &str = "/certs/server.pem";
+/// ...and its key.
+pub const SERVER_KEY: &str = "/certs/server-key.pem";
+
+fn ca(name: &str) -> (Certificate, KeyPair) {
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().expect("CA key");
+    let cert = p.self_signed(&key).expect("CA certificate");
+    (cert, key)
+}
+
+fn issue(by: &(Certificate, KeyPair), sans: Vec<String>, cn: &str) -> (Certificate, KeyPair) {
+    let mut p = CertificateParams::new(sans).expect("certificate params");
+    p.distinguished_name.push(DnType::CommonName, cn);
+    let key = KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &by.0, &by.1).expect("certificate");
+    (cert, key)
+}
+
+fn identity(c: &(Certificate, KeyPair)) -> Identity {
+    Identity {
+        cert: c.0.der().clone(),
+        key: c.1.serialize_der(),
+    }
+}
 
 impl Pki {
-    /// A CA and certificates for members at `ips`.
+    /// The three CAs and the certificates for members at `ips`.
     pub fn new(ips: &[String]) -> Pki {
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "detcd-sim CA");
-        let ca_key = KeyPair::generate().expect("CA key");
-        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-        let issue = |sans: Vec<String>, cn: &str| {
-            let mut p = CertificateParams::new(sans).expect("certificate params");
-            p.distinguished_name.push(DnType::CommonName, cn);
-            let key = KeyPair::generate().expect("key");
-            let cert = p.signed_by(&key, &ca_cert, &ca_key).expect("certificate");
-            (cert, key)
-        };
-        let (member, member_key) = issue(ips.to_vec(), "detcd member");
-        let (client, client_key) = issue(vec!["client".into()], "root");
+        let peer_ca = ca("detcd-sim peer CA");
+        let client_ca = ca("detcd-sim client CA");
+        let unknown_ca = ca("intruder CA");
+        let peer = issue(&peer_ca, ips.to_vec(), "detcd member");
+        let server = issue(&client_ca, ips.to_vec(), "detcd member");
+        let client = issue(&client_ca, vec!["client".into()], "root");
+        let stranger = issue(&unknown_ca, ips.to_vec(), "root");
         let mut files = BTreeMap::new();
-        files.insert(PathBuf::from(CA), ca_cert.pem().into_bytes());
-        files.insert(PathBuf::from(CERT), member.pem().into_bytes());
-        files.insert(PathBuf::from(KEY), member_key.serialize_pem().into_bytes());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca_cert.der().clone()).expect("CA into roots");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots)
-            .with_client_auth_cert(
-                vec![CertificateDer::from(client.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der())),
-            )
-            .expect("client certificate");
+        let mut put = |path: &str, bytes: String| {
+            files.insert(PathBuf::from(path), bytes.into_bytes());
+        };
+        put(PEER_CA, peer_ca.0.pem());
+        put(PEER_CERT, peer.0.pem());
+        put(PEER_KEY, peer.1.serialize_pem());
+        put(CLIENT_CA, client_ca.0.pem());
+        put(SERVER_CERT, server.0.pem());
+        put(SERVER_KEY, server.1.serialize_pem());
+        let client_cert = identity(&client);
         Pki {
             files: Arc::new(files),
-            client: Arc::new(client),
+            client: dialer(client_ca.0.der(), Some(&client_cert)),
+            peer_ca: peer_ca.0.der().clone(),
+            client_ca: client_ca.0.der().clone(),
+            client_cert,
+            stranger: identity(&stranger),
         }
     }
 
@@ -73,26 +119,57 @@ impl Pki {
         })
     }
 
-    /// The TLS flags of a member.
-    pub fn member_flags() -> Vec<String> {
-        [
+    /// The TLS flags of a member: each side its own certificate and CA; client-certificate
+    /// auth on each side unless the scenario turns it off (only tests of the `intruders`
+    /// check do).
+    pub fn member_flags(client_cert_auth: bool, peer_client_cert_auth: bool) -> Vec<String> {
+        let mut f = vec![
             "--cert-file",
-            CERT,
+            SERVER_CERT,
             "--key-file",
-            KEY,
-            "--client-cert-auth",
+            SERVER_KEY,
             "--trusted-ca-file",
-            CA,
+            CLIENT_CA,
             "--peer-cert-file",
-            CERT,
+            PEER_CERT,
             "--peer-key-file",
-            KEY,
-            "--peer-client-cert-auth",
+            PEER_KEY,
             "--peer-trusted-ca-file",
-            CA,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+            PEER_CA,
+        ];
+        if client_cert_auth {
+            f.push("--client-cert-auth");
+        }
+        if peer_client_cert_auth {
+            f.push("--peer-client-cert-auth");
+        }
+        f.into_iter().map(String::from).collect()
     }
+}
+
+/// A TLS configuration that trusts `ca` as the server's and presents `cert` (or none).
+pub fn dialer(ca: &CertificateDer<'static>, cert: Option<&Identity>) -> Arc<rustls::ClientConfig> {
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots(ca));
+    Arc::new(match cert {
+        None => b.with_no_client_auth(),
+        Some(id) => b
+            .with_client_auth_cert(
+                vec![id.cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key.clone())),
+            )
+            .expect("client certificate"),
+    })
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &CertificateDer<'static>) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).expect("CA into roots");
+    roots
 }

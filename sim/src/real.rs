@@ -1094,6 +1094,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
             })
             .collect(),
         failpoint_hits: vec![],
+        intruders: vec![],
     };
     (out, cpu)
 }

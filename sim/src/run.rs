@@ -59,6 +59,7 @@ fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
                 }],
                 members: vec![],
                 failpoint_hits: vec![],
+                intruders: vec![],
             }
         }
     };
@@ -87,7 +88,8 @@ fn failpoints(s: &Scenario, seed: u64) -> Failpoints {
 async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     let handle = madsim::runtime::Handle::current();
     let fp = failpoints(&s, seed);
-    let members = Arc::new(cluster::start(&s, seed, &fp));
+    let pki = cluster::pki(&s);
+    let members = Arc::new(cluster::start(&s, seed, &fp, pki.as_ref()));
     let addrs: Vec<String> = members.iter().map(|m| m.client_addr()).collect();
     // Let the cluster elect a leader before the load starts (etcd's own tests do the same).
     wait_for_leader(&members, Duration::from_secs(20)).await;
@@ -145,6 +147,26 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
             .build()
             .spawn(crate::registry::run(s, addrs, seed, start, end))
     });
+
+    // Intruders knock on the client and peer ports from a machine of their own.
+    let intruders = match (&pki, s.intruders.every_ms) {
+        (Some(pki), every_ms) if every_ms > 0 => Some(
+            handle
+                .create_node()
+                .name("intruders")
+                .ip("10.0.3.1".parse().unwrap())
+                .build()
+                .spawn(crate::intruders::run(
+                    every_ms,
+                    members.clone(),
+                    pki.clone(),
+                    seed,
+                    start,
+                    end,
+                )),
+        ),
+        _ => None,
+    };
 
     // Leader observer: polls /v2/members/leader like an operator's dashboard.
     let leaders: Arc<Mutex<Vec<crate::output::LeaderSample>>> = Arc::default();
@@ -237,6 +259,10 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         Some(t) => Some(t.await.expect("registry task")),
         None => None,
     };
+    let intruder_events = match intruders {
+        Some(t) => Some(t.await.expect("intruders task")),
+        None => None,
+    };
     // Final heal: every fault undone (the nemesis undoes each at its end; this is the net).
     nemesis.heal_network();
     for m in members.iter() {
@@ -252,6 +278,18 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         ops_node.spawn(async move { crate::final_checks::liveness(&reach, limit).await })
     };
     checks.push(live.await.expect("liveness task"));
+    if let Some(events) = &intruder_events {
+        // After the heal: did anything an intruder wrote reach the store?
+        let addrs = addrs.clone();
+        let written =
+            ops_node
+                .spawn(async move {
+                    crate::intruders::keys_written(&addrs, Duration::from_secs(10)).await
+                })
+                .await
+                .expect("intruders' keys task");
+        checks.push(crate::intruders::check(events, &written));
+    }
     claims.lock().unwrap().stop = true;
     let _ = watcher.await;
     checks.push(claims.lock().unwrap().check());
@@ -316,6 +354,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         checks,
         members: member_stats,
         failpoint_hits: fp.hits(),
+        intruders: intruder_events.unwrap_or_default(),
     }
 }
 
@@ -507,7 +546,8 @@ where
         rt.block_on(async move {
             let handle = madsim::runtime::Handle::current();
             let fp = failpoints(&s, seed);
-            let members = Arc::new(cluster::start(&s, seed, &fp));
+            let pki = cluster::pki(&s);
+            let members = Arc::new(cluster::start(&s, seed, &fp, pki.as_ref()));
             wait_for_leader(&members, Duration::from_secs(20)).await;
             let node = handle
                 .create_node()

@@ -45,6 +45,10 @@ pub struct Scenario {
     /// as those users.
     #[serde(default, skip_serializing_if = "AuthSpec::is_off")]
     pub auth: AuthSpec,
+    /// Processes without the right certificate that knock on the members' client and peer
+    /// ports during the load (`tls = true` scenarios).
+    #[serde(default, skip_serializing_if = "IntrudersSpec::is_off")]
+    pub intruders: IntrudersSpec,
     /// Checks to run at the end.
     #[serde(default)]
     pub checks: ChecksSpec,
@@ -68,9 +72,20 @@ pub struct ClusterSpec {
     /// `--experimental-leader-sync-delay` in ms (detcd's default 2; 0 = the leader never
     /// defers its fsync).
     pub leader_sync_delay_ms: u64,
-    /// Every client and peer URL https, with client-certificate auth on both (certificates
-    /// made at the start of the run).
+    /// Every client and peer URL https, each side with its own CA and, by default,
+    /// client-certificate auth (certificates made at the start of the run).
     pub tls: bool,
+    /// With `tls`: `--client-cert-auth` on the client port (default true; only tests of the
+    /// `intruders` check turn it off).
+    #[serde(skip_serializing_if = "is_true")]
+    pub client_cert_auth: bool,
+    /// With `tls`: `--peer-client-cert-auth` on the peer port (default true; as above).
+    #[serde(skip_serializing_if = "is_true")]
+    pub peer_client_cert_auth: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for ClusterSpec {
@@ -82,6 +97,8 @@ impl Default for ClusterSpec {
             snapshot_count: 10_000,
             leader_sync_delay_ms: 2,
             tls: false,
+            client_cert_auth: true,
+            peer_client_cert_auth: true,
         }
     }
 }
@@ -300,6 +317,9 @@ pub struct OpMix {
     /// Delete a directory recursively (`recursive=true`).
     #[serde(skip_serializing_if = "is_zero")]
     pub rdelete: u32,
+    /// TTL refresh of a key (`refresh=true&prevExist=true&ttl=86400`, no value).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refresh: u32,
 }
 
 impl Default for OpMix {
@@ -318,6 +338,7 @@ impl Default for OpMix {
             mkdir: 0,
             rmdir: 0,
             rdelete: 0,
+            refresh: 0,
         }
     }
 }
@@ -683,6 +704,26 @@ impl Default for RegistrySpec {
     }
 }
 
+/// Intruders (`[intruders]`, with `cluster.tls`): from a machine of their own, processes
+/// take turns dialling a member's client port without a certificate or with one from a CA
+/// nobody trusts, and its peer port with a valid *client* certificate, without one, or with
+/// the unknown CA's; each tries to read and write (v2 requests; on the peer port the
+/// membership request and a forwarded proposal, as a member sends them). The `intruders`
+/// check fails if one got an answer or its write is in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntrudersSpec {
+    /// Milliseconds between two attempts (0: no intruders).
+    pub every_ms: u64,
+}
+
+impl IntrudersSpec {
+    /// No intruders (not written back into a scenario).
+    pub fn is_off(&self) -> bool {
+        *self == IntrudersSpec::default()
+    }
+}
+
 /// Which checks to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -828,6 +869,17 @@ impl Scenario {
             return Err("workload.keys must be at least 1".into());
         }
         self.validate_auth()?;
+        if !self.intruders.is_off() {
+            if !self.cluster.tls {
+                return Err("intruders: needs cluster.tls = true".into());
+            }
+            if self.intruders.every_ms < 50 {
+                return Err(format!(
+                    "intruders.every_ms = {}: must be at least 50",
+                    self.intruders.every_ms
+                ));
+            }
+        }
         let r = &self.registry;
         if r.instances > 0 {
             if r.crashes >= r.instances {

@@ -45,7 +45,14 @@ pub enum OpKind {
     Rmdir,
     /// DELETE with `recursive=true`: delete a directory and what it holds.
     RDelete,
+    /// PUT with `refresh=true&prevExist=true&ttl=`[`REFRESH_TTL_S`] and no value: a new TTL
+    /// and modifiedIndex, the value kept, and (as in etcd 3.4) no event for any watcher.
+    Refresh,
 }
+
+/// The TTL refreshes set, in seconds: a day, so no refreshed key expires within a run
+/// (runs last at most an hour; a later set without a TTL makes the key permanent again).
+pub const REFRESH_TTL_S: u64 = 86_400;
 
 impl OpKind {
     /// Whether it writes.
@@ -223,6 +230,7 @@ fn pick_kind(mix: &OpMix, rng: &mut ChaCha8Rng) -> OpKind {
         (mix.mkdir, OpKind::Mkdir),
         (mix.rmdir, OpKind::Rmdir),
         (mix.rdelete, OpKind::RDelete),
+        (mix.refresh, OpKind::Refresh),
     ];
     let total: u32 = table.iter().map(|t| t.0).sum::<u32>().max(1);
     let mut x = rng.gen_range(0..total);
@@ -299,6 +307,8 @@ impl Client {
             | OpKind::Rmdir
             | OpKind::RDelete => (None, None, None),
             OpKind::Set | OpKind::Create | OpKind::Update => (Some(value.clone()), None, None),
+            // A refresh writes no value; its answer carries the value it kept.
+            OpKind::Refresh => (None, None, None),
             OpKind::CasValue => (
                 Some(value.clone()),
                 Some(seen.value.clone().unwrap_or_else(|| "c0-0".into())),
@@ -365,6 +375,7 @@ impl Client {
                 };
                 c.delete(&key, o).await
             }
+            OpKind::Refresh => c.refresh(&key, REFRESH_TTL_S).await,
         };
         let now_ns = start.elapsed().as_nanos() as u64;
         let outcome = outcome_of(kind, &res);

@@ -164,6 +164,14 @@ pub fn apply(
                 ok(Some(value.clone()), idx, &cur)
             }
         },
+        EtcdInput::Refresh { .. } => match &cur {
+            None => EtcdOutput::Err(100),
+            Some((v, _)) => {
+                let v = v.clone();
+                let idx = write(store, &v);
+                ok(Some(v), idx, &cur)
+            }
+        },
         EtcdInput::Delete { .. } | EtcdInput::Cad { .. } => match &cur {
             None => EtcdOutput::Err(100),
             Some((v, _)) if matches!(i, EtcdInput::Cad { prev, .. } if prev != v) => {

@@ -333,6 +333,8 @@ pub enum Line {
         /// Member index, if any.
         member: Option<usize>,
     },
+    /// A request by an intruder (judged by the simulator's `intruders` check, not here).
+    Intruder {},
 }
 
 /// An operation line.
@@ -463,6 +465,7 @@ fn etcd_input(o: &NativeOp, line: usize) -> Result<Option<EtcdInput>, ParseError
             value: need(&o.value, "value")?,
         },
         "delete" => EtcdInput::Delete { key },
+        "refresh" => EtcdInput::Refresh { key },
         "cad" => EtcdInput::Cad {
             key,
             prev: need(&o.prev_value, "prev_value")?,
@@ -540,7 +543,7 @@ pub fn native(text: &str) -> Result<Native, ParseError> {
                     format!("history format version {version} is not supported (1 is)"),
                 ))
             }
-            Line::Meta { .. } | Line::Leader { .. } => {}
+            Line::Meta { .. } | Line::Leader { .. } | Line::Intruder {} => {}
             Line::Watch(w) => h.watches.push(w),
             Line::Fault(f) => h.faults.push(f),
             Line::Op(o) => {

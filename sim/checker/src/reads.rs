@@ -11,7 +11,9 @@
 //!    restarted member's index is only as new as its disk;
 //! 2. a read's answer is explained by the writes: the value read was written to that key by
 //!    a write of the history (acknowledged or indeterminate; values are unique per write),
-//!    with the modifiedIndex read if that write was acknowledged; the modifiedIndex is at
+//!    with the modifiedIndex read if that write was acknowledged, or by a TTL refresh of the
+//!    key that kept that value (acknowledged at that index, or indeterminate; a refresh
+//!    gives the key a new modifiedIndex, not a new value); the modifiedIndex is at
 //!    most `X-Etcd-Index`, and no acknowledged write to the key has an index in
 //!    (modifiedIndex, `X-Etcd-Index`] (it would have been visible). A key read as missing
 //!    (error 100) at index x had no acknowledged create, set, update or swap at or below x
@@ -203,7 +205,9 @@ fn explained(ops: &[NativeOp], r: &mut ReadsReport) {
                     id = o.id,
                     key = o.key
                 ));
-            } else if !same.iter().any(|w| acked_index(w).is_none_or(|i| i == m)) {
+            } else if !same.iter().any(|w| acked_index(w).is_none_or(|i| i == m))
+                && !refreshed(maybe.get(o.key.as_str()), v, m)
+            {
                 let w = same[0];
                 r.violations.push(format!(
                     "read op {} of {} returned {v:?} with modifiedIndex {m}, but op {} wrote it at index {}",
@@ -244,6 +248,18 @@ fn explained(ops: &[NativeOp], r: &mut ReadsReport) {
             }
         }
     }
+}
+
+/// Whether a TTL refresh among a key's writes may have given value `v` modifiedIndex `m`:
+/// one acknowledged at `m` that kept `v`, or an indeterminate one.
+fn refreshed(writes: Option<&Vec<&NativeOp>>, v: &str, m: u64) -> bool {
+    writes.is_some_and(|w| {
+        w.iter().filter(|w| w.f == "refresh").any(|w| {
+            indeterminate(w)
+                || (acked_index(w) == Some(m)
+                    && w.outcome.get("value").and_then(|x| x.as_str()) == Some(v))
+        })
+    })
 }
 
 /// Check 3: quorum reads see every write acknowledged before they were invoked.
@@ -512,6 +528,67 @@ mod tests {
         assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
         assert!(
             r.violations[0].contains("after it had answered op 5 at index 5"),
+            "{:?}",
+            r.violations
+        );
+    }
+
+    #[test]
+    fn a_refresh_gives_the_value_a_new_index_that_reads_must_see() {
+        let mut h = clean();
+        // /k/b/2 created at 7, then refreshed at 8 (value kept, new modifiedIndex).
+        h.push(op(
+            11,
+            0,
+            "create",
+            "/k/b/2",
+            Some("c11-1"),
+            80,
+            Some(85),
+            okv("c11-1", 7),
+            None,
+        ));
+        h.push(op(
+            12,
+            0,
+            "refresh",
+            "/k/b/2",
+            None,
+            90,
+            Some(95),
+            okv("c11-1", 8),
+            None,
+        ));
+        // Read at the refresh's index: explained by the refresh.
+        h.push(op(
+            13,
+            0,
+            "get",
+            "/k/b/2",
+            None,
+            100,
+            Some(105),
+            okv("c11-1", 8),
+            Some(8),
+        ));
+        let r = check(&h);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        // A read at X-Etcd-Index 8 that still shows index 7 missed the refresh.
+        h.push(op(
+            14,
+            1,
+            "get",
+            "/k/b/2",
+            None,
+            100,
+            Some(105),
+            okv("c11-1", 7),
+            Some(8),
+        ));
+        let r = check(&h);
+        assert_eq!(r.violations.len(), 1, "{:?}", r.violations);
+        assert!(
+            r.violations[0].contains("but acknowledged op 12 wrote the key at index 8"),
             "{:?}",
             r.violations
         );

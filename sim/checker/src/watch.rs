@@ -3,11 +3,17 @@
 //! 1. a watcher's events arrive in strictly increasing index order (no duplicates);
 //! 2. every event matches a write in the history (same key, index and value; an
 //!    indeterminate write may be the one that matches), and no expire event appears for a key
-//!    that was never given a TTL;
+//!    under the watched prefix (the workload gives no key a TTL it could outlive: refreshes
+//!    set a day);
 //! 3. no gaps: a watch from waitIndex N gets the first matching acknowledged write at or
 //!    after N, and between two consecutive events no acknowledged write under the watched
 //!    prefix is skipped — so by the time a watch completes, nothing it should have seen is
 //!    missing;
+//! 5. TTL refreshes (`refresh`) are never delivered: as etcd 3.4 does (checked against its
+//!    binary: a refresh takes an index, and the next event's prevNode carries it, but no
+//!    watcher of the key or of a prefix above it gets an event, with or without a
+//!    waitIndex at or below it), an event at a refresh's index is a violation, and a
+//!    refresh is not a write a watcher may skip;
 //! 4. every event lies within what the watcher watched: its key is the watched key or under
 //!    it as a directory (`/k/a/1` is under `/k/a`; `/k/ab/1` and `/kx/1` share the string
 //!    prefix but are not).
@@ -19,7 +25,10 @@ use std::collections::BTreeMap;
 
 use crate::import::{NativeOp, WatchLine};
 
+/// Operations that take an index when they succeed (`refresh` too: it takes one without
+/// an event for watchers).
 pub(crate) const WRITES: &[&str] = &[
+    "refresh",
     "set",
     "create",
     "update",
@@ -154,7 +163,7 @@ pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], default_prefix: &s
                 "expire" => {
                     if under(&e.key) {
                         out.push(format!(
-                            "watcher {wid}: expire event for {} at {}, a key that never had a TTL",
+                            "watcher {wid}: expire event for {} at {}, a key with no TTL that could run out",
                             e.key, e.index
                         ));
                     }
@@ -163,12 +172,20 @@ pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], default_prefix: &s
                 action => {
                     let del = action == "delete" || action == "compareAndDelete";
                     match by_index.get(&e.index).map(|i| &ops[*i]) {
+                        Some(o) if o.f == "refresh" => {
+                            out.push(format!(
+                                "watcher {wid}: event {} {} at index {} is op {}'s TTL refresh, which etcd never sends to watchers",
+                                e.action, e.key, e.index, o.id
+                            ));
+                            true
+                        }
                         Some(o) => {
                             o.key == e.key && is_delete(&o.f) == del && (del || o.value == e.value)
                         }
                         // An indeterminate write may have taken effect at this index.
                         None => ops.iter().any(|o| {
                             WRITES.contains(&o.f.as_str())
+                                && o.f != "refresh"
                                 && o.return_ns.is_none()
                                 && o.key == e.key
                                 && is_delete(&o.f) == del
@@ -190,7 +207,7 @@ pub fn check_watches(ops: &[NativeOp], watches: &[WatchLine], default_prefix: &s
                 .max(e.wait_index);
             if from < e.index {
                 for (idx, i) in by_index.range(from..e.index) {
-                    if under(&ops[*i].key) {
+                    if under(&ops[*i].key) && ops[*i].f != "refresh" {
                         out.push(format!(
                             "watcher {wid}: skipped op {} ({} {} at index {idx}) between waitIndex {from} and the event at {}",
                             ops[*i].id, ops[*i].f, ops[*i].key, e.index
@@ -284,6 +301,52 @@ mod tests {
         let v = check_watches(&h.all_ops, &h.watches, "/k");
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("/kx/3"), "{v:?}");
+    }
+
+    /// Writes, the third a TTL refresh of the first key (index 4), and a watcher of `/k/a`
+    /// that got the writes' events only, as etcd delivers them.
+    fn with_a_refresh() -> crate::import::Native {
+        let writes = [("/k/a/1", 2), ("/k/a/4", 3), ("/k/a/1", 4), ("/k/a/4", 5)];
+        let mut h = history(Some("/k/a"), &writes);
+        let r = &mut h.all_ops[2];
+        r.f = "refresh".into();
+        r.value = None;
+        r.outcome = json!({"ok": true, "value": "c0-1", "index": 4, "prev_value": "c0-1",
+            "prev_index": 2});
+        h.watches.remove(2);
+        // After its event at 3 the watcher asked from 4: the refresh's index.
+        h.watches[2].wait_index = 4;
+        h
+    }
+
+    #[test]
+    fn a_refresh_under_the_watched_prefix_has_no_event_and_is_not_missed() {
+        let h = with_a_refresh();
+        assert_eq!(h.watches.len(), 3);
+        let v = check_watches(&h.all_ops, &h.watches, "/k");
+        assert!(v.is_empty(), "{v:?}");
+        // The refresh still takes its place in the index order.
+        assert!(check_index_order(&h.all_ops).is_empty());
+    }
+
+    #[test]
+    fn a_refresh_delivered_to_a_watcher_fails() {
+        let mut h = with_a_refresh();
+        // The node sent the refresh as an update event.
+        let mut e = h.watches[1].clone();
+        e.action = "update".into();
+        e.key = "/k/a/1".into();
+        e.index = 4;
+        e.value = Some("c0-1".into());
+        e.wait_index = 4;
+        h.watches.insert(2, e);
+        h.watches[3].wait_index = 5;
+        let v = check_watches(&h.all_ops, &h.watches, "/k");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(
+            v[0].contains("event update /k/a/1 at index 4 is op 2's TTL refresh"),
+            "{v:?}"
+        );
     }
 
     #[test]

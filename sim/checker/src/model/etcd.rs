@@ -68,6 +68,12 @@ pub enum EtcdInput {
         /// Expected value.
         prev: String,
     },
+    /// `PUT refresh=true&prevExist=true&ttl=` with no value: the key keeps its value and
+    /// gets a new modifiedIndex (and TTL); error 100 when it does not exist.
+    Refresh {
+        /// Key.
+        key: String,
+    },
 }
 
 impl EtcdInput {
@@ -81,7 +87,8 @@ impl EtcdInput {
             | EtcdInput::CasValue { key, .. }
             | EtcdInput::CasIndex { key, .. }
             | EtcdInput::Delete { key }
-            | EtcdInput::Cad { key, .. } => key,
+            | EtcdInput::Cad { key, .. }
+            | EtcdInput::Refresh { key } => key,
         }
     }
 
@@ -178,6 +185,11 @@ impl Model for Etcd {
                     _ => vec![s.clone()],
                 },
                 I::Delete { .. } => vec![None],
+                // Same value, a new index nobody saw.
+                I::Refresh { .. } => vec![match s {
+                    Some((v, _)) => written(v, None),
+                    None => None,
+                }],
                 I::Cad { prev, .. } => vec![if cur_val == Some(prev.as_str()) {
                     None
                 } else {
@@ -222,6 +234,13 @@ impl Model for Etcd {
                             _ => vec![],
                         }
                     }
+                    // The value it kept is the key's: a refresh never writes one.
+                    I::Refresh { .. } => {
+                        exists
+                            && value.as_deref() == cur_val
+                            && newer(s, idx)
+                            && prev_ok(s, prev_value, prev_index)
+                    }
                     I::Set { value: v, .. } => {
                         value.as_deref() == Some(v)
                             && newer(s, idx)
@@ -264,5 +283,46 @@ impl Model for Etcd {
 
     fn partition_key(&self, i: &EtcdInput) -> Option<String> {
         Some(i.key().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(value: &str, index: u64, prev: Option<(&str, u64)>) -> EtcdOutput {
+        EtcdOutput::Ok {
+            value: Some(value.into()),
+            index,
+            prev_value: prev.map(|p| p.0.into()),
+            prev_index: prev.map(|p| p.1),
+        }
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_value_and_moves_the_index() {
+        let r = EtcdInput::Refresh { key: "/k".into() };
+        let s: KeyState = Some(("v".into(), Some(3)));
+        // Answered: the kept value at a newer index, prevNode the old state.
+        assert_eq!(
+            Etcd.step(&s, &r, Some(&ok("v", 5, Some(("v", 3))))),
+            vec![Some(("v".into(), Some(5)))]
+        );
+        // Another value, an older index, or a missing prevNode: impossible.
+        assert!(Etcd
+            .step(&s, &r, Some(&ok("w", 5, Some(("v", 3)))))
+            .is_empty());
+        assert!(Etcd
+            .step(&s, &r, Some(&ok("v", 3, Some(("v", 3)))))
+            .is_empty());
+        assert!(Etcd.step(&s, &r, Some(&ok("v", 5, None))).is_empty());
+        // Not found only when absent; no answer: same value, index unknown.
+        assert!(Etcd.step(&s, &r, Some(&EtcdOutput::Err(100))).is_empty());
+        assert_eq!(
+            Etcd.step(&None, &r, Some(&EtcdOutput::Err(100))),
+            vec![None]
+        );
+        assert_eq!(Etcd.step(&s, &r, None), vec![Some(("v".into(), None))]);
+        assert_eq!(Etcd.step(&None, &r, None), vec![None]);
     }
 }
