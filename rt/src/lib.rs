@@ -25,6 +25,8 @@
 //!   real tokio runtime and panics inside the simulation).
 //! * [`time`]: `sleep`, `timeout`, `interval` for node code. madsim's sleep adds a timer entry
 //!   on every poll and never cancels one; these register once per waker (see the module).
+//! * [`h2`]: hyper's HTTP/2 (gRPC) server and client on the seam's executor, timer and flush
+//!   filter.
 //! * [`Probe`]: the node's failpoints (nothing outside the simulator) and its invariants,
 //!   which the simulator reports with the member's name.
 
@@ -35,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod h2;
 pub mod probe;
 pub mod time;
 pub mod tls;
