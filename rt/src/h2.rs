@@ -79,7 +79,7 @@ where
         crate::tune_stream(&stream);
         let authority = Authority::try_from(addr.to_string().as_str())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        Self::handshake(FlushFilter::new(stream), authority)
+        Self::handshake(FlushFilter::coalescing(stream), authority)
             .await
             .map_err(io::Error::other)
     }
