@@ -696,3 +696,134 @@ fn a_killed_server_ends_the_clients_stream_with_an_error() {
         );
     }
 }
+
+const TASKS: usize = 16;
+const PUTS_PER_TASK: usize = 100;
+
+/// What many calls in flight on one connection gave.
+#[derive(Debug, PartialEq, Eq)]
+struct Concurrent {
+    /// Digest of every task's (key, revision) in task order: which put got which revision.
+    digest: u64,
+    elapsed: Duration,
+    messages: u64,
+}
+
+/// [`TASKS`] tasks share one connection, each putting [`PUTS_PER_TASK`] keys of its own; every
+/// put gets a revision of its own, and a range finds them all.
+async fn concurrent_here() -> Concurrent {
+    let handle = madsim::runtime::Handle::current();
+    let seed = handle.seed();
+    let server = handle
+        .create_node()
+        .name("server")
+        .ip("10.0.0.1".parse().unwrap())
+        .build();
+    server.spawn(serve(Store::new()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let node = handle
+        .create_node()
+        .name("client")
+        .ip("10.0.1.1".parse().unwrap())
+        .build();
+    node.spawn(async move {
+        let ch = H2Channel::<tonic::body::Body>::connect(channel_addr())
+            .await
+            .expect("connect");
+        let messages = || madsim::net::NetSim::current().stat().msg_count;
+        let messages_before = messages();
+        let start = tokio::time::Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let mut kv = KvClient::new(ch.clone());
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ t as u64);
+                rt::spawn(async move {
+                    let mut revisions = Vec::new();
+                    for i in 0..PUTS_PER_TASK {
+                        let len = rng.gen_range(1..32);
+                        let resp = kv
+                            .put(pb::PutRequest {
+                                key: format!("t{t:02}/{i:03}").into_bytes(),
+                                value: (0..len).map(|_| rng.gen()).collect(),
+                                ..Default::default()
+                            })
+                            .await
+                            .expect("put")
+                            .into_inner();
+                        revisions.push(resp.header.unwrap().revision);
+                    }
+                    revisions
+                })
+            })
+            .collect();
+        let mut digest = Digest::new();
+        let mut all = Vec::new();
+        for (t, task) in tasks.into_iter().enumerate() {
+            let revisions = task.await.expect("put task");
+            assert!(
+                revisions.windows(2).all(|w| w[0] < w[1]),
+                "task {t}: one task's puts get growing revisions"
+            );
+            for (i, r) in revisions.iter().enumerate() {
+                digest.add(format!("t{t:02}/{i:03}={r};").as_bytes());
+            }
+            all.extend(revisions);
+        }
+        let elapsed = start.elapsed();
+        let messages = messages() - messages_before;
+        all.sort_unstable();
+        let n = (TASKS * PUTS_PER_TASK) as i64;
+        assert_eq!(
+            all,
+            (2..n + 2).collect::<Vec<i64>>(),
+            "one revision per put"
+        );
+        let resp = KvClient::new(ch)
+            .range(pb::RangeRequest {
+                key: b"t".to_vec(),
+                range_end: b"u".to_vec(),
+                keys_only: true,
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner();
+        assert_eq!(resp.count, n);
+        Concurrent {
+            digest: digest.0,
+            elapsed,
+            messages,
+        }
+    })
+    .await
+    .expect("client task")
+}
+
+#[test]
+fn many_calls_in_flight_share_one_connection() {
+    let seeds = [7u64, 7, 8];
+    println!("seeds {seeds:?}");
+    let runs: Vec<Concurrent> = seeds
+        .iter()
+        .map(|&seed| {
+            std::thread::spawn(move || {
+                madsim::runtime::Runtime::with_seed_and_config(seed, sim_config())
+                    .block_on(concurrent_here())
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+        .collect();
+    let calls = (TASKS * PUTS_PER_TASK) as f64;
+    for (seed, c) in seeds.iter().zip(&runs) {
+        println!(
+            "seed {seed}: digest {:016x}; {TASKS} tasks x {PUTS_PER_TASK} puts on one connection \
+             in {:.3} s of simulated time ({:.3} ms and {:.3} network messages a call)",
+            c.digest,
+            c.elapsed.as_secs_f64(),
+            c.elapsed.as_secs_f64() * 1e3 / calls,
+            c.messages as f64 / calls,
+        );
+    }
+    assert_eq!(runs[0], runs[1], "the same seed interleaves the same way");
+}
