@@ -232,7 +232,8 @@ impl Watch for Store {
 }
 
 /// The server: an accept loop like the node's, each connection served by the seam's
-/// HTTP/1.1-or-HTTP/2 builder over a flush-filtered socket, gRPC routed by service name.
+/// HTTP/1.1-or-HTTP/2 builder over a flush-filtered socket; gRPC routed by service name, any
+/// other request answered with a line saying what it was.
 async fn serve(store: Store) {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:2379")
         .await
@@ -248,6 +249,25 @@ async fn serve(store: Store) {
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (mut kv, mut watch) = (kv.clone(), watch.clone());
                     async move {
+                        // As etcd 3.4's client port: gRPC is HTTP/2 with a gRPC content type,
+                        // anything else is the HTTP API (here one plain answer).
+                        let grpc = req.version() == hyper::Version::HTTP_2
+                            && req
+                                .headers()
+                                .get(hyper::header::CONTENT_TYPE)
+                                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                        if !grpc {
+                            let text = format!(
+                                "{} {} over {:?}",
+                                req.method(),
+                                req.uri().path(),
+                                req.version()
+                            );
+                            let body = tonic::body::Body::new(http_body_util::Full::new(
+                                bytes::Bytes::from(text),
+                            ));
+                            return Ok(hyper::Response::new(body));
+                        }
                         if req.uri().path().starts_with("/etcdserverpb.Watch/") {
                             watch.call(req).await
                         } else {
@@ -826,4 +846,71 @@ fn many_calls_in_flight_share_one_connection() {
         );
     }
     assert_eq!(runs[0], runs[1], "the same seed interleaves the same way");
+}
+
+#[test]
+fn http1_and_grpc_share_one_port() {
+    // The auto builder tells the protocols apart by HTTP/2's connection preface: an
+    // HTTP/1.1 client (the v2 API's) and a gRPC client on the same port, each answered in
+    // its own protocol.
+    let seed = 9;
+    println!("seed {seed}");
+    let (h1, put) = std::thread::spawn(move || {
+        madsim::runtime::Runtime::with_seed_and_config(seed, sim_config()).block_on(async {
+            let handle = madsim::runtime::Handle::current();
+            let server = handle
+                .create_node()
+                .name("server")
+                .ip("10.0.0.1".parse().unwrap())
+                .build();
+            server.spawn(serve(Store::new()));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let node = handle
+                .create_node()
+                .name("client")
+                .ip("10.0.1.1".parse().unwrap())
+                .build();
+            node.spawn(async {
+                let tcp = tokio::net::TcpStream::connect(channel_addr())
+                    .await
+                    .expect("connect");
+                let io = hyper_util::rt::TokioIo::new(FlushFilter::new(tcp));
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+                    .await
+                    .expect("HTTP/1.1 handshake");
+                rt::spawn(conn);
+                let req = hyper::Request::get("/v2/keys/a")
+                    .header(hyper::header::HOST, SERVER)
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let resp = send.send_request(req).await.expect("HTTP/1.1 answer");
+                let version = resp.version();
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                let h1 = format!("{version:?}: {}", String::from_utf8_lossy(&body));
+                let ch = H2Channel::<tonic::body::Body>::connect(channel_addr())
+                    .await
+                    .expect("connect");
+                let put = KvClient::new(ch)
+                    .put(pb::PutRequest {
+                        key: b"a".to_vec(),
+                        value: b"1".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("put")
+                    .into_inner();
+                (h1, put.header.unwrap().revision)
+            })
+            .await
+            .expect("client task")
+        })
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    println!("HTTP/1.1: {h1}; gRPC put: revision {put}");
+    assert_eq!(h1, "HTTP/1.1: GET /v2/keys/a over HTTP/1.1");
+    assert_eq!(put, 2);
 }
