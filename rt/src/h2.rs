@@ -31,13 +31,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{FlushFilter, HyperExec, HyperTimer};
 
+/// The streams one HTTP/2 client may have open at once: etcd 3.4's default for
+/// `--max-concurrent-streams` (`math.MaxUint32`); hyper's own default is 200.
+pub const MAX_CONCURRENT_STREAMS: u32 = u32::MAX;
+
 /// A connection builder that serves HTTP/1.1 and HTTP/2 on one connection, whichever the
-/// client speaks, with the seam's executor and timers. Build one per connection (a
-/// connection borrows its builder).
+/// client speaks, with the seam's executor and timers and etcd's limit on streams at once.
+/// Build one per connection (a connection borrows its builder).
 pub fn server() -> auto::Builder<HyperExec> {
     let mut b = auto::Builder::new(HyperExec);
     b.http1().timer(HyperTimer);
-    b.http2().timer(HyperTimer);
+    b.http2()
+        .timer(HyperTimer)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     b
 }
 

@@ -914,3 +914,61 @@ fn http1_and_grpc_share_one_port() {
     assert_eq!(h1, "HTTP/1.1: GET /v2/keys/a over HTTP/1.1");
     assert_eq!(put, 2);
 }
+
+/// Watch streams a client holds open at once on one connection (etcd clients multiplex every
+/// watch of a client on its connection).
+const OPEN_STREAMS: usize = 300;
+
+#[test]
+fn a_connection_carries_as_many_streams_at_once_as_etcds() {
+    // etcd 3.4 lets a client open up to 2^32 - 1 streams at once on a connection
+    // (--max-concurrent-streams); hyper's default is 200, after which a client's next stream
+    // waits for one to close.
+    let seed = 11;
+    println!("seed {seed}");
+    let opened = simulate(seed, move |_server| async move {
+        let handle = madsim::runtime::Handle::current();
+        let node = handle
+            .create_node()
+            .name("client")
+            .ip("10.0.1.1".parse().unwrap())
+            .build();
+        node.spawn(async move {
+            let ch = H2Channel::<tonic::body::Body>::connect(channel_addr())
+                .await
+                .expect("connect");
+            let mut open = Vec::new();
+            for i in 0..OPEN_STREAMS {
+                let (tx, rx) = futures::channel::mpsc::unbounded::<pb::WatchRequest>();
+                tx.unbounded_send(pb::WatchRequest {
+                    request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                        pb::WatchCreateRequest {
+                            key: key(i as u32 % KEYS),
+                            ..Default::default()
+                        },
+                    )),
+                })
+                .unwrap();
+                let mut client = WatchClient::new(ch.clone());
+                let first = rt::timeout(Duration::from_secs(5), async move {
+                    let mut stream = client.watch(rx).await?.into_inner();
+                    let created = stream.message().await?;
+                    Ok::<_, Status>((stream, created))
+                })
+                .await;
+                match first {
+                    Ok(Ok((stream, Some(resp)))) if resp.created => open.push((tx, stream)),
+                    other => {
+                        println!("stream {i}: {other:?}");
+                        break;
+                    }
+                }
+            }
+            open.len()
+        })
+        .await
+        .expect("client task")
+    });
+    println!("{opened} watch streams open at once on one connection");
+    assert_eq!(opened, OPEN_STREAMS);
+}
