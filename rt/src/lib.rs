@@ -20,11 +20,14 @@
 //!   sender's messages queue without bound (a follower's acks and forwarded proposals did: at
 //!   ~1,700 a second, latency grew by ~0.7 s a second). Flushes closer than [`SIM_FLUSH_GAP`]
 //!   wait for the gap, so whatever is written meanwhile travels in the same message: what a
-//!   real TCP stream does with a busy link.
+//!   real TCP stream does with a busy link. [`FlushFilter::coalescing`] (HTTP/2 clients) also
+//!   lets the other tasks runnable at that instant add to a flush before it leaves.
 //! * [`HyperTimer`]: hyper's timer on `tokio::time` (hyper-util's `TokioTimer` reaches for the
 //!   real tokio runtime and panics inside the simulation).
 //! * [`time`]: `sleep`, `timeout`, `interval` for node code. madsim's sleep adds a timer entry
 //!   on every poll and never cancels one; these register once per waker (see the module).
+//! * [`h2`]: hyper's HTTP/2 (gRPC) server and client on the seam's executor, timer and flush
+//!   filter.
 //! * [`Probe`]: the node's failpoints (nothing outside the simulator) and its invariants,
 //!   which the simulator reports with the member's name.
 
@@ -35,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod h2;
 pub mod probe;
 pub mod time;
 pub mod tls;
@@ -201,8 +205,14 @@ pin_project_lite::pin_project! {
         dirty: bool,
         last_flush: Option<Instant>,
         pacing: Option<Pin<Box<time::Sleep>>>,
+        coalesce: u8,
+        rounds_left: u8,
     }
 }
+
+/// Under madsim, how many scheduler rounds a [`FlushFilter::coalescing`] stream's flush gives
+/// the other runnable tasks before it goes out (zero simulated time).
+pub const SIM_COALESCE_ROUNDS: u8 = 8;
 
 impl<S> FlushFilter<S> {
     /// Wrap a stream.
@@ -212,6 +222,24 @@ impl<S> FlushFilter<S> {
             dirty: false,
             last_flush: None,
             pacing: None,
+            coalesce: 0,
+            rounds_left: 0,
+        }
+    }
+
+    /// Wrap a stream whose writer hands its bytes over from several tasks: under madsim, a
+    /// flush that needs no pacing first lets the other runnable tasks run for
+    /// [`SIM_COALESCE_ROUNDS`] scheduler rounds (no simulated time passes), so what they add
+    /// at the same instant travels in the same message. hyper's HTTP/2 client needs it: a
+    /// request's HEADERS are written by the connection task, which only then grants the
+    /// stream send capacity, and its DATA by another task woken by that grant; flushed
+    /// apart, the DATA is one more message (1 ms in madsim). The same as [`Self::new`] on a
+    /// real runtime.
+    pub fn coalescing(inner: S) -> FlushFilter<S> {
+        FlushFilter {
+            coalesce: SIM_COALESCE_ROUNDS,
+            rounds_left: SIM_COALESCE_ROUNDS,
+            ..FlushFilter::new(inner)
         }
     }
 }
@@ -278,13 +306,21 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
                     }
                 }
             }
-            *this.pacing = None;
+            let paced = this.pacing.take().is_some();
+            // A paced flush has already waited; an unpaced one first lets the tasks runnable
+            // now add to it (coalescing streams only).
+            if !paced && *this.rounds_left > 0 {
+                *this.rounds_left -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
         }
         let r = this.inner.poll_flush(cx);
         if let Poll::Ready(Ok(())) = &r {
             *this.dirty = false;
             if cfg!(madsim) {
                 *this.last_flush = Some(Instant::now());
+                *this.rounds_left = *this.coalesce;
             }
         }
         r

@@ -1,0 +1,26 @@
+//! etcd 3.4's v3 wire schema for detcd: the messages of packages `etcdserverpb`, `mvccpb` and
+//! `authpb` (prost), and client and server stubs of the KV, Watch, Lease, Cluster, Maintenance
+//! and Auth services (tonic, without `tonic::transport`).
+//!
+//! The `.proto` files under `proto/` are detcd's own description of etcd 3.4's wire interface:
+//! the same packages, services, methods, messages, field names and numbers (which is what a
+//! client puts on the wire), none of etcd's Go generation options or HTTP annotations.
+//! `build.rs` compiles them with protox, a protobuf compiler in Rust, so building needs cargo
+//! alone. The stubs are `tower` services and clients generic over any gRPC service: the node
+//! serves them through its own hyper connections and the simulator calls them over its own
+//! HTTP/2 connections on simulated TCP (see `detcd_rt::h2`).
+
+/// `mvccpb`: the stored key-value pair and the watch event.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// `authpb`: users, roles and permissions.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// `etcdserverpb`: the six services and their requests and responses.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
