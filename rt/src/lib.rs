@@ -179,6 +179,25 @@ where
     }
 }
 
+/// Run `f`, which blocks (an fsync), on the current thread, first telling a multi-threaded
+/// tokio runtime so that it moves this worker's other tasks to another worker meanwhile (the
+/// requests the Ready loop just woke would otherwise wait for the fsync). Elsewhere — a
+/// single-threaded runtime, no runtime, the simulator — `f` simply runs.
+pub fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(not(madsim))]
+    {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
+            return tokio::task::block_in_place(f);
+        }
+        f()
+    }
+    #[cfg(madsim)]
+    {
+        f()
+    }
+}
+
 /// Tune a freshly connected or accepted TCP stream. Nagle's algorithm would add up to 40 ms
 /// to small Raft messages and HTTP replies; the simulator's streams have no such option.
 pub fn tune_stream(stream: &tokio::net::TcpStream) {

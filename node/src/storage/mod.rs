@@ -130,7 +130,7 @@ impl DiskFile for RealFile {
         Ok(())
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        crate::rt::block_in_place(|| self.file.sync_data())
     }
     fn len(&self) -> u64 {
         self.len
