@@ -265,7 +265,11 @@ mod tests {
             assert_eq!(f.len(), want.len() as u64);
         }
         let got = std::fs::read(&path).unwrap();
-        assert!((got.len() as u64).is_multiple_of(PREALLOCATE_BYTES), "{}", got.len());
+        assert!(
+            (got.len() as u64).is_multiple_of(PREALLOCATE_BYTES),
+            "{}",
+            got.len()
+        );
         assert!(got.len() >= want.len());
         assert_eq!(&got[..want.len()], &want[..]);
         assert!(got[want.len()..].iter().all(|&b| b == 0));
