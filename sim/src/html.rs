@@ -280,6 +280,11 @@ pub fn markdown_html(md: &str) -> String {
     out
 }
 
+/// The Markdown without its first line (its `# title`, which the page's `<h1>` already shows).
+fn without_title(markdown: &str) -> &str {
+    markdown.split_once('\n').map_or(markdown, |(_, rest)| rest)
+}
+
 /// The page's style: tables readable without a stylesheet of their own.
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}\
 pre{white-space:pre-wrap;background:#f6f6f6;padding:1em}\
@@ -302,7 +307,7 @@ pub fn page(r: &Report, markdown: &str, extra: &str, writes: &[WritePoint]) -> S
         throughput_svg(r),
         latency_scatter_svg(r, writes),
         latency_svg(r),
-        markdown_html(markdown.split_once('\n').map_or(markdown, |(_, rest)| rest)),
+        markdown_html(without_title(markdown)),
         extra
     )
 }
@@ -366,7 +371,7 @@ pub fn sweep_page(name: &str, reports: &[Report], markdown: &str) -> String {
         per_seed_svg("steady-phase acknowledged writes/s per seed", &wps),
         per_seed_svg("steady-phase write p99 (ms) per seed", &p99),
         per_seed_svg("longest unavailability after a fault (s) per seed", &un),
-        markdown_html(markdown.split_once('\n').map_or(markdown, |(_, rest)| rest))
+        markdown_html(without_title(markdown))
     )
 }
 

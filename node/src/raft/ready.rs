@@ -622,6 +622,8 @@ impl RaftLoop {
             let shared = Arc::clone(&self.shared);
             let mut sm = shared.sm.lock().expect("sm lock");
             let store_index = sm.store.index();
+            // One reading of the clock for the batch: its entries apply in the same turn.
+            let applied_at = shared.clock.now();
             for e in entries {
                 if e.index <= self.applied {
                     continue; // already in the state machine (restored from a snapshot)
@@ -649,7 +651,7 @@ impl RaftLoop {
                                             outcome,
                                             index: e.index,
                                             term: e.term,
-                                            at: self.shared.clock.now(),
+                                            at: applied_at,
                                         },
                                     ));
                                 }
