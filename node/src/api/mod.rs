@@ -10,6 +10,7 @@ pub mod keys;
 mod keys_http;
 mod members;
 pub mod misc;
+pub mod v3gateway;
 pub use misc::CLUSTER_VERSION;
 
 use std::convert::Infallible;

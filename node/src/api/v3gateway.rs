@@ -1,0 +1,528 @@
+//! etcd 3.4.23's JSON gateway for the KV service: `POST /v3/kv/{range,put,deleterange,txn,
+//! compaction}` (and the same under `/v3beta/`), answered through any implementation of the
+//! tonic-generated [`Kv`] trait, byte for byte as etcd's grpc-gateway answers.
+//!
+//! What etcd does, as probed on a live 3.4.23 (cases in `conformance/etcd-3.4.23-v3.jsonl`):
+//! - success: 200, `Content-Type: application/json`, `Grpc-Metadata-Content-Type:
+//!   application/grpc`, the response in jsonpb's JSON (see [`detcd_proto::gateway`]);
+//! - a body the gateway cannot read: 400 `{"error":m,"message":m,"code":3}` with Go's message;
+//!   an empty body is an empty request; only the first JSON value of a body is read;
+//! - an error from the service: that body with the status's code and message, HTTP status from
+//!   [`detcd_proto::gateway::http_status`] (400 InvalidArgument and OutOfRange, 404 NotFound,
+//!   412 FailedPrecondition, 401 Unauthenticated, 403 PermissionDenied, 503 Unavailable...);
+//! - any method but POST on a KV path: 405 `Method Not Allowed\n` (text/plain); OPTIONS is
+//!   answered 200 with no body by etcd's CORS wrapper, which this module reproduces;
+//! - any other path under `/v3/` that no gateway route has (`/v3/kv/range/`, `/v3/kv/Range`,
+//!   `/v3/`): 404 `Not Found\n` (text/plain); the query string is ignored.
+//!
+//! Paths of the other services' gateway routes (`/v3/lease/...`, `/v3/watch`, ...) and paths
+//! outside `/v3/` and `/v3beta/` give `None`: the caller routes them elsewhere.
+//!
+//! Hook: `pub mod v3gateway;` in `api/mod.rs`; in the request router, before the v2 routes,
+//! `if let Some(r) = v3gateway::handle_full(&kv, req.method(), req.uri().path(), &body).await`
+//! and answer `r.status`, `r.headers` and `r.body` (plus etcd's CORS headers, as for v2).
+
+use detcd_proto::etcdserverpb::kv_server::Kv;
+use detcd_proto::gateway::{decode, encode, error_body, http_status};
+use http::Method;
+
+/// A gateway answer: status, the headers etcd sets besides its CORS ones, and the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers in etcd's order (`Content-Type` first).
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+const GRPC_META: (&str, &str) = ("Grpc-Metadata-Content-Type", "application/grpc");
+const TEXT: (&str, &str) = ("Content-Type", "text/plain; charset=utf-8");
+const NOSNIFF: (&str, &str) = ("X-Content-Type-Options", "nosniff");
+
+/// The KV gateway: `None` when `path` is not one of its paths, else `(status, body)`; the body
+/// is JSON unless the status is 404 or 405 (then text/plain), or empty (OPTIONS).
+pub async fn handle<K: Kv>(
+    kv: &K,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, Vec<u8>)> {
+    handle_full(kv, method, path, body)
+        .await
+        .map(|r| (r.status, r.body))
+}
+
+/// [`handle`] with the headers etcd sends.
+pub async fn handle_full<K: Kv>(kv: &K, method: &Method, path: &str, body: &[u8]) -> Option<Reply> {
+    let path = path.split('?').next().unwrap_or(path);
+    let rest = path
+        .strip_prefix("/v3/")
+        .or_else(|| path.strip_prefix("/v3beta/"))?;
+    let op = match rest {
+        "kv/range" => Op::Range,
+        "kv/put" => Op::Put,
+        "kv/deleterange" => Op::DeleteRange,
+        "kv/txn" => Op::Txn,
+        "kv/compaction" => Op::Compaction,
+        r if OTHER_ROUTES.contains(&r) => return None,
+        _ => return Some(text(404, "Not Found\n")),
+    };
+    if method == Method::OPTIONS {
+        return Some(Reply {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        });
+    }
+    if method != Method::POST {
+        return Some(text(405, "Method Not Allowed\n"));
+    }
+    Some(match op {
+        Op::Range => call("etcdserverpb.RangeRequest", body, |r| kv.range(r)).await,
+        Op::Put => call("etcdserverpb.PutRequest", body, |r| kv.put(r)).await,
+        Op::DeleteRange => {
+            call("etcdserverpb.DeleteRangeRequest", body, |r| {
+                kv.delete_range(r)
+            })
+            .await
+        }
+        Op::Txn => call("etcdserverpb.TxnRequest", body, |r| kv.txn(r)).await,
+        Op::Compaction => call("etcdserverpb.CompactionRequest", body, |r| kv.compact(r)).await,
+    })
+}
+
+enum Op {
+    Range,
+    Put,
+    DeleteRange,
+    Txn,
+    Compaction,
+}
+
+/// The gateway routes of etcd 3.4's other services (rpc.proto's HTTP annotations): not ours.
+const OTHER_ROUTES: &[&str] = &[
+    "watch",
+    "lease/grant",
+    "lease/revoke",
+    "kv/lease/revoke",
+    "lease/keepalive",
+    "lease/timetolive",
+    "kv/lease/timetolive",
+    "lease/leases",
+    "kv/lease/leases",
+    "cluster/member/add",
+    "cluster/member/remove",
+    "cluster/member/update",
+    "cluster/member/list",
+    "cluster/member/promote",
+    "maintenance/alarm",
+    "maintenance/status",
+    "maintenance/defragment",
+    "maintenance/hash",
+    "maintenance/snapshot",
+    "maintenance/transfer-leadership",
+    "auth/enable",
+    "auth/disable",
+    "auth/authenticate",
+    "auth/user/add",
+    "auth/user/get",
+    "auth/user/list",
+    "auth/user/delete",
+    "auth/user/changepw",
+    "auth/user/grant",
+    "auth/user/revoke",
+    "auth/role/add",
+    "auth/role/get",
+    "auth/role/list",
+    "auth/role/delete",
+    "auth/role/grant",
+    "auth/role/revoke",
+];
+
+fn text(status: u16, body: &str) -> Reply {
+    Reply {
+        status,
+        headers: vec![TEXT, NOSNIFF],
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// Decode `body` as `name`, make the call, encode its answer or its error.
+async fn call<Req, Resp, F, Fut>(name: &str, body: &[u8], f: F) -> Reply
+where
+    Req: prost::Message + Default,
+    Resp: serde::Serialize,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let req = match decode::<Req>(name, body) {
+        Ok(r) => r,
+        Err(msg) => {
+            return Reply {
+                status: 400,
+                headers: vec![JSON],
+                body: error_body(3, &msg),
+            };
+        }
+    };
+    match f(tonic::Request::new(req)).await {
+        Ok(resp) => Reply {
+            status: 200,
+            headers: vec![JSON, GRPC_META],
+            body: encode(resp.get_ref()),
+        },
+        Err(st) => {
+            let code = st.code() as i32;
+            Reply {
+                status: http_status(code),
+                headers: vec![JSON],
+                body: error_body(code, st.message()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A small but real in-memory KV (one revision counter, single keys and ranges, prev_kv,
+    //! compaction bounds) behind the gateway; the expected bodies are what etcd 3.4.23 answered
+    //! to the same requests from a fresh member (ids as in the recording).
+
+    use super::*;
+    use detcd_proto::etcdserverpb as pb;
+    use detcd_proto::mvccpb::KeyValue;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use tonic::{Request, Response, Status};
+
+    #[derive(Default)]
+    struct MemKv {
+        st: Mutex<St>,
+    }
+
+    #[derive(Default)]
+    struct St {
+        rev: i64,
+        compacted: i64,
+        kvs: BTreeMap<Vec<u8>, KeyValue>,
+    }
+
+    impl St {
+        fn header(&self) -> Option<pb::ResponseHeader> {
+            Some(pb::ResponseHeader {
+                cluster_id: 15875391935852295136,
+                member_id: 7383792418829112008,
+                revision: self.rev,
+                raft_term: 2,
+            })
+        }
+        fn in_range<'a>(
+            &'a self,
+            key: &'a [u8],
+            end: &'a [u8],
+        ) -> impl Iterator<Item = &'a KeyValue> {
+            self.kvs.values().filter(move |kv| {
+                if end.is_empty() {
+                    kv.key == key
+                } else {
+                    kv.key.as_slice() >= key && (end == b"\0" || kv.key.as_slice() < end)
+                }
+            })
+        }
+    }
+
+    fn key_missing() -> Status {
+        Status::invalid_argument("etcdserver: key is not provided")
+    }
+
+    #[tonic::async_trait]
+    impl Kv for MemKv {
+        async fn range(
+            &self,
+            r: Request<pb::RangeRequest>,
+        ) -> Result<Response<pb::RangeResponse>, Status> {
+            let r = r.into_inner();
+            if r.key.is_empty() {
+                return Err(key_missing());
+            }
+            let st = self.st.lock().unwrap();
+            if r.revision > st.rev {
+                return Err(Status::out_of_range(
+                    "etcdserver: mvcc: required revision is a future revision",
+                ));
+            }
+            if r.revision > 0 && r.revision < st.compacted {
+                return Err(Status::out_of_range(
+                    "etcdserver: mvcc: required revision has been compacted",
+                ));
+            }
+            let all: Vec<KeyValue> = st.in_range(&r.key, &r.range_end).cloned().collect();
+            let count = all.len() as i64;
+            let mut kvs = all;
+            let more = r.limit > 0 && kvs.len() as i64 > r.limit;
+            if r.limit > 0 {
+                kvs.truncate(r.limit as usize);
+            }
+            if r.count_only {
+                kvs.clear();
+            }
+            Ok(Response::new(pb::RangeResponse {
+                header: st.header(),
+                kvs,
+                more,
+                count,
+            }))
+        }
+
+        async fn put(
+            &self,
+            r: Request<pb::PutRequest>,
+        ) -> Result<Response<pb::PutResponse>, Status> {
+            let r = r.into_inner();
+            if r.key.is_empty() {
+                return Err(key_missing());
+            }
+            if r.lease != 0 {
+                return Err(Status::not_found("etcdserver: requested lease not found"));
+            }
+            let mut st = self.st.lock().unwrap();
+            st.rev += 1;
+            let rev = st.rev;
+            let prev = st.kvs.get(&r.key).cloned();
+            let kv = KeyValue {
+                key: r.key.clone(),
+                create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                mod_revision: rev,
+                version: prev.as_ref().map_or(1, |p| p.version + 1),
+                value: r.value,
+                lease: 0,
+            };
+            st.kvs.insert(r.key, kv);
+            let prev_kv = if r.prev_kv { prev } else { None };
+            Ok(Response::new(pb::PutResponse {
+                header: st.header(),
+                prev_kv,
+            }))
+        }
+
+        async fn delete_range(
+            &self,
+            r: Request<pb::DeleteRangeRequest>,
+        ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+            let r = r.into_inner();
+            if r.key.is_empty() {
+                return Err(key_missing());
+            }
+            let mut st = self.st.lock().unwrap();
+            let gone: Vec<KeyValue> = st.in_range(&r.key, &r.range_end).cloned().collect();
+            if !gone.is_empty() {
+                st.rev += 1;
+            }
+            for kv in &gone {
+                st.kvs.remove(&kv.key);
+            }
+            let deleted = gone.len() as i64;
+            let prev_kvs = if r.prev_kv { gone } else { vec![] };
+            Ok(Response::new(pb::DeleteRangeResponse {
+                header: st.header(),
+                deleted,
+                prev_kvs,
+            }))
+        }
+
+        async fn txn(
+            &self,
+            _r: Request<pb::TxnRequest>,
+        ) -> Result<Response<pb::TxnResponse>, Status> {
+            Err(Status::invalid_argument(
+                "etcdserver: too many operations in txn request",
+            ))
+        }
+
+        async fn compact(
+            &self,
+            r: Request<pb::CompactionRequest>,
+        ) -> Result<Response<pb::CompactionResponse>, Status> {
+            let r = r.into_inner();
+            let mut st = self.st.lock().unwrap();
+            if r.revision <= st.compacted {
+                return Err(Status::out_of_range(
+                    "etcdserver: mvcc: required revision has been compacted",
+                ));
+            }
+            if r.revision > st.rev {
+                return Err(Status::out_of_range(
+                    "etcdserver: mvcc: required revision is a future revision",
+                ));
+            }
+            st.compacted = r.revision;
+            Ok(Response::new(pb::CompactionResponse {
+                header: st.header(),
+            }))
+        }
+    }
+
+    fn fresh() -> MemKv {
+        let kv = MemKv::default();
+        kv.st.lock().unwrap().rev = 1;
+        kv
+    }
+
+    async fn post(kv: &MemKv, path: &str, body: &str) -> (u16, String) {
+        let (st, b) = handle(kv, &Method::POST, path, body.as_bytes())
+            .await
+            .expect("a gateway path");
+        (st, String::from_utf8(b).unwrap())
+    }
+
+    const HDR: &str = r#"{"cluster_id":"15875391935852295136","member_id":"7383792418829112008","#;
+
+    #[tokio::test]
+    async fn put_then_range_as_etcd_answers() {
+        let kv = fresh();
+        let (st, b) = post(&kv, "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#).await;
+        assert_eq!(
+            (st, b.as_str()),
+            (
+                200,
+                &*format!(r#"{{"header":{HDR}"revision":"2","raft_term":"2"}}}}"#)
+            )
+        );
+        let (st, b) = post(&kv, "/v3/kv/range", r#"{"key":"Zm9v"}"#).await;
+        assert_eq!(st, 200);
+        assert_eq!(
+            b,
+            format!(
+                r#"{{"header":{HDR}"revision":"2","raft_term":"2"}},"kvs":[{{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}}],"count":"1"}}"#
+            )
+        );
+        // /v3beta/ is the same gateway; unknown fields and query strings are ignored.
+        let (st, b2) = post(&kv, "/v3beta/kv/range?x=1", r#"{"key":"Zm9v","unknown":1}"#).await;
+        assert_eq!((st, b2), (200, b));
+        let (st, b) = post(
+            &kv,
+            "/v3/kv/put",
+            r#"{"key":"Zm9v","value":"Mg==","prev_kv":true}"#,
+        )
+        .await;
+        assert_eq!(st, 200);
+        assert!(b.ends_with(r#""prev_kv":{"key":"Zm9v","create_revision":"2","mod_revision":"2","version":"1","value":"YmFy"}}"#), "{b}");
+    }
+
+    #[tokio::test]
+    async fn service_errors_map_to_etcd_bodies_and_statuses() {
+        let kv = fresh();
+        let cases = [
+            (
+                "/v3/kv/range",
+                "",
+                400,
+                r#"{"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3}"#,
+            ),
+            (
+                "/v3/kv/range",
+                r#"{"key":"YQ==","revision":99}"#,
+                400,
+                r#"{"error":"etcdserver: mvcc: required revision is a future revision","message":"etcdserver: mvcc: required revision is a future revision","code":11}"#,
+            ),
+            (
+                "/v3/kv/put",
+                r#"{"key":"YQ==","value":"Mg==","lease":12345}"#,
+                404,
+                r#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#,
+            ),
+            ("/v3/kv/compaction", r#"{"revision":1}"#, 200, ""),
+            (
+                "/v3/kv/compaction",
+                r#"{"revision":1}"#,
+                400,
+                r#"{"error":"etcdserver: mvcc: required revision has been compacted","message":"etcdserver: mvcc: required revision has been compacted","code":11}"#,
+            ),
+            (
+                "/v3/kv/txn",
+                "{}",
+                400,
+                r#"{"error":"etcdserver: too many operations in txn request","message":"etcdserver: too many operations in txn request","code":3}"#,
+            ),
+        ];
+        for (path, body, status, want) in cases {
+            let (st, b) = post(&kv, path, body).await;
+            assert_eq!(st, status, "{path} {body}: {b}");
+            if !want.is_empty() {
+                assert_eq!(b, want, "{path} {body}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_are_go_errors() {
+        let kv = fresh();
+        let cases = [
+            ("xx", "invalid character 'x' looking for beginning of value"),
+            (r#"{"key":"YQ==""#, "unexpected EOF"),
+            (r#"{"key":"YQ"}"#, "illegal base64 data at input byte 0"),
+            (
+                r#"{"key":"YQ==","sort_order":"2"}"#,
+                r#"unknown value \"2\" for enum etcdserverpb.RangeRequest_SortOrder"#,
+            ),
+            (
+                r#"{"key":"YQ==","limit":1.5}"#,
+                "json: cannot unmarshal number 1.5 into Go value of type int64",
+            ),
+        ];
+        for (body, msg) in cases {
+            let (st, b) = post(&kv, "/v3/kv/range", body).await;
+            assert_eq!(st, 400, "{body}");
+            assert_eq!(
+                b,
+                format!(r#"{{"error":"{msg}","message":"{msg}","code":3}}"#),
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn methods_and_paths() {
+        let kv = fresh();
+        let get = handle_full(&kv, &Method::GET, "/v3/kv/range", b"")
+            .await
+            .unwrap();
+        assert_eq!(
+            (get.status, get.body.as_slice()),
+            (405, &b"Method Not Allowed\n"[..])
+        );
+        assert_eq!(
+            get.headers[0],
+            ("Content-Type", "text/plain; charset=utf-8")
+        );
+        let opt = handle_full(&kv, &Method::OPTIONS, "/v3/kv/range", b"")
+            .await
+            .unwrap();
+        assert_eq!((opt.status, opt.body.len()), (200, 0));
+        for p in ["/v3/kv/range/", "/v3/kv/Range", "/v3/", "/v3beta/kv/rangex"] {
+            let r = handle_full(&kv, &Method::POST, p, b"{}").await.unwrap();
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (404, &b"Not Found\n"[..]),
+                "{p}"
+            );
+        }
+        for p in [
+            "/v2/keys/a",
+            "/v3",
+            "/v3alpha/kv/range",
+            "/version",
+            "/v3/lease/grant",
+            "/v3/watch",
+        ] {
+            assert!(handle(&kv, &Method::POST, p, b"{}").await.is_none(), "{p}");
+        }
+        let ok = handle_full(&kv, &Method::POST, "/v3/kv/put", br#"{"key":"YQ=="}"#)
+            .await
+            .unwrap();
+        assert_eq!(ok.headers, vec![JSON, GRPC_META]);
+    }
+}
