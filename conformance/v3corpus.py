@@ -1,0 +1,694 @@
+#!/usr/bin/env python3
+"""etcd v3 API conformance corpus: gRPC (through etcdctl) and the JSON gateway (python3 stdlib).
+
+Record the answers of a server (a FRESH single member: the run assumes an empty store):
+    v3corpus.py run --endpoints 127.0.0.1:42379 --out X.jsonl [--etcdctl etcdctl] [--only RE]
+
+Compare two recordings (real etcd against detcd, or two etcd runs), after normalisation:
+    v3corpus.py diff A.jsonl B.jsonl        # exits 1 when any case differs
+    v3corpus.py normalize A.jsonl           # print the normalised records
+
+Each case goes either to the gateway (HTTP/1.1 to http://ENDPOINT, urllib-free http.client)
+or to Debian's etcdctl 3.4.23 (ETCDCTL_API=3, `-w json`, gRPC). Requests may name revisions
+relative to the server: `{B+N}` is the base revision (the header revision of the first case)
+plus N, and `{CUR+N}` the server's current revision (read just before the case) plus N.
+Every request has a timeout; no loop is unbounded.
+
+NORMALISATION (diff, normalize):
+  * cluster_id, member_id -> "<id>", raft_term -> "<term>" (ints and strings alike);
+  * revision, create_revision, mod_revision, compact_revision -> "r+N" relative to the base
+    revision B (the first case's header revision); a string value becomes "'r+N'" so the
+    gateway's string-encoding stays compared;
+  * "token" (auth) -> "<token>"; RFC 3339 timestamps -> "<ts>";
+  * gateway: status, body (JSON normalised as above, else text) and every header except Date,
+    Content-Length and Transfer-Encoding;
+  * etcdctl: exit code, stdout (JSON normalised, else text with revision numbers in the
+    recorded range made relative), stderr without clientv3's JSON retry-log lines;
+  * compare mode per case: full (default), status (status code or exit code only), none.
+"""
+import argparse
+import base64
+import difflib
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+
+def b64(s):
+    if isinstance(s, str):
+        s = s.encode()
+    return base64.b64encode(s).decode()
+
+
+# ----------------------------------------------------------------------------- case builders
+def G(id, path, body=None, desc="", method="POST", raw=None, headers=None, compare="full"):
+    """A gateway request: `body` is JSON-encoded; `raw` (str) is sent as it is."""
+    return dict(kind="gw", id=id, path=path, body=body, raw=raw, method=method, desc=desc,
+                headers=headers or {}, compare=compare)
+
+
+def E(id, args, desc="", stdin=None, compare="full", json_out=True):
+    """An etcdctl command (`-w json` unless json_out is False)."""
+    return dict(kind="ctl", id=id, args=args, stdin=stdin, desc=desc, compare=compare,
+                json_out=json_out)
+
+
+def put(k, v, **kw):
+    return {"key": b64(k), "value": b64(v), **kw}
+
+
+def rng(k, end=None, **kw):
+    d = {"key": b64(k)}
+    if end is not None:
+        d["range_end"] = b64(end)
+    d.update(kw)
+    return d
+
+
+def cmp(key, target, result, value, range_end=None):
+    field = {"VERSION": "version", "CREATE": "create_revision", "MOD": "mod_revision",
+             "VALUE": "value", "LEASE": "lease"}[target]
+    c = {"key": b64(key), "target": target, "result": result,
+         field: b64(value) if target == "VALUE" else value}
+    if range_end is not None:
+        c["range_end"] = b64(range_end)
+    return c
+
+
+def op_put(k, v, **kw):
+    return {"request_put": put(k, v, **kw)}
+
+
+def op_get(k, end=None, **kw):
+    return {"request_range": rng(k, end, **kw)}
+
+
+def op_del(k, end=None, **kw):
+    return {"request_delete_range": rng(k, end, **kw)}
+
+
+LEASE = 1000          # granted through the gateway with a fixed ID (TTL 600 s)
+LEASE_HEX = "3e8"
+UNKNOWN_LEASE_HEX = "1234abcd"
+
+CASES = [
+    # --- base and misc
+    G("base.range", "/v3/kv/range", rng("base"), "header revision of a fresh store = B"),
+    E("base.ctl-get", ["get", "base"], "the same through gRPC"),
+    G("misc.version", "/version", None, "server and cluster version", method="GET"),
+    # --- put through etcdctl
+    E("put.ctl.new", ["put", "c/a", "1"], "create"),
+    E("put.ctl.prev-kv", ["put", "c/a", "2", "--prev-kv"], "overwrite, previous kv returned"),
+    E("put.ctl.ignore-value", ["put", "c/a", "--ignore-value"], "new revision, value kept"),
+    E("put.ctl.ignore-value-missing", ["put", "c/missing", "--ignore-value"],
+      "etcdserver: key not found"),
+    E("put.ctl.ignore-value-with-value", ["put", "c/a", "x", "--ignore-value"],
+      "etcdctl refuses before sending"),
+    E("put.ctl.ignore-lease", ["put", "c/a", "3", "--ignore-lease"], "key without a lease: ok"),
+    E("put.ctl.ignore-lease-missing", ["put", "c/missing", "3", "--ignore-lease"],
+      "etcdserver: key not found"),
+    E("put.ctl.lease-unknown", ["put", "c/a", "4", "--lease=" + UNKNOWN_LEASE_HEX],
+      "etcdserver: requested lease not found"),
+    E("put.ctl.get-a", ["get", "c/a"], "version counts every put"),
+    # --- put through the gateway
+    G("put.gw.new", "/v3/kv/put", put("c/b", "bee"), "create"),
+    G("put.gw.prev-kv", "/v3/kv/put", put("c/b", "bee2", prev_kv=True), "prev_kv"),
+    G("put.gw.prev-kv-new-key", "/v3/kv/put", put("c/b-new", "x", prev_kv=True),
+      "prev_kv of a new key: none"),
+    G("put.gw.empty-value", "/v3/kv/put", {"key": b64("c/empty")}, "no value: empty value"),
+    G("put.gw.empty-key", "/v3/kv/put", {"value": b64("x")}, "key is not provided"),
+    G("put.gw.ignore-value", "/v3/kv/put", {"key": b64("c/b"), "ignore_value": True}, "ok"),
+    G("put.gw.ignore-value-with-value", "/v3/kv/put", put("c/b", "x", ignore_value=True),
+      "value is provided"),
+    G("put.gw.ignore-value-missing", "/v3/kv/put", {"key": b64("c/nope"), "ignore_value": True},
+      "key not found"),
+    G("put.gw.lease-unknown", "/v3/kv/put", put("c/b", "x", lease=305441741),
+      "requested lease not found (404)"),
+    G("lease.gw.grant", "/v3/lease/grant", {"ID": LEASE, "TTL": 600}, "fixed lease ID"),
+    G("lease.gw.grant-again", "/v3/lease/grant", {"ID": LEASE, "TTL": 600},
+      "lease already exists (412)"),
+    G("put.gw.with-lease", "/v3/kv/put", put("c/leased", "l", lease=LEASE), "attach lease"),
+    G("put.gw.ignore-lease", "/v3/kv/put", put("c/leased", "l2", ignore_lease=True),
+      "keeps the lease"),
+    G("put.gw.ignore-lease-with-lease", "/v3/kv/put", put("c/leased", "l3", ignore_lease=True,
+                                                        lease=LEASE), "lease is provided"),
+    G("put.gw.ignore-lease-missing", "/v3/kv/put", put("c/nol", "x", ignore_lease=True),
+      "key not found"),
+    G("put.gw.get-leased", "/v3/kv/range", rng("c/leased"), "lease shown, as a string"),
+    E("put.ctl.get-leased", ["get", "c/leased"], "lease shown, as a number"),
+    E("put.ctl.lease-known", ["put", "c/leased2", "v", "--lease=" + LEASE_HEX], "hex lease id"),
+    # --- data for gets: c/k0..c/k4 (values unique, versions differ)
+    G("get.setup.k0", "/v3/kv/put", put("c/k0", "v0")),
+    G("get.setup.k1", "/v3/kv/put", put("c/k1", "v4")),
+    G("get.setup.k2", "/v3/kv/put", put("c/k2", "v2")),
+    G("get.setup.k3", "/v3/kv/put", put("c/k3", "v1")),
+    G("get.setup.k4", "/v3/kv/put", put("c/k4", "v3")),
+    G("get.setup.k1b", "/v3/kv/put", put("c/k1", "v5")),
+    G("get.setup.k1c", "/v3/kv/put", put("c/k1", "v6")),
+    G("get.setup.k3b", "/v3/kv/put", put("c/k3", "v7")),
+    E("get.ctl.single", ["get", "c/k1"]),
+    E("get.ctl.missing", ["get", "c/zzz"], "no kvs, count 0"),
+    E("get.ctl.prefix", ["get", "c/k", "--prefix"]),
+    E("get.ctl.range", ["get", "c/k1", "c/k3"], "[k1, k3)"),
+    E("get.ctl.from-key", ["get", "c/k3", "--from-key"]),
+    E("get.ctl.rev", ["get", "c/k1", "--rev={B+18}"], "an older version of c/k1"),
+    E("get.ctl.rev-before-create", ["get", "c/k4", "--rev={B+15}"], "not there yet"),
+    E("get.ctl.rev-future", ["get", "c/k1", "--rev={CUR+1}"], "future revision"),
+    E("get.ctl.limit", ["get", "c/k", "--prefix", "--limit=2"], "more=true, count=5"),
+    E("get.ctl.sort-mod-desc", ["get", "c/k", "--prefix", "--sort-by=MODIFY",
+                                "--order=DESCEND"]),
+    E("get.ctl.sort-value", ["get", "c/k", "--prefix", "--sort-by=VALUE"], "order NONE+VALUE"),
+    E("get.ctl.sort-create-asc", ["get", "c/k", "--prefix", "--sort-by=CREATE",
+                                  "--order=ASCEND"]),
+    E("get.ctl.sort-key-desc-limit", ["get", "c/k", "--prefix", "--order=DESCEND",
+                                      "--limit=2"], "limit after sort"),
+    E("get.ctl.keys-only", ["get", "c/k", "--prefix", "--keys-only"]),
+    E("get.ctl.serializable", ["get", "c/k1", "--consistency=s"]),
+    E("get.ctl.all", ["get", "", "--prefix"], "empty prefix: every key"),
+    G("get.gw.single", "/v3/kv/range", rng("c/k1")),
+    G("get.gw.prefix", "/v3/kv/range", rng("c/k", "c/l")),
+    G("get.gw.from-key", "/v3/kv/range", {"key": b64("c/k3"), "range_end": "AA=="}),
+    G("get.gw.all", "/v3/kv/range", {"key": "AA==", "range_end": "AA==", "keys_only": True}),
+    G("get.gw.limit-more", "/v3/kv/range", rng("c/k", "c/l", limit=2)),
+    G("get.gw.limit-negative", "/v3/kv/range", rng("c/k", "c/l", limit=-1)),
+    G("get.gw.rev", "/v3/kv/range", rng("c/k1", revision="{B+18}")),
+    G("get.gw.rev-future", "/v3/kv/range", rng("c/k1", revision="{CUR+1}"), "OutOfRange 400"),
+    G("get.gw.rev-negative", "/v3/kv/range", rng("c/k1", revision=-5), "= current"),
+    G("get.gw.sort-version", "/v3/kv/range", rng("c/k0", "c/k2", sort_target="VERSION"),
+      "target without order: ascending"),
+    G("get.gw.sort-value-desc", "/v3/kv/range", rng("c/k", "c/l", sort_target="VALUE",
+                                                    sort_order="DESCEND")),
+    G("get.gw.sort-numbers", "/v3/kv/range", rng("c/k", "c/l", sort_target=3, sort_order=2),
+      "enums as numbers: MOD, DESCEND"),
+    G("get.gw.min-mod", "/v3/kv/range", rng("c/k", "c/l", min_mod_revision="{B+17}")),
+    G("get.gw.max-mod", "/v3/kv/range", rng("c/k", "c/l", max_mod_revision="{B+17}")),
+    G("get.gw.min-create", "/v3/kv/range", rng("c/k", "c/l", min_create_revision="{B+15}")),
+    G("get.gw.max-create", "/v3/kv/range", rng("c/k", "c/l", max_create_revision="{B+14}")),
+    G("get.gw.filter-limit", "/v3/kv/range", rng("c/k", "c/l", min_mod_revision="{B+17}",
+                                                 limit=1), "count before filters, more"),
+    G("get.gw.keys-only", "/v3/kv/range", rng("c/k", "c/l", keys_only=True)),
+    G("get.gw.count-only", "/v3/kv/range", rng("c/k", "c/l", count_only=True)),
+    G("get.gw.serializable", "/v3/kv/range", rng("c/k1", serializable=True)),
+    G("get.gw.empty-key", "/v3/kv/range", {"range_end": b64("c/l")}, "key is not provided"),
+    # --- delete
+    G("del.setup.d0", "/v3/kv/put", put("d/0", "x")),
+    G("del.setup.d1", "/v3/kv/put", put("d/1", "y")),
+    G("del.setup.d2", "/v3/kv/put", put("d/2", "z")),
+    G("del.setup.d3", "/v3/kv/put", put("d/3", "w")),
+    G("del.setup.d4", "/v3/kv/put", put("d/4", "v")),
+    E("del.ctl.single", ["del", "d/0"], "deleted 1"),
+    E("del.ctl.prev-kv", ["del", "d/1", "--prev-kv"]),
+    E("del.ctl.nothing", ["del", "d/nothing"], "deleted 0, revision not bumped"),
+    E("del.ctl.range", ["del", "d/2", "d/4"], "[d/2, d/4)"),
+    E("del.ctl.prefix", ["del", "d/", "--prefix", "--prev-kv"]),
+    E("del.ctl.get-after", ["get", "d/", "--prefix"], "nothing left; revision unchanged"),
+    G("del.setup.e0", "/v3/kv/put", put("e/0", "x")),
+    G("del.setup.e1", "/v3/kv/put", put("e/1", "y")),
+    G("del.gw.prev-kv", "/v3/kv/deleterange", rng("e/", "e0", prev_kv=True)),
+    G("del.gw.nothing", "/v3/kv/deleterange", rng("e/")),
+    G("del.gw.empty-key", "/v3/kv/deleterange", {}, "key is not provided"),
+    G("del.gw.recreate", "/v3/kv/put", put("e/0", "again"), "version 1 again, new create_revision"),
+    G("del.gw.get-recreated", "/v3/kv/range", rng("e/0")),
+    # --- txn through etcdctl
+    G("txn.setup.t0", "/v3/kv/put", put("t/0", "a")),
+    G("txn.setup.t1", "/v3/kv/put", put("t/1", "b")),
+    G("txn.setup.t1b", "/v3/kv/put", put("t/1", "c")),
+    E("txn.ctl.val-eq", ["txn"], "value = : success branch",
+      stdin='val("t/0") = "a"\n\nput t/x "1"\nget t/0\n\nget t/1\n\n'),
+    E("txn.ctl.val-neq-fail", ["txn"], "value != : failure branch",
+      stdin='val("t/0") != "a"\n\nput t/x "2"\n\nget t/1\ndel t/nothing\n\n'),
+    E("txn.ctl.ver-gt", ["txn"], stdin='ver("t/1") > "1"\n\nget t/1\n\n\n'),
+    E("txn.ctl.create-lt", ["txn"], stdin='create("t/1") < "{CUR}"\n\nget t/0\n\n\n'),
+    E("txn.ctl.mod-eq-missing", ["txn"], "a missing key compares as zero",
+      stdin='mod("t/missing") = "0"\n\nput t/y "m"\n\n\n'),
+    E("txn.ctl.val-missing", ["txn"], "VALUE of a missing key is never true",
+      stdin='val("t/missing") = ""\n\n\nget t/0\n\n'),
+    E("txn.ctl.multi", ["txn"], "several compares, all must hold",
+      stdin='ver("t/0") = "1"\nver("t/1") = "2"\n\nput t/z "z" --prev-kv\ndel t/x --prev-kv\n'
+            'get t --prefix\n\n\n'),
+    E("txn.ctl.no-change", ["txn"], "failed compare, empty failure: revision not bumped",
+      stdin='ver("t/0") = "9"\n\nput t/q "q"\n\n\n'),
+    # --- txn through the gateway: every target x result
+    G("txn.setup.lease-key", "/v3/kv/put", put("t/l", "leased", lease=LEASE)),
+]
+
+# every compare target and result, on t/1 (version 2, value "c") and t/l (lease 1000)
+_VALS = {"VERSION": ("t/1", 2), "CREATE": ("t/1", "{B+35}"), "MOD": ("t/1", "{B+36}"),
+         "VALUE": ("t/1", "c"), "LEASE": ("t/l", LEASE)}
+# and against a smaller and a larger value, so that GREATER and LESS hold too
+_LOWER = {"VERSION": 1, "CREATE": "{B+34}", "MOD": "{B+35}", "VALUE": "b", "LEASE": LEASE - 1}
+_HIGHER = {"VERSION": 3, "CREATE": "{B+36}", "MOD": "{B+37}", "VALUE": "d", "LEASE": LEASE + 1}
+for _t, (_k, _v) in _VALS.items():
+    for _r in ("EQUAL", "GREATER", "LESS", "NOT_EQUAL"):
+        for _name, _x in (("", _v), ("-vs-lower", _LOWER[_t]), ("-vs-higher", _HIGHER[_t])):
+            CASES.append(G("txn.gw.%s-%s%s" % (_t.lower(), _r.lower(), _name), "/v3/kv/txn",
+                           {"compare": [cmp(_k, _t, _r, _x)], "success": [op_get(_k)],
+                            "failure": [op_get("t/0")]}))
+
+CASES += [
+    G("txn.gw.numbers", "/v3/kv/txn",
+      {"compare": [{"key": b64("t/1"), "target": 0, "result": 0, "version": "2"}],
+       "success": [op_get("t/1", keys_only=True)]}, "enums and int64 as numbers/strings"),
+    G("txn.gw.missing-key-version", "/v3/kv/txn",
+      {"compare": [cmp("t/none", "VERSION", "EQUAL", 0)], "success": [op_get("t/0")]},
+      "missing key: version 0"),
+    G("txn.gw.missing-key-value", "/v3/kv/txn",
+      {"compare": [cmp("t/none", "VALUE", "EQUAL", "")], "failure": [op_get("t/0")]},
+      "missing key: VALUE compare false"),
+    G("txn.gw.range-compare-true", "/v3/kv/txn",
+      {"compare": [cmp("t/0", "VERSION", "GREATER", 0, range_end="t/2")],
+       "success": [op_get("t/0", "t/2", count_only=True)]}, "holds for every key in range"),
+    G("txn.gw.range-compare-false", "/v3/kv/txn",
+      {"compare": [cmp("t/0", "VERSION", "EQUAL", 1, range_end="t/2")],
+       "failure": [op_get("t/0", "t/2", keys_only=True)]}, "t/1 has version 2"),
+    G("txn.gw.range-compare-empty", "/v3/kv/txn",
+      {"compare": [cmp("t/n0", "VALUE", "EQUAL", "x", range_end="t/n9")],
+       "success": [op_get("t/0")]}, "empty range"),
+    G("txn.gw.nested", "/v3/kv/txn",
+      {"compare": [cmp("t/0", "VALUE", "EQUAL", "a")],
+       "success": [{"request_txn": {"compare": [cmp("t/1", "VALUE", "EQUAL", "nope")],
+                                    "success": [op_put("t/n", "s")],
+                                    "failure": [op_put("t/n", "f"), op_get("t/n")]}},
+                   op_get("t/n")]}, "nested txn, later ops see earlier ones"),
+    G("txn.gw.see-own-writes", "/v3/kv/txn",
+      {"success": [op_put("t/w", "1"), op_get("t/w"), op_del("t/y", prev_kv=True),
+                   op_get("t/y"), op_get("t/w", "t/z")]}, "one revision for all writes"),
+    G("txn.gw.put-then-delete-same-key", "/v3/kv/txn",
+      {"success": [op_put("t/w", "1"), op_del("t/w")]}, "duplicate key"),
+    G("txn.gw.ops-128", "/v3/kv/txn",
+      {"success": [op_put("t/m%03d" % i, "x") for i in range(128)]}, "128 ops: one revision"),
+    G("txn.gw.ops-129", "/v3/kv/txn",
+      {"success": [op_put("t/m%03d" % i, "x") for i in range(129)]},
+      "too many operations in txn request"),
+    G("txn.gw.ops-129-failure", "/v3/kv/txn",
+      {"compare": [cmp("t/0", "VALUE", "EQUAL", "no")],
+       "failure": [op_get("t/m%03d" % i) for i in range(129)]},
+      "the limit is per branch, reads included"),
+    G("txn.gw.dup-put", "/v3/kv/txn", {"success": [op_put("t/d", "1"), op_put("t/d", "2")]},
+      "duplicate key given in txn request"),
+    G("txn.gw.put-in-delete-range", "/v3/kv/txn",
+      {"success": [op_del("t/a", "t/z"), op_put("t/d", "2")]}, "duplicate key"),
+    G("txn.gw.delete-then-put-outside", "/v3/kv/txn",
+      {"success": [op_del("t/a", "t/c"), op_put("t/d", "2")]}, "no overlap: ok"),
+    G("txn.gw.two-deletes-overlap", "/v3/kv/txn",
+      {"success": [op_del("t/a", "t/z"), op_del("t/b", "t/c")]}, "overlapping deletes"),
+    G("txn.gw.dup-across-branches", "/v3/kv/txn",
+      {"success": [op_put("t/e", "1")], "failure": [op_put("t/e", "2")]}, "allowed"),
+    G("txn.gw.dup-nested", "/v3/kv/txn",
+      {"success": [op_put("t/f", "1"), {"request_txn": {"success": [op_put("t/f", "2")]}}]},
+      "duplicate through a nested txn"),
+    G("txn.gw.read-only", "/v3/kv/txn", {"success": [op_get("t/0")]}, "no revision bump"),
+    G("txn.gw.delete-nothing", "/v3/kv/txn", {"success": [op_del("t/nothing")]},
+      "no revision bump"),
+    G("txn.gw.empty", "/v3/kv/txn", {}, "no compares, no ops: succeeded, no bump"),
+    G("txn.gw.empty-op", "/v3/kv/txn", {"success": [{}]}, "an op with no request"),
+    G("txn.gw.put-empty-key", "/v3/kv/txn", {"success": [op_put("", "x")]},
+      "key is not provided"),
+    G("txn.gw.put-unknown-lease", "/v3/kv/txn",
+      {"success": [op_put("t/ul", "x", lease=305441741)]}, "lease not found: txn fails"),
+    G("txn.gw.range-future", "/v3/kv/txn",
+      {"success": [op_get("t/0", revision="{CUR+5}")]}, "future revision inside a txn"),
+    G("txn.gw.get-after", "/v3/kv/range", rng("t/", "t0", keys_only=True), "what txns left"),
+    # --- the gateway's own rules
+    G("gw.bad-json", "/v3/kv/range", raw="xx", desc="Go scanner error, 400 code 3"),
+    G("gw.truncated", "/v3/kv/range", raw='{"key":"YQ=="', desc="unexpected EOF"),
+    G("gw.trailing-comma", "/v3/kv/range", raw='{"key":"YQ==",}'),
+    G("gw.array-body", "/v3/kv/range", raw="[1]"),
+    G("gw.string-body", "/v3/kv/range", raw='"x"'),
+    G("gw.null-body", "/v3/kv/range", raw="null", desc="empty request"),
+    G("gw.empty-body", "/v3/kv/range", raw="", desc="empty request: key is not provided"),
+    G("gw.whitespace-body", "/v3/kv/range", raw=" \n "),
+    G("gw.two-values", "/v3/kv/range", raw='{"key":"%s"} {"key":"x"}' % b64("c/k1"),
+      desc="only the first value is read"),
+    G("gw.duplicate-field", "/v3/kv/range",
+      raw='{"key":"%s","key":"%s"}' % (b64("c/zz"), b64("c/k1")), desc="last wins"),
+    G("gw.camel-case", "/v3/kv/range",
+      raw='{"key":"%s","rangeEnd":"%s","countOnly":true}' % (b64("c/k"), b64("c/l"))),
+    G("gw.wrong-case", "/v3/kv/range", raw='{"KEY":"%s"}' % b64("c/k1"), desc="ignored"),
+    G("gw.unknown-fields", "/v3/kv/range",
+      raw='{"key":"%s","bogus":1,"x":{"y":[1,{}]}}' % b64("c/k1")),
+    G("gw.null-fields", "/v3/kv/range",
+      raw='{"key":"%s","limit":null,"range_end":null,"sort_order":null}' % b64("c/k1")),
+    G("gw.key-number", "/v3/kv/range", raw='{"key":1}'),
+    G("gw.key-bytes-array", "/v3/kv/range", raw='{"key":[99,47,107,49]}',
+      desc="bytes as an array of numbers"),
+    G("gw.key-bad-base64", "/v3/kv/range", raw='{"key":"not base64!"}'),
+    G("gw.key-unpadded", "/v3/kv/range", raw='{"key":"YQ"}'),
+    G("gw.key-urlsafe", "/v3/kv/range", raw='{"key":"YQ-_"}'),
+    G("gw.int-as-string", "/v3/kv/range", raw='{"key":"%s","limit":"1"}' % b64("c/k1")),
+    G("gw.int-as-spaced-string", "/v3/kv/range", raw='{"key":"%s","limit":" 1"}' % b64("c/k1")),
+    G("gw.int-fraction", "/v3/kv/range", raw='{"key":"YQ==","limit":1.5}'),
+    G("gw.int-exponent", "/v3/kv/range", raw='{"key":"YQ==","limit":1e2}'),
+    G("gw.int-quoted-fraction", "/v3/kv/range", raw='{"key":"YQ==","limit":"1.5"}'),
+    G("gw.int-quoted-word", "/v3/kv/range", raw='{"key":"YQ==","limit":"abc"}'),
+    G("gw.int-overflow", "/v3/kv/range",
+      raw='{"key":"YQ==","revision":99999999999999999999}'),
+    G("gw.bool-as-string", "/v3/kv/range", raw='{"key":"YQ==","keys_only":"true"}'),
+    G("gw.bool-as-number", "/v3/kv/range", raw='{"key":"YQ==","serializable":1}'),
+    G("gw.enum-name", "/v3/kv/range", rng("c/k", "c/l", sort_order="DESCEND", keys_only=True)),
+    G("gw.enum-number", "/v3/kv/range", rng("c/k", "c/l", sort_order=2, keys_only=True)),
+    G("gw.enum-quoted-number", "/v3/kv/range", rng("c/k", "c/l", sort_order="2")),
+    G("gw.enum-lowercase", "/v3/kv/range", rng("c/k", "c/l", sort_order="descend")),
+    G("gw.enum-unknown-number", "/v3/kv/range", rng("c/k", "c/l", sort_order=7,
+                                                    keys_only=True)),
+    G("gw.enum-bool", "/v3/kv/range", raw='{"key":"YQ==","sort_order":true}'),
+    G("gw.enum-float", "/v3/kv/range", raw='{"key":"YQ==","sort_order":1.0}'),
+    G("gw.enum-bad-target", "/v3/kv/txn",
+      {"compare": [{"key": b64("t/0"), "target": "BOGUS"}]}),
+    G("gw.repeated-not-array", "/v3/kv/txn", raw='{"success":{}}'),
+    G("gw.message-not-object", "/v3/kv/txn", raw='{"success":[1]}'),
+    G("gw.v3beta", "/v3beta/kv/range", rng("c/k1"), "same gateway"),
+    G("gw.v3beta-unknown", "/v3beta/kv/rangex", {}),
+    G("gw.query-ignored", "/v3/kv/range?key=eA==", rng("c/k1")),
+    G("gw.content-type-text", "/v3/kv/range", rng("c/k1"),
+      headers={"Content-Type": "text/plain"}),
+    G("gw.get", "/v3/kv/range", None, method="GET", desc="405 text/plain"),
+    G("gw.put-method", "/v3/kv/range", rng("c/k1"), method="PUT"),
+    G("gw.delete-method", "/v3/kv/put", None, method="DELETE"),
+    G("gw.options", "/v3/kv/range", None, method="OPTIONS", desc="CORS preflight"),
+    G("gw.unknown-path", "/v3/kv/rangex", {}, desc="404 Not Found"),
+    G("gw.trailing-slash", "/v3/kv/range/", {}),
+    G("gw.upper-case", "/v3/kv/Range", {}),
+    G("gw.v3-root", "/v3/", {}),
+    G("gw.v3alpha", "/v3alpha/kv/range", rng("c/k1"), desc="not a gateway prefix in 3.4"),
+    G("gw.too-large", "/v3/kv/put", put("c/big", "x" * (1536 * 1024 + 1)),
+      "request is too large"),
+    # --- compaction (last: older revisions disappear)
+    E("compact.ctl.future", ["compaction", "{CUR+1}"], "future revision", json_out=False),
+    E("compact.ctl.ok", ["compaction", "{B+19}"], "c/k1 v6 is at B+19", json_out=False),
+    E("compact.ctl.again", ["compaction", "{B+19}"], "already compacted", json_out=False),
+    E("compact.ctl.below", ["compaction", "{B+10}"], "already compacted", json_out=False),
+    E("compact.ctl.get-at", ["get", "c/k1", "--rev={B+19}"], "reading at the compact rev"),
+    E("compact.ctl.get-below", ["get", "c/k1", "--rev={B+18}"], "compacted"),
+    G("compact.gw.get-at", "/v3/kv/range", rng("c/k", "c/l", revision="{B+19}")),
+    G("compact.gw.get-below", "/v3/kv/range", rng("c/k1", revision="{B+18}")),
+    G("compact.gw.txn-below", "/v3/kv/txn", {"success": [op_get("c/k1", revision="{B+18}")]}),
+    G("compact.gw.zero", "/v3/kv/compaction", {"revision": 0}, "compacted"),
+    G("compact.gw.future", "/v3/kv/compaction", {"revision": "{CUR+1}"}),
+    G("compact.gw.physical", "/v3/kv/compaction", {"revision": "{B+30}", "physical": True}),
+    G("compact.gw.at-current", "/v3/kv/compaction", {"revision": "{CUR}"}),
+    G("compact.gw.current-again", "/v3/kv/compaction", {"revision": "{CUR}"}),
+    G("compact.gw.get-current", "/v3/kv/range", rng("c/k1", revision="{CUR}")),
+    G("compact.gw.get-latest", "/v3/kv/range", rng("c/k", "c/l", keys_only=True)),
+    E("compact.ctl.get-latest", ["get", "c/k", "--prefix", "--keys-only"]),
+    # --- auth errors (last: enables and then disables auth)
+    G("auth.gw.user-add", "/v3/auth/user/add", {"name": "root", "password": "rootpw"}),
+    G("auth.gw.grant-root", "/v3/auth/user/grant", {"user": "root", "role": "root"}),
+    G("auth.gw.user-add-u", "/v3/auth/user/add", {"name": "u", "password": "upw"}),
+    G("auth.gw.enable", "/v3/auth/enable", {}),
+    G("auth.gw.no-token", "/v3/kv/range", rng("c/k1"), "user name is empty"),
+    G("auth.gw.bad-token", "/v3/kv/range", rng("c/k1"), "invalid auth token (401)",
+      headers={"Authorization": "bogus.1"}),
+    G("auth.gw.bad-password", "/v3/auth/authenticate", {"name": "u", "password": "no"}),
+    G("auth.gw.login-u", "/v3/auth/authenticate", {"name": "u", "password": "upw"}),
+    G("auth.gw.denied", "/v3/kv/range", rng("c/k1"), "permission denied (403)",
+      headers={"Authorization": "{TOKEN:u}"}),
+    G("auth.gw.denied-put", "/v3/kv/put", put("c/k1", "x"), headers={"Authorization": "{TOKEN:u}"}),
+    G("auth.gw.login-root", "/v3/auth/authenticate", {"name": "root", "password": "rootpw"}),
+    G("auth.gw.root-range", "/v3/kv/range", rng("c/k1"), headers={"Authorization": "{TOKEN:root}"}),
+    E("auth.ctl.no-user", ["get", "c/k1"], "user name is empty"),
+    E("auth.ctl.denied", ["--user=u:upw", "get", "c/k1"], "permission denied"),
+    E("auth.ctl.bad-password", ["--user=u:nope", "get", "c/k1"], "authentication failed"),
+    G("auth.gw.disable", "/v3/auth/disable", {}, headers={"Authorization": "{TOKEN:root}"}),
+    G("auth.gw.after", "/v3/kv/range", rng("c/k1"), "auth off again"),
+]
+
+
+# ----------------------------------------------------------------------------- running
+REL = re.compile(r"\{(B|CUR)([+-]\d+)?\}")
+
+
+class Runner:
+    def __init__(self, endpoint, etcdctl, verbose):
+        self.ep = endpoint
+        self.host, _, port = endpoint.rpartition(":")
+        self.port = int(port)
+        self.etcdctl = etcdctl
+        self.verbose = verbose
+        self.base = None
+        self.tokens = {}
+
+    def http(self, method, path, body, headers, timeout=15):
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, [(k, v) for k, v in r.getheaders()], data
+        finally:
+            c.close()
+
+    def current(self):
+        _, _, data = self.http("POST", "/v3/kv/range", json.dumps({"key": "AA=="}), {})
+        return int(json.loads(data)["header"]["revision"])
+
+    def sub_str(self, s, cur):
+        def one(m):
+            n = int(m.group(2) or 0)
+            return str((self.base if m.group(1) == "B" else cur()) + n)
+        return REL.sub(one, s)
+
+    def sub(self, obj, cur):
+        """Resolve {B+N}/{CUR+N}: a whole-string template in JSON becomes a number."""
+        if isinstance(obj, str):
+            if REL.fullmatch(obj):
+                return int(self.sub_str(obj, cur))
+            return self.sub_str(obj, cur)
+        if isinstance(obj, list):
+            return [self.sub(x, cur) for x in obj]
+        if isinstance(obj, dict):
+            return {k: self.sub(v, cur) for k, v in obj.items()}
+        return obj
+
+    def run_case(self, case):
+        memo = {}
+
+        def cur():
+            if "c" not in memo:
+                memo["c"] = self.current()
+            return memo["c"]
+
+        rec = {k: case[k] for k in ("id", "kind", "desc", "compare")}
+        if case["kind"] == "gw":
+            if case["raw"] is not None:
+                body = self.sub_str(case["raw"], cur).encode()
+            elif case["body"] is not None:
+                body = json.dumps(self.sub(case["body"], cur)).encode()
+            else:
+                body = None
+            headers = {}
+            for k, v in case["headers"].items():
+                m = re.fullmatch(r"\{TOKEN:(\w+)\}", v)
+                headers[k] = self.tokens.get(m.group(1), "") if m else v
+            rec["request"] = {"method": case["method"], "path": case["path"],
+                              "body": None if body is None else body.decode()[:2000],
+                              "headers": case["headers"]}
+            try:
+                st, hdrs, data = self.http(case["method"], case["path"], body, headers)
+            except Exception as e:  # noqa: BLE001 - recorded, not fatal
+                rec["runner_error"] = repr(e)
+                return rec
+            resp = {"status": st, "headers": hdrs}
+            try:
+                resp["body_json"] = json.loads(data) if data else None
+            except ValueError:
+                pass
+            if "body_json" not in resp or resp["body_json"] is None:
+                resp["body_text"] = data.decode("utf-8", "replace")
+            rec["response"] = resp
+            j = resp.get("body_json")
+            if case["id"].startswith("auth.gw.login-") and isinstance(j, dict) and "token" in j:
+                self.tokens[case["id"][len("auth.gw.login-"):]] = j["token"]
+            if self.base is None and isinstance(j, dict) and "header" in j:
+                self.base = int(j["header"]["revision"])
+        else:
+            args = [self.sub_str(a, cur) for a in case["args"]]
+            stdin = self.sub_str(case["stdin"], cur) if case["stdin"] else None
+            cmd = [self.etcdctl, "--endpoints", self.ep, "--command-timeout=5s"]
+            if case["json_out"]:
+                cmd += ["-w", "json"]
+            rec["request"] = {"args": case["args"], "stdin": case["stdin"]}
+            env = dict(os.environ, ETCDCTL_API="3")
+            try:
+                p = subprocess.run(cmd + args, input=(stdin or "").encode(), env=env,
+                                   capture_output=True, timeout=30)
+            except Exception as e:  # noqa: BLE001
+                rec["runner_error"] = repr(e)
+                return rec
+            out = p.stdout.decode("utf-8", "replace")
+            resp = {"rc": p.returncode, "stderr": p.stderr.decode("utf-8", "replace")}
+            try:
+                resp["stdout_json"] = json.loads(out)
+            except ValueError:
+                resp["stdout"] = out
+            rec["response"] = resp
+            j = resp.get("stdout_json")
+            if self.base is None and isinstance(j, dict) and "header" in j:
+                self.base = int(j["header"]["revision"])
+        rec["base"] = self.base
+        return rec
+
+
+def cmd_run(args):
+    r = Runner(args.endpoints, args.etcdctl, args.verbose)
+    only = re.compile(args.only) if args.only else None
+    out = open(args.out, "w") if args.out else sys.stdout
+    n = 0
+    for case in CASES:
+        if only and not only.search(case["id"]) and not case["id"].startswith("base."):
+            continue
+        rec = r.run_case(case)
+        out.write(json.dumps(rec, sort_keys=True) + "\n")
+        n += 1
+        if args.verbose:
+            resp = rec.get("response", {})
+            print(case["id"], resp.get("status", resp.get("rc")), file=sys.stderr)
+        time.sleep(0.01)
+    if out is not sys.stdout:
+        out.close()
+    print(f"{n} cases recorded", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- normalising
+REV_KEYS = {"revision", "create_revision", "mod_revision", "compact_revision"}
+ID_KEYS = {"cluster_id", "member_id"}
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+HDR_IGNORED = {"date", "content-length", "transfer-encoding"}
+
+
+class Norm:
+    def __init__(self, recs):
+        self.base = next((r.get("base") for r in recs if r.get("base") is not None), 0)
+
+    def rel(self, v):
+        n = int(v) - self.base
+        return "r%+d" % n
+
+    def value(self, obj):
+        if isinstance(obj, dict):
+            out = {}
+            for k, v in obj.items():
+                if k in REV_KEYS and isinstance(v, (int, str)) and str(v).lstrip("-").isdigit():
+                    out[k] = self.rel(v) if isinstance(v, int) else "'%s'" % self.rel(v)
+                elif k in ID_KEYS:
+                    out[k] = "<id>"
+                elif k == "raft_term":
+                    out[k] = "<term>"
+                elif k == "token":
+                    out[k] = "<token>"
+                else:
+                    out[k] = self.value(v)
+            return out
+        if isinstance(obj, list):
+            return [self.value(x) for x in obj]
+        if isinstance(obj, str) and TS.match(obj):
+            return "<ts>"
+        return obj
+
+    def text(self, s):
+        # "compacted revision 37" and the like
+        return re.sub(r"\b(revision )(\d+)\b", lambda m: m.group(1) + self.rel(m.group(2)), s)
+
+
+def normalise(rec, nz):
+    case = CASE_BY_ID.get(rec["id"], rec)
+    mode = case.get("compare", "full")
+    out = {"id": rec["id"], "compare": mode}
+    if mode == "none":
+        return out
+    if "runner_error" in rec:
+        out["runner_error"] = rec["runner_error"]
+        return out
+    resp = rec.get("response") or {}
+    if rec["kind"] == "gw":
+        out["status"] = resp.get("status")
+        if mode == "status":
+            return out
+        out["headers"] = sorted([k, v] for k, v in resp.get("headers", [])
+                                if k.lower() not in HDR_IGNORED)
+        if resp.get("body_json") is not None:
+            out["body"] = nz.value(resp["body_json"])
+        else:
+            out["body_text"] = resp.get("body_text")
+    else:
+        out["rc"] = resp.get("rc")
+        if mode == "status":
+            return out
+        if "stdout_json" in resp:
+            out["stdout"] = nz.value(resp["stdout_json"])
+        else:
+            out["stdout_text"] = nz.text(resp.get("stdout", ""))
+        out["stderr"] = [ln for ln in resp.get("stderr", "").splitlines()
+                         if not ln.startswith('{"level"')]
+    return out
+
+
+CASE_BY_ID = {c["id"]: c for c in CASES}
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def cmd_normalize(args):
+    recs = load(args.file)
+    nz = Norm(recs)
+    for r in recs:
+        print(json.dumps(normalise(r, nz), sort_keys=True))
+
+
+def cmd_diff(args):
+    a, b = load(args.a), load(args.b)
+    na, nb = Norm(a), Norm(b)
+    ma = {r["id"]: normalise(r, na) for r in a}
+    mb = {r["id"]: normalise(r, nb) for r in b}
+    ndiff = 0
+    for cid in list(ma) + [x for x in mb if x not in ma]:
+        x, y = ma.get(cid), mb.get(cid)
+        if x == y:
+            continue
+        ndiff += 1
+        print(f"--- {cid}")
+        if x is None or y is None:
+            print("   only in", args.a if y is None else args.b)
+            continue
+        fx = json.dumps(x, sort_keys=True, indent=1).splitlines()
+        fy = json.dumps(y, sort_keys=True, indent=1).splitlines()
+        for line in difflib.unified_diff(fx, fy, args.a, args.b, lineterm="", n=1):
+            print("   " + line)
+    total = len(set(ma) | set(mb))
+    print(f"{ndiff} of {total} cases differ")
+    return 1 if ndiff else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp = ap.add_subparsers(dest="cmd", required=True)
+    r = sp.add_parser("run")
+    r.add_argument("--endpoints", required=True, help="host:port, e.g. 127.0.0.1:42379")
+    r.add_argument("--etcdctl", default="etcdctl", help="etcdctl 3.4 binary")
+    r.add_argument("--only", help="regex on case ids (base.* cases always run)")
+    r.add_argument("--out")
+    r.add_argument("-v", "--verbose", action="store_true")
+    n = sp.add_parser("normalize")
+    n.add_argument("file")
+    d = sp.add_parser("diff")
+    d.add_argument("a")
+    d.add_argument("b")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        cmd_run(args)
+    elif args.cmd == "normalize":
+        cmd_normalize(args)
+    else:
+        sys.exit(cmd_diff(args))
+
+
+if __name__ == "__main__":
+    main()
