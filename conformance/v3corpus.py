@@ -485,20 +485,20 @@ class Runner:
                 m = re.fullmatch(r"\{TOKEN:(\w+)\}", v)
                 headers[k] = self.tokens.get(m.group(1), "") if m else v
             rec["request"] = {"method": case["method"], "path": case["path"],
-                              "body": None if body is None else body.decode()[:2000],
+                              "body": None if body is None else body.decode()[:65536],
+                              "body_truncated": body is not None and len(body) > 65536,
                               "headers": case["headers"]}
             try:
                 st, hdrs, data = self.http(case["method"], case["path"], body, headers)
             except Exception as e:  # noqa: BLE001 - recorded, not fatal
                 rec["runner_error"] = repr(e)
                 return rec
-            resp = {"status": st, "headers": hdrs}
+            # body_text: the exact bytes (replayed byte for byte by detcd's gateway tests)
+            resp = {"status": st, "headers": hdrs, "body_text": data.decode("utf-8", "replace")}
             try:
                 resp["body_json"] = json.loads(data) if data else None
             except ValueError:
                 pass
-            if "body_json" not in resp or resp["body_json"] is None:
-                resp["body_text"] = data.decode("utf-8", "replace")
             rec["response"] = resp
             j = resp.get("body_json")
             if case["id"].startswith("auth.gw.login-") and isinstance(j, dict) and "token" in j:
