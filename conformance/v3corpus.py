@@ -370,6 +370,8 @@ CASES += [
     G("gw.put-method", "/v3/kv/range", rng("c/k1"), method="PUT"),
     G("gw.delete-method", "/v3/kv/put", None, method="DELETE"),
     G("gw.options", "/v3/kv/range", None, method="OPTIONS", desc="CORS preflight"),
+    G("gw.options-unknown-path", "/v3/kv/rangex", None, method="OPTIONS", desc="any path"),
+    G("gw.head", "/v3/kv/range", None, method="HEAD", desc="405, no body"),
     G("gw.unknown-path", "/v3/kv/rangex", {}, desc="404 Not Found"),
     G("gw.trailing-slash", "/v3/kv/range/", {}),
     G("gw.upper-case", "/v3/kv/Range", {}),

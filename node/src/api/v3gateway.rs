@@ -7,11 +7,14 @@
 //!   application/grpc`, the response in jsonpb's JSON (see [`detcd_proto::gateway`]);
 //! - a body the gateway cannot read: 400 `{"error":m,"message":m,"code":3}` with Go's message;
 //!   an empty body is an empty request; only the first JSON value of a body is read;
-//! - an error from the service: that body with the status's code and message, HTTP status from
+//! - an error from the service: that body with the status's code and message, a `Trailer:
+//!   Grpc-Trailer-Content-Type` header (etcd then sends that trailer after a chunked body; this
+//!   module leaves the trailer itself out), HTTP status from
 //!   [`detcd_proto::gateway::http_status`] (400 InvalidArgument and OutOfRange, 404 NotFound,
 //!   412 FailedPrecondition, 401 Unauthenticated, 403 PermissionDenied, 503 Unavailable...);
 //! - any method but POST on a KV path: 405 `Method Not Allowed\n` (text/plain); OPTIONS is
-//!   answered 200 with no body by etcd's CORS wrapper, which this module reproduces;
+//!   answered 200 with no body on every path by etcd's CORS wrapper (this module does so for
+//!   every path under `/v3/` and `/v3beta/`);
 //! - any other path under `/v3/` that no gateway route has (`/v3/kv/range/`, `/v3/kv/Range`,
 //!   `/v3/`): 404 `Not Found\n` (text/plain); the query string is ignored.
 //!
@@ -41,6 +44,9 @@ const JSON: (&str, &str) = ("Content-Type", "application/json");
 const GRPC_META: (&str, &str) = ("Grpc-Metadata-Content-Type", "application/grpc");
 const TEXT: (&str, &str) = ("Content-Type", "text/plain; charset=utf-8");
 const NOSNIFF: (&str, &str) = ("X-Content-Type-Options", "nosniff");
+/// etcd announces a trailer on service errors (and sends it, `Grpc-Trailer-Content-Type:
+/// application/grpc`, after a chunked body); the header alone is what clients can see.
+const TRAILER: (&str, &str) = ("Trailer", "Grpc-Trailer-Content-Type");
 
 /// The KV gateway: `None` when `path` is not one of its paths, else `(status, body)`; the body
 /// is JSON unless the status is 404 or 405 (then text/plain), or empty (OPTIONS).
@@ -61,6 +67,14 @@ pub async fn handle_full<K: Kv>(kv: &K, method: &Method, path: &str, body: &[u8]
     let rest = path
         .strip_prefix("/v3/")
         .or_else(|| path.strip_prefix("/v3beta/"))?;
+    if method == Method::OPTIONS {
+        // etcd's CORS wrapper answers every OPTIONS, whatever the path.
+        return Some(Reply {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        });
+    }
     let op = match rest {
         "kv/range" => Op::Range,
         "kv/put" => Op::Put,
@@ -70,13 +84,6 @@ pub async fn handle_full<K: Kv>(kv: &K, method: &Method, path: &str, body: &[u8]
         r if OTHER_ROUTES.contains(&r) => return None,
         _ => return Some(text(404, "Not Found\n")),
     };
-    if method == Method::OPTIONS {
-        return Some(Reply {
-            status: 200,
-            headers: vec![],
-            body: vec![],
-        });
-    }
     if method != Method::POST {
         return Some(text(405, "Method Not Allowed\n"));
     }
@@ -178,7 +185,7 @@ where
             let code = st.code() as i32;
             Reply {
                 status: http_status(code),
-                headers: vec![JSON],
+                headers: vec![JSON, TRAILER],
                 body: error_body(code, st.message()),
             }
         }
@@ -592,7 +599,10 @@ mod tests {
             let called = *kv.calls.lock().unwrap() > calls;
             assert_eq!(called, reached_service, "{id}: service reached?");
             assert_eq!(got.status, status, "{id}");
-            assert_eq!(String::from_utf8_lossy(&got.body), want_body, "{id}");
+            if method != Method::HEAD {
+                // (a HEAD answer's body is dropped by the HTTP layer)
+                assert_eq!(String::from_utf8_lossy(&got.body), want_body, "{id}");
+            }
             let want_headers: Vec<(String, String)> = resp["headers"]
                 .as_array()
                 .unwrap()
@@ -605,8 +615,7 @@ mod tests {
                 })
                 .filter(|(k, _)| {
                     !k.starts_with("Access-Control-")
-                        && !["Date", "Content-Length", "Transfer-Encoding", "Trailer"]
-                            .contains(&k.as_str())
+                        && !["Date", "Content-Length", "Transfer-Encoding"].contains(&k.as_str())
                 })
                 .collect();
             let got_headers: Vec<(String, String)> = got
@@ -634,10 +643,10 @@ mod tests {
             get.headers[0],
             ("Content-Type", "text/plain; charset=utf-8")
         );
-        let opt = handle_full(&kv, &Method::OPTIONS, "/v3/kv/range", b"")
-            .await
-            .unwrap();
-        assert_eq!((opt.status, opt.body.len()), (200, 0));
+        for p in ["/v3/kv/range", "/v3/kv/rangex", "/v3/lease/grant"] {
+            let opt = handle_full(&kv, &Method::OPTIONS, p, b"").await.unwrap();
+            assert_eq!((opt.status, opt.body.len()), (200, 0), "{p}");
+        }
         for p in ["/v3/kv/range/", "/v3/kv/Range", "/v3/", "/v3beta/kv/rangex"] {
             let r = handle_full(&kv, &Method::POST, p, b"{}").await.unwrap();
             assert_eq!(
