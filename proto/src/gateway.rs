@@ -24,9 +24,14 @@
 //!   N`), or an array of numbers 0..=255;
 //! - bools and strings: only JSON booleans and strings.
 //!
+//! - nesting: Go's scanner refuses a 10,001st open bracket (`invalid character '[' exceeded max
+//!   depth`); so does this reader, which parses without recursion.
+//!
 //! Not reproduced: when several members of one oneof are given, Go keeps a random one (its map
 //! iteration order); here the last one in declaration order wins. A `null` element of a
-//! repeated message field is an empty message here (a nil pointer in Go).
+//! repeated message field is an empty message here (a nil pointer in Go). Messages nested more
+//! than 99 deep (about 49 nested txns) are refused with a detcd error, since prost decodes no
+//! deeper; etcd takes them.
 
 use std::sync::OnceLock;
 
@@ -64,7 +69,7 @@ pub fn decode<M: prost::Message + Default>(full_name: &str, body: &[u8]) -> Resu
         return Ok(M::default());
     }
     let v = p.value().map_err(|e| e.text())?;
-    let dm = message(&desc, &v)?;
+    let dm = message(&desc, &v, 0)?;
     dm.transcode_to::<M>().map_err(|e| e.to_string())
 }
 
@@ -185,9 +190,18 @@ fn quote_char(c: u8) -> String {
     }
 }
 
+/// Go's `maxNestingDepth`: the scanner refuses the 10001st open bracket.
+const MAX_DEPTH: usize = 10_000;
+
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
+}
+
+/// An open container while parsing: the items so far (and an object's pending key).
+enum Frame<'a> {
+    Arr(Vec<J<'a>>),
+    Obj(Vec<(Vec<u8>, J<'a>)>, Vec<u8>),
 }
 
 impl<'a> Parser<'a> {
@@ -201,65 +215,101 @@ impl<'a> Parser<'a> {
         self.s.get(self.i).copied().ok_or(SynErr::Eof)
     }
 
+    /// One JSON value, iteratively (a body may nest 10,000 deep; the stack stays flat).
     fn value(&mut self) -> Result<J<'a>, SynErr> {
+        let mut stack: Vec<Frame<'a>> = Vec::new();
+        loop {
+            // The start of a value.
+            self.ws();
+            let c = self.peek()?;
+            let mut v = match c {
+                b'{' | b'[' => {
+                    if stack.len() + 1 > MAX_DEPTH {
+                        return Err(SynErr::Bad(c, "exceeded max depth"));
+                    }
+                    self.i += 1;
+                    self.ws();
+                    let close = if c == b'{' { b'}' } else { b']' };
+                    if self.peek()? == close {
+                        self.i += 1;
+                        if c == b'{' {
+                            J::Obj(Vec::new())
+                        } else {
+                            J::Arr(Vec::new())
+                        }
+                    } else {
+                        if c == b'{' {
+                            let key = self.key()?;
+                            stack.push(Frame::Obj(Vec::new(), key));
+                        } else {
+                            stack.push(Frame::Arr(Vec::new()));
+                        }
+                        continue;
+                    }
+                }
+                _ => self.scalar()?,
+            };
+            // A complete value: hand it to the open containers, closing those that end.
+            loop {
+                let Some(top) = stack.last_mut() else {
+                    return Ok(v);
+                };
+                self.ws();
+                let c = self.peek()?;
+                match top {
+                    Frame::Arr(items) => {
+                        items.push(v);
+                        match c {
+                            b',' => {
+                                self.i += 1;
+                                break;
+                            }
+                            b']' => self.i += 1,
+                            c => return Err(SynErr::Bad(c, "after array element")),
+                        }
+                    }
+                    Frame::Obj(members, key) => {
+                        members.push((std::mem::take(key), v));
+                        match c {
+                            b',' => {
+                                self.i += 1;
+                                *key = self.key()?;
+                                break;
+                            }
+                            b'}' => self.i += 1,
+                            c => return Err(SynErr::Bad(c, "after object key:value pair")),
+                        }
+                    }
+                }
+                v = match stack.pop() {
+                    Some(Frame::Arr(items)) => J::Arr(items),
+                    Some(Frame::Obj(members, _)) => J::Obj(members),
+                    None => unreachable!("a frame was on top"),
+                };
+            }
+        }
+    }
+
+    /// An object key and its colon.
+    fn key(&mut self) -> Result<Vec<u8>, SynErr> {
         self.ws();
         let c = self.peek()?;
+        if c != b'"' {
+            return Err(SynErr::Bad(c, "looking for beginning of object key string"));
+        }
+        let (_, key) = self.string()?;
+        self.ws();
+        let c = self.peek()?;
+        if c != b':' {
+            return Err(SynErr::Bad(c, "after object key"));
+        }
+        self.i += 1;
+        Ok(key)
+    }
+
+    fn scalar(&mut self) -> Result<J<'a>, SynErr> {
+        let c = self.peek()?;
         match c {
-            b'{' => {
-                self.i += 1;
-                let mut members = Vec::new();
-                self.ws();
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Ok(J::Obj(members));
-                }
-                loop {
-                    self.ws();
-                    let c = self.peek()?;
-                    if c != b'"' {
-                        return Err(SynErr::Bad(c, "looking for beginning of object key string"));
-                    }
-                    let (_, key) = self.string()?;
-                    self.ws();
-                    let c = self.peek()?;
-                    if c != b':' {
-                        return Err(SynErr::Bad(c, "after object key"));
-                    }
-                    self.i += 1;
-                    let v = self.value()?;
-                    members.push((key, v));
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Ok(J::Obj(members));
-                        }
-                        c => return Err(SynErr::Bad(c, "after object key:value pair")),
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Ok(J::Arr(items));
-                }
-                loop {
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Ok(J::Arr(items));
-                        }
-                        c => return Err(SynErr::Bad(c, "after array element")),
-                    }
-                }
-            }
             b'"' => {
                 let (raw, dec) = self.string()?;
                 Ok(J::Str(raw, dec))
@@ -428,7 +478,16 @@ fn type_err(kind: &str, go_type: &str) -> String {
     format!("json: cannot unmarshal {kind} into Go value of type {go_type}")
 }
 
-fn message(desc: &MessageDescriptor, v: &J) -> Result<DynamicMessage, String> {
+/// How deep messages may nest in a request: prost's decoding limit (100 levels, so about 50
+/// nested txns). etcd has no such limit; past it this reader refuses the request.
+const MAX_MESSAGE_DEPTH: usize = 99;
+
+fn message(desc: &MessageDescriptor, v: &J, depth: usize) -> Result<DynamicMessage, String> {
+    if depth > MAX_MESSAGE_DEPTH {
+        return Err(format!(
+            "detcd: the request nests messages deeper than {MAX_MESSAGE_DEPTH} levels"
+        ));
+    }
     let mut dm = DynamicMessage::new(desc.clone());
     let members = match v {
         J::Null => return Ok(dm),
@@ -457,7 +516,7 @@ fn message(desc: &MessageDescriptor, v: &J) -> Result<DynamicMessage, String> {
             for item in items {
                 out.push(match (f.kind(), item) {
                     (Kind::Message(m), J::Null) => Value::Message(DynamicMessage::new(m)),
-                    (k, item) => match scalar(&k, item)? {
+                    (k, item) => match scalar(&k, item, depth)? {
                         Some(v) => v,
                         None => default_of(&k),
                     },
@@ -465,7 +524,7 @@ fn message(desc: &MessageDescriptor, v: &J) -> Result<DynamicMessage, String> {
             }
             Value::List(out)
         } else {
-            match scalar(&f.kind(), jv)? {
+            match scalar(&f.kind(), jv, depth)? {
                 Some(v) => v,
                 None => continue,
             }
@@ -499,9 +558,9 @@ fn go_enum_name(e: &prost_reflect::EnumDescriptor) -> String {
 }
 
 /// One value of kind `k`; `None` when Go leaves the field as it is (a null).
-fn scalar(k: &Kind, v: &J) -> Result<Option<Value>, String> {
+fn scalar(k: &Kind, v: &J, depth: usize) -> Result<Option<Value>, String> {
     Ok(Some(match k {
-        Kind::Message(m) => Value::Message(message(m, v)?),
+        Kind::Message(m) => Value::Message(message(m, v, depth + 1)?),
         Kind::Enum(e) => {
             let go = go_enum_name(e);
             match v {
@@ -734,6 +793,58 @@ mod tests {
             go_base64(b"YQ==YQ==").unwrap_err(),
             "illegal base64 data at input byte 4"
         );
+    }
+
+    /// Go's depth limit, and no stack overflow below it on a 2 MiB stack (tokio's default for
+    /// worker threads), for the parser and for the schema walk of nested txns.
+    #[test]
+    fn nesting_depth_like_go_within_a_small_stack() {
+        let t = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+                let r = |b: &str| {
+                    decode::<crate::etcdserverpb::RangeRequest>(
+                        "etcdserverpb.RangeRequest",
+                        b.as_bytes(),
+                    )
+                };
+                assert_eq!(
+                    r(&deep(10_001)).unwrap_err(),
+                    "invalid character '[' exceeded max depth"
+                );
+                assert_eq!(r(&"[".repeat(10_000)).unwrap_err(), "unexpected EOF");
+                let ok = format!(r#"{{"key":"YQ==","x":{}}}"#, deep(9_999));
+                assert!(r(&ok).is_ok());
+                let nested = |n: usize| {
+                    let mut t = r#"{"success":[{"request_range":{"key":"dC8w"}}]}"#.to_string();
+                    for _ in 0..n {
+                        t = format!(r#"{{"success":[{{"request_txn":{t}}}]}}"#);
+                    }
+                    decode::<crate::etcdserverpb::TxnRequest>(
+                        "etcdserverpb.TxnRequest",
+                        t.as_bytes(),
+                    )
+                };
+                // Each nested txn is two message levels (RequestOp, TxnRequest).
+                let mut ok = nested(48).expect("48 nested txns decode");
+                for _ in 0..48 {
+                    ok = match ok.success.remove(0).request {
+                        Some(crate::etcdserverpb::request_op::Request::RequestTxn(t)) => t,
+                        other => panic!("{other:?}"),
+                    };
+                }
+                assert_eq!(ok.success.len(), 1);
+                for n in [49, 50, 3000] {
+                    assert_eq!(
+                        nested(n).unwrap_err(),
+                        "detcd: the request nests messages deeper than 99 levels",
+                        "{n}"
+                    );
+                }
+            })
+            .unwrap();
+        t.join().expect("no stack overflow");
     }
 
     #[test]
