@@ -11,6 +11,7 @@ pub mod import;
 pub mod model;
 pub mod reads;
 pub mod search;
+pub mod v3;
 pub mod watch;
 
 use std::time::{Duration, Instant};
