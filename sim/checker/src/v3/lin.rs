@@ -421,6 +421,7 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
     let mut writes: BTreeMap<i64, usize> = BTreeMap::new();
     let mut reads: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     let mut compacts: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    let mut serials: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     let mut indet = Vec::new();
     let mut max_rev = 1i64;
     for (i, c) in classes.iter().enumerate() {
@@ -471,7 +472,12 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                 }
                 max_rev = max_rev.max(r);
             }
-            Class::Serial(r) => max_rev = max_rev.max(r),
+            Class::Serial(r) => {
+                if r >= 1 {
+                    serials.entry(r).or_default().push(i);
+                }
+                max_rev = max_rev.max(r);
+            }
             Class::IndetWrite => indet.push(i),
             _ => {}
         }
@@ -585,7 +591,11 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                     rev: r,
                     cands: match pinned_at.get(&r) {
                         // A write whose unique value was seen at this revision.
-                        Some(p) => p.iter().copied().filter(|&i| !used[i]).collect(),
+                        Some(p) => p
+                            .iter()
+                            .copied()
+                            .filter(|&i| !used[i] && h.ops[i].call_ns <= deadline[r as usize])
+                            .collect(),
                         // Unobserved: any write not pinned elsewhere, latest call first
                         // (the likeliest to have taken effect last).
                         None => unpinned
@@ -653,7 +663,8 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                 }
             }
             if fail.is_none() {
-                fail = check_slot(h, &mut store, &made_by, r, &reads, &compacts);
+                fail = check_slot(h, &mut store, &made_by, r, &reads, &compacts)
+                    .or_else(|| check_serials(h, &store, &made_by, r, &serials));
             }
             fail
         };
@@ -726,6 +737,43 @@ fn min_read_revision(req: &Request) -> Option<i64> {
             .min(),
         _ => None,
     }
+}
+
+/// Serializable reads answered at revision `r` must equal the model at `r` (the store is
+/// at `r`): a state constraint like any other, so the search may backtrack on it; their
+/// order in real time is checked apart, per member.
+fn check_serials(
+    h: &History,
+    store: &Store,
+    made_by: &[Option<usize>],
+    r: i64,
+    serials: &BTreeMap<i64, Vec<usize>>,
+) -> Option<Fail> {
+    for &i in serials.get(&r)? {
+        let op = &h.ops[i];
+        let Outcome::Ok(rec) = &op.outcome else {
+            continue;
+        };
+        let Some(got) = store.read(&op.request, r, false) else {
+            continue;
+        };
+        if !matches!(&got, Ok(resp) if normalize(resp, true) == normalize(rec, true)) {
+            let (mut ops, ctx) = context(h, store, made_by, i, r);
+            ops.push(i);
+            return Some(Fail {
+                rev: r,
+                ops,
+                kind: ViolationKind::Serializable,
+                text: format!(
+                    "{}\n  serializable read answered at revision {r}: {}\n  the model at revision {r} answers {}\n{ctx}",
+                    describe_op(op),
+                    json(rec),
+                    answer(&got)
+                ),
+            });
+        }
+    }
+    None
 }
 
 /// Check the reads and compacts answered at revision `r` (the store is at `r`).

@@ -83,7 +83,7 @@ pub mod watch;
 use std::collections::BTreeMap;
 
 pub use lin::Limits;
-use lin::{classify, normalize, ret, Class};
+use lin::{classify, ret, Class};
 use store::{validate, Store, StoreError};
 pub use types::*;
 
@@ -404,35 +404,19 @@ fn check_errors(h: &History, classes: &[Class], out: &mut Vec<Violation>) -> usi
 /// Serializable reads: answers equal the model at their revision; per member, revisions
 /// never go back between restarts.
 fn check_serializable(h: &History, classes: &[Class], store: &Store, out: &mut Vec<Violation>) {
+    // Contents are checked by the search (a state constraint at the header revision);
+    // what is left is a header revision beyond the history's end.
     for (i, c) in classes.iter().enumerate() {
         let Class::Serial(r) = *c else { continue };
-        let op = &h.ops[i];
-        let Outcome::Ok(rec) = &op.outcome else {
-            continue;
-        };
-        let bad = if r < 1 || r > store.rev {
-            Some(format!(
-                "header revision {r} was never reached (the history ends at {})",
-                store.rev
-            ))
-        } else {
-            match store.read(&op.request, r, false) {
-                Some(Ok(resp)) if normalize(&resp, true) == normalize(rec, true) => None,
-                Some(got) => Some(format!(
-                    "the model at revision {r} answers {}",
-                    match got {
-                        Ok(x) => serde_json::to_string(&x).unwrap_or_default(),
-                        Err(e) => format!("error {} \"{}\"", e.code(), e.message()),
-                    }
-                )),
-                None => None,
-            }
-        };
-        if let Some(b) = bad {
+        if r < 1 || r > store.rev {
             out.push(Violation {
                 kind: ViolationKind::Serializable,
-                ops: vec![op.id],
-                explanation: format!("{}\n  {b}", describe_op(op)),
+                ops: vec![h.ops[i].id],
+                explanation: format!(
+                    "{}\n  header revision {r} was never reached (the history ends at {})",
+                    describe_op(&h.ops[i]),
+                    store.rev
+                ),
             });
         }
     }
@@ -491,3 +475,6 @@ fn check_serializable(h: &History, classes: &[Class], store: &Store, out: &mut V
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

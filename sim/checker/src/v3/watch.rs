@@ -142,6 +142,14 @@ fn structural(w: &Watch, resps: &[&WatchResponse], out: &mut Vec<Violation>) {
         }
         for e in &r.events {
             let rev = e.kv.mod_revision;
+            if !seen.insert((rev, e.kv.key.clone())) {
+                out.push(v(
+                    WatchRule::Unique,
+                    wid,
+                    format!("event twice: {}", show(e)),
+                ));
+                return;
+            }
             if let Some(&other) = rev_resp.get(&rev) {
                 if other != ri {
                     out.push(v(
@@ -153,14 +161,6 @@ fn structural(w: &Watch, resps: &[&WatchResponse], out: &mut Vec<Violation>) {
                 }
             }
             rev_resp.insert(rev, ri);
-            if !seen.insert((rev, e.kv.key.clone())) {
-                out.push(v(
-                    WatchRule::Unique,
-                    wid,
-                    format!("event twice: {}", show(e)),
-                ));
-                return;
-            }
             if last.is_some_and(|l| rev < l) {
                 out.push(v(
                     WatchRule::Ordered,
