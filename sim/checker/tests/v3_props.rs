@@ -122,3 +122,43 @@ fn seeded_sweep() {
         );
     }
 }
+
+fn example() -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v3/example.jsonl");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn the_documented_example_passes_and_round_trips() {
+    let h = v3::History::parse(&example()).expect("parses");
+    assert_eq!(h.ops.len(), 5);
+    assert_eq!(h.restarts, vec![(2, 5000)]);
+    let r = v3::check(&h);
+    assert_eq!(r.verdict, V3Verdict::Ok, "{}", r.render());
+    // The indeterminate txn made revision 3 (the compaction ran there).
+    assert_eq!(r.made_by, vec![(2, 1), (3, 3)]);
+    assert_eq!(v3::History::parse(&h.to_jsonl()).expect("parses"), h);
+}
+
+#[test]
+fn the_cli_exit_codes() {
+    let dir = std::env::temp_dir().join(format!("detcd-v3-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let good = dir.join("good.jsonl");
+    std::fs::write(&good, example()).expect("write");
+    let run = |args: &[&str]| {
+        detcd_checker::cli_main(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    };
+    let g = good.to_str().expect("utf-8 path");
+    assert_eq!(run(&["v3", g]), 0);
+    assert_eq!(run(&["check", "v3", g, "--timeout", "5"]), 0);
+    // The read before the put claims to have seen it.
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, example().replace(r#""header_revision":1,"kvs":[]"#, r#""header_revision":1,"kvs":[{"key":"a","value":"v1","create_revision":2,"mod_revision":2,"version":1}]"#)).expect("write");
+    assert_eq!(run(&["v3", bad.to_str().expect("utf-8 path")]), 1);
+    let junk = dir.join("junk.jsonl");
+    std::fs::write(&junk, "{\"type\":\"nope\"}\n").expect("write");
+    assert_eq!(run(&["v3", junk.to_str().expect("utf-8 path")]), 2);
+    assert_eq!(run(&["v3"]), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -160,12 +160,18 @@ fn puts_of<'a>(req: &'a Request, out: &mut Vec<(&'a str, &'a str)>) {
 
 /// etcd's `patch_history` trick: an indeterminate write with a put whose (key, value) no
 /// other operation writes, seen at exactly one revision, can only have made that revision.
-/// Returns the pinned writes by revision, and the others (in call order).
-fn pin(
-    h: &History,
+/// Returns the pinned writes by revision, the others (in call order), and the (key,
+/// value) pairs that one operation puts and nobody ever saw.
+#[allow(clippy::type_complexity)]
+fn pin<'a>(
+    h: &'a History,
     indet: &[usize],
-    ev: &BTreeMap<i64, Vec<Evidence>>,
-) -> (BTreeMap<i64, Vec<usize>>, Vec<usize>) {
+    ev: &'a BTreeMap<i64, Vec<Evidence>>,
+) -> (
+    BTreeMap<i64, Vec<usize>>,
+    Vec<usize>,
+    std::collections::HashSet<(&'a str, &'a str)>,
+) {
     let mut writers: std::collections::HashMap<(&str, &str), usize> = Default::default();
     for op in &h.ops {
         if !matches!(op.outcome, Outcome::Error(_)) {
@@ -191,6 +197,11 @@ fn pin(
     }
     let mut pinned: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     let mut unpinned = Vec::new();
+    let unseen = writers
+        .iter()
+        .filter(|(kv, &n)| n == 1 && !seen.contains_key(kv))
+        .map(|(kv, _)| *kv)
+        .collect();
     for &i in indet {
         let mut p = Vec::new();
         puts_of(&h.ops[i].request, &mut p);
@@ -203,7 +214,132 @@ fn pin(
             None => unpinned.push(i),
         }
     }
-    (pinned, unpinned)
+    (pinned, unpinned, unseen)
+}
+
+/// When a put nobody ever saw can have taken effect: at revision R only if no read
+/// observed its key at a revision x with R ≤ x < E, where E is the first revision after R
+/// that may have overwritten the key (an acknowledged write that may touch it, or any
+/// revision no acknowledged write claims).
+struct Visibility {
+    /// Per key: sorted revisions at which some Range showed the key's state (present?).
+    obs: std::collections::HashMap<String, Vec<(i64, bool)>>,
+    /// Per key: sorted revisions of acknowledged writes that may touch it.
+    writes: std::collections::HashMap<String, Vec<i64>>,
+    /// Sorted revisions no acknowledged write claims.
+    gaps: Vec<i64>,
+}
+
+impl Visibility {
+    fn new(
+        h: &History,
+        classes: &[Class],
+        acked: &BTreeMap<i64, usize>,
+        max_rev: i64,
+    ) -> Visibility {
+        let mut keys: std::collections::BTreeSet<&str> = Default::default();
+        for op in &h.ops {
+            let mut p = Vec::new();
+            puts_of(&op.request, &mut p);
+            keys.extend(p.iter().map(|kv| kv.0));
+        }
+        let in_keys = |k: &str, e: &str| -> Vec<String> {
+            keys.iter()
+                .filter(|x| super::store::in_range(k, e, x))
+                .map(|x| x.to_string())
+                .collect()
+        };
+        let mut obs: std::collections::HashMap<String, Vec<(i64, bool)>> = Default::default();
+        for (i, op) in h.ops.iter().enumerate() {
+            if !matches!(
+                classes[i],
+                Class::Read(_) | Class::Serial(_) | Class::Write(_)
+            ) {
+                continue;
+            }
+            let (Request::Range(q), Outcome::Ok(Response::Range(r))) = (&op.request, &op.outcome)
+            else {
+                continue;
+            };
+            if q.count_only || q.limit > 0 || q.keys_only {
+                continue;
+            }
+            let x = if q.revision > 0 {
+                q.revision
+            } else {
+                r.header_revision
+            };
+            for k in in_keys(&q.key, &q.range_end) {
+                let present = r.kvs.iter().any(|kv| kv.key == k);
+                obs.entry(k).or_default().push((x, present));
+            }
+        }
+        let mut writes: std::collections::HashMap<String, Vec<i64>> = Default::default();
+        for (&r, &i) in acked {
+            for k in &keys {
+                if writes_into(&h.ops[i].request, k, "") {
+                    writes.entry(k.to_string()).or_default().push(r);
+                }
+            }
+        }
+        for v in obs.values_mut() {
+            v.sort_unstable();
+        }
+        for v in writes.values_mut() {
+            v.sort_unstable();
+        }
+        let gaps = (2..=max_rev).filter(|r| !acked.contains_key(r)).collect();
+        Visibility { obs, writes, gaps }
+    }
+
+    /// The observations of `key` from revision `r` until it may have been overwritten.
+    fn window(&self, key: &str, r: i64) -> &[(i64, bool)] {
+        let next = |v: &[i64]| v.get(v.partition_point(|&x| x <= r)).copied();
+        let end = [self.writes.get(key).and_then(|v| next(v)), next(&self.gaps)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(i64::MAX);
+        match self.obs.get(key) {
+            Some(o) => {
+                let from = o.partition_point(|&(x, _)| x < r);
+                let to = o.partition_point(|&(x, _)| x < end);
+                &o[from..to.max(from)]
+            }
+            None => &[],
+        }
+    }
+
+    /// Whether an indeterminate write may have made gap revision `r` unseen by the reads:
+    /// a Put of a (key, value) nobody saw is impossible where its key was read; a
+    /// single-key DeleteRange (which must have deleted the key to make a revision) where
+    /// the key was read as present; a Txn when every branch that writes is impossible so.
+    fn possible(
+        &self,
+        req: &Request,
+        r: i64,
+        unseen: &std::collections::HashSet<(&str, &str)>,
+    ) -> bool {
+        let put_ok = |p: &PutRequest| {
+            !unseen.contains(&(p.key.as_str(), p.value.as_str()))
+                || self.window(&p.key, r).is_empty()
+        };
+        match req {
+            Request::Put(p) => put_ok(p),
+            Request::DeleteRange(d) if d.range_end.is_empty() => {
+                !self.window(&d.key, r).iter().any(|&(_, present)| present)
+            }
+            Request::DeleteRange(_) => true,
+            Request::Txn(t) => [&t.success, &t.failure].into_iter().any(|b| {
+                b.iter().any(super::store::may_write)
+                    && b.iter().all(|op| match op {
+                        Request::Put(p) => put_ok(p),
+                        _ => true,
+                    })
+            }),
+            Request::Range(_) | Request::Compact(_) => false,
+        }
+    }
 }
 
 fn satisfies(store: &Store, rev: i64, ev: &[Evidence]) -> bool {
@@ -228,12 +364,17 @@ pub(crate) struct LinResult {
     pub violations: Vec<Violation>,
     /// The search ran out of steps or time.
     pub unknown: bool,
+    /// When it did: the deepest failure it had met (a violation unless some other
+    /// placement of the indeterminate writes explains it).
+    pub probable: Option<Violation>,
     /// Indeterminate writes the linearization applied.
     pub indeterminate_applied: usize,
     /// Search steps (slots placed, including retries).
     pub steps: u64,
     /// Backtracks.
     pub backtracks: u64,
+    /// Choices jumped over when backtracking (they could not matter).
+    pub jumps: u64,
 }
 
 struct Fail {
@@ -241,14 +382,131 @@ struct Fail {
     ops: Vec<usize>,
     text: String,
     kind: ViolationKind,
+    /// What the failure depends on (for backjumping).
+    conflict: Conflict,
+}
+
+/// What a failure depends on: the state of these key ranges, and whether these
+/// indeterminate writes were still free. A gap choice whose every possible candidate
+/// writes none of the ranges (and that did not take one of the ops) cannot change the
+/// outcome, so backtracking jumps over it (conflict-directed backjumping).
+#[derive(Debug, Clone, Default)]
+struct Conflict {
+    /// Key ranges, each with the revision of the last acknowledged delete of its (single)
+    /// key before the failure: writes at or below it cannot matter, the delete reset the
+    /// key (None: not yet worked out).
+    ranges: Vec<(String, String, Option<i64>)>,
+    ops: Vec<usize>,
+}
+
+impl Conflict {
+    fn of(h: &History, i: usize) -> Conflict {
+        let mut ranges = Vec::new();
+        touched(&h.ops[i].request, &mut ranges);
+        // A read at an older revision depends on the key's whole history.
+        let since = min_read_revision(&h.ops[i].request).map(|_| 0);
+        Conflict {
+            ranges: ranges.into_iter().map(|(k, e)| (k, e, since)).collect(),
+            ops: Vec::new(),
+        }
+    }
+
+    /// Work out the resets for a failure at revision `rev`.
+    fn settle(&mut self, resets: &std::collections::HashMap<String, Vec<i64>>, rev: i64) {
+        for (k, e, since) in &mut self.ranges {
+            if since.is_none() {
+                let last = if e.is_empty() {
+                    resets.get(k.as_str()).and_then(|v| {
+                        let n = v.partition_point(|&x| x < rev);
+                        n.checked_sub(1).map(|n| v[n])
+                    })
+                } else {
+                    None
+                };
+                *since = Some(last.unwrap_or(0));
+            }
+        }
+    }
+
+    fn merge(&mut self, o: &Conflict) {
+        for r in &o.ranges {
+            if !self.ranges.contains(r) {
+                self.ranges.push(r.clone());
+            }
+        }
+        for i in &o.ops {
+            if !self.ops.contains(i) {
+                self.ops.push(*i);
+            }
+        }
+    }
+}
+
+/// [lo, hi) of a key range with etcd's conventions (hi None: unbounded).
+fn bounds<'a>(
+    key: &'a str,
+    end: &'a str,
+) -> (std::borrow::Cow<'a, str>, Option<std::borrow::Cow<'a, str>>) {
+    use std::borrow::Cow;
+    if end.is_empty() {
+        (Cow::Borrowed(key), Some(Cow::Owned(format!("{key}\0"))))
+    } else if end == "\0" {
+        (Cow::Borrowed(key), None)
+    } else {
+        (Cow::Borrowed(key), Some(Cow::Borrowed(end)))
+    }
+}
+
+fn overlap(a: (&str, &str), b: (&str, &str)) -> bool {
+    let (alo, ahi) = bounds(a.0, a.1);
+    let (blo, bhi) = bounds(b.0, b.1);
+    ahi.is_none_or(|h| *blo < *h) && bhi.is_none_or(|h| *alo < *h)
+}
+
+/// Whether a request may write into the range [key, end) (any branch).
+fn writes_into(req: &Request, key: &str, end: &str) -> bool {
+    match req {
+        Request::Put(p) => overlap((&p.key, ""), (key, end)),
+        Request::DeleteRange(d) => overlap((&d.key, &d.range_end), (key, end)),
+        Request::Txn(t) => t
+            .success
+            .iter()
+            .chain(&t.failure)
+            .any(|r| writes_into(r, key, end)),
+        Request::Range(_) | Request::Compact(_) => false,
+    }
+}
+
+/// The keys an answered request deleted for sure (single-key deletes that deleted one,
+/// and the prev_kvs of range deletes), following the branches taken.
+fn deleted_keys(req: &Request, resp: &Response, out: &mut Vec<String>) {
+    match (req, resp) {
+        (Request::DeleteRange(d), Response::DeleteRange(r)) => {
+            if d.range_end.is_empty() && r.deleted == 1 {
+                out.push(d.key.clone());
+            } else if d.prev_kv {
+                out.extend(r.prev_kvs.iter().map(|kv| kv.key.clone()));
+            }
+        }
+        (Request::Txn(t), Response::Txn(r)) => {
+            let branch = if r.succeeded { &t.success } else { &t.failure };
+            for (q, x) in branch.iter().zip(&r.responses) {
+                deleted_keys(q, x, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 struct Frame {
     rev: i64,
+    /// Every write that may fill this gap (used ones are skipped when tried).
     cands: Vec<usize>,
     next: usize,
     mark: usize,
     chosen: Option<usize>,
+    /// Conflicts of the failures met below this choice.
+    conflict: Conflict,
 }
 
 /// Search limits.
@@ -263,7 +521,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_steps: 50_000_000,
+            max_steps: 2_000_000,
             deadline: None,
         }
     }
@@ -271,6 +529,166 @@ impl Default for Limits {
 
 pub(crate) fn ret(op: &Op) -> u64 {
     op.return_ns.unwrap_or(u64::MAX)
+}
+
+/// Checks that no placement of indeterminate writes can change, run before the search
+/// (they make most wrong answers cheap to find even when the search would have to try
+/// many placements): every kv seen anywhere was written — its (key, value) is put by some
+/// operation that was not refused, and when every writer of that (key, value) was
+/// acknowledged, at the kv's `mod_revision`; and a key read at revision R with
+/// `mod_revision` m had no acknowledged put between m and R (exclusive, inclusive).
+fn provenance(h: &History, classes: &[Class], out: &mut Vec<Violation>) {
+    use std::collections::HashMap;
+    // (key, value) -> (writers, acknowledged revisions).
+    type Writers<'a> = HashMap<(&'a str, &'a str), (usize, Vec<(i64, u64)>)>;
+    let mut writers: Writers = HashMap::new();
+    // key -> acknowledged put revisions (sorted later), with the op id.
+    let mut acked_puts: HashMap<&str, Vec<(i64, u64)>> = HashMap::new();
+    for (i, op) in h.ops.iter().enumerate() {
+        if matches!(op.outcome, Outcome::Error(_)) {
+            continue;
+        }
+        let mut all = Vec::new();
+        puts_of(&op.request, &mut all);
+        for kv in &all {
+            writers.entry(*kv).or_default().0 += 1;
+        }
+        if let (Class::Write(r), Outcome::Ok(resp)) = (classes[i], &op.outcome) {
+            let mut taken = Vec::new();
+            taken_puts(&op.request, resp, &mut taken);
+            for kv in taken {
+                writers.entry(kv).or_default().1.push((r, op.id));
+                acked_puts.entry(kv.0).or_default().push((r, op.id));
+            }
+        }
+    }
+    for v in acked_puts.values_mut() {
+        v.sort();
+    }
+    let mut reported = 0;
+    let mut report =
+        |out: &mut Vec<Violation>, kind: ViolationKind, ops: Vec<u64>, text: String| {
+            reported += 1;
+            if reported <= 20 {
+                out.push(Violation {
+                    kind,
+                    ops,
+                    explanation: text,
+                });
+            }
+        };
+    // (kv, op index or (watcher, is prev_kv)).
+    type Source = Result<usize, (u64, bool)>;
+    let mut seen: Vec<(&KeyValue, Source)> = Vec::new();
+    for (i, op) in h.ops.iter().enumerate() {
+        if let Outcome::Ok(resp) = &op.outcome {
+            let mut kvs = Vec::new();
+            collect_kvs(resp, Some(&op.request), &mut kvs);
+            seen.extend(kvs.into_iter().map(|kv| (kv, Ok(i))));
+        }
+    }
+    for r in &h.watch_responses {
+        for e in &r.events {
+            if e.kind == EventType::Put {
+                seen.push((&e.kv, Err((r.watcher, false))));
+            }
+            if let Some(p) = &e.prev_kv {
+                seen.push((p, Err((r.watcher, true))));
+            }
+        }
+    }
+    for (kv, src) in seen {
+        let (kind, mut ids, who) = match src {
+            Ok(i) => (
+                ViolationKind::Response,
+                vec![h.ops[i].id],
+                describe_op(&h.ops[i]),
+            ),
+            Err((w, prev)) => (
+                ViolationKind::Watch(super::watch::WatchRule::if_prev(prev)),
+                vec![w],
+                format!(
+                    "watcher {w}: {}",
+                    if prev {
+                        "an event's prev_kv"
+                    } else {
+                        "an event"
+                    }
+                ),
+            ),
+        };
+        let text = match writers.get(&(kv.key.as_str(), kv.value.as_str())) {
+            None => format!(
+                "{who}\n  saw {:?}={:?} (mod_revision {}), a value no operation of the history put to that key",
+                kv.key, kv.value, kv.mod_revision
+            ),
+            Some((n, acked))
+                if *n == acked.len() && !acked.iter().any(|a| a.0 == kv.mod_revision) =>
+            {
+                ids.extend(acked.iter().map(|a| a.1));
+                format!(
+                    "{who}\n  saw {:?}={:?} with mod_revision {}, but that value was put only by op(s) acknowledged at revision(s) {:?}",
+                    kv.key,
+                    kv.value,
+                    kv.mod_revision,
+                    acked.iter().map(|a| a.0).collect::<Vec<_>>()
+                )
+            }
+            _ => continue,
+        };
+        report(out, kind, ids, text);
+    }
+    // Stale kvs in Range answers (linearizable or serializable): the key's state at the
+    // revision read cannot be older than an acknowledged put at or below it.
+    for (i, op) in h.ops.iter().enumerate() {
+        let (Outcome::Ok(Response::Range(resp)), Request::Range(q)) = (&op.outcome, &op.request)
+        else {
+            continue;
+        };
+        let at = if q.revision > 0 {
+            q.revision
+        } else {
+            resp.header_revision
+        };
+        for kv in &resp.kvs {
+            let Some(puts) = acked_puts.get(kv.key.as_str()) else {
+                continue;
+            };
+            let n = puts.partition_point(|p| p.0 <= at);
+            if n > 0 && puts[n - 1].0 > kv.mod_revision {
+                let w = puts[n - 1];
+                report(
+                    out,
+                    ViolationKind::Response,
+                    vec![w.1, op.id],
+                    format!(
+                        "{}\n  read {:?} at revision {at} with mod_revision {}, but op {} put it at revision {} (≤ {at})",
+                        describe_op(op),
+                        kv.key,
+                        kv.mod_revision,
+                        w.1,
+                        w.0
+                    ),
+                );
+            }
+        }
+        let _ = i;
+    }
+}
+
+/// The (key, value) pairs an answered request put, following the branches its response
+/// says were taken.
+fn taken_puts<'a>(req: &'a Request, resp: &Response, out: &mut Vec<(&'a str, &'a str)>) {
+    match (req, resp) {
+        (Request::Put(p), Response::Put(_)) => out.push((&p.key, &p.value)),
+        (Request::Txn(t), Response::Txn(r)) => {
+            let branch = if r.succeeded { &t.success } else { &t.failure };
+            for (q, x) in branch.iter().zip(&r.responses) {
+                taken_puts(q, x, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The real-time check of answered linearizable operations against their slots.
@@ -417,6 +835,7 @@ fn context(
 pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResult {
     let mut violations = Vec::new();
     real_time(h, classes, &mut violations);
+    provenance(h, classes, &mut violations);
 
     let mut writes: BTreeMap<i64, usize> = BTreeMap::new();
     let mut reads: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
@@ -495,9 +914,11 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
             made_by: Vec::new(),
             violations,
             unknown: false,
+            probable: None,
             indeterminate_applied: 0,
             steps: 0,
             backtracks: 0,
+            jumps: 0,
         };
     }
 
@@ -516,7 +937,19 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
         deadline[r] = deadline[r].min(deadline[r + 1]);
     }
     indet.sort_by_key(|&i| (h.ops[i].call_ns, h.ops[i].id));
-    let (pinned_at, unpinned) = pin(h, &indet, &ev);
+    let (pinned_at, unpinned, unseen) = pin(h, &indet, &ev);
+    let vis = Visibility::new(h, classes, &writes, max_rev);
+    // Per key: revisions of acknowledged writes that surely deleted it.
+    let mut resets: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    for (&r, &i) in &writes {
+        if let Outcome::Ok(resp) = &h.ops[i].outcome {
+            let mut keys = Vec::new();
+            deleted_keys(&h.ops[i].request, resp, &mut keys);
+            for k in keys {
+                resets.entry(k).or_default().push(r);
+            }
+        }
+    }
 
     let mut store = Store::new();
     let mut made_by: Vec<Option<usize>> = vec![None; n_slots];
@@ -526,16 +959,23 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
     let mut best: Option<Fail> = None;
     let mut steps = 0u64;
     let mut backtracks = 0u64;
+    let mut jumped = 0u64;
     let mut r = 1i64;
     let no_ev = Vec::new();
-    let unknown = |steps, backtracks, violations| LinResult {
+    let unknown = |steps, backtracks, jumps, violations, best: Option<Fail>| LinResult {
         store: None,
         made_by: Vec::new(),
         violations,
         unknown: true,
+        probable: best.map(|f| Violation {
+            kind: f.kind,
+            ops: f.ops.iter().map(|&i| h.ops[i].id).collect(),
+            explanation: f.text,
+        }),
         indeterminate_applied: 0,
         steps,
         backtracks,
+        jumps,
     };
     loop {
         // Slot 1 has no write; its reads and compacts are checked like the others'.
@@ -544,12 +984,12 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
         } else {
             steps += 1;
             if steps > limits.max_steps {
-                return unknown(steps, backtracks, violations);
+                return unknown(steps, backtracks, jumped, violations, best);
             }
             if steps.is_multiple_of(4096) {
                 if let Some(d) = limits.deadline {
                     if Instant::now() > d {
-                        return unknown(steps, backtracks, violations);
+                        return unknown(steps, backtracks, jumped, violations, best);
                     }
                 }
             }
@@ -575,6 +1015,7 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                         rev: r,
                         ops,
                         kind: ViolationKind::Response,
+                        conflict: Conflict::of(h, w),
                         text: format!(
                             "{}\n  was acknowledged as making revision {r}; the model at revision {} answers {}{}\n  it got {}\n{ctx}",
                             describe_op(op),
@@ -594,20 +1035,23 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                         Some(p) => p
                             .iter()
                             .copied()
-                            .filter(|&i| !used[i] && h.ops[i].call_ns <= deadline[r as usize])
+                            .filter(|&i| h.ops[i].call_ns <= deadline[r as usize])
                             .collect(),
                         // Unobserved: any write not pinned elsewhere, latest call first
                         // (the likeliest to have taken effect last).
+                        // Writes that would have been seen at this revision are left out.
                         None => unpinned
                             .iter()
                             .rev()
                             .copied()
-                            .filter(|&i| !used[i] && h.ops[i].call_ns <= deadline[r as usize])
+                            .filter(|&i| h.ops[i].call_ns <= deadline[r as usize])
+                            .filter(|&i| vis.possible(&h.ops[i].request, r, &unseen))
                             .collect(),
                     },
                     next: 0,
                     mark: store.mark(),
                     chosen: None,
+                    conflict: Conflict::default(),
                 });
                 let want = ev.get(&r).unwrap_or(&no_ev);
                 while frame.next < frame.cands.len() {
@@ -654,10 +1098,30 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                     }
                     let mut ops: Vec<usize> = frame.cands.clone();
                     ops.truncate(5);
+                    // It depends on what failed below each candidate, on the state of
+                    // whatever the candidates touch or the observations name, and on the
+                    // candidates being free.
+                    let mut conflict = frame.conflict.clone();
+                    for &c in &frame.cands {
+                        let mut t = Conflict::of(h, c);
+                        t.ops.push(c);
+                        conflict.merge(&t);
+                    }
+                    for e in want {
+                        let k = match e {
+                            Evidence::Put(kv) => kv.key.clone(),
+                            Evidence::Delete(k) => k.clone(),
+                        };
+                        conflict.merge(&Conflict {
+                            ranges: vec![(k, String::new(), None)],
+                            ops: Vec::new(),
+                        });
+                    }
                     fail = Some(Fail {
                         rev: r,
                         ops,
                         kind: ViolationKind::UnexplainedRevision,
+                        conflict,
                         text,
                     });
                 }
@@ -676,10 +1140,38 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                 r += 1;
             }
             Some(f) => {
+                let mut conflict = f.conflict.clone();
+                conflict.settle(&resets, f.rev);
                 if best.as_ref().is_none_or(|b| f.rev > b.rev) {
                     best = Some(f);
                 }
-                let Some(mut fr) = frames.pop() else {
+                // Back to the newest choice that can matter; choices in between stay
+                // as they are in every alternative, so they are dropped with it.
+                let relevant = loop {
+                    let Some(mut fr) = frames.pop() else {
+                        break None;
+                    };
+                    let chosen = fr.chosen.take();
+                    if let Some(c) = chosen {
+                        used[c] = false;
+                    }
+                    let matters = chosen.is_some_and(|c| conflict.ops.contains(&c))
+                        || conflict.ranges.iter().any(|(k, e, since)| {
+                            fr.rev > since.unwrap_or(0)
+                                && fr
+                                    .cands
+                                    .iter()
+                                    .any(|&c| writes_into(&h.ops[c].request, k, e))
+                        });
+                    if matters {
+                        fr.conflict.merge(&conflict);
+                        break Some(fr);
+                    }
+                    jumped += 1;
+                    // Its own conflict was met under choices below it: keep it.
+                    conflict.merge(&fr.conflict);
+                };
+                let Some(fr) = relevant else {
                     let f = best.expect("a failure");
                     violations.push(Violation {
                         kind: f.kind,
@@ -691,16 +1183,15 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                         made_by,
                         violations,
                         unknown: false,
+                        probable: None,
                         indeterminate_applied: 0,
                         steps,
                         backtracks,
+                        jumps: jumped,
                     };
                 };
                 backtracks += 1;
                 store.rollback(fr.mark);
-                if let Some(c) = fr.chosen.take() {
-                    used[c] = false;
-                }
                 for x in made_by.iter_mut().skip(fr.rev as usize) {
                     *x = None;
                 }
@@ -719,9 +1210,11 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
         made_by,
         violations,
         unknown: false,
+        probable: None,
         indeterminate_applied: applied,
         steps,
         backtracks,
+        jumps: jumped,
     }
 }
 
@@ -764,6 +1257,7 @@ fn check_serials(
                 rev: r,
                 ops,
                 kind: ViolationKind::Serializable,
+                conflict: Conflict::of(h, i),
                 text: format!(
                     "{}\n  serializable read answered at revision {r}: {}\n  the model at revision {r} answers {}\n{ctx}",
                     describe_op(op),
@@ -807,6 +1301,7 @@ fn check_slot(
                         rev: r,
                         ops,
                         kind: ViolationKind::Response,
+                        conflict: Conflict::of(h, i),
                         text: format!(
                             "{}\n  answered as changing nothing at revision {r}, but in the model at revision {r} it writes: {}\n{ctx}",
                             describe_op(op),
@@ -824,6 +1319,7 @@ fn check_slot(
                 rev: r,
                 ops,
                 kind: ViolationKind::Response,
+                conflict: Conflict::of(h, i),
                 text: format!(
                     "{}\n  answered at revision {r}: {}\n  the model at revision {r} answers {}\n{ctx}",
                     describe_op(op),
@@ -841,6 +1337,7 @@ fn check_slot(
                             rev: r,
                             ops: vec![c, i],
                             kind: ViolationKind::Response,
+                            conflict: Conflict::default(),
                             text: format!(
                                 "{}\n  read revision {q} after a compaction to {} had returned:\n  {}",
                                 describe_op(op),
@@ -867,6 +1364,7 @@ fn check_slot(
                 rev: r,
                 ops: vec![c],
                 kind: ViolationKind::Response,
+                conflict: Conflict::default(),
                 text: format!(
                     "{}\n  answered at revision {r}; the model (compact revision {before}) answers {}",
                     describe_op(op),

@@ -35,6 +35,8 @@
 //! {"type":"restart","member":2,"at_ns":5000}
 //! ```
 //!
+//! (`tests/data/v3/example.jsonl` holds these lines, one object per line, and passes.)
+//!
 //! Responses: `range` {header_revision, kvs, count, more}, `put` {header_revision,
 //! prev_kv}, `delete_range` {header_revision, deleted, prev_kvs}, `txn` {header_revision,
 //! succeeded, responses: one per op of the branch taken, in the same shape}, `compact`
@@ -126,7 +128,8 @@ pub enum V3Verdict {
     Ok,
     /// At least one violation.
     Violations,
-    /// The search ran out of steps or time (other checks may still have found violations).
+    /// The search ran out of steps or time (other checks may still have found violations;
+    /// [`V3Report::probable`] says where the search got stuck).
     Unknown,
 }
 
@@ -137,6 +140,9 @@ pub struct V3Report {
     pub verdict: V3Verdict,
     /// Violations (the linearizability search reports the deepest failure only).
     pub violations: Vec<Violation>,
+    /// When the search ran out of steps or time: the deepest failure it met, a violation
+    /// unless a placement of indeterminate writes it did not try explains it.
+    pub probable: Option<Violation>,
     /// Operations in the history.
     pub ops: usize,
     /// Answered linearizable operations.
@@ -159,6 +165,8 @@ pub struct V3Report {
     pub steps: u64,
     /// Backtracks.
     pub backtracks: u64,
+    /// Choices jumped over when backtracking.
+    pub jumps: u64,
     /// The linearization found: (revision, id of the op that made it), including the
     /// indeterminate writes it applied (empty unless linearizable).
     pub made_by: Vec<(i64, u64)>,
@@ -168,7 +176,7 @@ impl V3Report {
     /// A summary and every violation, as text.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "{:?}: {} ops ({} linearizable, {} serializable, {} indeterminate writes of which {} applied, {} errors of which {} checked), {} revisions, {} watch events; search {} steps, {} backtracks\n",
+            "{:?}: {} ops ({} linearizable, {} serializable, {} indeterminate writes of which {} applied, {} errors of which {} checked), {} revisions, {} watch events; search {} steps, {} backtracks, {} jumps\n",
             self.verdict,
             self.ops,
             self.linearizable,
@@ -180,8 +188,15 @@ impl V3Report {
             self.revisions,
             self.watch_events,
             self.steps,
-            self.backtracks
+            self.backtracks,
+            self.jumps
         );
+        if let Some(v) = &self.probable {
+            s.push_str(&format!(
+                "search gave up; deepest failure met {:?} (ops {:?}):\n  {}\n",
+                v.kind, v.ops, v.explanation
+            ));
+        }
         for v in &self.violations {
             s.push_str(&format!(
                 "violation {:?} (ops {:?}):\n  {}\n",
@@ -240,6 +255,7 @@ pub fn check_with(h: &History, limits: Limits) -> V3Report {
     V3Report {
         verdict,
         violations,
+        probable: lin.probable.clone(),
         ops: h.ops.len(),
         linearizable: count(|c| matches!(c, Class::Write(_) | Class::Read(_))),
         serializable: count(|c| matches!(c, Class::Serial(_))),
@@ -251,6 +267,7 @@ pub fn check_with(h: &History, limits: Limits) -> V3Report {
         watch_events,
         steps: lin.steps,
         backtracks: lin.backtracks,
+        jumps: lin.jumps,
         made_by: if lin.store.is_some() {
             lin.made_by
                 .iter()

@@ -510,6 +510,14 @@ fn a_stale_read_fails_for_real_time() {
 fn a_read_of_the_wrong_value_fails_with_the_writes_that_explain_it() {
     let mut b = base();
     b.h.ops[2].outcome = get_ok(3, vec![kv("a", "1", 2, 3, 2)]);
+    // Found before the search: that value was written at 2, not 3.
+    fails(
+        &b,
+        ViolationKind::Response,
+        "saw \"a\"=\"1\" with mod_revision 3, but that value was put only by op(s) acknowledged at revision(s) [2]",
+    );
+    // A wrong version needs the model.
+    b.h.ops[2].outcome = get_ok(3, vec![kv("a", "2", 2, 3, 3)]);
     let r = fails(
         &b,
         ViolationKind::Response,
@@ -957,6 +965,13 @@ fn watch_rules_fail_for_the_right_reason() {
     watch_fails(
         vec![vec![e[0].clone(), bad]],
         WatchRule::PrevKv,
+        "an event's prev_kv",
+    );
+    let mut bad = e[1].clone();
+    bad.prev_kv = Some(kv("a", "2", 2, 3, 2));
+    watch_fails(
+        vec![vec![e[0].clone(), bad]],
+        WatchRule::PrevKv,
         "the previous kv was",
     );
     // IsCreate: version 1 but create != mod.
@@ -970,6 +985,14 @@ fn watch_rules_fail_for_the_right_reason() {
     // Content: a value nobody wrote at that revision.
     let mut bad = e[0].clone();
     bad.kv.value = "zzz".into();
+    watch_fails(
+        vec![vec![bad]],
+        WatchRule::Content,
+        "a value no operation of the history put",
+    );
+    // Content: the right value, a lease the write did not attach.
+    let mut bad = e[0].clone();
+    bad.kv.lease = 5;
     watch_fails(
         vec![vec![bad]],
         WatchRule::Content,

@@ -56,6 +56,17 @@ pub enum WatchRule {
     Compaction,
 }
 
+impl WatchRule {
+    /// A kv no write explains: Content for an event's kv, PrevKv for its previous kv.
+    pub(crate) fn if_prev(prev: bool) -> WatchRule {
+        if prev {
+            WatchRule::PrevKv
+        } else {
+            WatchRule::Content
+        }
+    }
+}
+
 fn v(rule: WatchRule, watcher: u64, text: String) -> Violation {
     Violation {
         kind: ViolationKind::Watch(rule),
