@@ -640,7 +640,7 @@ fn provenance(h: &History, classes: &[Class], out: &mut Vec<Violation>) {
     }
     // Stale kvs in Range answers (linearizable or serializable): the key's state at the
     // revision read cannot be older than an acknowledged put at or below it.
-    for (i, op) in h.ops.iter().enumerate() {
+    for op in &h.ops {
         let (Outcome::Ok(Response::Range(resp)), Request::Range(q)) = (&op.outcome, &op.request)
         else {
             continue;
@@ -672,7 +672,6 @@ fn provenance(h: &History, classes: &[Class], out: &mut Vec<Violation>) {
                 );
             }
         }
-        let _ = i;
     }
 }
 

@@ -63,7 +63,15 @@
 //! See [`lin`]: the header revisions of answered operations fix the total order up to the
 //! order of reads within a revision, so the check is a real-time sweep plus a replay;
 //! revisions no acknowledged write claims are filled from the indeterminate writes by a
-//! depth-first search pruned by what was observed at those revisions.
+//! depth-first search. Before it, checks no placement of indeterminate writes can change
+//! (every kv seen was put by someone, at its acknowledged revision when all its writers
+//! were acknowledged; no kv older than an acknowledged put of its key at or below the
+//! revision read). The search is pruned by what was observed (a unique put value seen at
+//! revision R pins its writer to R, as etcd's `patch_history` does; a write the reads
+//! would have seen is not tried at an unobserved revision) and backjumps over choices a
+//! failure cannot depend on. It stops after [`Limits::max_steps`] (default 2M) or at
+//! [`Limits::deadline`]: the verdict is then Unknown and [`V3Report::probable`] holds the
+//! deepest failure met. Without indeterminate writes the search never branches.
 //!
 //! Serializable reads are checked apart: per member (between restarts) the header
 //! revision never goes back in real time, and the answer equals the model's at the header
@@ -75,6 +83,14 @@
 //! error returned; other errors (Unavailable, lease not found, ...) count as not applied.
 //!
 //! Watches: see [`watch`].
+//!
+//! # Not modelled
+//!
+//! Leases (a Put's lease is taken as existing; lease revocation and expiry deletions,
+//! which take revisions no client wrote, would show as unexplained revisions), Range sort
+//! orders and min/max revision filters, `ignore_value`/`ignore_lease`, auth, watch
+//! progress notifications and fragments (read but not checked), nested txns' header
+//! revisions.
 
 pub mod gen;
 pub mod lin;
@@ -330,11 +346,10 @@ fn check_errors(h: &History, classes: &[Class], out: &mut Vec<Violation>) -> usi
         })
         .collect();
     let mut judged = 0;
-    for (i, op) in h.ops.iter().enumerate() {
+    for op in &h.ops {
         let Outcome::Error(e) = &op.outcome else {
             continue;
         };
-        let _ = classes[i];
         let stat = validate(&op.request).err();
         let rec = StoreError::recognise(e);
         let mut bad: Option<String> = None;

@@ -1,5 +1,7 @@
 //! The v3 history format: serde types, one JSON object per line (see the module docs of
-//! [`crate::v3`] for examples).
+//! [`crate::v3`] for examples). Requests refuse unknown fields, so a request using
+//! something the model does not know (sort orders, min/max revision filters,
+//! `ignore_value`, ...) fails to parse instead of being checked with the wrong meaning.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,7 @@ pub struct KeyValue {
 
 /// `RangeRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct RangeRequest {
     /// Key.
     pub key: String,
@@ -52,6 +55,7 @@ pub struct RangeRequest {
 
 /// `PutRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct PutRequest {
     /// Key.
     pub key: String,
@@ -68,6 +72,7 @@ pub struct PutRequest {
 
 /// `DeleteRangeRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteRangeRequest {
     /// Key.
     pub key: String,
@@ -137,6 +142,7 @@ pub struct Compare {
 
 /// `TxnRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct TxnRequest {
     /// Compares (all must hold for `success`).
     #[serde(default)]
@@ -151,6 +157,7 @@ pub struct TxnRequest {
 
 /// `CompactionRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct CompactRequest {
     /// Compact up to this revision.
     pub revision: i64,
