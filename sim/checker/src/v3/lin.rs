@@ -442,25 +442,21 @@ impl Conflict {
     }
 }
 
-/// [lo, hi) of a key range with etcd's conventions (hi None: unbounded).
-fn bounds<'a>(
-    key: &'a str,
-    end: &'a str,
-) -> (std::borrow::Cow<'a, str>, Option<std::borrow::Cow<'a, str>>) {
-    use std::borrow::Cow;
-    if end.is_empty() {
-        (Cow::Borrowed(key), Some(Cow::Owned(format!("{key}\0"))))
-    } else if end == "\0" {
-        (Cow::Borrowed(key), None)
-    } else {
-        (Cow::Borrowed(key), Some(Cow::Borrowed(end)))
-    }
-}
-
+/// Whether two key ranges (etcd's conventions: end "" = the key alone, "\0" = no upper
+/// bound) share a key.
 fn overlap(a: (&str, &str), b: (&str, &str)) -> bool {
-    let (alo, ahi) = bounds(a.0, a.1);
-    let (blo, bhi) = bounds(b.0, b.1);
-    ahi.is_none_or(|h| *blo < *h) && bhi.is_none_or(|h| *alo < *h)
+    // Whether x lies below the range's upper bound.
+    let below = |x: &str, (k, e): (&str, &str)| {
+        if e.is_empty() {
+            x <= k
+        } else if e == "\0" {
+            true
+        } else {
+            x < e
+        }
+    };
+    let empty = |(k, e): (&str, &str)| !e.is_empty() && e != "\0" && k >= e;
+    !empty(a) && !empty(b) && below(a.0, b) && below(b.0, a)
 }
 
 /// Whether a request may write into the range [key, end) (any branch).
@@ -598,6 +594,16 @@ fn provenance(h: &History, classes: &[Class], out: &mut Vec<Violation>) {
         }
     }
     for (kv, src) in seen {
+        let wrong = match writers.get(&(kv.key.as_str(), kv.value.as_str())) {
+            None => None,
+            Some((n, acked))
+                if *n == acked.len() && !acked.iter().any(|a| a.0 == kv.mod_revision) =>
+            {
+                Some(acked)
+            }
+            _ => continue,
+        };
+        // Only now (a violation) describe the source.
         let (kind, mut ids, who) = match src {
             Ok(i) => (
                 ViolationKind::Response,
@@ -617,14 +623,12 @@ fn provenance(h: &History, classes: &[Class], out: &mut Vec<Violation>) {
                 ),
             ),
         };
-        let text = match writers.get(&(kv.key.as_str(), kv.value.as_str())) {
+        let text = match wrong {
             None => format!(
                 "{who}\n  saw {:?}={:?} (mod_revision {}), a value no operation of the history put to that key",
                 kv.key, kv.value, kv.mod_revision
             ),
-            Some((n, acked))
-                if *n == acked.len() && !acked.iter().any(|a| a.0 == kv.mod_revision) =>
-            {
+            Some(acked) => {
                 ids.extend(acked.iter().map(|a| a.1));
                 format!(
                     "{who}\n  saw {:?}={:?} with mod_revision {}, but that value was put only by op(s) acknowledged at revision(s) {:?}",
@@ -634,7 +638,6 @@ fn provenance(h: &History, classes: &[Class], out: &mut Vec<Violation>) {
                     acked.iter().map(|a| a.0).collect::<Vec<_>>()
                 )
             }
-            _ => continue,
         };
         report(out, kind, ids, text);
     }
