@@ -165,10 +165,22 @@ fn the_cli_exit_codes() {
 
 /// Found by `a_dropped_watch_event_fails`: backjumping once skipped a gap choice a read
 /// at an older revision depended on (a conflict narrowed past the key's last delete,
-/// which does not hold for historical reads) and reported a false violation.
+/// which does not hold for historical reads) and reported a false Response violation
+/// besides the watch one.
 #[test]
 fn backjumping_keeps_choices_historical_reads_depend_on() {
-    let h = gen::history(14697950219748455895, &cfg(400, 6, 4, 0.04913445823811411));
+    let mut h = gen::history(14697950219748455895, &cfg(400, 6, 4, 0.04913445823811411));
     let r = v3::check(&h);
     assert_eq!(r.verdict, V3Verdict::Ok, "{}", r.render());
+    // The same mutation as the property's first case: drop response 1's first event.
+    h.watch_responses[1].events.remove(0);
+    let r = v3::check(&h);
+    assert_eq!(r.verdict, V3Verdict::Violations);
+    assert!(
+        r.violations
+            .iter()
+            .all(|v| matches!(v.kind, ViolationKind::Watch(_))),
+        "{}",
+        r.render()
+    );
 }
