@@ -184,3 +184,25 @@ fn backjumping_keeps_choices_historical_reads_depend_on() {
         r.render()
     );
 }
+
+/// A heavier soundness sweep (run with `--release -- --ignored`): larger histories with
+/// many indeterminate writes, where the search prunes and backjumps the most, must pass.
+#[test]
+#[ignore]
+fn stress_sweep() {
+    for seed in 0..60u64 {
+        let indet = [0.05, 0.15, 0.3][seed as usize % 3];
+        let h = gen::history(seed, &cfg(5000, 12, 6, indet));
+        let r = v3::check(&h);
+        assert_eq!(
+            r.verdict,
+            V3Verdict::Ok,
+            "seed {seed} indet {indet}:\n{}",
+            r.render()
+        );
+        eprintln!(
+            "seed {seed} indet {indet}: ok, {} of {} indeterminate writes applied, {} backtracks, {} jumps",
+            r.indeterminate_applied, r.indeterminate_writes, r.backtracks, r.jumps
+        );
+    }
+}

@@ -228,6 +228,11 @@ struct Visibility {
     writes: std::collections::HashMap<String, Vec<i64>>,
     /// Sorted revisions no acknowledged write claims.
     gaps: Vec<i64>,
+    /// Per key: sorted (revision, version, create_revision) of the key's kv as seen there
+    /// (Range kvs, Put prev_kvs, watch events and their prev_kvs).
+    versions: std::collections::HashMap<String, Vec<(i64, i64, i64)>>,
+    /// Per key: sorted revisions of acknowledged puts (branches taken).
+    puts: std::collections::HashMap<String, Vec<i64>>,
 }
 
 impl Visibility {
@@ -289,7 +294,73 @@ impl Visibility {
             v.sort_unstable();
         }
         let gaps = (2..=max_rev).filter(|r| !acked.contains_key(r)).collect();
-        Visibility { obs, writes, gaps }
+        let mut versions: std::collections::HashMap<String, Vec<(i64, i64, i64)>> =
+            Default::default();
+        let mut seen = |x: i64, kv: &KeyValue| {
+            if kv.create_revision > 0 {
+                versions.entry(kv.key.clone()).or_default().push((
+                    x,
+                    kv.version,
+                    kv.create_revision,
+                ));
+            }
+        };
+        for (i, op) in h.ops.iter().enumerate() {
+            if !matches!(
+                classes[i],
+                Class::Read(_) | Class::Serial(_) | Class::Write(_)
+            ) {
+                continue;
+            }
+            match (&op.request, &op.outcome) {
+                (Request::Range(q), Outcome::Ok(Response::Range(r))) => {
+                    let x = if q.revision > 0 {
+                        q.revision
+                    } else {
+                        r.header_revision
+                    };
+                    for kv in &r.kvs {
+                        seen(x, kv);
+                    }
+                }
+                (Request::Put(_), Outcome::Ok(Response::Put(r))) => {
+                    if let Some(kv) = &r.prev_kv {
+                        seen(r.header_revision - 1, kv);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for r in &h.watch_responses {
+            for e in &r.events {
+                if e.kind == EventType::Put {
+                    seen(e.kv.mod_revision, &e.kv);
+                }
+                if let Some(p) = &e.prev_kv {
+                    seen(e.kv.mod_revision - 1, p);
+                }
+            }
+        }
+        let mut puts: std::collections::HashMap<String, Vec<i64>> = Default::default();
+        for (&r, &i) in acked {
+            if let Outcome::Ok(resp) = &h.ops[i].outcome {
+                let mut taken = Vec::new();
+                taken_puts(&h.ops[i].request, resp, &mut taken);
+                for (k, _) in taken {
+                    puts.entry(k.to_string()).or_default().push(r);
+                }
+            }
+        }
+        for v in versions.values_mut() {
+            v.sort_unstable();
+        }
+        Visibility {
+            obs,
+            writes,
+            gaps,
+            versions,
+            puts,
+        }
     }
 
     /// The observations of `key` from revision `r` until it may have been overwritten.
@@ -310,10 +381,44 @@ impl Visibility {
         }
     }
 
+    /// Whether the versions seen around `r` leave no room for another put of `key` at
+    /// `r`: seen at x1 < r and at x2 ≥ r with one create_revision (so it existed
+    /// throughout and its version counted every put), and the acknowledged puts in
+    /// (x1, x2] account for the whole version difference.
+    fn no_put_room(&self, key: &str, r: i64) -> bool {
+        let Some((x1, v1, x2, v2)) = self.straddle(key, r) else {
+            return false;
+        };
+        let acked = self.puts.get(key).map_or(0, |p| {
+            (p.partition_point(|&y| y <= x2) - p.partition_point(|&y| y <= x1)) as i64
+        });
+        v2 - v1 == acked
+    }
+
+    /// Whether the key surely existed from before `r` to at least `r` (seen on both sides
+    /// with one create_revision).
+    fn throughout(&self, key: &str, r: i64) -> bool {
+        self.straddle(key, r).is_some()
+    }
+
+    /// The nearest sightings of `key` below `r` and at or above it, if they share a
+    /// create_revision: (x1, version1, x2, version2).
+    fn straddle(&self, key: &str, r: i64) -> Option<(i64, i64, i64, i64)> {
+        let o = self.versions.get(key)?;
+        let i = o.partition_point(|&(x, _, _)| x < r);
+        let (Some(&(x1, v1, c1)), Some(&(x2, v2, c2))) =
+            (i.checked_sub(1).and_then(|j| o.get(j)), o.get(i))
+        else {
+            return None;
+        };
+        (c1 == c2).then_some((x1, v1, x2, v2))
+    }
+
     /// Whether an indeterminate write may have made gap revision `r` unseen by the reads:
     /// a Put of a (key, value) nobody saw is impossible where its key was read; a
     /// single-key DeleteRange (which must have deleted the key to make a revision) where
-    /// the key was read as present; a Txn when every branch that writes is impossible so.
+    /// the key was read as present; a Put where the versions seen around `r` leave no
+    /// room for it; a Txn when every branch that writes is impossible so.
     fn possible(
         &self,
         req: &Request,
@@ -321,19 +426,28 @@ impl Visibility {
         unseen: &std::collections::HashSet<(&str, &str)>,
     ) -> bool {
         let put_ok = |p: &PutRequest| {
-            !unseen.contains(&(p.key.as_str(), p.value.as_str()))
-                || self.window(&p.key, r).is_empty()
+            (!unseen.contains(&(p.key.as_str(), p.value.as_str()))
+                || self.window(&p.key, r).is_empty())
+                && !self.no_put_room(&p.key, r)
+        };
+        // A delete at r would remove a key that was there throughout.
+        let delete_ok = |d: &DeleteRangeRequest| {
+            !self
+                .versions
+                .keys()
+                .any(|k| super::store::in_range(&d.key, &d.range_end, k) && self.throughout(k, r))
         };
         match req {
             Request::Put(p) => put_ok(p),
             Request::DeleteRange(d) if d.range_end.is_empty() => {
-                !self.window(&d.key, r).iter().any(|&(_, present)| present)
+                !self.window(&d.key, r).iter().any(|&(_, present)| present) && delete_ok(d)
             }
-            Request::DeleteRange(_) => true,
+            Request::DeleteRange(d) => delete_ok(d),
             Request::Txn(t) => [&t.success, &t.failure].into_iter().any(|b| {
                 b.iter().any(super::store::may_write)
                     && b.iter().all(|op| match op {
                         Request::Put(p) => put_ok(p),
+                        Request::DeleteRange(d) => delete_ok(d),
                         _ => true,
                     })
             }),
@@ -503,6 +617,25 @@ struct Frame {
     chosen: Option<usize>,
     /// Conflicts of the failures met below this choice.
     conflict: Conflict,
+    /// Candidates refused at this revision (their refusal depends on the state of what
+    /// they touch), and ones passed over because a lower choice had taken them.
+    refused: Vec<usize>,
+    taken: Vec<usize>,
+    /// When resumed by a failure its last choice could not cause: that failure's
+    /// conflict; alternatives that cannot change it either are passed over (they would
+    /// meet the same failure).
+    neutral_to: Option<Conflict>,
+}
+
+impl Conflict {
+    /// Whether choosing `c` at revision `rev` instead of nothing can change the outcome
+    /// of a failure with this conflict.
+    fn touched_by(&self, h: &History, rev: i64, c: usize) -> bool {
+        self.ops.contains(&c)
+            || self.ranges.iter().any(|(k, e, since)| {
+                rev > since.unwrap_or(0) && writes_into(&h.ops[c].request, k, e)
+            })
+    }
 }
 
 /// Search limits.
@@ -1054,12 +1187,23 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                     mark: store.mark(),
                     chosen: None,
                     conflict: Conflict::default(),
+                    refused: Vec::new(),
+                    taken: Vec::new(),
+                    neutral_to: None,
                 });
                 let want = ev.get(&r).unwrap_or(&no_ev);
                 while frame.next < frame.cands.len() {
                     let c = frame.cands[frame.next];
                     frame.next += 1;
                     if used[c] {
+                        frame.taken.push(c);
+                        continue;
+                    }
+                    if frame
+                        .neutral_to
+                        .as_ref()
+                        .is_some_and(|n| !n.touched_by(h, r, c))
+                    {
                         continue;
                     }
                     let m = store.mark();
@@ -1072,6 +1216,7 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                         made_by[r as usize] = Some(c);
                         break;
                     }
+                    frame.refused.push(c);
                     store.rollback(m);
                 }
                 if frame.chosen.is_some() {
@@ -1104,10 +1249,14 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                     // whatever the candidates touch or the observations name, and on the
                     // candidates being free.
                     let mut conflict = frame.conflict.clone();
-                    for &c in &frame.cands {
-                        let mut t = Conflict::of(h, c);
-                        t.ops.push(c);
-                        conflict.merge(&t);
+                    for &c in &frame.refused {
+                        conflict.merge(&Conflict::of(h, c));
+                    }
+                    for &c in &frame.taken {
+                        conflict.merge(&Conflict {
+                            ranges: Vec::new(),
+                            ops: vec![c],
+                        });
                     }
                     for e in want {
                         let k = match e {
@@ -1167,6 +1316,12 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                         });
                     if matters {
                         fr.conflict.merge(&conflict);
+                        // If the last choice could not cause this failure, neither can
+                        // alternatives that leave its ranges and ops alone.
+                        fr.neutral_to = match chosen {
+                            Some(c) if !conflict.touched_by(h, fr.rev, c) => Some(conflict.clone()),
+                            _ => None,
+                        };
                         break Some(fr);
                     }
                     jumped += 1;
