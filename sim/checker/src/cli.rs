@@ -1,6 +1,9 @@
 //! `detcd-sim check FILE --model register|kv|etcd [--format native|jepsen-log|edn]
 //! [--timeout SECS] [--html OUT]`. Exit codes: 0 linearizable (and, for native histories,
 //! watch, index and reads checks clean), 1 a violation, 2 unknown (deadline) or bad input.
+//!
+//! `detcd-checker v3 FILE [--timeout SECS]` (also `check v3 FILE`): the v3 checker
+//! ([`crate::v3`]) on a v3 history (JSON lines); same exit codes.
 
 use std::time::{Duration, Instant};
 
@@ -11,15 +14,74 @@ use crate::search::{check, Op, Verdict};
 
 const USAGE: &str = "usage: check FILE --model register|kv|etcd [--format native|jepsen-log|edn] [--timeout SECS] [--html OUT]";
 
-/// Run the `check` command; `args[0]` is "check". Returns the exit code.
+const V3_USAGE: &str = "usage: v3 FILE [--timeout SECS]";
+
+/// Run the `check` command; `args[0]` is "check" (or "v3", or "check" then "v3", for the
+/// v3 checker). Returns the exit code.
 pub fn cli_main(args: &[String]) -> i32 {
-    match run(args) {
+    let first = args.first().map(String::as_str);
+    let v3_args = match (first, args.get(1).map(String::as_str)) {
+        (Some("v3"), _) => Some(&args[1..]),
+        (Some("check"), Some("v3")) => Some(&args[2..]),
+        _ => None,
+    };
+    let result = match v3_args {
+        Some(rest) => run_v3(rest),
+        None => run(args),
+    };
+    match result {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("check: {msg}");
             2
         }
     }
+}
+
+fn run_v3(args: &[String]) -> Result<i32, String> {
+    let mut file = None;
+    let mut timeout = 60.0;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--timeout" => {
+                timeout = it
+                    .next()
+                    .ok_or_else(|| format!("--timeout needs a value\n{V3_USAGE}"))?
+                    .parse::<f64>()
+                    .map_err(|_| "--timeout: not a number".to_string())?
+            }
+            "-h" | "--help" => {
+                println!("{V3_USAGE}");
+                return Ok(0);
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}\n{V3_USAGE}")),
+            s => {
+                if file.replace(s.to_string()).is_some() {
+                    return Err(format!("one FILE only\n{V3_USAGE}"));
+                }
+            }
+        }
+    }
+    let file = file.ok_or_else(|| format!("no FILE\n{V3_USAGE}"))?;
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+    let h = crate::v3::History::parse(&text).map_err(|e| format!("{file}: {e}"))?;
+    let started = Instant::now();
+    let report = crate::v3::check_with(
+        &h,
+        crate::v3::Limits {
+            deadline: Some(started + Duration::from_secs_f64(timeout)),
+            ..crate::v3::Limits::default()
+        },
+    );
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    print!("{}", report.render());
+    println!("{file}: checked in {ms:.1} ms");
+    Ok(match report.verdict {
+        crate::v3::V3Verdict::Ok => 0,
+        crate::v3::V3Verdict::Violations => 1,
+        crate::v3::V3Verdict::Unknown => 2,
+    })
 }
 
 fn run(args: &[String]) -> Result<i32, String> {

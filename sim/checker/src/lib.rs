@@ -1,6 +1,8 @@
 //! detcd-checker: a linearizability checker (Wing & Gong's search with Lowe's memoisation
 //! and P-compositionality, Porcupine-class), a watch checker and a reads checker (indexes
-//! and values of serializable and quorum reads) for etcd v2 histories.
+//! and values of serializable and quorum reads) for etcd v2 histories; and [`v3`], a
+//! checker of etcd v3 histories (MVCC revisions, txns, compaction, serializable reads,
+//! watches) over one global state, pinned by header revisions.
 //! It does not depend on the node or the simulator.
 #![warn(missing_docs)]
 
@@ -11,6 +13,7 @@ pub mod import;
 pub mod model;
 pub mod reads;
 pub mod search;
+pub mod v3;
 pub mod watch;
 
 use std::time::{Duration, Instant};
