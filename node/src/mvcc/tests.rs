@@ -1639,3 +1639,109 @@ fn run_model_case(seed: u64) {
         assert_eq!(got, want, "seed {seed} final rev {rev}");
     }
 }
+
+/// Probed on etcd 3.4.23 (gateway, 2026-12): a fresh store compacts at revision 0 (its
+/// compactMainRev is -1); after that a txn range at a negative revision is "compacted"
+/// (checkRange: revision < FirstRev) while a plain range at one reads now; a from-key delete
+/// and a put of a key it covers pass checkIntervals and both apply, in order.
+#[test]
+fn probed_quirks() {
+    let mut s = S::new();
+    s.put("a", "1"); // 2
+    assert_eq!(rev_of(&s.compact(0).unwrap().header), 2);
+    assert_eq!(s.m.compact_revision(), 0);
+    assert_eq!(s.compact(0), Err(V3Error::Compacted));
+    let mut neg = rng("a", "");
+    neg.revision = -5;
+    assert_eq!(s.get(neg.clone()).unwrap().count, 1);
+    let t = pb::TxnRequest {
+        success: vec![pb::RequestOp {
+            request: Some(Request::RequestRange(neg)),
+        }],
+        ..Default::default()
+    };
+    assert_eq!(s.m.txn_read(&t), Err(V3Error::Compacted));
+    s.put("n", "y"); // 3
+    let t = pb::TxnRequest {
+        success: vec![op_del("a", "\0"), op_put("b", "2")],
+        ..Default::default()
+    };
+    assert_eq!(check_txn(&t, 128), Ok(()));
+    let r = s.txn(t).unwrap();
+    assert_eq!(rev_of(&r.header), 4);
+    let Some(Response::ResponseDeleteRange(d)) = &r.responses[0].response else {
+        panic!()
+    };
+    assert_eq!(d.deleted, 2);
+    assert_eq!(s.keys(rng("\0", "\0")), vec!["b"]);
+}
+
+/// Numbers for the report (`cargo test -p detcd-node --lib mvcc::tests::measure -- --ignored
+/// --nocapture`): 10,000 puts of 100-byte values over 1,000 keys, 100 per batch, every tenth
+/// flush durable, on the in-memory crash disk (so: CPU cost, fsync count, sizes).
+#[test]
+#[ignore]
+fn measure() {
+    let disk = MemDisk::default();
+    let mut m = open_mem(&disk);
+    let t = std::time::Instant::now();
+    let n = 10_000u64;
+    for i in 1..=n {
+        let k = format!("key/{:04}", i % 1000);
+        m.apply(i, &WriteReq::Put(put(&k, &"x".repeat(100))), &any_lease)
+            .unwrap()
+            .0
+            .unwrap();
+        if i % 100 == 0 {
+            m.flush(i % 1000 == 0).unwrap();
+        }
+    }
+    let apply = t.elapsed();
+    let fsyncs = disk.fsyncs();
+    let t = std::time::Instant::now();
+    let all = m.range(&rng("\0", "\0")).unwrap();
+    let range = t.elapsed();
+    let mut old = rng("\0", "\0");
+    old.revision = 5_000;
+    let t = std::time::Instant::now();
+    let old = m.range(&old).unwrap();
+    let range_old = t.elapsed();
+    let (size, in_use) = (m.db_size(), m.db_size_in_use());
+    let t = std::time::Instant::now();
+    m.apply(
+        n + 1,
+        &WriteReq::Compaction(pb::CompactionRequest {
+            revision: 9_000,
+            physical: false,
+        }),
+        &any_lease,
+    )
+    .unwrap()
+    .0
+    .unwrap();
+    m.flush(true).unwrap();
+    let compact = t.elapsed();
+    let t = std::time::Instant::now();
+    let bytes = m.dump().unwrap().encode().unwrap();
+    let dump = t.elapsed();
+    let mut other = fresh();
+    let t = std::time::Instant::now();
+    other.restore(&bytes, 1).unwrap();
+    let restore = t.elapsed();
+    println!(
+        "{n} puts: {:?} ({:.1} µs/put), fsyncs {fsyncs}; range of {} keys {:?}, at an old \
+         revision ({} keys) {:?}; db {size} B, in use {in_use} B; compaction to 9000 {:?}, \
+         then in use {} B; dump {} B in {:?}; restore {:?}",
+        apply,
+        apply.as_secs_f64() * 1e6 / n as f64,
+        all.count,
+        range,
+        old.count,
+        range_old,
+        compact,
+        m.db_size_in_use(),
+        bytes.len(),
+        dump,
+        restore
+    );
+}
