@@ -906,6 +906,10 @@ pub struct Mvcc {
     compact_rev: i64,
     /// A storage failure during apply: the state may be half-written; flush refuses.
     failed: Option<String>,
+    /// The in-memory index/revisions differ from the open batch's meta table.
+    meta_dirty: bool,
+    /// A commit since the last durable one was not durable.
+    undurable: bool,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -973,6 +977,8 @@ impl Mvcc {
             rev: meta.1,
             compact_rev: meta.2,
             failed: None,
+            meta_dirty: false,
+            undurable: false,
         })
     }
 
@@ -1037,10 +1043,7 @@ impl Mvcc {
             Err(e) => (Err(e), Vec::new()),
         };
         self.consistent_index = index;
-        if let Err(e) = self.write_meta() {
-            self.failed = Some(e.to_string());
-            return Some((Err(e), Vec::new()));
-        }
+        self.meta_dirty = true;
         Some(out)
     }
 
@@ -1187,9 +1190,7 @@ impl Mvcc {
             return;
         }
         self.consistent_index = index;
-        if let Err(e) = self.write_meta() {
-            self.failed = Some(e.to_string());
-        }
+        self.meta_dirty = true;
     }
 
     /// End of an apply batch: commit the open write transaction; `durable` makes it (and
@@ -1198,15 +1199,21 @@ impl Mvcc {
         if let Some(e) = &self.failed {
             return Err(io::Error::other(e.clone()));
         }
-        let wtx = match self.wtx.take() {
+        if self.meta_dirty {
+            // The batch's meta, once: it commits (or is lost) with the batch's data.
+            if let Err(e) = self.write_meta() {
+                self.failed = Some(e.to_string());
+                return Err(io_err(e));
+            }
+        }
+        let mut wtx = match self.wtx.take() {
             Some(w) => w,
-            None if durable => {
+            None if durable && self.undurable => {
                 // Earlier non-durable commits become durable with an empty durable one.
                 self.db.begin_write().map_err(io_err)?
             }
             None => return Ok(()),
         };
-        let mut wtx = wtx;
         wtx.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -1217,6 +1224,8 @@ impl Mvcc {
             self.failed = Some(e.to_string());
             return Err(io_err(e));
         }
+        self.meta_dirty = false;
+        self.undurable = !durable;
         Ok(())
     }
 
@@ -1313,7 +1322,7 @@ impl Mvcc {
         let rev = r.u64()? as i64;
         let compact = r.u64()? as i64;
         let n = r.u64()?;
-        if rev < 1 || compact >= rev + 1 {
+        if rev < 1 || compact > rev {
             return Err(bad("bad revisions"));
         }
         self.abort_batch()?;
@@ -1350,6 +1359,8 @@ impl Mvcc {
         self.rev = rev;
         self.compact_rev = compact;
         self.failed = None;
+        self.meta_dirty = false;
+        self.undurable = false;
         Ok(())
     }
 
@@ -1363,6 +1374,7 @@ impl Mvcc {
             self.consistent_index = i;
             self.rev = r;
             self.compact_rev = c;
+            self.meta_dirty = false;
         }
         Ok(())
     }

@@ -1745,3 +1745,34 @@ fn measure() {
         restore
     );
 }
+
+/// The index of entries with no v3 effect is kept like any other (durable after
+/// flush(true)); a durable flush with nothing new costs no fsync; a non-durable commit is
+/// made durable by the next durable flush even if nothing was applied since.
+#[test]
+fn set_index_and_flush_costs() {
+    fn is_send<T: Send>() {}
+    is_send::<Mvcc>();
+    let disk = MemDisk::default();
+    let mut m = open_mem(&disk);
+    m.set_index(7);
+    m.flush(true).unwrap();
+    let f0 = disk.fsyncs();
+    m.flush(true).unwrap();
+    m.flush(false).unwrap();
+    assert_eq!(disk.fsyncs(), f0, "nothing to make durable");
+    m.apply(8, &WriteReq::Put(put("a", "1")), &any_lease)
+        .unwrap()
+        .0
+        .unwrap();
+    m.flush(false).unwrap();
+    assert_eq!(disk.fsyncs(), f0, "a visible-only flush does not fsync");
+    m.flush(true).unwrap();
+    assert!(disk.fsyncs() > f0);
+    m.set_index(9);
+    m.flush(true).unwrap();
+    drop(m);
+    disk.crash(|| false);
+    let m = open_mem(&disk);
+    assert_eq!((m.consistent_index(), m.revision()), (9, 2));
+}
