@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod failpoints;
 pub mod logging;
 pub mod metrics;
+pub mod mvcc;
 pub mod raft;
 pub mod server;
 pub mod sm;

@@ -4,6 +4,9 @@
 //! Semantics (what a crash does): every file keeps the prefix that was fsynced; bytes
 //! appended since the last fsync are lost, except that, when torn writes are enabled, a
 //! seeded prefix of them survives (a sector-torn tail, which recovery must truncate).
+//! Random-access files (`open_random`, the v3 keyspace's B-tree) keep their durable image and
+//! the list of writes and length changes since; a crash keeps none of the unsynced ones, or,
+//! when torn writes are enabled, a seeded subset of them (a disk flushes pages in any order).
 //! `write_atomic` is durable when it returns, like temp-file + fsync + rename + fsync(dir).
 //! Every fsync costs a seeded simulated latency, paid by the node's Ready loop (once it adds
 //! up to madsim's shortest sleep, 1 ms). An fsync the member is still waiting for when it
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use detcd_node::storage::{Disk, DiskFile};
+use detcd_node::storage::{Disk, DiskFile, RandomFile};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -26,9 +29,63 @@ struct FileState {
     durable: usize,
 }
 
+/// A change to a random-access file.
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
+}
+
+impl Op {
+    fn apply(&self, image: &mut Vec<u8>) {
+        match self {
+            Op::Write(off, data) => {
+                let (off, end) = (*off as usize, *off as usize + data.len());
+                if image.len() < end {
+                    image.resize(end, 0);
+                }
+                image[off..end].copy_from_slice(data);
+            }
+            Op::SetLen(len) => image.resize(*len as usize, 0),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Op::Write(_, data) => data.len() as u64,
+            Op::SetLen(_) => 0,
+        }
+    }
+}
+
+/// A random-access file: `base` with `ops` applied is what the member sees (`current`); the
+/// first `synced` of the ops are durable too.
+#[derive(Debug, Default, Clone)]
+struct RandState {
+    base: Vec<u8>,
+    ops: Vec<Op>,
+    synced: usize,
+    current: Vec<u8>,
+}
+
+impl RandState {
+    /// Fold the first `n` ops into the base image.
+    fn fold(&mut self, n: usize) {
+        for op in self.ops.drain(..n) {
+            op.apply(&mut self.base);
+        }
+        self.synced -= n;
+    }
+
+    fn unsynced_bytes(&self) -> u64 {
+        self.ops[self.synced..].iter().map(Op::bytes).sum()
+    }
+}
+
 #[derive(Debug)]
 struct State {
     files: BTreeMap<PathBuf, FileState>,
+    rfiles: BTreeMap<PathBuf, RandState>,
     dirs: std::collections::BTreeSet<PathBuf>,
     rng: ChaCha8Rng,
     fsyncs: u64,
@@ -66,6 +123,7 @@ impl SimDisk {
         SimDisk {
             state: Arc::new(Mutex::new(State {
                 files: BTreeMap::new(),
+                rfiles: BTreeMap::new(),
                 dirs: Default::default(),
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 fsyncs: 0,
@@ -97,10 +155,38 @@ impl SimDisk {
                 if let Some(f) = st.files.get_mut(&path) {
                     f.durable = f.durable.min(before);
                 }
+                if let Some(f) = st.rfiles.get_mut(&path) {
+                    f.synced = f.synced.min(before);
+                }
             }
+        }
+        // A random file's last fsync that nobody waited for yet: the crash below settles its
+        // ops, so the index it holds would mean nothing after it.
+        if st
+            .last_sync
+            .as_ref()
+            .is_some_and(|(p, _)| st.rfiles.contains_key(p))
+        {
+            st.last_sync = None;
         }
         let torn = self.torn_writes;
         let mut lost = 0u64;
+        // Random-access files: the durable image, plus (torn writes) a seeded subset of the
+        // unsynced changes, applied in their order.
+        let mut rfiles = std::mem::take(&mut st.rfiles);
+        for f in rfiles.values_mut() {
+            let synced = f.synced;
+            f.fold(synced);
+            for op in std::mem::take(&mut f.ops) {
+                if torn && st.rng.gen_bool(0.5) {
+                    op.apply(&mut f.base);
+                } else {
+                    lost += op.bytes();
+                }
+            }
+            f.current = f.base.clone();
+        }
+        st.rfiles = rfiles;
         let mut keep_extra = Vec::new();
         for (path, f) in st.files.iter() {
             let unsynced = f.data.len() - f.durable;
@@ -140,6 +226,7 @@ impl SimDisk {
     pub fn wipe(&self) {
         let mut st = self.state.lock().unwrap();
         st.files.clear();
+        st.rfiles.clear();
         st.dirs.clear();
     }
 
@@ -155,13 +242,97 @@ impl SimDisk {
 
     /// Unsynced bytes currently at risk.
     pub fn unsynced_bytes(&self) -> u64 {
-        self.state
-            .lock()
-            .unwrap()
-            .files
+        let st = self.state.lock().unwrap();
+        st.files
             .values()
             .map(|f| (f.data.len() - f.durable) as u64)
-            .sum()
+            .sum::<u64>()
+            + st.rfiles
+                .values()
+                .map(RandState::unsynced_bytes)
+                .sum::<u64>()
+    }
+}
+
+/// A random-access file on the simulated disk.
+#[derive(Debug)]
+struct SimRandomFile {
+    disk: SimDisk,
+    path: PathBuf,
+}
+
+impl SimRandomFile {
+    fn change(&self, op: Op) -> io::Result<()> {
+        let mut st = self.disk.state.lock().unwrap();
+        if st.frozen {
+            return Ok(());
+        }
+        let f = st
+            .rfiles
+            .get_mut(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
+        op.apply(&mut f.current);
+        f.ops.push(op);
+        Ok(())
+    }
+}
+
+impl RandomFile for SimRandomFile {
+    fn len(&self) -> io::Result<u64> {
+        let st = self.disk.state.lock().unwrap();
+        Ok(st
+            .rfiles
+            .get(&self.path)
+            .map(|f| f.current.len() as u64)
+            .unwrap_or(0))
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let st = self.disk.state.lock().unwrap();
+        let f = st
+            .rfiles
+            .get(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
+        let end = offset.checked_add(buf.len() as u64);
+        match end {
+            Some(end) if end <= f.current.len() as u64 => {
+                buf.copy_from_slice(&f.current[offset as usize..end as usize]);
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the file",
+            )),
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.change(Op::Write(offset, data.to_vec()))
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.change(Op::SetLen(len))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut st = self.disk.state.lock().unwrap();
+        if st.frozen {
+            return Ok(());
+        }
+        st.fsyncs += 1;
+        let in_flight_here = st.in_flight.as_ref().is_some_and(|(p, ..)| *p == self.path);
+        let Some(f) = st.rfiles.get_mut(&self.path) else {
+            return Ok(());
+        };
+        // The previous fsync of this file is done unless the member still waits for it.
+        if !in_flight_here {
+            let synced = f.synced;
+            f.fold(synced);
+        }
+        let before = f.synced;
+        f.synced = f.ops.len();
+        st.last_sync = Some((self.path.clone(), before));
+        Ok(())
     }
 }
 
@@ -227,6 +398,7 @@ impl Disk for SimDisk {
         let mut names: Vec<String> = st
             .files
             .keys()
+            .chain(st.rfiles.keys())
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
@@ -236,6 +408,9 @@ impl Disk for SimDisk {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let st = self.state.lock().unwrap();
+        if let Some(f) = st.rfiles.get(path) {
+            return Ok(f.current.clone());
+        }
         st.files.get(path).map(|f| f.data.clone()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -255,6 +430,25 @@ impl Disk for SimDisk {
         }
         drop(st);
         Ok(Box::new(SimFile {
+            disk: self.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn open_random(&self, path: &Path) -> io::Result<Box<dyn RandomFile>> {
+        let mut st = self.state.lock().unwrap();
+        if !st.frozen && !st.rfiles.contains_key(path) {
+            if st.files.contains_key(path) {
+                return Err(io::Error::other(format!(
+                    "{}: opened for appending already",
+                    path.display()
+                )));
+            }
+            // Created durably (the file and its directory entry, empty).
+            st.rfiles.insert(path.to_path_buf(), RandState::default());
+        }
+        drop(st);
+        Ok(Box::new(SimRandomFile {
             disk: self.clone(),
             path: path.to_path_buf(),
         }))
@@ -280,13 +474,14 @@ impl Disk for SimDisk {
         let mut st = self.state.lock().unwrap();
         if !st.frozen {
             st.files.remove(path);
+            st.rfiles.remove(path);
         }
         Ok(())
     }
 
     fn exists(&self, path: &Path) -> bool {
         let st = self.state.lock().unwrap();
-        st.files.contains_key(path) || st.dirs.contains(path)
+        st.files.contains_key(path) || st.rfiles.contains_key(path) || st.dirs.contains(path)
     }
 
     fn sync_latency(&self) -> Duration {
@@ -374,5 +569,145 @@ mod tests {
             "{}",
             data.len()
         );
+    }
+
+    #[test]
+    fn a_crash_loses_every_unsynced_random_write_without_torn_writes() {
+        let disk = SimDisk::new(1, (Duration::ZERO, Duration::ZERO), false);
+        let p = Path::new("/d/member/v3.db");
+        let f = disk.open_random(p).unwrap();
+        f.write_at(0, b"0123456789").unwrap();
+        f.sync().unwrap();
+        f.write_at(2, b"ab").unwrap();
+        f.write_at(12, b"xy").unwrap(); // grows the file, zeros between
+        f.set_len(20).unwrap();
+        let mut buf = [0u8; 14];
+        f.read_at(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"01ab456789\0\0xy");
+        assert_eq!(f.len().unwrap(), 20);
+        assert!(f.read_at(15, &mut [0u8; 6]).is_err(), "past the end");
+        assert_eq!(disk.unsynced_bytes(), 4);
+        assert_eq!(disk.crash(), 4);
+        assert_eq!(disk.bytes_lost(), 4);
+        assert_eq!(disk.read(p).unwrap(), b"0123456789");
+        assert_eq!(f.len().unwrap(), 10);
+        assert_eq!(disk.fsyncs(), 1);
+        assert_eq!(disk.list(Path::new("/d/member")).unwrap(), vec!["v3.db"]);
+        // A durable shrink.
+        f.set_len(4).unwrap();
+        f.sync().unwrap();
+        assert_eq!(disk.crash(), 0);
+        assert_eq!(disk.read(p).unwrap(), b"0123");
+    }
+
+    #[test]
+    fn torn_writes_keep_a_seeded_subset_of_the_unsynced_random_writes() {
+        let run = |seed| {
+            let disk = SimDisk::new(seed, (Duration::ZERO, Duration::ZERO), true);
+            let p = Path::new("/r");
+            let f = disk.open_random(p).unwrap();
+            f.write_at(0, &[0u8; 64]).unwrap();
+            f.sync().unwrap();
+            for i in 0..64u8 {
+                f.write_at(u64::from(i), &[i + 1]).unwrap();
+            }
+            let lost = disk.crash();
+            let data = disk.read(p).unwrap();
+            let kept = data.iter().filter(|&&b| b != 0).count() as u64;
+            assert_eq!(kept + lost, 64);
+            // Each byte is its own write's or the durable zero.
+            assert!(data
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == 0 || b == i as u8 + 1));
+            (data, lost)
+        };
+        let (a, lost) = run(5);
+        assert!(lost > 0 && lost < 64, "{lost}");
+        assert_eq!(run(5).0, a, "the same seed keeps the same writes");
+    }
+
+    #[test]
+    fn a_crash_while_waiting_for_a_random_files_fsync_loses_what_it_covered() {
+        madsim::runtime::Runtime::new().block_on(async {
+            let ms2 = Duration::from_millis(2);
+            let disk = SimDisk::new(1, (ms2, ms2), false);
+            let p = Path::new("/r");
+            let f = disk.open_random(p).unwrap();
+            f.write_at(0, b"a").unwrap();
+            f.sync().unwrap();
+            let wait = disk.sync_latency();
+            detcd_node::rt::sleep(wait).await; // waited out: durable
+            f.write_at(1, b"b").unwrap();
+            f.sync().unwrap();
+            assert_eq!(disk.sync_latency(), ms2);
+            detcd_node::rt::sleep(Duration::from_millis(1)).await; // crash halfway
+            assert_eq!(disk.crash(), 1);
+            assert_eq!(disk.read(p).unwrap(), b"a");
+        });
+    }
+
+    #[test]
+    fn a_frozen_disk_takes_no_random_writes() {
+        let disk = SimDisk::new(1, (Duration::ZERO, Duration::ZERO), false);
+        let p = Path::new("/r");
+        let f = disk.open_random(p).unwrap();
+        f.write_at(0, b"kept").unwrap();
+        f.sync().unwrap();
+        disk.crash_frozen();
+        f.write_at(0, b"gone").unwrap();
+        f.sync().unwrap();
+        assert_eq!(disk.read(p).unwrap(), b"kept");
+        disk.thaw();
+        f.write_at(0, b"back").unwrap();
+        assert_eq!(disk.read(p).unwrap(), b"back");
+        disk.remove(p).unwrap();
+        assert!(!disk.exists(p));
+        assert!(f.write_at(0, b"x").is_err());
+    }
+
+    /// The v3 keyspace on this disk: a crash (torn or not) takes it back to its last durable
+    /// flush, whatever subset of the later writes survived.
+    #[test]
+    fn the_v3_keyspace_recovers_its_last_durable_flush_after_a_crash() {
+        use detcd_node::mvcc::{Mvcc, MvccOptions, WriteReq};
+        use detcd_proto::etcdserverpb as pb;
+        let opts = || MvccOptions {
+            max_txn_ops: 128,
+            cache_bytes: 1 << 20,
+        };
+        let all = pb::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        };
+        for seed in 0..16u64 {
+            let disk = SimDisk::new(seed, (Duration::ZERO, Duration::ZERO), seed % 2 == 0);
+            let path = Path::new("/m/member/snap/db");
+            let mut m = Mvcc::open(Arc::new(disk.clone()), path, opts()).unwrap();
+            let mut index = 0;
+            let mut put = |m: &mut Mvcc, n: u64| {
+                for _ in 0..n {
+                    index += 1;
+                    let req = WriteReq::Put(pb::PutRequest {
+                        key: format!("k{}", index % 13).into_bytes(),
+                        value: vec![b'v'; (index * 37 % 500) as usize],
+                        ..Default::default()
+                    });
+                    m.apply(index, &req, &|_| true).unwrap().0.unwrap();
+                }
+            };
+            put(&mut m, 40);
+            m.flush(true).unwrap();
+            let want = (m.consistent_index(), m.revision(), m.range(&all).unwrap());
+            put(&mut m, 30);
+            m.flush(false).unwrap();
+            put(&mut m, 5);
+            disk.crash();
+            std::mem::forget(m); // the process is gone: no orderly close
+            let m = Mvcc::open(Arc::new(disk.clone()), path, opts()).unwrap();
+            let got = (m.consistent_index(), m.revision(), m.range(&all).unwrap());
+            assert_eq!(got, want, "seed {seed}");
+        }
     }
 }

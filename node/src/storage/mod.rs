@@ -28,6 +28,27 @@ pub trait DiskFile: Send {
     }
 }
 
+/// A file read and written at arbitrary offsets (the v3 keyspace's B-tree file). Writes are
+/// durable only after [`RandomFile::sync`]; a crash may lose any of the writes made since the
+/// last sync, in any combination (a real disk flushes pages in no particular order).
+pub trait RandomFile: Send + Sync + fmt::Debug {
+    /// The file's length in bytes, including unsynced writes and `set_len`s.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Fill `buf` from `offset`; reading past the end is an `UnexpectedEof` error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Write `data` at `offset`, growing the file (with zeros) if needed. Not durable until
+    /// `sync`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Cut or extend (with zeros) the file to `len`. Not durable until `sync`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Make every write and length change so far durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
+}
+
 /// A directory tree the node owns. Paths are absolute or relative to the process's working
 /// directory (real disk) or to the member's simulated disk.
 pub trait Disk: Send + Sync + fmt::Debug {
@@ -40,6 +61,9 @@ pub trait Disk: Send + Sync + fmt::Debug {
     /// Open `path` for appending, creating it empty if absent. With `truncate_to`, cut the
     /// file to that length first (durably) — used to drop a torn WAL tail.
     fn open_append(&self, path: &Path, truncate_to: Option<u64>) -> io::Result<Box<dyn DiskFile>>;
+    /// Open `path` for reading and writing at any offset, creating it empty (durably, with
+    /// its directory entry) if absent.
+    fn open_random(&self, path: &Path) -> io::Result<Box<dyn RandomFile>>;
     /// Replace `path` with `data` atomically and durably (temp file, fsync, rename, fsync dir).
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()>;
     /// Remove a file; a missing file is not an error.
@@ -145,6 +169,31 @@ impl Drop for RealFile {
     }
 }
 
+/// A real file opened for positioned reads and writes (see [`RandomFile`]).
+#[derive(Debug)]
+struct RealRandomFile {
+    file: std::fs::File,
+}
+
+impl RandomFile for RealRandomFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        // The file's size changes with the data (set_len), so fdatasync covers it too.
+        crate::rt::block_in_place(|| self.file.sync_data())
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(if dir.as_os_str().is_empty() {
         Path::new(".")
@@ -198,6 +247,22 @@ impl Disk for FileDisk {
             allocated: len,
             ahead: None,
         }))
+    }
+
+    fn open_random(&self, path: &Path) -> io::Result<Box<dyn RandomFile>> {
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .read(true)
+            .truncate(false)
+            .open(path)?;
+        if !existed {
+            if let Some(parent) = path.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(Box::new(RealRandomFile { file }))
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {

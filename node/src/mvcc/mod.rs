@@ -1,0 +1,1404 @@
+//! etcd 3.4's v3 MVCC keyspace, durable in an embedded B-tree (redb) over the [`Disk`] seam.
+//!
+//! Synchronous and sans-network: the Raft apply loop calls [`Mvcc::apply`] for each committed
+//! write, [`Mvcc::set_index`] for entries with no v3 effect, and [`Mvcc::flush`] at the end of
+//! each batch. Deterministic: no thread, clock or randomness here or in redb (see
+//! [`backend`]).
+//!
+//! Layout (three redb tables):
+//! - `kv`: (key, main revision, sub revision) → one tag byte (0 put, 1 tombstone) and the
+//!   marshalled `mvccpb.KeyValue` (a tombstone's holds only the key, as etcd stores it). A
+//!   range at any revision scans this table in key order, so the keyspace needs no in-memory
+//!   index and may exceed memory.
+//! - `rev`: (main, sub) → key: what changed at each revision (compaction; watch history).
+//! - `meta`: consistent index, current revision, compacted revision.
+//!
+//! One redb write transaction is open per apply batch; `flush` commits it (durably or not).
+//! Semantics follow etcd 3.4.23 (`mvcc/kvstore*.go`, `etcdserver/apply.go`); the request
+//! checks it makes before proposing are [`check_range`], [`check_put`], [`check_delete`] and
+//! [`check_txn`].
+
+pub(crate) mod backend;
+mod check;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use detcd_proto::etcdserverpb as pb;
+use detcd_proto::mvccpb;
+use pb::request_op::Request;
+use pb::response_op::Response;
+use prost::Message;
+use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+pub use check::{check_delete, check_put, check_range, check_txn};
+
+use crate::storage::{Disk, RandomFile};
+
+/// (key, main revision, sub revision) → tag byte + marshalled KeyValue.
+type KvKey = (&'static [u8], i64, i64);
+const KV: TableDefinition<KvKey, &[u8]> = TableDefinition::new("kv");
+/// (main, sub) → key.
+const REVS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("rev");
+/// name → value (i64 values stored as their two's-complement bits).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_INDEX: &str = "consistent_index";
+const META_REV: &str = "revision";
+const META_COMPACT: &str = "compact_revision";
+
+const TAG_PUT: u8 = 0;
+const TAG_TOMBSTONE: u8 = 1;
+
+/// Keys with more revisions than this in a scan are skipped by a seek rather than read.
+const SCAN_SEEK_AFTER: usize = 8;
+
+/// Tuning.
+#[derive(Debug, Clone)]
+pub struct MvccOptions {
+    /// etcd's `--max-txn-ops` (128): for the caller's [`check_txn`]; apply does not re-count.
+    pub max_txn_ops: usize,
+    /// redb's page cache, in bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for MvccOptions {
+    fn default() -> MvccOptions {
+        MvccOptions {
+            max_txn_ops: 128,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A v3 request's failure, as etcd reports it (`etcdserver/api/v3rpc/rpctypes/error.go`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum V3Error {
+    /// ErrGRPCEmptyKey.
+    EmptyKey,
+    /// ErrGRPCKeyNotFound (also: a nil op in a txn).
+    KeyNotFound,
+    /// ErrGRPCValueProvided (`ignore_value` with a value).
+    ValueProvided,
+    /// ErrGRPCLeaseProvided (`ignore_lease` with a lease).
+    LeaseProvided,
+    /// ErrGRPCTooManyOps (`--max-txn-ops`).
+    TooManyOps,
+    /// ErrGRPCDuplicateKey (`checkIntervals`).
+    DuplicateKey,
+    /// ErrGRPCCompacted.
+    Compacted,
+    /// ErrGRPCFutureRev.
+    FutureRev,
+    /// ErrGRPCLeaseNotFound.
+    LeaseNotFound,
+    /// ErrGRPCNoSpace (the quota: the caller's).
+    NoSpace,
+    /// ErrGRPCRequestTooLarge (the caller's).
+    RequestTooLarge,
+    /// `txn_read` was given a txn with a write in it (not an etcd error: a caller's mistake).
+    NotReadOnly,
+    /// The store failed (I/O or corrupt data); the text says how. Not an etcd error: etcd
+    /// panics here. After it, [`Mvcc::flush`] fails too.
+    Storage(String),
+}
+
+impl V3Error {
+    /// The gRPC status code etcd answers with.
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            V3Error::EmptyKey
+            | V3Error::KeyNotFound
+            | V3Error::ValueProvided
+            | V3Error::LeaseProvided
+            | V3Error::TooManyOps
+            | V3Error::DuplicateKey
+            | V3Error::RequestTooLarge => Code::InvalidArgument,
+            V3Error::Compacted | V3Error::FutureRev => Code::OutOfRange,
+            V3Error::LeaseNotFound => Code::NotFound,
+            V3Error::NoSpace => Code::ResourceExhausted,
+            V3Error::NotReadOnly => Code::InvalidArgument,
+            V3Error::Storage(_) => Code::Internal,
+        }
+    }
+
+    /// etcd's exact message.
+    pub fn message(&self) -> &'static str {
+        match self {
+            V3Error::EmptyKey => "etcdserver: key is not provided",
+            V3Error::KeyNotFound => "etcdserver: key not found",
+            V3Error::ValueProvided => "etcdserver: value is provided",
+            V3Error::LeaseProvided => "etcdserver: lease is provided",
+            V3Error::TooManyOps => "etcdserver: too many operations in txn request",
+            V3Error::DuplicateKey => "etcdserver: duplicate key given in txn request",
+            V3Error::Compacted => "etcdserver: mvcc: required revision has been compacted",
+            V3Error::FutureRev => "etcdserver: mvcc: required revision is a future revision",
+            V3Error::LeaseNotFound => "etcdserver: requested lease not found",
+            V3Error::NoSpace => "etcdserver: mvcc: database space exceeded",
+            V3Error::RequestTooLarge => "etcdserver: request is too large",
+            V3Error::NotReadOnly => "detcd: txn is not read-only",
+            V3Error::Storage(_) => "detcd: mvcc storage failure",
+        }
+    }
+}
+
+impl std::fmt::Display for V3Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            V3Error::Storage(e) => write!(f, "{}: {e}", self.message()),
+            _ => f.write_str(self.message()),
+        }
+    }
+}
+
+impl std::error::Error for V3Error {}
+
+/// A write committed through Raft.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteReq {
+    /// KV.Put.
+    Put(pb::PutRequest),
+    /// KV.DeleteRange.
+    DeleteRange(pb::DeleteRangeRequest),
+    /// KV.Txn with a write in it (a read-only one may come too: it changes nothing).
+    Txn(pb::TxnRequest),
+    /// KV.Compact.
+    Compaction(pb::CompactionRequest),
+}
+
+/// Its answer (header: revision only).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteResp {
+    /// To a Put.
+    Put(pb::PutResponse),
+    /// To a DeleteRange.
+    DeleteRange(pb::DeleteRangeResponse),
+    /// To a Txn.
+    Txn(pb::TxnResponse),
+    /// To a Compaction.
+    Compaction(pb::CompactionResponse),
+}
+
+fn storage_err(e: impl std::fmt::Display) -> V3Error {
+    V3Error::Storage(e.to_string())
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn header(revision: i64) -> Option<pb::ResponseHeader> {
+    Some(pb::ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+/// How far a range reaches past its key (etcd's `range_end`, after `mkGteRange`).
+#[derive(Debug, Clone, Copy)]
+enum End<'a> {
+    /// Empty `range_end`: the key alone.
+    Single,
+    /// `"\0"`: every key ≥ the key.
+    FromKey,
+    /// Keys in [key, end).
+    Before(&'a [u8]),
+}
+
+fn end_of(range_end: &[u8]) -> End<'_> {
+    match range_end {
+        [] => End::Single,
+        [0] => End::FromKey,
+        e => End::Before(e),
+    }
+}
+
+impl End<'_> {
+    fn contains(&self, key: &[u8], k: &[u8]) -> bool {
+        match self {
+            End::Single => k == key,
+            End::FromKey => k >= key,
+            End::Before(e) => k >= key && k < *e,
+        }
+    }
+}
+
+/// Decode a stored value: `None` for a tombstone.
+fn decode(raw: &[u8]) -> Result<Option<mvccpb::KeyValue>, V3Error> {
+    match raw.split_first() {
+        Some((&TAG_PUT, rest)) => mvccpb::KeyValue::decode(rest)
+            .map(Some)
+            .map_err(|e| storage_err(format!("corrupt key-value: {e}"))),
+        Some((&TAG_TOMBSTONE, _)) => Ok(None),
+        _ => Err(storage_err("corrupt key-value: bad tag")),
+    }
+}
+
+fn encode_put(kv: &mvccpb::KeyValue) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + kv.encoded_len());
+    v.push(TAG_PUT);
+    kv.encode(&mut v).expect("a Vec grows");
+    v
+}
+
+fn encode_tombstone(key: &[u8]) -> Vec<u8> {
+    let kv = mvccpb::KeyValue {
+        key: key.to_vec(),
+        ..Default::default()
+    };
+    let mut v = Vec::with_capacity(1 + kv.encoded_len());
+    v.push(TAG_TOMBSTONE);
+    kv.encode(&mut v).expect("a Vec grows");
+    v
+}
+
+/// The newest stored entry of `key` at or below revision `rev` (raw), if any.
+fn latest_at<T: ReadableTable<KvKey, &'static [u8]>>(
+    t: &T,
+    key: &[u8],
+    rev: i64,
+) -> Result<Option<Vec<u8>>, V3Error> {
+    let mut it = t
+        .range::<(&[u8], i64, i64)>((key, i64::MIN, i64::MIN)..=(key, rev, i64::MAX))
+        .map_err(storage_err)?;
+    match it.next_back() {
+        Some(e) => Ok(Some(e.map_err(storage_err)?.1.value().to_vec())),
+        None => Ok(None),
+    }
+}
+
+/// Visit the live keys of [key, end) at revision `rev`, in key order, with their newest raw
+/// entry at `rev` (never a tombstone). `f` returns whether to go on.
+fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
+    t: &T,
+    key: &[u8],
+    end: End<'_>,
+    rev: i64,
+    mut f: impl FnMut(&[u8], Vec<u8>) -> Result<bool, V3Error>,
+) -> Result<(), V3Error> {
+    let live = |raw: &Vec<u8>| raw.first() == Some(&TAG_PUT);
+    if let End::Single = end {
+        if let Some(raw) = latest_at(t, key, rev)? {
+            if live(&raw) {
+                f(key, raw)?;
+            }
+        }
+        return Ok(());
+    }
+    if let End::Before(e) = end {
+        if e <= key {
+            return Ok(());
+        }
+    }
+    let upper: Bound<(&[u8], i64, i64)> = match end {
+        End::Before(e) => Bound::Excluded((e, i64::MIN, i64::MIN)),
+        _ => Bound::Unbounded,
+    };
+    let mut lower_key: Vec<u8> = key.to_vec();
+    let mut lower_incl = true;
+    'outer: loop {
+        let lower: Bound<(&[u8], i64, i64)> = if lower_incl {
+            Bound::Included((lower_key.as_slice(), i64::MIN, i64::MIN))
+        } else {
+            Bound::Excluded((lower_key.as_slice(), i64::MAX, i64::MAX))
+        };
+        let it = t
+            .range::<(&[u8], i64, i64)>((lower, upper))
+            .map_err(storage_err)?;
+        // The key being read, its entries seen, its newest entry at `rev` so far.
+        let mut cur: Option<Vec<u8>> = None;
+        let mut seen = 0usize;
+        let mut best: Option<Vec<u8>> = None;
+        for e in it {
+            let (k, v) = e.map_err(storage_err)?;
+            let (kb, main, _) = k.value();
+            if cur.as_deref() != Some(kb) {
+                if let (Some(c), Some(b)) = (cur.take(), best.take()) {
+                    if live(&b) && !f(&c, b)? {
+                        return Ok(());
+                    }
+                }
+                cur = Some(kb.to_vec());
+                seen = 0;
+            }
+            seen += 1;
+            if main <= rev {
+                best = Some(v.value().to_vec());
+            }
+            if main > rev || seen > SCAN_SEEK_AFTER {
+                // The rest of this key's entries are newer, or many: seek past them.
+                let c = cur.take().unwrap_or_default();
+                if main <= rev {
+                    best = latest_at(t, &c, rev)?;
+                }
+                if let Some(b) = best.take() {
+                    if live(&b) && !f(&c, b)? {
+                        return Ok(());
+                    }
+                }
+                lower_key = c;
+                lower_incl = false;
+                continue 'outer;
+            }
+        }
+        if let (Some(c), Some(b)) = (cur, best) {
+            if live(&b) {
+                f(&c, b)?;
+            }
+        }
+        return Ok(());
+    }
+}
+
+/// Changes made so far by the write being applied (not yet in the tables): the newest state
+/// of each key it touched (`None`: deleted) and the changes in order.
+#[derive(Default)]
+struct Overlay {
+    latest: BTreeMap<Vec<u8>, Option<mvccpb::KeyValue>>,
+    /// (key, Some(kv) put / None tombstone), in sub-revision order.
+    changes: Vec<(Vec<u8>, Option<mvccpb::KeyValue>)>,
+}
+
+/// A read of the keyspace: committed tables plus, while a write is applied, its overlay.
+struct View<'a, T: ReadableTable<KvKey, &'static [u8]>> {
+    kv: &'a T,
+    /// The revision before the write being applied (or the current one).
+    begin_rev: i64,
+    compact_rev: i64,
+    overlay: Option<&'a Overlay>,
+}
+
+impl<T: ReadableTable<KvKey, &'static [u8]>> View<'_, T> {
+    fn has_changes(&self) -> bool {
+        self.overlay.is_some_and(|o| !o.changes.is_empty())
+    }
+
+    /// The store revision a read sees now (`storeTxnWrite.Range`: +1 once it changed).
+    fn cur_rev(&self) -> i64 {
+        self.begin_rev + i64::from(self.has_changes())
+    }
+
+    /// `rangeKeys`: the live kvs of [key, end) at `rev` (≤ 0: now), with their count; only
+    /// the first `limit` (0: all) are decoded unless the overlay must be merged.
+    fn range_keys(
+        &self,
+        key: &[u8],
+        end: End<'_>,
+        rev: i64,
+        limit: usize,
+        count_only: bool,
+    ) -> Result<(Vec<mvccpb::KeyValue>, usize), V3Error> {
+        let cur = self.cur_rev();
+        let rev = if rev > cur {
+            return Err(V3Error::FutureRev);
+        } else if rev <= 0 {
+            cur
+        } else {
+            rev
+        };
+        if rev < self.compact_rev {
+            return Err(V3Error::Compacted);
+        }
+        let overlay = self.overlay.filter(|o| !o.latest.is_empty() && rev == cur);
+        let Some(o) = overlay else {
+            let mut kvs = Vec::new();
+            let mut count = 0usize;
+            scan(self.kv, key, end, rev.min(self.begin_rev), |_, raw| {
+                count += 1;
+                if !count_only && (limit == 0 || kvs.len() < limit) {
+                    if let Some(kv) = decode(&raw)? {
+                        kvs.push(kv);
+                    }
+                }
+                Ok(true)
+            })?;
+            return Ok((kvs, count));
+        };
+        let mut merged: BTreeMap<Vec<u8>, mvccpb::KeyValue> = BTreeMap::new();
+        scan(self.kv, key, end, self.begin_rev, |k, raw| {
+            if !o.latest.contains_key(k) {
+                if let Some(kv) = decode(&raw)? {
+                    merged.insert(k.to_vec(), kv);
+                }
+            }
+            Ok(true)
+        })?;
+        for (k, v) in &o.latest {
+            if let Some(kv) = v {
+                if end.contains(key, k) {
+                    merged.insert(k.clone(), kv.clone());
+                }
+            }
+        }
+        let count = merged.len();
+        let mut kvs: Vec<mvccpb::KeyValue> = if count_only {
+            Vec::new()
+        } else {
+            merged.into_values().collect()
+        };
+        if limit > 0 {
+            kvs.truncate(limit);
+        }
+        Ok((kvs, count))
+    }
+
+    /// The key's current kv (overlay first).
+    fn get(&self, key: &[u8]) -> Result<Option<mvccpb::KeyValue>, V3Error> {
+        if let Some(o) = self.overlay {
+            if let Some(v) = o.latest.get(key) {
+                return Ok(v.clone());
+            }
+        }
+        match latest_at(self.kv, key, self.begin_rev)? {
+            Some(raw) => decode(&raw),
+            None => Ok(None),
+        }
+    }
+
+    /// etcd 3.4 `applierV3backend.Range` on this view.
+    fn range(&self, r: &pb::RangeRequest) -> Result<pb::RangeResponse, V3Error> {
+        use pb::range_request::{SortOrder, SortTarget};
+        let filtered = r.min_mod_revision != 0
+            || r.max_mod_revision != 0
+            || r.min_create_revision != 0
+            || r.max_create_revision != 0;
+        let sorted = r.sort_order != SortOrder::None as i32;
+        // Fetch everything when sorting or filtering; else one more than the limit for `more`.
+        let limit = if sorted || filtered || r.limit <= 0 {
+            0
+        } else {
+            (r.limit as usize).saturating_add(1)
+        };
+        let (mut kvs, count) = self.range_keys(
+            &r.key,
+            end_of(&r.range_end),
+            r.revision,
+            limit,
+            r.count_only,
+        )?;
+        if r.max_mod_revision != 0 {
+            kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
+        }
+        if r.min_mod_revision != 0 {
+            kvs.retain(|kv| kv.mod_revision >= r.min_mod_revision);
+        }
+        if r.max_create_revision != 0 {
+            kvs.retain(|kv| kv.create_revision <= r.max_create_revision);
+        }
+        if r.min_create_revision != 0 {
+            kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
+        }
+        let mut order = r.sort_order;
+        if r.sort_target != SortTarget::Key as i32 && order == SortOrder::None as i32 {
+            // Results come sorted by key: ASCEND by default only for other targets.
+            order = SortOrder::Ascend as i32;
+        }
+        if order == SortOrder::Ascend as i32 || order == SortOrder::Descend as i32 {
+            // etcd's sort.Sort is unstable (ties in any order); here ties keep key order.
+            let target = r.sort_target;
+            kvs.sort_by(|a, b| {
+                if target == SortTarget::Version as i32 {
+                    a.version.cmp(&b.version)
+                } else if target == SortTarget::Create as i32 {
+                    a.create_revision.cmp(&b.create_revision)
+                } else if target == SortTarget::Mod as i32 {
+                    a.mod_revision.cmp(&b.mod_revision)
+                } else if target == SortTarget::Value as i32 {
+                    a.value.cmp(&b.value)
+                } else {
+                    a.key.cmp(&b.key)
+                }
+            });
+            if order == SortOrder::Descend as i32 {
+                kvs.reverse();
+            }
+        }
+        let mut more = false;
+        if r.limit > 0 && kvs.len() > r.limit as usize {
+            kvs.truncate(r.limit as usize);
+            more = true;
+        }
+        if r.keys_only {
+            for kv in &mut kvs {
+                kv.value.clear();
+            }
+        }
+        Ok(pb::RangeResponse {
+            header: header(self.cur_rev()),
+            kvs,
+            more,
+            count: count as i64,
+        })
+    }
+
+    /// `applyCompare`: every key in the compare's range must satisfy it; no key compares as
+    /// a zero KeyValue, except that a VALUE compare then fails.
+    fn compare(&self, c: &pb::Compare) -> bool {
+        use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+        let Ok((kvs, _)) = self.range_keys(&c.key, end_of(&c.range_end), 0, 0, false) else {
+            return false;
+        };
+        let one = |kv: &mvccpb::KeyValue| {
+            let ord = if c.target == CompareTarget::Value as i32 {
+                let v: &[u8] = match &c.target_union {
+                    Some(TargetUnion::Value(v)) => v,
+                    _ => &[],
+                };
+                kv.value.as_slice().cmp(v)
+            } else {
+                let (have, want) = match (CompareTarget::try_from(c.target), &c.target_union) {
+                    (Ok(CompareTarget::Create), Some(TargetUnion::CreateRevision(r))) => {
+                        (kv.create_revision, *r)
+                    }
+                    (Ok(CompareTarget::Create), _) => (kv.create_revision, 0),
+                    (Ok(CompareTarget::Mod), Some(TargetUnion::ModRevision(r))) => {
+                        (kv.mod_revision, *r)
+                    }
+                    (Ok(CompareTarget::Mod), _) => (kv.mod_revision, 0),
+                    (Ok(CompareTarget::Version), Some(TargetUnion::Version(r))) => (kv.version, *r),
+                    (Ok(CompareTarget::Version), _) => (kv.version, 0),
+                    (Ok(CompareTarget::Lease), Some(TargetUnion::Lease(r))) => (kv.lease, *r),
+                    (Ok(CompareTarget::Lease), _) => (kv.lease, 0),
+                    _ => (0, 0),
+                };
+                have.cmp(&want)
+            };
+            match CompareResult::try_from(c.result) {
+                Ok(CompareResult::Equal) => ord.is_eq(),
+                Ok(CompareResult::NotEqual) => ord.is_ne(),
+                Ok(CompareResult::Greater) => ord.is_gt(),
+                Ok(CompareResult::Less) => ord.is_lt(),
+                Err(_) => true,
+            }
+        };
+        if kvs.is_empty() {
+            if c.target == CompareTarget::Value as i32 {
+                return false;
+            }
+            return one(&mvccpb::KeyValue::default());
+        }
+        kvs.iter().all(one)
+    }
+
+    /// `compareToPath`: the branch taken by the txn and by each nested txn on that path, all
+    /// evaluated on the state before the txn.
+    fn txn_path(&self, t: &pb::TxnRequest, path: &mut Vec<bool>) {
+        let ok = t.compare.iter().all(|c| self.compare(c));
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            if let Some(Request::RequestTxn(n)) = &op.request {
+                self.txn_path(n, path);
+            }
+        }
+    }
+
+    /// `checkRequests` with `checkPut` (when `write`) and `checkRange` along the path.
+    fn check_txn_ops(
+        &self,
+        t: &pb::TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+        write: bool,
+        lease_known: &dyn Fn(i64) -> bool,
+    ) -> Result<(), V3Error> {
+        let ok = path.get(*pos).copied().unwrap_or(false);
+        *pos += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match &op.request {
+                Some(Request::RequestTxn(n)) => {
+                    self.check_txn_ops(n, path, pos, write, lease_known)?
+                }
+                Some(Request::RequestPut(p)) if write => {
+                    if (p.ignore_value || p.ignore_lease) && self.get(&p.key)?.is_none() {
+                        return Err(V3Error::KeyNotFound);
+                    }
+                    if p.lease != 0 && !lease_known(p.lease) {
+                        return Err(V3Error::LeaseNotFound);
+                    }
+                }
+                Some(Request::RequestRange(r)) => {
+                    if r.revision > self.begin_rev {
+                        return Err(V3Error::FutureRev);
+                    }
+                    if r.revision != 0 && r.revision < self.compact_rev {
+                        return Err(V3Error::Compacted);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether every op of the txn (both branches, nested) is a range (`isTxnReadonly`).
+fn txn_read_only(t: &pb::TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) => true,
+            Some(Request::RequestTxn(n)) => txn_read_only(n),
+            _ => false,
+        })
+}
+
+/// `newTxnResp`: the response skeleton; a nested txn's header is present but empty.
+fn txn_resp_skeleton(ok: bool, top: bool) -> pb::TxnResponse {
+    pb::TxnResponse {
+        header: if top {
+            None
+        } else {
+            Some(pb::ResponseHeader::default())
+        },
+        succeeded: ok,
+        responses: Vec::new(),
+    }
+}
+
+/// A write being applied: the committed tables (read through `View`) plus its overlay.
+struct Applier<'a, T: ReadableTable<KvKey, &'static [u8]>> {
+    view: View<'a, T>,
+    overlay: Overlay,
+}
+
+impl<'a, T: ReadableTable<KvKey, &'static [u8]>> Applier<'a, T> {
+    fn view(&self) -> View<'_, T> {
+        View {
+            kv: self.view.kv,
+            begin_rev: self.view.begin_rev,
+            compact_rev: self.view.compact_rev,
+            overlay: Some(&self.overlay),
+        }
+    }
+
+    /// `storeTxnWrite.put`.
+    fn put_kv(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<(), V3Error> {
+        let rev = self.view.begin_rev + 1;
+        let prev = self.view().get(key)?;
+        let (create, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (rev, 1),
+        };
+        let kv = mvccpb::KeyValue {
+            key: key.to_vec(),
+            create_revision: create,
+            mod_revision: rev,
+            version,
+            value,
+            lease,
+        };
+        self.overlay.latest.insert(key.to_vec(), Some(kv.clone()));
+        self.overlay.changes.push((key.to_vec(), Some(kv)));
+        Ok(())
+    }
+
+    /// `applierV3backend.Put` inside a write (checks done by the caller).
+    fn put(
+        &mut self,
+        p: &pb::PutRequest,
+        lease_known: &dyn Fn(i64) -> bool,
+    ) -> Result<pb::PutResponse, V3Error> {
+        let mut value = p.value.clone();
+        let mut lease = p.lease;
+        let prev = if p.ignore_value || p.ignore_lease || p.prev_kv {
+            self.view().get(&p.key)?
+        } else {
+            None
+        };
+        if p.ignore_value || p.ignore_lease {
+            let Some(prev) = &prev else {
+                return Err(V3Error::KeyNotFound);
+            };
+            if p.ignore_value {
+                value = prev.value.clone();
+            }
+            if p.ignore_lease {
+                lease = prev.lease;
+            }
+        }
+        if lease != 0 && !p.ignore_lease && !lease_known(lease) {
+            return Err(V3Error::LeaseNotFound);
+        }
+        self.put_kv(&p.key, value, lease)?;
+        Ok(pb::PutResponse {
+            header: header(self.view.begin_rev + 1),
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
+    }
+
+    /// `applierV3backend.DeleteRange` inside a write.
+    fn delete(&mut self, d: &pb::DeleteRangeRequest) -> Result<pb::DeleteRangeResponse, V3Error> {
+        let (kvs, _) = self
+            .view()
+            .range_keys(&d.key, end_of(&d.range_end), 0, 0, false)?;
+        for kv in &kvs {
+            self.overlay.latest.insert(kv.key.clone(), None);
+            self.overlay.changes.push((kv.key.clone(), None));
+        }
+        let rev = self.view().cur_rev();
+        Ok(pb::DeleteRangeResponse {
+            header: header(rev),
+            deleted: kvs.len() as i64,
+            prev_kvs: if d.prev_kv { kvs } else { Vec::new() },
+        })
+    }
+
+    /// `applyTxn`: the ops of the branch on `path`, in order, each seeing the ones before.
+    fn txn_ops(
+        &mut self,
+        t: &pb::TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+        resp: &mut pb::TxnResponse,
+        lease_known: &dyn Fn(i64) -> bool,
+    ) -> Result<(), V3Error> {
+        let ok = path.get(*pos).copied().unwrap_or(false);
+        *pos += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            let r = match &op.request {
+                Some(Request::RequestRange(r)) => {
+                    Some(Response::ResponseRange(self.view().range(r)?))
+                }
+                Some(Request::RequestPut(p)) => {
+                    Some(Response::ResponsePut(self.put(p, lease_known)?))
+                }
+                Some(Request::RequestDeleteRange(d)) => {
+                    Some(Response::ResponseDeleteRange(self.delete(d)?))
+                }
+                Some(Request::RequestTxn(n)) => {
+                    let nok = path.get(*pos).copied().unwrap_or(false);
+                    let mut nresp = txn_resp_skeleton(nok, false);
+                    self.txn_ops(n, path, pos, &mut nresp, lease_known)?;
+                    Some(Response::ResponseTxn(nresp))
+                }
+                None => None,
+            };
+            resp.responses.push(pb::ResponseOp { response: r });
+        }
+        Ok(())
+    }
+
+    /// etcd 3.4 `applierV3backend.Txn`.
+    fn txn(
+        &mut self,
+        t: &pb::TxnRequest,
+        lease_known: &dyn Fn(i64) -> bool,
+    ) -> Result<pb::TxnResponse, V3Error> {
+        let write = !txn_read_only(t);
+        if write {
+            // What checkIntervals refused before proposing cannot be applied either.
+            check::check_intervals(&t.success)?;
+            check::check_intervals(&t.failure)?;
+        }
+        let mut path = Vec::new();
+        self.view().txn_path(t, &mut path);
+        self.view()
+            .check_txn_ops(t, &path, &mut 0, write, lease_known)?;
+        let mut resp = txn_resp_skeleton(path[0], true);
+        self.txn_ops(t, &path, &mut 0, &mut resp, lease_known)?;
+        resp.header = header(self.view().cur_rev());
+        Ok(resp)
+    }
+}
+
+/// A consistent copy of the keyspace as of the last flush, cheap to take; [`MvccDump::encode`]
+/// serialises it (off the apply loop).
+pub struct MvccDump {
+    rtx: redb::ReadTransaction,
+}
+
+const DUMP_MAGIC: &[u8; 16] = b"detcd-mvcc-dump1";
+
+impl MvccDump {
+    /// The consistent index the dump was taken at.
+    pub fn index(&self) -> io::Result<u64> {
+        let meta = self.rtx.open_table(META).map_err(io_err)?;
+        Ok(meta
+            .get(META_INDEX)
+            .map_err(io_err)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// The dump's bytes: magic, consistent index, revision, compacted revision, the number of
+    /// kv entries, each (key length u32, key, main i64, sub i64, value length u32, value), and
+    /// a CRC-32 of all before it; integers little-endian.
+    pub fn encode(self) -> io::Result<Vec<u8>> {
+        let meta = self.rtx.open_table(META).map_err(io_err)?;
+        let get = |name: &str| -> io::Result<u64> {
+            Ok(meta
+                .get(name)
+                .map_err(io_err)?
+                .map(|v| v.value())
+                .unwrap_or(0))
+        };
+        let kv = self.rtx.open_table(KV).map_err(io_err)?;
+        let mut out = Vec::new();
+        out.extend_from_slice(DUMP_MAGIC);
+        out.extend_from_slice(&get(META_INDEX)?.to_le_bytes());
+        out.extend_from_slice(&get(META_REV)?.to_le_bytes());
+        out.extend_from_slice(&get(META_COMPACT)?.to_le_bytes());
+        out.extend_from_slice(&kv.len().map_err(io_err)?.to_le_bytes());
+        for e in kv.iter().map_err(io_err)? {
+            let (k, v) = e.map_err(io_err)?;
+            let (key, main, sub) = k.value();
+            let v = v.value();
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(&main.to_le_bytes());
+            out.extend_from_slice(&sub.to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+}
+
+/// Reads a dump (see [`MvccDump::encode`]), every length checked.
+struct DumpReader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> DumpReader<'a> {
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        if self.data.len() < n {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "mvcc dump: truncated",
+            ));
+        }
+        let (a, b) = self.data.split_at(n);
+        self.data = b;
+        Ok(a)
+    }
+    fn u64(&mut self) -> io::Result<u64> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+}
+
+/// The v3 keyspace.
+pub struct Mvcc {
+    /// The batch's write transaction, open from the first apply until `flush`. Declared
+    /// before `db` so that it is dropped (aborted) first: redb's `Database::drop` starts a
+    /// write transaction of its own and would wait for this one forever.
+    wtx: Option<redb::WriteTransaction>,
+    db: redb::Database,
+    file: Arc<dyn RandomFile>,
+    opts: MvccOptions,
+    consistent_index: u64,
+    rev: i64,
+    compact_rev: i64,
+    /// A storage failure during apply: the state may be half-written; flush refuses.
+    failed: Option<String>,
+    /// The in-memory index/revisions differ from the open batch's meta table.
+    meta_dirty: bool,
+    /// A commit since the last durable one was not durable.
+    undurable: bool,
+}
+
+impl std::fmt::Debug for Mvcc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mvcc")
+            .field("consistent_index", &self.consistent_index)
+            .field("rev", &self.rev)
+            .field("compact_rev", &self.compact_rev)
+            .finish()
+    }
+}
+
+/// Read the meta values of a committed or open transaction's table.
+fn read_meta<T: ReadableTable<&'static str, u64>>(t: &T) -> io::Result<Option<(u64, i64, i64)>> {
+    let get =
+        |n: &str| -> io::Result<Option<u64>> { Ok(t.get(n).map_err(io_err)?.map(|v| v.value())) };
+    match (get(META_INDEX)?, get(META_REV)?, get(META_COMPACT)?) {
+        (Some(i), Some(r), Some(c)) => Ok(Some((i, r as i64, c as i64))),
+        (None, None, None) => Ok(None),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "mvcc: incomplete meta table",
+        )),
+    }
+}
+
+impl Mvcc {
+    /// Open the keyspace at `path` on `disk`: create it if absent (revision 1, nothing
+    /// compacted: etcd's `compactMainRev = -1`), else recover what the last durable flush
+    /// left.
+    pub fn open(disk: Arc<dyn Disk>, path: &Path, opts: MvccOptions) -> io::Result<Mvcc> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                disk.create_dir_all(parent)?;
+            }
+        }
+        let file: Arc<dyn RandomFile> = Arc::from(disk.open_random(path)?);
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(opts.cache_bytes);
+        let db = builder
+            .create_with_backend(backend::DiskBackend::new(Arc::clone(&file)))
+            .map_err(io_err)?;
+        let wtx = db.begin_write().map_err(io_err)?;
+        let meta = {
+            wtx.open_table(KV).map_err(io_err)?;
+            wtx.open_table(REVS).map_err(io_err)?;
+            let mut meta = wtx.open_table(META).map_err(io_err)?;
+            match read_meta(&meta)? {
+                Some(m) => m,
+                None => {
+                    meta.insert(META_INDEX, 0).map_err(io_err)?;
+                    meta.insert(META_REV, 1).map_err(io_err)?;
+                    meta.insert(META_COMPACT, -1i64 as u64).map_err(io_err)?;
+                    (0, 1, -1)
+                }
+            }
+        };
+        wtx.commit().map_err(io_err)?;
+        Ok(Mvcc {
+            db,
+            file,
+            wtx: None,
+            opts,
+            consistent_index: meta.0,
+            rev: meta.1,
+            compact_rev: meta.2,
+            failed: None,
+            meta_dirty: false,
+            undurable: false,
+        })
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &MvccOptions {
+        &self.opts
+    }
+
+    /// The highest Raft index applied (durable after `flush(true)`).
+    pub fn consistent_index(&self) -> u64 {
+        self.consistent_index
+    }
+
+    /// The store's revision.
+    pub fn revision(&self) -> i64 {
+        self.rev
+    }
+
+    /// The last compacted revision; -1 before any compaction (etcd's `compactMainRev`).
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_rev
+    }
+
+    fn wtx(&mut self) -> Result<&redb::WriteTransaction, V3Error> {
+        if self.wtx.is_none() {
+            self.wtx = Some(self.db.begin_write().map_err(storage_err)?);
+        }
+        Ok(self.wtx.as_ref().expect("just opened"))
+    }
+
+    fn write_meta(&mut self) -> Result<(), V3Error> {
+        let (i, r, c) = (self.consistent_index, self.rev, self.compact_rev);
+        let wtx = self.wtx()?;
+        let mut meta = wtx.open_table(META).map_err(storage_err)?;
+        meta.insert(META_INDEX, i).map_err(storage_err)?;
+        meta.insert(META_REV, r as u64).map_err(storage_err)?;
+        meta.insert(META_COMPACT, c as u64).map_err(storage_err)?;
+        Ok(())
+    }
+
+    /// Apply a write committed at Raft `index`. `None` when `index <= consistent_index`
+    /// (applied before a restart). The events are the changes it made, in order.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        req: &WriteReq,
+        lease_known: &dyn Fn(i64) -> bool,
+    ) -> Option<(Result<WriteResp, V3Error>, Vec<mvccpb::Event>)> {
+        if index <= self.consistent_index {
+            return None;
+        }
+        if let Some(e) = &self.failed {
+            return Some((Err(V3Error::Storage(e.clone())), Vec::new()));
+        }
+        let out = self.apply_inner(req, lease_known);
+        let out = match out {
+            Ok(x) => x,
+            Err(e @ V3Error::Storage(_)) => {
+                self.failed = Some(e.to_string());
+                return Some((Err(e), Vec::new()));
+            }
+            Err(e) => (Err(e), Vec::new()),
+        };
+        self.consistent_index = index;
+        self.meta_dirty = true;
+        Some(out)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply_inner(
+        &mut self,
+        req: &WriteReq,
+        lease_known: &dyn Fn(i64) -> bool,
+    ) -> Result<(Result<WriteResp, V3Error>, Vec<mvccpb::Event>), V3Error> {
+        if let WriteReq::Compaction(c) = req {
+            return Ok((
+                self.compact(c.revision).map(WriteResp::Compaction),
+                Vec::new(),
+            ));
+        }
+        let (begin_rev, compact_rev) = (self.rev, self.compact_rev);
+        let wtx = self.wtx()?;
+        let mut kv = wtx.open_table(KV).map_err(storage_err)?;
+        let (resp, overlay) = {
+            let mut a = Applier {
+                view: View {
+                    kv: &kv,
+                    begin_rev,
+                    compact_rev,
+                    overlay: None,
+                },
+                overlay: Overlay::default(),
+            };
+            let resp = match req {
+                WriteReq::Put(p) => {
+                    // Outside a txn the lease is checked before anything else.
+                    if p.lease != 0 && !lease_known(p.lease) {
+                        Err(V3Error::LeaseNotFound)
+                    } else {
+                        a.put(p, lease_known).map(WriteResp::Put)
+                    }
+                }
+                WriteReq::DeleteRange(d) => a.delete(d).map(WriteResp::DeleteRange),
+                WriteReq::Txn(t) => a.txn(t, lease_known).map(WriteResp::Txn),
+                WriteReq::Compaction(_) => unreachable!("handled above"),
+            };
+            (resp, a.overlay)
+        };
+        let resp = match resp {
+            Err(e @ V3Error::Storage(_)) => return Err(e),
+            Err(e) => return Ok((Err(e), Vec::new())),
+            Ok(r) => r,
+        };
+        if overlay.changes.is_empty() {
+            return Ok((Ok(resp), Vec::new()));
+        }
+        let rev = begin_rev + 1;
+        let mut revs = wtx.open_table(REVS).map_err(storage_err)?;
+        let mut events = Vec::with_capacity(overlay.changes.len());
+        for (sub, (key, change)) in overlay.changes.into_iter().enumerate() {
+            let sub = sub as i64;
+            let (raw, ev) = match change {
+                Some(kv) => (
+                    encode_put(&kv),
+                    mvccpb::Event {
+                        r#type: mvccpb::event::EventType::Put as i32,
+                        kv: Some(kv),
+                        prev_kv: None,
+                    },
+                ),
+                None => (
+                    encode_tombstone(&key),
+                    mvccpb::Event {
+                        r#type: mvccpb::event::EventType::Delete as i32,
+                        kv: Some(mvccpb::KeyValue {
+                            key: key.clone(),
+                            mod_revision: rev,
+                            ..Default::default()
+                        }),
+                        prev_kv: None,
+                    },
+                ),
+            };
+            kv.insert((key.as_slice(), rev, sub), raw.as_slice())
+                .map_err(storage_err)?;
+            revs.insert((rev, sub), key.as_slice())
+                .map_err(storage_err)?;
+            events.push(ev);
+        }
+        drop((kv, revs));
+        self.rev = rev;
+        Ok((Ok(resp), events))
+    }
+
+    /// `store.Compact`: drop, per key, every revision ≤ `rev` but the newest, and that one
+    /// too if it is a tombstone.
+    fn compact(&mut self, rev: i64) -> Result<pb::CompactionResponse, V3Error> {
+        if rev <= self.compact_rev {
+            return Err(V3Error::Compacted);
+        }
+        if rev > self.rev {
+            return Err(V3Error::FutureRev);
+        }
+        let from = self.compact_rev.max(0);
+        let cur = self.rev;
+        let wtx = self.wtx()?;
+        let mut kv = wtx.open_table(KV).map_err(storage_err)?;
+        let mut revs = wtx.open_table(REVS).map_err(storage_err)?;
+        // Only keys changed in (previous compaction, rev] have anything left to drop.
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for e in revs
+            .range::<(i64, i64)>((from + 1, i64::MIN)..=(rev, i64::MAX))
+            .map_err(storage_err)?
+        {
+            keys.push(e.map_err(storage_err)?.1.value().to_vec());
+        }
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let mut entries: Vec<(i64, i64, bool)> = Vec::new();
+            for e in kv
+                .range::<(&[u8], i64, i64)>(
+                    (key.as_slice(), i64::MIN, i64::MIN)..=(key.as_slice(), rev, i64::MAX),
+                )
+                .map_err(storage_err)?
+            {
+                let (k, v) = e.map_err(storage_err)?;
+                let (_, main, sub) = k.value();
+                entries.push((main, sub, v.value().first() == Some(&TAG_TOMBSTONE)));
+            }
+            let keep_newest = entries.last().is_some_and(|&(_, _, tomb)| !tomb);
+            let n = entries.len() - usize::from(keep_newest);
+            for &(main, sub, _) in &entries[..n] {
+                kv.remove((key.as_slice(), main, sub))
+                    .map_err(storage_err)?;
+                revs.remove((main, sub)).map_err(storage_err)?;
+            }
+        }
+        drop((kv, revs));
+        self.compact_rev = rev;
+        Ok(pb::CompactionResponse {
+            header: header(cur),
+        })
+    }
+
+    /// Record that Raft `index` was applied with no v3 effect.
+    pub fn set_index(&mut self, index: u64) {
+        if index <= self.consistent_index || self.failed.is_some() {
+            return;
+        }
+        self.consistent_index = index;
+        self.meta_dirty = true;
+    }
+
+    /// End of an apply batch: commit the open write transaction; `durable` makes it (and
+    /// every earlier commit) survive a crash (fsync), else it is only visible.
+    pub fn flush(&mut self, durable: bool) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(io::Error::other(e.clone()));
+        }
+        if self.meta_dirty {
+            // The batch's meta, once: it commits (or is lost) with the batch's data.
+            if let Err(e) = self.write_meta() {
+                self.failed = Some(e.to_string());
+                return Err(io_err(e));
+            }
+        }
+        let mut wtx = match self.wtx.take() {
+            Some(w) => w,
+            None if durable && self.undurable => {
+                // Earlier non-durable commits become durable with an empty durable one.
+                self.db.begin_write().map_err(io_err)?
+            }
+            None => return Ok(()),
+        };
+        wtx.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(io_err)?;
+        if let Err(e) = wtx.commit() {
+            self.failed = Some(e.to_string());
+            return Err(io_err(e));
+        }
+        self.meta_dirty = false;
+        self.undurable = !durable;
+        Ok(())
+    }
+
+    fn read_view<T: ReadableTable<KvKey, &'static [u8]>, R>(
+        &self,
+        kv: &T,
+        f: impl FnOnce(&View<'_, T>) -> R,
+    ) -> R {
+        f(&View {
+            kv,
+            begin_rev: self.rev,
+            compact_rev: self.compact_rev,
+            overlay: None,
+        })
+    }
+
+    /// A Range on the current state (the open batch's writes included).
+    pub fn range(&self, r: &pb::RangeRequest) -> Result<pb::RangeResponse, V3Error> {
+        match &self.wtx {
+            Some(w) => {
+                let kv = w.open_table(KV).map_err(storage_err)?;
+                self.read_view(&kv, |v| v.range(r))
+            }
+            None => {
+                let rtx = self.db.begin_read().map_err(storage_err)?;
+                let kv = rtx.open_table(KV).map_err(storage_err)?;
+                self.read_view(&kv, |v| v.range(r))
+            }
+        }
+    }
+
+    /// A txn whose ops are all ranges, evaluated on the current state without a revision.
+    pub fn txn_read(&self, r: &pb::TxnRequest) -> Result<pb::TxnResponse, V3Error> {
+        if !txn_read_only(r) {
+            return Err(V3Error::NotReadOnly);
+        }
+        fn run<T: ReadableTable<KvKey, &'static [u8]>>(
+            r: &pb::TxnRequest,
+            v: &View<'_, T>,
+        ) -> Result<pb::TxnResponse, V3Error> {
+            let mut path = Vec::new();
+            v.txn_path(r, &mut path);
+            v.check_txn_ops(r, &path, &mut 0, false, &|_| true)?;
+            let mut a = Applier {
+                view: View {
+                    kv: v.kv,
+                    begin_rev: v.begin_rev,
+                    compact_rev: v.compact_rev,
+                    overlay: None,
+                },
+                overlay: Overlay::default(),
+            };
+            let mut resp = txn_resp_skeleton(path[0], true);
+            a.txn_ops(r, &path, &mut 0, &mut resp, &|_| true)?;
+            resp.header = header(v.cur_rev());
+            Ok(resp)
+        }
+        match &self.wtx {
+            Some(w) => {
+                let kv = w.open_table(KV).map_err(storage_err)?;
+                self.read_view(&kv, |v| run(r, v))
+            }
+            None => {
+                let rtx = self.db.begin_read().map_err(storage_err)?;
+                let kv = rtx.open_table(KV).map_err(storage_err)?;
+                self.read_view(&kv, |v| run(r, v))
+            }
+        }
+    }
+
+    /// A consistent copy of the keyspace as of the last `flush` (the open batch's writes are
+    /// not in it: flush first). Send + 'static: serialise it anywhere.
+    pub fn dump(&self) -> io::Result<MvccDump> {
+        Ok(MvccDump {
+            rtx: self.db.begin_read().map_err(io_err)?,
+        })
+    }
+
+    /// Replace the whole keyspace with a dump; the consistent index becomes `index`. Durable
+    /// on return. A bad dump changes nothing. The open batch, if any, is dropped.
+    pub fn restore(&mut self, data: &[u8], index: u64) -> io::Result<()> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("mvcc dump: {m}"));
+        if data.len() < DUMP_MAGIC.len() + 4 || !data.starts_with(DUMP_MAGIC) {
+            return Err(bad("not a dump"));
+        }
+        let (body, crc) = data.split_at(data.len() - 4);
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return Err(bad("checksum mismatch"));
+        }
+        let mut r = DumpReader {
+            data: &body[DUMP_MAGIC.len()..],
+        };
+        let _dump_index = r.u64()?;
+        let rev = r.u64()? as i64;
+        let compact = r.u64()? as i64;
+        let n = r.u64()?;
+        if rev < 1 || compact > rev {
+            return Err(bad("bad revisions"));
+        }
+        self.abort_batch()?;
+        let mut wtx = self.db.begin_write().map_err(io_err)?;
+        wtx.delete_table(KV).map_err(io_err)?;
+        wtx.delete_table(REVS).map_err(io_err)?;
+        {
+            let mut kv = wtx.open_table(KV).map_err(io_err)?;
+            let mut revs = wtx.open_table(REVS).map_err(io_err)?;
+            for _ in 0..n {
+                let klen = r.u32()? as usize;
+                let key = r.take(klen)?;
+                let main = r.u64()? as i64;
+                let sub = r.u64()? as i64;
+                let vlen = r.u32()? as usize;
+                let v = r.take(vlen)?;
+                if main > rev || decode(v).is_err() {
+                    return Err(bad("bad entry"));
+                }
+                kv.insert((key, main, sub), v).map_err(io_err)?;
+                revs.insert((main, sub), key).map_err(io_err)?;
+            }
+            if !r.data.is_empty() {
+                return Err(bad("trailing bytes"));
+            }
+            let mut meta = wtx.open_table(META).map_err(io_err)?;
+            meta.insert(META_INDEX, index).map_err(io_err)?;
+            meta.insert(META_REV, rev as u64).map_err(io_err)?;
+            meta.insert(META_COMPACT, compact as u64).map_err(io_err)?;
+        }
+        wtx.set_durability(Durability::Immediate).map_err(io_err)?;
+        wtx.commit().map_err(io_err)?;
+        self.consistent_index = index;
+        self.rev = rev;
+        self.compact_rev = compact;
+        self.failed = None;
+        self.meta_dirty = false;
+        self.undurable = false;
+        Ok(())
+    }
+
+    /// Drop the open batch, if any, and go back to the last committed state.
+    fn abort_batch(&mut self) -> io::Result<()> {
+        if let Some(w) = self.wtx.take() {
+            w.abort().map_err(io_err)?;
+            let rtx = self.db.begin_read().map_err(io_err)?;
+            let meta = rtx.open_table(META).map_err(io_err)?;
+            let (i, r, c) = read_meta(&meta)?.ok_or_else(|| io_err("mvcc: no meta table"))?;
+            self.consistent_index = i;
+            self.rev = r;
+            self.compact_rev = c;
+            self.meta_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// The database file's size in bytes (etcd's `dbSize`).
+    pub fn db_size(&self) -> u64 {
+        self.file.len().unwrap_or(0)
+    }
+
+    /// The bytes of the file in use by pages (etcd's `dbSizeInUse`).
+    pub fn db_size_in_use(&self) -> u64 {
+        let stats = match &self.wtx {
+            Some(w) => w.stats(),
+            None => match self.db.begin_write() {
+                Ok(w) => {
+                    let s = w.stats();
+                    let _ = w.abort();
+                    s
+                }
+                Err(_) => return 0,
+            },
+        };
+        stats
+            .map(|s| s.allocated_pages() * s.page_size() as u64)
+            .unwrap_or(0)
+    }
+}
