@@ -74,6 +74,12 @@ pub struct Config {
     pub max_wals: u32,
     /// `--cors`.
     pub cors: Vec<String>,
+    /// `--max-txn-ops`: operations allowed in one v3 transaction.
+    pub max_txn_ops: usize,
+    /// `--max-request-bytes`: the largest v3 request a client may send.
+    pub max_request_bytes: usize,
+    /// `--quota-backend-bytes`: the v3 backend's size limit (0: etcd's default, 2 GiB).
+    pub quota_backend_bytes: u64,
     /// `--discovery`.
     pub discovery: Option<String>,
     /// `--discovery-srv`.
@@ -185,7 +191,17 @@ const FLAGS: &[(&str, Kind, &str)] = &[
     (
         "quota-backend-bytes",
         Kind::Str,
-        "Accepted for etcd compatibility; ignored.",
+        "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).",
+    ),
+    (
+        "max-txn-ops",
+        Kind::Str,
+        "Maximum number of operations permitted in a transaction.",
+    ),
+    (
+        "max-request-bytes",
+        Kind::Str,
+        "Maximum client request size in bytes the server will accept.",
     ),
     (
         "initial-advertise-peer-urls",
@@ -645,6 +661,9 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         max_snapshots: u64_or("max-snapshots", 5)? as u32,
         max_wals: u64_or("max-wals", 5)? as u32,
         cors: get("cors").map(|v| comma_list(&v)).unwrap_or_default(),
+        max_txn_ops: u64_or("max-txn-ops", 128)? as usize,
+        max_request_bytes: u64_or("max-request-bytes", 1_572_864)? as usize,
+        quota_backend_bytes: u64_or("quota-backend-bytes", 0)?,
         discovery: get("discovery").filter(|v| !v.is_empty()),
         discovery_srv: get("discovery-srv").filter(|v| !v.is_empty()),
         discovery_dns: get("discovery-dns").filter(|v| !v.is_empty()),

@@ -75,6 +75,9 @@ struct Opened {
     applied: u64,
     snap_index: u64,
     hs: HardState,
+    /// The v3 keyspace as the newest snapshot holds it (restart only), for a keyspace that
+    /// is behind that snapshot (its file lost, or a crash before it was flushed).
+    v3_snapshot: Option<Vec<u8>>,
 }
 
 fn storage_err(e: impl std::fmt::Display) -> NodeError {
@@ -276,6 +279,7 @@ async fn join(
                 applied: 0,
                 snap_index: 0,
                 hs: HardState::default(),
+                v3_snapshot: None,
             });
         }
         crate::rt::sleep(Duration::from_millis(250)).await;
@@ -368,6 +372,7 @@ fn bootstrap(
         applied: 1,
         snap_index: 1,
         hs,
+        v3_snapshot: None,
     })
 }
 
@@ -380,9 +385,11 @@ fn restart(
     let meta = wal.meta().clone();
     let storage = NodeStorage::new();
     let snap = snaps.load_newest().map_err(storage_err)?;
+    let v3_snapshot;
     let (sm, snap_index, snap_term) = match snap {
         Some(snap) => {
-            let mut sm = StateMachine::restore(&snap.data).map_err(NodeError::Storage)?;
+            let (mut sm, v3) = StateMachine::restore(&snap.data).map_err(NodeError::Storage)?;
+            v3_snapshot = v3.map(<[u8]>::to_vec);
             let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
             if sm.meta.applied_index == 0 {
                 // A bootstrap snapshot, or one written before detcd recorded its index.
@@ -421,6 +428,7 @@ fn restart(
                     applied: 0,
                     snap_index: 0,
                     hs,
+                    v3_snapshot: None,
                 });
             }
             return Err(NodeError::Storage(format!(
@@ -478,7 +486,44 @@ fn restart(
         applied: snap_index,
         snap_index,
         hs,
+        v3_snapshot,
     })
+}
+
+/// Open the v3 keyspace (`member/snap/db`, as etcd's backend), creating it on first start.
+/// A keyspace behind the newest snapshot (its file lost, or a crash before its last durable
+/// commit reached a snapshot it was meant to reach) is rebuilt from the snapshot's v3 part;
+/// entries after it are re-applied from the WAL, and those it already holds are skipped.
+fn open_mvcc(
+    cfg: &Config,
+    disk: &Arc<dyn Disk>,
+    opened: &Opened,
+) -> Result<crate::mvcc::Mvcc, NodeError> {
+    let path = cfg.snap_path().join("db");
+    let opts = crate::mvcc::MvccOptions {
+        max_txn_ops: cfg.max_txn_ops,
+        cache_bytes: crate::mvcc::DEFAULT_CACHE_BYTES,
+    };
+    let mut mvcc = crate::mvcc::Mvcc::open(Arc::clone(disk), &path, opts)
+        .map_err(|e| NodeError::Storage(format!("{}: {e}", path.display())))?;
+    let held = mvcc.consistent_index();
+    if held < opened.snap_index {
+        if let Some(v3) = &opened.v3_snapshot {
+            mvcc.restore(v3, opened.snap_index).map_err(|e| {
+                NodeError::Storage(format!(
+                    "{}: restoring from snapshot {}: {e}",
+                    path.display(),
+                    opened.snap_index
+                ))
+            })?;
+            tracing::info!(
+                held,
+                snapshot = opened.snap_index,
+                "rebuilt the v3 keyspace from the snapshot"
+            );
+        }
+    }
+    Ok(mvcc)
 }
 
 async fn bind(url: &url::Url) -> Result<TcpListener, NodeError> {
@@ -543,6 +588,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     )
     .map_err(|e| NodeError::Storage(format!("raft: {e}")))?;
 
+    let mvcc = open_mvcc(&cfg, &disk, &opened)?;
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let (applied_tx, _) = watch::channel(opened.applied);
     let (leader_tx, _) = watch::channel(0u64);
@@ -552,6 +598,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     let shared = Arc::new(Shared {
         id: opened.id,
         sm: Mutex::new(opened.sm),
+        mvcc: Mutex::new(mvcc),
         status: Mutex::new(Status {
             applied: opened.applied,
             commit: opened.hs.commit,
@@ -627,6 +674,8 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         client_cert_auth: env.tls.client_cert_auth,
         verified: Default::default(),
         cors: cfg.cors.clone(),
+        max_request_bytes: cfg.max_request_bytes,
+        max_txn_ops: cfg.max_txn_ops,
     });
     // As etcd does (its ReadyNotify), client requests are served only once this member has
     // published its name and client URLs through Raft: until then connections wait in the

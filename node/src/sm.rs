@@ -12,6 +12,7 @@ use std::hash::BuildHasherDefault;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Member, Members};
+use crate::mvcc::{Mvcc, V3Error, WriteReq, WriteResp};
 use crate::store::{Command, EtcdError, Event, Store};
 
 /// One proposal, as it is stored in a Raft entry.
@@ -37,6 +38,8 @@ pub enum Op {
     ClusterVersion(String),
     /// A v2 auth change.
     Auth(crate::auth::AuthOp),
+    /// A v3 write (Put, DeleteRange, Txn or Compaction), checked by the member that took it.
+    V3(V3Write),
     /// A member publishes its name and client URLs after it starts.
     Attributes {
         /// Member id.
@@ -46,6 +49,76 @@ pub enum Op {
         /// Its client URLs.
         client_urls: Vec<String>,
     },
+}
+
+/// A v3 write as its request's protobuf bytes (the entry keeps what the client sent; the
+/// JSON proposal carries them as base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum V3Write {
+    /// `etcdserverpb.PutRequest`.
+    Put(#[serde(with = "b64")] Vec<u8>),
+    /// `etcdserverpb.DeleteRangeRequest`.
+    DeleteRange(#[serde(with = "b64")] Vec<u8>),
+    /// `etcdserverpb.TxnRequest`.
+    Txn(#[serde(with = "b64")] Vec<u8>),
+    /// `etcdserverpb.CompactionRequest`.
+    Compaction(#[serde(with = "b64")] Vec<u8>),
+}
+
+impl V3Write {
+    /// Encode a request for a proposal.
+    pub fn encode(req: &WriteReq) -> V3Write {
+        use prost::Message;
+        match req {
+            WriteReq::Put(r) => V3Write::Put(r.encode_to_vec()),
+            WriteReq::DeleteRange(r) => V3Write::DeleteRange(r.encode_to_vec()),
+            WriteReq::Txn(r) => V3Write::Txn(r.encode_to_vec()),
+            WriteReq::Compaction(r) => V3Write::Compaction(r.encode_to_vec()),
+        }
+    }
+
+    /// The request again.
+    pub fn decode(&self) -> Result<WriteReq, prost::DecodeError> {
+        use prost::Message;
+        Ok(match self {
+            V3Write::Put(b) => WriteReq::Put(Message::decode(b.as_slice())?),
+            V3Write::DeleteRange(b) => WriteReq::DeleteRange(Message::decode(b.as_slice())?),
+            V3Write::Txn(b) => WriteReq::Txn(Message::decode(b.as_slice())?),
+            V3Write::Compaction(b) => WriteReq::Compaction(Message::decode(b.as_slice())?),
+        })
+    }
+
+    /// Bytes of the request (for etcd's request size limit).
+    pub fn len(&self) -> usize {
+        match self {
+            V3Write::Put(b)
+            | V3Write::DeleteRange(b)
+            | V3Write::Txn(b)
+            | V3Write::Compaction(b) => b.len(),
+        }
+    }
+
+    /// Whether the request is empty (an all-defaults message).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bytes as base64 in a JSON proposal.
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Context of a conf-change entry: the member being added, updated or removed.
@@ -70,6 +143,8 @@ pub enum Outcome {
     Keys(Result<Event, EtcdError>),
     /// An auth change: done, or etcd's auth error.
     Auth(Result<(), crate::auth::AuthError>),
+    /// A v3 write: its response, or etcd's error.
+    V3(Result<WriteResp, V3Error>),
     /// A membership change refused when it came to be applied (the cluster changed since the
     /// request was checked): the HTTP status and etcd's message.
     ConfRefused(u16, String),
@@ -243,8 +318,9 @@ impl StateMachine {
         }
     }
 
-    /// Apply one normal entry's proposal at raft `index`.
-    pub fn apply(&mut self, p: &Proposal, index: u64) -> Option<Outcome> {
+    /// Apply one normal entry's proposal at raft `index`; v3 writes go to `v3`, the member's
+    /// v3 keyspace (which skips entries it already holds: etcd's consistent index).
+    pub fn apply(&mut self, p: &Proposal, index: u64, v3: &mut Mvcc) -> Option<Outcome> {
         self.advance_clock(p.time_ms);
         if p.id != 0 && !self.meta.dedup.insert(p.id) {
             tracing::debug!(id = p.id, index, "apply: duplicate proposal skipped");
@@ -263,6 +339,17 @@ impl StateMachine {
                 self.store.expire(now);
                 Outcome::Done
             }
+            Op::V3(w) => match w.decode() {
+                // Leases arrive with the next issue: until then no lease exists.
+                Ok(req) => match v3.apply(index, &req, &|_| false) {
+                    Some((result, _events)) => Outcome::V3(result),
+                    None => Outcome::Done,
+                },
+                Err(e) => {
+                    tracing::error!(index, error = %e, "apply: undecodable v3 request skipped");
+                    Outcome::Done
+                }
+            },
             Op::Attributes {
                 member_id,
                 name,
@@ -286,22 +373,28 @@ impl StateMachine {
         })
     }
 
-    /// Serialise for a Raft snapshot: `[meta length u32 LE][meta JSON][store snapshot]`.
+    /// Serialise for a Raft snapshot of the v2 side only (see [`SmCopy::encode`]): a new
+    /// cluster's first snapshot, taken before any v3 write.
     pub fn snapshot(&self) -> Vec<u8> {
-        self.copy().encode()
+        self.copy(None)
+            .encode()
+            .expect("a snapshot without v3 state encodes")
     }
 
-    /// A cheap copy of what a snapshot holds (see [`crate::store::Store::copy`]), to be
-    /// serialised off the Ready loop.
-    pub fn copy(&self) -> SmCopy {
+    /// A cheap copy of what a snapshot holds (see [`crate::store::Store::copy`]), with the
+    /// v3 keyspace's consistent copy, to be serialised off the Ready loop.
+    pub fn copy(&self, v3: Option<crate::mvcc::MvccDump>) -> SmCopy {
         SmCopy {
             meta: self.meta.clone(),
             store: self.store.copy(),
+            v3,
         }
     }
 
-    /// Rebuild from [`StateMachine::snapshot`]'s bytes.
-    pub fn restore(data: &[u8]) -> Result<StateMachine, String> {
+    /// Rebuild from [`SmCopy::encode`]'s bytes; also returns the v3 keyspace's part, if the
+    /// snapshot has one.
+    pub fn restore(data: &[u8]) -> Result<(StateMachine, Option<&[u8]>), String> {
+        let (data, v3) = split_v3(data)?;
         if data.len() < 4 {
             return Err("snapshot data too short".into());
         }
@@ -310,14 +403,32 @@ impl StateMachine {
         let meta: Meta =
             serde_json::from_slice(meta_bytes).map_err(|e| format!("snapshot metadata: {e}"))?;
         let store = Store::restore(&data[4 + n..])?;
-        Ok(StateMachine { store, meta })
+        Ok((StateMachine { store, meta }, v3))
     }
+}
+
+/// The end of a snapshot that carries the v3 keyspace: `[v3 bytes][their length, u64 LE]`
+/// then this mark. Snapshots written before v3 existed end in the v2 store's JSON.
+const V3_MARK: &[u8; 8] = b"detcdv3\0";
+
+/// Split a snapshot's bytes into the v2 part and the v3 part (if any).
+fn split_v3(data: &[u8]) -> Result<(&[u8], Option<&[u8]>), String> {
+    if data.len() < 16 || !data.ends_with(V3_MARK) {
+        return Ok((data, None));
+    }
+    let len_at = data.len() - 16;
+    let n = u64::from_le_bytes(data[len_at..len_at + 8].try_into().expect("8 bytes")) as usize;
+    let start = len_at
+        .checked_sub(n)
+        .ok_or("snapshot: the v3 keyspace's length exceeds the snapshot")?;
+    Ok((&data[..start], Some(&data[start..len_at])))
 }
 
 /// A copy of the state machine as a snapshot saves it ([`StateMachine::copy`]).
 pub struct SmCopy {
     meta: Meta,
     store: crate::store::StoreCopy,
+    v3: Option<crate::mvcc::MvccDump>,
 }
 
 impl SmCopy {
@@ -326,15 +437,26 @@ impl SmCopy {
         self.meta.applied_index
     }
 
-    /// The snapshot bytes: `[meta length u32 LE][meta JSON][store snapshot]`.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The snapshot bytes: `[meta length u32 LE][meta JSON][store snapshot]`, then, when the
+    /// copy has the v3 keyspace, `[v3 dump][its length u64 LE]["detcdv3\0"]`.
+    pub fn encode(self) -> std::io::Result<Vec<u8>> {
         let meta = serde_json::to_vec(&self.meta).expect("meta serialises");
         let store = self.store.encode();
-        let mut out = Vec::with_capacity(4 + meta.len() + store.len());
+        let v3 = match self.v3 {
+            Some(d) => Some(d.encode()?),
+            None => None,
+        };
+        let v3_len = v3.as_ref().map_or(0, |v| v.len() + 16);
+        let mut out = Vec::with_capacity(4 + meta.len() + store.len() + v3_len);
         out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
         out.extend_from_slice(&meta);
         out.extend_from_slice(&store);
-        out
+        if let Some(v3) = v3 {
+            out.extend_from_slice(&v3);
+            out.extend_from_slice(&(v3.len() as u64).to_le_bytes());
+            out.extend_from_slice(V3_MARK);
+        }
+        Ok(out)
     }
 }
 

@@ -280,7 +280,9 @@ fn server_config(
                 .unwrap_or_default()
         )
     })?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The client port speaks HTTP/2 (gRPC; Go's gRPC client insists on ALPN "h2" over TLS)
+    // and HTTP/1.1 (the v2 API, the v3 gateway), as etcd's does.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     if side == "peer" {
         cfg.alpn_protocols.clear();
     }

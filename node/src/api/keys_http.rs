@@ -165,9 +165,10 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
                 Ok(applied) => match applied.outcome {
                     Outcome::Keys(Ok(e)) => event_response(ctx, &e, no_value, false),
                     Outcome::Keys(Err(e)) => error_response(ctx, &e),
-                    Outcome::Done | Outcome::Auth(_) | Outcome::ConfRefused(..) => {
-                        error_response(ctx, &timeout_error())
-                    }
+                    Outcome::Done
+                    | Outcome::Auth(_)
+                    | Outcome::ConfRefused(..)
+                    | Outcome::V3(_) => error_response(ctx, &timeout_error()),
                 },
                 Err(e) => wait_error(ctx, e),
             }

@@ -10,8 +10,12 @@ pub mod keys;
 mod keys_http;
 mod members;
 pub mod misc;
+pub mod v3;
 pub mod v3gateway;
 pub use misc::CLUSTER_VERSION;
+
+use detcd_proto::etcdserverpb::kv_server::KvServer;
+use tonic::codegen::Service;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,7 +29,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
 use crate::raft::Shared;
-use crate::rt::{self, FlushFilter, HyperTimer};
+use crate::rt::{self, FlushFilter};
 
 /// Response body: a whole buffer or a stream (watches).
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -61,6 +65,10 @@ pub struct Ctx {
     pub verified: auth::Verified,
     /// `--cors`: the origins allowed; empty or `*` allows every origin (etcd's default).
     pub cors: Vec<String>,
+    /// `--max-request-bytes`: the largest v3 request accepted.
+    pub max_request_bytes: usize,
+    /// `--max-txn-ops`: operations allowed in one v3 transaction.
+    pub max_txn_ops: usize,
 }
 
 /// A whole-buffer body.
@@ -126,25 +134,47 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             };
             let cn = stream.client_common_name();
             let io = hyper_util::rt::TokioIo::new(stream);
+            let kv = KvServer::new(v3::V3::new(Arc::clone(&ctx)))
+                .max_decoding_message_size(ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
+                .max_encoding_message_size(usize::MAX);
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
+                let mut kv = kv.clone();
                 if let Some(cn) = &cn {
                     req.extensions_mut().insert(ClientCommonName(cn.clone()));
                 }
-                async move { Ok::<_, Infallible>(route(ctx, req).await) }
+                async move {
+                    if is_grpc(&req) {
+                        // The generated server answers every failure as a gRPC status.
+                        return kv.call(req).await;
+                    }
+                    Ok::<_, Infallible>(route(ctx, req).await.map(tonic::body::Body::new))
+                }
             });
-            // Title-case header names, as Go writes them: clients and the conformance corpus
+            // One port for both, as etcd's: HTTP/1.1 (the v2 API, the v3 JSON gateway) and
+            // HTTP/2 (gRPC), told apart by the HTTP/2 connection preface. Header names are
+            // title-cased on HTTP/1.1, as Go writes them: clients and the conformance corpus
             // compare them as sent.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .title_case_headers(true)
-                .timer(HyperTimer)
-                .keep_alive(true)
-                .serve_connection(io, svc);
-            if let Err(e) = conn.await {
+            let mut builder = rt::h2::server();
+            builder.http1().title_case_headers(true).keep_alive(true);
+            if let Err(e) = builder.serve_connection(io, svc).await {
                 tracing::debug!(error = %e, "client connection ended");
             }
         });
     }
+}
+
+/// Room for gRPC's framing beside the largest request (etcd: `--max-request-bytes` + 512 KiB).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Whether a request is a gRPC call: HTTP/2 with a gRPC content type (etcd's test, in
+/// `grpcHandlerFunc`, for its one client port).
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.version() == hyper::Version::HTTP_2
+        && req
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Read a request body, bounded: 413 when it is too large, 400 when it cannot be read (a
@@ -200,10 +230,35 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         r
     } else if path.starts_with("/v2/auth/") || path == "/v2/auth" {
         auth::handle(&ctx, req).await
+    } else if path.starts_with("/v3/") || path.starts_with("/v3beta/") {
+        v3_gateway(&ctx, req).await
     } else {
         misc::handle(&ctx, req).await
     };
     with_cors(resp)
+}
+
+/// The v3 JSON gateway: the request's JSON decoded into the gRPC request, the service called
+/// in-process, its response or error encoded as etcd's grpc-gateway does.
+async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let kv = v3::V3::new(Arc::clone(ctx));
+    match v3gateway::handle_full(&kv, &method, &path, &body).await {
+        Some(r) => {
+            let mut resp = Response::builder().status(
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            );
+            for (name, value) in r.headers {
+                resp = resp.header(name, value);
+            }
+            resp.body(full(r.body)).expect("valid response")
+        }
+        None => text_error(StatusCode::NOT_FOUND, "404 page not found"),
+    }
 }
 
 /// etcd's CORS headers on a client response: with every origin allowed (no `--cors`, or

@@ -863,6 +863,25 @@ impl MvccDump {
     }
 }
 
+impl Mvcc {
+    /// The dump of a fresh keyspace (revision 1, nothing compacted, no keys): what a Raft
+    /// snapshot without a v3 part stands for (a new cluster's first snapshot).
+    pub fn empty_dump() -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(DUMP_MAGIC);
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&1u64.to_le_bytes());
+        out.extend_from_slice(&(-1i64 as u64).to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+}
+
+/// The page cache a member's keyspace gets unless told otherwise.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 /// Reads a dump (see [`MvccDump::encode`]), every length checked.
 struct DumpReader<'a> {
     data: &'a [u8],

@@ -1807,3 +1807,32 @@ fn same_writes_same_bytes() {
     let a = run();
     assert!(a == run(), "file bytes differ between identical runs");
 }
+
+#[test]
+fn the_empty_dump_restores_a_fresh_keyspace_at_the_given_index() {
+    let mut s = S::new();
+    s.put("a", "1");
+    s.m.flush(true).unwrap();
+    assert_eq!(s.m.revision(), 2);
+    s.m.restore(&Mvcc::empty_dump(), 40).unwrap();
+    assert_eq!(
+        (
+            s.m.consistent_index(),
+            s.m.revision(),
+            s.m.compact_revision()
+        ),
+        (40, 1, -1)
+    );
+    let r = s.m.range(&rng("a", "")).unwrap();
+    assert_eq!((r.kvs.len(), r.count), (0, 0));
+    // An entry at or below the restored index is skipped; the next write is revision 2,
+    // as on a fresh store.
+    assert!(s
+        .m
+        .apply(40, &WriteReq::Put(put("b", "1")), &any_lease)
+        .is_none());
+    match s.m.apply(41, &WriteReq::Put(put("b", "1")), &any_lease) {
+        Some((Ok(WriteResp::Put(p)), _)) => assert_eq!(p.header.unwrap().revision, 2),
+        other => panic!("{other:?}"),
+    }
+}

@@ -129,6 +129,8 @@ pub struct Shared {
     pub id: u64,
     /// The state machine (store + metadata).
     pub sm: Mutex<StateMachine>,
+    /// The v3 keyspace, on its own durable backend. Lock order: `sm` before `mvcc`.
+    pub mvcc: Mutex<crate::mvcc::Mvcc>,
     /// Raft status.
     pub status: Mutex<Status>,
     /// Waiters for proposals by request id.

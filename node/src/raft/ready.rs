@@ -70,6 +70,9 @@ pub enum LoopError {
         /// What was wrong.
         reason: String,
     },
+    /// The v3 keyspace's backend failed to commit or restore.
+    #[error("v3 backend: {0}")]
+    V3Backend(std::io::Error),
     /// A committed entry could not be decoded.
     #[error("entry {index}: {reason}")]
     BadEntry {
@@ -79,6 +82,12 @@ pub enum LoopError {
         reason: String,
     },
 }
+
+/// How often the v3 keyspace is made durable while writes are applied (etcd commits its
+/// backend every 100 ms). Between times its commits are visible but not synced: a crash loses
+/// them and the WAL replays them, since the log is compacted only behind a durable commit.
+/// Durable commits also let the backend reuse the pages it freed.
+pub const V3_DURABLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Tuning of the loop.
 #[derive(Debug, Clone)]
@@ -145,6 +154,8 @@ pub struct RaftLoop {
     /// A membership change was applied: the snapshot served to new members must include it
     /// (raft-rs refuses a snapshot whose configuration lacks the receiver).
     snapshot_due: bool,
+    /// When the v3 keyspace was last made durable (see [`V3_DURABLE_EVERY`]).
+    v3_durable_at: crate::rt::Instant,
     /// The newest Ready whose entries the leader wrote without an fsync (see
     /// [`RaftLoop::may_defer_sync`]); raft-rs is told they are persisted only after the fsync.
     unsynced: Option<u64>,
@@ -187,6 +198,7 @@ pub struct LoopParts {
 impl RaftLoop {
     /// The loop of a member opened from `parts`.
     pub fn new(parts: LoopParts) -> RaftLoop {
+        let started = parts.shared.clock.now();
         RaftLoop {
             raw: parts.raw,
             storage: parts.storage,
@@ -205,6 +217,7 @@ impl RaftLoop {
             applied: parts.applied,
             last_hs: parts.hs,
             snapshot_due: false,
+            v3_durable_at: started,
             unsynced: None,
             held_conf_props: Vec::new(),
             leader_gone: None,
@@ -621,6 +634,7 @@ impl RaftLoop {
         {
             let shared = Arc::clone(&self.shared);
             let mut sm = shared.sm.lock().expect("sm lock");
+            let mut mvcc = shared.mvcc.lock().expect("mvcc lock");
             let store_index = sm.store.index();
             // One reading of the clock for the batch: its entries apply in the same turn.
             let applied_at = shared.clock.now();
@@ -643,7 +657,7 @@ impl RaftLoop {
                     EntryType::EntryNormal if e.data.is_empty() => {}
                     EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&e.data) {
                         Ok(p) => {
-                            if let Some(outcome) = sm.apply(&p, e.index) {
+                            if let Some(outcome) = sm.apply(&p, e.index, &mut mvcc) {
                                 if p.id != 0 {
                                     woken.push((
                                         p.id,
@@ -674,6 +688,16 @@ impl RaftLoop {
                 .invariant(now >= store_index, "store-index-monotonic", || {
                     format!("the v2 store index went back: {store_index} -> {now}")
                 });
+            // The v3 keyspace's consistent index follows every entry, and the batch's writes
+            // become visible to reads before anyone is answered. They become durable at the
+            // next snapshot (or periodic flush): until then the WAL replays them.
+            mvcc.set_index(self.applied);
+            let durable =
+                applied_at.saturating_duration_since(self.v3_durable_at) >= V3_DURABLE_EVERY;
+            mvcc.flush(durable).map_err(LoopError::V3Backend)?;
+            if durable {
+                self.v3_durable_at = applied_at;
+            }
         }
         self.shared.applied.send_replace(self.applied);
         if !woken.is_empty() {

@@ -91,6 +91,17 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
     let shared = Arc::new(Shared {
         id: 1,
         sm: Mutex::new(StateMachine::new(members.clone(), 0xc1)),
+        mvcc: Mutex::new(
+            crate::mvcc::Mvcc::open(
+                Arc::clone(&disk),
+                &dir.join("db"),
+                crate::mvcc::MvccOptions {
+                    max_txn_ops: 128,
+                    cache_bytes: crate::mvcc::DEFAULT_CACHE_BYTES,
+                },
+            )
+            .unwrap(),
+        ),
         status: Mutex::new(Status::default()),
         waiters: Mutex::new(HashMap::new()),
         applied: watch::channel(0).0,

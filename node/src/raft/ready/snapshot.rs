@@ -15,13 +15,25 @@ impl RaftLoop {
     /// Duty 2: a snapshot from the leader replaces our state.
     pub(super) fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), LoopError> {
         let md = snap.get_metadata().clone();
-        let mut sm =
+        let (mut sm, v3) =
             StateMachine::restore(&snap.data).map_err(|reason| LoopError::BadSnapshot {
                 index: md.index,
                 reason,
             })?;
         self.check_snapshot_state(&sm, &md);
         sm.meta.applied_index = md.index;
+        // The v3 keyspace first, durably: once the snapshot is recorded, the log behind it
+        // is gone, and the keyspace must already hold what it held.
+        {
+            let mut mvcc = self.shared.mvcc.lock().expect("mvcc lock");
+            match v3 {
+                Some(v3) => mvcc.restore(v3, md.index),
+                // A snapshot without the v3 part comes from a leader that has never taken one
+                // since v3 writes existed: only a new cluster's first snapshot.
+                None => mvcc.restore(&crate::mvcc::Mvcc::empty_dump(), md.index),
+            }
+            .map_err(LoopError::V3Backend)?;
+        }
         self.snaps.save(&snap).map_err(LoopError::SnapshotFile)?;
         self.shared.probe.failpoint(failpoints::SNAPSHOT_INSTALL);
         self.wal.save(Some((md.index, md.term)), &[], None)?;
@@ -89,7 +101,16 @@ impl RaftLoop {
         self.snapshot_due = false;
         let index = self.applied;
         let term = self.raw.raft.raft_log.term(index)?;
-        let copy = self.shared.sm.lock().expect("sm lock").copy();
+        let copy = {
+            let sm = self.shared.sm.lock().expect("sm lock");
+            let mut mvcc = self.shared.mvcc.lock().expect("mvcc lock");
+            // Durable before the log behind the snapshot may be compacted (the WAL no longer
+            // replays what is older), and a consistent copy of it goes into the snapshot for
+            // followers that need one.
+            mvcc.flush(true).map_err(LoopError::V3Backend)?;
+            let dump = mvcc.dump().map_err(LoopError::V3Backend)?;
+            sm.copy(Some(dump))
+        };
         let held = copy.applied_index();
         self.shared
             .probe
@@ -103,7 +124,7 @@ impl RaftLoop {
             let started = shared.clock.now();
             let written = crate::rt::spawn_blocking(move || {
                 let mut snap = Snapshot {
-                    data: copy.encode().into(),
+                    data: copy.encode()?.into(),
                     ..Default::default()
                 };
                 let md = snap.mut_metadata();
