@@ -1384,7 +1384,8 @@ impl Mvcc {
         self.file.len().unwrap_or(0)
     }
 
-    /// The bytes of the file in use by pages (etcd's `dbSizeInUse`).
+    /// The bytes of the file in use by pages (etcd's `dbSizeInUse`). redb counts them by
+    /// walking every tree: O(pages), for a Status call, not for every request.
     pub fn db_size_in_use(&self) -> u64 {
         let stats = match &self.wtx {
             Some(w) => w.stats(),
