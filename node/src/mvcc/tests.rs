@@ -1894,3 +1894,36 @@ fn io_failures_are_errors() {
     f.sync().unwrap();
     assert!(Mvcc::open(Arc::new(junk), Path::new(DB), opts()).is_err());
 }
+
+/// History for watchers: the events `apply` returned are the ones `events` reads back, by
+/// revision, within a limit that never splits a revision; compacted history is refused.
+#[test]
+fn events_read_back_history() {
+    let mut s = S::new();
+    let mut all = Vec::new();
+    all.extend(s.apply(WriteReq::Put(put("a", "1"))).1); // 2
+    all.extend(s.apply(WriteReq::Put(put("b", "1"))).1); // 3
+    all.extend(
+        s.apply(WriteReq::Txn(pb::TxnRequest {
+            success: vec![op_put("c", "1"), op_del("a", "")],
+            ..Default::default()
+        }))
+        .1,
+    ); // 4: two events
+    all.extend(s.apply(WriteReq::Put(put("a", "2"))).1); // 5
+    assert_eq!(all.len(), 5);
+    assert_eq!(s.m.events(0, 100, 0).unwrap(), all);
+    s.m.flush(false).unwrap();
+    assert_eq!(s.m.events(2, 5, 0).unwrap(), all);
+    assert_eq!(s.m.events(4, 4, 0).unwrap(), all[2..4].to_vec());
+    // A limit of 3 reaches into revision 4, which comes whole (4 events); 2 stops at 3.
+    assert_eq!(s.m.events(2, 5, 3).unwrap(), all[..4].to_vec());
+    assert_eq!(s.m.events(2, 5, 2).unwrap(), all[..2].to_vec());
+    s.compact(4).unwrap();
+    assert_eq!(s.m.events(3, 5, 0), Err(V3Error::Compacted));
+    // At the compacted revision: what compaction kept (c@4; a's tombstone is gone).
+    assert_eq!(
+        s.m.events(4, 5, 0).unwrap(),
+        vec![all[2].clone(), all[4].clone()]
+    );
+}
