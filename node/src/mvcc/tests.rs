@@ -1225,7 +1225,55 @@ fn in_range(k: &[u8], key: &[u8], end: &[u8]) -> bool {
     }
 }
 
+type RangeReq = pb::RangeRequest;
+
 impl Model {
+    /// A Range with every option, as apply.go Range post-processes rangeKeys' answer.
+    fn range_req(
+        &self,
+        r: &pb::RangeRequest,
+        cur: &BTreeMap<Vec<u8>, mvccpb::KeyValue>,
+        cur_rev: i64,
+    ) -> Result<pb::RangeResponse, V3Error> {
+        let mut resp = self.range(&r.key, &r.range_end, r.revision, 0, cur, cur_rev)?;
+        let mut kvs = std::mem::take(&mut resp.kvs);
+        if r.count_only {
+            kvs.clear();
+        }
+        kvs.retain(|kv| {
+            (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+                && (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+                && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+                && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+        });
+        let mut order = r.sort_order;
+        if r.sort_target != 0 && order == 0 {
+            order = 1;
+        }
+        if order == 1 || order == 2 {
+            // Stable on the key order they come in.
+            match r.sort_target {
+                1 => kvs.sort_by_key(|kv| kv.version),
+                2 => kvs.sort_by_key(|kv| kv.create_revision),
+                3 => kvs.sort_by_key(|kv| kv.mod_revision),
+                4 => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+                _ => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+            }
+            if order == 2 {
+                kvs.reverse();
+            }
+        }
+        if r.limit > 0 && kvs.len() as i64 > r.limit {
+            kvs.truncate(r.limit as usize);
+            resp.more = true;
+        }
+        if r.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        resp.kvs = kvs;
+        Ok(resp)
+    }
+
     fn new() -> Model {
         Model {
             rev: 1,
@@ -1287,7 +1335,7 @@ impl Model {
 enum MOp {
     Put(String, String, bool),
     Del(String, String, bool),
-    Range(String, String, i64, i64),
+    Range(pb::RangeRequest),
     Txn(Vec<(String, i64)>, Vec<MOp>, Vec<MOp>),
     Compact(i64),
 }
@@ -1316,12 +1364,34 @@ fn gen_op(r: &mut Rng, rev: i64, depth: u32) -> MOp {
             let k = gen_key(r);
             let e = gen_end(r, &k);
             let at = r.below(rev as u64 + 2) as i64 - 1;
-            MOp::Range(
-                k,
-                e,
-                if r.below(2) == 0 { 0 } else { at },
-                r.below(3) as i64,
-            )
+            let small = |r: &mut Rng| {
+                if r.below(3) == 0 {
+                    r.below(rev as u64 + 2) as i64
+                } else {
+                    0
+                }
+            };
+            MOp::Range(pb::RangeRequest {
+                revision: if r.below(2) == 0 { 0 } else { at },
+                limit: r.below(3) as i64,
+                sort_order: if r.below(2) == 0 {
+                    0
+                } else {
+                    r.below(3) as i32
+                },
+                sort_target: if r.below(2) == 0 {
+                    0
+                } else {
+                    r.below(5) as i32
+                },
+                keys_only: r.below(4) == 0,
+                count_only: r.below(6) == 0,
+                min_mod_revision: small(r),
+                max_mod_revision: small(r),
+                min_create_revision: small(r),
+                max_create_revision: small(r),
+                ..rng(&k, &e)
+            })
         }
         4 => {
             let n = |r: &mut Rng| (0..r.below(4)).map(|_| gen_op(r, rev, depth + 1)).collect();
@@ -1344,11 +1414,7 @@ fn to_op(op: &MOp) -> pb::RequestOp {
             prev_kv: *pk,
             ..del(k, e)
         }),
-        MOp::Range(k, e, rev, limit) => Request::RequestRange(pb::RangeRequest {
-            revision: *rev,
-            limit: *limit,
-            ..rng(k, e)
-        }),
+        MOp::Range(r) => Request::RequestRange(r.clone()),
         MOp::Txn(c, s, f) => Request::RequestTxn(to_txn(c, s, f)),
         MOp::Compact(_) => unreachable!(),
     };
@@ -1428,14 +1494,9 @@ impl MTxn<'_> {
                     prev_kvs: if *pk { gone } else { Vec::new() },
                 })
             }
-            MOp::Range(k, e, rev, limit) => Response::ResponseRange(self.m.range(
-                k.as_bytes(),
-                e.as_bytes(),
-                *rev,
-                *limit,
-                &self.cur,
-                self.cur_rev(),
-            )?),
+            MOp::Range(r) => {
+                Response::ResponseRange(self.m.range_req(r, &self.cur, self.cur_rev())?)
+            }
             MOp::Txn(_, s, f) => {
                 let ok = path.next().unwrap();
                 let mut resp = pb::TxnResponse {
@@ -1477,7 +1538,7 @@ impl Model {
         let _ = ok;
         for o in ops {
             match o {
-                MOp::Range(_, _, rev, _) if *rev != 0 => {
+                MOp::Range(RangeReq { revision: rev, .. }) if *rev != 0 => {
                     if *rev > self.rev {
                         return Err(V3Error::FutureRev);
                     }
@@ -1604,15 +1665,9 @@ fn run_model_case(seed: u64) {
     let mut index = 0u64;
     for step in 0..80 {
         let op = gen_op(&mut r, model.rev, 0);
-        if let MOp::Range(k, e, rev, limit) = &op {
-            let cur = model.state_at(model.rev);
-            let want = model.range(k.as_bytes(), e.as_bytes(), *rev, *limit, &cur, model.rev);
-            let got = m.range(&pb::RangeRequest {
-                revision: *rev,
-                limit: *limit,
-                ..rng(k, e)
-            });
-            assert_eq!(got, want, "seed {seed} step {step} {op:?}");
+        if let MOp::Range(rr) = &op {
+            let want = model.range_req(rr, &model.state_at(model.rev), model.rev);
+            assert_eq!(m.range(rr), want, "seed {seed} step {step} {op:?}");
             continue;
         }
         let req = to_req(&op).unwrap();
