@@ -1899,6 +1899,8 @@ fn the_empty_dump_restores_a_fresh_keyspace_at_the_given_index() {
         Some((Ok(WriteResp::Put(p)), _)) => assert_eq!(p.header.unwrap().revision, 2),
         other => panic!("{other:?}"),
     }
+}
+
 /// Numbers for the report: durable flushes on real files (this machine's disk), 10 puts of
 /// 100 bytes per batch, 200 batches.
 #[test]
