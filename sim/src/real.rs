@@ -978,13 +978,22 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
             end,
         )));
     }
-    tasks.push(tokio::spawn(workload::run_clients(
-        s.clone(),
-        addrs.clone(),
-        seed,
-        rec.clone(),
-        start,
-    )));
+    tasks.push(match s.workload.api {
+        crate::scenario::Api::V2 => tokio::spawn(workload::run_clients(
+            s.clone(),
+            addrs.clone(),
+            seed,
+            rec.clone(),
+            start,
+        )),
+        crate::scenario::Api::V3 => tokio::spawn(crate::v3load::run_clients(
+            s.clone(),
+            addrs.clone(),
+            seed,
+            rec.clone(),
+            start,
+        )),
+    });
     let registry = (s.registry.instances > 0).then(|| {
         tokio::spawn(crate::registry::run(
             s.clone(),
