@@ -676,7 +676,22 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         cors: cfg.cors.clone(),
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
+        election_timeout: Duration::from_millis(cfg.election_timeout_ms),
+        lessor: Mutex::new(crate::lease::Lessor::new()),
     });
+    // Leases: the leader answers forwarded KeepAlive and TimeToLive requests and expires
+    // leases (a weak reference: the transport outlives nothing but should not keep ctx).
+    {
+        let weak = Arc::downgrade(&ctx);
+        transport.set_lease_handler(Arc::new(move |req| match weak.upgrade() {
+            Some(ctx) => crate::api::v3::answer_lease(&ctx, req),
+            None => crate::transport::LeaseAnswer {
+                not_leader: true,
+                ..Default::default()
+            },
+        }));
+        crate::rt::spawn(crate::api::v3::expire_leases(Arc::clone(&ctx)));
+    }
     // As etcd does (its ReadyNotify), client requests are served only once this member has
     // published its name and client URLs through Raft: until then connections wait in the
     // listen backlog. So a member without a quorum does not answer clients at all, and the

@@ -18,15 +18,17 @@
 //! - any other path under `/v3/` that no gateway route has (`/v3/kv/range/`, `/v3/kv/Range`,
 //!   `/v3/`): 404 `Not Found\n` (text/plain); the query string is ignored.
 //!
-//! Paths of the other services' gateway routes (`/v3/lease/...`, `/v3/watch`, ...) and paths
+//! Paths of the other services' gateway routes (`/v3/watch`, `/v3/cluster/...`, ...) and paths
 //! outside `/v3/` and `/v3beta/` give `None`: the caller routes them elsewhere.
 //!
 //! Hook: `pub mod v3gateway;` in `api/mod.rs`; in the request router, before the v2 routes,
 //! `if let Some(r) = v3gateway::handle_full(&kv, req.method(), req.uri().path(), &body).await`
 //! and answer `r.status`, `r.headers` and `r.body` (plus etcd's CORS headers, as for v2).
 
+use detcd_proto::etcdserverpb as pb;
 use detcd_proto::etcdserverpb::kv_server::Kv;
-use detcd_proto::gateway::{decode, encode, error_body, http_status};
+use detcd_proto::etcdserverpb::lease_server::Lease;
+use detcd_proto::gateway::{decode, decode_stream, encode, error_body, http_status};
 use http::Method;
 
 /// A gateway answer: status, the headers etcd sets besides its CORS ones, and the body.
@@ -101,6 +103,141 @@ pub async fn handle_full<K: Kv>(kv: &K, method: &Method, path: &str, body: &[u8]
     })
 }
 
+/// The gateway of the KV and Lease services: the Lease routes etcd 3.4 has (`/v3/lease/grant`,
+/// `/v3/lease/revoke` and `/v3/kv/lease/revoke`, `/v3/lease/timetolive` and
+/// `/v3/kv/lease/timetolive`, `/v3/lease/leases` and `/v3/kv/lease/leases`,
+/// `/v3/lease/keepalive`), else [`handle_full`]'s KV routes. `keep_alive` answers the
+/// KeepAlive stream's requests (a bidi stream: the body's JSON values one after another, each
+/// answered by a `{"result":...}` line).
+pub async fn handle_services<K, L, KA, Fut>(
+    kv: &K,
+    lease: &L,
+    keep_alive: KA,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Option<Reply>
+where
+    K: Kv,
+    L: Lease,
+    KA: FnOnce(Vec<pb::LeaseKeepAliveRequest>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<pb::LeaseKeepAliveResponse, tonic::Status>>>,
+{
+    let p = path.split('?').next().unwrap_or(path);
+    let rest = p
+        .strip_prefix("/v3/")
+        .or_else(|| p.strip_prefix("/v3beta/"))?;
+    let route = match rest {
+        "lease/grant" => 0,
+        "lease/revoke" | "kv/lease/revoke" => 1,
+        "lease/timetolive" | "kv/lease/timetolive" => 2,
+        "lease/leases" | "kv/lease/leases" => 3,
+        "lease/keepalive" => 4,
+        _ => return handle_full(kv, method, path, body).await,
+    };
+    if method == Method::OPTIONS {
+        return Some(Reply {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        });
+    }
+    if method != Method::POST {
+        return Some(text(405, "Method Not Allowed\n"));
+    }
+    Some(match route {
+        0 => {
+            call("etcdserverpb.LeaseGrantRequest", body, |r| {
+                lease.lease_grant(r)
+            })
+            .await
+        }
+        1 => {
+            call("etcdserverpb.LeaseRevokeRequest", body, |r| {
+                lease.lease_revoke(r)
+            })
+            .await
+        }
+        2 => {
+            call("etcdserverpb.LeaseTimeToLiveRequest", body, |r| {
+                lease.lease_time_to_live(r)
+            })
+            .await
+        }
+        3 => {
+            call("etcdserverpb.LeaseLeasesRequest", body, |r| {
+                lease.lease_leases(r)
+            })
+            .await
+        }
+        _ => keep_alive_stream(body, keep_alive).await,
+    })
+}
+
+/// grpc-gateway's answer to a bidi stream given as one body: a first request that cannot be
+/// read is a 500 with code 2 (as etcd answers); a later one ends the stream; each answer is
+/// a `{"result":...}` line, an error an `{"error":{...}}` line that ends it.
+async fn keep_alive_stream<KA, Fut>(body: &[u8], keep_alive: KA) -> Reply
+where
+    KA: FnOnce(Vec<pb::LeaseKeepAliveRequest>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<pb::LeaseKeepAliveResponse, tonic::Status>>>,
+{
+    let mut reqs = Vec::new();
+    for r in decode_stream::<pb::LeaseKeepAliveRequest>("etcdserverpb.LeaseKeepAliveRequest", body)
+    {
+        match r {
+            Ok(r) => reqs.push(r),
+            Err(msg) if reqs.is_empty() => {
+                return Reply {
+                    status: 500,
+                    headers: vec![JSON],
+                    body: error_body(2, &msg),
+                };
+            }
+            Err(_) => break,
+        }
+    }
+    if reqs.is_empty() {
+        return Reply {
+            status: 200,
+            headers: vec![JSON],
+            body: Vec::new(),
+        };
+    }
+    let mut out = Vec::new();
+    for r in keep_alive(reqs).await {
+        match r {
+            Ok(resp) => {
+                out.extend_from_slice(b"{\"result\":");
+                out.extend_from_slice(&encode(&resp));
+                out.extend_from_slice(b"}\n");
+            }
+            Err(st) => {
+                let code = st.code() as i32;
+                let http = http_status(code);
+                let reason = http::StatusCode::from_u16(http)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("");
+                out.extend_from_slice(
+                    format!(
+                        "{{\"error\":{{\"grpc_code\":{code},\"http_code\":{http},\"message\":{},\"http_status\":{}}}}}\n",
+                        detcd_proto::gateway::go_quote(st.message()),
+                        detcd_proto::gateway::go_quote(reason)
+                    )
+                    .as_bytes(),
+                );
+                break;
+            }
+        }
+    }
+    Reply {
+        status: 200,
+        headers: vec![JSON, GRPC_META],
+        body: out,
+    }
+}
+
 enum Op {
     Range,
     Put,
@@ -112,14 +249,6 @@ enum Op {
 /// The gateway routes of etcd 3.4's other services (rpc.proto's HTTP annotations): not ours.
 const OTHER_ROUTES: &[&str] = &[
     "watch",
-    "lease/grant",
-    "lease/revoke",
-    "kv/lease/revoke",
-    "lease/keepalive",
-    "lease/timetolive",
-    "kv/lease/timetolive",
-    "lease/leases",
-    "kv/lease/leases",
     "cluster/member/add",
     "cluster/member/remove",
     "cluster/member/update",
