@@ -640,6 +640,45 @@ mod tests {
         }
     }
 
+    type KeepAliveStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>,
+    >;
+
+    #[tonic::async_trait]
+    impl Lease for Replay {
+        async fn lease_grant(
+            &self,
+            _: Request<pb::LeaseGrantRequest>,
+        ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+            self.answer()
+        }
+        async fn lease_revoke(
+            &self,
+            _: Request<pb::LeaseRevokeRequest>,
+        ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+            self.answer()
+        }
+        type LeaseKeepAliveStream = KeepAliveStream;
+        async fn lease_keep_alive(
+            &self,
+            _: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+        ) -> Result<Response<KeepAliveStream>, Status> {
+            Err(Status::unimplemented("not replayed"))
+        }
+        async fn lease_time_to_live(
+            &self,
+            _: Request<pb::LeaseTimeToLiveRequest>,
+        ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+            self.answer()
+        }
+        async fn lease_leases(
+            &self,
+            _: Request<pb::LeaseLeasesRequest>,
+        ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+            self.answer()
+        }
+    }
+
     #[tonic::async_trait]
     impl Kv for Replay {
         async fn range(
@@ -717,12 +756,22 @@ mod tests {
                 ))
             });
             let calls = *kv.calls.lock().unwrap();
-            let Some(got) = handle_full(&kv, &method, path, body.as_bytes()).await else {
-                // Another service's route (lease, auth), or not a gateway path at all.
-                assert!(
-                    !path.contains("/kv/") || path.contains("/lease/"),
-                    "{id}: not ours?"
-                );
+            let keep_alive = |reqs: Vec<pb::LeaseKeepAliveRequest>| {
+                // Each keep-alive answered with the recorded answer's `result`.
+                let v: serde_json::Value =
+                    serde_json::from_str(want_body.lines().next().unwrap_or("{}"))
+                        .unwrap_or_default();
+                let one: pb::LeaseKeepAliveResponse =
+                    serde_json::from_value(v["result"].clone()).unwrap_or_default();
+                *kv.calls.lock().unwrap() += 1;
+                kv.next.lock().unwrap().take();
+                std::future::ready(reqs.iter().map(|_| Ok(one.clone())).collect::<Vec<_>>())
+            };
+            let Some(got) =
+                handle_services(&kv, &kv, keep_alive, &method, path, body.as_bytes()).await
+            else {
+                // Another service's route (auth, watch), or not a gateway path at all.
+                assert!(!path.contains("/kv/"), "{id}: not ours?");
                 continue;
             };
             let called = *kv.calls.lock().unwrap() > calls;
@@ -789,7 +838,6 @@ mod tests {
             "/v3",
             "/v3alpha/kv/range",
             "/version",
-            "/v3/lease/grant",
             "/v3/watch",
         ] {
             assert!(handle(&kv, &Method::POST, p, b"{}").await.is_none(), "{p}");
