@@ -276,7 +276,7 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             }
             resp.body(full(r.body)).expect("valid response")
         }
-        None => text_error(StatusCode::NOT_FOUND, "404 page not found"),
+        None => misc::not_found(),
     }
 }
 
