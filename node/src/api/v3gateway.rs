@@ -765,7 +765,7 @@ mod tests {
                     serde_json::from_value(v["result"].clone()).unwrap_or_default();
                 *kv.calls.lock().unwrap() += 1;
                 kv.next.lock().unwrap().take();
-                std::future::ready(reqs.iter().map(|_| Ok(one.clone())).collect::<Vec<_>>())
+                std::future::ready(reqs.iter().map(|_| Ok(one)).collect::<Vec<_>>())
             };
             let Some(got) =
                 handle_services(&kv, &kv, keep_alive, &method, path, body.as_bytes()).await

@@ -147,18 +147,13 @@ impl Mvcc {
             return Some(Err(V3Error::LeaseExists));
         }
         let ttl = ttl.max(min_ttl);
-        let stored = self
-            .wtx()
-            .and_then(|w| {
-                let mut t = w.open_table(LEASES).map_err(storage_err)?;
-                t.insert(id, ttl).map_err(storage_err)?;
-                Ok(())
-            })
-            .map_err(|e| {
-                self.failed = Some(e.to_string());
-                e
-            });
+        let stored = self.wtx().and_then(|w| {
+            let mut t = w.open_table(LEASES).map_err(storage_err)?;
+            t.insert(id, ttl).map_err(storage_err)?;
+            Ok(())
+        });
         if let Err(e) = stored {
+            self.failed = Some(e.to_string());
             return Some(Err(e));
         }
         self.leases.insert(
