@@ -18,8 +18,10 @@ use crate::rt::Instant;
 /// Deadlines of the leases this member (as leader) is expiring.
 #[derive(Debug, Default)]
 pub struct Lessor {
-    /// Whether this member was leader at the last [`Lessor::tick`].
-    primary: bool,
+    /// The term in which this member was leader at the last [`Lessor::tick`] (None: it was
+    /// not). Leadership lost and won again between two ticks is a new term: the deadlines
+    /// start afresh, since another leader may have renewed leases meanwhile.
+    primary: Option<u64>,
     /// Lease ID → deadline.
     deadlines: BTreeMap<i64, Instant>,
     /// Leases whose revocation was proposed, and when it may be proposed again.
@@ -39,16 +41,17 @@ impl Lessor {
         Lessor::default()
     }
 
-    /// Whether it keeps deadlines (this member was leader at the last tick).
-    pub fn is_primary(&self) -> bool {
-        self.primary
+    /// Whether it keeps deadlines for `term` (this member was leader in it at the last tick).
+    pub fn is_primary_in(&self, term: u64) -> bool {
+        self.primary == Some(term)
     }
 
     /// Bring the deadlines in line with leadership and the replicated lease set `leases`
     /// ((ID, TTL), as of now) and answer the leases to revoke now, by ID.
     ///
-    /// - not leader: no deadlines (etcd's `Demote`);
-    /// - just became leader: every lease's deadline is now + TTL + `extend` (`Promote`);
+    /// - not leader (`leader_term` None): no deadlines (etcd's `Demote`);
+    /// - just became leader (or leader in a new term): every lease's deadline is now + TTL +
+    ///   `extend` (`Promote`);
     /// - a lease granted since the last tick: now + TTL (granted at most a tick ago: late,
     ///   never early); a lease gone: forgotten;
     /// - a lease past its deadline whose revocation was not proposed in the last
@@ -56,18 +59,21 @@ impl Lessor {
     pub fn tick(
         &mut self,
         now: Instant,
-        is_leader: bool,
+        leader_term: Option<u64>,
         leases: &[(i64, i64)],
         extend: Duration,
     ) -> Vec<i64> {
-        if !is_leader {
-            self.primary = false;
+        if leader_term.is_none() {
+            self.primary = None;
             self.deadlines.clear();
             self.revoking.clear();
             return Vec::new();
         }
-        let promoted = !self.primary;
-        self.primary = true;
+        let promoted = self.primary != leader_term;
+        if promoted {
+            self.revoking.clear();
+        }
+        self.primary = leader_term;
         let mut deadlines = BTreeMap::new();
         for &(id, ttl) in leases {
             let d = match self.deadlines.get(&id) {
@@ -116,7 +122,7 @@ impl Lessor {
 
     /// Note a grant applied while primary: its deadline starts now.
     pub fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
-        if self.primary {
+        if self.primary.is_some() {
             self.deadlines.insert(id, now + secs(ttl));
         }
     }
@@ -149,21 +155,21 @@ mod tests {
         let mut l = Lessor::new();
         let leases = [(1, 5), (2, 10)];
         // A follower keeps nothing and expires nothing.
-        assert!(l.tick(t0 + secs(100), false, &leases, E).is_empty());
-        assert!(!l.is_primary());
+        assert!(l.tick(t0 + secs(100), None, &leases, E).is_empty());
+        assert!(!l.is_primary_in(1));
         assert_eq!(l.remaining(1, 5, t0), 5);
         // Promoted at t0: deadlines t0 + TTL + election timeout.
-        assert!(l.tick(t0, true, &leases, E).is_empty());
-        assert!(l.is_primary());
+        assert!(l.tick(t0, Some(1), &leases, E).is_empty());
+        assert!(l.is_primary_in(1));
         assert_eq!(l.remaining(1, 5, t0), 6);
-        assert!(l.tick(t0 + secs(5), true, &leases, E).is_empty());
-        assert_eq!(l.tick(t0 + secs(6), true, &leases, E), vec![1]);
+        assert!(l.tick(t0 + secs(5), Some(1), &leases, E).is_empty());
+        assert_eq!(l.tick(t0 + secs(6), Some(1), &leases, E), vec![1]);
         // Proposed once, not again until REVOKE_RETRY passed.
-        assert!(l.tick(t0 + secs(7), true, &leases, E).is_empty());
-        assert_eq!(l.tick(t0 + secs(9), true, &leases, E), vec![1]);
+        assert!(l.tick(t0 + secs(7), Some(1), &leases, E).is_empty());
+        assert_eq!(l.tick(t0 + secs(9), Some(1), &leases, E), vec![1]);
         // Revoked: gone from the set, forgotten; lease 2 expires at 11.
-        assert!(l.tick(t0 + secs(10), true, &leases[1..], E).is_empty());
-        assert_eq!(l.tick(t0 + secs(11), true, &leases[1..], E), vec![2]);
+        assert!(l.tick(t0 + secs(10), Some(1), &leases[1..], E).is_empty());
+        assert_eq!(l.tick(t0 + secs(11), Some(1), &leases[1..], E), vec![2]);
     }
 
     #[test]
@@ -171,20 +177,38 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Lessor::new();
         let leases = [(7, 3)];
-        l.tick(t0, true, &leases, E);
+        l.tick(t0, Some(1), &leases, E);
         assert_eq!(l.renew(7, 3, t0 + secs(2)), 3);
         assert_eq!(l.remaining(7, 3, t0 + secs(2)), 3);
-        assert!(l.tick(t0 + secs(4), true, &leases, E).is_empty());
-        assert_eq!(l.tick(t0 + secs(5), true, &leases, E), vec![7]);
+        assert!(l.tick(t0 + secs(4), Some(1), &leases, E).is_empty());
+        assert_eq!(l.tick(t0 + secs(5), Some(1), &leases, E), vec![7]);
         // Renewing an expired lease answers 0 (its revocation is under way).
         assert_eq!(l.renew(7, 3, t0 + secs(5)), 0);
         // Demoted, then promoted again: a fresh deadline with the extension.
-        l.tick(t0 + secs(6), false, &leases, E);
-        assert!(l.tick(t0 + secs(20), true, &leases, E).is_empty());
+        l.tick(t0 + secs(6), None, &leases, E);
+        assert!(l.tick(t0 + secs(20), Some(1), &leases, E).is_empty());
         assert_eq!(l.remaining(7, 3, t0 + secs(20)), 4);
         // A lease granted while primary starts at once.
         l.granted(8, 2, t0 + secs(20));
         assert_eq!(l.remaining(8, 2, t0 + secs(21)), 1);
-        assert_eq!(l.tick(t0 + secs(22), true, &[(7, 3), (8, 2)], E), vec![8]);
+        assert_eq!(
+            l.tick(t0 + secs(22), Some(1), &[(7, 3), (8, 2)], E),
+            vec![8]
+        );
+    }
+
+    #[test]
+    fn lease_deadlines_start_afresh_in_a_new_term() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new();
+        let leases = [(1, 10)];
+        l.tick(t0, Some(1), &leases, E);
+        assert_eq!(l.remaining(1, 10, t0), 11);
+        // Leader again in term 3 (another leader may have renewed it in term 2).
+        assert!(l.tick(t0 + secs(10), Some(3), &leases, E).is_empty());
+        assert!(l.is_primary_in(3) && !l.is_primary_in(1));
+        assert_eq!(l.remaining(1, 10, t0 + secs(10)), 11);
+        assert!(l.tick(t0 + secs(20), Some(3), &leases, E).is_empty());
+        assert_eq!(l.tick(t0 + secs(21), Some(3), &leases, E), vec![1]);
     }
 }

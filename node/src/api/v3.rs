@@ -225,13 +225,19 @@ pub const LEASE_TICK: std::time::Duration = std::time::Duration::from_millis(500
 /// The leader's answer to a lease question about deadlines: KeepAlive renews, TimeToLive
 /// reads. `not_leader` when this member's lessor is not primary.
 pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
-    if !ctx.shared.status().is_leader {
+    let st = ctx.shared.status();
+    if !st.is_leader {
         return LeaseAnswer {
             not_leader: true,
             ..Default::default()
         };
     }
-    if !ctx.lessor.lock().expect("lessor lock").is_primary() {
+    if !ctx
+        .lessor
+        .lock()
+        .expect("lessor lock")
+        .is_primary_in(st.term)
+    {
         // Just elected: promote now rather than at the next tick.
         lease_tick(ctx);
     }
@@ -248,7 +254,7 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
     };
     let now = ctx.shared.clock.now();
     let mut l = ctx.lessor.lock().expect("lessor lock");
-    if !l.is_primary() {
+    if !l.is_primary_in(st.term) {
         return LeaseAnswer {
             not_leader: true,
             ..Default::default()
@@ -276,18 +282,20 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
 /// One turn of the lessor: follow leadership, and (as leader) propose the revocation of every
 /// lease past its deadline.
 pub fn lease_tick(ctx: &Arc<Ctx>) {
-    let is_leader = ctx.shared.status().is_leader;
-    let leases = if is_leader {
+    let st = ctx.shared.status();
+    let leader_term = st.is_leader.then_some(st.term);
+    let leases = if st.is_leader {
         ctx.shared.mvcc.lock().expect("mvcc lock").leases()
     } else {
         Vec::new()
     };
     let now = ctx.shared.clock.now();
-    let expired =
-        ctx.lessor
-            .lock()
-            .expect("lessor lock")
-            .tick(now, is_leader, &leases, ctx.election_timeout);
+    let expired = ctx.lessor.lock().expect("lessor lock").tick(
+        now,
+        leader_term,
+        &leases,
+        ctx.election_timeout,
+    );
     for id in expired {
         let ctx = Arc::clone(ctx);
         crate::rt::spawn(async move {
