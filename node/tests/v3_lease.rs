@@ -377,3 +377,86 @@ fn expiry_still_happens_after_the_leader_is_killed() {
     let (_, out) = etcdctl(&eps, &["lease", "timetolive", &l]);
     assert!(out.contains("already expired"), "{out}");
 }
+
+#[test]
+fn a_member_added_late_gets_the_leases_in_the_snapshot() {
+    if !require_bin("etcdctl", "Debian package etcd-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    for m in ms.iter_mut() {
+        m.args
+            .extend(["--snapshot-count".to_string(), "25".to_string()]);
+        m.start();
+    }
+    let eps = endpoints(&ms);
+    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
+        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
+    });
+    let l = grant(&eps, 600);
+    assert_eq!(
+        etcdctl(&eps, &["put", &format!("--lease={l}"), "a", "1"]).0,
+        0
+    );
+    for i in 0..60 {
+        assert_eq!(etcdctl(&eps, &["put", &format!("w/{i}"), "x"]).0, 0);
+    }
+    let (client, peer) = ports();
+    let initial: Vec<String> = ms
+        .iter()
+        .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+        .chain([format!("infra3=http://127.0.0.1:{peer}")])
+        .collect();
+    eventually(Duration::from_secs(30), "the member add", || {
+        let r = http(
+            "POST",
+            &ms[0].addr(),
+            "/v2/members",
+            Some((
+                "application/json",
+                &format!("{{\"peerURLs\":[\"http://127.0.0.1:{peer}\"]}}"),
+            )),
+            Duration::from_secs(5),
+        )
+        .ok()?;
+        (r.status == 201).then_some(())
+    });
+    let mut late = member(
+        dir.path(),
+        "infra3",
+        client,
+        peer,
+        &initial.join(","),
+        "existing",
+    );
+    late.start();
+    let out = eventually(Duration::from_secs(30), "the late member's leases", || {
+        let (code, out) = etcdctl(&late.addr(), &["lease", "list"]);
+        (code == 0 && out.contains(&l)).then_some(out)
+    });
+    assert_eq!(out.trim(), format!("found 1 leases\n{l}"));
+    assert!(
+        late.logs().contains("installed snapshot"),
+        "the late member caught up by snapshot:\n{}",
+        late.logs()
+    );
+    // Its copy knows the attached key: revoking through it deletes the key everywhere.
+    let (code, out) = etcdctl(&late.addr(), &["lease", "timetolive", "--keys", &l]);
+    assert!(code == 0 && out.contains("attached keys([a])"), "{out}");
+    assert_eq!(etcdctl(&late.addr(), &["lease", "revoke", &l]).0, 0);
+    assert!(!exists(&eps, "a"));
+    // ... and on the late member's own copy (a local read): its lease held the key too.
+    let out = eventually(
+        Duration::from_secs(10),
+        "the late member's local read",
+        || {
+            let (code, out) = etcdctl(
+                &late.addr(),
+                &["get", "", "--prefix", "--keys-only", "--consistency", "s"],
+            );
+            (code == 0 && !out.contains("\na\n") && !out.starts_with("a\n")).then_some(out)
+        },
+    );
+    assert!(out.contains("ready"), "{out}");
+}
