@@ -194,7 +194,9 @@ pub fn vacuity(s: &Scenario, out: &RunOutput) -> Check {
             .rec
             .ops
             .iter()
-            .filter(|o| o.kind == OpKind::Get && o.return_ns.is_some())
+            .filter(|o| {
+                matches!(o.kind, OpKind::Get | OpKind::V3LocalRead) && o.return_ns.is_some()
+            })
             .count();
         if local == 0 {
             empty.push("serializable-reads: no serializable read was answered".into());
@@ -216,7 +218,7 @@ pub fn vacuity(s: &Scenario, out: &RunOutput) -> Check {
             continue;
         }
         let read = out.rec.ops.iter().any(|o| {
-            o.kind == OpKind::QGet
+            matches!(o.kind, OpKind::QGet | OpKind::V3Read)
                 && o.invoke_ns >= f.end_ns
                 && matches!(o.outcome, Outcome::Ok { .. } | Outcome::Err { code: 100 })
         });

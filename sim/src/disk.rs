@@ -100,6 +100,12 @@ struct State {
     /// The member crashed in the middle of a step (at a failpoint): what the rest of that
     /// step writes never reaches the disk. Cleared when the member starts again.
     frozen: bool,
+    /// Incremented by every crash and wipe. A file handle remembers the epoch it was opened
+    /// in, and its writes and fsyncs after a crash are dropped: a dead process writes
+    /// nothing, even if an object of it lives on in the simulator and writes when it is
+    /// dropped (redb's `Database` commits on drop; a stale handle writing into the file a
+    /// restarted member opened again corrupted the member's v3 keyspace).
+    epoch: u64,
 }
 
 /// madsim's shortest sleep.
@@ -132,6 +138,7 @@ impl SimDisk {
                 last_sync: None,
                 in_flight: None,
                 frozen: false,
+                epoch: 0,
             })),
             fsync_latency,
             torn_writes,
@@ -149,6 +156,7 @@ impl SimDisk {
     /// the unsynced bytes). Returns the number of unsynced bytes lost.
     pub fn crash(&self) -> u64 {
         let mut st = self.state.lock().unwrap();
+        st.epoch += 1;
         // A crash while the member still waits for an fsync: that fsync never finished.
         if let Some((path, before, until)) = st.in_flight.take() {
             if tokio::time::Instant::now() < until {
@@ -225,6 +233,7 @@ impl SimDisk {
     /// Wipe the disk (an operator replacing a member removes its data directory).
     pub fn wipe(&self) {
         let mut st = self.state.lock().unwrap();
+        st.epoch += 1;
         st.files.clear();
         st.rfiles.clear();
         st.dirs.clear();
@@ -259,12 +268,14 @@ impl SimDisk {
 struct SimRandomFile {
     disk: SimDisk,
     path: PathBuf,
+    /// The disk's epoch when it was opened (see `State::epoch`).
+    epoch: u64,
 }
 
 impl SimRandomFile {
     fn change(&self, op: Op) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
-        if st.frozen {
+        if st.frozen || st.epoch != self.epoch {
             return Ok(());
         }
         let f = st
@@ -316,7 +327,7 @@ impl RandomFile for SimRandomFile {
 
     fn sync(&self) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
-        if st.frozen {
+        if st.frozen || st.epoch != self.epoch {
             return Ok(());
         }
         st.fsyncs += 1;
@@ -339,12 +350,14 @@ impl RandomFile for SimRandomFile {
 struct SimFile {
     disk: SimDisk,
     path: PathBuf,
+    /// The disk's epoch when it was opened (see `State::epoch`).
+    epoch: u64,
 }
 
 impl DiskFile for SimFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
-        if st.frozen {
+        if st.frozen || st.epoch != self.epoch {
             return Ok(());
         }
         let f = st
@@ -357,7 +370,7 @@ impl DiskFile for SimFile {
 
     fn sync(&mut self) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
-        if st.frozen {
+        if st.frozen || st.epoch != self.epoch {
             return Ok(());
         }
         st.fsyncs += 1;
@@ -428,10 +441,12 @@ impl Disk for SimDisk {
                 f.durable = f.data.len();
             }
         }
+        let epoch = st.epoch;
         drop(st);
         Ok(Box::new(SimFile {
             disk: self.clone(),
             path: path.to_path_buf(),
+            epoch,
         }))
     }
 
@@ -447,10 +462,12 @@ impl Disk for SimDisk {
             // Created durably (the file and its directory entry, empty).
             st.rfiles.insert(path.to_path_buf(), RandState::default());
         }
+        let epoch = st.epoch;
         drop(st);
         Ok(Box::new(SimRandomFile {
             disk: self.clone(),
             path: path.to_path_buf(),
+            epoch,
         }))
     }
 
@@ -593,7 +610,8 @@ mod tests {
         assert_eq!(f.len().unwrap(), 10);
         assert_eq!(disk.fsyncs(), 1);
         assert_eq!(disk.list(Path::new("/d/member")).unwrap(), vec!["v3.db"]);
-        // A durable shrink.
+        // A durable shrink, by the restarted process.
+        let f = disk.open_random(p).unwrap();
         f.set_len(4).unwrap();
         f.sync().unwrap();
         assert_eq!(disk.crash(), 0);
@@ -659,11 +677,40 @@ mod tests {
         f.sync().unwrap();
         assert_eq!(disk.read(p).unwrap(), b"kept");
         disk.thaw();
-        f.write_at(0, b"back").unwrap();
+        // The member starts again: a handle of the crashed process still writes nothing,
+        // one the new process opens does.
+        f.write_at(0, b"dead").unwrap();
+        assert_eq!(disk.read(p).unwrap(), b"kept");
+        let g = disk.open_random(p).unwrap();
+        g.write_at(0, b"back").unwrap();
         assert_eq!(disk.read(p).unwrap(), b"back");
         disk.remove(p).unwrap();
         assert!(!disk.exists(p));
-        assert!(f.write_at(0, b"x").is_err());
+        assert!(g.write_at(0, b"x").is_err());
+    }
+
+    /// An object of a crashed process that outlives it in the simulator (redb commits when
+    /// its `Database` is dropped) must not write into the file the restarted member opened.
+    #[test]
+    fn handles_opened_before_a_crash_write_nothing_after_it() {
+        let disk = SimDisk::new(1, (Duration::ZERO, Duration::ZERO), false);
+        let (r, a) = (Path::new("/r"), Path::new("/a"));
+        let old_r = disk.open_random(r).unwrap();
+        let mut old_a = disk.open_append(a, None).unwrap();
+        old_r.write_at(0, b"one").unwrap();
+        old_a.append(b"one").unwrap();
+        old_r.sync().unwrap();
+        old_a.sync().unwrap();
+        disk.crash();
+        let new_r = disk.open_random(r).unwrap();
+        new_r.write_at(0, b"two").unwrap();
+        new_r.sync().unwrap();
+        old_r.write_at(0, b"old").unwrap();
+        old_r.sync().unwrap();
+        old_a.append(b"old").unwrap();
+        old_a.sync().unwrap();
+        assert_eq!(disk.read(r).unwrap(), b"two");
+        assert_eq!(disk.read(a).unwrap(), b"one");
     }
 
     /// The v3 keyspace on this disk: a crash (torn or not) takes it back to its last durable

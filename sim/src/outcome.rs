@@ -14,6 +14,8 @@ pub struct RunResult {
     pub out: RunOutput,
     /// history.jsonl bytes.
     pub history: Vec<u8>,
+    /// history-v3.jsonl bytes (the v3 workload's operations; empty for v2).
+    pub v3_history: Vec<u8>,
     /// FNV-1a digest of `history`, hex.
     pub digest: String,
     /// All checks (simulation-side ones and the checkers').
@@ -45,10 +47,19 @@ pub fn run_and_check(s: &Scenario, seed: u64) -> RunResult {
 /// its report.
 pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
     let history = crate::history::to_jsonl(s, &out);
-    let digest = digest(&history);
+    let v3_history = crate::history::v3_jsonl(&out);
+    // Over both histories: the same seed must give the same bytes in each.
+    let digest = digest(&[history.as_slice(), v3_history.as_slice()].concat());
     let mut checks = Vec::new();
     let mut timeline_html = String::new();
-    if s.checks.linearizable || s.checks.watches {
+    let v3 = s.workload.api == crate::scenario::Api::V3;
+    if v3 && s.checks.linearizable {
+        checks.push(crate::history::check_v3(
+            &v3_history,
+            Duration::from_secs_f64(s.checks.checker_timeout_s),
+        ));
+    }
+    if !v3 && (s.checks.linearizable || s.checks.watches) {
         let (lin, watches, html) = crate::history::check(
             &history,
             Duration::from_secs_f64(s.checks.checker_timeout_s),
@@ -61,7 +72,7 @@ pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
             checks.push(watches);
         }
     }
-    if s.checks.linearizable {
+    if !v3 && s.checks.linearizable {
         checks.push(crate::history::check_reads(&history));
     }
     checks.extend(out.checks.iter().cloned());
@@ -96,6 +107,7 @@ pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
     RunResult {
         out,
         history,
+        v3_history,
         digest,
         checks,
         report,
@@ -122,6 +134,9 @@ impl RunResult {
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("history.jsonl"), &self.history)?;
+        if !self.v3_history.is_empty() {
+            std::fs::write(dir.join("history-v3.jsonl"), &self.v3_history)?;
+        }
         let json = serde_json::to_string_pretty(&self.report).map_err(std::io::Error::other)?;
         std::fs::write(dir.join("report.json"), json + "\n")?;
         let md = report::markdown(&self.report);

@@ -130,7 +130,14 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                     end,
                 )));
             }
-            workload::run_clients(s.clone(), addrs, seed, rec, start).await;
+            match s.workload.api {
+                crate::scenario::Api::V2 => {
+                    workload::run_clients(s.clone(), addrs, seed, rec, start).await
+                }
+                crate::scenario::Api::V3 => {
+                    crate::v3load::run_clients(s.clone(), addrs, seed, rec, start).await
+                }
+            }
             for w in watchers {
                 let _ = w.await;
             }
@@ -497,34 +504,57 @@ async fn wait_for_leader(members: &[MemberSim], limit: Duration) {
 struct Stores<'a>(&'a [MemberSim]);
 
 impl crate::final_checks::Stores for Stores<'_> {
-    type State = (u64, u64, u64);
+    /// (applied index, v2 store index, v2 digest, v3 revision, v3 keyspace digest).
+    type State = (u64, u64, u64, i64, u64);
 
-    async fn states(&self) -> Vec<Option<(u64, u64, u64)>> {
+    async fn states(&self) -> Vec<Option<Self::State>> {
         self.0
             .iter()
             .map(|m| {
                 m.shared().map(|s| {
                     let st = s.status();
                     let sm = s.sm.lock().unwrap();
-                    (st.applied, sm.store.index(), sm.store.digest())
+                    let v3 = s.mvcc.lock().unwrap();
+                    (
+                        st.applied,
+                        sm.store.index(),
+                        sm.store.digest(),
+                        v3.revision(),
+                        v3_digest(&v3),
+                    )
                 })
             })
             .collect()
     }
 
     fn same(a: &Self::State, b: &Self::State) -> bool {
-        (a.1, a.2) == (b.1, b.2)
+        (a.1, a.2, a.3, a.4) == (b.1, b.2, b.3, b.4)
     }
 
     fn agreed(n: usize, s: &Self::State) -> String {
         format!(
-            "all {n} members at store index {} with digest {:016x}",
-            s.1, s.2
+            "all {n} members at store index {} with digest {:016x}, v3 revision {} with digest {:016x}",
+            s.1, s.2, s.3, s.4
         )
     }
 
     fn differ(states: &[Option<Self::State>]) -> String {
-        format!("(applied, store index, digest): {states:?}")
+        format!("(applied, store index, digest, v3 revision, v3 digest): {states:?}")
+    }
+}
+
+/// FNV-1a of the v3 keyspace's contents: every kept revision of every key, the revision and
+/// the compacted revision (its dump without the consistent index, which is the member's own
+/// applied index). 0 if the keyspace cannot be read.
+fn v3_digest(v3: &detcd_node::mvcc::Mvcc) -> u64 {
+    const HEADER: usize = 16 + 8; // magic, consistent index
+    match v3.dump().and_then(|d| d.encode()) {
+        Ok(bytes) if bytes.len() > HEADER => bytes[HEADER..]
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            }),
+        _ => 0,
     }
 }
 

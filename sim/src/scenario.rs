@@ -370,6 +370,19 @@ pub struct WorkloadSpec {
     pub request_timeout_ms: u64,
     /// Which member each client starts at.
     pub placement: Placement,
+    /// Which API the clients speak: etcd's v2 HTTP+JSON (the default) or v3 gRPC.
+    pub api: Api,
+}
+
+/// The API a workload speaks.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// etcd's v2 keys API (HTTP/1.1, JSON), checked by the v2 model.
+    #[default]
+    V2,
+    /// etcd's v3 KV API (gRPC over HTTP/2), checked by the v3 model (`sim/src/v3load.rs`).
+    V3,
 }
 
 impl Default for WorkloadSpec {
@@ -384,6 +397,7 @@ impl Default for WorkloadSpec {
             watchers: 1,
             request_timeout_ms: 2000,
             placement: Placement::Random,
+            api: Api::V2,
         }
     }
 }

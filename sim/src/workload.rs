@@ -48,6 +48,12 @@ pub enum OpKind {
     /// PUT with `refresh=true&prevExist=true&ttl=`[`REFRESH_TTL_S`] and no value: a new TTL
     /// and modifiedIndex, the value kept, and (as in etcd 3.4) no event for any watcher.
     Refresh,
+    /// A v3 linearizable read (Range), recorded for the report; checked in the v3 history.
+    V3Read,
+    /// A v3 serializable read (Range), recorded for the report; checked in the v3 history.
+    V3LocalRead,
+    /// A v3 write (Put, DeleteRange, Txn), recorded for the report; checked in the v3 history.
+    V3Write,
 }
 
 /// The TTL refreshes set, in seconds: a day, so no refreshed key expires within a run
@@ -57,7 +63,10 @@ pub const REFRESH_TTL_S: u64 = 86_400;
 impl OpKind {
     /// Whether it writes.
     pub fn is_write(self) -> bool {
-        !matches!(self, OpKind::Get | OpKind::QGet | OpKind::RGet)
+        !matches!(
+            self,
+            OpKind::Get | OpKind::QGet | OpKind::RGet | OpKind::V3Read | OpKind::V3LocalRead
+        )
     }
 
     /// Whether the request says `recursive=true` (etcd then checks permissions on the whole
@@ -164,6 +173,8 @@ pub struct Recorder {
     pub watches: Vec<WatchRecord>,
     /// Open-loop requests not started because too many were in flight.
     pub dropped: u64,
+    /// The v3 workload's operations, as the v3 checker reads them (`api = "v3"`).
+    pub v3: Vec<detcd_checker::v3::Op>,
 }
 
 /// The main directory of the checked keys: the whole space a watcher may watch, and the
@@ -305,7 +316,10 @@ impl Client {
             | OpKind::RGet
             | OpKind::Mkdir
             | OpKind::Rmdir
-            | OpKind::RDelete => (None, None, None),
+            | OpKind::RDelete
+            | OpKind::V3Read
+            | OpKind::V3LocalRead
+            | OpKind::V3Write => (None, None, None),
             OpKind::Set | OpKind::Create | OpKind::Update => (Some(value.clone()), None, None),
             // A refresh writes no value; its answer carries the value it kept.
             OpKind::Refresh => (None, None, None),
@@ -325,6 +339,8 @@ impl Client {
         let member = self.member;
         let c = &self.conns[member];
         let res = match kind {
+            // Never drawn here (`pick_kind` draws v2 kinds): the v3 workload is v3load.rs.
+            OpKind::V3Read | OpKind::V3LocalRead | OpKind::V3Write => return,
             OpKind::Get => c.get(&key, GetOptions::default()).await,
             OpKind::QGet => {
                 let o = GetOptions {

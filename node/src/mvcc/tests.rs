@@ -53,6 +53,8 @@ struct MemFile {
 struct MemState {
     files: BTreeMap<PathBuf, MemFile>,
     fsyncs: u64,
+    /// Every write and sync fails (a dead disk).
+    failing: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,6 +89,9 @@ struct MemRandom {
 impl MemRandom {
     fn change(&self, op: Op) -> io::Result<()> {
         let mut st = self.disk.st.lock().unwrap();
+        if st.failing {
+            return Err(io::Error::other("disk failed"));
+        }
         let f = st
             .files
             .get_mut(&self.path)
@@ -123,6 +128,9 @@ impl RandomFile for MemRandom {
     }
     fn sync(&self) -> io::Result<()> {
         let mut st = self.disk.st.lock().unwrap();
+        if st.failing {
+            return Err(io::Error::other("disk failed"));
+        }
         st.fsyncs += 1;
         let f = st
             .files
@@ -1217,7 +1225,55 @@ fn in_range(k: &[u8], key: &[u8], end: &[u8]) -> bool {
     }
 }
 
+type RangeReq = pb::RangeRequest;
+
 impl Model {
+    /// A Range with every option, as apply.go Range post-processes rangeKeys' answer.
+    fn range_req(
+        &self,
+        r: &pb::RangeRequest,
+        cur: &BTreeMap<Vec<u8>, mvccpb::KeyValue>,
+        cur_rev: i64,
+    ) -> Result<pb::RangeResponse, V3Error> {
+        let mut resp = self.range(&r.key, &r.range_end, r.revision, 0, cur, cur_rev)?;
+        let mut kvs = std::mem::take(&mut resp.kvs);
+        if r.count_only {
+            kvs.clear();
+        }
+        kvs.retain(|kv| {
+            (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+                && (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+                && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+                && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+        });
+        let mut order = r.sort_order;
+        if r.sort_target != 0 && order == 0 {
+            order = 1;
+        }
+        if order == 1 || order == 2 {
+            // Stable on the key order they come in.
+            match r.sort_target {
+                1 => kvs.sort_by_key(|kv| kv.version),
+                2 => kvs.sort_by_key(|kv| kv.create_revision),
+                3 => kvs.sort_by_key(|kv| kv.mod_revision),
+                4 => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+                _ => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+            }
+            if order == 2 {
+                kvs.reverse();
+            }
+        }
+        if r.limit > 0 && kvs.len() as i64 > r.limit {
+            kvs.truncate(r.limit as usize);
+            resp.more = true;
+        }
+        if r.keys_only {
+            kvs.iter_mut().for_each(|kv| kv.value.clear());
+        }
+        resp.kvs = kvs;
+        Ok(resp)
+    }
+
     fn new() -> Model {
         Model {
             rev: 1,
@@ -1279,7 +1335,7 @@ impl Model {
 enum MOp {
     Put(String, String, bool),
     Del(String, String, bool),
-    Range(String, String, i64, i64),
+    Range(pb::RangeRequest),
     Txn(Vec<(String, i64)>, Vec<MOp>, Vec<MOp>),
     Compact(i64),
 }
@@ -1308,12 +1364,34 @@ fn gen_op(r: &mut Rng, rev: i64, depth: u32) -> MOp {
             let k = gen_key(r);
             let e = gen_end(r, &k);
             let at = r.below(rev as u64 + 2) as i64 - 1;
-            MOp::Range(
-                k,
-                e,
-                if r.below(2) == 0 { 0 } else { at },
-                r.below(3) as i64,
-            )
+            let small = |r: &mut Rng| {
+                if r.below(3) == 0 {
+                    r.below(rev as u64 + 2) as i64
+                } else {
+                    0
+                }
+            };
+            MOp::Range(pb::RangeRequest {
+                revision: if r.below(2) == 0 { 0 } else { at },
+                limit: r.below(3) as i64,
+                sort_order: if r.below(2) == 0 {
+                    0
+                } else {
+                    r.below(3) as i32
+                },
+                sort_target: if r.below(2) == 0 {
+                    0
+                } else {
+                    r.below(5) as i32
+                },
+                keys_only: r.below(4) == 0,
+                count_only: r.below(6) == 0,
+                min_mod_revision: small(r),
+                max_mod_revision: small(r),
+                min_create_revision: small(r),
+                max_create_revision: small(r),
+                ..rng(&k, &e)
+            })
         }
         4 => {
             let n = |r: &mut Rng| (0..r.below(4)).map(|_| gen_op(r, rev, depth + 1)).collect();
@@ -1336,11 +1414,7 @@ fn to_op(op: &MOp) -> pb::RequestOp {
             prev_kv: *pk,
             ..del(k, e)
         }),
-        MOp::Range(k, e, rev, limit) => Request::RequestRange(pb::RangeRequest {
-            revision: *rev,
-            limit: *limit,
-            ..rng(k, e)
-        }),
+        MOp::Range(r) => Request::RequestRange(r.clone()),
         MOp::Txn(c, s, f) => Request::RequestTxn(to_txn(c, s, f)),
         MOp::Compact(_) => unreachable!(),
     };
@@ -1420,14 +1494,9 @@ impl MTxn<'_> {
                     prev_kvs: if *pk { gone } else { Vec::new() },
                 })
             }
-            MOp::Range(k, e, rev, limit) => Response::ResponseRange(self.m.range(
-                k.as_bytes(),
-                e.as_bytes(),
-                *rev,
-                *limit,
-                &self.cur,
-                self.cur_rev(),
-            )?),
+            MOp::Range(r) => {
+                Response::ResponseRange(self.m.range_req(r, &self.cur, self.cur_rev())?)
+            }
             MOp::Txn(_, s, f) => {
                 let ok = path.next().unwrap();
                 let mut resp = pb::TxnResponse {
@@ -1469,7 +1538,7 @@ impl Model {
         let _ = ok;
         for o in ops {
             match o {
-                MOp::Range(_, _, rev, _) if *rev != 0 => {
+                MOp::Range(RangeReq { revision: rev, .. }) if *rev != 0 => {
                     if *rev > self.rev {
                         return Err(V3Error::FutureRev);
                     }
@@ -1596,15 +1665,9 @@ fn run_model_case(seed: u64) {
     let mut index = 0u64;
     for step in 0..80 {
         let op = gen_op(&mut r, model.rev, 0);
-        if let MOp::Range(k, e, rev, limit) = &op {
-            let cur = model.state_at(model.rev);
-            let want = model.range(k.as_bytes(), e.as_bytes(), *rev, *limit, &cur, model.rev);
-            let got = m.range(&pb::RangeRequest {
-                revision: *rev,
-                limit: *limit,
-                ..rng(k, e)
-            });
-            assert_eq!(got, want, "seed {seed} step {step} {op:?}");
+        if let MOp::Range(rr) = &op {
+            let want = model.range_req(rr, &model.state_at(model.rev), model.rev);
+            assert_eq!(m.range(rr), want, "seed {seed} step {step} {op:?}");
             continue;
         }
         let req = to_req(&op).unwrap();
@@ -1768,6 +1831,7 @@ fn set_index_and_flush_costs() {
     m.flush(false).unwrap();
     assert_eq!(disk.fsyncs(), f0, "a visible-only flush does not fsync");
     m.flush(true).unwrap();
+    println!("fsyncs of one durable flush: {}", disk.fsyncs() - f0);
     assert!(disk.fsyncs() > f0);
     m.set_index(9);
     m.flush(true).unwrap();
@@ -1835,6 +1899,117 @@ fn the_empty_dump_restores_a_fresh_keyspace_at_the_given_index() {
         Some((Ok(WriteResp::Put(p)), _)) => assert_eq!(p.header.unwrap().revision, 2),
         other => panic!("{other:?}"),
     }
+}
+
+/// Numbers for the report: durable flushes on real files (this machine's disk), 10 puts of
+/// 100 bytes per batch, 200 batches.
+#[test]
+#[ignore]
+fn measure_file_flush() {
+    let dir = std::env::temp_dir().join(format!("detcd-mvcc-measure-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut m = Mvcc::open(Arc::new(FileDisk), &dir.join("v3.db"), opts()).unwrap();
+    let mut index = 0;
+    let t = std::time::Instant::now();
+    for _ in 0..200 {
+        for _ in 0..10 {
+            index += 1;
+            let k = format!("key/{:04}", index % 1000);
+            m.apply(index, &WriteReq::Put(put(&k, &"x".repeat(100))), &any_lease)
+                .unwrap()
+                .0
+                .unwrap();
+        }
+        m.flush(true).unwrap();
+    }
+    let e = t.elapsed();
+    println!(
+        "200 durable batches of 10 puts on real files: {:?} ({:.0} µs/batch); db {} B",
+        e,
+        e.as_secs_f64() * 1e6 / 200.0,
+        m.db_size()
+    );
+    drop(m);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A dead disk: the failure comes back as an error (apply's Storage, or flush's), never a
+/// panic, and the store refuses further flushes; a file that is not a database is refused
+/// at open.
+#[test]
+fn io_failures_are_errors() {
+    let disk = MemDisk::default();
+    let mut m = open_mem(&disk);
+    m.apply(1, &WriteReq::Put(put("a", "1")), &any_lease)
+        .unwrap()
+        .0
+        .unwrap();
+    m.flush(true).unwrap();
+    disk.st.lock().unwrap().failing = true;
+    let mut failed = false;
+    for i in 2..200u64 {
+        let (r, _) = m
+            .apply(
+                i,
+                &WriteReq::Put(put(&format!("k{i}"), &"v".repeat(2000))),
+                &any_lease,
+            )
+            .unwrap();
+        if matches!(r, Err(V3Error::Storage(_))) {
+            failed = true;
+            break;
+        }
+        if m.flush(i % 2 == 0).is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "a dead disk went unnoticed");
+    assert!(m.flush(true).is_err());
+    std::mem::forget(m);
+    disk.st.lock().unwrap().failing = false;
+    disk.crash(|| false);
+    let m = open_mem(&disk);
+    assert_eq!(m.range(&rng("a", "")).unwrap().count, 1);
+    // Not a database.
+    let junk = MemDisk::default();
+    let f = junk.open_random(Path::new(DB)).unwrap();
+    f.write_at(0, &[0x5a; 8192]).unwrap();
+    f.sync().unwrap();
+    assert!(Mvcc::open(Arc::new(junk), Path::new(DB), opts()).is_err());
+}
+
+/// History for watchers: the events `apply` returned are the ones `events` reads back, by
+/// revision, within a limit that never splits a revision; compacted history is refused.
+#[test]
+fn events_read_back_history() {
+    let mut s = S::new();
+    let mut all = Vec::new();
+    all.extend(s.apply(WriteReq::Put(put("a", "1"))).1); // 2
+    all.extend(s.apply(WriteReq::Put(put("b", "1"))).1); // 3
+    all.extend(
+        s.apply(WriteReq::Txn(pb::TxnRequest {
+            success: vec![op_put("c", "1"), op_del("a", "")],
+            ..Default::default()
+        }))
+        .1,
+    ); // 4: two events
+    all.extend(s.apply(WriteReq::Put(put("a", "2"))).1); // 5
+    assert_eq!(all.len(), 5);
+    assert_eq!(s.m.events(0, 100, 0).unwrap(), all);
+    s.m.flush(false).unwrap();
+    assert_eq!(s.m.events(2, 5, 0).unwrap(), all);
+    assert_eq!(s.m.events(4, 4, 0).unwrap(), all[2..4].to_vec());
+    // A limit of 3 reaches into revision 4, which comes whole (4 events); 2 stops at 3.
+    assert_eq!(s.m.events(2, 5, 3).unwrap(), all[..4].to_vec());
+    assert_eq!(s.m.events(2, 5, 2).unwrap(), all[..2].to_vec());
+    s.compact(4).unwrap();
+    assert_eq!(s.m.events(3, 5, 0), Err(V3Error::Compacted));
+    // At the compacted revision: what compaction kept (c@4; a's tombstone is gone).
+    assert_eq!(
+        s.m.events(4, 5, 0).unwrap(),
+        vec![all[2].clone(), all[4].clone()]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

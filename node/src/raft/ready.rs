@@ -636,6 +636,7 @@ impl RaftLoop {
             let mut sm = shared.sm.lock().expect("sm lock");
             let mut mvcc = shared.mvcc.lock().expect("mvcc lock");
             let store_index = sm.store.index();
+            let v3_revision = mvcc.revision();
             // One reading of the clock for the batch: its entries apply in the same turn.
             let applied_at = shared.clock.now();
             for e in entries {
@@ -692,6 +693,22 @@ impl RaftLoop {
             // become visible to reads before anyone is answered. They become durable at the
             // next snapshot (or periodic flush): until then the WAL replays them.
             mvcc.set_index(self.applied);
+            let (held, revision) = (mvcc.consistent_index(), mvcc.revision());
+            shared
+                .probe
+                // At least what the loop applied; more only while a restarted member
+                // re-applies entries its keyspace already held (they are skipped).
+                .invariant(held >= self.applied, "v3-consistent-index", || {
+                    format!(
+                        "the v3 keyspace holds index {held} after the loop applied {}",
+                        self.applied
+                    )
+                });
+            shared
+                .probe
+                .invariant(revision >= v3_revision, "v3-revision-monotonic", || {
+                    format!("the v3 revision went back: {v3_revision} -> {revision}")
+                });
             let durable =
                 applied_at.saturating_duration_since(self.v3_durable_at) >= V3_DURABLE_EVERY;
             mvcc.flush(durable).map_err(LoopError::V3Backend)?;

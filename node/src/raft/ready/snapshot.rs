@@ -26,6 +26,7 @@ impl RaftLoop {
         // is gone, and the keyspace must already hold what it held.
         {
             let mut mvcc = self.shared.mvcc.lock().expect("mvcc lock");
+            let before = mvcc.revision();
             match v3 {
                 Some(v3) => mvcc.restore(v3, md.index),
                 // A snapshot without the v3 part comes from a leader that has never taken one
@@ -33,6 +34,17 @@ impl RaftLoop {
                 None => mvcc.restore(&crate::mvcc::Mvcc::empty_dump(), md.index),
             }
             .map_err(LoopError::V3Backend)?;
+            let (held, after) = (mvcc.consistent_index(), mvcc.revision());
+            let probe = &self.shared.probe;
+            probe.invariant(held == md.index, "v3-consistent-index", || {
+                format!(
+                    "the v3 keyspace holds index {held} after installing snapshot {}",
+                    md.index
+                )
+            });
+            probe.invariant(after >= before, "v3-revision-monotonic", || {
+                format!("the leader's snapshot takes the v3 revision back: {before} -> {after}")
+            });
         }
         self.snaps.save(&snap).map_err(LoopError::SnapshotFile)?;
         self.shared.probe.failpoint(failpoints::SNAPSHOT_INSTALL);
@@ -107,8 +119,21 @@ impl RaftLoop {
             // Durable before the log behind the snapshot may be compacted (the WAL no longer
             // replays what is older), and a consistent copy of it goes into the snapshot for
             // followers that need one.
+            if mvcc.consistent_index() > index {
+                // A restarted member still re-applying entries its keyspace already holds:
+                // the keyspace is ahead of the state machine, and a snapshot must hold one
+                // index. Take it once the replay has caught up.
+                self.snapshot_due = true;
+                return Ok(());
+            }
             mvcc.flush(true).map_err(LoopError::V3Backend)?;
             let dump = mvcc.dump().map_err(LoopError::V3Backend)?;
+            let held = dump.index().map_err(LoopError::V3Backend)?;
+            self.shared
+                .probe
+                .invariant(held == index, "snapshot-index", || {
+                    format!("snapshot at index {index} holds the v3 keyspace of index {held}")
+                });
             sm.copy(Some(dump))
         };
         let held = copy.applied_index();

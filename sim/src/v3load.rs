@@ -1,0 +1,454 @@
+//! The v3 workload (`api = "v3"`): closed-loop clients speak etcd's v3 gRPC to the members
+//! (tonic-generated clients over the runtime seam's HTTP/2 on simulated TCP: real framing,
+//! real protobuf), and record every operation twice: as a v3 history operation for
+//! `detcd-checker`'s v3 model (responses with their header revisions), and as an
+//! [`OpRecord`] for the report's throughput and latency.
+//!
+//! Operations, drawn from the client's seeded rng over the workload's keys (`v3/<n>`):
+//! linearizable and serializable single-key Range, a linearizable Range over all keys, Put
+//! with a value unique in the run (so a timed-out write can be placed by what later reads
+//! saw), DeleteRange, and a compare-and-swap Txn (mod_revision of the key equals what the
+//! client last saw; put on success, get on failure). A request with no answer in time, or
+//! whose connection broke, is indeterminate if it could have written; a read without an
+//! answer is left out (it had no effect).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use detcd_checker::v3 as h;
+use detcd_node::rt::h2::H2Channel;
+use detcd_proto::etcdserverpb as pb;
+use detcd_proto::etcdserverpb::kv_client::KvClient;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::scenario::Scenario;
+use crate::workload::{OpKind, OpRecord, Outcome, Recorder};
+
+type Kv = KvClient<H2Channel<tonic::body::Body>>;
+
+/// The workload's key number `k`.
+pub fn key(k: usize) -> String {
+    format!("v3/{k}")
+}
+
+/// The first key after every workload key (the end of "all keys").
+const ALL_END: &str = "v30";
+const ALL_START: &str = "v3/";
+
+struct Client {
+    id: u32,
+    rng: ChaCha8Rng,
+    addrs: Vec<SocketAddr>,
+    member: usize,
+    conn: Option<Kv>,
+    seq: u64,
+    /// The mod_revision last seen per key (for CAS).
+    seen: Vec<i64>,
+    timeout: Duration,
+}
+
+/// What one call ended with.
+enum Ended<T> {
+    Ok(T),
+    /// A gRPC error that says the request had no effect.
+    Refused(tonic::Status),
+    /// No answer, or one that does not say whether it took effect.
+    Unknown,
+}
+
+/// Whether a gRPC error leaves a write's effect unknown. Unavailable covers etcd's "request
+/// timed out" (the proposal may still commit) and a broken connection; the others are
+/// answers about a request that was refused before it was proposed or when it applied.
+fn unknown_effect(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+    )
+}
+
+fn kv(k: &mvcc_kv::KeyValue) -> h::KeyValue {
+    h::KeyValue {
+        key: String::from_utf8_lossy(&k.key).into_owned(),
+        value: String::from_utf8_lossy(&k.value).into_owned(),
+        create_revision: k.create_revision,
+        mod_revision: k.mod_revision,
+        version: k.version,
+        lease: k.lease,
+    }
+}
+
+mod mvcc_kv {
+    pub use detcd_proto::mvccpb::KeyValue;
+}
+
+fn rev(h: &Option<pb::ResponseHeader>) -> i64 {
+    h.as_ref().map_or(0, |h| h.revision)
+}
+
+fn range_resp(r: &pb::RangeResponse) -> h::RangeResponse {
+    h::RangeResponse {
+        header_revision: rev(&r.header),
+        kvs: r.kvs.iter().map(kv).collect(),
+        count: r.count,
+        more: r.more,
+    }
+}
+
+fn op_resp(r: &pb::ResponseOp) -> Option<h::Response> {
+    use pb::response_op::Response as R;
+    Some(match r.response.as_ref()? {
+        R::ResponseRange(r) => h::Response::Range(range_resp(r)),
+        R::ResponsePut(p) => h::Response::Put(h::PutResponse {
+            header_revision: rev(&p.header),
+            prev_kv: p.prev_kv.as_ref().map(kv),
+        }),
+        R::ResponseDeleteRange(d) => h::Response::DeleteRange(h::DeleteRangeResponse {
+            header_revision: rev(&d.header),
+            deleted: d.deleted,
+            prev_kvs: d.prev_kvs.iter().map(kv).collect(),
+        }),
+        R::ResponseTxn(t) => h::Response::Txn(txn_resp(t)),
+    })
+}
+
+fn txn_resp(t: &pb::TxnResponse) -> h::TxnResponse {
+    h::TxnResponse {
+        header_revision: rev(&t.header),
+        succeeded: t.succeeded,
+        responses: t.responses.iter().filter_map(op_resp).collect(),
+    }
+}
+
+impl Client {
+    async fn conn(&mut self) -> Option<&mut Kv> {
+        if self.conn.is_none() {
+            let addr = self.addrs[self.member];
+            match tokio::time::timeout(self.timeout, H2Channel::connect(addr)).await {
+                Ok(Ok(ch)) => self.conn = Some(KvClient::new(ch)),
+                _ => {
+                    // Try the next member next time.
+                    self.member = (self.member + 1) % self.addrs.len();
+                    return None;
+                }
+            }
+        }
+        self.conn.as_mut()
+    }
+
+    /// Run one call with the request timeout; on a failure the connection is dropped and the
+    /// next call goes to the next member.
+    async fn call<T, F, Fut>(&mut self, f: F) -> Option<Ended<T>>
+    where
+        F: FnOnce(Kv) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let timeout = self.timeout;
+        let c = self.conn().await?.clone();
+        let ended = match tokio::time::timeout(timeout, f(c)).await {
+            Ok(Ok(r)) => return Some(Ended::Ok(r.into_inner())),
+            Ok(Err(s)) if !unknown_effect(&s) => Ended::Refused(s),
+            _ => Ended::Unknown,
+        };
+        self.conn = None;
+        self.member = (self.member + 1) % self.addrs.len();
+        Some(ended)
+    }
+
+    /// One operation, recorded.
+    async fn one(&mut self, s: &Scenario, rec: &Mutex<Recorder>, start: tokio::time::Instant) {
+        let k = self.rng.gen_range(0..s.workload.keys.max(1));
+        let roll = self.rng.gen_range(0..100u32);
+        self.seq += 1;
+        let value = format!("c{}-{}", self.id, self.seq);
+        let member = self.member;
+        let invoke_ns = start.elapsed().as_nanos() as u64;
+        let (request, ended): (h::Request, Option<Ended<h::Response>>) = match roll {
+            0..=24 | 25..=34 => {
+                let serializable = roll >= 25;
+                let req = pb::RangeRequest {
+                    key: key(k).into_bytes(),
+                    serializable,
+                    ..Default::default()
+                };
+                let r = self
+                    .call(|mut c| async move { c.range(req).await })
+                    .await
+                    .map(|e| map(e, |r| h::Response::Range(range_resp(&r))));
+                (
+                    h::Request::Range(h::RangeRequest {
+                        key: key(k),
+                        serializable,
+                        ..Default::default()
+                    }),
+                    r,
+                )
+            }
+            35..=39 => {
+                let req = pb::RangeRequest {
+                    key: ALL_START.into(),
+                    range_end: ALL_END.into(),
+                    ..Default::default()
+                };
+                let r = self
+                    .call(|mut c| async move { c.range(req).await })
+                    .await
+                    .map(|e| map(e, |r| h::Response::Range(range_resp(&r))));
+                (
+                    h::Request::Range(h::RangeRequest {
+                        key: ALL_START.into(),
+                        range_end: ALL_END.into(),
+                        ..Default::default()
+                    }),
+                    r,
+                )
+            }
+            40..=74 => {
+                let req = pb::PutRequest {
+                    key: key(k).into_bytes(),
+                    value: value.clone().into_bytes(),
+                    ..Default::default()
+                };
+                let r = self
+                    .call(|mut c| async move { c.put(req).await })
+                    .await
+                    .map(|e| {
+                        map(e, |p| {
+                            h::Response::Put(h::PutResponse {
+                                header_revision: rev(&p.header),
+                                prev_kv: p.prev_kv.as_ref().map(kv),
+                            })
+                        })
+                    });
+                (
+                    h::Request::Put(h::PutRequest {
+                        key: key(k),
+                        value: value.clone(),
+                        ..Default::default()
+                    }),
+                    r,
+                )
+            }
+            75..=84 => {
+                let req = pb::DeleteRangeRequest {
+                    key: key(k).into_bytes(),
+                    ..Default::default()
+                };
+                let r = self
+                    .call(|mut c| async move { c.delete_range(req).await })
+                    .await
+                    .map(|e| {
+                        map(e, |d| {
+                            h::Response::DeleteRange(h::DeleteRangeResponse {
+                                header_revision: rev(&d.header),
+                                deleted: d.deleted,
+                                prev_kvs: d.prev_kvs.iter().map(kv).collect(),
+                            })
+                        })
+                    });
+                (
+                    h::Request::DeleteRange(h::DeleteRangeRequest {
+                        key: key(k),
+                        ..Default::default()
+                    }),
+                    r,
+                )
+            }
+            _ => {
+                let expect = self.seen[k];
+                let cmp = pb::Compare {
+                    result: pb::compare::CompareResult::Equal as i32,
+                    target: pb::compare::CompareTarget::Mod as i32,
+                    key: key(k).into_bytes(),
+                    target_union: Some(pb::compare::TargetUnion::ModRevision(expect)),
+                    ..Default::default()
+                };
+                let put = pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                        key: key(k).into_bytes(),
+                        value: value.clone().into_bytes(),
+                        ..Default::default()
+                    })),
+                };
+                let get = pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+                        key: key(k).into_bytes(),
+                        ..Default::default()
+                    })),
+                };
+                let req = pb::TxnRequest {
+                    compare: vec![cmp],
+                    success: vec![put],
+                    failure: vec![get],
+                };
+                let r = self
+                    .call(|mut c| async move { c.txn(req).await })
+                    .await
+                    .map(|e| map(e, |t| h::Response::Txn(txn_resp(&t))));
+                (
+                    h::Request::Txn(h::TxnRequest {
+                        compares: vec![h::Compare {
+                            target: h::CompareTarget::Mod,
+                            result: h::CompareResult::Equal,
+                            key: key(k),
+                            range_end: String::new(),
+                            operand: h::Operand::Int(expect),
+                        }],
+                        success: vec![h::Request::Put(h::PutRequest {
+                            key: key(k),
+                            value: value.clone(),
+                            ..Default::default()
+                        })],
+                        failure: vec![h::Request::Range(h::RangeRequest {
+                            key: key(k),
+                            ..Default::default()
+                        })],
+                    }),
+                    r,
+                )
+            }
+        };
+        let Some(ended) = ended else {
+            // Not connected: nothing was sent.
+            detcd_node::rt::sleep(Duration::from_millis(10)).await;
+            return;
+        };
+        let return_ns = start.elapsed().as_nanos() as u64;
+        let write = !matches!(request, h::Request::Range(_));
+        // What the client learns of the key's mod_revision, for its next CAS.
+        if let Ended::Ok(r) = &ended {
+            self.learn(k, r);
+        }
+        let (outcome, record) = match ended {
+            Ended::Ok(r) => (
+                h::Outcome::Ok(r.clone()),
+                Outcome::Ok {
+                    value: None,
+                    index: r.header_revision().max(0) as u64,
+                    prev_value: None,
+                    prev_index: None,
+                },
+            ),
+            Ended::Refused(st) => (
+                h::Outcome::Error(h::GrpcError {
+                    code: format!("{:?}", st.code()),
+                    message: st.message().to_string(),
+                }),
+                Outcome::Err {
+                    code: st.code() as u32,
+                },
+            ),
+            Ended::Unknown if write => (h::Outcome::Indeterminate, Outcome::Indeterminate),
+            // A read without an answer had no effect: nothing to check.
+            Ended::Unknown => return,
+        };
+        let kind = match &request {
+            _ if write => OpKind::V3Write,
+            h::Request::Range(r) if r.serializable => OpKind::V3LocalRead,
+            _ => OpKind::V3Read,
+        };
+        let mut rec = rec.lock().unwrap();
+        let id = rec.v3.len() as u64;
+        rec.v3.push(h::Op {
+            id,
+            client: self.id as u64,
+            member: Some(member as u64),
+            call_ns: invoke_ns,
+            return_ns: (!matches!(outcome, h::Outcome::Indeterminate)).then_some(return_ns),
+            request,
+            outcome,
+        });
+        rec.ops.push(OpRecord {
+            client: self.id,
+            kind,
+            key: key(k),
+            value: write.then_some(value),
+            prev_value: None,
+            prev_index: None,
+            invoke_ns,
+            return_ns: (!matches!(record, Outcome::Indeterminate)).then_some(return_ns),
+            outcome: record,
+            member,
+            etcd_index: None,
+            user: None,
+        });
+    }
+
+    fn learn(&mut self, k: usize, r: &h::Response) {
+        let key = key(k);
+        let mut note = |kvs: &[h::KeyValue], header: i64, put: bool| {
+            if let Some(x) = kvs.iter().find(|x| x.key == key) {
+                self.seen[k] = x.mod_revision;
+            } else if put {
+                self.seen[k] = header;
+            } else if kvs.is_empty() {
+                self.seen[k] = 0;
+            }
+        };
+        match r {
+            h::Response::Range(g) if g.kvs.len() <= 1 => note(&g.kvs, g.header_revision, false),
+            h::Response::Put(p) => note(&[], p.header_revision, true),
+            h::Response::DeleteRange(d) => note(&[], d.header_revision, false),
+            h::Response::Txn(t) => {
+                if t.succeeded {
+                    note(&[], t.header_revision, true)
+                } else if let Some(h::Response::Range(g)) = t.responses.first() {
+                    note(&g.kvs, g.header_revision, false)
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn map<T>(e: Ended<T>, f: impl FnOnce(T) -> h::Response) -> Ended<h::Response> {
+    match e {
+        Ended::Ok(t) => Ended::Ok(f(t)),
+        Ended::Refused(s) => Ended::Refused(s),
+        Ended::Unknown => Ended::Unknown,
+    }
+}
+
+/// Run the v3 client load until `end` (simulated), then let in-flight requests finish.
+pub async fn run_clients(
+    s: Arc<Scenario>,
+    addrs: Vec<String>,
+    seed: u64,
+    rec: Arc<Mutex<Recorder>>,
+    start: tokio::time::Instant,
+) {
+    let end = start + Duration::from_secs_f64(s.workload.duration_s);
+    let addrs: Vec<SocketAddr> = addrs
+        .iter()
+        .map(|a| a.parse().expect("member addresses are ip:port"))
+        .collect();
+    let mut tasks = Vec::new();
+    for c in 0..s.workload.clients {
+        let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, c as u64, 0x0003));
+            let member = rng.gen_range(0..addrs.len());
+            let mut client = Client {
+                id: c as u32,
+                rng,
+                member,
+                conn: None,
+                seq: 0,
+                seen: vec![0; s.workload.keys.max(1)],
+                timeout: Duration::from_millis(s.workload.request_timeout_ms),
+                addrs,
+            };
+            while tokio::time::Instant::now() < end {
+                client.one(&s, &rec, start).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
