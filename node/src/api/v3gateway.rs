@@ -847,4 +847,72 @@ mod tests {
             .unwrap();
         assert_eq!(ok.headers, vec![JSON, GRPC_META]);
     }
+
+    /// `/v3/lease/keepalive` as etcd 3.4.23 answered it (probed live): each JSON value of the
+    /// body one request, each answer a `{"result":...}` line; an empty body is 200 with no
+    /// lines; a first value that cannot be read is 500 with code 2; a later one ends the
+    /// stream; GET is 405; `/v3/kv/lease/keepalive` does not exist.
+    #[tokio::test]
+    async fn lease_keepalive_is_a_stream_of_result_lines() {
+        let kv = Replay::default();
+        let ka = |reqs: Vec<pb::LeaseKeepAliveRequest>| {
+            std::future::ready(
+                reqs.into_iter()
+                    .map(|r| {
+                        if r.id == 13 {
+                            Err(Status::unavailable("etcdserver: not leader"))
+                        } else {
+                            Ok(pb::LeaseKeepAliveResponse {
+                                header: None,
+                                id: r.id,
+                                ttl: if r.id == 5 { 0 } else { 60 },
+                            })
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let post = |body: &'static str| {
+            let kv = &kv;
+            async move {
+                handle_services(
+                    kv,
+                    kv,
+                    ka,
+                    &Method::POST,
+                    "/v3/lease/keepalive",
+                    body.as_bytes(),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let r = post("{\"ID\":5}\n{\"ID\":\"7\"} xx").await;
+        assert_eq!((r.status, r.headers.clone()), (200, vec![JSON, GRPC_META]));
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "{\"result\":{\"ID\":\"5\"}}\n{\"result\":{\"ID\":\"7\",\"TTL\":\"60\"}}\n"
+        );
+        let r = post("").await;
+        assert_eq!((r.status, r.headers, r.body.len()), (200, vec![JSON], 0));
+        let r = post("xx").await;
+        assert_eq!(r.status, 500);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "{\"error\":\"invalid character 'x' looking for beginning of value\",\"message\":\"invalid character 'x' looking for beginning of value\",\"code\":2}"
+        );
+        let r = post("{\"ID\":13}{\"ID\":1}").await;
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: not leader\",\"http_status\":\"Service Unavailable\"}}\n"
+        );
+        let get = handle_services(&kv, &kv, ka, &Method::GET, "/v3/lease/leases", b"")
+            .await
+            .unwrap();
+        assert_eq!(get.status, 405);
+        let nf = handle_services(&kv, &kv, ka, &Method::POST, "/v3/kv/lease/keepalive", b"{}")
+            .await
+            .unwrap();
+        assert_eq!((nf.status, nf.body.as_slice()), (404, &b"Not Found\n"[..]));
+    }
 }
