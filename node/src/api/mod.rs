@@ -73,8 +73,6 @@ pub struct Ctx {
     /// `--election-timeout`: a new leader extends every lease by it; leases last at least
     /// 1.5 times it.
     pub election_timeout: Duration,
-    /// Lease deadlines, kept while this member is leader.
-    pub lessor: std::sync::Mutex<crate::lease::Lessor>,
 }
 
 /// A whole-buffer body.

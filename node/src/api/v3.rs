@@ -219,9 +219,6 @@ fn unexpected(r: &WriteResp) -> Status {
 /// etcd's message when a lease request needs the leader and there is none in time.
 pub const NOT_LEADER: &str = "etcdserver: not leader";
 
-/// How often the lessor looks for leases to expire (etcd: every 500 ms).
-pub const LEASE_TICK: std::time::Duration = std::time::Duration::from_millis(500);
-
 /// The leader's answer to a lease question about deadlines: KeepAlive renews, TimeToLive
 /// reads. `not_leader` when this member's lessor is not primary.
 pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
@@ -232,16 +229,7 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
             ..Default::default()
         };
     }
-    if !ctx
-        .lessor
-        .lock()
-        .expect("lessor lock")
-        .is_primary_in(st.term)
-    {
-        // Just elected: promote now rather than at the next tick.
-        lease_tick(ctx);
-    }
-    let (ttl, keys) = {
+    let (ttl, keys, leases) = {
         let m = ctx.shared.mvcc.lock().expect("mvcc lock");
         (
             m.lease_ttl(req.id),
@@ -250,15 +238,16 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
             } else {
                 Vec::new()
             },
+            m.leases(),
         )
     };
     let now = ctx.shared.clock.now();
-    let mut l = ctx.lessor.lock().expect("lessor lock");
+    let mut l = ctx.shared.lessor.lock().expect("lessor lock");
     if !l.is_primary_in(st.term) {
-        return LeaseAnswer {
-            not_leader: true,
-            ..Default::default()
-        };
+        // Just elected: promote now rather than at the Ready loop's next lease tick (nothing
+        // expires at a promotion: every deadline is later than now).
+        let expired = l.tick(now, Some(st.term), &leases, ctx.election_timeout);
+        debug_assert!(expired.is_empty());
     }
     match ttl {
         None if req.keep_alive => LeaseAnswer::default(),
@@ -276,45 +265,6 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
             granted_ttl: ttl,
             keys,
         },
-    }
-}
-
-/// One turn of the lessor: follow leadership, and (as leader) propose the revocation of every
-/// lease past its deadline.
-pub fn lease_tick(ctx: &Arc<Ctx>) {
-    let st = ctx.shared.status();
-    let leader_term = st.is_leader.then_some(st.term);
-    let leases = if st.is_leader {
-        ctx.shared.mvcc.lock().expect("mvcc lock").leases()
-    } else {
-        Vec::new()
-    };
-    let now = ctx.shared.clock.now();
-    let expired = ctx.lessor.lock().expect("lessor lock").tick(
-        now,
-        leader_term,
-        &leases,
-        ctx.election_timeout,
-    );
-    for id in expired {
-        let ctx = Arc::clone(ctx);
-        crate::rt::spawn(async move {
-            let op = Op::Lease(LeaseOp::Revoke { id });
-            match ctx.shared.propose(op, ctx.request_timeout).await {
-                Ok(_) => tracing::debug!(lease = %format!("{id:x}"), "lease expired and revoked"),
-                Err(e) => {
-                    tracing::info!(lease = %format!("{id:x}"), error = ?e, "revoking an expired lease failed")
-                }
-            }
-        });
-    }
-}
-
-/// The lessor's loop: a [`lease_tick`] every [`LEASE_TICK`], for ever.
-pub async fn expire_leases(ctx: Arc<Ctx>) {
-    loop {
-        crate::rt::sleep(LEASE_TICK).await;
-        lease_tick(&ctx);
     }
 }
 
@@ -442,6 +392,7 @@ impl Lease for V3 {
             Outcome::LeaseGrant(Ok(g)) => {
                 let now = self.ctx.shared.clock.now();
                 self.ctx
+                    .shared
                     .lessor
                     .lock()
                     .expect("lessor lock")
