@@ -229,6 +229,12 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
             ..Default::default()
         };
     }
+    let promote = !ctx
+        .shared
+        .lessor
+        .lock()
+        .expect("lessor lock")
+        .is_primary_in(st.term);
     let (ttl, keys, leases) = {
         let m = ctx.shared.mvcc.lock().expect("mvcc lock");
         (
@@ -238,7 +244,7 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
             } else {
                 Vec::new()
             },
-            m.leases(),
+            if promote { m.leases() } else { Vec::new() },
         )
     };
     let now = ctx.shared.clock.now();
