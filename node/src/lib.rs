@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod failpoints;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod mvcc;

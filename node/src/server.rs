@@ -616,6 +616,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         counters: Counters::default(),
         stopped: stopped_tx,
         probe: env.probe.clone(),
+        lessor: Mutex::new(crate::lease::Lessor::new()),
     });
     let peer_tls = crate::transport::PeerTls {
         server: env.tls.peer_server.clone(),
@@ -676,7 +677,20 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         cors: cfg.cors.clone(),
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
+        election_timeout: Duration::from_millis(cfg.election_timeout_ms),
     });
+    // Leases: the leader answers forwarded KeepAlive and TimeToLive requests (a weak
+    // reference: the transport should not keep ctx alive). Expiry is the Ready loop's.
+    {
+        let weak = Arc::downgrade(&ctx);
+        transport.set_lease_handler(Arc::new(move |req| match weak.upgrade() {
+            Some(ctx) => crate::api::v3::answer_lease(&ctx, req),
+            None => crate::transport::LeaseAnswer {
+                not_leader: true,
+                ..Default::default()
+            },
+        }));
+    }
     // As etcd does (its ReadyNotify), client requests are served only once this member has
     // published its name and client URLs through Raft: until then connections wait in the
     // listen backlog. So a member without a quorum does not answer clients at all, and the

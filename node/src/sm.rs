@@ -40,6 +40,8 @@ pub enum Op {
     Auth(crate::auth::AuthOp),
     /// A v3 write (Put, DeleteRange, Txn or Compaction), checked by the member that took it.
     V3(V3Write),
+    /// A v3 lease grant or revoke.
+    Lease(LeaseOp),
     /// A member publishes its name and client URLs after it starts.
     Attributes {
         /// Member id.
@@ -48,6 +50,28 @@ pub enum Op {
         name: String,
         /// Its client URLs.
         client_urls: Vec<String>,
+    },
+}
+
+/// A change of the replicated lease set (etcd's LeaseGrant and LeaseRevoke entries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseOp {
+    /// Grant lease `id` (chosen by the proposer when the client asked for 0) for `ttl` s,
+    /// raised to `min_ttl` (the proposer's ceil(1.5 × election timeout), in the entry so that
+    /// every member grants the same TTL).
+    Grant {
+        /// Lease ID.
+        id: i64,
+        /// Requested TTL in seconds.
+        ttl: i64,
+        /// The minimum TTL in seconds.
+        min_ttl: i64,
+    },
+    /// Revoke lease `id`: its keys are deleted in one revision. The leader proposes these when
+    /// leases expire.
+    Revoke {
+        /// Lease ID.
+        id: i64,
     },
 }
 
@@ -145,6 +169,10 @@ pub enum Outcome {
     Auth(Result<(), crate::auth::AuthError>),
     /// A v3 write: its response, or etcd's error.
     V3(Result<WriteResp, V3Error>),
+    /// A lease grant: the lease, or etcd's error.
+    LeaseGrant(Result<crate::mvcc::LeaseGrant, V3Error>),
+    /// A lease revoke: the store's revision after it, or etcd's error.
+    LeaseRevoke(Result<i64, V3Error>),
     /// A membership change refused when it came to be applied (the cluster changed since the
     /// request was checked): the HTTP status and etcd's message.
     ConfRefused(u16, String),
@@ -339,9 +367,18 @@ impl StateMachine {
                 self.store.expire(now);
                 Outcome::Done
             }
+            Op::Lease(LeaseOp::Grant { id, ttl, min_ttl }) => {
+                match v3.lease_grant(index, *id, *ttl, *min_ttl) {
+                    Some(r) => Outcome::LeaseGrant(r),
+                    None => Outcome::Done,
+                }
+            }
+            Op::Lease(LeaseOp::Revoke { id }) => match v3.lease_revoke(index, *id) {
+                Some((r, _events)) => Outcome::LeaseRevoke(r),
+                None => Outcome::Done,
+            },
             Op::V3(w) => match w.decode() {
-                // Leases arrive with the next issue: until then no lease exists.
-                Ok(req) => match v3.apply(index, &req, &|_| false) {
+                Ok(req) => match v3.apply_with_leases(index, &req) {
                     Some((result, _events)) => Outcome::V3(result),
                     None => Outcome::Done,
                 },

@@ -50,7 +50,38 @@ struct Hello {
     to: u64,
     #[serde(default)]
     token: String,
+    /// A lease request for the leader instead of a message stream (with `to` 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseFwd>,
 }
+
+/// A lease request a follower forwards to the leader, which alone keeps lease deadlines
+/// (etcd's peer endpoints `/leases` for KeepAlive and `/leases/internal` for TimeToLive).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseFwd {
+    /// KeepAlive (renew) rather than TimeToLive.
+    pub keep_alive: bool,
+    /// Lease ID.
+    pub id: i64,
+    /// TimeToLive: list the attached keys.
+    pub keys: bool,
+}
+
+/// The leader's answer to a [`LeaseFwd`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaseAnswer {
+    /// The member asked is not (or not yet) the leader's lessor: ask again.
+    pub not_leader: bool,
+    /// KeepAlive: the TTL (0: no such lease); TimeToLive: seconds left (-1: no such lease).
+    pub ttl: i64,
+    /// TimeToLive: the granted TTL.
+    pub granted_ttl: i64,
+    /// TimeToLive with keys: the attached keys.
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// How the leader answers forwarded lease requests (set by the client API once it runs).
+pub type LeaseHandler = Arc<dyn Fn(&LeaseFwd) -> LeaseAnswer + Send + Sync>;
 
 /// The answer to a membership request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +113,7 @@ pub struct Transport {
     allowed: Mutex<Vec<u64>>,
     inbox: mpsc::UnboundedSender<Inbox>,
     tls: PeerTls,
+    lease_handler: Mutex<Option<LeaseHandler>>,
 }
 
 /// TLS of the peer side: accepting (with `--peer-client-cert-auth`, only peers whose
@@ -116,6 +148,7 @@ impl Transport {
             allowed: Mutex::new(Vec::new()),
             inbox,
             tls,
+            lease_handler: Mutex::new(None),
         })
     }
 
@@ -195,6 +228,7 @@ impl Transport {
                 from: self.id,
                 to,
                 token: self.token.clone(),
+                lease: None,
             };
             let hello = serde_json::to_vec(&hello).expect("hello serialises");
             let ok = crate::rt::timeout(WRITE_TIMEOUT, async {
@@ -335,6 +369,20 @@ impl Transport {
         let hello: Hello = serde_json::from_slice(&hello).map_err(std::io::Error::other)?;
         let cid = *self.cluster_id.lock().expect("lock");
         if hello.to == 0 {
+            if let Some(req) = &hello.lease {
+                let handler = self.lease_handler.lock().expect("lock").clone();
+                let ours = cid != 0 && hello.cluster_id == cid && hello.token == self.token;
+                let answer = match handler {
+                    Some(h) if ours => h(req),
+                    _ => LeaseAnswer {
+                        not_leader: true,
+                        ..Default::default()
+                    },
+                };
+                let bytes = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
+                write_frame(stream.get_mut(), &bytes).await?;
+                return stream.get_mut().flush().await;
+            }
             return self.answer_info(stream.get_mut(), &hello).await;
         }
         if hello.to != self.id || (cid != 0 && hello.cluster_id != 0 && hello.cluster_id != cid) {
@@ -379,6 +427,41 @@ impl Transport {
 }
 
 impl Transport {
+    /// Answer forwarded lease requests with `h` from now on.
+    pub fn set_lease_handler(&self, h: LeaseHandler) {
+        *self.lease_handler.lock().expect("lock") = Some(h);
+    }
+
+    /// Ask member `to` (the leader) a lease question over its peer port.
+    pub async fn forward_lease(&self, to: u64, req: LeaseFwd) -> std::io::Result<LeaseAnswer> {
+        let url = self
+            .members
+            .lock()
+            .expect("lock")
+            .members
+            .get(&to)
+            .and_then(|m| m.peer_urls.first().cloned())
+            .ok_or_else(|| std::io::Error::other(format!("no peer URL for member {to:x}")))?;
+        let mut stream = dial(&url, self.tls.client.as_ref()).await?;
+        let hello = serde_json::to_vec(&Hello {
+            cluster_id: *self.cluster_id.lock().expect("lock"),
+            from: self.id,
+            to: 0,
+            token: self.token.clone(),
+            lease: Some(req),
+        })
+        .map_err(std::io::Error::other)?;
+        write_frame(&mut stream, &hello).await?;
+        stream.flush().await?;
+        let buf = crate::rt::timeout(
+            Duration::from_secs(2),
+            read_frame(&mut stream, FRAME_BYTES_MAX),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lease forward"))??;
+        serde_json::from_slice(&buf).map_err(std::io::Error::other)
+    }
+
     /// How long the stream to `id` has been up, if it is.
     pub fn connected_for(&self, id: u64) -> Option<Duration> {
         self.connected_since
@@ -432,6 +515,7 @@ pub async fn fetch_cluster_info(
         from: 0,
         to: 0,
         token: token.to_string(),
+        lease: None,
     })
     .map_err(std::io::Error::other)?;
     write_frame(&mut stream, &hello).await?;

@@ -199,9 +199,12 @@ fn endpoints(ms: &[Member]) -> String {
     ms.iter().map(|m| m.addr()).collect::<Vec<_>>().join(",")
 }
 
+/// (key, value, version) triples.
+type Keys = Vec<(String, String, i64)>;
+
 /// The keys under `k/` as `member` holds them, read locally (serializable): (key, value,
 /// version) triples and the header's revision.
-fn local_keys(member: &Member) -> Option<(Vec<(String, String, i64)>, i64)> {
+fn local_keys(member: &Member) -> Option<(Keys, i64)> {
     let (code, out) = etcdctl(
         &member.addr(),
         &["-w", "json", "get", "k/", "--prefix", "--consistency", "s"],

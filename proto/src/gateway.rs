@@ -73,6 +73,36 @@ pub fn decode<M: prost::Message + Default>(full_name: &str, body: &[u8]) -> Resu
     dm.transcode_to::<M>().map_err(|e| e.to_string())
 }
 
+/// Decode a streaming request body (grpc-gateway's client stream: one JSON value after
+/// another, as Go's `json.Decoder` reads them) as `full_name` messages. A value that fails
+/// ends the list with its error; an empty body is no request.
+pub fn decode_stream<M: prost::Message + Default>(
+    full_name: &str,
+    body: &[u8],
+) -> Vec<Result<M, String>> {
+    let Some(desc) = pool().get_message_by_name(full_name) else {
+        return vec![Err(format!("no message {full_name} in the schema"))];
+    };
+    let mut p = Parser { s: body, i: 0 };
+    let mut out = Vec::new();
+    loop {
+        p.ws();
+        if p.i == p.s.len() {
+            return out;
+        }
+        let m = p
+            .value()
+            .map_err(|e| e.text())
+            .and_then(|v| message(&desc, &v, 0))
+            .and_then(|dm| dm.transcode_to::<M>().map_err(|e| e.to_string()));
+        let failed = m.is_err();
+        out.push(m);
+        if failed {
+            return out;
+        }
+    }
+}
+
 /// etcd's error body for a failed call: `{"error":m,"message":m,"code":c}`, Go-escaped.
 pub fn error_body(code: i32, message: &str) -> Vec<u8> {
     let m = go_quote(message);

@@ -168,7 +168,9 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
                     Outcome::Done
                     | Outcome::Auth(_)
                     | Outcome::ConfRefused(..)
-                    | Outcome::V3(_) => error_response(ctx, &timeout_error()),
+                    | Outcome::V3(_)
+                    | Outcome::LeaseGrant(_)
+                    | Outcome::LeaseRevoke(_) => error_response(ctx, &timeout_error()),
                 },
                 Err(e) => wait_error(ctx, e),
             }

@@ -85,8 +85,19 @@ fn route(ctx: &Ctx, req: &Request<Incoming>, path: &str) -> Response<Body> {
             json(StatusCode::OK, body)
         }
         "/metrics" => metrics(ctx),
-        _ => text_error(StatusCode::NOT_FOUND, "404 page not found"),
+        _ => not_found(),
     }
+}
+
+/// Go's `http.NotFound` (the mux's answer to a path nothing serves): `http.Error` sets
+/// `X-Content-Type-Options: nosniff` too.
+pub fn not_found() -> Response<Body> {
+    let mut r = text_error(StatusCode::NOT_FOUND, "404 page not found");
+    r.headers_mut().insert(
+        "X-Content-Type-Options",
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 fn rfc3339(ms: u64) -> String {

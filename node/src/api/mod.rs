@@ -15,6 +15,7 @@ pub mod v3gateway;
 pub use misc::CLUSTER_VERSION;
 
 use detcd_proto::etcdserverpb::kv_server::KvServer;
+use detcd_proto::etcdserverpb::lease_server::LeaseServer;
 use tonic::codegen::Service;
 
 use std::convert::Infallible;
@@ -69,6 +70,9 @@ pub struct Ctx {
     pub max_request_bytes: usize,
     /// `--max-txn-ops`: operations allowed in one v3 transaction.
     pub max_txn_ops: usize,
+    /// `--election-timeout`: a new leader extends every lease by it; leases last at least
+    /// 1.5 times it.
+    pub election_timeout: Duration,
 }
 
 /// A whole-buffer body.
@@ -137,15 +141,23 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             let kv = KvServer::new(v3::V3::new(Arc::clone(&ctx)))
                 .max_decoding_message_size(ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
                 .max_encoding_message_size(usize::MAX);
+            let lease = LeaseServer::new(v3::V3::new(Arc::clone(&ctx)))
+                .max_decoding_message_size(ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
+                .max_encoding_message_size(usize::MAX);
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
                 let mut kv = kv.clone();
+                let mut lease = lease.clone();
                 if let Some(cn) = &cn {
                     req.extensions_mut().insert(ClientCommonName(cn.clone()));
                 }
                 async move {
                     if is_grpc(&req) {
-                        // The generated server answers every failure as a gRPC status.
+                        // The generated servers answer every failure as a gRPC status (an
+                        // unknown method of a service: Unimplemented).
+                        if req.uri().path().starts_with("/etcdserverpb.Lease/") {
+                            return lease.call(req).await;
+                        }
                         return kv.call(req).await;
                     }
                     Ok::<_, Infallible>(route(ctx, req).await.map(tonic::body::Body::new))
@@ -247,7 +259,12 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         Err(resp) => return resp,
     };
     let kv = v3::V3::new(Arc::clone(ctx));
-    match v3gateway::handle_full(&kv, &method, &path, &body).await {
+    let keep_alive = |reqs: Vec<detcd_proto::etcdserverpb::LeaseKeepAliveRequest>| {
+        use futures::StreamExt;
+        let requests = futures::stream::iter(reqs.into_iter().map(Ok));
+        kv.keep_alive_stream(requests).collect::<Vec<_>>()
+    };
+    match v3gateway::handle_services(&kv, &kv, keep_alive, &method, &path, &body).await {
         Some(r) => {
             let mut resp = Response::builder().status(
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -257,7 +274,7 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             }
             resp.body(full(r.body)).expect("valid response")
         }
-        None => text_error(StatusCode::NOT_FOUND, "404 page not found"),
+        None => misc::not_found(),
     }
 }
 

@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use detcd_proto::etcdserverpb as pb;
 use detcd_proto::etcdserverpb::kv_server::Kv;
+use detcd_proto::etcdserverpb::lease_server::Lease;
 use tonic::{Request, Response, Status};
 
 use super::Ctx;
 use crate::mvcc::{self, V3Error, WriteReq, WriteResp};
 use crate::raft::WaitError;
-use crate::sm::{Op, Outcome, V3Write};
+use crate::sm::{LeaseOp, Op, Outcome, V3Write};
+use crate::transport::{LeaseAnswer, LeaseFwd};
 
 /// The v3 services of one member.
 #[derive(Clone)]
@@ -209,4 +211,280 @@ fn unexpected(r: &WriteResp) -> Status {
     Status::internal(format!(
         "etcdserver: unexpected response to a v3 write: {r:?}"
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Lease service (etcd 3.4 `v3rpc/lease.go`, `etcdserver/v3_server.go`).
+
+/// etcd's message when a lease request needs the leader and there is none in time.
+pub const NOT_LEADER: &str = "etcdserver: not leader";
+
+/// The leader's answer to a lease question about deadlines: KeepAlive renews, TimeToLive
+/// reads. `not_leader` when this member's lessor is not primary.
+pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
+    let st = ctx.shared.status();
+    if !st.is_leader {
+        return LeaseAnswer {
+            not_leader: true,
+            ..Default::default()
+        };
+    }
+    let promote = !ctx
+        .shared
+        .lessor
+        .lock()
+        .expect("lessor lock")
+        .is_primary_in(st.term);
+    let (ttl, keys, leases) = {
+        let m = ctx.shared.mvcc.lock().expect("mvcc lock");
+        (
+            m.lease_ttl(req.id),
+            if req.keys {
+                m.lease_keys(req.id)
+            } else {
+                Vec::new()
+            },
+            if promote { m.leases() } else { Vec::new() },
+        )
+    };
+    let now = ctx.shared.clock.now();
+    let mut l = ctx.shared.lessor.lock().expect("lessor lock");
+    if !l.is_primary_in(st.term) {
+        // Just elected: promote now rather than at the Ready loop's next lease tick (nothing
+        // expires at a promotion: every deadline is later than now).
+        let expired = l.tick(now, Some(st.term), &leases, ctx.election_timeout);
+        debug_assert!(expired.is_empty());
+    }
+    match ttl {
+        None if req.keep_alive => LeaseAnswer::default(),
+        None => LeaseAnswer {
+            ttl: -1,
+            ..Default::default()
+        },
+        Some(ttl) if req.keep_alive => LeaseAnswer {
+            ttl: l.renew(req.id, ttl, now),
+            ..Default::default()
+        },
+        Some(ttl) => LeaseAnswer {
+            not_leader: false,
+            ttl: l.remaining(req.id, ttl, now),
+            granted_ttl: ttl,
+            keys,
+        },
+    }
+}
+
+impl V3 {
+    /// Ask the leader's lessor (this member's, or the leader's over the peer port), retrying
+    /// while there is no leader, until the request timeout.
+    async fn on_leader(&self, req: LeaseFwd) -> Result<LeaseAnswer, Status> {
+        let deadline = self.ctx.shared.clock.now() + self.ctx.request_timeout;
+        loop {
+            let st = self.ctx.shared.status();
+            let answer = if st.is_leader {
+                Some(answer_lease(&self.ctx, &req))
+            } else if st.leader != 0 {
+                match self
+                    .ctx
+                    .transport
+                    .forward_lease(st.leader, req.clone())
+                    .await
+                {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "forwarding a lease request to the leader failed");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(a) = answer {
+                if !a.not_leader {
+                    return Ok(a);
+                }
+            }
+            if self.ctx.shared.clock.now() >= deadline {
+                return Err(Status::unavailable(NOT_LEADER));
+            }
+            crate::rt::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn keep_alive_one(
+        &self,
+        r: pb::LeaseKeepAliveRequest,
+    ) -> Result<pb::LeaseKeepAliveResponse, Status> {
+        let a = self
+            .on_leader(LeaseFwd {
+                keep_alive: true,
+                id: r.id,
+                keys: false,
+            })
+            .await?;
+        Ok(pb::LeaseKeepAliveResponse {
+            header: self.header(self.revision()),
+            id: r.id,
+            ttl: a.ttl,
+        })
+    }
+
+    fn revision(&self) -> i64 {
+        self.ctx.shared.mvcc.lock().expect("mvcc lock").revision()
+    }
+
+    /// The KeepAlive stream's answers, one per request, in order (used by the gateway too).
+    pub fn keep_alive_stream<S>(
+        &self,
+        requests: S,
+    ) -> impl futures::Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static
+    where
+        S: futures::Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>>
+            + Send
+            + Unpin
+            + 'static,
+    {
+        use futures::StreamExt;
+        let me = self.clone();
+        futures::stream::unfold(
+            (requests, me, false),
+            |(mut requests, me, done)| async move {
+                if done {
+                    return None;
+                }
+                match requests.next().await {
+                    None => None,
+                    Some(Err(e)) => Some((Err(e), (requests, me, true))),
+                    Some(Ok(r)) => {
+                        let out = me.keep_alive_one(r).await;
+                        let done = out.is_err();
+                        Some((out, (requests, me, done)))
+                    }
+                }
+            },
+        )
+    }
+}
+
+type KeepAliveStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl Lease for V3 {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let r = req.into_inner();
+        // ID 0: the server picks a positive 63-bit ID (etcd: its request ID generator; here
+        // the member's seeded rng).
+        let mut id = r.id;
+        while id == 0 {
+            id = (self.ctx.shared.rng.next_u64() & (u64::MAX >> 1)) as i64;
+        }
+        let op = Op::Lease(LeaseOp::Grant {
+            id,
+            ttl: r.ttl,
+            min_ttl: crate::lease::min_ttl(self.ctx.election_timeout),
+        });
+        let applied = self
+            .ctx
+            .shared
+            .propose(op, self.ctx.request_timeout)
+            .await
+            .map_err(wait_status)?;
+        match applied.outcome {
+            Outcome::LeaseGrant(Ok(g)) => {
+                let now = self.ctx.shared.clock.now();
+                self.ctx
+                    .shared
+                    .lessor
+                    .lock()
+                    .expect("lessor lock")
+                    .granted(g.id, g.ttl, now);
+                Ok(Response::new(pb::LeaseGrantResponse {
+                    header: self.header(self.revision()),
+                    id: g.id,
+                    ttl: g.ttl,
+                    error: String::new(),
+                }))
+            }
+            Outcome::LeaseGrant(Err(e)) => Err(status(e)),
+            other => Err(Status::internal(format!(
+                "etcdserver: unexpected outcome of a lease grant: {other:?}"
+            ))),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let r = req.into_inner();
+        let op = Op::Lease(LeaseOp::Revoke { id: r.id });
+        let applied = self
+            .ctx
+            .shared
+            .propose(op, self.ctx.request_timeout)
+            .await
+            .map_err(wait_status)?;
+        match applied.outcome {
+            Outcome::LeaseRevoke(Ok(rev)) => Ok(Response::new(pb::LeaseRevokeResponse {
+                header: self.header(rev),
+            })),
+            Outcome::LeaseRevoke(Err(e)) => Err(status(e)),
+            other => Err(Status::internal(format!(
+                "etcdserver: unexpected outcome of a lease revoke: {other:?}"
+            ))),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let inbound = req.into_inner();
+        Ok(Response::new(Box::pin(self.keep_alive_stream(inbound))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let r = req.into_inner();
+        let a = self
+            .on_leader(LeaseFwd {
+                keep_alive: false,
+                id: r.id,
+                keys: r.keys,
+            })
+            .await?;
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header: self.header(self.revision()),
+            id: r.id,
+            ttl: a.ttl,
+            granted_ttl: a.granted_ttl,
+            keys: a.keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let (leases, rev) = {
+            let m = self.ctx.shared.mvcc.lock().expect("mvcc lock");
+            (m.leases(), m.revision())
+        };
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: self.header(rev),
+            leases: leases
+                .into_iter()
+                .map(|(id, _)| pb::LeaseStatus { id })
+                .collect(),
+        }))
+    }
 }

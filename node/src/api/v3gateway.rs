@@ -18,15 +18,17 @@
 //! - any other path under `/v3/` that no gateway route has (`/v3/kv/range/`, `/v3/kv/Range`,
 //!   `/v3/`): 404 `Not Found\n` (text/plain); the query string is ignored.
 //!
-//! Paths of the other services' gateway routes (`/v3/lease/...`, `/v3/watch`, ...) and paths
+//! Paths of the other services' gateway routes (`/v3/watch`, `/v3/cluster/...`, ...) and paths
 //! outside `/v3/` and `/v3beta/` give `None`: the caller routes them elsewhere.
 //!
 //! Hook: `pub mod v3gateway;` in `api/mod.rs`; in the request router, before the v2 routes,
 //! `if let Some(r) = v3gateway::handle_full(&kv, req.method(), req.uri().path(), &body).await`
 //! and answer `r.status`, `r.headers` and `r.body` (plus etcd's CORS headers, as for v2).
 
+use detcd_proto::etcdserverpb as pb;
 use detcd_proto::etcdserverpb::kv_server::Kv;
-use detcd_proto::gateway::{decode, encode, error_body, http_status};
+use detcd_proto::etcdserverpb::lease_server::Lease;
+use detcd_proto::gateway::{decode, decode_stream, encode, error_body, http_status};
 use http::Method;
 
 /// A gateway answer: status, the headers etcd sets besides its CORS ones, and the body.
@@ -101,6 +103,141 @@ pub async fn handle_full<K: Kv>(kv: &K, method: &Method, path: &str, body: &[u8]
     })
 }
 
+/// The gateway of the KV and Lease services: the Lease routes etcd 3.4 has (`/v3/lease/grant`,
+/// `/v3/lease/revoke` and `/v3/kv/lease/revoke`, `/v3/lease/timetolive` and
+/// `/v3/kv/lease/timetolive`, `/v3/lease/leases` and `/v3/kv/lease/leases`,
+/// `/v3/lease/keepalive`), else [`handle_full`]'s KV routes. `keep_alive` answers the
+/// KeepAlive stream's requests (a bidi stream: the body's JSON values one after another, each
+/// answered by a `{"result":...}` line).
+pub async fn handle_services<K, L, KA, Fut>(
+    kv: &K,
+    lease: &L,
+    keep_alive: KA,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Option<Reply>
+where
+    K: Kv,
+    L: Lease,
+    KA: FnOnce(Vec<pb::LeaseKeepAliveRequest>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<pb::LeaseKeepAliveResponse, tonic::Status>>>,
+{
+    let p = path.split('?').next().unwrap_or(path);
+    let rest = p
+        .strip_prefix("/v3/")
+        .or_else(|| p.strip_prefix("/v3beta/"))?;
+    let route = match rest {
+        "lease/grant" => 0,
+        "lease/revoke" | "kv/lease/revoke" => 1,
+        "lease/timetolive" | "kv/lease/timetolive" => 2,
+        "lease/leases" | "kv/lease/leases" => 3,
+        "lease/keepalive" => 4,
+        _ => return handle_full(kv, method, path, body).await,
+    };
+    if method == Method::OPTIONS {
+        return Some(Reply {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        });
+    }
+    if method != Method::POST {
+        return Some(text(405, "Method Not Allowed\n"));
+    }
+    Some(match route {
+        0 => {
+            call("etcdserverpb.LeaseGrantRequest", body, |r| {
+                lease.lease_grant(r)
+            })
+            .await
+        }
+        1 => {
+            call("etcdserverpb.LeaseRevokeRequest", body, |r| {
+                lease.lease_revoke(r)
+            })
+            .await
+        }
+        2 => {
+            call("etcdserverpb.LeaseTimeToLiveRequest", body, |r| {
+                lease.lease_time_to_live(r)
+            })
+            .await
+        }
+        3 => {
+            call("etcdserverpb.LeaseLeasesRequest", body, |r| {
+                lease.lease_leases(r)
+            })
+            .await
+        }
+        _ => keep_alive_stream(body, keep_alive).await,
+    })
+}
+
+/// grpc-gateway's answer to a bidi stream given as one body: a first request that cannot be
+/// read is a 500 with code 2 (as etcd answers); a later one ends the stream; each answer is
+/// a `{"result":...}` line, an error an `{"error":{...}}` line that ends it.
+async fn keep_alive_stream<KA, Fut>(body: &[u8], keep_alive: KA) -> Reply
+where
+    KA: FnOnce(Vec<pb::LeaseKeepAliveRequest>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<pb::LeaseKeepAliveResponse, tonic::Status>>>,
+{
+    let mut reqs = Vec::new();
+    for r in decode_stream::<pb::LeaseKeepAliveRequest>("etcdserverpb.LeaseKeepAliveRequest", body)
+    {
+        match r {
+            Ok(r) => reqs.push(r),
+            Err(msg) if reqs.is_empty() => {
+                return Reply {
+                    status: 500,
+                    headers: vec![JSON],
+                    body: error_body(2, &msg),
+                };
+            }
+            Err(_) => break,
+        }
+    }
+    if reqs.is_empty() {
+        return Reply {
+            status: 200,
+            headers: vec![JSON],
+            body: Vec::new(),
+        };
+    }
+    let mut out = Vec::new();
+    for r in keep_alive(reqs).await {
+        match r {
+            Ok(resp) => {
+                out.extend_from_slice(b"{\"result\":");
+                out.extend_from_slice(&encode(&resp));
+                out.extend_from_slice(b"}\n");
+            }
+            Err(st) => {
+                let code = st.code() as i32;
+                let http = http_status(code);
+                let reason = http::StatusCode::from_u16(http)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("");
+                out.extend_from_slice(
+                    format!(
+                        "{{\"error\":{{\"grpc_code\":{code},\"http_code\":{http},\"message\":{},\"http_status\":{}}}}}\n",
+                        detcd_proto::gateway::go_quote(st.message()),
+                        detcd_proto::gateway::go_quote(reason)
+                    )
+                    .as_bytes(),
+                );
+                break;
+            }
+        }
+    }
+    Reply {
+        status: 200,
+        headers: vec![JSON, GRPC_META],
+        body: out,
+    }
+}
+
 enum Op {
     Range,
     Put,
@@ -112,14 +249,6 @@ enum Op {
 /// The gateway routes of etcd 3.4's other services (rpc.proto's HTTP annotations): not ours.
 const OTHER_ROUTES: &[&str] = &[
     "watch",
-    "lease/grant",
-    "lease/revoke",
-    "kv/lease/revoke",
-    "lease/keepalive",
-    "lease/timetolive",
-    "kv/lease/timetolive",
-    "lease/leases",
-    "kv/lease/leases",
     "cluster/member/add",
     "cluster/member/remove",
     "cluster/member/update",
@@ -511,6 +640,45 @@ mod tests {
         }
     }
 
+    type KeepAliveStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>,
+    >;
+
+    #[tonic::async_trait]
+    impl Lease for Replay {
+        async fn lease_grant(
+            &self,
+            _: Request<pb::LeaseGrantRequest>,
+        ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+            self.answer()
+        }
+        async fn lease_revoke(
+            &self,
+            _: Request<pb::LeaseRevokeRequest>,
+        ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+            self.answer()
+        }
+        type LeaseKeepAliveStream = KeepAliveStream;
+        async fn lease_keep_alive(
+            &self,
+            _: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+        ) -> Result<Response<KeepAliveStream>, Status> {
+            Err(Status::unimplemented("not replayed"))
+        }
+        async fn lease_time_to_live(
+            &self,
+            _: Request<pb::LeaseTimeToLiveRequest>,
+        ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+            self.answer()
+        }
+        async fn lease_leases(
+            &self,
+            _: Request<pb::LeaseLeasesRequest>,
+        ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+            self.answer()
+        }
+    }
+
     #[tonic::async_trait]
     impl Kv for Replay {
         async fn range(
@@ -588,12 +756,22 @@ mod tests {
                 ))
             });
             let calls = *kv.calls.lock().unwrap();
-            let Some(got) = handle_full(&kv, &method, path, body.as_bytes()).await else {
-                // Another service's route (lease, auth), or not a gateway path at all.
-                assert!(
-                    !path.contains("/kv/") || path.contains("/lease/"),
-                    "{id}: not ours?"
-                );
+            let keep_alive = |reqs: Vec<pb::LeaseKeepAliveRequest>| {
+                // Each keep-alive answered with the recorded answer's `result`.
+                let v: serde_json::Value =
+                    serde_json::from_str(want_body.lines().next().unwrap_or("{}"))
+                        .unwrap_or_default();
+                let one: pb::LeaseKeepAliveResponse =
+                    serde_json::from_value(v["result"].clone()).unwrap_or_default();
+                *kv.calls.lock().unwrap() += 1;
+                kv.next.lock().unwrap().take();
+                std::future::ready(reqs.iter().map(|_| Ok(one)).collect::<Vec<_>>())
+            };
+            let Some(got) =
+                handle_services(&kv, &kv, keep_alive, &method, path, body.as_bytes()).await
+            else {
+                // Another service's route (auth, watch), or not a gateway path at all.
+                assert!(!path.contains("/kv/"), "{id}: not ours?");
                 continue;
             };
             let called = *kv.calls.lock().unwrap() > calls;
@@ -660,7 +838,6 @@ mod tests {
             "/v3",
             "/v3alpha/kv/range",
             "/version",
-            "/v3/lease/grant",
             "/v3/watch",
         ] {
             assert!(handle(&kv, &Method::POST, p, b"{}").await.is_none(), "{p}");
@@ -669,5 +846,73 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.headers, vec![JSON, GRPC_META]);
+    }
+
+    /// `/v3/lease/keepalive` as etcd 3.4.23 answered it (probed live): each JSON value of the
+    /// body one request, each answer a `{"result":...}` line; an empty body is 200 with no
+    /// lines; a first value that cannot be read is 500 with code 2; a later one ends the
+    /// stream; GET is 405; `/v3/kv/lease/keepalive` does not exist.
+    #[tokio::test]
+    async fn lease_keepalive_is_a_stream_of_result_lines() {
+        let kv = Replay::default();
+        let ka = |reqs: Vec<pb::LeaseKeepAliveRequest>| {
+            std::future::ready(
+                reqs.into_iter()
+                    .map(|r| {
+                        if r.id == 13 {
+                            Err(Status::unavailable("etcdserver: not leader"))
+                        } else {
+                            Ok(pb::LeaseKeepAliveResponse {
+                                header: None,
+                                id: r.id,
+                                ttl: if r.id == 5 { 0 } else { 60 },
+                            })
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let post = |body: &'static str| {
+            let kv = &kv;
+            async move {
+                handle_services(
+                    kv,
+                    kv,
+                    ka,
+                    &Method::POST,
+                    "/v3/lease/keepalive",
+                    body.as_bytes(),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let r = post("{\"ID\":5}\n{\"ID\":\"7\"} xx").await;
+        assert_eq!((r.status, r.headers.clone()), (200, vec![JSON, GRPC_META]));
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "{\"result\":{\"ID\":\"5\"}}\n{\"result\":{\"ID\":\"7\",\"TTL\":\"60\"}}\n"
+        );
+        let r = post("").await;
+        assert_eq!((r.status, r.headers, r.body.len()), (200, vec![JSON], 0));
+        let r = post("xx").await;
+        assert_eq!(r.status, 500);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "{\"error\":\"invalid character 'x' looking for beginning of value\",\"message\":\"invalid character 'x' looking for beginning of value\",\"code\":2}"
+        );
+        let r = post("{\"ID\":13}{\"ID\":1}").await;
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: not leader\",\"http_status\":\"Service Unavailable\"}}\n"
+        );
+        let get = handle_services(&kv, &kv, ka, &Method::GET, "/v3/lease/leases", b"")
+            .await
+            .unwrap();
+        assert_eq!(get.status, 405);
+        let nf = handle_services(&kv, &kv, ka, &Method::POST, "/v3/kv/lease/keepalive", b"{}")
+            .await
+            .unwrap();
+        assert_eq!((nf.status, nf.body.as_slice()), (404, &b"Not Found\n"[..]));
     }
 }

@@ -20,6 +20,7 @@
 
 pub(crate) mod backend;
 mod check;
+mod lease;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +38,7 @@ use prost::Message;
 use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub use check::{check_delete, check_put, check_range, check_txn};
+pub use lease::{LeaseGrant, LEASE_MAX_TTL};
 
 use crate::storage::{Disk, RandomFile};
 
@@ -47,6 +49,8 @@ const KV: TableDefinition<KvKey, &[u8]> = TableDefinition::new("kv");
 const REVS: TableDefinition<(i64, i64), &[u8]> = TableDefinition::new("rev");
 /// name → value (i64 values stored as their two's-complement bits).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// lease ID → granted TTL (seconds, after the minimum was applied): the replicated lease set.
+const LEASES: TableDefinition<i64, i64> = TableDefinition::new("lease");
 
 const META_INDEX: &str = "consistent_index";
 const META_REV: &str = "revision";
@@ -97,6 +101,10 @@ pub enum V3Error {
     FutureRev,
     /// ErrGRPCLeaseNotFound.
     LeaseNotFound,
+    /// ErrGRPCLeaseExist (a grant of an ID in use).
+    LeaseExists,
+    /// ErrGRPCLeaseTTLTooLarge (a grant over [`LEASE_MAX_TTL`]).
+    LeaseTtlTooLarge,
     /// ErrGRPCNoSpace (the quota: the caller's).
     NoSpace,
     /// ErrGRPCRequestTooLarge (the caller's).
@@ -120,8 +128,9 @@ impl V3Error {
             | V3Error::TooManyOps
             | V3Error::DuplicateKey
             | V3Error::RequestTooLarge => Code::InvalidArgument,
-            V3Error::Compacted | V3Error::FutureRev => Code::OutOfRange,
+            V3Error::Compacted | V3Error::FutureRev | V3Error::LeaseTtlTooLarge => Code::OutOfRange,
             V3Error::LeaseNotFound => Code::NotFound,
+            V3Error::LeaseExists => Code::FailedPrecondition,
             V3Error::NoSpace => Code::ResourceExhausted,
             V3Error::NotReadOnly => Code::InvalidArgument,
             V3Error::Storage(_) => Code::Internal,
@@ -140,6 +149,8 @@ impl V3Error {
             V3Error::Compacted => "etcdserver: mvcc: required revision has been compacted",
             V3Error::FutureRev => "etcdserver: mvcc: required revision is a future revision",
             V3Error::LeaseNotFound => "etcdserver: requested lease not found",
+            V3Error::LeaseExists => "etcdserver: lease already exists",
+            V3Error::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             V3Error::NoSpace => "etcdserver: mvcc: database space exceeded",
             V3Error::RequestTooLarge => "etcdserver: request is too large",
             V3Error::NotReadOnly => "detcd: txn is not read-only",
@@ -363,6 +374,20 @@ struct Overlay {
     latest: BTreeMap<Vec<u8>, Option<mvccpb::KeyValue>>,
     /// (key, Some(kv) put / None tombstone), in sub-revision order.
     changes: Vec<(Vec<u8>, Option<mvccpb::KeyValue>)>,
+}
+
+/// What [`Mvcc::apply_inner`] applies: a client's write, or a lease's revocation (its
+/// attached keys, sorted, deleted in one revision).
+enum Write<'a> {
+    Req(&'a WriteReq, &'a dyn Fn(i64) -> bool),
+    Revoke(&'a [Vec<u8>]),
+}
+
+/// A key that a write moved from one lease to another (0: none).
+struct Attach {
+    key: Vec<u8>,
+    before: i64,
+    after: i64,
 }
 
 /// A read of the keyspace: committed tables plus, while a write is applied, its overlay.
@@ -814,7 +839,10 @@ pub struct MvccDump {
     rtx: redb::ReadTransaction,
 }
 
-const DUMP_MAGIC: &[u8; 16] = b"detcd-mvcc-dump1";
+/// The dump's magic: version 2 carries the lease set after the kv entries.
+const DUMP_MAGIC: &[u8; 16] = b"detcd-mvcc-dump2";
+/// Version 1 (before leases): still read, as a dump with no leases.
+const DUMP_MAGIC_V1: &[u8; 16] = b"detcd-mvcc-dump1";
 
 impl MvccDump {
     /// The consistent index the dump was taken at.
@@ -829,7 +857,8 @@ impl MvccDump {
 
     /// The dump's bytes: magic, consistent index, revision, compacted revision, the number of
     /// kv entries, each (key length u32, key, main i64, sub i64, value length u32, value), and
-    /// a CRC-32 of all before it; integers little-endian.
+    /// the number of leases, each (ID i64, TTL i64), and a CRC-32 of all before it; integers
+    /// little-endian.
     pub fn encode(self) -> io::Result<Vec<u8>> {
         let meta = self.rtx.open_table(META).map_err(io_err)?;
         let get = |name: &str| -> io::Result<u64> {
@@ -857,6 +886,13 @@ impl MvccDump {
             out.extend_from_slice(&(v.len() as u32).to_le_bytes());
             out.extend_from_slice(v);
         }
+        let leases = self.rtx.open_table(LEASES).map_err(io_err)?;
+        out.extend_from_slice(&leases.len().map_err(io_err)?.to_le_bytes());
+        for e in leases.iter().map_err(io_err)? {
+            let (id, ttl) = e.map_err(io_err)?;
+            out.extend_from_slice(&id.value().to_le_bytes());
+            out.extend_from_slice(&ttl.value().to_le_bytes());
+        }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
@@ -872,6 +908,7 @@ impl Mvcc {
         out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&1u64.to_le_bytes());
         out.extend_from_slice(&(-1i64 as u64).to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -929,6 +966,9 @@ pub struct Mvcc {
     meta_dirty: bool,
     /// A commit since the last durable one was not durable.
     undurable: bool,
+    /// The replicated lease set (mirrors the `lease` table) with the keys attached to each
+    /// (rebuilt from the keyspace when opened or restored, kept up to date by every write).
+    leases: BTreeMap<i64, lease::Lease>,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -975,6 +1015,7 @@ impl Mvcc {
         let meta = {
             wtx.open_table(KV).map_err(io_err)?;
             wtx.open_table(REVS).map_err(io_err)?;
+            wtx.open_table(LEASES).map_err(io_err)?;
             let mut meta = wtx.open_table(META).map_err(io_err)?;
             match read_meta(&meta)? {
                 Some(m) => m,
@@ -987,7 +1028,7 @@ impl Mvcc {
             }
         };
         wtx.commit().map_err(io_err)?;
-        Ok(Mvcc {
+        let mut m = Mvcc {
             db,
             file,
             wtx: None,
@@ -998,7 +1039,10 @@ impl Mvcc {
             failed: None,
             meta_dirty: false,
             undurable: false,
-        })
+            leases: BTreeMap::new(),
+        };
+        m.load_leases()?;
+        Ok(m)
     }
 
     /// The options it was opened with.
@@ -1046,20 +1090,34 @@ impl Mvcc {
         req: &WriteReq,
         lease_known: &dyn Fn(i64) -> bool,
     ) -> Option<(Result<WriteResp, V3Error>, Vec<mvccpb::Event>)> {
+        let (out, attached) = self.apply_write(index, Write::Req(req, lease_known))?;
+        self.attach(attached);
+        Some(out)
+    }
+
+    /// [`Mvcc::apply`] without updating the lease set's attached keys: the caller does.
+    #[allow(clippy::type_complexity)]
+    fn apply_write(
+        &mut self,
+        index: u64,
+        w: Write<'_>,
+    ) -> Option<(
+        (Result<WriteResp, V3Error>, Vec<mvccpb::Event>),
+        Vec<Attach>,
+    )> {
         if index <= self.consistent_index {
             return None;
         }
         if let Some(e) = &self.failed {
-            return Some((Err(V3Error::Storage(e.clone())), Vec::new()));
+            return Some(((Err(V3Error::Storage(e.clone())), Vec::new()), Vec::new()));
         }
-        let out = self.apply_inner(req, lease_known);
-        let out = match out {
+        let out = match self.apply_inner(w) {
             Ok(x) => x,
             Err(e @ V3Error::Storage(_)) => {
                 self.failed = Some(e.to_string());
-                return Some((Err(e), Vec::new()));
+                return Some(((Err(e), Vec::new()), Vec::new()));
             }
-            Err(e) => (Err(e), Vec::new()),
+            Err(e) => ((Err(e), Vec::new()), Vec::new()),
         };
         self.consistent_index = index;
         self.meta_dirty = true;
@@ -1069,12 +1127,20 @@ impl Mvcc {
     #[allow(clippy::type_complexity)]
     fn apply_inner(
         &mut self,
-        req: &WriteReq,
-        lease_known: &dyn Fn(i64) -> bool,
-    ) -> Result<(Result<WriteResp, V3Error>, Vec<mvccpb::Event>), V3Error> {
-        if let WriteReq::Compaction(c) = req {
+        w: Write<'_>,
+    ) -> Result<
+        (
+            (Result<WriteResp, V3Error>, Vec<mvccpb::Event>),
+            Vec<Attach>,
+        ),
+        V3Error,
+    > {
+        if let Write::Req(WriteReq::Compaction(c), _) = w {
             return Ok((
-                self.compact(c.revision).map(WriteResp::Compaction),
+                (
+                    self.compact(c.revision).map(WriteResp::Compaction),
+                    Vec::new(),
+                ),
                 Vec::new(),
             ));
         }
@@ -1091,8 +1157,24 @@ impl Mvcc {
                 },
                 overlay: Overlay::default(),
             };
-            let resp = match req {
-                WriteReq::Put(p) => {
+            let resp = match w {
+                Write::Revoke(keys) => {
+                    // `lessor.Revoke`: the attached keys, sorted, deleted in one txn.
+                    let mut deleted = 0;
+                    for key in keys {
+                        if a.view().get(key)?.is_some() {
+                            a.overlay.latest.insert(key.clone(), None);
+                            a.overlay.changes.push((key.clone(), None));
+                            deleted += 1;
+                        }
+                    }
+                    Ok(WriteResp::DeleteRange(pb::DeleteRangeResponse {
+                        header: header(a.view().cur_rev()),
+                        deleted,
+                        prev_kvs: Vec::new(),
+                    }))
+                }
+                Write::Req(WriteReq::Put(p), lease_known) => {
                     // Outside a txn the lease is checked before anything else.
                     if p.lease != 0 && !lease_known(p.lease) {
                         Err(V3Error::LeaseNotFound)
@@ -1100,19 +1182,37 @@ impl Mvcc {
                         a.put(p, lease_known).map(WriteResp::Put)
                     }
                 }
-                WriteReq::DeleteRange(d) => a.delete(d).map(WriteResp::DeleteRange),
-                WriteReq::Txn(t) => a.txn(t, lease_known).map(WriteResp::Txn),
-                WriteReq::Compaction(_) => unreachable!("handled above"),
+                Write::Req(WriteReq::DeleteRange(d), _) => a.delete(d).map(WriteResp::DeleteRange),
+                Write::Req(WriteReq::Txn(t), lease_known) => {
+                    a.txn(t, lease_known).map(WriteResp::Txn)
+                }
+                Write::Req(WriteReq::Compaction(_), _) => unreachable!("handled above"),
             };
             (resp, a.overlay)
         };
         let resp = match resp {
             Err(e @ V3Error::Storage(_)) => return Err(e),
-            Err(e) => return Ok((Err(e), Vec::new())),
+            Err(e) => return Ok(((Err(e), Vec::new()), Vec::new())),
             Ok(r) => r,
         };
         if overlay.changes.is_empty() {
-            return Ok((Ok(resp), Vec::new()));
+            return Ok(((Ok(resp), Vec::new()), Vec::new()));
+        }
+        // Which keys move between leases: each touched key's lease before and after.
+        let mut attached = Vec::new();
+        for (key, now) in &overlay.latest {
+            let before = match latest_at(&kv, key, begin_rev)? {
+                Some(raw) => decode(&raw)?.map_or(0, |kv| kv.lease),
+                None => 0,
+            };
+            let after = now.as_ref().map_or(0, |kv| kv.lease);
+            if before != after {
+                attached.push(Attach {
+                    key: key.clone(),
+                    before,
+                    after,
+                });
+            }
         }
         let rev = begin_rev + 1;
         let mut revs = wtx.open_table(REVS).map_err(storage_err)?;
@@ -1149,7 +1249,7 @@ impl Mvcc {
         }
         drop((kv, revs));
         self.rev = rev;
-        Ok((Ok(resp), events))
+        Ok(((Ok(resp), events), attached))
     }
 
     /// `store.Compact`: drop, per key, every revision ≤ `rev` but the newest, and that one
@@ -1403,7 +1503,8 @@ impl Mvcc {
     /// on return. A bad dump changes nothing. The open batch, if any, is dropped.
     pub fn restore(&mut self, data: &[u8], index: u64) -> io::Result<()> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("mvcc dump: {m}"));
-        if data.len() < DUMP_MAGIC.len() + 4 || !data.starts_with(DUMP_MAGIC) {
+        let v1 = data.starts_with(DUMP_MAGIC_V1);
+        if data.len() < DUMP_MAGIC.len() + 4 || !(data.starts_with(DUMP_MAGIC) || v1) {
             return Err(bad("not a dump"));
         }
         let (body, crc) = data.split_at(data.len() - 4);
@@ -1424,6 +1525,7 @@ impl Mvcc {
         let mut wtx = self.db.begin_write().map_err(io_err)?;
         wtx.delete_table(KV).map_err(io_err)?;
         wtx.delete_table(REVS).map_err(io_err)?;
+        wtx.delete_table(LEASES).map_err(io_err)?;
         {
             let mut kv = wtx.open_table(KV).map_err(io_err)?;
             let mut revs = wtx.open_table(REVS).map_err(io_err)?;
@@ -1439,6 +1541,13 @@ impl Mvcc {
                 }
                 kv.insert((key, main, sub), v).map_err(io_err)?;
                 revs.insert((main, sub), key).map_err(io_err)?;
+            }
+            let mut leases = wtx.open_table(LEASES).map_err(io_err)?;
+            let n = if v1 { 0 } else { r.u64()? };
+            for _ in 0..n {
+                let id = r.u64()? as i64;
+                let ttl = r.u64()? as i64;
+                leases.insert(id, ttl).map_err(io_err)?;
             }
             if !r.data.is_empty() {
                 return Err(bad("trailing bytes"));
@@ -1456,7 +1565,7 @@ impl Mvcc {
         self.failed = None;
         self.meta_dirty = false;
         self.undurable = false;
-        Ok(())
+        self.load_leases()
     }
 
     /// Drop the open batch, if any, and go back to the last committed state.
@@ -1470,6 +1579,7 @@ impl Mvcc {
             self.rev = r;
             self.compact_rev = c;
             self.meta_dirty = false;
+            self.load_leases()?;
         }
         Ok(())
     }

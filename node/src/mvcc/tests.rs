@@ -2011,3 +2011,194 @@ fn events_read_back_history() {
         vec![all[2].clone(), all[4].clone()]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Leases (etcd 3.4 `lease/lessor.go`, `etcdserver/apply.go`): the replicated lease set.
+
+fn lease_put(k: &str, v: &str, lease: i64) -> WriteReq {
+    WriteReq::Put(pb::PutRequest { lease, ..put(k, v) })
+}
+
+impl S {
+    fn grant(&mut self, id: i64, ttl: i64) -> Result<LeaseGrant, V3Error> {
+        self.index += 1;
+        self.m.lease_grant(self.index, id, ttl, 2).unwrap()
+    }
+    fn revoke(&mut self, id: i64) -> (Result<i64, V3Error>, Vec<mvccpb::Event>) {
+        self.index += 1;
+        self.m.lease_revoke(self.index, id).unwrap()
+    }
+    fn lput(&mut self, k: &str, v: &str, lease: i64) -> Result<WriteResp, V3Error> {
+        self.index += 1;
+        self.m
+            .apply_with_leases(self.index, &lease_put(k, v, lease))
+            .unwrap()
+            .0
+    }
+}
+
+#[test]
+fn lease_grant_checks_ttl_and_ids_and_raises_the_minimum() {
+    let mut s = S::new();
+    assert_eq!(s.grant(5, 1), Ok(LeaseGrant { id: 5, ttl: 2 }));
+    assert_eq!(s.grant(5, 100), Err(V3Error::LeaseExists));
+    assert_eq!(
+        s.grant(6, LEASE_MAX_TTL + 1),
+        Err(V3Error::LeaseTtlTooLarge)
+    );
+    assert_eq!(
+        s.grant(6, LEASE_MAX_TTL),
+        Ok(LeaseGrant {
+            id: 6,
+            ttl: LEASE_MAX_TTL
+        })
+    );
+    assert_eq!(s.grant(-3, -10), Ok(LeaseGrant { id: -3, ttl: 2 }));
+    assert_eq!(s.m.leases(), vec![(-3, 2), (5, 2), (6, LEASE_MAX_TTL)]);
+    assert_eq!(s.m.consistent_index(), s.index);
+    // A grant applied before (a replayed entry) does nothing.
+    assert_eq!(s.m.lease_grant(1, 9, 10, 2), None);
+    assert!(!s.m.lease_exists(9));
+    let e = V3Error::LeaseExists;
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            tonic::Code::FailedPrecondition,
+            "etcdserver: lease already exists"
+        )
+    );
+    let e = V3Error::LeaseTtlTooLarge;
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::OutOfRange, "etcdserver: too large lease TTL")
+    );
+}
+
+#[test]
+fn lease_puts_attach_and_move_keys_and_unknown_leases_fail() {
+    let mut s = S::new();
+    s.grant(1, 10).unwrap();
+    s.grant(2, 10).unwrap();
+    assert_eq!(s.lput("x", "1", 9), Err(V3Error::LeaseNotFound));
+    assert_eq!(s.m.revision(), 1);
+    s.lput("a", "1", 1).unwrap();
+    s.lput("b", "1", 1).unwrap();
+    s.lput("c", "1", 2).unwrap();
+    assert_eq!(s.m.lease_keys(1), vec![b"a".to_vec(), b"b".to_vec()]);
+    // A put with another lease moves the key; without one, detaches it; a delete too.
+    s.lput("b", "2", 2).unwrap();
+    s.lput("c", "2", 0).unwrap();
+    assert_eq!(s.m.lease_keys(1), vec![b"a".to_vec()]);
+    assert_eq!(s.m.lease_keys(2), vec![b"b".to_vec()]);
+    s.index += 1;
+    s.m.apply_with_leases(s.index, &WriteReq::DeleteRange(del("a", "")))
+        .unwrap()
+        .0
+        .unwrap();
+    assert!(s.m.lease_keys(1).is_empty());
+    // ignore_lease keeps the key's lease.
+    s.index += 1;
+    let p = pb::PutRequest {
+        ignore_lease: true,
+        ..put("b", "3")
+    };
+    s.m.apply_with_leases(s.index, &WriteReq::Put(p))
+        .unwrap()
+        .0
+        .unwrap();
+    assert_eq!(s.m.lease_keys(2), vec![b"b".to_vec()]);
+    let kv = s.get(rng("b", "")).unwrap().kvs.remove(0);
+    assert_eq!((kv.lease, kv.value.as_slice()), (2, &b"3"[..]));
+    // Inside a txn: a put with an unknown lease fails the whole txn.
+    s.index += 1;
+    let t = pb::TxnRequest {
+        success: vec![op_put("q", "1"), {
+            let mut o = op_put("r", "1");
+            if let Some(pb::request_op::Request::RequestPut(p)) = &mut o.request {
+                p.lease = 77;
+            }
+            o
+        }],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.m.apply_with_leases(s.index, &WriteReq::Txn(t)).unwrap().0,
+        Err(V3Error::LeaseNotFound)
+    );
+}
+
+#[test]
+fn lease_revoke_deletes_attached_keys_in_one_revision() {
+    let mut s = S::new();
+    s.grant(1, 10).unwrap();
+    s.lput("b", "1", 1).unwrap();
+    s.lput("a", "1", 1).unwrap();
+    s.put("c", "1");
+    assert_eq!(s.m.revision(), 4);
+    let (rev, events) = s.revoke(1);
+    assert_eq!(rev, Ok(5));
+    let keys: Vec<&[u8]> = events
+        .iter()
+        .map(|e| e.kv.as_ref().unwrap().key.as_slice())
+        .collect();
+    assert_eq!(keys, vec![&b"a"[..], &b"b"[..]]);
+    assert!(events
+        .iter()
+        .all(|e| e.kv.as_ref().unwrap().mod_revision == 5));
+    assert_eq!(s.keys(rng("a", "\0")), vec!["c"]);
+    assert!(!s.m.lease_exists(1));
+    assert_eq!(s.revoke(1).0, Err(V3Error::LeaseNotFound));
+    // A lease with no keys: revoked without a new revision.
+    s.grant(2, 10).unwrap();
+    assert_eq!(s.revoke(2), (Ok(5), vec![]));
+    // Its keys' old revisions are still readable.
+    assert_eq!(
+        s.get(pb::RangeRequest {
+            revision: 4,
+            ..rng("a", "")
+        })
+        .unwrap()
+        .kvs
+        .len(),
+        1
+    );
+}
+
+#[test]
+fn leases_survive_reopen_and_travel_in_dumps() {
+    let disk = MemDisk::default();
+    let mut s = S {
+        m: open_mem(&disk),
+        index: 0,
+    };
+    s.grant(1, 10).unwrap();
+    s.grant(2, 30).unwrap();
+    s.lput("a", "1", 1).unwrap();
+    s.lput("b", "1", 2).unwrap();
+    s.m.flush(true).unwrap();
+    drop(s);
+    disk.crash(|| false);
+    let m = open_mem(&disk);
+    assert_eq!(m.leases(), vec![(1, 10), (2, 30)]);
+    assert_eq!(m.lease_keys(1), vec![b"a".to_vec()]);
+    assert_eq!(m.lease_keys(2), vec![b"b".to_vec()]);
+    assert_eq!(m.consistent_index(), 4);
+    // Dump and restore elsewhere.
+    let bytes = m.dump().unwrap().encode().unwrap();
+    let mut t = fresh();
+    t.restore(&bytes, 10).unwrap();
+    assert_eq!(t.leases(), vec![(1, 10), (2, 30)]);
+    assert_eq!(t.lease_keys(1), vec![b"a".to_vec()]);
+    // Restoring an empty dump drops them.
+    t.restore(&Mvcc::empty_dump(), 11).unwrap();
+    assert!(t.leases().is_empty());
+    // An aborted batch's lease changes are forgotten too.
+    drop(m);
+    let mut u = S {
+        m: open_mem(&disk),
+        index: 4,
+    };
+    u.grant(9, 10).unwrap();
+    u.m.restore(&bytes, 20).unwrap();
+    assert!(!u.m.lease_exists(9));
+}

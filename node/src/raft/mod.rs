@@ -151,6 +151,9 @@ pub struct Shared {
     pub stopped: watch::Sender<Option<String>>,
     /// Failpoints and invariant reports.
     pub probe: crate::rt::Probe,
+    /// v3 lease deadlines, kept while this member leads (expired by the Ready loop's lease
+    /// tick, renewed by KeepAlive).
+    pub lessor: Mutex<crate::lease::Lessor>,
 }
 
 impl Shared {

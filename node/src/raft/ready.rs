@@ -243,6 +243,7 @@ impl RaftLoop {
                 }
                 _ = sync.tick() => {
                     self.propose_sync();
+                    self.lease_tick();
                 }
                 _ = &mut sync_timer, if self.unsynced.is_some() => sync_now = true,
                 written = snapshot::PendingSnapshot::written(&mut self.pending_snapshot) => {
@@ -360,6 +361,38 @@ impl RaftLoop {
                     SnapshotStatus::Failure
                 },
             ),
+        }
+    }
+
+    /// The lessor's turn (every sync interval, 500 ms as etcd's `expireLeases` loop): follow
+    /// leadership (promotion per term, demotion), and as leader propose the revocation of
+    /// every lease past its deadline. A revocation is an entry with no request id: nobody
+    /// waits for it, and it is not re-proposed to a later leader (that leader keeps its own
+    /// deadlines); if it is lost, [`crate::lease::REVOKE_RETRY`] later it is proposed again.
+    fn lease_tick(&mut self) {
+        let leader_term = (self.raw.raft.state == StateRole::Leader).then_some(self.raw.raft.term);
+        let leases = match leader_term {
+            Some(_) => self.shared.mvcc.lock().expect("mvcc lock").leases(),
+            None => Vec::new(),
+        };
+        let now = self.shared.clock.now();
+        let extend = self.cfg.tick * self.cfg.election_ticks as u32;
+        let expired =
+            self.shared
+                .lessor
+                .lock()
+                .expect("lessor lock")
+                .tick(now, leader_term, &leases, extend);
+        for id in expired {
+            tracing::debug!(lease = %format!("{id:x}"), "lease expired: proposing its revocation");
+            let p = Proposal {
+                id: 0,
+                time_ms: self.shared.clock.wall_ms(),
+                op: Op::Lease(crate::sm::LeaseOp::Revoke { id }),
+            };
+            let _ = self
+                .raw
+                .propose(vec![], serde_json::to_vec(&p).expect("proposal serialises"));
         }
     }
 

@@ -112,6 +112,7 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
         counters: Counters::default(),
         stopped: watch::channel(None).0,
         probe: probe.clone(),
+        lessor: Mutex::new(crate::lease::Lessor::new()),
     });
     let transport = Transport::new(1, 0xc1, "t".into(), inbox_tx, PeerTls::default());
     let meta = WalMeta {

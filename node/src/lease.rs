@@ -1,0 +1,214 @@
+//! The leader's half of etcd 3.4's lessor (`lease/lessor.go`): lease deadlines, in memory.
+//!
+//! Which leases exist is replicated state (the keyspace's `lease` table, see
+//! [`crate::mvcc::Mvcc::lease_grant`]); when each expires is not: as in etcd, only the leader
+//! (the "primary" lessor) keeps deadlines, renews them on KeepAlive, and expires a lease by
+//! proposing its revocation through Raft. A member that becomes leader starts every lease's
+//! deadline afresh at now + TTL + the election timeout (etcd's `Promote(electionTimeout)`), so
+//! a lease may expire late after a leader change, never early. A follower keeps no deadlines.
+//!
+//! Time comes from the member's clock seam only, passed in by the caller; this type holds no
+//! clock, thread or randomness.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::rt::Instant;
+
+/// Deadlines of the leases this member (as leader) is expiring.
+#[derive(Debug, Default)]
+pub struct Lessor {
+    /// The term in which this member was leader at the last [`Lessor::tick`] (None: it was
+    /// not). Leadership lost and won again between two ticks is a new term: the deadlines
+    /// start afresh, since another leader may have renewed leases meanwhile.
+    primary: Option<u64>,
+    /// Lease ID → deadline.
+    deadlines: BTreeMap<i64, Instant>,
+    /// Leases whose revocation was proposed, and when it may be proposed again.
+    revoking: BTreeMap<i64, Instant>,
+}
+
+/// How long an expired lease's revocation is left to complete before it is proposed again.
+pub const REVOKE_RETRY: Duration = Duration::from_secs(3);
+
+fn secs(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
+}
+
+impl Lessor {
+    /// A lessor that is not primary yet.
+    pub fn new() -> Lessor {
+        Lessor::default()
+    }
+
+    /// Whether it keeps deadlines for `term` (this member was leader in it at the last tick).
+    pub fn is_primary_in(&self, term: u64) -> bool {
+        self.primary == Some(term)
+    }
+
+    /// Bring the deadlines in line with leadership and the replicated lease set `leases`
+    /// ((ID, TTL), as of now) and answer the leases to revoke now, by ID.
+    ///
+    /// - not leader (`leader_term` None): no deadlines (etcd's `Demote`);
+    /// - just became leader (or leader in a new term): every lease's deadline is now + TTL +
+    ///   `extend` (`Promote`);
+    /// - a lease granted since the last tick: now + TTL (granted at most a tick ago: late,
+    ///   never early); a lease gone: forgotten;
+    /// - a lease past its deadline whose revocation was not proposed in the last
+    ///   [`REVOKE_RETRY`]: to revoke.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        leader_term: Option<u64>,
+        leases: &[(i64, i64)],
+        extend: Duration,
+    ) -> Vec<i64> {
+        if leader_term.is_none() {
+            self.primary = None;
+            self.deadlines.clear();
+            self.revoking.clear();
+            return Vec::new();
+        }
+        let promoted = self.primary != leader_term;
+        if promoted {
+            self.revoking.clear();
+        }
+        self.primary = leader_term;
+        let mut deadlines = BTreeMap::new();
+        for &(id, ttl) in leases {
+            let d = match self.deadlines.get(&id) {
+                Some(d) if !promoted => *d,
+                _ if promoted => now + secs(ttl) + extend,
+                _ => now + secs(ttl),
+            };
+            deadlines.insert(id, d);
+        }
+        self.deadlines = deadlines;
+        self.revoking
+            .retain(|id, retry| self.deadlines.contains_key(id) && *retry > now);
+        let mut expired = Vec::new();
+        for (&id, &d) in &self.deadlines {
+            if d <= now && !self.revoking.contains_key(&id) {
+                expired.push(id);
+            }
+        }
+        for &id in &expired {
+            self.revoking.insert(id, now + REVOKE_RETRY);
+        }
+        expired
+    }
+
+    /// KeepAlive on the leader (`lessor.Renew`): the deadline becomes now + `ttl`; answers the
+    /// TTL to report: `ttl`, or 0 when the lease already expired (its revocation is under way:
+    /// etcd waits for it and then answers "not found", which KeepAlive reports as TTL 0).
+    pub fn renew(&mut self, id: i64, ttl: i64, now: Instant) -> i64 {
+        if let Some(d) = self.deadlines.get(&id) {
+            if *d <= now {
+                return 0;
+            }
+        }
+        self.deadlines.insert(id, now + secs(ttl));
+        ttl
+    }
+
+    /// Seconds left of lease `id` (etcd's `int64(Remaining().Seconds())`, truncated), or `ttl`
+    /// when no deadline is known yet (granted since the last tick).
+    pub fn remaining(&self, id: i64, ttl: i64, now: Instant) -> i64 {
+        match self.deadlines.get(&id) {
+            Some(d) => d.saturating_duration_since(now).as_secs() as i64,
+            None => ttl,
+        }
+    }
+
+    /// Note a grant applied while primary: its deadline starts now.
+    pub fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
+        if self.primary.is_some() {
+            self.deadlines.insert(id, now + secs(ttl));
+        }
+    }
+}
+
+/// etcd's minimum lease TTL: ceil(1.5 × election timeout) in seconds (`minTTL` in
+/// `etcdserver/server.go`: `(3*electionTicks)/2 * heartbeat`, rounded up to seconds).
+pub fn min_ttl(election_timeout: Duration) -> i64 {
+    let ms = election_timeout.as_millis() as i64 * 3 / 2;
+    (ms + 999) / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn min_ttl_is_one_and_a_half_election_timeouts_rounded_up() {
+        assert_eq!(min_ttl(Duration::from_millis(1000)), 2);
+        assert_eq!(min_ttl(Duration::from_millis(100)), 1);
+        assert_eq!(min_ttl(Duration::from_millis(2000)), 3);
+        assert_eq!(min_ttl(Duration::from_millis(2001)), 4);
+    }
+
+    #[test]
+    fn lease_expiry_only_on_the_leader_and_late_after_promotion() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new();
+        let leases = [(1, 5), (2, 10)];
+        // A follower keeps nothing and expires nothing.
+        assert!(l.tick(t0 + secs(100), None, &leases, E).is_empty());
+        assert!(!l.is_primary_in(1));
+        assert_eq!(l.remaining(1, 5, t0), 5);
+        // Promoted at t0: deadlines t0 + TTL + election timeout.
+        assert!(l.tick(t0, Some(1), &leases, E).is_empty());
+        assert!(l.is_primary_in(1));
+        assert_eq!(l.remaining(1, 5, t0), 6);
+        assert!(l.tick(t0 + secs(5), Some(1), &leases, E).is_empty());
+        assert_eq!(l.tick(t0 + secs(6), Some(1), &leases, E), vec![1]);
+        // Proposed once, not again until REVOKE_RETRY passed.
+        assert!(l.tick(t0 + secs(7), Some(1), &leases, E).is_empty());
+        assert_eq!(l.tick(t0 + secs(9), Some(1), &leases, E), vec![1]);
+        // Revoked: gone from the set, forgotten; lease 2 expires at 11.
+        assert!(l.tick(t0 + secs(10), Some(1), &leases[1..], E).is_empty());
+        assert_eq!(l.tick(t0 + secs(11), Some(1), &leases[1..], E), vec![2]);
+    }
+
+    #[test]
+    fn lease_renew_moves_the_deadline_and_demotion_forgets_it() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new();
+        let leases = [(7, 3)];
+        l.tick(t0, Some(1), &leases, E);
+        assert_eq!(l.renew(7, 3, t0 + secs(2)), 3);
+        assert_eq!(l.remaining(7, 3, t0 + secs(2)), 3);
+        assert!(l.tick(t0 + secs(4), Some(1), &leases, E).is_empty());
+        assert_eq!(l.tick(t0 + secs(5), Some(1), &leases, E), vec![7]);
+        // Renewing an expired lease answers 0 (its revocation is under way).
+        assert_eq!(l.renew(7, 3, t0 + secs(5)), 0);
+        // Demoted, then promoted again: a fresh deadline with the extension.
+        l.tick(t0 + secs(6), None, &leases, E);
+        assert!(l.tick(t0 + secs(20), Some(1), &leases, E).is_empty());
+        assert_eq!(l.remaining(7, 3, t0 + secs(20)), 4);
+        // A lease granted while primary starts at once.
+        l.granted(8, 2, t0 + secs(20));
+        assert_eq!(l.remaining(8, 2, t0 + secs(21)), 1);
+        assert_eq!(
+            l.tick(t0 + secs(22), Some(1), &[(7, 3), (8, 2)], E),
+            vec![8]
+        );
+    }
+
+    #[test]
+    fn lease_deadlines_start_afresh_in_a_new_term() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new();
+        let leases = [(1, 10)];
+        l.tick(t0, Some(1), &leases, E);
+        assert_eq!(l.remaining(1, 10, t0), 11);
+        // Leader again in term 3 (another leader may have renewed it in term 2).
+        assert!(l.tick(t0 + secs(10), Some(3), &leases, E).is_empty());
+        assert!(l.is_primary_in(3) && !l.is_primary_in(1));
+        assert_eq!(l.remaining(1, 10, t0 + secs(10)), 11);
+        assert!(l.tick(t0 + secs(20), Some(3), &leases, E).is_empty());
+        assert_eq!(l.tick(t0 + secs(21), Some(3), &leases, E), vec![1]);
+    }
+}
