@@ -543,13 +543,15 @@ impl crate::final_checks::Stores for Stores<'_> {
     }
 }
 
-/// FNV-1a of the v3 keyspace's contents: every kept revision of every key, the revision and
-/// the compacted revision (its dump without the consistent index, which is the member's own
-/// applied index). 0 if the keyspace cannot be read.
+/// FNV-1a of the v3 keyspace's contents: every kept revision of every key, the leases, the
+/// revision and the compacted revision (its dump without the consistent index, which is the
+/// member's own applied index, and without the dump's CRC, which covers that index). 0 if the
+/// keyspace cannot be read.
 fn v3_digest(v3: &detcd_node::mvcc::Mvcc) -> u64 {
     const HEADER: usize = 16 + 8; // magic, consistent index
+    const CRC: usize = 4;
     match v3.dump().and_then(|d| d.encode()) {
-        Ok(bytes) if bytes.len() > HEADER => bytes[HEADER..]
+        Ok(bytes) if bytes.len() > HEADER + CRC => bytes[HEADER..bytes.len() - CRC]
             .iter()
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
