@@ -53,8 +53,8 @@ fn endpoints(ms: &[Member]) -> String {
 }
 
 /// Mask what legitimately differs between two servers: cluster and member ids, the Raft term,
-/// lease IDs (the n-th granted lease is `<L n>`), the seconds left of a lease (timing), and
-/// etcdctl's log lines.
+/// lease IDs (the n-th granted lease is `<L n>`), the seconds left of a lease (timing), the
+/// order of a lease's keys (Go map order on etcd), and etcdctl's log lines.
 fn normalise(s: &str, ids: &[String]) -> String {
     let mut s: String = s
         .lines()
@@ -73,6 +73,17 @@ fn normalise(s: &str, ids: &[String]) -> String {
             s.replace_range(i..i + j + 1, "remaining(<s>)");
         }
     }
+    // etcd lists a lease's keys in Go map order, which varies from run to run: compare them
+    // sorted (`attached keys([b a])` in text, `"keys":[...]` in JSON below).
+    if let Some(i) = s.find("attached keys([") {
+        let from = i + "attached keys([".len();
+        if let Some(j) = s[from..].find("])") {
+            let mut keys: Vec<&str> = s[from..from + j].split(' ').collect();
+            keys.sort_unstable();
+            let sorted = keys.join(" ");
+            s.replace_range(from..from + j, &sorted);
+        }
+    }
     let mut v: serde_json::Value = match serde_json::from_str(s.trim()) {
         Ok(v) => v,
         Err(_) => return s.trim().to_string(),
@@ -80,6 +91,9 @@ fn normalise(s: &str, ids: &[String]) -> String {
     fn mask(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::Array(keys)) = m.get_mut("keys") {
+                    keys.sort_by_key(|k| k.to_string());
+                }
                 for (k, x) in m.iter_mut() {
                     // `ttl` is TimeToLive's seconds left; `TTL` and `granted-ttl` stay.
                     if ["cluster_id", "member_id", "raft_term", "ttl"].contains(&k.as_str()) {
