@@ -140,6 +140,8 @@ mod tests {
     use super::*;
 
     const E: Duration = Duration::from_secs(1);
+    // The tests hand the lessor instants themselves (a base reading plus offsets): the
+    // lessor never reads a clock, so std's clock here is only an origin.
 
     #[test]
     fn min_ttl_is_one_and_a_half_election_timeouts_rounded_up() {

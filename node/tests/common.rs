@@ -324,3 +324,59 @@ pub fn leader_of(members: &[Member]) -> Option<usize> {
     }
     None
 }
+
+/// `etcdctl` with API v3 against `endpoints` (a 10 s command timeout), `stdin` fed to it (a
+/// txn script) or an empty stdin; (exit status, stdout + stderr).
+pub fn etcdctl3(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (i32, String) {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout", "10s"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl starts");
+    {
+        let mut w = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            w.write_all(s.as_bytes()).expect("stdin written");
+        }
+    }
+    let o = child.wait_with_output().expect("etcdctl runs");
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// etcdctl's output without its own log lines (they carry a time stamp and a random client
+/// id), for comparing two servers' answers.
+pub fn without_etcdctl_logs(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.starts_with("{\"level\":"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Replace, at any depth of `v`, the value of every field named in `names` with `"<masked>"`
+/// (what legitimately differs between two servers: ids, terms, timings).
+pub fn mask_fields(v: &mut serde_json::Value, names: &[&str]) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                if names.contains(&k.as_str()) {
+                    *x = serde_json::Value::String("<masked>".into());
+                } else {
+                    mask_fields(x, names);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| mask_fields(x, names)),
+        _ => {}
+    }
+}

@@ -5,69 +5,25 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 /// `etcdctl` (API v3) against `endpoints`; (exit status, stdout + stderr).
 fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> (i32, String) {
-    use std::io::Write;
-    let mut cmd = Command::new("etcdctl");
-    cmd.env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoints, "--command-timeout", "10s"])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("etcdctl starts");
-    {
-        let mut w = child.stdin.take().expect("stdin");
-        if let Some(s) = stdin {
-            w.write_all(s.as_bytes()).expect("stdin written");
-        }
-    }
-    let o = child.wait_with_output().expect("etcdctl runs");
-    (
-        o.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    etcdctl3(endpoints, args, stdin)
 }
 
 /// Mask what legitimately differs between two servers: cluster and member ids, the Raft term,
 /// etcdctl's log lines.
 fn normalise(s: &str) -> String {
-    // etcdctl's own retry log lines carry a time stamp and a random client id.
-    let s: String = s
-        .lines()
-        .filter(|l| !l.starts_with("{\"level\":"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let s = without_etcdctl_logs(s);
     let mut v: serde_json::Value = match serde_json::from_str(s.trim()) {
         Ok(v) => v,
         // Not JSON (an error line, a plain `OK`): compare as printed.
         Err(_) => return s.trim().to_string(),
     };
-    fn mask(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, x) in m.iter_mut() {
-                    if ["cluster_id", "member_id", "raft_term"].contains(&k.as_str()) {
-                        *x = serde_json::Value::String("<masked>".into());
-                    } else {
-                        mask(x);
-                    }
-                }
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(mask),
-            _ => {}
-        }
-    }
-    mask(&mut v);
+    mask_fields(&mut v, &["cluster_id", "member_id", "raft_term"]);
     v.to_string()
 }
 

@@ -6,28 +6,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 /// `etcdctl` (API v3) against `endpoints`; (exit status, stdout + stderr).
 fn etcdctl(endpoints: &str, args: &[&str]) -> (i32, String) {
-    let o = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", endpoints, "--command-timeout", "10s"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("etcdctl runs");
-    (
-        o.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    etcdctl3(endpoints, args, None)
 }
 
 /// `lease grant ttl` on `eps`: the lease's ID in hex, as etcdctl prints it.
@@ -56,11 +41,7 @@ fn endpoints(ms: &[Member]) -> String {
 /// lease IDs (the n-th granted lease is `<L n>`), the seconds left of a lease (timing), the
 /// order of a lease's keys (Go map order on etcd), and etcdctl's log lines.
 fn normalise(s: &str, ids: &[String]) -> String {
-    let mut s: String = s
-        .lines()
-        .filter(|l| !l.starts_with("{\"level\":"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let mut s = without_etcdctl_logs(s);
     for (n, hex) in ids.iter().enumerate() {
         let dec = i64::from_str_radix(hex, 16).unwrap().to_string();
         s = s.replace(hex, &format!("<L{n}>"));
@@ -88,26 +69,11 @@ fn normalise(s: &str, ids: &[String]) -> String {
         Ok(v) => v,
         Err(_) => return s.trim().to_string(),
     };
-    fn mask(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(m) => {
-                if let Some(serde_json::Value::Array(keys)) = m.get_mut("keys") {
-                    keys.sort_by_key(|k| k.to_string());
-                }
-                for (k, x) in m.iter_mut() {
-                    // `ttl` is TimeToLive's seconds left; `TTL` and `granted-ttl` stay.
-                    if ["cluster_id", "member_id", "raft_term", "ttl"].contains(&k.as_str()) {
-                        *x = serde_json::Value::String("<masked>".into());
-                    } else {
-                        mask(x);
-                    }
-                }
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(mask),
-            _ => {}
-        }
+    if let Some(serde_json::Value::Array(keys)) = v.get_mut("keys") {
+        keys.sort_by_key(|k| k.to_string());
     }
-    mask(&mut v);
+    // `ttl` is TimeToLive's seconds left; `TTL` and `granted-ttl` stay.
+    mask_fields(&mut v, &["cluster_id", "member_id", "raft_term", "ttl"]);
     v.to_string()
 }
 

@@ -188,7 +188,7 @@ fn backjumping_keeps_choices_historical_reads_depend_on() {
 /// A heavier soundness sweep (run with `--release -- --ignored`): larger histories with
 /// many indeterminate writes, where the search prunes and backjumps the most, must pass.
 #[test]
-#[ignore]
+#[ignore = "minutes in a debug build; run with --release -- --ignored"]
 fn stress_sweep() {
     for seed in 0..60u64 {
         let indet = [0.05, 0.15, 0.3][seed as usize % 3];
