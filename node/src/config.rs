@@ -76,6 +76,9 @@ pub struct Config {
     pub cors: Vec<String>,
     /// `--max-txn-ops`: operations allowed in one v3 transaction.
     pub max_txn_ops: usize,
+    /// `--experimental-watch-progress-notify-interval`: how often a watcher that asked for
+    /// progress notifications and saw no event gets one (etcd's default: 10 minutes).
+    pub watch_progress_notify_interval: std::time::Duration,
     /// `--max-request-bytes`: the largest v3 request a client may send.
     pub max_request_bytes: usize,
     /// `--quota-backend-bytes`: the v3 backend's size limit (0: etcd's default, 2 GiB).
@@ -197,6 +200,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         "max-txn-ops",
         Kind::Str,
         "Maximum number of operations permitted in a transaction.",
+    ),
+    (
+        "experimental-watch-progress-notify-interval",
+        Kind::Str,
+        "Duration of periodic watch progress notifications.",
     ),
     (
         "max-request-bytes",
@@ -545,6 +553,45 @@ fn parse_u64(name: &str, v: &str) -> Result<u64, ConfigError> {
         .map_err(|_| ConfigError(format!("invalid value {v:?} for flag -{name}: parse error")))
 }
 
+/// A Go `time.Duration` flag value (`10m`, `1.5s`, `250ms`, `1h30m`, `0`), as `flag` parses it.
+fn parse_go_duration(name: &str, v: &str) -> Result<std::time::Duration, ConfigError> {
+    let bad = || ConfigError(format!("invalid value {v:?} for flag -{name}: parse error"));
+    let t = v.trim();
+    if t == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let (mut rest, mut nanos) = (t, 0f64);
+    if rest.is_empty() || rest.starts_with('-') {
+        return Err(bad());
+    }
+    rest = rest.strip_prefix('+').unwrap_or(rest);
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        nanos += n * scale;
+        rest = &rest[unit_len..];
+    }
+    if !nanos.is_finite() || nanos > i64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_nanos(nanos as u64))
+}
+
 fn parse_urls(name: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
     let mut out = Vec::new();
     for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -662,6 +709,10 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         max_wals: u64_or("max-wals", 5)? as u32,
         cors: get("cors").map(|v| comma_list(&v)).unwrap_or_default(),
         max_txn_ops: u64_or("max-txn-ops", 128)? as usize,
+        watch_progress_notify_interval: match get("experimental-watch-progress-notify-interval") {
+            Some(v) => parse_go_duration("experimental-watch-progress-notify-interval", &v)?,
+            None => std::time::Duration::from_secs(600),
+        },
         max_request_bytes: u64_or("max-request-bytes", 1_572_864)? as usize,
         quota_backend_bytes: u64_or("quota-backend-bytes", 0)?,
         discovery: get("discovery").filter(|v| !v.is_empty()),
@@ -952,6 +1003,34 @@ mod tests {
         assert_eq!(c.initial_cluster_token, "mritd-etcd-cluster");
         let c = run("--snapshot-count=5", &env).unwrap();
         assert_eq!(c.snapshot_count, 5);
+    }
+
+    #[test]
+    fn the_watch_progress_interval_is_a_go_duration() {
+        use std::time::Duration;
+        let flag = |v: &str| {
+            run(
+                &format!("--experimental-watch-progress-notify-interval={v}"),
+                &[],
+            )
+            .map(|c| c.watch_progress_notify_interval)
+        };
+        assert_eq!(
+            run("", &[]).unwrap().watch_progress_notify_interval,
+            Duration::from_secs(600)
+        );
+        assert_eq!(flag("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(flag("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(flag("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(flag("0").unwrap(), Duration::ZERO);
+        for bad in ["10", "ten", "5x", "-1s", ""] {
+            assert_eq!(
+                flag(bad).unwrap_err().0,
+                format!(
+                    "invalid value {bad:?} for flag -experimental-watch-progress-notify-interval: parse error"
+                )
+            );
+        }
     }
 
     #[test]

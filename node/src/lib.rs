@@ -22,6 +22,7 @@ pub mod storage;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod watch;
 
 pub use detcd_rt as rt;
 pub use server::{run, Env, NodeError};

@@ -589,6 +589,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     .map_err(|e| NodeError::Storage(format!("raft: {e}")))?;
 
     let mvcc = open_mvcc(&cfg, &disk, &opened)?;
+    let (v3_rev, v3_compacted) = (mvcc.revision(), mvcc.compact_revision());
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let (applied_tx, _) = watch::channel(opened.applied);
     let (leader_tx, _) = watch::channel(0u64);
@@ -617,6 +618,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         stopped: stopped_tx,
         probe: env.probe.clone(),
         lessor: Mutex::new(crate::lease::Lessor::new()),
+        watch_hub: Arc::new(crate::watch::Hub::new(v3_rev, v3_compacted)),
     });
     let peer_tls = crate::transport::PeerTls {
         server: env.tls.peer_server.clone(),
@@ -678,6 +680,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
         election_timeout: Duration::from_millis(cfg.election_timeout_ms),
+        watch_progress_interval: cfg.watch_progress_notify_interval,
     });
     // Leases: the leader answers forwarded KeepAlive and TimeToLive requests (a weak
     // reference: the transport should not keep ctx alive). Expiry is the Ready loop's.

@@ -12,10 +12,12 @@ mod members;
 pub mod misc;
 pub mod v3;
 pub mod v3gateway;
+pub mod watch;
 pub use misc::CLUSTER_VERSION;
 
 use detcd_proto::etcdserverpb::kv_server::KvServer;
 use detcd_proto::etcdserverpb::lease_server::LeaseServer;
+use detcd_proto::etcdserverpb::watch_server::WatchServer;
 use tonic::codegen::Service;
 
 use std::convert::Infallible;
@@ -73,6 +75,8 @@ pub struct Ctx {
     /// `--election-timeout`: a new leader extends every lease by it; leases last at least
     /// 1.5 times it.
     pub election_timeout: Duration,
+    /// `--experimental-watch-progress-notify-interval`.
+    pub watch_progress_interval: Duration,
 }
 
 /// A whole-buffer body.
@@ -144,10 +148,14 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             let lease = LeaseServer::new(v3::V3::new(Arc::clone(&ctx)))
                 .max_decoding_message_size(ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
                 .max_encoding_message_size(usize::MAX);
+            let watches = WatchServer::new(watch::Watches::new(Arc::clone(&ctx)))
+                .max_decoding_message_size(ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
+                .max_encoding_message_size(usize::MAX);
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
                 let mut kv = kv.clone();
                 let mut lease = lease.clone();
+                let mut watches = watches.clone();
                 if let Some(cn) = &cn {
                     req.extensions_mut().insert(ClientCommonName(cn.clone()));
                 }
@@ -157,6 +165,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                         // unknown method of a service: Unimplemented).
                         if req.uri().path().starts_with("/etcdserverpb.Lease/") {
                             return lease.call(req).await;
+                        }
+                        if req.uri().path().starts_with("/etcdserverpb.Watch/") {
+                            return watches.call(req).await;
                         }
                         return kv.call(req).await;
                     }
@@ -242,6 +253,8 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         r
     } else if path.starts_with("/v2/auth/") || path == "/v2/auth" {
         auth::handle(&ctx, req).await
+    } else if path == "/v3/watch" || path == "/v3beta/watch" {
+        watch_gateway(&ctx, req).await
     } else if path.starts_with("/v3/") || path.starts_with("/v3beta/") {
         v3_gateway(&ctx, req).await
     } else {
@@ -275,6 +288,66 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
             resp.body(full(r.body)).expect("valid response")
         }
         None => misc::not_found(),
+    }
+}
+
+/// The gateway's watch stream: `{"result":…}` lines for as long as the client stays.
+async fn watch_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != hyper::Method::POST {
+        return text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    }
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    match watch::gateway(ctx, &body) {
+        Err((status, body)) => json(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        ),
+        Ok(lines) => {
+            // The lines reach the body through a channel: a response body must be Sync.
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+            rt::spawn(async move {
+                use futures::StreamExt;
+                let mut lines = std::pin::pin!(lines);
+                // When the client goes away, dropping `lines` ends the watch.
+                loop {
+                    tokio::select! {
+                        line = lines.next() => {
+                            let Some(line) = line else { return };
+                            if tx.send(line).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ = tx.closed() => return,
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("Content-Type", "application/json")
+                .header("Grpc-Metadata-Content-Type", "application/grpc")
+                .body(BodyExt::boxed(ChannelBody(rx)))
+                .expect("valid response")
+        }
+    }
+}
+
+/// A response body fed through a channel, one data frame per message.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
     }
 }
 

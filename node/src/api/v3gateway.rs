@@ -213,20 +213,7 @@ where
                 out.extend_from_slice(b"}\n");
             }
             Err(st) => {
-                let code = st.code() as i32;
-                let http = http_status(code);
-                let reason = http::StatusCode::from_u16(http)
-                    .ok()
-                    .and_then(|s| s.canonical_reason())
-                    .unwrap_or("");
-                out.extend_from_slice(
-                    format!(
-                        "{{\"error\":{{\"grpc_code\":{code},\"http_code\":{http},\"message\":{},\"http_status\":{}}}}}\n",
-                        detcd_proto::gateway::go_quote(st.message()),
-                        detcd_proto::gateway::go_quote(reason)
-                    )
-                    .as_bytes(),
-                );
+                out.extend_from_slice(&stream_error_line(&st));
                 break;
             }
         }
@@ -236,6 +223,22 @@ where
         headers: vec![JSON, GRPC_META],
         body: out,
     }
+}
+
+/// grpc-gateway's line for an error that ends a stream.
+pub fn stream_error_line(st: &tonic::Status) -> Vec<u8> {
+    let code = st.code() as i32;
+    let http = http_status(code);
+    let reason = http::StatusCode::from_u16(http)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    format!(
+        "{{\"error\":{{\"grpc_code\":{code},\"http_code\":{http},\"message\":{},\"http_status\":{}}}}}\n",
+        detcd_proto::gateway::go_quote(st.message()),
+        detcd_proto::gateway::go_quote(reason)
+    )
+    .into_bytes()
 }
 
 enum Op {

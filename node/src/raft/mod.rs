@@ -154,6 +154,8 @@ pub struct Shared {
     /// v3 lease deadlines, kept while this member leads (expired by the Ready loop's lease
     /// tick, renewed by KeepAlive).
     pub lessor: Mutex<crate::lease::Lessor>,
+    /// What this member's v3 watchers read their events from (published by the Ready loop).
+    pub watch_hub: std::sync::Arc<crate::watch::Hub>,
 }
 
 impl Shared {

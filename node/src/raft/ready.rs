@@ -748,6 +748,25 @@ impl RaftLoop {
             if durable {
                 self.v3_durable_at = applied_at;
             }
+            // Watchers see the batch only now, applied and answerable (events are read back
+            // only while a watcher exists).
+            let hub = &shared.watch_hub;
+            let published = hub.revision();
+            shared
+                .probe
+                .invariant(revision >= published, "watch-revision-monotonic", || {
+                    format!(
+                        "watchers were shown revision {published}, the keyspace is at {revision}"
+                    )
+                });
+            if revision != published || mvcc.compact_revision() != hub.compacted() {
+                let events = if hub.active() && revision > v3_revision {
+                    mvcc.events(v3_revision + 1, revision, 0).ok()
+                } else {
+                    None
+                };
+                hub.publish(v3_revision, revision, mvcc.compact_revision(), events);
+            }
         }
         self.shared.applied.send_replace(self.applied);
         if !woken.is_empty() {

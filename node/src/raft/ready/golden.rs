@@ -113,6 +113,7 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
         stopped: watch::channel(None).0,
         probe: probe.clone(),
         lessor: Mutex::new(crate::lease::Lessor::new()),
+        watch_hub: Arc::new(crate::watch::Hub::new(1, 0)),
     });
     let transport = Transport::new(1, 0xc1, "t".into(), inbox_tx, PeerTls::default());
     let meta = WalMeta {

@@ -45,6 +45,10 @@ impl RaftLoop {
             probe.invariant(after >= before, "v3-revision-monotonic", || {
                 format!("the leader's snapshot takes the v3 revision back: {before} -> {after}")
             });
+            // Watchers behind the snapshot's revision read it from the restored keyspace.
+            self.shared
+                .watch_hub
+                .publish(before, after, mvcc.compact_revision(), None);
         }
         self.snaps.save(&snap).map_err(LoopError::SnapshotFile)?;
         self.shared.probe.failpoint(failpoints::SNAPSHOT_INSTALL);

@@ -1,0 +1,593 @@
+//! etcd's v3 Watch service: one task per stream, many watchers per stream.
+//!
+//! A stream's task answers the client's requests (create, cancel, progress) in the order
+//! they come, and brings every watcher up to the revision the Ready loop last published
+//! ([`crate::watch::Hub`]) before it waits again, so a response for a watcher always
+//! follows its `created` response, a revision's events are never split (unless the client
+//! asked for `fragment` and they are larger than `--max-request-bytes`), and each watcher's
+//! cursor only moves forward. Responses go through a small bounded channel: a slow client
+//! holds its own task back (its watchers fall behind and later catch up from the ring or
+//! the keyspace's history), never the Ready loop or other clients.
+//!
+//! What etcd 3.4 does and detcd does too (`v3rpc/watch.go`, `mvcc/watcher.go`): an empty key
+//! means `\0`; a range end of `\0` means every key from the key; a range whose end is not
+//! after its key is refused at creation ("mvcc: watcher range is empty", watch id -1); a
+//! client-chosen id already in use is refused ("mvcc: duplicate watch ID provided on the
+//! WatchStream"); id 0 asks the server to choose (the lowest free id from a counter); a
+//! start revision of 0 means the revision after the current one; a watcher whose start
+//! revision was compacted gets its `created` response, then one with `compact_revision`
+//! and `canceled`; `prev_kv` is the key's value at the revision before the event (absent for
+//! a creation or when compacted away); canceling an unknown id answers nothing; when the
+//! client closes its side, events keep flowing until it goes away. Where 3.4 answers a
+//! progress request at once even while some watcher is still catching up (its revision is
+//! then not a bookmark), detcd answers it once every watcher of the stream has caught up to
+//! the revision it reports (as etcd 3.5 does).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use detcd_proto::etcdserverpb as pb;
+use detcd_proto::etcdserverpb::watch_server::Watch;
+use detcd_proto::mvccpb;
+use futures::{Stream, StreamExt};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Ctx;
+use crate::mvcc::V3Error;
+use crate::watch::{Fetched, HistoryError, Hub, WatcherGuard};
+
+/// etcd's watch id meaning "none" (`clientv3.InvalidWatchID`).
+pub const INVALID_WATCH_ID: i64 = -1;
+/// etcd's reason for a range that holds no key.
+pub const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+/// etcd's reason for a client-chosen id already in use on the stream.
+pub const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// Revisions one watcher is sent at most per response while catching up (etcd's
+/// `watchBatchMaxRevs`).
+pub const BATCH_REVISIONS: usize = 1000;
+/// Events read from the keyspace's history per step while catching up (whole revisions).
+const HISTORY_EVENTS: usize = 1000;
+/// Responses queued for a client before its task waits for it.
+const QUEUE: usize = 16;
+
+/// The Watch service of one member.
+#[derive(Clone)]
+pub struct Watches {
+    ctx: Arc<Ctx>,
+}
+
+impl Watches {
+    /// The service of the member behind `ctx`.
+    pub fn new(ctx: Arc<Ctx>) -> Watches {
+        Watches { ctx }
+    }
+
+    /// Serve one watch stream: `requests` are the client's, the returned stream its
+    /// answers. The work runs in its own task until the answers are dropped.
+    pub fn stream<S>(&self, requests: S) -> ResponseStream
+    where
+        S: Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let session = Session::new(Arc::clone(&self.ctx), tx);
+        crate::rt::spawn(session.run(requests));
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+}
+
+/// The answers of one watch stream.
+pub type ResponseStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Watch for Watches {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        Ok(Response::new(self.stream(req.into_inner())))
+    }
+}
+
+/// Which keys a watcher follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Keys {
+    One(Vec<u8>),
+    From(Vec<u8>),
+    Range(Vec<u8>, Vec<u8>),
+}
+
+impl Keys {
+    fn contains(&self, k: &[u8]) -> bool {
+        match self {
+            Keys::One(key) => k == key.as_slice(),
+            Keys::From(key) => k >= key.as_slice(),
+            Keys::Range(key, end) => k >= key.as_slice() && k < end.as_slice(),
+        }
+    }
+}
+
+struct Watcher {
+    keys: Keys,
+    /// The next revision this watcher owes its client.
+    next: i64,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    fragment: bool,
+    /// Asked for progress notifications.
+    progress_notify: bool,
+    /// No event was sent since the last progress tick.
+    progress_due: bool,
+    _counted: WatcherGuard,
+}
+
+struct Session {
+    ctx: Arc<Ctx>,
+    hub: Arc<Hub>,
+    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    watchers: BTreeMap<i64, Watcher>,
+    next_id: i64,
+    progress_requested: bool,
+    cluster_id: u64,
+}
+
+/// Why a session ends early.
+enum End {
+    /// The client went away.
+    Gone,
+    /// The member cannot go on (the stream ends with this status).
+    Fail(Status),
+}
+
+impl Session {
+    fn new(ctx: Arc<Ctx>, tx: mpsc::Sender<Result<pb::WatchResponse, Status>>) -> Session {
+        let hub = Arc::clone(&ctx.shared.watch_hub);
+        let cluster_id = ctx.shared.cluster_id();
+        Session {
+            ctx,
+            hub,
+            tx,
+            watchers: BTreeMap::new(),
+            next_id: 0,
+            progress_requested: false,
+            cluster_id,
+        }
+    }
+
+    fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.ctx.shared.id,
+            revision,
+            raft_term: self.ctx.shared.status().term,
+        })
+    }
+
+    async fn send(&self, resp: pb::WatchResponse) -> Result<(), End> {
+        self.tx.send(Ok(resp)).await.map_err(|_| End::Gone)
+    }
+
+    async fn run<S>(mut self, mut requests: S)
+    where
+        S: Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
+    {
+        let mut published = self.hub.subscribe();
+        let mut stopped = self.ctx.shared.stopped.subscribe();
+        let mut requests_open = true;
+        let interval = self.ctx.watch_progress_interval;
+        let clock = self.ctx.shared.clock.clone();
+        let mut tick = Box::pin(clock.sleep(interval));
+        let end = loop {
+            let rev = *published.borrow_and_update();
+            if let Err(e) = self.catch_up(rev).await {
+                break e;
+            }
+            tokio::select! {
+                r = requests.next(), if requests_open => match r {
+                    Some(Ok(req)) => {
+                        if let Err(e) = self.handle(req).await {
+                            break e;
+                        }
+                    }
+                    // etcd ends the stream on a receive error; on the client's end of
+                    // sending it keeps sending events until the client goes away.
+                    Some(Err(_)) => break End::Gone,
+                    None => requests_open = false,
+                },
+                r = published.changed() => {
+                    if r.is_err() {
+                        break End::Fail(Status::unavailable(super::v3::SERVER_STOPPED));
+                    }
+                }
+                _ = &mut tick, if !interval.is_zero() => {
+                    if let Err(e) = self.progress_tick().await {
+                        break e;
+                    }
+                    tick = Box::pin(clock.sleep(interval));
+                }
+                _ = stopped.changed() => {
+                    break End::Fail(Status::unavailable(super::v3::SERVER_STOPPED));
+                }
+                _ = self.tx.closed() => break End::Gone,
+            }
+        };
+        if let End::Fail(status) = end {
+            let _ = self.tx.send(Err(status)).await;
+        }
+    }
+
+    /// One request of the client.
+    async fn handle(&mut self, req: pb::WatchRequest) -> Result<(), End> {
+        use pb::watch_request::RequestUnion;
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
+            Some(RequestUnion::CancelRequest(c)) => {
+                if self.watchers.remove(&c.watch_id).is_some() {
+                    let resp = pb::WatchResponse {
+                        header: self.header(self.hub.revision()),
+                        watch_id: c.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    };
+                    self.send(resp).await?;
+                }
+                Ok(())
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.progress_requested = true;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), End> {
+        let key = if c.key.is_empty() { vec![0] } else { c.key };
+        let keys = match c.range_end.as_slice() {
+            [] => Keys::One(key),
+            [0] => Keys::From(key),
+            end => Keys::Range(key, end.to_vec()),
+        };
+        let rev = self.hub.revision();
+        let header = self.header(rev);
+        let refuse = |reason: &str| pb::WatchResponse {
+            header,
+            watch_id: INVALID_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        if let Keys::Range(k, e) = &keys {
+            if k >= e {
+                return self.send(refuse(EMPTY_RANGE)).await;
+            }
+        }
+        let id = if c.watch_id == 0 {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            self.next_id += 1;
+            self.next_id - 1
+        } else if self.watchers.contains_key(&c.watch_id) {
+            return self.send(refuse(DUPLICATE_ID)).await;
+        } else {
+            c.watch_id
+        };
+        let filters = |f| c.filters.contains(&(f as i32));
+        let watcher = Watcher {
+            keys,
+            next: if c.start_revision == 0 {
+                rev + 1
+            } else {
+                c.start_revision
+            },
+            prev_kv: c.prev_kv,
+            no_put: filters(pb::watch_create_request::FilterType::Noput),
+            no_delete: filters(pb::watch_create_request::FilterType::Nodelete),
+            fragment: c.fragment,
+            progress_notify: c.progress_notify,
+            progress_due: true,
+            _counted: self.hub.register(),
+        };
+        self.watchers.insert(id, watcher);
+        let resp = pb::WatchResponse {
+            header,
+            watch_id: id,
+            created: true,
+            ..Default::default()
+        };
+        self.send(resp).await
+    }
+
+    /// Bring every watcher up to revision `rev`, a step of at most [`BATCH_REVISIONS`]
+    /// revisions per watcher in turn; then answer a pending progress request.
+    async fn catch_up(&mut self, rev: i64) -> Result<(), End> {
+        loop {
+            let behind: Vec<i64> = self
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.next <= rev)
+                .map(|(id, _)| *id)
+                .collect();
+            if behind.is_empty() {
+                break;
+            }
+            for id in behind {
+                self.step(id, rev).await?;
+            }
+        }
+        if self.progress_requested {
+            self.progress_requested = false;
+            let resp = pb::WatchResponse {
+                header: self.header(rev),
+                watch_id: INVALID_WATCH_ID,
+                ..Default::default()
+            };
+            self.send(resp).await?;
+        }
+        Ok(())
+    }
+
+    /// Send watcher `id` its events from its cursor on (up to `rev`), or its compaction.
+    async fn step(&mut self, id: i64, rev: i64) -> Result<(), End> {
+        let Some(w) = self.watchers.get(&id) else {
+            return Ok(());
+        };
+        let shared = Arc::clone(&self.ctx.shared);
+        let fetched = self.hub.fetch(w.next, rev, BATCH_REVISIONS, |from, to| {
+            let mvcc = shared.mvcc.lock().expect("mvcc lock");
+            match mvcc.events(from, to, HISTORY_EVENTS) {
+                Ok(evs) => {
+                    let full = evs.len() >= HISTORY_EVENTS;
+                    let upto = match evs.last().and_then(|e| e.kv.as_ref()) {
+                        Some(kv) if full => kv.mod_revision,
+                        _ => to,
+                    };
+                    Ok((evs, upto))
+                }
+                Err(V3Error::Compacted) => Err(HistoryError::Compacted(mvcc.compact_revision())),
+                Err(e) => Err(HistoryError::Failed(e.message().to_string())),
+            }
+        });
+        match fetched {
+            Fetched::Compacted(compacted) => {
+                self.watchers.remove(&id);
+                // etcd's answer carries no revision in its header (its syncWatchers sends
+                // the compaction without one).
+                let resp = pb::WatchResponse {
+                    header: self.header(0),
+                    watch_id: id,
+                    compact_revision: compacted,
+                    canceled: true,
+                    ..Default::default()
+                };
+                self.send(resp).await
+            }
+            Fetched::Failed(e) => {
+                tracing::error!(error = %e, "watch: the keyspace's history could not be read");
+                Err(End::Fail(Status::internal(e)))
+            }
+            Fetched::Events { revs, upto } => {
+                let mut events: Vec<mvccpb::Event> = Vec::new();
+                for (_, evs) in &revs {
+                    for ev in evs.iter() {
+                        let Some(kv) = ev.kv.as_ref() else { continue };
+                        let put = ev.r#type == mvccpb::event::EventType::Put as i32;
+                        if (put && w.no_put) || (!put && w.no_delete) || !w.keys.contains(&kv.key) {
+                            continue;
+                        }
+                        events.push(ev.clone());
+                    }
+                }
+                let (prev_kv, fragment) = (w.prev_kv, w.fragment);
+                if let Some(w) = self.watchers.get_mut(&id) {
+                    w.next = upto + 1;
+                    if !events.is_empty() {
+                        w.progress_due = false;
+                    }
+                }
+                if events.is_empty() {
+                    return Ok(());
+                }
+                if prev_kv {
+                    self.fill_prev_kv(&mut events);
+                }
+                let resp = pb::WatchResponse {
+                    header: self.header(rev),
+                    watch_id: id,
+                    events,
+                    ..Default::default()
+                };
+                if fragment {
+                    for part in fragments(resp, self.ctx.max_request_bytes) {
+                        self.send(part).await?;
+                    }
+                    Ok(())
+                } else {
+                    self.send(resp).await
+                }
+            }
+        }
+    }
+
+    /// Each event's previous value: the key at the revision before it (etcd reads it the
+    /// same way; none for a creation, or when that revision was compacted away).
+    fn fill_prev_kv(&self, events: &mut [mvccpb::Event]) {
+        let mvcc = self.ctx.shared.mvcc.lock().expect("mvcc lock");
+        for ev in events {
+            let Some(kv) = ev.kv.as_ref() else { continue };
+            let put = ev.r#type == mvccpb::event::EventType::Put as i32;
+            if put && kv.create_revision == kv.mod_revision {
+                continue;
+            }
+            let req = pb::RangeRequest {
+                key: kv.key.clone(),
+                revision: kv.mod_revision - 1,
+                ..Default::default()
+            };
+            if let Ok(r) = mvcc.range(&req) {
+                ev.prev_kv = r.kvs.into_iter().next();
+            }
+        }
+    }
+
+    /// The periodic progress notification: a watcher that asked for them, saw no event
+    /// since the last tick and has caught up gets an empty response at the current
+    /// revision.
+    async fn progress_tick(&mut self) -> Result<(), End> {
+        let rev = self.hub.revision();
+        let due: Vec<i64> = self
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.progress_notify && w.progress_due && w.next > rev)
+            .map(|(id, _)| *id)
+            .collect();
+        for w in self.watchers.values_mut() {
+            w.progress_due = true;
+        }
+        for id in due {
+            let resp = pb::WatchResponse {
+                header: self.header(rev),
+                watch_id: id,
+                ..Default::default()
+            };
+            self.send(resp).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A response split, as etcd's `sendFragments`, into parts under `max_bytes` each (at least
+/// one event per part), every part but the last marked `fragment`. A response under the
+/// limit, or of one event, is sent whole.
+fn fragments(resp: pb::WatchResponse, max_bytes: usize) -> Vec<pb::WatchResponse> {
+    if resp.encoded_len() < max_bytes || resp.events.len() < 2 {
+        return vec![resp];
+    }
+    let mut shell = resp.clone();
+    shell.events.clear();
+    shell.fragment = true;
+    let mut out = Vec::new();
+    let mut cur = shell.clone();
+    for ev in resp.events {
+        cur.events.push(ev);
+        if cur.events.len() > 1 && cur.encoded_len() >= max_bytes {
+            let last = cur.events.pop().expect("just pushed");
+            out.push(std::mem::replace(&mut cur, shell.clone()));
+            cur.events.push(last);
+        }
+    }
+    cur.fragment = false;
+    out.push(cur);
+    out
+}
+
+/// The gateway's `/v3/watch`: the body's requests (one JSON value after another), then a
+/// stream of `{"result":…}` lines for as long as the client stays (an error ends it with an
+/// `{"error":…}` line). `Err` is the answer when the first request cannot be read.
+pub fn gateway(
+    ctx: &Arc<Ctx>,
+    body: &[u8],
+) -> Result<impl Stream<Item = bytes::Bytes> + Send + 'static, (u16, Vec<u8>)> {
+    let mut reqs = Vec::new();
+    for r in
+        detcd_proto::gateway::decode_stream::<pb::WatchRequest>("etcdserverpb.WatchRequest", body)
+    {
+        match r {
+            Ok(r) => reqs.push(Ok(r)),
+            Err(msg) if reqs.is_empty() => {
+                return Err((500, detcd_proto::gateway::error_body(2, &msg)));
+            }
+            Err(_) => break,
+        }
+    }
+    let answers = Watches::new(Arc::clone(ctx)).stream(futures::stream::iter(reqs));
+    Ok(answers
+        .scan(false, |ended, r| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let line = match r {
+                Ok(resp) => {
+                    let mut out = b"{\"result\":".to_vec();
+                    out.extend_from_slice(&detcd_proto::gateway::encode(&resp));
+                    out.extend_from_slice(b"}\n");
+                    out
+                }
+                Err(st) => {
+                    *ended = true;
+                    super::v3gateway::stream_error_line(&st)
+                }
+            };
+            futures::future::ready(Some(bytes::Bytes::from(line)))
+        })
+        .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(key: &str, value_len: usize) -> mvccpb::Event {
+        mvccpb::Event {
+            kv: Some(mvccpb::KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'v'; value_len],
+                mod_revision: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keys_follow_etcds_ranges() {
+        assert!(Keys::One(b"a".to_vec()).contains(b"a"));
+        assert!(!Keys::One(b"a".to_vec()).contains(b"ab"));
+        assert!(Keys::From(b"b".to_vec()).contains(b"zz"));
+        assert!(!Keys::From(b"b".to_vec()).contains(b"a"));
+        let r = Keys::Range(b"a/".to_vec(), b"a0".to_vec());
+        assert!(r.contains(b"a/x") && !r.contains(b"a0") && !r.contains(b"a"));
+    }
+
+    #[test]
+    fn fragments_keep_every_event_once_in_order_and_mark_all_but_the_last() {
+        let resp = pb::WatchResponse {
+            watch_id: 7,
+            events: (0..10).map(|i| ev(&format!("k{i}"), 100)).collect(),
+            ..Default::default()
+        };
+        let parts = fragments(resp.clone(), 350);
+        assert!(parts.len() > 1, "{} parts", parts.len());
+        let keys: Vec<_> = parts
+            .iter()
+            .flat_map(|p| p.events.iter().map(|e| e.kv.clone().unwrap().key))
+            .collect();
+        let want: Vec<_> = resp
+            .events
+            .iter()
+            .map(|e| e.kv.clone().unwrap().key)
+            .collect();
+        assert_eq!(keys, want);
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.fragment, i + 1 < parts.len());
+            assert_eq!(p.watch_id, 7);
+            assert!(p.events.len() == 1 || p.encoded_len() < 350);
+        }
+        // Under the limit, or a single event: whole.
+        assert_eq!(fragments(resp.clone(), 1 << 20).len(), 1);
+        let one = pb::WatchResponse {
+            events: vec![ev("big", 1000)],
+            ..Default::default()
+        };
+        assert_eq!(fragments(one, 10).len(), 1);
+    }
+}
