@@ -181,7 +181,13 @@ pub fn vacuity(s: &Scenario, out: &RunOutput) -> Check {
             .watches
             .iter()
             .filter(|w| w.action != "cleared")
-            .count();
+            .count()
+            + out
+                .rec
+                .v3_watch_responses
+                .iter()
+                .map(|r| r.events.len())
+                .sum::<usize>();
         if events == 0 {
             empty.push("watches: no watcher received an event".into());
         } else {

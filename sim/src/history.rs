@@ -360,6 +360,12 @@ pub fn v3_jsonl(out: &RunOutput) -> Vec<u8> {
         o.id = id as u64;
         line(&mut buf, &detcd_checker::v3::Line::Op(o));
     }
+    for w in &out.rec.v3_watches {
+        line(&mut buf, &detcd_checker::v3::Line::Watch(w.clone()));
+    }
+    for r in &out.rec.v3_watch_responses {
+        line(&mut buf, &detcd_checker::v3::Line::WatchResponse(r.clone()));
+    }
     buf
 }
 
@@ -390,8 +396,8 @@ pub fn check_v3(history: &[u8], timeout: Duration) -> Check {
     };
     let detail = if passed == Some(true) {
         format!(
-            "{} operations: {} linearizable, {} serializable reads, {} of {} indeterminate writes applied, {} revisions",
-            r.ops, r.linearizable, r.serializable, r.indeterminate_applied, r.indeterminate_writes, r.revisions
+            "{} operations: {} linearizable, {} serializable reads, {} of {} indeterminate writes applied, {} revisions; {} watch events of {} watches checked",
+            r.ops, r.linearizable, r.serializable, r.indeterminate_applied, r.indeterminate_writes, r.revisions, r.watch_events, h.watches.len()
         )
     } else {
         r.render()

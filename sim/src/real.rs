@@ -969,14 +969,15 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
     let rec: Arc<Mutex<Recorder>> = Arc::default();
     let mut tasks = Vec::new();
     for w in 0..s.workload.watchers {
-        tasks.push(tokio::spawn(workload::run_watcher(
-            w as u32,
-            seed,
-            addrs.clone(),
-            rec.clone(),
-            start,
-            end,
-        )));
+        let (w, addrs, rec) = (w as u32, addrs.clone(), rec.clone());
+        tasks.push(match s.workload.api {
+            crate::scenario::Api::V2 => {
+                tokio::spawn(workload::run_watcher(w, seed, addrs, rec, start, end))
+            }
+            crate::scenario::Api::V3 => {
+                tokio::spawn(crate::v3load::run_watcher(w, seed, addrs, rec, start, end))
+            }
+        });
     }
     tasks.push(match s.workload.api {
         crate::scenario::Api::V2 => tokio::spawn(workload::run_clients(

@@ -121,14 +121,15 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         client_node.spawn(async move {
             let mut watchers = Vec::new();
             for w in 0..s.workload.watchers {
-                watchers.push(tokio::spawn(workload::run_watcher(
-                    w as u32,
-                    seed,
-                    addrs.clone(),
-                    rec.clone(),
-                    start,
-                    end,
-                )));
+                let (w, addrs, rec) = (w as u32, addrs.clone(), rec.clone());
+                watchers.push(match s.workload.api {
+                    crate::scenario::Api::V2 => {
+                        tokio::spawn(workload::run_watcher(w, seed, addrs, rec, start, end))
+                    }
+                    crate::scenario::Api::V3 => {
+                        tokio::spawn(crate::v3load::run_watcher(w, seed, addrs, rec, start, end))
+                    }
+                });
             }
             match s.workload.api {
                 crate::scenario::Api::V2 => {

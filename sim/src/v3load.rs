@@ -11,6 +11,13 @@
 //! client last saw; put on success, get on failure). A request with no answer in time, or
 //! whose connection broke, is indeterminate if it could have written; a read without an
 //! answer is left out (it had no effect).
+//!
+//! Watchers (`workload.watchers`) follow the workload's keys over v3 watch streams, each in
+//! a seeded variant (every key with prev_kv, every key from revision 1, one key, every key
+//! without deletes), and record every response. A stream that breaks, or stays silent for
+//! [`WATCH_SILENCE`], is given up and the watch is created again on the next member at the
+//! last revision seen + 1: each such watch is a watch of its own in the history, so the
+//! checker holds each to the guarantees from its own start (Resumable).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -20,6 +27,7 @@ use detcd_checker::v3 as h;
 use detcd_node::rt::h2::H2Channel;
 use detcd_proto::etcdserverpb as pb;
 use detcd_proto::etcdserverpb::kv_client::KvClient;
+use detcd_proto::etcdserverpb::watch_client::WatchClient;
 use detcd_proto::mvccpb;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -455,5 +463,139 @@ pub async fn run_clients(
     }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// A watch stream silent this long is given up and created again elsewhere.
+pub const WATCH_SILENCE: Duration = Duration::from_secs(2);
+
+fn event(e: &mvccpb::Event) -> Option<h::Event> {
+    let kind = if e.r#type == mvccpb::event::EventType::Delete as i32 {
+        h::EventType::Delete
+    } else {
+        h::EventType::Put
+    };
+    Some(h::Event {
+        kind,
+        kv: kv(e.kv.as_ref()?),
+        prev_kv: e.prev_kv.as_ref().map(kv),
+    })
+}
+
+/// What watcher `id` watches: (key, range end, prev_kv, start revision of its first watch,
+/// filters), in turn from a seeded start.
+fn watch_variant(seed: u64, id: u32) -> (String, String, bool, i64, Vec<h::WatchFilter>) {
+    let first = crate::seed::mix(seed, 0x0077, 0) as u32;
+    match (first.wrapping_add(id)) % 4 {
+        0 => (ALL_START.into(), ALL_END.into(), true, 0, vec![]),
+        1 => (ALL_START.into(), ALL_END.into(), false, 1, vec![]),
+        2 => (key(0), String::new(), true, 0, vec![]),
+        _ => (
+            ALL_START.into(),
+            ALL_END.into(),
+            false,
+            0,
+            vec![h::WatchFilter::Nodelete],
+        ),
+    }
+}
+
+/// Run v3 watcher `id` until `end`, recording every watch it creates and every response.
+pub async fn run_watcher(
+    id: u32,
+    seed: u64,
+    addrs: Vec<String>,
+    rec: Arc<Mutex<Recorder>>,
+    start: tokio::time::Instant,
+    end: tokio::time::Instant,
+) {
+    let addrs: Vec<SocketAddr> = addrs
+        .iter()
+        .map(|a| a.parse().expect("member addresses are ip:port"))
+        .collect();
+    let (wkey, wend, prev_kv, mut next, filters) = watch_variant(seed, id);
+    let mut member = id as usize % addrs.len();
+    let now_ns = || start.elapsed().as_nanos() as u64;
+    while tokio::time::Instant::now() < end {
+        let addr = addrs[member];
+        member = (member + 1) % addrs.len();
+        let ch = match detcd_node::rt::timeout(WATCH_SILENCE, H2Channel::connect(addr)).await {
+            Ok(Ok(ch)) => ch,
+            _ => {
+                detcd_node::rt::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let create = pb::WatchCreateRequest {
+            key: wkey.clone().into_bytes(),
+            range_end: wend.clone().into_bytes(),
+            start_revision: next,
+            prev_kv,
+            filters: filters
+                .iter()
+                .map(|f| match f {
+                    h::WatchFilter::Noput => pb::watch_create_request::FilterType::Noput as i32,
+                    h::WatchFilter::Nodelete => {
+                        pb::watch_create_request::FilterType::Nodelete as i32
+                    }
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let req = pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+        };
+        let watcher = {
+            let mut r = rec.lock().unwrap();
+            let watcher = r.v3_watches.len() as u64;
+            r.v3_watches.push(h::Watch {
+                watcher,
+                client: 1000 + id as u64,
+                member: Some(((member + addrs.len() - 1) % addrs.len()) as u64),
+                call_ns: now_ns(),
+                key: wkey.clone(),
+                range_end: wend.clone(),
+                start_revision: next,
+                prev_kv,
+                filters: filters.clone(),
+            });
+            watcher
+        };
+        // The request stream stays open: closing it is not how a watch ends.
+        let requests =
+            futures::StreamExt::chain(futures::stream::iter(vec![req]), futures::stream::pending());
+        let mut w = WatchClient::new(ch);
+        let mut answers = match detcd_node::rt::timeout(WATCH_SILENCE, w.watch(requests)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            _ => continue,
+        };
+        loop {
+            let deadline = end.min(tokio::time::Instant::now() + WATCH_SILENCE);
+            let r = match detcd_node::rt::timeout_at(deadline, answers.message()).await {
+                Ok(Ok(Some(r))) => r,
+                _ => break,
+            };
+            let resp = h::WatchResponse {
+                watcher,
+                at_ns: now_ns(),
+                header_revision: rev(&r.header),
+                created: r.created,
+                canceled: r.canceled,
+                compact_revision: r.compact_revision,
+                fragment: r.fragment,
+                events: r.events.iter().filter_map(event).collect(),
+            };
+            if r.created && next == 0 {
+                next = resp.header_revision + 1;
+            }
+            if let Some(last) = resp.events.last() {
+                next = last.kv.mod_revision + 1;
+            }
+            let canceled = r.canceled;
+            rec.lock().unwrap().v3_watch_responses.push(resp);
+            if canceled {
+                break;
+            }
+        }
     }
 }

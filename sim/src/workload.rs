@@ -175,6 +175,10 @@ pub struct Recorder {
     pub dropped: u64,
     /// The v3 workload's operations, as the v3 checker reads them (`api = "v3"`).
     pub v3: Vec<detcd_checker::v3::Op>,
+    /// The v3 watches created (`api = "v3"`), ids in creation order.
+    pub v3_watches: Vec<detcd_checker::v3::Watch>,
+    /// The responses v3 watchers received, in the order each received them.
+    pub v3_watch_responses: Vec<detcd_checker::v3::WatchResponse>,
 }
 
 /// The main directory of the checked keys: the whole space a watcher may watch, and the
