@@ -38,7 +38,10 @@ const SCRIPT: &[(&[&str], Option<&str>)] = &[
     (&["auth", "enable"], None),
     (&["user", "add", "root:pw"], None),
     (&["user", "add", "root:other"], None),
-    (&["-w", "json", "user", "add", "alice", "--interactive=false"], Some("apw\n")),
+    (
+        &["-w", "json", "user", "add", "alice", "--interactive=false"],
+        Some("apw\n"),
+    ),
     (&["user", "add", "nopw", "--no-password"], None),
     (&["user", "get", "root"], None),
     (&["user", "get", "nobody"], None),
@@ -51,8 +54,21 @@ const SCRIPT: &[(&[&str], Option<&str>)] = &[
     (&["role", "get", "r1"], None),
     (&["role", "get", "nope"], None),
     (&["role", "grant-permission", "r1", "read", "foo"], None),
-    (&["role", "grant-permission", "r1", "readwrite", "a/", "--prefix"], None),
-    (&["role", "grant-permission", "r1", "write", "k", "--from-key"], None),
+    (
+        &[
+            "role",
+            "grant-permission",
+            "r1",
+            "readwrite",
+            "a/",
+            "--prefix",
+        ],
+        None,
+    ),
+    (
+        &["role", "grant-permission", "r1", "write", "k", "--from-key"],
+        None,
+    ),
     (&["role", "grant-permission", "r1", "write", "foo"], None),
     (&["role", "grant-permission", "r2", "read", "b", "c"], None),
     (&["role", "grant-permission", "nope", "read", "x"], None),
@@ -72,8 +88,14 @@ const SCRIPT: &[(&[&str], Option<&str>)] = &[
     (&["user", "get", "alice"], None),
     (&["user", "get", "alice", "--detail"], None),
     (&["-w", "json", "user", "get", "alice"], None),
-    (&["user", "passwd", "alice", "--interactive=false"], Some("apw2\n")),
-    (&["user", "passwd", "nobody", "--interactive=false"], Some("x\n")),
+    (
+        &["user", "passwd", "alice", "--interactive=false"],
+        Some("apw2\n"),
+    ),
+    (
+        &["user", "passwd", "nobody", "--interactive=false"],
+        Some("x\n"),
+    ),
     (&["put", "foo", "v0"], None),
     (&["put", "a/1", "v1"], None),
     (&["put", "b", "v2"], None),
@@ -91,7 +113,10 @@ const SCRIPT: &[(&[&str], Option<&str>)] = &[
     (&["--user", "root:pw", "role", "list"], None),
     (&["--user", "root:pw", "user", "get", "root"], None),
     (&["--user", "root:pw", "-w", "json", "get", "foo"], None),
-    (&["--user", "root:pw", "-w", "json", "put", "foo", "v3"], None),
+    (
+        &["--user", "root:pw", "-w", "json", "put", "foo", "v3"],
+        None,
+    ),
     (&["--user", "alice:apw", "get", "foo"], None),
     (&["--user", "alice:apw2", "-w", "json", "get", "foo"], None),
     (&["--user", "alice:apw2", "put", "foo", "x"], None),
@@ -123,7 +148,10 @@ const SCRIPT: &[(&[&str], Option<&str>)] = &[
     (&["--user", "alice:apw2", "role", "add", "r3"], None),
     (&["--user", "alice:apw2", "auth", "disable"], None),
     (&["--user", "root:pw", "user", "delete", "root"], None),
-    (&["--user", "root:pw", "user", "revoke-role", "root", "root"], None),
+    (
+        &["--user", "root:pw", "user", "revoke-role", "root", "root"],
+        None,
+    ),
     (&["--user", "root:pw", "role", "delete", "root"], None),
     (&["--user", "root:pw", "role", "delete", "r1"], None),
     (&["--user", "root:pw", "user", "get", "alice"], None),
@@ -132,7 +160,10 @@ const SCRIPT: &[(&[&str], Option<&str>)] = &[
     (&["--user", "root:pw", "user", "delete", "alice"], None),
     (&["--user", "alice:apw2", "get", "foo"], None),
     (&["--user", "root:pw", "role", "delete", "nope"], None),
-    (&["--user", "root:pw", "-w", "json", "auth", "disable"], None),
+    (
+        &["--user", "root:pw", "-w", "json", "auth", "disable"],
+        None,
+    ),
     (&["auth", "disable"], None),
     (&["-w", "json", "get", "foo"], None),
     (&["user", "delete", "root"], None),
@@ -233,7 +264,8 @@ fn a_token_from_one_member_works_on_every_member_and_auth_survives_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let mut members = static_cluster(dir.path(), 3);
     for m in members.iter_mut() {
-        m.args.extend(["--snapshot-count".to_string(), "5".to_string()]);
+        m.args
+            .extend(["--snapshot-count".to_string(), "5".to_string()]);
         m.start();
     }
     let a = members[0].addr();
@@ -252,13 +284,28 @@ fn a_token_from_one_member_works_on_every_member_and_auth_survives_restarts() {
         let (code, out) = etcdctl3(&a, args, None);
         assert_eq!(code, 0, "etcdctl {args:?}: {out}");
     }
-    let (st, login) = gw(&a, "/v3/auth/authenticate", r#"{"name":"u","password":"upw"}"#, None);
+    let (st, login) = gw(
+        &a,
+        "/v3/auth/authenticate",
+        r#"{"name":"u","password":"upw"}"#,
+        None,
+    );
     assert_eq!(st, 200, "{login}");
     let token = login["token"].as_str().unwrap().to_string();
     for m in &members {
         let (st, r) = gw(&m.addr(), "/v3/kv/range", r#"{"key":"aw=="}"#, Some(&token));
-        assert_eq!((st, r["count"].as_str()), (200, Some("1")), "{}: {r}", m.addr());
-        let (st, r) = gw(&m.addr(), "/v3/kv/put", r#"{"key":"aw==","value":"eA=="}"#, Some(&token));
+        assert_eq!(
+            (st, r["count"].as_str()),
+            (200, Some("1")),
+            "{}: {r}",
+            m.addr()
+        );
+        let (st, r) = gw(
+            &m.addr(),
+            "/v3/kv/put",
+            r#"{"key":"aw==","value":"eA=="}"#,
+            Some(&token),
+        );
         assert_eq!(
             (st, r["error"].as_str()),
             (403, Some("etcdserver: permission denied")),
@@ -269,7 +316,11 @@ fn a_token_from_one_member_works_on_every_member_and_auth_survives_restarts() {
     // Enough writes for snapshots, then every member restarted: users, roles, permissions and
     // the enabled flag come back (tokens do not: they are in memory, as etcd's).
     for i in 0..12 {
-        let (code, out) = etcdctl3(&a, &["--user", "root:pw", "put", &format!("s{i}"), "x"], None);
+        let (code, out) = etcdctl3(
+            &a,
+            &["--user", "root:pw", "put", &format!("s{i}"), "x"],
+            None,
+        );
         assert_eq!(code, 0, "{out}");
     }
     for m in members.iter_mut() {

@@ -13,8 +13,8 @@ use detcd_proto::etcdserverpb::kv_server::Kv;
 use detcd_proto::etcdserverpb::lease_server::Lease;
 use tonic::{Request, Response, Status};
 
-use super::Ctx;
 use super::v3auth::{auth_status, on_behalf};
+use super::Ctx;
 use crate::mvcc::{self, AuthInfo, Caller, V3Error, WriteReq, WriteResp};
 use crate::raft::WaitError;
 use crate::sm::{LeaseOp, Op, Outcome, V3Write};
@@ -172,7 +172,10 @@ impl Kv for V3 {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         mvcc::check_delete(req.get_ref()).map_err(status)?;
         let ai = self.auth_info(&req).await?;
-        match self.write(ai, WriteReq::DeleteRange(req.into_inner())).await? {
+        match self
+            .write(ai, WriteReq::DeleteRange(req.into_inner()))
+            .await?
+        {
             WriteResp::DeleteRange(mut d) => {
                 d.header = self.header(d.header.as_ref().map_or(0, |h| h.revision));
                 Ok(Response::new(d))
@@ -209,7 +212,10 @@ impl Kv for V3 {
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         let ai = self.auth_info(&req).await?;
-        match self.write(ai, WriteReq::Compaction(req.into_inner())).await? {
+        match self
+            .write(ai, WriteReq::Compaction(req.into_inner()))
+            .await?
+        {
             WriteResp::Compaction(mut c) => {
                 c.header = self.header(c.header.as_ref().map_or(0, |h| h.revision));
                 Ok(Response::new(c))

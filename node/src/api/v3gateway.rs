@@ -177,7 +177,12 @@ where
 
 /// The gateway of the Auth service (`/v3/auth/...`, POST only, as etcd 3.4's rpc.proto
 /// routes it); `None` for any other path.
-pub async fn handle_auth<A: Auth>(auth: &A, method: &Method, path: &str, body: &[u8]) -> Option<Reply> {
+pub async fn handle_auth<A: Auth>(
+    auth: &A,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Option<Reply> {
     let p = path.split('?').next().unwrap_or(path);
     let rest = p
         .strip_prefix("/v3/")
@@ -216,16 +221,47 @@ pub async fn handle_auth<A: Auth>(auth: &A, method: &Method, path: &str, body: &
     }
     let m = "etcdserverpb.";
     Some(match rest {
-        "enable" => call(&format!("{m}AuthEnableRequest"), body, |r| auth.auth_enable(r)).await,
-        "disable" => call(&format!("{m}AuthDisableRequest"), body, |r| auth.auth_disable(r)).await,
-        "authenticate" => {
-            call(&format!("{m}AuthenticateRequest"), body, |r| auth.authenticate(r)).await
+        "enable" => {
+            call(&format!("{m}AuthEnableRequest"), body, |r| {
+                auth.auth_enable(r)
+            })
+            .await
         }
-        "user/add" => call(&format!("{m}AuthUserAddRequest"), body, |r| auth.user_add(r)).await,
-        "user/get" => call(&format!("{m}AuthUserGetRequest"), body, |r| auth.user_get(r)).await,
-        "user/list" => call(&format!("{m}AuthUserListRequest"), body, |r| auth.user_list(r)).await,
+        "disable" => {
+            call(&format!("{m}AuthDisableRequest"), body, |r| {
+                auth.auth_disable(r)
+            })
+            .await
+        }
+        "authenticate" => {
+            call(&format!("{m}AuthenticateRequest"), body, |r| {
+                auth.authenticate(r)
+            })
+            .await
+        }
+        "user/add" => {
+            call(&format!("{m}AuthUserAddRequest"), body, |r| {
+                auth.user_add(r)
+            })
+            .await
+        }
+        "user/get" => {
+            call(&format!("{m}AuthUserGetRequest"), body, |r| {
+                auth.user_get(r)
+            })
+            .await
+        }
+        "user/list" => {
+            call(&format!("{m}AuthUserListRequest"), body, |r| {
+                auth.user_list(r)
+            })
+            .await
+        }
         "user/delete" => {
-            call(&format!("{m}AuthUserDeleteRequest"), body, |r| auth.user_delete(r)).await
+            call(&format!("{m}AuthUserDeleteRequest"), body, |r| {
+                auth.user_delete(r)
+            })
+            .await
         }
         "user/changepw" => {
             call(&format!("{m}AuthUserChangePasswordRequest"), body, |r| {
@@ -234,16 +270,40 @@ pub async fn handle_auth<A: Auth>(auth: &A, method: &Method, path: &str, body: &
             .await
         }
         "user/grant" => {
-            call(&format!("{m}AuthUserGrantRoleRequest"), body, |r| auth.user_grant_role(r)).await
+            call(&format!("{m}AuthUserGrantRoleRequest"), body, |r| {
+                auth.user_grant_role(r)
+            })
+            .await
         }
         "user/revoke" => {
-            call(&format!("{m}AuthUserRevokeRoleRequest"), body, |r| auth.user_revoke_role(r)).await
+            call(&format!("{m}AuthUserRevokeRoleRequest"), body, |r| {
+                auth.user_revoke_role(r)
+            })
+            .await
         }
-        "role/add" => call(&format!("{m}AuthRoleAddRequest"), body, |r| auth.role_add(r)).await,
-        "role/get" => call(&format!("{m}AuthRoleGetRequest"), body, |r| auth.role_get(r)).await,
-        "role/list" => call(&format!("{m}AuthRoleListRequest"), body, |r| auth.role_list(r)).await,
+        "role/add" => {
+            call(&format!("{m}AuthRoleAddRequest"), body, |r| {
+                auth.role_add(r)
+            })
+            .await
+        }
+        "role/get" => {
+            call(&format!("{m}AuthRoleGetRequest"), body, |r| {
+                auth.role_get(r)
+            })
+            .await
+        }
+        "role/list" => {
+            call(&format!("{m}AuthRoleListRequest"), body, |r| {
+                auth.role_list(r)
+            })
+            .await
+        }
         "role/delete" => {
-            call(&format!("{m}AuthRoleDeleteRequest"), body, |r| auth.role_delete(r)).await
+            call(&format!("{m}AuthRoleDeleteRequest"), body, |r| {
+                auth.role_delete(r)
+            })
+            .await
         }
         "role/grant" => {
             call(&format!("{m}AuthRoleGrantPermissionRequest"), body, |r| {

@@ -348,7 +348,11 @@ fn perm_ivl(p: &authpb::Permission) -> Ivl<'_> {
     if p.range_end.is_empty() {
         return Ivl::point(&p.key);
     }
-    let end: &[u8] = if p.range_end == [0] { &[] } else { &p.range_end };
+    let end: &[u8] = if p.range_end == [0] {
+        &[]
+    } else {
+        &p.range_end
+    };
     Ivl {
         begin: &p.key,
         end: end.into(),
@@ -492,7 +496,11 @@ where
     M: ReadableTable<&'static str, u64>,
 {
     let mut a = AuthStore {
-        enabled: meta.get(META_AUTH_ENABLED).map_err(io_err)?.map(|v| v.value()) == Some(1),
+        enabled: meta
+            .get(META_AUTH_ENABLED)
+            .map_err(io_err)?
+            .map(|v| v.value())
+            == Some(1),
         revision: meta
             .get(META_AUTH_REV)
             .map_err(io_err)?
@@ -526,7 +534,11 @@ pub(super) fn dump_auth(rtx: &redb::ReadTransaction, out: &mut Vec<u8>) -> io::R
     out.extend_from_slice(&revision.to_le_bytes());
     for def in [AUTH_USERS, AUTH_ROLES] {
         let t = rtx.open_table(def).map_err(io_err)?;
-        out.extend_from_slice(&redb::ReadableTableMetadata::len(&t).map_err(io_err)?.to_le_bytes());
+        out.extend_from_slice(
+            &redb::ReadableTableMetadata::len(&t)
+                .map_err(io_err)?
+                .to_le_bytes(),
+        );
         for e in t.iter().map_err(io_err)? {
             let (k, v) = e.map_err(io_err)?;
             let (k, v) = (k.value(), v.value());
@@ -624,7 +636,8 @@ impl Mvcc {
         key: &[u8],
         range_end: &[u8],
     ) -> Result<(), AuthError> {
-        self.auth.check(Caller::Client(caller), key, range_end, false)
+        self.auth
+            .check(Caller::Client(caller), key, range_end, false)
     }
 
     /// etcd's `checkTxnAuth` for a txn (nested txns too: etcd 3.4 does not look into them,
@@ -937,7 +950,11 @@ impl Mvcc {
                 }
                 self.put_user(authpb::User {
                     name: name.as_bytes().to_vec(),
-                    password: if *no_password { Vec::new() } else { hash.clone() },
+                    password: if *no_password {
+                        Vec::new()
+                    } else {
+                        hash.clone()
+                    },
                     roles: Vec::new(),
                     options: Some(authpb::UserAddOptions {
                         no_password: *no_password,
@@ -1179,17 +1196,36 @@ mod tests {
     #[test]
     fn ranges_must_be_covered_by_contiguous_permissions() {
         use authpb::permission::Type::*;
-        let (a, u) = store(vec![perm(Read, "a", "c"), perm(Readwrite, "c", "e"), perm(Write, "x", "")]);
+        let (a, u) = store(vec![
+            perm(Read, "a", "c"),
+            perm(Readwrite, "c", "e"),
+            perm(Write, "x", ""),
+        ]);
         let c = Caller::Client(Some(&u));
         assert!(a.check(c, b"a", b"", false).is_ok());
-        assert!(a.check(c, b"a", b"e", false).is_ok(), "[a,c) and [c,e) touch");
+        assert!(
+            a.check(c, b"a", b"e", false).is_ok(),
+            "[a,c) and [c,e) touch"
+        );
         assert!(a.check(c, b"b", b"d", false).is_ok());
-        assert_eq!(a.check(c, b"a", b"f", false), Err(AuthError::PermissionDenied));
-        assert_eq!(a.check(c, b"b", b"", true), Err(AuthError::PermissionDenied));
+        assert_eq!(
+            a.check(c, b"a", b"f", false),
+            Err(AuthError::PermissionDenied)
+        );
+        assert_eq!(
+            a.check(c, b"b", b"", true),
+            Err(AuthError::PermissionDenied)
+        );
         assert!(a.check(c, b"d", b"", true).is_ok());
         assert!(a.check(c, b"x", b"", true).is_ok(), "a single key");
-        assert_eq!(a.check(c, b"x", b"y", true), Err(AuthError::PermissionDenied));
-        assert_eq!(a.check(c, b"a", b"\0", false), Err(AuthError::PermissionDenied));
+        assert_eq!(
+            a.check(c, b"x", b"y", true),
+            Err(AuthError::PermissionDenied)
+        );
+        assert_eq!(
+            a.check(c, b"a", b"\0", false),
+            Err(AuthError::PermissionDenied)
+        );
     }
 
     #[test]
@@ -1199,13 +1235,19 @@ mod tests {
         let c = Caller::Client(Some(&u));
         assert!(a.check(c, b"k", b"\0", false).is_ok());
         assert!(a.check(c, b"zzz", b"", false).is_ok());
-        assert_eq!(a.check(c, b"j", b"", false), Err(AuthError::PermissionDenied));
+        assert_eq!(
+            a.check(c, b"j", b"", false),
+            Err(AuthError::PermissionDenied)
+        );
     }
 
     #[test]
     fn credentials_are_checked_before_permissions() {
         let (mut a, u) = store(vec![]);
-        assert_eq!(a.check(Caller::Client(None), b"a", b"", false), Err(AuthError::UserEmpty));
+        assert_eq!(
+            a.check(Caller::Client(None), b"a", b"", false),
+            Err(AuthError::UserEmpty)
+        );
         let old = AuthInfo {
             revision: 4,
             ..u.clone()
@@ -1215,8 +1257,15 @@ mod tests {
             Err(AuthError::AuthOldRevision)
         );
         assert!(a.check(Caller::Internal, b"a", b"", true).is_ok());
-        a.users.get_mut(b"u".as_slice()).unwrap().roles.push(ROOT.into());
-        assert!(a.check(Caller::Client(Some(&u)), b"a", b"", true).is_ok(), "root bypasses");
+        a.users
+            .get_mut(b"u".as_slice())
+            .unwrap()
+            .roles
+            .push(ROOT.into());
+        assert!(
+            a.check(Caller::Client(Some(&u)), b"a", b"", true).is_ok(),
+            "root bypasses"
+        );
         a.enabled = false;
         assert!(a.check(Caller::Client(None), b"a", b"", true).is_ok());
     }

@@ -38,8 +38,8 @@ use pb::response_op::Response;
 use prost::Message;
 use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-pub use check::{check_delete, check_put, check_range, check_txn};
 pub use auth::{AuthError, AuthInfo, AuthOp, AuthResp, Caller, ROOT, TOKEN_TTL};
+pub use check::{check_delete, check_put, check_range, check_txn};
 pub use lease::{LeaseGrant, LEASE_MAX_TTL};
 
 use crate::storage::{Disk, RandomFile};
