@@ -247,7 +247,10 @@ fn tls_cluster_with_client_certificates() {
     let (ok, out) = etcdctl(1, Some(&pki.client), &["put", "v3-cn", "root"]);
     assert!(ok && out.trim() == "OK", "{out}");
     let (ok, out) = etcdctl(2, Some(&pki.stranger), &["get", "v3-cn"]);
-    assert!(!ok && out.contains("etcdserver: permission denied"), "{out}");
+    assert!(
+        !ok && out.contains("etcdserver: permission denied"),
+        "{out}"
+    );
     let (ok, out) = etcdctl(2, Some(&pki.client), &["auth", "disable"]);
     assert!(ok, "{out}");
 

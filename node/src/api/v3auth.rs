@@ -108,8 +108,9 @@ impl V3 {
                 _ => return Err(invalid()),
             }
         }
+        let now = shared.clock.now();
         let mut m = shared.mvcc.lock().expect("mvcc lock");
-        let user = m.auth_token_user(token).ok_or_else(invalid)?;
+        let user = m.auth_token_user(token, now).ok_or_else(invalid)?;
         Ok(AuthInfo {
             user,
             revision: m.auth_revision(),

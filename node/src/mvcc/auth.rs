@@ -780,12 +780,11 @@ impl Mvcc {
         Ok((u.password.clone(), self.auth.revision))
     }
 
-    /// The user of a simple token, renewing its lifetime; `None` if this member does not know
-    /// it (never assigned here, expired, or dropped).
-    pub fn auth_token_user(&mut self, token: &str) -> Option<String> {
-        let now = self.now;
+    /// The user of a simple token as of `now` (the member's clock), renewing its lifetime;
+    /// `None` if this member does not know it (never assigned here, expired, or dropped).
+    pub fn auth_token_user(&mut self, token: &str, now: Instant) -> Option<String> {
         let t = self.auth.tokens.get_mut(token)?;
-        if let (Some(d), Some(now)) = (t.deadline, now) {
+        if let Some(d) = t.deadline {
             if now >= d {
                 self.auth.tokens.remove(token);
                 return None;

@@ -2358,7 +2358,28 @@ fn auth_state_survives_reopen_and_travels_in_dumps_tokens_stay_behind() {
         other => panic!("{other:?}"),
     };
     assert_eq!(token, format!("abcdefghijklmnop.{}", s.index));
-    assert_eq!(s.m.auth_token_user(&token).as_deref(), Some("u"));
+    let t0 = crate::rt::Instant::now();
+    s.m.set_now(t0);
+    let login = AuthOp::Authenticate {
+        name: "u".into(),
+        prefix: "ABCDEFGHIJKLMNOP".into(),
+    };
+    let timed = match s.auth(Caller::Client(None), login).unwrap() {
+        AuthResp::Token(t) => t,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(s.m.auth_token_user(&token, t0).as_deref(), Some("u"));
+    // A token lives TOKEN_TTL from its assignment or its last use.
+    let later = t0 + TOKEN_TTL - std::time::Duration::from_secs(1);
+    assert_eq!(s.m.auth_token_user(&timed, later).as_deref(), Some("u"));
+    let still = later + TOKEN_TTL - std::time::Duration::from_secs(1);
+    assert_eq!(s.m.auth_token_user(&timed, still).as_deref(), Some("u"));
+    assert_eq!(s.m.auth_token_user(&timed, still + TOKEN_TTL), None);
+    assert_eq!(
+        s.m.auth_token_user(&timed, still),
+        None,
+        "an expired token is gone"
+    );
     let revision = s.m.auth_revision();
     s.m.flush(true).unwrap();
     drop(s);
@@ -2366,7 +2387,11 @@ fn auth_state_survives_reopen_and_travels_in_dumps_tokens_stay_behind() {
     let mut m = open_mem(&disk);
     assert!(m.auth_enabled());
     assert_eq!(m.auth_revision(), revision);
-    assert_eq!(m.auth_token_user(&token), None, "tokens are in memory");
+    assert_eq!(
+        m.auth_token_user(&token, crate::rt::Instant::now()),
+        None,
+        "tokens are in memory"
+    );
     let bytes = m.dump().unwrap().encode().unwrap();
     let mut t = fresh();
     assert!(!t.auth_enabled());
