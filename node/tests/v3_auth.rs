@@ -350,3 +350,182 @@ fn a_token_from_one_member_works_on_every_member_and_auth_survives_restarts() {
         "{r}"
     );
 }
+
+/// Gateway requests (path, body, whose token: "" none, "bad" a made-up one), in order.
+const GATEWAY: &[(&str, &str, &str)] = &[
+    ("/v3/kv/range", r#"{"key":"Zm9v"}"#, "bad"),
+    (
+        "/v3/auth/authenticate",
+        r#"{"name":"root","password":"pw"}"#,
+        "",
+    ),
+    ("/v3/auth/enable", "{}", ""),
+    (
+        "/v3/auth/user/add",
+        r#"{"name":"root","password":"pw"}"#,
+        "",
+    ),
+    ("/v3/auth/user/add", r#"{"name":"","password":"pw"}"#, ""),
+    ("/v3/auth/user/add", r#"{"name":"u","password":"upw"}"#, ""),
+    (
+        "/v3/auth/user/add",
+        r#"{"name":"np","options":{"no_password":true}}"#,
+        "",
+    ),
+    ("/v3/auth/enable", "{}", ""),
+    (
+        "/v3/auth/user/grant",
+        r#"{"user":"root","role":"root"}"#,
+        "",
+    ),
+    ("/v3/auth/role/add", r#"{"name":""}"#, ""),
+    ("/v3/auth/role/add", r#"{"name":"r"}"#, ""),
+    (
+        "/v3/auth/role/grant",
+        r#"{"name":"r","perm":{"permType":"READWRITE","key":"YQ==","range_end":"Yw=="}}"#,
+        "",
+    ),
+    (
+        "/v3/auth/role/grant",
+        r#"{"name":"r","perm":{"key":"eg=="}}"#,
+        "",
+    ),
+    ("/v3/auth/role/get", r#"{"role":"r"}"#, ""),
+    ("/v3/auth/role/get", r#"{"role":"root"}"#, ""),
+    ("/v3/auth/role/list", "{}", ""),
+    ("/v3/auth/user/grant", r#"{"user":"u","role":"r"}"#, ""),
+    ("/v3/auth/user/get", r#"{"name":"u"}"#, ""),
+    ("/v3/auth/user/list", "{}", ""),
+    ("/v3/auth/role/revoke", r#"{"role":"r","key":"eg=="}"#, ""),
+    ("/v3/auth/role/revoke", r#"{"role":"r","key":"eg=="}"#, ""),
+    ("/v3/auth/user/revoke", r#"{"name":"u","role":"nope"}"#, ""),
+    (
+        "/v3/auth/user/changepw",
+        r#"{"name":"u","password":"upw2"}"#,
+        "",
+    ),
+    ("/v3/auth/enable", "{}", ""),
+    (
+        "/v3/auth/authenticate",
+        r#"{"name":"u","password":"upw"}"#,
+        "",
+    ),
+    (
+        "/v3/auth/authenticate",
+        r#"{"name":"np","password":""}"#,
+        "",
+    ),
+    (
+        "/v3/auth/authenticate",
+        r#"{"name":"u","password":"upw2"}"#,
+        "",
+    ),
+    (
+        "/v3/auth/authenticate",
+        r#"{"name":"root","password":"pw"}"#,
+        "",
+    ),
+    ("/v3/kv/put", r#"{"key":"Yg==","value":"dg=="}"#, "u"),
+    ("/v3/kv/put", r#"{"key":"eg==","value":"dg=="}"#, "u"),
+    ("/v3/kv/range", r#"{"key":"YQ==","range_end":"Yw=="}"#, "u"),
+    ("/v3/kv/range", r#"{"key":"YQ==","range_end":"ZA=="}"#, "u"),
+    (
+        "/v3/kv/deleterange",
+        r#"{"key":"Yg==","prev_kv":true}"#,
+        "u",
+    ),
+    ("/v3/auth/user/list", "{}", "u"),
+    ("/v3/auth/user/get", r#"{"name":"u"}"#, "u"),
+    ("/v3/auth/role/get", r#"{"role":"r"}"#, "u"),
+    ("/v3/auth/role/get", r#"{"role":"root"}"#, "u"),
+    ("/v3/auth/user/list", "{}", "root"),
+    ("/v3/auth/user/delete", r#"{"name":"root"}"#, "root"),
+    ("/v3/auth/role/delete", r#"{"role":"root"}"#, "root"),
+    (
+        "/v3/auth/user/revoke",
+        r#"{"name":"root","role":"root"}"#,
+        "root",
+    ),
+    ("/v3/lease/grant", r#"{"TTL":60,"ID":7}"#, "u"),
+    (
+        "/v3/kv/put",
+        r#"{"key":"YQ==","value":"dg==","lease":7}"#,
+        "root",
+    ),
+    ("/v3/lease/revoke", r#"{"ID":7}"#, "u"),
+    ("/v3/kv/lease/revoke", r#"{"ID":7}"#, ""),
+    (
+        "/v3/auth/user/changepw",
+        r#"{"name":"u","password":"upw3"}"#,
+        "root",
+    ),
+    ("/v3/kv/range", r#"{"key":"YQ=="}"#, "u"),
+    ("/v3/auth/disable", "{}", "u"),
+    ("/v3/auth/disable", "{}", "root"),
+    ("/v3/kv/range", r#"{"key":"YQ=="}"#, "root"),
+    ("/v3/kv/range", r#"{"key":"YQ=="}"#, ""),
+    (
+        "/v3/auth/authenticate",
+        r#"{"name":"root","password":"pw"}"#,
+        "",
+    ),
+    ("/v3/auth/role/delete", r#"{"role":"r"}"#, ""),
+    ("/v3/auth/user/get", r#"{"name":"u"}"#, ""),
+    ("/v3/auth/user/delete", r#"{"name":"root"}"#, ""),
+    ("/v3/auth/user/list", "{}", ""),
+    ("/v3beta/auth/role/list", "{}", ""),
+];
+
+#[test]
+fn the_auth_gateway_answers_as_etcd_does() {
+    if !require_bin("etcd", "Debian package etcd-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for bin in ["detcd", "etcd"] {
+        let m = start(dir.path(), bin);
+        let mut tokens = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for (path, body, who) in GATEWAY {
+            let token = match *who {
+                "" => None,
+                "bad" => Some("bogus.1".to_string()),
+                w => Some(tokens.get(w).cloned().unwrap_or_default()),
+            };
+            let (st, mut v) = gw(&m.addr(), path, body, token.as_deref());
+            if let Some(t) = v["token"].as_str() {
+                let user = serde_json::from_str::<serde_json::Value>(body).unwrap()["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                tokens.insert(user, t.to_string());
+            }
+            mask_fields(&mut v, &["cluster_id", "member_id", "raft_term", "token"]);
+            out.push(format!("{st} {v}"));
+        }
+        outs.push(out);
+    }
+    let diffs: Vec<String> = GATEWAY
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| outs[0][*i] != outs[1][*i])
+        .map(|(i, (p, b, w))| {
+            format!(
+                "{p} {b} as {w:?}:\n  detcd: {}\n  etcd:  {}",
+                outs[0][i], outs[1][i]
+            )
+        })
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} of {} requests differ:\n{}",
+        diffs.len(),
+        GATEWAY.len(),
+        diffs.join("\n")
+    );
+    let all = outs[0].join("\n");
+    for want in ["403 ", "401 ", "412 ", "\"perm\"", "\"users\""] {
+        assert!(all.contains(want), "never saw {want:?}:\n{all}");
+    }
+}
