@@ -12,7 +12,7 @@ use std::hash::BuildHasherDefault;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Member, Members};
-use crate::mvcc::{Mvcc, V3Error, WriteReq, WriteResp};
+use crate::mvcc::{AuthInfo, AuthOp, AuthResp, Caller, Mvcc, V3Error, WriteReq, WriteResp};
 use crate::store::{Command, EtcdError, Event, Store};
 
 /// One proposal, as it is stored in a Raft entry.
@@ -42,6 +42,19 @@ pub enum Op {
     V3(V3Write),
     /// A v3 lease grant or revoke.
     Lease(LeaseOp),
+    /// A v3 auth request (etcd's `InternalRaftRequest` Auth* fields).
+    AuthV3(AuthOp),
+    /// `op` made by a client whose v3 credentials the proposing member checked: the user and
+    /// the auth revision (etcd's `RequestHeader.Username`/`AuthRevision`), against which the
+    /// entry's permissions are checked when it applies.
+    As {
+        /// The user.
+        user: String,
+        /// The auth revision its credentials were checked at.
+        revision: u64,
+        /// What it asked.
+        op: Box<Op>,
+    },
     /// A member publishes its name and client URLs after it starts.
     Attributes {
         /// Member id.
@@ -129,7 +142,7 @@ impl V3Write {
 }
 
 /// Bytes as base64 in a JSON proposal.
-mod b64 {
+pub(crate) mod b64 {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -173,6 +186,8 @@ pub enum Outcome {
     LeaseGrant(Result<crate::mvcc::LeaseGrant, V3Error>),
     /// A lease revoke: the store's revision after it, or etcd's error.
     LeaseRevoke(Result<i64, V3Error>),
+    /// A v3 auth request: its answer, or etcd's error.
+    AuthV3(Result<AuthResp, V3Error>),
     /// A membership change refused when it came to be applied (the cluster changed since the
     /// request was checked): the HTTP status and etcd's message.
     ConfRefused(u16, String),
@@ -354,8 +369,30 @@ impl StateMachine {
             tracing::debug!(id = p.id, index, "apply: duplicate proposal skipped");
             return None;
         }
+        // Entries the leader proposes itself (no request id: lease expiry) are not checked
+        // against v3 auth, as etcd's run as root.
+        let caller = if p.id == 0 {
+            Caller::Internal
+        } else {
+            Caller::Client(None)
+        };
+        Some(self.apply_op(&p.op, caller, index, v3))
+    }
+
+    fn apply_op(&mut self, op: &Op, caller: Caller<'_>, index: u64, v3: &mut Mvcc) -> Outcome {
         let now = self.meta.log_clock_ms;
-        Some(match &p.op {
+        match op {
+            Op::As { user, revision, op } => {
+                let ai = AuthInfo {
+                    user: user.clone(),
+                    revision: *revision,
+                };
+                self.apply_op(op, Caller::Client(Some(&ai)), index, v3)
+            }
+            Op::AuthV3(op) => match v3.auth_apply(index, caller, op) {
+                Some(r) => Outcome::AuthV3(r),
+                None => Outcome::Done,
+            },
             Op::Keys(cmd) => Outcome::Keys(self.store.apply(cmd, now)),
             Op::Auth(op) => {
                 let store = &mut self.store;
@@ -373,12 +410,12 @@ impl StateMachine {
                     None => Outcome::Done,
                 }
             }
-            Op::Lease(LeaseOp::Revoke { id }) => match v3.lease_revoke(index, *id) {
+            Op::Lease(LeaseOp::Revoke { id }) => match v3.lease_revoke_as(index, *id, caller) {
                 Some((r, _events)) => Outcome::LeaseRevoke(r),
                 None => Outcome::Done,
             },
             Op::V3(w) => match w.decode() {
-                Ok(req) => match v3.apply_with_leases(index, &req) {
+                Ok(req) => match v3.apply_as(index, &req, caller) {
                     Some((result, _events)) => Outcome::V3(result),
                     None => Outcome::Done,
                 },
@@ -407,7 +444,7 @@ impl StateMachine {
                 }
                 Outcome::Done
             }
-        })
+        }
     }
 
     /// Serialise for a Raft snapshot of the v2 side only (see [`SmCopy::encode`]): a new

@@ -234,6 +234,25 @@ fn tls_cluster_with_client_certificates() {
         !ok,
         "a v3 client without a certificate got an answer: {out}"
     );
+    // With v3 auth on and no token, the certificate's common name is the user (etcd's
+    // AuthInfoFromTLS): the client certificate's CN is root, the stranger's has no user.
+    for args in [
+        &["user", "add", "root:pw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        let (ok, out) = etcdctl(0, Some(&pki.client), args);
+        assert!(ok, "etcdctl {args:?}: {out}");
+    }
+    let (ok, out) = etcdctl(1, Some(&pki.client), &["put", "v3-cn", "root"]);
+    assert!(ok && out.trim() == "OK", "{out}");
+    let (ok, out) = etcdctl(2, Some(&pki.stranger), &["get", "v3-cn"]);
+    assert!(
+        !ok && out.contains("etcdserver: permission denied"),
+        "{out}"
+    );
+    let (ok, out) = etcdctl(2, Some(&pki.client), &["auth", "disable"]);
+    assert!(ok, "{out}");
 
     // Without a client certificate the handshake fails: no HTTP answer at all.
     let (ok, out) = curl(&[

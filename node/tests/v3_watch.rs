@@ -81,6 +81,39 @@ const AFTER_COMPACTION: &[&[&str]] = &[
     &["watch", "--prefix", "w/", "--rev", "5"],
 ];
 
+/// Then auth on: a user who may read only `w/end` watches it, and is refused elsewhere.
+const AUTH_SETUP: &[&[&str]] = &[
+    &["user", "add", "root:rootpw"],
+    &["auth", "enable"],
+    &["--user", "root:rootpw", "user", "add", "u:upw"],
+    &["--user", "root:rootpw", "role", "add", "r"],
+    &[
+        "--user",
+        "root:rootpw",
+        "role",
+        "grant-permission",
+        "r",
+        "read",
+        "w/end",
+    ],
+    &["--user", "root:rootpw", "user", "grant-role", "u", "r"],
+];
+const WITH_AUTH: &[&[&str]] = &[
+    &["--user", "u:upw", "watch", "w/end", "--rev", "9"],
+    &["--user", "u:upw", "watch", "w/a", "--rev", "5"],
+    &["--user", "u:upw", "watch", "--prefix", "w/", "--rev", "5"],
+    &["--user", "u:nope", "watch", "w/end", "--rev", "9"],
+    &[
+        "--user",
+        "root:rootpw",
+        "watch",
+        "--prefix",
+        "w/",
+        "--rev",
+        "8",
+    ],
+];
+
 /// Run each watch command for `run_for` (in parallel), then stop it; what each printed.
 fn watch_outputs(addr: &str, cmds: &[&[&str]], run_for: Duration) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +161,11 @@ fn run_script(addr: &str) -> Vec<String> {
         AFTER_COMPACTION,
         Duration::from_secs(3),
     ));
+    for a in AUTH_SETUP {
+        let (code, out) = etcdctl(addr, a, None);
+        assert_eq!(code, 0, "etcdctl {a:?}: {out}");
+    }
+    outs.extend(watch_outputs(addr, WITH_AUTH, Duration::from_secs(3)));
     outs
 }
 
@@ -163,7 +201,12 @@ fn etcdctl_watch_prints_the_same_for_detcd_and_etcd() {
         let m = single(dir.path(), bin);
         outs.push(run_script(&m.addr()));
     }
-    let cmds: Vec<&[&str]> = WATCHES.iter().chain(AFTER_COMPACTION).copied().collect();
+    let cmds: Vec<&[&str]> = WATCHES
+        .iter()
+        .chain(AFTER_COMPACTION)
+        .chain(WITH_AUTH)
+        .copied()
+        .collect();
     let mut diffs = Vec::new();
     for (i, args) in cmds.iter().enumerate() {
         if outs[0][i] != outs[1][i] {

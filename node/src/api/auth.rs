@@ -37,7 +37,7 @@ const VERIFIED_MAX: usize = 1024;
 pub struct Verified(Mutex<HashMap<String, [u8; 32]>>);
 
 impl Verified {
-    fn check(&self, hash: &str, password: &str) -> bool {
+    pub(crate) fn check(&self, hash: &str, password: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         if self.0.lock().expect("verified lock").get(hash) == Some(&digest) {
             return true;
@@ -348,7 +348,7 @@ fn user_out(name: &str, roles: &Option<Vec<String>>) -> serde_json::Value {
     serde_json::json!({ "user": name, "roles": roles })
 }
 
-fn hash(ctx: &Ctx, password: &str) -> Result<String, AuthError> {
+pub(crate) fn hash(ctx: &Ctx, password: &str) -> Result<String, AuthError> {
     let mut salt = [0u8; 16];
     salt[..8].copy_from_slice(&ctx.shared.rng.next_u64().to_le_bytes());
     salt[8..].copy_from_slice(&ctx.shared.rng.next_u64().to_le_bytes());

@@ -165,12 +165,8 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
                 Ok(applied) => match applied.outcome {
                     Outcome::Keys(Ok(e)) => event_response(ctx, &e, no_value, false),
                     Outcome::Keys(Err(e)) => error_response(ctx, &e),
-                    Outcome::Done
-                    | Outcome::Auth(_)
-                    | Outcome::ConfRefused(..)
-                    | Outcome::V3(_)
-                    | Outcome::LeaseGrant(_)
-                    | Outcome::LeaseRevoke(_) => error_response(ctx, &timeout_error()),
+                    // Any other outcome is not a keys write's.
+                    _ => error_response(ctx, &timeout_error()),
                 },
                 Err(e) => wait_error(ctx, e),
             }

@@ -11,10 +11,12 @@ mod keys_http;
 mod members;
 pub mod misc;
 pub mod v3;
+pub mod v3auth;
 pub mod v3gateway;
 pub mod watch;
 pub use misc::CLUSTER_VERSION;
 
+use detcd_proto::etcdserverpb::auth_server::AuthServer;
 use detcd_proto::etcdserverpb::kv_server::KvServer;
 use detcd_proto::etcdserverpb::lease_server::LeaseServer;
 use detcd_proto::etcdserverpb::watch_server::WatchServer;
@@ -151,11 +153,13 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             let watches = WatchServer::new(watch::Watches::new(Arc::clone(&ctx)))
                 .max_decoding_message_size(ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
                 .max_encoding_message_size(usize::MAX);
+            let auth = AuthServer::new(v3::V3::new(Arc::clone(&ctx)));
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
                 let mut kv = kv.clone();
                 let mut lease = lease.clone();
                 let mut watches = watches.clone();
+                let mut auth = auth.clone();
                 if let Some(cn) = &cn {
                     req.extensions_mut().insert(ClientCommonName(cn.clone()));
                 }
@@ -168,6 +172,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                         }
                         if req.uri().path().starts_with("/etcdserverpb.Watch/") {
                             return watches.call(req).await;
+                        }
+                        if req.uri().path().starts_with("/etcdserverpb.Auth/") {
+                            return auth.call(req).await;
                         }
                         return kv.call(req).await;
                     }
@@ -267,17 +274,26 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
 /// in-process, its response or error encoded as etcd's grpc-gateway does.
 async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    // etcd's gateway forwards the `Authorization` header as the request's token.
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let kv = v3::V3::new(Arc::clone(ctx));
+    let kv = v3::V3::for_gateway(Arc::clone(ctx), token);
     let keep_alive = |reqs: Vec<detcd_proto::etcdserverpb::LeaseKeepAliveRequest>| {
         use futures::StreamExt;
         let requests = futures::stream::iter(reqs.into_iter().map(Ok));
         kv.keep_alive_stream(requests).collect::<Vec<_>>()
     };
-    match v3gateway::handle_services(&kv, &kv, keep_alive, &method, &path, &body).await {
+    let reply = match v3gateway::handle_auth(&kv, &method, &path, &body).await {
+        Some(r) => Some(r),
+        None => v3gateway::handle_services(&kv, &kv, keep_alive, &method, &path, &body).await,
+    };
+    match reply {
         Some(r) => {
             let mut resp = Response::builder().status(
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -296,11 +312,15 @@ async fn watch_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body>
     if req.method() != hyper::Method::POST {
         return text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
+    let token = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    match watch::gateway(ctx, &body) {
+    match watch::gateway(ctx, token, &body).await {
         Err((status, body)) => json(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body,

@@ -13,8 +13,9 @@ use detcd_proto::etcdserverpb::kv_server::Kv;
 use detcd_proto::etcdserverpb::lease_server::Lease;
 use tonic::{Request, Response, Status};
 
+use super::v3auth::{auth_status, on_behalf};
 use super::Ctx;
-use crate::mvcc::{self, V3Error, WriteReq, WriteResp};
+use crate::mvcc::{self, AuthInfo, Caller, V3Error, WriteReq, WriteResp};
 use crate::raft::WaitError;
 use crate::sm::{LeaseOp, Op, Outcome, V3Write};
 use crate::transport::{LeaseAnswer, LeaseFwd};
@@ -22,7 +23,10 @@ use crate::transport::{LeaseAnswer, LeaseFwd};
 /// The v3 services of one member.
 #[derive(Clone)]
 pub struct V3 {
-    ctx: Arc<Ctx>,
+    pub(super) ctx: Arc<Ctx>,
+    /// For the JSON gateway: its request's `Authorization` header (the gateway's metadata);
+    /// `None` for a gRPC call, whose credentials are its own metadata and TLS certificate.
+    pub(super) gateway: Option<Option<String>>,
 }
 
 /// etcd's message when a request did not complete in time.
@@ -30,11 +34,11 @@ pub const REQUEST_TIMED_OUT: &str = "etcdserver: request timed out";
 /// etcd's message when the member is stopping.
 pub const SERVER_STOPPED: &str = "etcdserver: server stopped";
 
-fn status(e: V3Error) -> Status {
+pub(super) fn status(e: V3Error) -> Status {
     Status::new(e.code(), e.message())
 }
 
-fn wait_status(e: WaitError) -> Status {
+pub(super) fn wait_status(e: WaitError) -> Status {
     match e {
         WaitError::Timeout => Status::unavailable(REQUEST_TIMED_OUT),
         WaitError::Stopped => Status::unavailable(SERVER_STOPPED),
@@ -44,11 +48,21 @@ fn wait_status(e: WaitError) -> Status {
 impl V3 {
     /// The services of the member behind `ctx`.
     pub fn new(ctx: Arc<Ctx>) -> V3 {
-        V3 { ctx }
+        V3 { ctx, gateway: None }
+    }
+
+    /// The services as the JSON gateway calls them, with the request's `Authorization`
+    /// header as its token (etcd's gateway forwards it as gRPC metadata and never a TLS
+    /// certificate's name).
+    pub fn for_gateway(ctx: Arc<Ctx>, authorization: Option<String>) -> V3 {
+        V3 {
+            ctx,
+            gateway: Some(authorization),
+        }
     }
 
     /// The header every response carries: cluster, member, the keyspace's revision, term.
-    fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
+    pub(super) fn header(&self, revision: i64) -> Option<pb::ResponseHeader> {
         let shared = &self.ctx.shared;
         Some(pb::ResponseHeader {
             cluster_id: shared.cluster_id(),
@@ -59,7 +73,7 @@ impl V3 {
     }
 
     /// Wait until this member has applied everything committed when the read began.
-    async fn linearize(&self) -> Result<(), Status> {
+    pub(super) async fn linearize(&self) -> Result<(), Status> {
         self.ctx
             .shared
             .read_barrier(self.ctx.request_timeout, self.ctx.read_retry)
@@ -67,8 +81,8 @@ impl V3 {
             .map_err(wait_status)
     }
 
-    /// Propose a checked write and wait for what applying it produced.
-    async fn write(&self, req: WriteReq) -> Result<WriteResp, Status> {
+    /// Propose a checked write on behalf of `ai` and wait for what applying it produced.
+    async fn write(&self, ai: Option<AuthInfo>, req: WriteReq) -> Result<WriteResp, Status> {
         let w = V3Write::encode(&req);
         if w.len() > self.ctx.max_request_bytes {
             return Err(status(V3Error::RequestTooLarge));
@@ -76,7 +90,7 @@ impl V3 {
         let applied = self
             .ctx
             .shared
-            .propose(Op::V3(w), self.ctx.request_timeout)
+            .propose(on_behalf(ai, Op::V3(w)), self.ctx.request_timeout)
             .await
             .map_err(wait_status)?;
         match applied.outcome {
@@ -124,27 +138,26 @@ impl Kv for V3 {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let r = req.into_inner();
-        mvcc::check_range(&r).map_err(status)?;
-        if !r.serializable {
+        mvcc::check_range(req.get_ref()).map_err(status)?;
+        if !req.get_ref().serializable {
             self.linearize().await?;
         }
-        let mut resp = self
-            .ctx
-            .shared
-            .mvcc
-            .lock()
-            .expect("mvcc lock")
-            .range(&r)
-            .map_err(status)?;
+        let ai = self.auth_info(&req).await?;
+        let r = req.into_inner();
+        let mut resp = {
+            let m = self.ctx.shared.mvcc.lock().expect("mvcc lock");
+            m.auth_check_range(ai.as_ref(), &r.key, &r.range_end)
+                .map_err(auth_status)?;
+            m.range(&r).map_err(status)?
+        };
         resp.header = self.header(resp.header.as_ref().map_or(0, |h| h.revision));
         Ok(Response::new(resp))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let r = req.into_inner();
-        mvcc::check_put(&r).map_err(status)?;
-        match self.write(WriteReq::Put(r)).await? {
+        mvcc::check_put(req.get_ref()).map_err(status)?;
+        let ai = self.auth_info(&req).await?;
+        match self.write(ai, WriteReq::Put(req.into_inner())).await? {
             WriteResp::Put(mut p) => {
                 p.header = self.header(p.header.as_ref().map_or(0, |h| h.revision));
                 Ok(Response::new(p))
@@ -157,9 +170,12 @@ impl Kv for V3 {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let r = req.into_inner();
-        mvcc::check_delete(&r).map_err(status)?;
-        match self.write(WriteReq::DeleteRange(r)).await? {
+        mvcc::check_delete(req.get_ref()).map_err(status)?;
+        let ai = self.auth_info(&req).await?;
+        match self
+            .write(ai, WriteReq::DeleteRange(req.into_inner()))
+            .await?
+        {
             WriteResp::DeleteRange(mut d) => {
                 d.header = self.header(d.header.as_ref().map_or(0, |h| h.revision));
                 Ok(Response::new(d))
@@ -169,21 +185,20 @@ impl Kv for V3 {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        mvcc::check_txn(req.get_ref(), self.ctx.max_txn_ops).map_err(status)?;
+        let read_only = txn_is_read_only(req.get_ref());
+        if read_only && !txn_is_serializable(req.get_ref()) {
+            self.linearize().await?;
+        }
+        let ai = self.auth_info(&req).await?;
         let r = req.into_inner();
-        mvcc::check_txn(&r, self.ctx.max_txn_ops).map_err(status)?;
-        let mut t = if txn_is_read_only(&r) {
-            if !txn_is_serializable(&r) {
-                self.linearize().await?;
-            }
-            self.ctx
-                .shared
-                .mvcc
-                .lock()
-                .expect("mvcc lock")
-                .txn_read(&r)
-                .map_err(status)?
+        let mut t = if read_only {
+            let m = self.ctx.shared.mvcc.lock().expect("mvcc lock");
+            m.auth_check_txn(Caller::Client(ai.as_ref()), &r)
+                .map_err(auth_status)?;
+            m.txn_read(&r).map_err(status)?
         } else {
-            match self.write(WriteReq::Txn(r)).await? {
+            match self.write(ai, WriteReq::Txn(r)).await? {
                 WriteResp::Txn(t) => t,
                 other => return Err(unexpected(&other)),
             }
@@ -196,8 +211,11 @@ impl Kv for V3 {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        let r = req.into_inner();
-        match self.write(WriteReq::Compaction(r)).await? {
+        let ai = self.auth_info(&req).await?;
+        match self
+            .write(ai, WriteReq::Compaction(req.into_inner()))
+            .await?
+        {
             WriteResp::Compaction(mut c) => {
                 c.header = self.header(c.header.as_ref().map_or(0, |h| h.revision));
                 Ok(Response::new(c))
@@ -329,7 +347,7 @@ impl V3 {
         })
     }
 
-    fn revision(&self) -> i64 {
+    pub(super) fn revision(&self) -> i64 {
         self.ctx.shared.mvcc.lock().expect("mvcc lock").revision()
     }
 
@@ -376,6 +394,7 @@ impl Lease for V3 {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let ai = self.auth_info(&req).await?;
         let r = req.into_inner();
         // ID 0: the server picks a positive 63-bit ID (etcd: its request ID generator; here
         // the member's seeded rng).
@@ -391,7 +410,7 @@ impl Lease for V3 {
         let applied = self
             .ctx
             .shared
-            .propose(op, self.ctx.request_timeout)
+            .propose(on_behalf(ai, op), self.ctx.request_timeout)
             .await
             .map_err(wait_status)?;
         match applied.outcome {
@@ -421,8 +440,9 @@ impl Lease for V3 {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let ai = self.auth_info(&req).await?;
         let r = req.into_inner();
-        let op = Op::Lease(LeaseOp::Revoke { id: r.id });
+        let op = on_behalf(ai, Op::Lease(LeaseOp::Revoke { id: r.id }));
         let applied = self
             .ctx
             .shared

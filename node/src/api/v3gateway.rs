@@ -26,6 +26,7 @@
 //! and answer `r.status`, `r.headers` and `r.body` (plus etcd's CORS headers, as for v2).
 
 use detcd_proto::etcdserverpb as pb;
+use detcd_proto::etcdserverpb::auth_server::Auth;
 use detcd_proto::etcdserverpb::kv_server::Kv;
 use detcd_proto::etcdserverpb::lease_server::Lease;
 use detcd_proto::gateway::{decode, decode_stream, encode, error_body, http_status};
@@ -171,6 +172,151 @@ where
             .await
         }
         _ => keep_alive_stream(body, keep_alive).await,
+    })
+}
+
+/// The gateway of the Auth service (`/v3/auth/...`, POST only, as etcd 3.4's rpc.proto
+/// routes it); `None` for any other path.
+pub async fn handle_auth<A: Auth>(
+    auth: &A,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Option<Reply> {
+    let p = path.split('?').next().unwrap_or(path);
+    let rest = p
+        .strip_prefix("/v3/")
+        .or_else(|| p.strip_prefix("/v3beta/"))?
+        .strip_prefix("auth/")?;
+    const ROUTES: &[&str] = &[
+        "enable",
+        "disable",
+        "authenticate",
+        "user/add",
+        "user/get",
+        "user/list",
+        "user/delete",
+        "user/changepw",
+        "user/grant",
+        "user/revoke",
+        "role/add",
+        "role/get",
+        "role/list",
+        "role/delete",
+        "role/grant",
+        "role/revoke",
+    ];
+    if !ROUTES.contains(&rest) {
+        return None;
+    }
+    if method == Method::OPTIONS {
+        return Some(Reply {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        });
+    }
+    if method != Method::POST {
+        return Some(text(405, "Method Not Allowed\n"));
+    }
+    let m = "etcdserverpb.";
+    Some(match rest {
+        "enable" => {
+            call(&format!("{m}AuthEnableRequest"), body, |r| {
+                auth.auth_enable(r)
+            })
+            .await
+        }
+        "disable" => {
+            call(&format!("{m}AuthDisableRequest"), body, |r| {
+                auth.auth_disable(r)
+            })
+            .await
+        }
+        "authenticate" => {
+            call(&format!("{m}AuthenticateRequest"), body, |r| {
+                auth.authenticate(r)
+            })
+            .await
+        }
+        "user/add" => {
+            call(&format!("{m}AuthUserAddRequest"), body, |r| {
+                auth.user_add(r)
+            })
+            .await
+        }
+        "user/get" => {
+            call(&format!("{m}AuthUserGetRequest"), body, |r| {
+                auth.user_get(r)
+            })
+            .await
+        }
+        "user/list" => {
+            call(&format!("{m}AuthUserListRequest"), body, |r| {
+                auth.user_list(r)
+            })
+            .await
+        }
+        "user/delete" => {
+            call(&format!("{m}AuthUserDeleteRequest"), body, |r| {
+                auth.user_delete(r)
+            })
+            .await
+        }
+        "user/changepw" => {
+            call(&format!("{m}AuthUserChangePasswordRequest"), body, |r| {
+                auth.user_change_password(r)
+            })
+            .await
+        }
+        "user/grant" => {
+            call(&format!("{m}AuthUserGrantRoleRequest"), body, |r| {
+                auth.user_grant_role(r)
+            })
+            .await
+        }
+        "user/revoke" => {
+            call(&format!("{m}AuthUserRevokeRoleRequest"), body, |r| {
+                auth.user_revoke_role(r)
+            })
+            .await
+        }
+        "role/add" => {
+            call(&format!("{m}AuthRoleAddRequest"), body, |r| {
+                auth.role_add(r)
+            })
+            .await
+        }
+        "role/get" => {
+            call(&format!("{m}AuthRoleGetRequest"), body, |r| {
+                auth.role_get(r)
+            })
+            .await
+        }
+        "role/list" => {
+            call(&format!("{m}AuthRoleListRequest"), body, |r| {
+                auth.role_list(r)
+            })
+            .await
+        }
+        "role/delete" => {
+            call(&format!("{m}AuthRoleDeleteRequest"), body, |r| {
+                auth.role_delete(r)
+            })
+            .await
+        }
+        "role/grant" => {
+            call(&format!("{m}AuthRoleGrantPermissionRequest"), body, |r| {
+                auth.role_grant_permission(r)
+            })
+            .await
+        }
+        _ => {
+            call(&format!("{m}AuthRoleRevokePermissionRequest"), body, |r| {
+                auth.role_revoke_permission(r)
+            })
+            .await
+        }
     })
 }
 

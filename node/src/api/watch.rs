@@ -34,8 +34,9 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::v3::V3;
 use super::Ctx;
-use crate::mvcc::V3Error;
+use crate::mvcc::{AuthInfo, V3Error};
 use crate::watch::{Fetched, HistoryError, Hub, WatcherGuard};
 
 /// etcd's watch id meaning "none" (`clientv3.InvalidWatchID`).
@@ -64,14 +65,21 @@ impl Watches {
         Watches { ctx }
     }
 
-    /// Serve one watch stream: `requests` are the client's, the returned stream its
-    /// answers. The work runs in its own task until the answers are dropped.
-    pub fn stream<S>(&self, requests: S) -> ResponseStream
+    /// Serve one watch stream: `requests` are the client's, `v3` and `auth` the services and
+    /// credentials it is checked with (`auth` as [`V3::auth_info`] found them once for the
+    /// stream), the returned stream its answers. The work runs in its own task until the
+    /// answers are dropped.
+    pub fn stream<S>(
+        &self,
+        requests: S,
+        v3: V3,
+        auth: Result<Option<AuthInfo>, Status>,
+    ) -> ResponseStream
     where
         S: Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let session = Session::new(Arc::clone(&self.ctx), tx);
+        let session = Session::new(Arc::clone(&self.ctx), tx, v3, auth);
         crate::rt::spawn(session.run(requests));
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -91,7 +99,9 @@ impl Watch for Watches {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        Ok(Response::new(self.stream(req.into_inner())))
+        let v3 = V3::new(Arc::clone(&self.ctx));
+        let auth = v3.auth_info(&req).await;
+        Ok(Response::new(self.stream(req.into_inner(), v3, auth)))
     }
 }
 
@@ -136,6 +146,8 @@ struct Session {
     next_id: i64,
     progress_requested: bool,
     cluster_id: u64,
+    v3: V3,
+    auth: Result<Option<AuthInfo>, Status>,
 }
 
 /// Why a session ends early.
@@ -147,7 +159,12 @@ enum End {
 }
 
 impl Session {
-    fn new(ctx: Arc<Ctx>, tx: mpsc::Sender<Result<pb::WatchResponse, Status>>) -> Session {
+    fn new(
+        ctx: Arc<Ctx>,
+        tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+        v3: V3,
+        auth: Result<Option<AuthInfo>, Status>,
+    ) -> Session {
         let hub = Arc::clone(&ctx.shared.watch_hub);
         let cluster_id = ctx.shared.cluster_id();
         Session {
@@ -158,6 +175,8 @@ impl Session {
             next_id: 0,
             progress_requested: false,
             cluster_id,
+            v3,
+            auth,
         }
     }
 
@@ -265,6 +284,22 @@ impl Session {
             cancel_reason: reason.to_string(),
             ..Default::default()
         };
+        // With auth on, the user must be allowed to read the keys (etcd checks the key and
+        // range end as it normalised them: an end of `\0` becomes empty, so a watch from a
+        // key is checked as that one key).
+        let (key, end): (&[u8], &[u8]) = match &keys {
+            Keys::One(k) | Keys::From(k) => (k, &[]),
+            Keys::Range(k, e) => (k, e),
+        };
+        let allowed = match &self.auth {
+            Ok(ai) => self.v3.check_range(ai.as_ref(), key, end),
+            Err(st) => Err(st.clone()),
+        };
+        if let Err(st) = allowed {
+            // etcd gives the gRPC error's Go text as the reason.
+            let reason = format!("rpc error: code = {:?} desc = {}", st.code(), st.message());
+            return self.send(refuse(&reason)).await;
+        }
         if let Keys::Range(k, e) = &keys {
             if k >= e {
                 return self.send(refuse(EMPTY_RANGE)).await;
@@ -493,8 +528,9 @@ fn fragments(resp: pb::WatchResponse, max_bytes: usize) -> Vec<pb::WatchResponse
 /// The gateway's `/v3/watch`: the body's requests (one JSON value after another), then a
 /// stream of `{"result":…}` lines for as long as the client stays (an error ends it with an
 /// `{"error":…}` line). `Err` is the answer when the first request cannot be read.
-pub fn gateway(
+pub async fn gateway(
     ctx: &Arc<Ctx>,
+    authorization: Option<String>,
     body: &[u8],
 ) -> Result<impl Stream<Item = bytes::Bytes> + Send + 'static, (u16, Vec<u8>)> {
     let mut reqs = Vec::new();
@@ -509,7 +545,9 @@ pub fn gateway(
             Err(_) => break,
         }
     }
-    let answers = Watches::new(Arc::clone(ctx)).stream(futures::stream::iter(reqs));
+    let v3 = V3::for_gateway(Arc::clone(ctx), authorization);
+    let auth = v3.auth_info(&Request::new(())).await;
+    let answers = Watches::new(Arc::clone(ctx)).stream(futures::stream::iter(reqs), v3, auth);
     Ok(answers
         .scan(false, |ended, r| {
             if *ended {

@@ -18,6 +18,7 @@
 //! checks it makes before proposing are [`check_range`], [`check_put`], [`check_delete`] and
 //! [`check_txn`].
 
+mod auth;
 pub(crate) mod backend;
 mod check;
 mod lease;
@@ -37,6 +38,7 @@ use pb::response_op::Response;
 use prost::Message;
 use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+pub use auth::{AuthError, AuthInfo, AuthOp, AuthResp, Caller, ROOT, TOKEN_TTL};
 pub use check::{check_delete, check_put, check_range, check_txn};
 pub use lease::{LeaseGrant, LEASE_MAX_TTL};
 
@@ -114,6 +116,8 @@ pub enum V3Error {
     /// The store failed (I/O or corrupt data); the text says how. Not an etcd error: etcd
     /// panics here. After it, [`Mvcc::flush`] fails too.
     Storage(String),
+    /// An auth failure (a write refused when it applied, or an Auth request's error).
+    Auth(AuthError),
 }
 
 impl V3Error {
@@ -134,6 +138,7 @@ impl V3Error {
             V3Error::NoSpace => Code::ResourceExhausted,
             V3Error::NotReadOnly => Code::InvalidArgument,
             V3Error::Storage(_) => Code::Internal,
+            V3Error::Auth(e) => e.code(),
         }
     }
 
@@ -155,6 +160,7 @@ impl V3Error {
             V3Error::RequestTooLarge => "etcdserver: request is too large",
             V3Error::NotReadOnly => "detcd: txn is not read-only",
             V3Error::Storage(_) => "detcd: mvcc storage failure",
+            V3Error::Auth(e) => e.message(),
         }
     }
 }
@@ -839,8 +845,11 @@ pub struct MvccDump {
     rtx: redb::ReadTransaction,
 }
 
-/// The dump's magic: version 2 carries the lease set after the kv entries.
-const DUMP_MAGIC: &[u8; 16] = b"detcd-mvcc-dump2";
+/// The dump's magic: version 3 carries the lease set after the kv entries, then the v3 auth
+/// state.
+const DUMP_MAGIC: &[u8; 16] = b"detcd-mvcc-dump3";
+/// Version 2 (before auth): still read, as a dump with a fresh auth state.
+const DUMP_MAGIC_V2: &[u8; 16] = b"detcd-mvcc-dump2";
 /// Version 1 (before leases): still read, as a dump with no leases.
 const DUMP_MAGIC_V1: &[u8; 16] = b"detcd-mvcc-dump1";
 
@@ -893,6 +902,7 @@ impl MvccDump {
             out.extend_from_slice(&id.value().to_le_bytes());
             out.extend_from_slice(&ttl.value().to_le_bytes());
         }
+        auth::dump_auth(&self.rtx, &mut out)?;
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
@@ -910,6 +920,7 @@ impl Mvcc {
         out.extend_from_slice(&(-1i64 as u64).to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
+        auth::empty_auth_dump(&mut out);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -969,6 +980,10 @@ pub struct Mvcc {
     /// The replicated lease set (mirrors the `lease` table) with the keys attached to each
     /// (rebuilt from the keyspace when opened or restored, kept up to date by every write).
     leases: BTreeMap<i64, lease::Lease>,
+    /// The v3 auth state (mirrors the `auth_*` tables) and this member's tokens.
+    auth: auth::AuthStore,
+    /// The member's clock as of the current apply batch (token lifetimes only).
+    now: Option<crate::rt::Instant>,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -1016,6 +1031,8 @@ impl Mvcc {
             wtx.open_table(KV).map_err(io_err)?;
             wtx.open_table(REVS).map_err(io_err)?;
             wtx.open_table(LEASES).map_err(io_err)?;
+            wtx.open_table(auth::AUTH_USERS).map_err(io_err)?;
+            wtx.open_table(auth::AUTH_ROLES).map_err(io_err)?;
             let mut meta = wtx.open_table(META).map_err(io_err)?;
             match read_meta(&meta)? {
                 Some(m) => m,
@@ -1040,8 +1057,11 @@ impl Mvcc {
             meta_dirty: false,
             undurable: false,
             leases: BTreeMap::new(),
+            auth: auth::AuthStore::default(),
+            now: None,
         };
         m.load_leases()?;
+        m.load_auth()?;
         Ok(m)
     }
 
@@ -1504,7 +1524,8 @@ impl Mvcc {
     pub fn restore(&mut self, data: &[u8], index: u64) -> io::Result<()> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("mvcc dump: {m}"));
         let v1 = data.starts_with(DUMP_MAGIC_V1);
-        if data.len() < DUMP_MAGIC.len() + 4 || !(data.starts_with(DUMP_MAGIC) || v1) {
+        let v2 = data.starts_with(DUMP_MAGIC_V2);
+        if data.len() < DUMP_MAGIC.len() + 4 || !(data.starts_with(DUMP_MAGIC) || v1 || v2) {
             return Err(bad("not a dump"));
         }
         let (body, crc) = data.split_at(data.len() - 4);
@@ -1549,6 +1570,8 @@ impl Mvcc {
                 let ttl = r.u64()? as i64;
                 leases.insert(id, ttl).map_err(io_err)?;
             }
+            drop(leases);
+            auth::restore_auth(&wtx, if v1 || v2 { None } else { Some(&mut r) })?;
             if !r.data.is_empty() {
                 return Err(bad("trailing bytes"));
             }
@@ -1565,7 +1588,8 @@ impl Mvcc {
         self.failed = None;
         self.meta_dirty = false;
         self.undurable = false;
-        self.load_leases()
+        self.load_leases()?;
+        self.load_auth()
     }
 
     /// Drop the open batch, if any, and go back to the last committed state.
@@ -1580,6 +1604,7 @@ impl Mvcc {
             self.compact_rev = c;
             self.meta_dirty = false;
             self.load_leases()?;
+            self.load_auth()?;
         }
         Ok(())
     }

@@ -2203,3 +2203,250 @@ fn leases_survive_reopen_and_travel_in_dumps() {
     u.m.restore(&bytes, 20).unwrap();
     assert!(!u.m.lease_exists(9));
 }
+
+// ---------------------------------------------------------------------------------------------
+// v3 auth (etcd 3.4's auth/store.go and apply_auth.go).
+
+impl S {
+    fn auth(&mut self, caller: Caller<'_>, op: AuthOp) -> Result<AuthResp, V3Error> {
+        self.index += 1;
+        self.m.auth_apply(self.index, caller, &op).unwrap()
+    }
+    fn root(&mut self, op: AuthOp) -> Result<AuthResp, V3Error> {
+        let root = AuthInfo {
+            user: ROOT.into(),
+            revision: self.m.auth_revision(),
+        };
+        self.auth(Caller::Client(Some(&root)), op)
+    }
+    fn put_as(&mut self, ai: Option<&AuthInfo>, k: &str) -> Result<WriteResp, V3Error> {
+        self.index += 1;
+        self.m
+            .apply_as(self.index, &WriteReq::Put(put(k, "v")), Caller::Client(ai))
+            .unwrap()
+            .0
+    }
+}
+
+fn user_add(name: &str) -> AuthOp {
+    AuthOp::UserAdd {
+        name: name.into(),
+        hash: b"$2a$10$hash".to_vec(),
+        no_password: false,
+    }
+}
+
+/// Users, roles, a permission and auth on; `u` may write `a`..`c`.
+fn auth_fixture(s: &mut S) {
+    let none = Caller::Client(None);
+    s.auth(none, user_add(ROOT)).unwrap();
+    s.auth(none, user_add("u")).unwrap();
+    s.auth(none, AuthOp::RoleAdd { name: "r".into() }).unwrap();
+    let grant = AuthOp::RoleGrantPermission {
+        name: "r".into(),
+        perm_type: 1,
+        key: b"a".to_vec(),
+        range_end: b"c".to_vec(),
+    };
+    s.auth(none, grant).unwrap();
+    for (user, role) in [("u", "r"), (ROOT, ROOT)] {
+        let op = AuthOp::UserGrantRole {
+            user: user.into(),
+            role: role.into(),
+        };
+        s.auth(none, op).unwrap();
+    }
+    s.auth(none, AuthOp::Enable).unwrap();
+}
+
+#[test]
+fn auth_enable_needs_a_root_user_with_the_root_role() {
+    let mut s = S::new();
+    let none = Caller::Client(None);
+    let err = |e| Err(V3Error::Auth(e));
+    assert_eq!(
+        s.auth(none, AuthOp::Enable),
+        err(AuthError::RootUserNotExist)
+    );
+    s.auth(none, user_add(ROOT)).unwrap();
+    assert_eq!(
+        s.auth(none, AuthOp::Enable),
+        err(AuthError::RootRoleNotExist)
+    );
+    assert_eq!(
+        s.auth(none, user_add(ROOT)),
+        err(AuthError::UserAlreadyExist)
+    );
+    assert_eq!(s.auth(none, user_add("")), err(AuthError::UserEmpty));
+    let grant = AuthOp::UserGrantRole {
+        user: ROOT.into(),
+        role: ROOT.into(),
+    };
+    assert_eq!(
+        s.auth(none, grant),
+        Ok(AuthResp::Done),
+        "root needs no role record"
+    );
+    assert_eq!(s.auth(none, AuthOp::Enable), Ok(AuthResp::Done));
+    assert!(s.m.auth_enabled());
+    // Now only root administers, and root stays root.
+    assert_eq!(s.auth(none, AuthOp::UserList), err(AuthError::UserEmpty));
+    assert_eq!(
+        s.root(AuthOp::UserList),
+        Ok(AuthResp::Names(vec![ROOT.into()]))
+    );
+    let revoke = AuthOp::UserRevokeRole {
+        name: ROOT.into(),
+        role: ROOT.into(),
+    };
+    assert_eq!(s.root(revoke), err(AuthError::InvalidAuthMgmt));
+    let del = AuthOp::UserDelete { name: ROOT.into() };
+    assert_eq!(s.root(del), err(AuthError::InvalidAuthMgmt));
+    // Every refusal still took its index.
+    assert_eq!(s.m.consistent_index(), s.index);
+}
+
+#[test]
+fn writes_are_checked_when_they_apply_against_the_entrys_auth_revision() {
+    let mut s = S::new();
+    auth_fixture(&mut s);
+    let u = AuthInfo {
+        user: "u".into(),
+        revision: s.m.auth_revision(),
+    };
+    assert!(s.put_as(Some(&u), "b").is_ok());
+    assert_eq!(
+        s.put_as(Some(&u), "d"),
+        Err(V3Error::Auth(AuthError::PermissionDenied))
+    );
+    assert_eq!(
+        s.put_as(None, "b"),
+        Err(V3Error::Auth(AuthError::UserEmpty))
+    );
+    let rev = s.m.revision();
+    // An auth change between the check and the apply: the entry is refused.
+    s.root(AuthOp::RoleAdd { name: "r2".into() }).unwrap();
+    assert_eq!(
+        s.put_as(Some(&u), "b"),
+        Err(V3Error::Auth(AuthError::AuthOldRevision))
+    );
+    assert_eq!(s.m.revision(), rev, "refused writes make no revision");
+    // The leader's own entries (lease expiry) are not checked.
+    s.index += 1;
+    assert!(s
+        .m
+        .apply_as(s.index, &WriteReq::Put(put("z", "v")), Caller::Internal)
+        .unwrap()
+        .0
+        .is_ok());
+}
+
+#[test]
+fn auth_state_survives_reopen_and_travels_in_dumps_tokens_stay_behind() {
+    let disk = MemDisk::default();
+    let mut s = S {
+        m: open_mem(&disk),
+        index: 0,
+    };
+    auth_fixture(&mut s);
+    let login = AuthOp::Authenticate {
+        name: "u".into(),
+        prefix: "abcdefghijklmnop".into(),
+    };
+    let token = match s.auth(Caller::Client(None), login).unwrap() {
+        AuthResp::Token(t) => t,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(token, format!("abcdefghijklmnop.{}", s.index));
+    let t0 = crate::rt::Instant::now();
+    s.m.set_now(t0);
+    let login = AuthOp::Authenticate {
+        name: "u".into(),
+        prefix: "ABCDEFGHIJKLMNOP".into(),
+    };
+    let timed = match s.auth(Caller::Client(None), login).unwrap() {
+        AuthResp::Token(t) => t,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(s.m.auth_token_user(&token, t0).as_deref(), Some("u"));
+    // A token lives TOKEN_TTL from its assignment or its last use.
+    let later = t0 + TOKEN_TTL - std::time::Duration::from_secs(1);
+    assert_eq!(s.m.auth_token_user(&timed, later).as_deref(), Some("u"));
+    let still = later + TOKEN_TTL - std::time::Duration::from_secs(1);
+    assert_eq!(s.m.auth_token_user(&timed, still).as_deref(), Some("u"));
+    assert_eq!(s.m.auth_token_user(&timed, still + TOKEN_TTL), None);
+    assert_eq!(
+        s.m.auth_token_user(&timed, still),
+        None,
+        "an expired token is gone"
+    );
+    let revision = s.m.auth_revision();
+    s.m.flush(true).unwrap();
+    drop(s);
+    disk.crash(|| false);
+    let mut m = open_mem(&disk);
+    assert!(m.auth_enabled());
+    assert_eq!(m.auth_revision(), revision);
+    assert_eq!(
+        m.auth_token_user(&token, crate::rt::Instant::now()),
+        None,
+        "tokens are in memory"
+    );
+    let bytes = m.dump().unwrap().encode().unwrap();
+    let mut t = fresh();
+    assert!(!t.auth_enabled());
+    assert_eq!(
+        t.auth_revision(),
+        1,
+        "etcd's fresh auth store is at revision 1"
+    );
+    t.restore(&bytes, 100).unwrap();
+    assert!(t.auth_enabled());
+    assert_eq!(t.auth_revision(), revision);
+    let u = AuthInfo {
+        user: "u".into(),
+        revision,
+    };
+    assert_eq!(
+        t.auth_check_range(Some(&u), b"a", b"c"),
+        Err(AuthError::PermissionDenied)
+    );
+    let mut s = S { m: t, index: 100 };
+    assert!(s.put_as(Some(&u), "a").is_ok());
+    assert_eq!(
+        s.root(AuthOp::RoleGet { role: "r".into() }),
+        Ok(AuthResp::Perms(vec![detcd_proto::authpb::Permission {
+            perm_type: 1,
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+        }]))
+    );
+    // A dump of before auth restores a fresh auth state.
+    s.m.restore(&Mvcc::empty_dump(), 200).unwrap();
+    s.index = 200;
+    assert!(!s.m.auth_enabled());
+    assert_eq!(s.root(AuthOp::UserList), Ok(AuthResp::Names(vec![])));
+}
+
+#[test]
+fn revoking_a_lease_needs_write_access_to_its_keys() {
+    let mut s = S::new();
+    s.grant(7, 10).unwrap();
+    s.lput("a", "1", 7).unwrap();
+    s.lput("x", "1", 7).unwrap();
+    auth_fixture(&mut s);
+    let u = AuthInfo {
+        user: "u".into(),
+        revision: s.m.auth_revision(),
+    };
+    s.index += 1;
+    let (r, _) =
+        s.m.lease_revoke_as(s.index, 7, Caller::Client(Some(&u)))
+            .unwrap();
+    assert_eq!(r, Err(V3Error::Auth(AuthError::PermissionDenied)));
+    assert!(s.m.lease_exists(7));
+    s.index += 1;
+    let (r, _) = s.m.lease_revoke_as(s.index, 7, Caller::Internal).unwrap();
+    assert!(r.is_ok());
+    assert!(!s.m.lease_exists(7));
+}

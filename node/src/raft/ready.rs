@@ -672,6 +672,7 @@ impl RaftLoop {
             let v3_revision = mvcc.revision();
             // One reading of the clock for the batch: its entries apply in the same turn.
             let applied_at = shared.clock.now();
+            mvcc.set_now(applied_at);
             for e in entries {
                 if e.index <= self.applied {
                     continue; // already in the state machine (restored from a snapshot)
