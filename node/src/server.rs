@@ -678,6 +678,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
         election_timeout: Duration::from_millis(cfg.election_timeout_ms),
+        quota_backend_bytes: cfg.quota_backend_bytes,
     });
     // Leases: the leader answers forwarded KeepAlive and TimeToLive requests (a weak
     // reference: the transport should not keep ctx alive). Expiry is the Ready loop's.

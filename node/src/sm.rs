@@ -42,6 +42,8 @@ pub enum Op {
     V3(V3Write),
     /// A v3 lease grant or revoke.
     Lease(LeaseOp),
+    /// A v3 alarm request (GET, ACTIVATE, DEACTIVATE: etcd proposes all three).
+    Alarm(AlarmOp),
     /// A member publishes its name and client URLs after it starts.
     Attributes {
         /// Member id.
@@ -73,6 +75,17 @@ pub enum LeaseOp {
         /// Lease ID.
         id: i64,
     },
+}
+
+/// etcd's `AlarmRequest`: action, member ID and alarm type (protobuf enum values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmOp {
+    /// `AlarmRequest.AlarmAction`.
+    pub action: i32,
+    /// The member the alarm is about.
+    pub member_id: u64,
+    /// `AlarmType`.
+    pub alarm: i32,
 }
 
 /// A v3 write as its request's protobuf bytes (the entry keeps what the client sent; the
@@ -173,6 +186,8 @@ pub enum Outcome {
     LeaseGrant(Result<crate::mvcc::LeaseGrant, V3Error>),
     /// A lease revoke: the store's revision after it, or etcd's error.
     LeaseRevoke(Result<i64, V3Error>),
+    /// An alarm request: the alarms it answers with.
+    Alarm(Result<Vec<detcd_proto::etcdserverpb::AlarmMember>, V3Error>),
     /// A membership change refused when it came to be applied (the cluster changed since the
     /// request was checked): the HTTP status and etcd's message.
     ConfRefused(u16, String),
@@ -377,6 +392,17 @@ impl StateMachine {
                 Some((r, _events)) => Outcome::LeaseRevoke(r),
                 None => Outcome::Done,
             },
+            Op::Alarm(a) => {
+                let req = detcd_proto::etcdserverpb::AlarmRequest {
+                    action: a.action,
+                    member_id: a.member_id,
+                    alarm: a.alarm,
+                };
+                match v3.alarm(index, &req) {
+                    Some(r) => Outcome::Alarm(r),
+                    None => Outcome::Done,
+                }
+            }
             Op::V3(w) => match w.decode() {
                 Ok(req) => match v3.apply_with_leases(index, &req) {
                     Some((result, _events)) => Outcome::V3(result),

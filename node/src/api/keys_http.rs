@@ -170,7 +170,8 @@ pub async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
                     | Outcome::ConfRefused(..)
                     | Outcome::V3(_)
                     | Outcome::LeaseGrant(_)
-                    | Outcome::LeaseRevoke(_) => error_response(ctx, &timeout_error()),
+                    | Outcome::LeaseRevoke(_)
+                    | Outcome::Alarm(_) => error_response(ctx, &timeout_error()),
                 },
                 Err(e) => wait_error(ctx, e),
             }

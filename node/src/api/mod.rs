@@ -12,10 +12,13 @@ mod members;
 pub mod misc;
 pub mod v3;
 pub mod v3gateway;
+pub mod v3maint;
 pub use misc::CLUSTER_VERSION;
 
+use detcd_proto::etcdserverpb::cluster_server::ClusterServer;
 use detcd_proto::etcdserverpb::kv_server::KvServer;
 use detcd_proto::etcdserverpb::lease_server::LeaseServer;
+use detcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use tonic::codegen::Service;
 
 use std::convert::Infallible;
@@ -73,6 +76,8 @@ pub struct Ctx {
     /// `--election-timeout`: a new leader extends every lease by it; leases last at least
     /// 1.5 times it.
     pub election_timeout: Duration,
+    /// `--quota-backend-bytes` (0: etcd's default, 2 GiB).
+    pub quota_backend_bytes: u64,
 }
 
 /// A whole-buffer body.
@@ -144,10 +149,14 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             let lease = LeaseServer::new(v3::V3::new(Arc::clone(&ctx)))
                 .max_decoding_message_size(ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
                 .max_encoding_message_size(usize::MAX);
+            let cluster = ClusterServer::new(v3maint::Maint::new(Arc::clone(&ctx)));
+            let maint = MaintenanceServer::new(v3maint::Maint::new(Arc::clone(&ctx)))
+                .max_encoding_message_size(usize::MAX);
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
                 let mut kv = kv.clone();
                 let mut lease = lease.clone();
+                let (mut cluster, mut maint) = (cluster.clone(), maint.clone());
                 if let Some(cn) = &cn {
                     req.extensions_mut().insert(ClientCommonName(cn.clone()));
                 }
@@ -157,6 +166,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                         // unknown method of a service: Unimplemented).
                         if req.uri().path().starts_with("/etcdserverpb.Lease/") {
                             return lease.call(req).await;
+                        }
+                        if req.uri().path().starts_with("/etcdserverpb.Cluster/") {
+                            return cluster.call(req).await;
+                        }
+                        if req.uri().path().starts_with("/etcdserverpb.Maintenance/") {
+                            return maint.call(req).await;
                         }
                         return kv.call(req).await;
                     }

@@ -143,6 +143,8 @@ impl Kv for V3 {
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let r = req.into_inner();
+        // etcd's quota interceptor runs before the request's checks.
+        super::v3maint::check_quota(&self.ctx, mvcc::Costed::Put(&r)).await?;
         mvcc::check_put(&r).map_err(status)?;
         match self.write(WriteReq::Put(r)).await? {
             WriteResp::Put(mut p) => {
@@ -170,6 +172,8 @@ impl Kv for V3 {
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let r = req.into_inner();
+        // etcd's quota interceptor runs before the request's checks.
+        super::v3maint::check_quota(&self.ctx, mvcc::Costed::Txn(&r)).await?;
         mvcc::check_txn(&r, self.ctx.max_txn_ops).map_err(status)?;
         let mut t = if txn_is_read_only(&r) {
             if !txn_is_serializable(&r) {
@@ -377,6 +381,7 @@ impl Lease for V3 {
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let r = req.into_inner();
+        super::v3maint::check_quota(&self.ctx, mvcc::Costed::LeaseGrant).await?;
         // ID 0: the server picks a positive 63-bit ID (etcd: its request ID generator; here
         // the member's seeded rng).
         let mut id = r.id;
