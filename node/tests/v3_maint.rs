@@ -570,3 +570,165 @@ fn hashkv_is_equal_on_every_member_after_writes_a_compaction_and_a_restart() {
     assert!(out.contains("Leadership transferred"), "{out}");
     assert_eq!(leader_of(&ms), Some(target));
 }
+
+/// Gateway requests (method, path, body) whose answers must be the same on both servers.
+/// `{P0}`: the member's own peer port; `{ID0}`: its id in decimal.
+const GATEWAY: &[(&str, &str, &str)] = &[
+    ("POST", "/v3/cluster/member/list", "{}"),
+    ("POST", "/v3beta/cluster/member/list", ""),
+    ("POST", "/v3/cluster/member/promote", "{}"),
+    ("POST", "/v3/cluster/member/promote", r#"{"ID":"{ID0}"}"#),
+    ("POST", "/v3/cluster/member/remove", r#"{"ID":"1234"}"#),
+    (
+        "POST",
+        "/v3/cluster/member/update",
+        r#"{"ID":"1234","peerURLs":["http://127.0.0.1:1"]}"#,
+    ),
+    ("POST", "/v3/cluster/member/add", r#"{"peerURLs":["bad"]}"#),
+    (
+        "POST",
+        "/v3/cluster/member/add",
+        r#"{"peerURLs":["http://127.0.0.1:{P0}"]}"#,
+    ),
+    ("POST", "/v3/cluster/member/add", r#"{"peerURLs":"x"}"#),
+    ("POST", "/v3/maintenance/status", "{}"),
+    ("GET", "/v3/maintenance/status", ""),
+    ("POST", "/v3/maintenance/alarm", "{}"),
+    (
+        "POST",
+        "/v3/maintenance/alarm",
+        r#"{"action":"GET","alarm":"NOSPACE"}"#,
+    ),
+    (
+        "POST",
+        "/v3/maintenance/alarm",
+        r#"{"action":"DEACTIVATE","memberID":"5"}"#,
+    ),
+    ("POST", "/v3/kv/put", r#"{"key":"YQ==","value":"Yg=="}"#),
+    ("POST", "/v3/maintenance/hash", r#"{"revision":"99"}"#),
+    ("POST", "/v3/maintenance/hashkv", "{}"),
+    ("POST", "/v3/maintenance/defragment", "{}"),
+    ("POST", "/v3/maintenance/transfer-leadership", "{}"),
+    (
+        "POST",
+        "/v3/maintenance/transfer-leadership",
+        r#"{"targetID":"{ID0}"}"#,
+    ),
+    ("POST", "/v3/maintenance/status", "{}"),
+];
+
+/// A gateway answer with what differs legitimately masked: status, content type, body.
+fn gateway_answer(m: &Member, method: &str, path: &str, body: &str) -> String {
+    let r = http(
+        method,
+        &m.addr(),
+        path,
+        (!body.is_empty()).then_some(("application/json", body)),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let ct = r.header("Content-Type").unwrap_or("").to_string();
+    let body = match serde_json::from_str::<serde_json::Value>(r.body.trim()) {
+        Ok(mut v) => {
+            mask_fields(
+                &mut v,
+                &[
+                    "cluster_id",
+                    "member_id",
+                    "raft_term",
+                    "ID",
+                    "leader",
+                    "dbSize",
+                    "dbSizeInUse",
+                    "raftIndex",
+                    "raftTerm",
+                    "raftAppliedIndex",
+                    "hash",
+                ],
+            );
+            v.to_string()
+                .replace(&m.client.to_string(), "<c0>")
+                .replace(&m.peer.to_string(), "<p0>")
+        }
+        Err(_) => r.body.clone(),
+    };
+    format!("{} {ct} {body}", r.status)
+}
+
+/// A snapshot through the gateway: `{"result":...}` lines whose blobs make a file that
+/// `etcdctl snapshot save` would accept (size % 512 == 32).
+fn gateway_snapshot_size(m: &Member) -> usize {
+    use base64::Engine;
+    let r = http(
+        "POST",
+        &m.addr(),
+        "/v3/maintenance/snapshot",
+        Some(("application/json", "{}")),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut size = 0;
+    for line in r.body.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let blob = v["result"]["blob"].as_str().unwrap_or("");
+        size += base64::engine::general_purpose::STANDARD
+            .decode(blob)
+            .unwrap()
+            .len();
+    }
+    size
+}
+
+#[test]
+fn the_cluster_and_maintenance_gateway_answers_as_etcds() {
+    if !require_bin("etcd", "Debian package etcd-server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for bin in ["detcd", "etcd"] {
+        let d = dir.path().join(bin);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut m = static_cluster(&d, 1).remove(0);
+        if bin == "etcd" {
+            m.start_binary("etcd");
+        } else {
+            m.start();
+        }
+        let list = eventually(Duration::from_secs(20), "a member that answers v3", || {
+            let r = http(
+                "POST",
+                &m.addr(),
+                "/v3/cluster/member/list",
+                Some(("application/json", "{}")),
+                Duration::from_secs(5),
+            )
+            .ok()?;
+            (r.status == 200).then(|| r.json())
+        });
+        let id0 = list["members"][0]["ID"].as_str().unwrap().to_string();
+        let mut out = Vec::new();
+        for (method, path, body) in GATEWAY {
+            let body = body
+                .replace("{ID0}", &id0)
+                .replace("{P0}", &m.peer.to_string());
+            out.push(gateway_answer(&m, method, path, &body));
+        }
+        let size = gateway_snapshot_size(&m);
+        assert_eq!(size % 512, 32, "{bin}: snapshot of {size} bytes");
+        outs.push(out);
+    }
+    let diffs: Vec<String> = GATEWAY
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| outs[0][*i] != outs[1][*i])
+        .map(|(i, (m, p, b))| {
+            format!(
+                "{m} {p} {b}:\n  detcd: {}\n  etcd:  {}",
+                outs[0][i], outs[1][i]
+            )
+        })
+        .collect();
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}

@@ -279,7 +279,13 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         let requests = futures::stream::iter(reqs.into_iter().map(Ok));
         kv.keep_alive_stream(requests).collect::<Vec<_>>()
     };
-    match v3gateway::handle_services(&kv, &kv, keep_alive, &method, &path, &body).await {
+    let maint = v3maint::Maint::new(Arc::clone(ctx));
+    let reply =
+        match v3gateway::handle_cluster_maintenance(&maint, &maint, &method, &path, &body).await {
+            Some(r) => Some(r),
+            None => v3gateway::handle_services(&kv, &kv, keep_alive, &method, &path, &body).await,
+        };
+    match reply {
         Some(r) => {
             let mut resp = Response::builder().status(
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

@@ -134,10 +134,6 @@ impl Maint {
         })
     }
 
-    fn revision(&self) -> i64 {
-        self.ctx.shared.mvcc.lock().expect("mvcc lock").revision()
-    }
-
     /// The members as etcd lists them: by ID.
     fn members(&self) -> Vec<pb::Member> {
         let sm = self.ctx.shared.sm.lock().expect("sm lock");
@@ -292,8 +288,9 @@ impl Maintenance for Maint {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         let r = req.into_inner();
         let alarms = self.alarm_op(&r).await?;
+        // etcd answers with the applier's response, which has no header.
         Ok(Response::new(pb::AlarmResponse {
-            header: self.header(self.revision()),
+            header: None,
             alarms,
         }))
     }
@@ -358,9 +355,8 @@ impl Maintenance for Maint {
             }
         }
         tracing::info!("finished defragmenting the v3 backend");
-        Ok(Response::new(pb::DefragmentResponse {
-            header: self.header(self.revision()),
-        }))
+        // etcd's answer has no header.
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(
@@ -468,9 +464,8 @@ impl Maintenance for Maint {
         let moved =
             crate::rt::timeout(self.ctx.request_timeout, leader.wait_for(|l| *l == target)).await;
         match moved {
-            Ok(Ok(_)) => Ok(Response::new(pb::MoveLeaderResponse {
-                header: self.header(self.revision()),
-            })),
+            // etcd's answer has no header.
+            Ok(Ok(_)) => Ok(Response::new(pb::MoveLeaderResponse { header: None })),
             Ok(Err(_)) => Err(Status::unavailable(super::v3::SERVER_STOPPED)),
             Err(_) => Err(Status::unknown(
                 "etcdserver: request timed out, leader transfer took too long",
