@@ -474,6 +474,15 @@ impl StateMachine {
 /// then this mark. Snapshots written before v3 existed end in the v2 store's JSON.
 const V3_MARK: &[u8; 8] = b"detcdv3\0";
 
+/// A snapshot's bytes (`v2`, as [`StateMachine::snapshot`] makes them) with a v3 keyspace's
+/// dump attached, as [`SmCopy::encode`] attaches it.
+pub fn with_v3(mut v2: Vec<u8>, v3: &[u8]) -> Vec<u8> {
+    v2.extend_from_slice(v3);
+    v2.extend_from_slice(&(v3.len() as u64).to_le_bytes());
+    v2.extend_from_slice(V3_MARK);
+    v2
+}
+
 /// Split a snapshot's bytes into the v2 part and the v3 part (if any).
 fn split_v3(data: &[u8]) -> Result<(&[u8], Option<&[u8]>), String> {
     if data.len() < 16 || !data.ends_with(V3_MARK) {

@@ -732,3 +732,77 @@ fn the_cluster_and_maintenance_gateway_answers_as_etcds() {
         .collect();
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
+
+/// Every key with its revisions, and the store's revision, as `etcdctl get "" --prefix`
+/// prints them in JSON (ids and terms masked).
+fn keyspace(eps: &str) -> String {
+    let (code, out) = etcdctl(eps, &["-w", "json", "get", "", "--prefix"]);
+    assert_eq!(code, 0, "{out}");
+    let mut v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    mask_fields(&mut v, &["cluster_id", "member_id", "raft_term"]);
+    v.to_string()
+}
+
+#[test]
+fn a_new_cluster_restored_from_a_saved_snapshot_has_the_keyspace_and_its_hashkv() {
+    if !require_bin("etcdctl", "Debian package etcd-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let mut a = static_cluster(&a_dir, 1).remove(0);
+    a.start();
+    eventually(Duration::from_secs(20), "a member that answers v3", || {
+        (etcdctl(&a.addr(), &["get", "x"]).0 == 0).then_some(())
+    });
+    for i in 0..30 {
+        assert_eq!(
+            etcdctl(&a.addr(), &["put", &format!("k{}", i % 7), &i.to_string()]).0,
+            0
+        );
+    }
+    assert_eq!(etcdctl(&a.addr(), &["del", "k3"]).0, 0);
+    assert_eq!(etcdctl(&a.addr(), &["compaction", "20"]).0, 0);
+    let snap = dir.path().join("a.db").display().to_string();
+    let (code, out) = etcdctl(&a.addr(), &["snapshot", "save", &snap]);
+    assert_eq!(code, 0, "{out}");
+    let want = keyspace(&a.addr());
+    let want_hash = hashes(std::slice::from_ref(&a), revision(&a.addr()));
+    a.kill();
+    // A new 3-member cluster, each member given the file.
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b = cluster(
+        &b_dir,
+        "detcd",
+        &["--experimental-restore-v3-snapshot", &snap],
+    );
+    // `cluster` wrote (and deleted) a key: the revision is 2 past the snapshot's.
+    let rev = revision(&b[0].addr()) - 2;
+    assert_eq!(hashes(&b, rev), vec![want_hash[0]; 3]);
+    for m in &b {
+        let got = keyspace(&m.addr());
+        let got = got.replace(
+            &format!("\"revision\":{}", rev + 2),
+            &format!("\"revision\":{rev}"),
+        );
+        assert_eq!(got, want, "{}", m.name);
+    }
+    // A damaged file is refused at start.
+    let bad = dir.path().join("bad.db");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&bad, bytes).unwrap();
+    let c_dir = dir.path().join("c");
+    std::fs::create_dir_all(&c_dir).unwrap();
+    let mut c = static_cluster(&c_dir, 1).remove(0);
+    c.args.extend([
+        "--experimental-restore-v3-snapshot".to_string(),
+        bad.display().to_string(),
+    ]);
+    c.start();
+    let status = c.child.as_mut().unwrap().wait().unwrap();
+    assert!(!status.success());
+    assert!(c.logs().contains("sha256 mismatch"), "{}", c.logs());
+}
