@@ -412,14 +412,15 @@ fn the_quota_raises_nospace_and_writes_fail_until_compaction_defrag_and_disarm_a
         outs.push(quota_script(std::slice::from_ref(&m)));
     }
     let mut diffs = Vec::new();
-    for i in 0..outs[0].len() {
-        if outs[0][i] != outs[1][i] {
+    for (i, (d, e)) in outs[0].iter().zip(&outs[1]).enumerate() {
+        if d != e {
             diffs.push(format!(
                 "step {i}:\n  detcd ({}): {}\n  etcd  ({}): {}",
-                outs[0][i].0, outs[0][i].1, outs[1][i].0, outs[1][i].1
+                d.0, d.1, e.0, e.1
             ));
         }
     }
+    assert_eq!(outs[0].len(), outs[1].len());
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
     // The failing put was etcd's error, and the alarm was listed.
     assert!(
