@@ -285,10 +285,45 @@ fn etcdctl_cluster_and_maintenance_commands_print_the_same_for_detcd_and_etcd() 
         let ms = cluster(&d, bin, &[]);
         // etcd adds a member only once every voter has been connected for 5 s.
         std::thread::sleep(Duration::from_secs(6));
-        outs.push(run_script(&ms, &d));
+        let mut out = run_script(&ms, &d);
+        // MoveLeader asked of a follower (etcdctl always asks the leader; the gateway asks
+        // whichever member it is given): etcd's "not leader".
+        let status = |m: &Member| {
+            http(
+                "POST",
+                &m.addr(),
+                "/v3/maintenance/status",
+                Some(("application/json", "{}")),
+                Duration::from_secs(10),
+            )
+            .unwrap()
+            .json()
+        };
+        let leader_id = status(&ms[0])["leader"].as_str().unwrap().to_string();
+        let follower = ms
+            .iter()
+            .find(|m| status(m)["header"]["member_id"].as_str() != Some(leader_id.as_str()))
+            .expect("a follower");
+        let body = format!(r#"{{"targetID":"{leader_id}"}}"#);
+        out.push((
+            0,
+            gateway_answer(
+                follower,
+                "POST",
+                "/v3/maintenance/transfer-leadership",
+                &body,
+            ),
+        ));
+        outs.push(out);
         let snap = std::fs::metadata(d.join("snap.db")).expect("snapshot saved");
         assert_eq!(snap.len() % 512, 32, "{bin}: a snapshot ends in a sha256");
     }
+    assert_eq!(outs[0].last(), outs[1].last(), "MoveLeader on a follower");
+    assert!(
+        outs[0].last().unwrap().1.contains("etcdserver: not leader"),
+        "{:?}",
+        outs[0].last()
+    );
     let mut diffs = Vec::new();
     for (i, args) in SCRIPT.iter().enumerate() {
         if outs[0][i] != outs[1][i] {
