@@ -78,13 +78,18 @@ fn parse_peer_urls(urls: &[String]) -> Option<Vec<String>> {
         if !["http", "https", "unix", "unixs"].contains(&p.scheme()) {
             return None;
         }
-        if p.host_str().is_none() || p.port().is_none() {
+        // Go's `net.SplitHostPort` on the URL's host, and no path at all (the url crate
+        // would read `http://h:1/` as path `/` and drop a default port: look at the text).
+        let authority = u.split_once("://")?.1;
+        if authority.contains('/') || p.host_str().is_none() {
             return None;
         }
-        if !(p.path().is_empty() || p.path() == "/") {
+        let (_, port) = authority.rsplit_once(':')?;
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        out.push(crate::cluster::url_string(&p));
+        // As given (url's serialisation would drop a default port).
+        out.push(u.clone());
     }
     out.sort();
     Some(out)
@@ -170,6 +175,36 @@ impl Maint {
                 "etcdserver: unexpected outcome of an alarm request: {other:?}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_peer_urls;
+
+    #[test]
+    fn peer_urls_are_checked_as_etcds_types_new_urls() {
+        let ok = |u: &str| parse_peer_urls(&[u.to_string()]);
+        assert_eq!(
+            ok("http://127.0.0.1:80"),
+            Some(vec!["http://127.0.0.1:80".into()])
+        );
+        assert_eq!(ok("https://h:2380"), Some(vec!["https://h:2380".into()]));
+        for bad in [
+            "bad",
+            "ftp://h:1",
+            "http://h",
+            "http://h:1/",
+            "http://h:1/p",
+            "http://h:x",
+        ] {
+            assert_eq!(ok(bad), None, "{bad}");
+        }
+        let two = ["http://b:2".to_string(), "http://a:1".to_string()];
+        assert_eq!(
+            parse_peer_urls(&two),
+            Some(vec!["http://a:1".into(), "http://b:2".into()])
+        );
     }
 }
 
