@@ -178,36 +178,6 @@ impl Maint {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_peer_urls;
-
-    #[test]
-    fn peer_urls_are_checked_as_etcds_types_new_urls() {
-        let ok = |u: &str| parse_peer_urls(&[u.to_string()]);
-        assert_eq!(
-            ok("http://127.0.0.1:80"),
-            Some(vec!["http://127.0.0.1:80".into()])
-        );
-        assert_eq!(ok("https://h:2380"), Some(vec!["https://h:2380".into()]));
-        for bad in [
-            "bad",
-            "ftp://h:1",
-            "http://h",
-            "http://h:1/",
-            "http://h:1/p",
-            "http://h:x",
-        ] {
-            assert_eq!(ok(bad), None, "{bad}");
-        }
-        let two = ["http://b:2".to_string(), "http://a:1".to_string()];
-        assert_eq!(
-            parse_peer_urls(&two),
-            Some(vec!["http://a:1".into(), "http://b:2".into()])
-        );
-    }
-}
-
 #[tonic::async_trait]
 impl Cluster for Maint {
     async fn member_add(
@@ -506,5 +476,35 @@ impl Maintenance for Maint {
                 "etcdserver: request timed out, leader transfer took too long",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_peer_urls;
+
+    #[test]
+    fn peer_urls_are_checked_as_etcds_types_new_urls() {
+        let ok = |u: &str| parse_peer_urls(&[u.to_string()]);
+        assert_eq!(
+            ok("http://127.0.0.1:80"),
+            Some(vec!["http://127.0.0.1:80".into()])
+        );
+        assert_eq!(ok("https://h:2380"), Some(vec!["https://h:2380".into()]));
+        for bad in [
+            "bad",
+            "ftp://h:1",
+            "http://h",
+            "http://h:1/",
+            "http://h:1/p",
+            "http://h:x",
+        ] {
+            assert_eq!(ok(bad), None, "{bad}");
+        }
+        let two = ["http://b:2".to_string(), "http://a:1".to_string()];
+        assert_eq!(
+            parse_peer_urls(&two),
+            Some(vec!["http://a:1".into(), "http://b:2".into()])
+        );
     }
 }
