@@ -177,10 +177,10 @@ where
 /// The gateway of the Cluster and Maintenance services: `/v3/cluster/member/{add,remove,
 /// update,list,promote}` and `/v3/maintenance/{alarm,status,defragment,hash,snapshot,
 /// transfer-leadership}` (and under `/v3beta/`), `None` for any other path. 3.4's quirk: Hash
-/// and HashKV share `/v3/maintenance/hash` in its `rpc.proto`, and the route registered last
-/// wins in grpc-gateway's mux, which is Hash's (etcd 3.4.23 answers that path with a Hash
-/// response, never a HashKV one). Snapshot is a server stream: one `{"result":...}` line per
-/// message.
+/// and HashKV share `/v3/maintenance/hash` in its `rpc.proto`; etcd 3.4.23 answers that path
+/// with a Hash response (no `compact_revision`, and no future-revision error for a
+/// `revision` past the store), so HashKV has no gateway route. Snapshot is a server stream:
+/// one `{"result":...}` line per message.
 pub async fn handle_cluster_maintenance<C, M>(
     cluster: &C,
     maint: &M,
