@@ -83,6 +83,9 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// `--quota-backend-bytes`: the v3 backend's size limit (0: etcd's default, 2 GiB).
     pub quota_backend_bytes: u64,
+    /// `--experimental-restore-v3-snapshot` (detcd's own): a file `etcdctl snapshot save`
+    /// wrote from a detcd member; a new cluster's member starts with its v3 keyspace.
+    pub restore_v3_snapshot: Option<PathBuf>,
     /// `--discovery`.
     pub discovery: Option<String>,
     /// `--discovery-srv`.
@@ -195,6 +198,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         "quota-backend-bytes",
         Kind::Str,
         "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).",
+    ),
+    (
+        "experimental-restore-v3-snapshot",
+        Kind::Str,
+        "detcd only: a v3 snapshot file (etcdctl snapshot save from a detcd member) whose keyspace a member of a new cluster starts with; give every member the same file.",
     ),
     (
         "max-txn-ops",
@@ -715,6 +723,7 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         },
         max_request_bytes: u64_or("max-request-bytes", 1_572_864)? as usize,
         quota_backend_bytes: u64_or("quota-backend-bytes", 0)?,
+        restore_v3_snapshot: path("experimental-restore-v3-snapshot"),
         discovery: get("discovery").filter(|v| !v.is_empty()),
         discovery_srv: get("discovery-srv").filter(|v| !v.is_empty()),
         discovery_dns: get("discovery-dns").filter(|v| !v.is_empty()),

@@ -326,10 +326,33 @@ fn bootstrap(
     let ids: Vec<u64> = members.members.keys().copied().collect();
     let cid = cluster_id(&ids);
     let sm = StateMachine::new(members, cid);
+    // A v3 keyspace to start with (detcd's restore: every member is given the same file).
+    let v3 = match &cfg.restore_v3_snapshot {
+        Some(p) => {
+            let file = disk.read(p).map_err(|e| {
+                NodeError::Config(format!(
+                    "--experimental-restore-v3-snapshot {}: {e}",
+                    p.display()
+                ))
+            })?;
+            let dump = crate::mvcc::dump_of_snapshot_file(&file).map_err(|e| {
+                NodeError::Config(format!(
+                    "--experimental-restore-v3-snapshot {}: {e}",
+                    p.display()
+                ))
+            })?;
+            Some(dump.to_vec())
+        }
+        None => None,
+    };
     // The first state of every member of a new cluster is the same snapshot at index 1, so
     // they all start from identical logs.
     let mut snap = Snapshot {
-        data: sm.snapshot().into(),
+        data: match &v3 {
+            Some(v3) => crate::sm::with_v3(sm.snapshot(), v3),
+            None => sm.snapshot(),
+        }
+        .into(),
         ..Default::default()
     };
     let md = snap.mut_metadata();
@@ -372,7 +395,7 @@ fn bootstrap(
         applied: 1,
         snap_index: 1,
         hs,
-        v3_snapshot: None,
+        v3_snapshot: v3,
     })
 }
 
@@ -681,6 +704,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         max_txn_ops: cfg.max_txn_ops,
         election_timeout: Duration::from_millis(cfg.election_timeout_ms),
         watch_progress_interval: cfg.watch_progress_notify_interval,
+        quota_backend_bytes: cfg.quota_backend_bytes,
     });
     // Leases: the leader answers forwarded KeepAlive and TimeToLive requests (a weak
     // reference: the transport should not keep ctx alive). Expiry is the Ready loop's.

@@ -55,6 +55,8 @@ pub enum Op {
         /// What it asked.
         op: Box<Op>,
     },
+    /// A v3 alarm request (GET, ACTIVATE, DEACTIVATE: etcd proposes all three).
+    Alarm(AlarmOp),
     /// A member publishes its name and client URLs after it starts.
     Attributes {
         /// Member id.
@@ -86,6 +88,17 @@ pub enum LeaseOp {
         /// Lease ID.
         id: i64,
     },
+}
+
+/// etcd's `AlarmRequest`: action, member ID and alarm type (protobuf enum values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmOp {
+    /// `AlarmRequest.AlarmAction`.
+    pub action: i32,
+    /// The member the alarm is about.
+    pub member_id: u64,
+    /// `AlarmType`.
+    pub alarm: i32,
 }
 
 /// A v3 write as its request's protobuf bytes (the entry keeps what the client sent; the
@@ -188,6 +201,8 @@ pub enum Outcome {
     LeaseRevoke(Result<i64, V3Error>),
     /// A v3 auth request: its answer, or etcd's error.
     AuthV3(Result<AuthResp, V3Error>),
+    /// An alarm request: the alarms it answers with.
+    Alarm(Result<Vec<detcd_proto::etcdserverpb::AlarmMember>, V3Error>),
     /// A membership change refused when it came to be applied (the cluster changed since the
     /// request was checked): the HTTP status and etcd's message.
     ConfRefused(u16, String),
@@ -414,6 +429,17 @@ impl StateMachine {
                 Some((r, _events)) => Outcome::LeaseRevoke(r),
                 None => Outcome::Done,
             },
+            Op::Alarm(a) => {
+                let req = detcd_proto::etcdserverpb::AlarmRequest {
+                    action: a.action,
+                    member_id: a.member_id,
+                    alarm: a.alarm,
+                };
+                match v3.alarm(index, &req) {
+                    Some(r) => Outcome::Alarm(r),
+                    None => Outcome::Done,
+                }
+            }
             Op::V3(w) => match w.decode() {
                 Ok(req) => match v3.apply_as(index, &req, caller) {
                     Some((result, _events)) => Outcome::V3(result),
@@ -484,6 +510,15 @@ impl StateMachine {
 /// The end of a snapshot that carries the v3 keyspace: `[v3 bytes][their length, u64 LE]`
 /// then this mark. Snapshots written before v3 existed end in the v2 store's JSON.
 const V3_MARK: &[u8; 8] = b"detcdv3\0";
+
+/// A snapshot's bytes (`v2`, as [`StateMachine::snapshot`] makes them) with a v3 keyspace's
+/// dump attached, as [`SmCopy::encode`] attaches it.
+pub fn with_v3(mut v2: Vec<u8>, v3: &[u8]) -> Vec<u8> {
+    v2.extend_from_slice(v3);
+    v2.extend_from_slice(&(v3.len() as u64).to_le_bytes());
+    v2.extend_from_slice(V3_MARK);
+    v2
+}
 
 /// Split a snapshot's bytes into the v2 part and the v3 part (if any).
 fn split_v3(data: &[u8]) -> Result<(&[u8], Option<&[u8]>), String> {

@@ -505,8 +505,9 @@ async fn wait_for_leader(members: &[MemberSim], limit: Duration) {
 struct Stores<'a>(&'a [MemberSim]);
 
 impl crate::final_checks::Stores for Stores<'_> {
-    /// (applied index, v2 store index, v2 digest, v3 revision, v3 keyspace digest).
-    type State = (u64, u64, u64, i64, u64);
+    /// (applied index, v2 store index, v2 digest, v3 revision, v3 keyspace digest, the
+    /// keyspace's HashKV at its revision: etcd's own check that members agree).
+    type State = (u64, u64, u64, i64, u64, u32);
 
     async fn states(&self) -> Vec<Option<Self::State>> {
         self.0
@@ -522,6 +523,7 @@ impl crate::final_checks::Stores for Stores<'_> {
                         sm.store.digest(),
                         v3.revision(),
                         v3_digest(&v3),
+                        v3.hash_kv(0).map_or(0, |h| h.hash),
                     )
                 })
             })
@@ -529,18 +531,18 @@ impl crate::final_checks::Stores for Stores<'_> {
     }
 
     fn same(a: &Self::State, b: &Self::State) -> bool {
-        (a.1, a.2, a.3, a.4) == (b.1, b.2, b.3, b.4)
+        (a.1, a.2, a.3, a.4, a.5) == (b.1, b.2, b.3, b.4, b.5)
     }
 
     fn agreed(n: usize, s: &Self::State) -> String {
         format!(
-            "all {n} members at store index {} with digest {:016x}, v3 revision {} with digest {:016x}",
-            s.1, s.2, s.3, s.4
+            "all {n} members at store index {} with digest {:016x}, v3 revision {} with digest {:016x} and HashKV {}",
+            s.1, s.2, s.3, s.4, s.5
         )
     }
 
     fn differ(states: &[Option<Self::State>]) -> String {
-        format!("(applied, store index, digest, v3 revision, v3 digest): {states:?}")
+        format!("(applied, store index, digest, v3 revision, v3 digest, HashKV): {states:?}")
     }
 }
 

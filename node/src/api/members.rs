@@ -169,11 +169,12 @@ fn check_members<T>(
     check(&ctx.shared.sm.lock().expect("sm lock").meta.members)
 }
 
-/// etcd's strict reconfiguration check: adding a voter must not leave the cluster without a
-/// quorum of started members, and every current voter must have been reachable for a while.
-fn ready_to_add(ctx: &Ctx) -> bool {
+/// etcd's strict reconfiguration check (`mayAddMember`): adding a voter must not leave the
+/// cluster without a quorum of started members, and every current voter must have been
+/// reachable for a while.
+fn ready_to_add(ctx: &Ctx) -> Result<(), ConfFailure> {
     if !ctx.strict_reconfig_check {
-        return true;
+        return Ok(());
     }
     let sm = ctx.shared.sm.lock().expect("sm lock");
     let members = &sm.meta.members.members;
@@ -191,18 +192,54 @@ fn ready_to_add(ctx: &Ctx) -> bool {
             .connected_for(*id)
             .is_some_and(|d| d >= RECONFIG_CONNECTED_MIN)
     });
-    quorum_ok && connected
+    if !quorum_ok {
+        return Err(ConfFailure::NotEnoughStarted);
+    }
+    if !connected {
+        return Err(ConfFailure::Unhealthy);
+    }
+    Ok(())
 }
 
 /// How long every voter must have been connected before a member may be added.
 const RECONFIG_CONNECTED_MIN: Duration = Duration::from_secs(5);
+
+/// Why a membership change (v2 members API or v3 Cluster service) did not happen.
+#[derive(Debug)]
+pub(super) enum ConfFailure {
+    /// etcd's strict reconfiguration check: adding a member now would leave the cluster
+    /// without a quorum of started members.
+    NotEnoughStarted,
+    /// etcd's strict reconfiguration check: a voter has not been connected for 5 s.
+    Unhealthy,
+    /// The change does not fit the members (etcd's HTTP status and message).
+    Refused(crate::cluster::Refusal),
+    /// It was not applied before the request timeout.
+    Timeout,
+}
+
+impl ConfFailure {
+    /// The v2 API's answer.
+    fn v2(self) -> Response<Body> {
+        match self {
+            ConfFailure::NotEnoughStarted | ConfFailure::Unhealthy => {
+                message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+            ConfFailure::Refused(r) => refusal(r),
+            ConfFailure::Timeout => json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"message": "etcdserver: request timed out"}).to_string(),
+            ),
+        }
+    }
+}
 
 async fn conf_change(
     ctx: &Ctx,
     kind: ConfChangeType,
     member: Member,
     update: bool,
-) -> Result<(), Response<Body>> {
+) -> Result<(), ConfFailure> {
     let id = ctx.shared.rng.next_u64() | 1;
     let context = serde_json::to_vec(&ConfContext {
         id,
@@ -250,22 +287,19 @@ async fn conf_change(
     .await;
     ctx.shared.waiters.lock().expect("waiters").remove(&id);
     match result {
-        Ok(crate::sm::Outcome::ConfRefused(status, msg)) => Err(refusal((status, msg))),
+        Ok(crate::sm::Outcome::ConfRefused(status, msg)) => {
+            Err(ConfFailure::Refused((status, msg)))
+        }
         Ok(_) => Ok(()),
-        Err(()) => Err(json(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({"message": "etcdserver: request timed out"}).to_string(),
-        )),
+        Err(()) => Err(ConfFailure::Timeout),
     }
 }
 
-async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
-    if !ready_to_add(ctx) {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
-    }
-    if let Err(r) = check_members(ctx, |m| m.check_urls(&urls, None)) {
-        return refusal(r);
-    }
+/// Add a member with peer URLs `urls` (checked as URLs by the caller): etcd's checks, a new
+/// id, the conf change applied here. The member as added.
+pub(super) async fn add_member(ctx: &Ctx, urls: Vec<String>) -> Result<Member, ConfFailure> {
+    ready_to_add(ctx)?;
+    check_members(ctx, |m| m.check_urls(&urls, None)).map_err(ConfFailure::Refused)?;
     let salt = ctx.shared.rng.next_u64();
     let id = member_id(&urls, &ctx.token, Some(salt));
     let member = Member {
@@ -274,28 +308,47 @@ async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
         peer_urls: urls,
         client_urls: vec![],
     };
-    if let Err(r) = conf_change(ctx, ConfChangeType::AddNode, member.clone(), false).await {
-        return r;
-    }
-    json(StatusCode::CREATED, format!("{}\n", member_json(&member)))
+    conf_change(ctx, ConfChangeType::AddNode, member.clone(), false).await?;
+    Ok(member)
 }
 
-async fn update(ctx: &Ctx, id: u64, urls: Vec<String>) -> Response<Body> {
-    if let Err(r) = check_members(ctx, |m| m.check_add(id, &urls, true)) {
-        return refusal(r);
-    }
+/// Change member `id`'s peer URLs to `urls`.
+pub(super) async fn update_member(
+    ctx: &Ctx,
+    id: u64,
+    urls: Vec<String>,
+) -> Result<(), ConfFailure> {
+    check_members(ctx, |m| m.check_add(id, &urls, true)).map_err(ConfFailure::Refused)?;
     let member = Member {
         id,
         name: String::new(),
         peer_urls: urls,
         client_urls: vec![],
     };
-    match conf_change(ctx, ConfChangeType::AddNode, member, true).await {
+    conf_change(ctx, ConfChangeType::AddNode, member, true).await
+}
+
+/// Remove member `id`.
+pub(super) async fn remove_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
+    let member =
+        check_members(ctx, |m| m.check_remove(id).cloned()).map_err(ConfFailure::Refused)?;
+    conf_change(ctx, ConfChangeType::RemoveNode, member, false).await
+}
+
+async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
+    match add_member(ctx, urls).await {
+        Ok(member) => json(StatusCode::CREATED, format!("{}\n", member_json(&member))),
+        Err(f) => f.v2(),
+    }
+}
+
+async fn update(ctx: &Ctx, id: u64, urls: Vec<String>) -> Response<Body> {
+    match update_member(ctx, id, urls).await {
         Ok(()) => Response::builder()
             .status(StatusCode::NO_CONTENT)
             .body(super::full(""))
             .expect("response"),
-        Err(r) => r,
+        Err(f) => f.v2(),
     }
 }
 
@@ -303,15 +356,11 @@ async fn remove(ctx: &Ctx, id_text: &str) -> Response<Body> {
     let Some(id) = parse_id(id_text) else {
         return message(StatusCode::NOT_FOUND, &format!("No such member: {id_text}"));
     };
-    let member = match check_members(ctx, |m| m.check_remove(id).cloned()) {
-        Ok(m) => m,
-        Err(r) => return refusal(r),
-    };
-    match conf_change(ctx, ConfChangeType::RemoveNode, member, false).await {
+    match remove_member(ctx, id).await {
         Ok(()) => Response::builder()
             .status(StatusCode::NO_CONTENT)
             .body(super::full(""))
             .expect("response"),
-        Err(r) => r,
+        Err(f) => f.v2(),
     }
 }

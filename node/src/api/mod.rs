@@ -13,12 +13,15 @@ pub mod misc;
 pub mod v3;
 pub mod v3auth;
 pub mod v3gateway;
+pub mod v3maint;
 pub mod watch;
 pub use misc::CLUSTER_VERSION;
 
 use detcd_proto::etcdserverpb::auth_server::AuthServer;
+use detcd_proto::etcdserverpb::cluster_server::ClusterServer;
 use detcd_proto::etcdserverpb::kv_server::KvServer;
 use detcd_proto::etcdserverpb::lease_server::LeaseServer;
+use detcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use detcd_proto::etcdserverpb::watch_server::WatchServer;
 use tonic::codegen::Service;
 
@@ -79,6 +82,8 @@ pub struct Ctx {
     pub election_timeout: Duration,
     /// `--experimental-watch-progress-notify-interval`.
     pub watch_progress_interval: Duration,
+    /// `--quota-backend-bytes` (0: etcd's default, 2 GiB).
+    pub quota_backend_bytes: u64,
 }
 
 /// A whole-buffer body.
@@ -154,12 +159,16 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                 .max_decoding_message_size(ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
                 .max_encoding_message_size(usize::MAX);
             let auth = AuthServer::new(v3::V3::new(Arc::clone(&ctx)));
+            let cluster = ClusterServer::new(v3maint::Maint::new(Arc::clone(&ctx)));
+            let maint = MaintenanceServer::new(v3maint::Maint::new(Arc::clone(&ctx)))
+                .max_encoding_message_size(usize::MAX);
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
                 let mut kv = kv.clone();
                 let mut lease = lease.clone();
                 let mut watches = watches.clone();
                 let mut auth = auth.clone();
+                let (mut cluster, mut maint) = (cluster.clone(), maint.clone());
                 if let Some(cn) = &cn {
                     req.extensions_mut().insert(ClientCommonName(cn.clone()));
                 }
@@ -175,6 +184,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                         }
                         if req.uri().path().starts_with("/etcdserverpb.Auth/") {
                             return auth.call(req).await;
+                        }
+                        if req.uri().path().starts_with("/etcdserverpb.Cluster/") {
+                            return cluster.call(req).await;
+                        }
+                        if req.uri().path().starts_with("/etcdserverpb.Maintenance/") {
+                            return maint.call(req).await;
                         }
                         return kv.call(req).await;
                     }
@@ -289,9 +304,15 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         let requests = futures::stream::iter(reqs.into_iter().map(Ok));
         kv.keep_alive_stream(requests).collect::<Vec<_>>()
     };
+    let maint = v3maint::Maint::new(Arc::clone(ctx));
     let reply = match v3gateway::handle_auth(&kv, &method, &path, &body).await {
         Some(r) => Some(r),
-        None => v3gateway::handle_services(&kv, &kv, keep_alive, &method, &path, &body).await,
+        None => match v3gateway::handle_cluster_maintenance(&maint, &maint, &method, &path, &body)
+            .await
+        {
+            Some(r) => Some(r),
+            None => v3gateway::handle_services(&kv, &kv, keep_alive, &method, &path, &body).await,
+        },
     };
     match reply {
         Some(r) => {

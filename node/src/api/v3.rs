@@ -155,6 +155,8 @@ impl Kv for V3 {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        // etcd's quota interceptor runs before the request's checks.
+        super::v3maint::check_quota(&self.ctx, mvcc::Costed::Put(req.get_ref())).await?;
         mvcc::check_put(req.get_ref()).map_err(status)?;
         let ai = self.auth_info(&req).await?;
         match self.write(ai, WriteReq::Put(req.into_inner())).await? {
@@ -185,6 +187,8 @@ impl Kv for V3 {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        // etcd's quota interceptor runs before the request's checks.
+        super::v3maint::check_quota(&self.ctx, mvcc::Costed::Txn(req.get_ref())).await?;
         mvcc::check_txn(req.get_ref(), self.ctx.max_txn_ops).map_err(status)?;
         let read_only = txn_is_read_only(req.get_ref());
         if read_only && !txn_is_serializable(req.get_ref()) {
@@ -396,6 +400,7 @@ impl Lease for V3 {
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let ai = self.auth_info(&req).await?;
         let r = req.into_inner();
+        super::v3maint::check_quota(&self.ctx, mvcc::Costed::LeaseGrant).await?;
         // ID 0: the server picks a positive 63-bit ID (etcd: its request ID generator; here
         // the member's seeded rng).
         let mut id = r.id;

@@ -140,6 +140,10 @@ impl Mvcc {
         }
         self.consistent_index = index;
         self.meta_dirty = true;
+        // etcd's capped applier refuses every grant while a NOSPACE alarm is raised.
+        if self.no_space() {
+            return Some(Err(V3Error::NoSpace));
+        }
         if ttl > LEASE_MAX_TTL {
             return Some(Err(V3Error::LeaseTtlTooLarge));
         }

@@ -12,6 +12,7 @@
 //!   index and may exceed memory.
 //! - `rev`: (main, sub) → key: what changed at each revision (compaction; watch history).
 //! - `meta`: consistent index, current revision, compacted revision.
+//! - `lease` (see `lease.rs`) and `alarm` (see `maint.rs`).
 //!
 //! One redb write transaction is open per apply batch; `flush` commits it (durably or not).
 //! Semantics follow etcd 3.4.23 (`mvcc/kvstore*.go`, `etcdserver/apply.go`); the request
@@ -22,6 +23,7 @@ mod auth;
 pub(crate) mod backend;
 mod check;
 mod lease;
+mod maint;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +43,10 @@ use redb::{Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, T
 pub use auth::{AuthError, AuthInfo, AuthOp, AuthResp, Caller, ROOT, TOKEN_TTL};
 pub use check::{check_delete, check_put, check_range, check_txn};
 pub use lease::{LeaseGrant, LEASE_MAX_TTL};
+use maint::ALARMS;
+pub use maint::{
+    dump_of_snapshot_file, quota_cost, snapshot_file, Costed, HashKv, DEFAULT_QUOTA_BYTES,
+};
 
 use crate::storage::{Disk, RandomFile};
 
@@ -845,10 +851,11 @@ pub struct MvccDump {
     rtx: redb::ReadTransaction,
 }
 
-/// The dump's magic: version 3 carries the lease set after the kv entries, then the v3 auth
-/// state.
+/// The dump's magic: version 3 carries, after the kv entries, the lease set, the alarms and
+/// the v3 auth state.
 const DUMP_MAGIC: &[u8; 16] = b"detcd-mvcc-dump3";
-/// Version 2 (before auth): still read, as a dump with a fresh auth state.
+/// Version 2 (leases; no alarms, no auth): still read, as a dump with no alarms and a fresh
+/// auth state.
 const DUMP_MAGIC_V2: &[u8; 16] = b"detcd-mvcc-dump2";
 /// Version 1 (before leases): still read, as a dump with no leases.
 const DUMP_MAGIC_V1: &[u8; 16] = b"detcd-mvcc-dump1";
@@ -866,8 +873,9 @@ impl MvccDump {
 
     /// The dump's bytes: magic, consistent index, revision, compacted revision, the number of
     /// kv entries, each (key length u32, key, main i64, sub i64, value length u32, value), and
-    /// the number of leases, each (ID i64, TTL i64), and a CRC-32 of all before it; integers
-    /// little-endian.
+    /// the number of leases, each (ID i64, TTL i64), the number of alarms, each (member u64,
+    /// type i64), the v3 auth state (`auth::dump_auth`), and a CRC-32 of all before it;
+    /// integers little-endian.
     pub fn encode(self) -> io::Result<Vec<u8>> {
         let meta = self.rtx.open_table(META).map_err(io_err)?;
         let get = |name: &str| -> io::Result<u64> {
@@ -902,6 +910,14 @@ impl MvccDump {
             out.extend_from_slice(&id.value().to_le_bytes());
             out.extend_from_slice(&ttl.value().to_le_bytes());
         }
+        let alarms = self.rtx.open_table(ALARMS).map_err(io_err)?;
+        out.extend_from_slice(&alarms.len().map_err(io_err)?.to_le_bytes());
+        for e in alarms.iter().map_err(io_err)? {
+            let (k, _) = e.map_err(io_err)?;
+            let (member, alarm) = k.value();
+            out.extend_from_slice(&member.to_le_bytes());
+            out.extend_from_slice(&(alarm as i64).to_le_bytes());
+        }
         auth::dump_auth(&self.rtx, &mut out)?;
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -918,6 +934,7 @@ impl Mvcc {
         out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&1u64.to_le_bytes());
         out.extend_from_slice(&(-1i64 as u64).to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
         out.extend_from_slice(&0u64.to_le_bytes());
         auth::empty_auth_dump(&mut out);
@@ -984,6 +1001,8 @@ pub struct Mvcc {
     auth: auth::AuthStore,
     /// The member's clock as of the current apply batch (token lifetimes only).
     now: Option<crate::rt::Instant>,
+    /// The raised alarms (member, type), mirroring the `alarm` table.
+    alarms: std::collections::BTreeSet<(u64, i32)>,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -1033,6 +1052,7 @@ impl Mvcc {
             wtx.open_table(LEASES).map_err(io_err)?;
             wtx.open_table(auth::AUTH_USERS).map_err(io_err)?;
             wtx.open_table(auth::AUTH_ROLES).map_err(io_err)?;
+            wtx.open_table(ALARMS).map_err(io_err)?;
             let mut meta = wtx.open_table(META).map_err(io_err)?;
             match read_meta(&meta)? {
                 Some(m) => m,
@@ -1059,9 +1079,11 @@ impl Mvcc {
             leases: BTreeMap::new(),
             auth: auth::AuthStore::default(),
             now: None,
+            alarms: Default::default(),
         };
         m.load_leases()?;
         m.load_auth()?;
+        m.load_alarms()?;
         Ok(m)
     }
 
@@ -1163,6 +1185,18 @@ impl Mvcc {
                 ),
                 Vec::new(),
             ));
+        }
+        // etcd's capped applier while a NOSPACE alarm is raised: no put, no txn with a put.
+        if self.no_space() {
+            match w {
+                Write::Req(WriteReq::Put(_), _) => {
+                    return Ok(((Err(V3Error::NoSpace), Vec::new()), Vec::new()))
+                }
+                Write::Req(WriteReq::Txn(t), _) if quota_cost(Costed::Txn(t)) > 0 => {
+                    return Ok(((Err(V3Error::NoSpace), Vec::new()), Vec::new()))
+                }
+                _ => {}
+            }
         }
         let (begin_rev, compact_rev) = (self.rev, self.compact_rev);
         let wtx = self.wtx()?;
@@ -1547,6 +1581,7 @@ impl Mvcc {
         wtx.delete_table(KV).map_err(io_err)?;
         wtx.delete_table(REVS).map_err(io_err)?;
         wtx.delete_table(LEASES).map_err(io_err)?;
+        wtx.delete_table(ALARMS).map_err(io_err)?;
         {
             let mut kv = wtx.open_table(KV).map_err(io_err)?;
             let mut revs = wtx.open_table(REVS).map_err(io_err)?;
@@ -1571,6 +1606,14 @@ impl Mvcc {
                 leases.insert(id, ttl).map_err(io_err)?;
             }
             drop(leases);
+            let mut alarms = wtx.open_table(ALARMS).map_err(io_err)?;
+            let n = if v1 || v2 { 0 } else { r.u64()? };
+            for _ in 0..n {
+                let member = r.u64()?;
+                let alarm = i32::try_from(r.u64()? as i64).map_err(|_| bad("bad alarm"))?;
+                alarms.insert((member, alarm), 0).map_err(io_err)?;
+            }
+            drop(alarms);
             auth::restore_auth(&wtx, if v1 || v2 { None } else { Some(&mut r) })?;
             if !r.data.is_empty() {
                 return Err(bad("trailing bytes"));
@@ -1589,7 +1632,8 @@ impl Mvcc {
         self.meta_dirty = false;
         self.undurable = false;
         self.load_leases()?;
-        self.load_auth()
+        self.load_auth()?;
+        self.load_alarms()
     }
 
     /// Drop the open batch, if any, and go back to the last committed state.
@@ -1605,6 +1649,7 @@ impl Mvcc {
             self.meta_dirty = false;
             self.load_leases()?;
             self.load_auth()?;
+            self.load_alarms()?;
         }
         Ok(())
     }

@@ -2450,3 +2450,127 @@ fn revoking_a_lease_needs_write_access_to_its_keys() {
     assert!(r.is_ok());
     assert!(!s.m.lease_exists(7));
 }
+
+// ---------------------------------------------------------------------------------------
+// Alarms (etcd's `applyAlarm`, `applierV3Capped`) and HashKV.
+
+fn alarm_req(action: pb::alarm_request::AlarmAction, member: u64) -> pb::AlarmRequest {
+    pb::AlarmRequest {
+        action: action as i32,
+        member_id: member,
+        alarm: pb::AlarmType::Nospace as i32,
+    }
+}
+
+#[test]
+fn nospace_caps_writes_until_deactivated_and_survives_dump_and_reopen() {
+    use pb::alarm_request::AlarmAction::{Activate, Deactivate, Get};
+    let disk = MemDisk::default();
+    let mut m = open_mem(&disk);
+    let counter = std::cell::Cell::new(0u64);
+    let next = || {
+        counter.set(counter.get() + 1);
+        counter.get()
+    };
+    let get = pb::AlarmRequest::default();
+    assert_eq!(m.alarm(next(), &get).unwrap().unwrap(), vec![]);
+    let raised = m.alarm(next(), &alarm_req(Activate, 7)).unwrap().unwrap();
+    assert_eq!(raised.len(), 1);
+    // Raising it again answers the raised alarm (etcd's `Activate` returns the one held).
+    assert_eq!(
+        m.alarm(next(), &alarm_req(Activate, 7)).unwrap().unwrap(),
+        raised
+    );
+    assert_eq!(
+        m.alarm(next(), &alarm_req(Get, 0)).unwrap().unwrap(),
+        raised
+    );
+    assert!(m.no_space());
+    // The capped applier: no put, no txn with a put, no grant; deletes and reads go on.
+    let (r, _) = m
+        .apply(next(), &WriteReq::Put(put("k", "v")), &any_lease)
+        .unwrap();
+    assert_eq!(r.unwrap_err(), V3Error::NoSpace);
+    let txn = pb::TxnRequest {
+        success: vec![pb::RequestOp {
+            request: Some(Request::RequestPut(put("k", "v"))),
+        }],
+        ..Default::default()
+    };
+    let (r, _) = m
+        .apply(next(), &WriteReq::Txn(txn.clone()), &any_lease)
+        .unwrap();
+    assert_eq!(r.unwrap_err(), V3Error::NoSpace);
+    assert_eq!(
+        m.lease_grant(next(), 5, 10, 2).unwrap().unwrap_err(),
+        V3Error::NoSpace
+    );
+    let del = pb::DeleteRangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    };
+    assert!(m
+        .apply(next(), &WriteReq::DeleteRange(del), &any_lease)
+        .unwrap()
+        .0
+        .is_ok());
+    // Durable, and carried by a dump to another keyspace.
+    m.flush(true).unwrap();
+    let dump = m.dump().unwrap().encode().unwrap();
+    let mut other = fresh();
+    other.restore(&dump, counter.get()).unwrap();
+    assert!(other.no_space());
+    drop(m);
+    let mut m = open_mem(&disk);
+    assert!(m.no_space(), "the alarm survives a reopen");
+    // Deactivating an alarm that is not raised answers nothing; this one, itself.
+    let none = alarm_req(Deactivate, 8);
+    assert_eq!(m.alarm(next(), &none).unwrap().unwrap(), vec![]);
+    assert_eq!(
+        m.alarm(next(), &alarm_req(Deactivate, 7)).unwrap().unwrap(),
+        raised
+    );
+    assert!(!m.no_space());
+    let (r, _) = m.apply(next(), &WriteReq::Txn(txn), &any_lease).unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    // A replayed entry changes nothing.
+    assert!(m.alarm(1, &alarm_req(Activate, 7)).is_none());
+    assert!(!m.no_space());
+}
+
+#[test]
+fn hash_kv_bounds_and_equality_after_the_same_writes() {
+    let mut a = S::new();
+    let mut b = S::new();
+    for s in [&mut a, &mut b] {
+        s.put("k", "1");
+        s.put("k2", "2");
+        s.put("k", "3");
+        s.index += 1;
+        s.m.apply(
+            s.index,
+            &WriteReq::Compaction(pb::CompactionRequest {
+                revision: 3,
+                physical: false,
+            }),
+            &any_lease,
+        )
+        .unwrap()
+        .0
+        .unwrap();
+    }
+    b.m.flush(false).unwrap();
+    assert_eq!(a.m.hash_kv(0).unwrap(), b.m.hash_kv(0).unwrap());
+    assert_eq!(a.m.hash_kv(0).unwrap().compact_revision, 3);
+    // etcd: a revision at or below the compacted one is compacted; past the store, future.
+    assert_eq!(a.m.hash_kv(3).unwrap_err(), V3Error::Compacted);
+    assert_eq!(a.m.hash_kv(5).unwrap_err(), V3Error::FutureRev);
+    let before = a.m.hash_kv(4).unwrap();
+    a.put("k3", "x");
+    assert_eq!(
+        a.m.hash_kv(4).unwrap().hash,
+        before.hash,
+        "history does not change"
+    );
+    assert_ne!(a.m.hash_kv(0).unwrap().hash, before.hash);
+}

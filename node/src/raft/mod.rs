@@ -51,6 +51,8 @@ pub enum Inbox {
     PeerGone(u64),
     /// A peer says this member was removed from the cluster.
     Removed,
+    /// Hand leadership to this member (etcd's MoveLeader), if this member leads.
+    TransferLeader(u64),
 }
 
 /// The result of a proposal, handed to the request that proposed it.

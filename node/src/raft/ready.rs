@@ -353,6 +353,11 @@ impl RaftLoop {
             Inbox::Unreachable(id) => self.raw.report_unreachable(id),
             Inbox::PeerGone(id) => self.on_peer_gone(id),
             Inbox::Removed => self.stop_removed(),
+            Inbox::TransferLeader(to) => {
+                if self.raw.raft.state == StateRole::Leader {
+                    self.raw.transfer_leader(to);
+                }
+            }
             Inbox::SnapshotSent(id, ok) => self.raw.report_snapshot(
                 id,
                 if ok {
