@@ -147,6 +147,41 @@ fn watch_outputs(addr: &str, cmds: &[&[&str]], run_for: Duration) -> Vec<String>
     outs
 }
 
+/// The gateway's `/v3/watch` for `body`, read for 2 s: the status line and each
+/// `{"result":…}` line, ids and term masked.
+fn gateway_watch(addr: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    write!(
+        s,
+        "POST /v3/watch HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1);
+    // Chunked: the JSON lines are whole chunks; the size lines are not JSON.
+    let lines: Vec<String> = body
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(normalise)
+        .collect();
+    format!("{status}\n{}", lines.join("\n"))
+}
+
 fn run_script(addr: &str) -> Vec<String> {
     for w in WRITES {
         let stdin = (w[0] == "txn").then_some(TXN);
@@ -154,6 +189,11 @@ fn run_script(addr: &str) -> Vec<String> {
         assert_eq!(code, 0, "etcdctl {w:?}: {out}");
     }
     let mut outs = watch_outputs(addr, WATCHES, Duration::from_secs(3));
+    // The same history through the JSON gateway (w/ up to w0, from revision 1, prev_kv).
+    outs.push(gateway_watch(
+        addr,
+        r#"{"create_request":{"key":"dy8=","range_end":"dzA=","start_revision":1,"prev_kv":true}}"#,
+    ));
     let (code, out) = etcdctl(addr, &["compaction", "5"], None);
     assert_eq!(code, 0, "compaction: {out}");
     outs.extend(watch_outputs(
@@ -201,11 +241,13 @@ fn etcdctl_watch_prints_the_same_for_detcd_and_etcd() {
         let m = single(dir.path(), bin);
         outs.push(run_script(&m.addr()));
     }
+    let gateway: &[&str] = &["(gateway) POST /v3/watch"];
     let cmds: Vec<&[&str]> = WATCHES
         .iter()
-        .chain(AFTER_COMPACTION)
-        .chain(WITH_AUTH)
         .copied()
+        .chain([gateway])
+        .chain(AFTER_COMPACTION.iter().copied())
+        .chain(WITH_AUTH.iter().copied())
         .collect();
     let mut diffs = Vec::new();
     for (i, args) in cmds.iter().enumerate() {
@@ -218,8 +260,14 @@ fn etcdctl_watch_prints_the_same_for_detcd_and_etcd() {
             ));
         }
     }
-    // The commands did see something: the full-prefix watcher printed every write.
+    // The commands did see something: the full-prefix watcher printed every write, and the
+    // gateway streamed the created answer and the events.
     assert!(outs[0][0].contains("w/end"), "{}", outs[0][0]);
+    let gw = &outs[0][WATCHES.len()];
+    assert!(
+        gw.contains("\"created\":true") && gw.contains("dy9lbmQ="),
+        "{gw}"
+    );
     assert!(
         diffs.is_empty(),
         "{} of {} watch commands differ:\n{}",
