@@ -138,25 +138,10 @@ impl Hub {
             let mut ring = self.ring.lock().expect("watch ring lock");
             match events {
                 Some(events) if ring.next == before + 1 => {
-                    let mut group: Vec<mvccpb::Event> = Vec::new();
-                    let mut rev = 0;
-                    let push = |ring: &mut Ring, rev: i64, group: Vec<mvccpb::Event>| {
-                        if group.is_empty() {
-                            return;
-                        }
-                        let bytes: usize = group.iter().map(prost::Message::encoded_len).sum();
-                        ring.bytes += bytes;
-                        ring.revs.push_back((rev, group.into()));
-                    };
-                    for ev in events {
-                        let r = ev.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                        if r != rev {
-                            push(&mut ring, rev, std::mem::take(&mut group));
-                            rev = r;
-                        }
-                        group.push(ev);
+                    for (rev, group) in by_revision(events) {
+                        ring.bytes += group.iter().map(prost::Message::encoded_len).sum::<usize>();
+                        ring.revs.push_back((rev, group));
                     }
-                    push(&mut ring, rev, group);
                     ring.next = after + 1;
                     while ring.revs.len() > RING_REVISIONS || ring.bytes > RING_BYTES {
                         let Some((r, evs)) = ring.revs.pop_front() else {
@@ -209,22 +194,26 @@ impl Hub {
         match history(from, to) {
             Err(HistoryError::Compacted(c)) => Fetched::Compacted(c),
             Err(HistoryError::Failed(e)) => Fetched::Failed(e),
-            Ok((events, upto)) => {
-                let mut revs: Vec<(i64, Vec<mvccpb::Event>)> = Vec::new();
-                for ev in events {
-                    let r = ev.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-                    match revs.last_mut() {
-                        Some((last, group)) if *last == r => group.push(ev),
-                        _ => revs.push((r, vec![ev])),
-                    }
-                }
-                Fetched::Events {
-                    revs: revs.into_iter().map(|(r, g)| (r, g.into())).collect(),
-                    upto: upto.min(to),
-                }
-            }
+            Ok((events, upto)) => Fetched::Events {
+                revs: by_revision(events),
+                upto: upto.min(to),
+            },
         }
     }
+}
+
+/// Events in revision order, grouped by revision (each group in the order the write made
+/// them).
+fn by_revision(events: Vec<mvccpb::Event>) -> Vec<(i64, RevEvents)> {
+    let mut revs: Vec<(i64, Vec<mvccpb::Event>)> = Vec::new();
+    for ev in events {
+        let r = ev.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+        match revs.last_mut() {
+            Some((last, group)) if *last == r => group.push(ev),
+            _ => revs.push((r, vec![ev])),
+        }
+    }
+    revs.into_iter().map(|(r, g)| (r, g.into())).collect()
 }
 
 /// Counts a live watcher (see [`Hub::register`]).

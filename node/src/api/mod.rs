@@ -289,11 +289,7 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
 /// in-process, its response or error encoded as etcd's grpc-gateway does.
 async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    // etcd's gateway forwards the `Authorization` header as the request's token.
-    let token = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let token = authorization(&req);
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(resp) => return resp,
@@ -328,15 +324,19 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// The gateway's token: etcd's gateway forwards the `Authorization` header as the request's.
+fn authorization<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
 /// The gateway's watch stream: `{"result":…}` lines for as long as the client stays.
 async fn watch_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != hyper::Method::POST {
         return text_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
-    let token = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let token = authorization(&req);
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
         Err(resp) => return resp,

@@ -328,21 +328,19 @@ where
     KA: FnOnce(Vec<pb::LeaseKeepAliveRequest>) -> Fut,
     Fut: std::future::Future<Output = Vec<Result<pb::LeaseKeepAliveResponse, tonic::Status>>>,
 {
-    let mut reqs = Vec::new();
-    for r in decode_stream::<pb::LeaseKeepAliveRequest>("etcdserverpb.LeaseKeepAliveRequest", body)
-    {
-        match r {
-            Ok(r) => reqs.push(r),
-            Err(msg) if reqs.is_empty() => {
-                return Reply {
-                    status: 500,
-                    headers: vec![JSON],
-                    body: error_body(2, &msg),
-                };
+    let reqs = match stream_requests::<pb::LeaseKeepAliveRequest>(
+        "etcdserverpb.LeaseKeepAliveRequest",
+        body,
+    ) {
+        Ok(reqs) => reqs,
+        Err(body) => {
+            return Reply {
+                status: 500,
+                headers: vec![JSON],
+                body,
             }
-            Err(_) => break,
         }
-    }
+    };
     if reqs.is_empty() {
         return Reply {
             status: 200,
@@ -353,11 +351,7 @@ where
     let mut out = Vec::new();
     for r in keep_alive(reqs).await {
         match r {
-            Ok(resp) => {
-                out.extend_from_slice(b"{\"result\":");
-                out.extend_from_slice(&encode(&resp));
-                out.extend_from_slice(b"}\n");
-            }
+            Ok(resp) => out.extend_from_slice(&result_line(&resp)),
             Err(st) => {
                 out.extend_from_slice(&stream_error_line(&st));
                 break;
@@ -497,11 +491,7 @@ where
     let mut out = Vec::new();
     while let Some(m) = stream.next().await {
         match m {
-            Ok(resp) => {
-                out.extend_from_slice(b"{\"result\":");
-                out.extend_from_slice(&encode(&resp));
-                out.extend_from_slice(b"}\n");
-            }
+            Ok(resp) => out.extend_from_slice(&result_line(&resp)),
             Err(st) => {
                 out.extend_from_slice(&stream_error_line(&st));
                 break;
@@ -513,6 +503,32 @@ where
         headers: vec![JSON, GRPC_META],
         body: out,
     }
+}
+
+/// A streaming call's requests as grpc-gateway reads them from one body: every JSON value
+/// up to the first that cannot be read (which ends the list), or, when that is the first,
+/// the body of its answer (HTTP 500, code 2, as etcd answers).
+pub fn stream_requests<M: prost::Message + Default>(
+    full_name: &str,
+    body: &[u8],
+) -> Result<Vec<M>, Vec<u8>> {
+    let mut reqs = Vec::new();
+    for r in decode_stream::<M>(full_name, body) {
+        match r {
+            Ok(r) => reqs.push(r),
+            Err(msg) if reqs.is_empty() => return Err(error_body(2, &msg)),
+            Err(_) => break,
+        }
+    }
+    Ok(reqs)
+}
+
+/// grpc-gateway's line for one message of a stream: `{"result":…}`.
+pub fn result_line<M: serde::Serialize>(msg: &M) -> Vec<u8> {
+    let mut out = b"{\"result\":".to_vec();
+    out.extend_from_slice(&encode(msg));
+    out.extend_from_slice(b"}\n");
+    out
 }
 
 /// grpc-gateway's line for an error that ends a stream.

@@ -533,33 +533,20 @@ pub async fn gateway(
     authorization: Option<String>,
     body: &[u8],
 ) -> Result<impl Stream<Item = bytes::Bytes> + Send + 'static, (u16, Vec<u8>)> {
-    let mut reqs = Vec::new();
-    for r in
-        detcd_proto::gateway::decode_stream::<pb::WatchRequest>("etcdserverpb.WatchRequest", body)
-    {
-        match r {
-            Ok(r) => reqs.push(Ok(r)),
-            Err(msg) if reqs.is_empty() => {
-                return Err((500, detcd_proto::gateway::error_body(2, &msg)));
-            }
-            Err(_) => break,
-        }
-    }
+    let reqs =
+        super::v3gateway::stream_requests::<pb::WatchRequest>("etcdserverpb.WatchRequest", body)
+            .map_err(|body| (500, body))?;
     let v3 = V3::for_gateway(Arc::clone(ctx), authorization);
     let auth = v3.auth_info(&Request::new(())).await;
-    let answers = Watches::new(Arc::clone(ctx)).stream(futures::stream::iter(reqs), v3, auth);
+    let requests = futures::stream::iter(reqs.into_iter().map(Ok));
+    let answers = Watches::new(Arc::clone(ctx)).stream(requests, v3, auth);
     Ok(answers
         .scan(false, |ended, r| {
             if *ended {
                 return futures::future::ready(None);
             }
             let line = match r {
-                Ok(resp) => {
-                    let mut out = b"{\"result\":".to_vec();
-                    out.extend_from_slice(&detcd_proto::gateway::encode(&resp));
-                    out.extend_from_slice(b"}\n");
-                    out
-                }
+                Ok(resp) => super::v3gateway::result_line(&resp),
                 Err(st) => {
                     *ended = true;
                     super::v3gateway::stream_error_line(&st)
