@@ -12,6 +12,14 @@
 //! up to madsim's shortest sleep, 1 ms). An fsync the member is still waiting for when it
 //! crashes never finished: what it was making durable is lost too, so a member that sends a
 //! vote or an ack before its fsync returns is caught by crash scenarios.
+//!
+//! Storage faults beyond power loss (issue #33; each armed by the nemesis and recorded as a
+//! fault event): a bit flipped in synced data ([`SimDisk::flip_synced_bit`]), a write that
+//! lands at another offset of its file ([`SimDisk::misdirect_next_write`]), a latent read
+//! error on a range ([`SimDisk::read_error`]: `EIO` until the range is written again), fsyncs
+//! that fail ([`SimDisk::fail_syncs`]: `EIO`, and, as Linux does, what they were to make
+//! durable is dropped, so a retried fsync would "succeed" over lost data), and a full disk
+//! ([`SimDisk::set_free`]: `ENOSPC` for writes that need more space).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -106,6 +114,126 @@ struct State {
     /// dropped (redb's `Database` commits on drop; a stale handle writing into the file a
     /// restarted member opened again corrupted the member's v3 keyspace).
     epoch: u64,
+    /// Armed storage faults (see the module doc).
+    faults: Faults,
+}
+
+/// The storage faults armed on a disk.
+#[derive(Debug, Default)]
+struct Faults {
+    /// fsyncs still to fail.
+    fail_syncs: u32,
+    /// Ranges `[start, end)` of files whose reads fail until they are written again.
+    read_errors: Vec<(PathBuf, u64, u64)>,
+    /// Bytes the disk can still take (None: unlimited).
+    free: Option<u64>,
+    /// The next write to a file of this area lands elsewhere in the file.
+    misdirect: Option<DiskArea>,
+}
+
+/// Which of a member's files a storage fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskArea {
+    /// Any file.
+    #[default]
+    Any,
+    /// The write-ahead log's segments (`*.wal`).
+    Wal,
+    /// Snapshot files (`*.snap`).
+    Snap,
+    /// The v3 keyspace's backend file (`member/snap/db`).
+    V3,
+}
+
+impl DiskArea {
+    /// Whether `path` belongs to this area.
+    pub fn holds(self, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.as_deref().unwrap_or("");
+        match self {
+            DiskArea::Any => true,
+            DiskArea::Wal => name.ends_with(".wal"),
+            DiskArea::Snap => name.ends_with(".snap"),
+            DiskArea::V3 => name == "db",
+        }
+    }
+
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskArea::Any => "any",
+            DiskArea::Wal => "wal",
+            DiskArea::Snap => "snap",
+            DiskArea::V3 => "v3",
+        }
+    }
+}
+
+/// What Linux reports for a failed read or fsync (no path: the caller names the file).
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(5)
+}
+
+/// What Linux reports for a write to a full disk.
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(28)
+}
+
+impl State {
+    /// Take `bytes` of free space, or fail with ENOSPC.
+    fn take_space(&mut self, bytes: u64) -> io::Result<()> {
+        match &mut self.faults.free {
+            Some(free) if *free < bytes => Err(enospc()),
+            Some(free) => {
+                *free -= bytes;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Fail a read of `[off, off + len)` of `path` if it overlaps a latent read error.
+    fn check_read(&self, path: &Path, off: u64, len: u64) -> io::Result<()> {
+        let hit = self
+            .faults
+            .read_errors
+            .iter()
+            .any(|(p, a, b)| p == path && off < *b && *a < off + len);
+        if hit {
+            Err(eio())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A write to `[off, off + len)` remaps the sectors under it: their read errors go.
+    fn rewrite(&mut self, path: &Path, off: u64, len: u64) {
+        self.faults
+            .read_errors
+            .retain(|(p, a, b)| !(p == path && *a >= off && *b <= off + len));
+    }
+
+    /// Whether the next write to `path` is misdirected (the fault is used up).
+    fn misdirected(&mut self, path: &Path) -> bool {
+        match self.faults.misdirect {
+            Some(area) if area.holds(path) => {
+                self.faults.misdirect = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this fsync fails (the fault is used up by one).
+    fn sync_fails(&mut self) -> bool {
+        if self.faults.fail_syncs > 0 {
+            self.faults.fail_syncs -= 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// madsim's shortest sleep.
@@ -139,6 +267,7 @@ impl SimDisk {
                 in_flight: None,
                 frozen: false,
                 epoch: 0,
+                faults: Faults::default(),
             })),
             fsync_latency,
             torn_writes,
@@ -237,6 +366,101 @@ impl SimDisk {
         st.files.clear();
         st.rfiles.clear();
         st.dirs.clear();
+        // A new data directory lives on other sectors: the old ones' read errors stay behind.
+        st.faults.read_errors.clear();
+    }
+
+    /// Flip one bit of a synced byte in a file of `area`, both chosen by the disk's rng (a
+    /// random file's durable image is changed, and what the member reads with it). Returns
+    /// the file, the byte's offset and the bit, or None if no such file holds synced bytes.
+    pub fn flip_synced_bit(&self, area: DiskArea) -> Option<(PathBuf, u64, u8)> {
+        let mut st = self.state.lock().unwrap();
+        let in_flight = st.in_flight.as_ref().map(|(p, ..)| p.clone());
+        let mut candidates: Vec<(PathBuf, u64)> = Vec::new();
+        for (p, f) in &st.files {
+            if area.holds(p) && f.durable > 0 {
+                candidates.push((p.clone(), f.durable as u64));
+            }
+        }
+        for (p, f) in &st.rfiles {
+            // A file whose fsync is still in flight has no settled image to damage.
+            if area.holds(p) && !f.base.is_empty() && in_flight.as_ref() != Some(p) {
+                candidates.push((p.clone(), f.base.len() as u64));
+            }
+        }
+        if candidates.is_empty() {
+            return None;
+        }
+        let (path, len) = candidates.swap_remove(st.rng.gen_range(0..candidates.len()));
+        let offset = st.rng.gen_range(0..len);
+        let bit: u8 = st.rng.gen_range(0..8);
+        if let Some(f) = st.files.get_mut(&path) {
+            f.data[offset as usize] ^= 1 << bit;
+        } else if let Some(f) = st.rfiles.get_mut(&path) {
+            let synced = f.synced;
+            f.fold(synced);
+            f.base[offset as usize] ^= 1 << bit;
+            // What the member sees: the damaged image with the unsynced changes over it
+            // (a write made since the last fsync may have covered the byte again).
+            let mut current = f.base.clone();
+            for op in &f.ops {
+                op.apply(&mut current);
+            }
+            f.current = current;
+        }
+        Some((path, offset, bit))
+    }
+
+    /// The next write to a file of `area` lands at another offset of the same file, chosen
+    /// by the disk's rng (where it was meant to go keeps what it held: zeros past the end).
+    pub fn misdirect_next_write(&self, area: DiskArea) {
+        self.state.lock().unwrap().faults.misdirect = Some(area);
+    }
+
+    /// A latent sector error: reads overlapping `len` bytes at a seeded offset of a file of
+    /// `area` (chosen by the rng among files holding at least `len` bytes) fail with `EIO`
+    /// until that range is written again. Returns the file and range.
+    pub fn read_error(&self, area: DiskArea, len: u64) -> Option<(PathBuf, u64, u64)> {
+        let mut st = self.state.lock().unwrap();
+        let mut candidates: Vec<(PathBuf, u64)> = st
+            .files
+            .iter()
+            .map(|(p, f)| (p.clone(), f.data.len() as u64))
+            .chain(
+                st.rfiles
+                    .iter()
+                    .map(|(p, f)| (p.clone(), f.current.len() as u64)),
+            )
+            .filter(|(p, l)| area.holds(p) && *l >= len.max(1))
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let (path, flen) = candidates.swap_remove(st.rng.gen_range(0..candidates.len()));
+        let start = st.rng.gen_range(0..=flen - len.max(1));
+        let range = (path, start, start + len.max(1));
+        st.faults.read_errors.push(range.clone());
+        Some(range)
+    }
+
+    /// The next `n` fsyncs fail with `EIO` and, as on Linux, drop what they were to make
+    /// durable (0 disarms).
+    pub fn fail_syncs(&self, n: u32) {
+        self.state.lock().unwrap().faults.fail_syncs = n;
+    }
+
+    /// The disk can take `free` more bytes (None: no limit). Writes that need more fail
+    /// with `ENOSPC`.
+    pub fn set_free(&self, free: Option<u64>) {
+        self.state.lock().unwrap().faults.free = free;
+    }
+
+    /// Clear every armed fault except read errors (a bad sector stays bad until rewritten).
+    pub fn clear_faults(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.faults.fail_syncs = 0;
+        st.faults.free = None;
+        st.faults.misdirect = None;
     }
 
     /// fsyncs so far.
@@ -273,15 +497,30 @@ struct SimRandomFile {
 }
 
 impl SimRandomFile {
-    fn change(&self, op: Op) -> io::Result<()> {
+    fn change(&self, mut op: Op) -> io::Result<()> {
         let mut st = self.disk.state.lock().unwrap();
         if st.frozen || st.epoch != self.epoch {
             return Ok(());
         }
-        let f = st
+        let len = st
             .rfiles
-            .get_mut(&self.path)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
+            .get(&self.path)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?
+            .current
+            .len() as u64;
+        let grows = match &op {
+            Op::Write(off, data) => (off + data.len() as u64).saturating_sub(len),
+            Op::SetLen(l) => l.saturating_sub(len),
+        };
+        st.take_space(grows)?;
+        if let Op::Write(off, data) = &mut op {
+            if len > 0 && st.misdirected(&self.path) {
+                *off = st.rng.gen_range(0..len);
+            }
+            let (o, n) = (*off, data.len() as u64);
+            st.rewrite(&self.path, o, n);
+        }
+        let f = st.rfiles.get_mut(&self.path).expect("looked up above");
         op.apply(&mut f.current);
         f.ops.push(op);
         Ok(())
@@ -300,6 +539,7 @@ impl RandomFile for SimRandomFile {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let st = self.disk.state.lock().unwrap();
+        st.check_read(&self.path, offset, buf.len() as u64)?;
         let f = st
             .rfiles
             .get(&self.path)
@@ -331,10 +571,23 @@ impl RandomFile for SimRandomFile {
             return Ok(());
         }
         st.fsyncs += 1;
+        let fails = st.sync_fails();
         let in_flight_here = st.in_flight.as_ref().is_some_and(|(p, ..)| *p == self.path);
         let Some(f) = st.rfiles.get_mut(&self.path) else {
             return Ok(());
         };
+        if fails {
+            // Linux marks the pages clean and forgets them: the unsynced changes are gone,
+            // from the disk and from what the member reads back.
+            let synced = f.synced;
+            f.ops.truncate(synced);
+            let mut current = f.base.clone();
+            for op in &f.ops {
+                op.apply(&mut current);
+            }
+            f.current = current;
+            return Err(eio());
+        }
         // The previous fsync of this file is done unless the member still waits for it.
         if !in_flight_here {
             let synced = f.synced;
@@ -360,11 +613,22 @@ impl DiskFile for SimFile {
         if st.frozen || st.epoch != self.epoch {
             return Ok(());
         }
-        let f = st
-            .files
-            .get_mut(&self.path)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "file removed"))?;
-        f.data.extend_from_slice(data);
+        if !st.files.contains_key(&self.path) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "file removed"));
+        }
+        st.take_space(data.len() as u64)?;
+        let old = st.files[&self.path].data.len();
+        let at = if old > 0 && !data.is_empty() && st.misdirected(&self.path) {
+            st.rng.gen_range(0..old)
+        } else {
+            old
+        };
+        let f = st.files.get_mut(&self.path).expect("looked up above");
+        f.data.resize(old + data.len(), 0);
+        let end = (at + data.len()).min(f.data.len());
+        f.data[at..end].copy_from_slice(&data[..end - at]);
+        let (at, n) = (at as u64, data.len() as u64);
+        st.rewrite(&self.path, at, n);
         Ok(())
     }
 
@@ -374,6 +638,13 @@ impl DiskFile for SimFile {
             return Ok(());
         }
         st.fsyncs += 1;
+        if st.sync_fails() {
+            if let Some(f) = st.files.get_mut(&self.path) {
+                let durable = f.durable;
+                f.data.truncate(durable);
+            }
+            return Err(eio());
+        }
         let mut before = None;
         if let Some(f) = st.files.get_mut(&self.path) {
             before = Some(f.durable);
@@ -421,6 +692,7 @@ impl Disk for SimDisk {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let st = self.state.lock().unwrap();
+        st.check_read(path, 0, u64::MAX / 2)?;
         if let Some(f) = st.rfiles.get(path) {
             return Ok(f.current.clone());
         }
@@ -477,6 +749,13 @@ impl Disk for SimDisk {
             return Ok(());
         }
         st.fsyncs += 1;
+        // The temp file's bytes, then its fsync: either failing leaves the old file in place.
+        st.take_space(data.len() as u64)?;
+        if st.sync_fails() {
+            return Err(eio());
+        }
+        let n = data.len() as u64;
+        st.rewrite(path, 0, n);
         st.files.insert(
             path.to_path_buf(),
             FileState {
@@ -490,8 +769,12 @@ impl Disk for SimDisk {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.lock().unwrap();
         if !st.frozen {
-            st.files.remove(path);
-            st.rfiles.remove(path);
+            let freed = st.files.remove(path).map_or(0, |f| f.data.len())
+                + st.rfiles.remove(path).map_or(0, |f| f.current.len());
+            if let Some(free) = &mut st.faults.free {
+                *free += freed as u64;
+            }
+            st.faults.read_errors.retain(|(p, ..)| p != path);
         }
         Ok(())
     }
@@ -687,6 +970,113 @@ mod tests {
         disk.remove(p).unwrap();
         assert!(!disk.exists(p));
         assert!(g.write_at(0, b"x").is_err());
+    }
+
+    #[test]
+    fn a_flipped_bit_lands_in_synced_bytes_of_the_chosen_area_and_survives_a_crash() {
+        for seed in 0..20 {
+            let disk = SimDisk::new(seed, (Duration::ZERO, Duration::ZERO), false);
+            let (w, d) = (Path::new("/m/wal/0-0.wal"), Path::new("/m/snap/db"));
+            let mut wal = disk.open_append(w, None).unwrap();
+            wal.append(&[0u8; 64]).unwrap();
+            wal.sync().unwrap();
+            wal.append(&[0u8; 64]).unwrap(); // unsynced: never the target
+            let db = disk.open_random(d).unwrap();
+            db.write_at(0, &[0u8; 32]).unwrap();
+            db.sync().unwrap();
+            assert_eq!(disk.flip_synced_bit(DiskArea::Snap), None, "seed {seed}");
+            let (p, off, bit) = disk.flip_synced_bit(DiskArea::Wal).unwrap();
+            assert_eq!(p, w, "seed {seed}");
+            assert!(off < 64, "seed {seed}: offset {off} is not synced");
+            disk.crash();
+            let data = disk.read(w).unwrap();
+            assert_eq!(data.len(), 64);
+            assert_eq!(data[off as usize], 1 << bit, "seed {seed}");
+            let (p, off, bit) = disk.flip_synced_bit(DiskArea::V3).unwrap();
+            assert_eq!(p, d);
+            let mut b = [0u8; 1];
+            db.read_at(off, &mut b).unwrap();
+            assert_eq!(b[0], 1 << bit, "seed {seed}: the member reads the damage");
+        }
+    }
+
+    #[test]
+    fn a_failed_fsync_errs_and_drops_what_it_was_to_make_durable() {
+        let disk = SimDisk::new(1, (Duration::ZERO, Duration::ZERO), false);
+        let a = Path::new("/a");
+        let mut f = disk.open_append(a, None).unwrap();
+        f.append(b"kept").unwrap();
+        f.sync().unwrap();
+        f.append(b"lost").unwrap();
+        disk.fail_syncs(1);
+        let e = f.sync().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(5), "{e}");
+        // Retrying "succeeds" over the dropped bytes: why a member must crash, not retry.
+        f.sync().unwrap();
+        assert_eq!(disk.read(a).unwrap(), b"kept");
+        let r = disk.open_random(Path::new("/r")).unwrap();
+        r.write_at(0, b"one").unwrap();
+        r.sync().unwrap();
+        r.write_at(0, b"two").unwrap();
+        disk.fail_syncs(1);
+        assert!(r.sync().is_err());
+        assert_eq!(disk.read(Path::new("/r")).unwrap(), b"one");
+    }
+
+    #[test]
+    fn read_errors_hold_until_the_range_is_written_again() {
+        let disk = SimDisk::new(5, (Duration::ZERO, Duration::ZERO), false);
+        let r = disk.open_random(Path::new("/m/snap/db")).unwrap();
+        r.write_at(0, &[7u8; 4096]).unwrap();
+        r.sync().unwrap();
+        let (p, a, b) = disk.read_error(DiskArea::V3, 512).unwrap();
+        assert_eq!((p.as_path(), b - a), (Path::new("/m/snap/db"), 512));
+        let mut buf = vec![0u8; 4096];
+        let e = r.read_at(0, &mut buf).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(5), "{e}");
+        assert!(disk.read(Path::new("/m/snap/db")).is_err());
+        r.write_at(0, &[8u8; 4096]).unwrap();
+        r.read_at(0, &mut buf).unwrap();
+        assert_eq!(buf, vec![8u8; 4096]);
+    }
+
+    #[test]
+    fn a_full_disk_refuses_growth_until_space_is_freed() {
+        let disk = SimDisk::new(1, (Duration::ZERO, Duration::ZERO), false);
+        let mut f = disk.open_append(Path::new("/a"), None).unwrap();
+        f.append(&[1u8; 10]).unwrap();
+        disk.set_free(Some(4));
+        f.append(&[1u8; 4]).unwrap();
+        let e = f.append(&[1u8; 1]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert!(disk.write_atomic(Path::new("/s"), b"x").is_err());
+        disk.remove(Path::new("/a")).unwrap();
+        disk.write_atomic(Path::new("/s"), b"x").unwrap();
+        disk.set_free(None);
+        let r = disk.open_random(Path::new("/r")).unwrap();
+        r.write_at(100, b"fits").unwrap();
+    }
+
+    #[test]
+    fn a_misdirected_write_lands_elsewhere_in_its_file() {
+        let disk = SimDisk::new(9, (Duration::ZERO, Duration::ZERO), false);
+        let w = Path::new("/m/wal/0-0.wal");
+        let mut f = disk.open_append(w, None).unwrap();
+        f.append(&[1u8; 100]).unwrap();
+        disk.misdirect_next_write(DiskArea::Snap);
+        f.append(&[2u8; 10]).unwrap(); // not the armed area: lands where it should
+        disk.misdirect_next_write(DiskArea::Wal);
+        f.append(&[3u8; 10]).unwrap();
+        let data = disk.read(w).unwrap();
+        assert_eq!(data.len(), 120);
+        assert_eq!(&data[100..110], &[2u8; 10]);
+        assert_eq!(&data[110..], &[0u8; 10], "the intended place keeps zeros");
+        assert!(
+            data[..110].contains(&3),
+            "the bytes landed in the file's earlier part"
+        );
+        f.append(&[4u8; 5]).unwrap(); // used up: the next write is placed right
+        assert_eq!(&disk.read(w).unwrap()[120..], &[4u8; 5]);
     }
 
     /// An object of a crashed process that outlives it in the simulator (redb commits when

@@ -15,8 +15,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::cluster::MemberSim;
+use crate::disk::DiskArea;
 use crate::faultplan::{Chosen, PlanLine};
-use crate::scenario::{kind_name, Fault, FaultKind, Scenario};
+use crate::scenario::{kind_name, DiskFault, Fault, FaultKind, Scenario};
 
 pub use crate::output::FaultEvent;
 
@@ -29,6 +30,19 @@ pub struct Nemesis {
     start: tokio::time::Instant,
     /// Faults applied so far.
     pub events: Arc<Mutex<Vec<FaultEvent>>>,
+    /// Storage faults per member: how many are in force, and whether one ever hit it.
+    pub disks: Arc<Mutex<DiskFaults>>,
+}
+
+/// What the nemesis knows of the storage faults it caused (see [`Nemesis::supervise_disks`]).
+#[derive(Debug, Default)]
+pub struct DiskFaults {
+    /// Storage faults in force, per member.
+    active: std::collections::BTreeMap<usize, u32>,
+    /// Members a storage fault ever hit: their stops are the expected outcome of the damage.
+    pub damaged: BTreeSet<usize>,
+    /// When the supervisor last restarted each member (simulated ns).
+    restarted_ns: std::collections::BTreeMap<usize, u64>,
 }
 
 /// Stream number `salt` forked from `rng`.
@@ -63,6 +77,7 @@ impl Nemesis {
             rng: ChaCha8Rng::seed_from_u64(seed),
             start,
             events: Arc::default(),
+            disks: Arc::default(),
         }
     }
 
@@ -198,6 +213,133 @@ impl Nemesis {
         )
     }
 
+    /// Inflict a storage fault on member `t` for `dur` (see [`FaultKind::Disk`]). Returns
+    /// what happened.
+    async fn disk_fault(
+        &self,
+        t: usize,
+        fault: DiskFault,
+        area: DiskArea,
+        dur: Duration,
+    ) -> String {
+        let handle = Handle::current();
+        let m = &self.members[t];
+        {
+            let mut d = self.disks.lock().unwrap();
+            *d.active.entry(t).or_default() += 1;
+            d.damaged.insert(t);
+        }
+        let crash = || {
+            handle.kill(node_id(m));
+            m.disk.crash();
+            m.incarnations.load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let mut crashed = None;
+        let mut detail = match fault {
+            DiskFault::BitFlip => {
+                let d = match m.disk.flip_synced_bit(area) {
+                    Some((p, off, bit)) => {
+                        format!("bit {bit} of byte {off} of {} flipped", p.display())
+                    }
+                    None => format!("no synced byte in area {}: nothing flipped", area.name()),
+                };
+                crashed = Some(crash());
+                format!("{d}; crashed")
+            }
+            DiskFault::ReadError => {
+                let d = match m.disk.read_error(area, 4096) {
+                    Some((p, a, b)) => format!("reads of {}[{a}, {b}) fail with EIO", p.display()),
+                    None => format!("no file of 4 KiB in area {}: no read error", area.name()),
+                };
+                crashed = Some(crash());
+                format!("{d}; crashed")
+            }
+            DiskFault::MisdirectedWrite => {
+                m.disk.misdirect_next_write(area);
+                format!(
+                    "the next write to area {} lands elsewhere in its file",
+                    area.name()
+                )
+            }
+            DiskFault::FsyncError => {
+                m.disk.fail_syncs(1);
+                "the next fsync fails with EIO and drops its pages".into()
+            }
+            DiskFault::DiskFull => {
+                m.disk.set_free(Some(0));
+                "the disk is full (ENOSPC)".into()
+            }
+        };
+        detcd_node::rt::sleep(dur).await;
+        m.disk.clear_faults();
+        if fault == DiskFault::MisdirectedWrite && crashed.is_none() {
+            // Restart through recovery, which reads wherever the write landed.
+            crashed = Some(crash());
+            detail.push_str("; crashed at the end");
+        }
+        if let Some(inc) = crashed {
+            if let Some(why) = restart_after_crash(&handle, m, inc) {
+                detail.push_str(&format!("; {why}"));
+            }
+        }
+        if let Some(why) = m.exit.lock().unwrap().as_ref() {
+            detail.push_str(&format!("; it stopped: {why}"));
+        }
+        let mut d = self.disks.lock().unwrap();
+        *d.active.entry(t).or_default() -= 1;
+        detail
+    }
+
+    /// The operator of a cluster whose disks fail, until `stop`: a member that a storage
+    /// fault hit and that stopped on its own (as it must on damage it cannot repair) is
+    /// started again once no storage fault is in force on it; if it stops again within
+    /// 10 s (it refuses to start on damaged data), it is replaced: removed, wiped, added
+    /// back. Each action is a `repair` event.
+    pub async fn supervise_disks(&self, stop: Arc<std::sync::atomic::AtomicBool>) {
+        let handle = Handle::current();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            detcd_node::rt::sleep(Duration::from_millis(200)).await;
+            let due: Vec<usize> = {
+                let d = self.disks.lock().unwrap();
+                d.damaged
+                    .iter()
+                    .copied()
+                    .filter(|t| d.active.get(t).copied().unwrap_or(0) == 0)
+                    .filter(|t| {
+                        let m = &self.members[*t];
+                        !m.replacing.load(std::sync::atomic::Ordering::SeqCst)
+                            && m.exit.lock().unwrap().is_some()
+                    })
+                    .collect()
+            };
+            for t in due {
+                let m = &self.members[t];
+                let start_ns = self.now_ns();
+                let Some(why) = m.exit.lock().unwrap().take() else {
+                    continue;
+                };
+                let last = self.disks.lock().unwrap().restarted_ns.get(&t).copied();
+                let detail = if last.is_some_and(|l| start_ns - l < 10_000_000_000) {
+                    let r = self.replace(t, Duration::from_secs(1)).await;
+                    format!("it stopped again ({why}); replaced: {r}")
+                } else {
+                    // Its process is gone (a real one exits): nothing of it may hold on.
+                    handle.kill(node_id(m));
+                    handle.restart(node_id(m));
+                    self.disks.lock().unwrap().restarted_ns.insert(t, start_ns);
+                    format!("it stopped ({why}); restarted")
+                };
+                self.events.lock().unwrap().push(FaultEvent {
+                    kind: "repair".into(),
+                    targets: vec![t],
+                    start_ns,
+                    end_ns: self.now_ns(),
+                    detail,
+                });
+            }
+        }
+    }
+
     fn clog_between(&self, a: &[usize], b: &[usize]) {
         let net = NetSim::current();
         for &x in a {
@@ -289,6 +431,9 @@ impl Nemesis {
             }
             (FaultKind::Replace { .. }, _) => {
                 detail = self.replace(one, dur).await;
+            }
+            (FaultKind::Disk { fault, area, .. }, _) => {
+                detail = self.disk_fault(one, *fault, *area, dur).await;
             }
             (FaultKind::RollingRestart, _) => {
                 let step = dur / (n as u32).max(1);

@@ -798,6 +798,10 @@ async fn apply(
             vec![],
             "skipped: disk stalls are simulator-only".to_string(),
         ),
+        (FaultKind::Disk { .. }, _) => (
+            vec![],
+            "skipped: storage faults on a running member are simulator-only (a stopped member's WAL is damaged in node/tests/storage_faults.rs)".to_string(),
+        ),
         (FaultKind::OneWay { .. }, _) => {
             let t = one;
             let others: Vec<usize> = (0..n).filter(|o| *o != t).collect();

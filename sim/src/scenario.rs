@@ -493,6 +493,59 @@ pub enum FaultKind {
         #[serde(default = "default_fsync_ms")]
         fsync_ms: u64,
     },
+    /// A storage fault on the target's disk (see [`DiskFault`]), in the files of `area`. A
+    /// member that stops on it (as it must, rather than serve damaged data or retry a failed
+    /// fsync) is started again when the fault ends; one that then refuses to start is
+    /// replaced as an operator would (remove, wipe, add back).
+    Disk {
+        /// Who.
+        target: Target,
+        /// What goes wrong.
+        fault: DiskFault,
+        /// Which files.
+        area: crate::disk::DiskArea,
+    },
+}
+
+/// The storage faults of the `disk` fault kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskFault {
+    /// `bit-flip`: one bit of a synced byte flips; the member is crashed at once, so its
+    /// recovery reads the damage, and restarted when the fault ends.
+    BitFlip,
+    /// `misdirected-write`: the member's next write to the area lands at another offset of
+    /// the file; the member is crashed when the fault ends and restarted.
+    MisdirectedWrite,
+    /// `read-error`: a 4 KiB range of a file returns `EIO` until it is rewritten; the member
+    /// is crashed at once and restarted when the fault ends.
+    ReadError,
+    /// `fsync-error`: the member's next fsync fails, dropping what it was to make durable.
+    FsyncError,
+    /// `disk-full`: the disk takes no more bytes (`ENOSPC`) while the fault lasts.
+    DiskFull,
+}
+
+impl DiskFault {
+    /// The fault kind's name in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFault::BitFlip => "bit-flip",
+            DiskFault::MisdirectedWrite => "misdirected-write",
+            DiskFault::ReadError => "read-error",
+            DiskFault::FsyncError => "fsync-error",
+            DiskFault::DiskFull => "disk-full",
+        }
+    }
+
+    /// Every storage fault.
+    pub const ALL: [DiskFault; 5] = [
+        DiskFault::BitFlip,
+        DiskFault::MisdirectedWrite,
+        DiskFault::ReadError,
+        DiskFault::FsyncError,
+        DiskFault::DiskFull,
+    ];
 }
 
 fn default_flap_ms() -> u64 {
@@ -536,6 +589,8 @@ pub struct RawFault {
     flap_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fsync_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    area: Option<crate::disk::DiskArea>,
 }
 
 impl TryFrom<RawFault> for Fault {
@@ -575,17 +630,28 @@ impl TryFrom<RawFault> for Fault {
             "ring" => FaultKind::Ring,
             "rolling-restart" => FaultKind::RollingRestart,
             "power-loss" => FaultKind::PowerLoss,
-            other => {
-                return Err(format!(
-                    "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, replace, rolling-restart, power-loss, pause, clock-skew, flaky, slow-disk)"
-                ))
-            }
+            other => match DiskFault::ALL.iter().find(|d| d.name() == other) {
+                Some(&fault) => FaultKind::Disk {
+                    target: needs_target()?,
+                    fault,
+                    area: r.area.unwrap_or_default(),
+                },
+                None => {
+                    return Err(format!(
+                        "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, replace, rolling-restart, power-loss, pause, clock-skew, flaky, slow-disk, bit-flip, misdirected-write, read-error, fsync-error, disk-full)"
+                    ))
+                }
+            },
         };
         let k = r.kind.as_str();
         no("offset_ms", r.offset_ms.is_some() && k != "clock-skew")?;
         no("drift_ppm", r.drift_ppm.is_some() && k != "clock-skew")?;
         no("flap_ms", r.flap_ms.is_some() && k != "flaky")?;
         no("fsync_ms", r.fsync_ms.is_some() && k != "slow-disk")?;
+        no(
+            "area",
+            r.area.is_some() && !DiskFault::ALL.iter().any(|d| d.name() == k),
+        )?;
         no(
             "leader_in_minority",
             r.leader_in_minority.is_some() && k != "minority-majority",
@@ -622,6 +688,10 @@ impl From<Fault> for RawFault {
             FaultKind::SlowDisk { target, fsync_ms } => {
                 r.target = Some(target);
                 r.fsync_ms = Some(fsync_ms);
+            }
+            FaultKind::Disk { target, area, .. } => {
+                r.target = Some(target);
+                r.area = Some(area);
             }
             FaultKind::ClockSkew {
                 target,
@@ -1116,6 +1186,11 @@ pub const SWARM_KINDS: &[&str] = &[
     "flaky",
     "slow-disk",
     "power-loss",
+    "bit-flip",
+    "misdirected-write",
+    "read-error",
+    "fsync-error",
+    "disk-full",
 ];
 
 impl FaultKind {
@@ -1129,7 +1204,8 @@ impl FaultKind {
             | FaultKind::Pause { target }
             | FaultKind::ClockSkew { target, .. }
             | FaultKind::Flaky { target, .. }
-            | FaultKind::SlowDisk { target, .. } => Some(target),
+            | FaultKind::SlowDisk { target, .. }
+            | FaultKind::Disk { target, .. } => Some(target),
             _ => None,
         }
     }
@@ -1177,6 +1253,7 @@ pub fn kind_name(k: &FaultKind) -> &'static str {
         FaultKind::ClockSkew { .. } => "clock-skew",
         FaultKind::Flaky { .. } => "flaky",
         FaultKind::SlowDisk { .. } => "slow-disk",
+        FaultKind::Disk { fault, .. } => fault.name(),
     }
 }
 
@@ -1227,6 +1304,19 @@ pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
                 fsync_ms: rng.gen_range(5..200),
             },
             "power-loss" => FaultKind::PowerLoss,
+            d if DiskFault::ALL.iter().any(|x| x.name() == d) => FaultKind::Disk {
+                target,
+                fault: *DiskFault::ALL
+                    .iter()
+                    .find(|x| x.name() == d)
+                    .expect("matched"),
+                area: [
+                    crate::disk::DiskArea::Any,
+                    crate::disk::DiskArea::Wal,
+                    crate::disk::DiskArea::Snap,
+                    crate::disk::DiskArea::V3,
+                ][rng.gen_range(0..4)],
+            },
             _ => FaultKind::Isolate { target },
         };
         debug_assert!(SWARM_KINDS.contains(&kind_name(&k)));

@@ -467,9 +467,15 @@ fn replay_segment(
         h.update(payload);
         let end = off + HEADER_BYTES + len;
         if h.finalize() != crc {
-            // A bad CRC is a torn write only if it is the very last record of the log.
+            // A bad CRC is a torn write only if it is the very last record of the log and a
+            // sector of it never reached the disk: a disk writes a sector whole or not at
+            // all, and an unwritten sector of preallocated space reads as zeros (etcd's
+            // `isTornEntry`). A last record whose every sector holds data was written in
+            // full and has rotted since: a bit flip in synced data, not a crash.
             return torn(
-                is_last && (end == data.len() || zeros_from(end)),
+                is_last
+                    && (end == data.len() || zeros_from(end))
+                    && has_unwritten_sector(data, off, end),
                 off,
                 || corrupt(off, "CRC mismatch".into()),
             );
@@ -534,6 +540,23 @@ fn replay_segment(
         off = end;
     }
     Ok(None)
+}
+
+/// A disk's unit of atomic writes.
+const SECTOR_BYTES: usize = 512;
+
+/// Whether some sector's share of `data[from..to]` is all zeros (never written).
+fn has_unwritten_sector(data: &[u8], from: usize, to: usize) -> bool {
+    let mut at = from;
+    while at < to {
+        let next = ((at / SECTOR_BYTES) + 1) * SECTOR_BYTES;
+        let chunk = &data[at..next.min(to)];
+        if chunk.iter().all(|b| *b == 0) {
+            return true;
+        }
+        at = next;
+    }
+    false
 }
 
 fn torn(
@@ -611,39 +634,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk: Arc<dyn Disk> = Arc::new(FileDisk);
         let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
-        wal.save(
-            None,
-            &[entry(1, 1, b"a"), entry(2, 1, b"b")],
-            Some(&hs(1, 1, 2)),
-        )
-        .unwrap();
+        wal.save(None, &[entry(1, 1, b"a")], Some(&hs(1, 1, 1)))
+            .unwrap();
+        // The last record spans more than one sector.
+        wal.save(None, &[entry(2, 1, &[b'b'; 3 * SECTOR_BYTES])], None)
+            .unwrap();
         drop(wal);
         let seg = dir.path().join(segment_name(0, 0));
         let data = std::fs::read(&seg).unwrap();
-        // The records end at the last non-zero byte (the hard state's commit); preallocated
+        // The records end at the last non-zero byte (the entry's payload); preallocated
         // zeros follow.
         let logical = data.iter().rposition(|b| *b != 0).unwrap() + 1;
         assert!(data.len() > logical, "the segment is preallocated");
-        // A torn write inside the preallocated space: the last record's end never landed.
+        // A torn write inside the preallocated space: the sectors holding the last record's
+        // end never landed (a sector is written whole or not at all).
         let mut in_place = data.clone();
-        in_place[logical - 3..logical].fill(0);
+        let sector = (logical - 3) / SECTOR_BYTES * SECTOR_BYTES;
+        in_place[sector..logical].fill(0);
         std::fs::write(&seg, &in_place).unwrap();
         let (wal, rec) = Wal::open(disk.clone(), dir.path()).unwrap();
         assert!(rec.torn_bytes > 0);
-        assert_eq!(rec.entries.len(), 2);
+        assert_eq!(rec.entries.len(), 1);
         drop(wal);
         // A torn write at the end of a file without preallocated space.
         std::fs::write(&seg, &data[..logical - 3]).unwrap();
         let (mut wal, rec) = Wal::open(disk.clone(), dir.path()).unwrap();
         assert!(rec.torn_bytes > 0);
-        assert_eq!(rec.entries.len(), 2);
-        wal.save(None, &[entry(3, 1, b"c")], Some(&hs(1, 1, 3)))
+        assert_eq!(rec.entries.len(), 1);
+        wal.save(None, &[entry(2, 1, b"c")], Some(&hs(1, 1, 2)))
             .unwrap();
         drop(wal);
         let (_, rec) = Wal::open(disk, dir.path()).unwrap();
         assert_eq!(rec.torn_bytes, 0);
-        assert_eq!(rec.entries.last().unwrap().index, 3);
-        assert_eq!(rec.hard_state.commit, 3);
+        assert_eq!(rec.entries.last().unwrap().index, 2);
+        assert_eq!(rec.hard_state.commit, 2);
     }
 
     #[test]
@@ -691,6 +715,29 @@ mod tests {
         let err = Wal::open(disk, dir.path()).err().expect("must refuse");
         let msg = err.to_string();
         assert!(msg.contains(&format!("offset {meta_len}")), "{msg}");
+        assert!(msg.contains(".wal"), "{msg}");
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_last_record_is_corruption_not_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+        wal.save(None, &[entry(1, 1, b"a")], Some(&hs(1, 1, 1)))
+            .unwrap();
+        drop(wal);
+        let seg = dir.path().join(segment_name(0, 0));
+        let mut data = std::fs::read(&seg).unwrap();
+        let logical = data.iter().rposition(|b| *b != 0).unwrap() + 1;
+        // The last record (the hard state) was written in full: every sector of it holds
+        // data. A bit flipped in it must not be truncated away as if a crash had torn it.
+        data[logical - 2] ^= 0x10;
+        std::fs::write(&seg, &data).unwrap();
+        let msg = Wal::open(disk, dir.path())
+            .err()
+            .expect("must refuse")
+            .to_string();
+        assert!(msg.contains("CRC mismatch"), "{msg}");
         assert!(msg.contains(".wal"), "{msg}");
     }
 
