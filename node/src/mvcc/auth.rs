@@ -601,7 +601,7 @@ pub(super) fn restore_auth(
 impl Mvcc {
     /// Rebuild the auth state from the committed tables, keeping this member's tokens.
     pub(super) fn load_auth(&mut self) -> io::Result<()> {
-        let rtx = self.db.begin_read().map_err(io_err)?;
+        let rtx = self.db().begin_read().map_err(io_err)?;
         let users = rtx.open_table(AUTH_USERS).map_err(io_err)?;
         let roles = rtx.open_table(AUTH_ROLES).map_err(io_err)?;
         let meta = rtx.open_table(META).map_err(io_err)?;

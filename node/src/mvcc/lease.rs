@@ -43,7 +43,7 @@ pub struct LeaseGrant {
 impl Mvcc {
     /// Rebuild the lease set from the committed tables.
     pub(super) fn load_leases(&mut self) -> io::Result<()> {
-        let rtx = self.db.begin_read().map_err(io_err)?;
+        let rtx = self.db().begin_read().map_err(io_err)?;
         let mut leases: BTreeMap<i64, Lease> = BTreeMap::new();
         let lt = rtx.open_table(LEASES).map_err(io_err)?;
         for e in redb::ReadableTable::iter(&lt).map_err(io_err)? {

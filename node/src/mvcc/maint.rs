@@ -175,7 +175,7 @@ pub fn dump_of_snapshot_file(file: &[u8]) -> io::Result<&[u8]> {
 impl Mvcc {
     /// Rebuild the alarm set from the committed table.
     pub(super) fn load_alarms(&mut self) -> io::Result<()> {
-        let rtx = self.db.begin_read().map_err(io_err)?;
+        let rtx = self.db().begin_read().map_err(io_err)?;
         let t = rtx.open_table(ALARMS).map_err(io_err)?;
         let mut alarms = BTreeSet::new();
         for e in t.iter().map_err(io_err)? {
@@ -341,7 +341,7 @@ impl Mvcc {
                 run(&revs, &kv, rev, compact)?
             }
             None => {
-                let rtx = self.db.begin_read().map_err(storage_err)?;
+                let rtx = self.db().begin_read().map_err(storage_err)?;
                 let revs = rtx.open_table(REVS).map_err(storage_err)?;
                 let kv = rtx.open_table(KV).map_err(storage_err)?;
                 run(&revs, &kv, rev, compact)?
@@ -359,7 +359,7 @@ impl Mvcc {
     /// etcd hashes its bbolt file, which detcd does not have, so the two never compare; two
     /// detcd members with the same keyspace give the same hash.
     pub fn hash(&self) -> Result<(u32, i64), V3Error> {
-        let rtx = self.db.begin_read().map_err(storage_err)?;
+        let rtx = self.db().begin_read().map_err(storage_err)?;
         let mut h = Crc32c::default();
         h.update(b"kv");
         for e in rtx
@@ -417,7 +417,7 @@ impl Mvcc {
     /// snapshot being written) holds a read transaction: try again shortly.
     pub fn defrag(&mut self) -> io::Result<()> {
         self.flush(true)?;
-        match self.db.compact() {
+        match self.db_mut().compact() {
             Ok(_) => Ok(()),
             Err(redb::CompactionError::TransactionInProgress) => Err(io::Error::new(
                 io::ErrorKind::WouldBlock,

@@ -982,7 +982,8 @@ pub struct Mvcc {
     /// before `db` so that it is dropped (aborted) first: redb's `Database::drop` starts a
     /// write transaction of its own and would wait for this one forever.
     wtx: Option<redb::WriteTransaction>,
-    db: redb::Database,
+    /// The open database; taken only by `Drop`.
+    db: Option<redb::Database>,
     file: Arc<dyn RandomFile>,
     opts: MvccOptions,
     consistent_index: u64,
@@ -1029,6 +1030,20 @@ fn read_meta<T: ReadableTable<&'static str, u64>>(t: &T) -> io::Result<Option<(u
     }
 }
 
+/// Closing: redb commits its allocator state when a `Database` is dropped, reading its
+/// free-page table; on a damaged file that can panic. What is durable was flushed already
+/// (a clean close only makes the next open faster), so a panic there is caught: a member
+/// stopping on a damaged disk must not bring down its process (or the simulator) on the way.
+impl Drop for Mvcc {
+    fn drop(&mut self) {
+        let (wtx, db) = (self.wtx.take(), self.db.take());
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            drop(wtx);
+            drop(db);
+        }));
+    }
+}
+
 impl Mvcc {
     /// Open the keyspace at `path` on `disk`: create it if absent (revision 1, nothing
     /// compacted: etcd's `compactMainRev = -1`), else recover what the last durable flush
@@ -1040,6 +1055,29 @@ impl Mvcc {
             }
         }
         let file: Arc<dyn RandomFile> = Arc::from(disk.open_random(path)?);
+        // redb checks its pages' checksums when it opens a file that was not closed cleanly,
+        // but a damaged page it trusts can make it panic (an index out of bounds while it
+        // reads its free-page table: found by the `disk-corruption` scenario). A damaged
+        // backend is a reason to refuse to start with a message, not to crash.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_redb(Arc::clone(&file), opts)
+        }));
+        match opened {
+            Ok(r) => r,
+            Err(p) => {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(io::Error::other(format!(
+                    "the v3 backend file is damaged (redb failed reading it: {what})"
+                )))
+            }
+        }
+    }
+
+    fn open_redb(file: Arc<dyn RandomFile>, opts: MvccOptions) -> io::Result<Mvcc> {
         let mut builder = redb::Builder::new();
         builder.set_cache_size(opts.cache_bytes);
         let db = builder
@@ -1066,7 +1104,7 @@ impl Mvcc {
         };
         wtx.commit().map_err(io_err)?;
         let mut m = Mvcc {
-            db,
+            db: Some(db),
             file,
             wtx: None,
             opts,
@@ -1085,6 +1123,14 @@ impl Mvcc {
         m.load_auth()?;
         m.load_alarms()?;
         Ok(m)
+    }
+
+    fn db(&self) -> &redb::Database {
+        self.db.as_ref().expect("open until dropped")
+    }
+
+    fn db_mut(&mut self) -> &mut redb::Database {
+        self.db.as_mut().expect("open until dropped")
     }
 
     /// The options it was opened with.
@@ -1109,7 +1155,7 @@ impl Mvcc {
 
     fn wtx(&mut self) -> Result<&redb::WriteTransaction, V3Error> {
         if self.wtx.is_none() {
-            self.wtx = Some(self.db.begin_write().map_err(storage_err)?);
+            self.wtx = Some(self.db().begin_write().map_err(storage_err)?);
         }
         Ok(self.wtx.as_ref().expect("just opened"))
     }
@@ -1383,7 +1429,7 @@ impl Mvcc {
             Some(w) => w,
             None if durable && self.undurable => {
                 // Earlier non-durable commits become durable with an empty durable one.
-                self.db.begin_write().map_err(io_err)?
+                self.db().begin_write().map_err(io_err)?
             }
             None => return Ok(()),
         };
@@ -1423,7 +1469,7 @@ impl Mvcc {
                 self.read_view(&kv, |v| v.range(r))
             }
             None => {
-                let rtx = self.db.begin_read().map_err(storage_err)?;
+                let rtx = self.db().begin_read().map_err(storage_err)?;
                 let kv = rtx.open_table(KV).map_err(storage_err)?;
                 self.read_view(&kv, |v| v.range(r))
             }
@@ -1462,7 +1508,7 @@ impl Mvcc {
                 self.read_view(&kv, |v| run(r, v))
             }
             None => {
-                let rtx = self.db.begin_read().map_err(storage_err)?;
+                let rtx = self.db().begin_read().map_err(storage_err)?;
                 let kv = rtx.open_table(KV).map_err(storage_err)?;
                 self.read_view(&kv, |v| run(r, v))
             }
@@ -1537,7 +1583,7 @@ impl Mvcc {
                 read(&revs, &kv, from, to, limit)
             }
             None => {
-                let rtx = self.db.begin_read().map_err(storage_err)?;
+                let rtx = self.db().begin_read().map_err(storage_err)?;
                 let revs = rtx.open_table(REVS).map_err(storage_err)?;
                 let kv = rtx.open_table(KV).map_err(storage_err)?;
                 read(&revs, &kv, from, to, limit)
@@ -1549,7 +1595,7 @@ impl Mvcc {
     /// not in it: flush first). Send + 'static: serialise it anywhere.
     pub fn dump(&self) -> io::Result<MvccDump> {
         Ok(MvccDump {
-            rtx: self.db.begin_read().map_err(io_err)?,
+            rtx: self.db().begin_read().map_err(io_err)?,
         })
     }
 
@@ -1577,7 +1623,7 @@ impl Mvcc {
             return Err(bad("bad revisions"));
         }
         self.abort_batch()?;
-        let mut wtx = self.db.begin_write().map_err(io_err)?;
+        let mut wtx = self.db().begin_write().map_err(io_err)?;
         wtx.delete_table(KV).map_err(io_err)?;
         wtx.delete_table(REVS).map_err(io_err)?;
         wtx.delete_table(LEASES).map_err(io_err)?;
@@ -1640,7 +1686,7 @@ impl Mvcc {
     fn abort_batch(&mut self) -> io::Result<()> {
         if let Some(w) = self.wtx.take() {
             w.abort().map_err(io_err)?;
-            let rtx = self.db.begin_read().map_err(io_err)?;
+            let rtx = self.db().begin_read().map_err(io_err)?;
             let meta = rtx.open_table(META).map_err(io_err)?;
             let (i, r, c) = read_meta(&meta)?.ok_or_else(|| io_err("mvcc: no meta table"))?;
             self.consistent_index = i;
@@ -1664,7 +1710,7 @@ impl Mvcc {
     pub fn db_size_in_use(&self) -> u64 {
         let stats = match &self.wtx {
             Some(w) => w.stats(),
-            None => match self.db.begin_write() {
+            None => match self.db().begin_write() {
                 Ok(w) => {
                     let s = w.stats();
                     let _ = w.abort();

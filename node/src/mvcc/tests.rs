@@ -1024,7 +1024,7 @@ fn compaction() {
     );
     // What is physically left: a@3, a@7, c@6 (b's put and tombstone are gone).
     s.m.flush(false).unwrap();
-    let rtx = s.m.db.begin_read().unwrap();
+    let rtx = s.m.db().begin_read().unwrap();
     let t = rtx.open_table(KV).unwrap();
     let left: Vec<(Vec<u8>, i64)> = t
         .iter()

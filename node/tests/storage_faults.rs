@@ -1,0 +1,158 @@
+//! Storage faults on real processes (issue #33): a bit flipped in a stopped member's WAL makes
+//! it refuse to start, naming the file and the offset of the damaged record, instead of
+//! truncating the log and carrying on; the operator's remedy (remove the member, wipe its data
+//! directory, add it back) brings it back by snapshot, and nothing acknowledged is lost.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// The records of a WAL segment as (offset, payload length), up to the preallocated zeros.
+/// The layout is `[len u32 LE][crc32 u32 LE][kind u8][payload]` (node/src/storage/wal.rs).
+fn records(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 9 <= data.len() && data[off..off + 9].iter().any(|b| *b != 0) {
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        out.push((off, len));
+        off += 9 + len;
+    }
+    out
+}
+
+fn put(m: &Member, key: &str, value: &str) -> bool {
+    form_put(
+        &m.addr(),
+        &format!("/v2/keys/{key}"),
+        &format!("value={value}"),
+    )
+    .is_ok_and(|r| r.status == 200 || r.status == 201)
+}
+
+#[test]
+fn a_bit_flipped_in_a_stopped_members_wal_is_named_and_the_replaced_member_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    let leader = eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
+    let f = (leader + 1) % 3;
+    let other = 3 - leader - f;
+    let mut acked = Vec::new();
+    for i in 0..300 {
+        let (k, v) = (format!("k{i}"), format!("v{i}"));
+        if put(&ms[leader], &k, &v) {
+            acked.push((k, v));
+        }
+    }
+    assert_eq!(
+        acked.len(),
+        300,
+        "a healthy cluster acknowledges every write"
+    );
+    // The follower has every write on its disk (its acks are what committed them).
+    eventually(
+        Duration::from_secs(20),
+        "the follower to hold the last key",
+        || {
+            let r = get(&ms[f].addr(), "/v2/keys/k299?quorum=false").ok()?;
+            (r.status == 200).then_some(())
+        },
+    );
+    ms[f].kill();
+
+    // Flip one bit inside the payload of a record in the middle of its newest segment.
+    let wal_dir = ms[f].data_dir.join("member/wal");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    let seg = segs.last().unwrap().clone();
+    let mut data = std::fs::read(&seg).unwrap();
+    let recs = records(&data);
+    assert!(recs.len() > 10, "{} records", recs.len());
+    let (off, len) = recs[recs.len() / 2];
+    assert!(len > 2);
+    data[off + 9 + len / 2] ^= 0x04;
+    std::fs::write(&seg, &data).unwrap();
+
+    // It refuses to start, naming the file and the record's offset.
+    let before = ms[f].logs().len();
+    ms[f].start();
+    let status = eventually(
+        Duration::from_secs(20),
+        "the damaged member to exit",
+        || ms[f].child.as_mut()?.try_wait().unwrap(),
+    );
+    ms[f].child = None;
+    assert!(!status.success());
+    let logs = ms[f].logs()[before..].to_string();
+    assert!(logs.contains(&seg.display().to_string()), "{logs}");
+    assert!(
+        logs.contains(&format!("corrupt record at offset {off}")),
+        "{logs}"
+    );
+    assert!(logs.contains("CRC mismatch"), "{logs}");
+    // The cluster serves meanwhile.
+    assert!(put(&ms[other], "during", "x"));
+
+    // The operator's remedy: remove it, wipe its data, add it back, start it as `existing`.
+    let list = get(&ms[leader].addr(), "/v2/members").unwrap().json();
+    let id = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == ms[f].name.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = http(
+        "DELETE",
+        &ms[leader].addr(),
+        &format!("/v2/members/{id}"),
+        None,
+        Duration::from_secs(15),
+    )
+    .unwrap();
+    assert_eq!(r.status, 204, "{}", r.body);
+    std::fs::remove_dir_all(&ms[f].data_dir).unwrap();
+    let peer = ms[f].peer;
+    eventually(Duration::from_secs(30), "the add", || {
+        let body = format!("{{\"peerURLs\": [\"http://127.0.0.1:{peer}\"]}}");
+        let r = http(
+            "POST",
+            &ms[leader].addr(),
+            "/v2/members",
+            Some(("application/json", &body)),
+            Duration::from_secs(10),
+        )
+        .ok()?;
+        (r.status == 201).then_some(())
+    });
+    let state = ms[f]
+        .args
+        .iter()
+        .position(|a| a == "-initial-cluster-state")
+        .unwrap();
+    ms[f].args[state + 1] = "existing".into();
+    ms[f].start();
+    eventually(
+        Duration::from_secs(30),
+        "the replaced member to catch up",
+        || {
+            let r = get(&ms[f].addr(), "/v2/keys/during?quorum=false").ok()?;
+            (r.status == 200).then_some(())
+        },
+    );
+    for (k, v) in &acked {
+        let r = get(&ms[f].addr(), &format!("/v2/keys/{k}?quorum=false")).unwrap();
+        assert_eq!(r.status, 200, "{k}: {}", r.body);
+        assert_eq!(r.json()["node"]["value"], v.as_str(), "{k}");
+    }
+}
