@@ -41,6 +41,12 @@ pub struct DiskFaults {
     active: std::collections::BTreeMap<usize, u32>,
     /// Members a storage fault ever hit: their stops are the expected outcome of the damage.
     pub damaged: BTreeSet<usize>,
+    /// Members whose data a fault damaged (a bit flip, a misdirected write, a read error):
+    /// they may refuse to start. One that only saw failed fsyncs or a full disk stopped with
+    /// its disk intact (what it had not made durable it never acknowledged) and must start.
+    corrupted: BTreeSet<usize>,
+    /// Refusals to start of members whose data no fault damaged.
+    pub unexpected: Vec<String>,
     /// When the supervisor last restarted each member (simulated ns).
     restarted_ns: std::collections::BTreeMap<usize, u64>,
 }
@@ -235,6 +241,12 @@ impl Nemesis {
             m.incarnations.load(std::sync::atomic::Ordering::SeqCst)
         };
         let mut crashed = None;
+        if matches!(
+            fault,
+            DiskFault::BitFlip | DiskFault::MisdirectedWrite | DiskFault::ReadError
+        ) {
+            self.disks.lock().unwrap().corrupted.insert(t);
+        }
         let mut detail = match fault {
             DiskFault::BitFlip => {
                 let d = match m.disk.flip_synced_bit(area) {
@@ -320,6 +332,16 @@ impl Nemesis {
                 };
                 let last = self.disks.lock().unwrap().restarted_ns.get(&t).copied();
                 let detail = if last.is_some_and(|l| start_ns - l < 10_000_000_000) {
+                    {
+                        let mut d = self.disks.lock().unwrap();
+                        if !d.corrupted.contains(&t) {
+                            d.unexpected.push(format!(
+                                "{} refused to start at {:.3} s though no fault damaged its data (only failed fsyncs or a full disk): {why}",
+                                m.name,
+                                start_ns as f64 / 1e9
+                            ));
+                        }
+                    }
                     let r = self.replace(t, Duration::from_secs(1)).await;
                     format!("it stopped again ({why}); replaced: {r}")
                 } else {

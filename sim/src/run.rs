@@ -326,7 +326,10 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         let _ = t.await;
     }
     // A member that a storage fault hit may stop on the damage: that is what it must do.
-    let damaged = nemesis.disks.lock().unwrap().damaged.clone();
+    let (damaged, unexpected) = {
+        let d = nemesis.disks.lock().unwrap();
+        (d.damaged.clone(), d.unexpected.clone())
+    };
     type Exits = Vec<(usize, String)>;
     let (exits, expected): (Exits, Exits) = members
         .iter()
@@ -338,7 +341,8 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                 .map(|e| (m.index, format!("{}: {e}", m.name)))
         })
         .partition(|(i, _)| !damaged.contains(i));
-    let exits: Vec<String> = exits.into_iter().map(|(_, e)| e).collect();
+    let mut exits: Vec<String> = exits.into_iter().map(|(_, e)| e).collect();
+    exits.extend(unexpected);
     let expected: Vec<String> = expected.into_iter().map(|(_, e)| e).collect();
     checks.push(assertions(&members, &fp, !damaged.is_empty()));
     checks.push(Check {
