@@ -22,6 +22,7 @@ mod error;
 mod http;
 pub mod registry;
 mod types;
+pub mod v3;
 
 pub use error::{Error, EtcdError};
 pub use registry::{register, watch_service, Instance, Registration, ServiceWatcher};
