@@ -108,7 +108,12 @@ fn kv_and_txn(kind: Server) {
             .await
             .unwrap();
         assert_eq!(old.value(), Some(&b"1"[..]));
-        assert!(c.get("missing", GetOptions::new()).await.unwrap().kvs.is_empty());
+        assert!(c
+            .get("missing", GetOptions::new())
+            .await
+            .unwrap()
+            .kvs
+            .is_empty());
 
         // Ranges: prefix, limit, sort, keys only, count only, serializable.
         for i in 1..=3 {
@@ -131,7 +136,10 @@ fn kv_and_txn(kind: Server) {
             .await
             .unwrap();
         let keys: Vec<_> = lim.kvs.iter().map(|k| k.key_str().into_owned()).collect();
-        assert_eq!((keys, lim.more, lim.count), (vec!["p/3".into(), "p/2".into()], true, 3));
+        assert_eq!(
+            (keys, lim.more, lim.count),
+            (vec!["p/3".into(), "p/2".into()], true, 3)
+        );
         let ko = c
             .get("p/", GetOptions::new().prefix().keys_only())
             .await
@@ -156,9 +164,19 @@ fn kv_and_txn(kind: Server) {
             .await
             .unwrap();
         assert_eq!(d.deleted, 2);
-        let vals: Vec<_> = d.prev_kvs.iter().map(|k| k.value_str().into_owned()).collect();
+        let vals: Vec<_> = d
+            .prev_kvs
+            .iter()
+            .map(|k| k.value_str().into_owned())
+            .collect();
         assert_eq!(vals, ["v2", "v3"]);
-        assert_eq!(c.delete("p/", DeleteOptions::new().prefix()).await.unwrap().deleted, 0);
+        assert_eq!(
+            c.delete("p/", DeleteOptions::new().prefix())
+                .await
+                .unwrap()
+                .deleted,
+            0
+        );
 
         // Txn, success branch: every kind of compare holds.
         let t = Txn::new()
@@ -293,7 +311,9 @@ async fn collect_until(w: &mut v3::Watch, last: i64, limit: Duration, seen: &mut
         let left = end.saturating_duration_since(tokio::time::Instant::now());
         let b = tokio::time::timeout(left, w.next())
             .await
-            .unwrap_or_else(|_| panic!("no event up to revision {last} within {limit:?}; seen {seen:?}"))
+            .unwrap_or_else(|_| {
+                panic!("no event up to revision {last} within {limit:?}; seen {seen:?}")
+            })
             .expect("the watch goes on")
             .expect("no error");
         assert!(!b.events.is_empty(), "an empty batch was yielded");
@@ -366,7 +386,10 @@ fn watch_resume(kind: Server) {
                 // or may not show up, but then once and in order.
                 let mut tries = 0;
                 loop {
-                    match wr.put(key.as_str(), value.as_str(), PutOptions::new()).await {
+                    match wr
+                        .put(key.as_str(), value.as_str(), PutOptions::new())
+                        .await
+                    {
                         Ok(r) => {
                             acked.push((value.clone(), r.header.revision));
                             break;
@@ -398,7 +421,10 @@ fn watch_resume(kind: Server) {
         collect_until(&mut fresh, last, Duration::from_secs(10), &mut expect).await;
         assert_eq!(seen.len(), expect.len());
         assert_eq!(seen, expect, "the resumed watch differs from a fresh one");
-        assert!(seen.windows(2).all(|p| p[0].3 < p[1].3), "revisions in order");
+        assert!(
+            seen.windows(2).all(|p| p[0].3 < p[1].3),
+            "revisions in order"
+        );
         for (v, rev) in &acked {
             assert!(
                 seen.iter().any(|e| &e.2 == v && e.3 == *rev),
@@ -424,7 +450,73 @@ fn watch_resume(kind: Server) {
             "{e:?}"
         );
         assert!(e.is_compacted());
-        assert!(old.next().await.is_none(), "the stream ends after the cancel");
+        assert!(
+            old.next().await.is_none(),
+            "the stream ends after the cancel"
+        );
+    });
+}
+
+/// Send a signal to a member's process (`STOP`, `CONT`).
+fn signal(m: &Member, sig: &str) {
+    let pid = m.child.as_ref().expect("running").id().to_string();
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// A member that hangs (SIGSTOP: its connections stay open and silent) is noticed by the
+/// watch's progress request going unanswered; the watch resumes on the next endpoint with
+/// every event exactly once.
+fn watch_hung_member(kind: Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(ms) = cluster(kind, dir.path()) else {
+        return;
+    };
+    let leader = leader_of(&ms).unwrap();
+    let hung = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let watcher = client_of(&[&ms[hung], &ms[other], &ms[leader]]);
+    let writer = client_of(&[&ms[leader], &ms[other]]);
+    let hung_url = url(&ms[hung]);
+    let ms = &ms;
+    detcd_node::rt::block_on(async move {
+        let first = writer
+            .put("h/0", "a", PutOptions::new())
+            .await
+            .unwrap()
+            .header
+            .revision;
+        let mut w = watcher.watch("h/", WatchOptions::new().prefix().start_revision(first));
+        let mut seen = Seen::new();
+        collect_until(&mut w, first, Duration::from_secs(10), &mut seen).await;
+        assert_eq!(w.endpoint().as_deref(), Some(hung_url.as_str()));
+        signal(&ms[hung], "STOP");
+        let t = tokio::time::Instant::now();
+        let mut last = first;
+        for i in 0..20 {
+            last = writer
+                .put(format!("h/{}", i % 3), format!("v{i}"), PutOptions::new())
+                .await
+                .unwrap()
+                .header
+                .revision;
+        }
+        // watch_timeout (5 s) of silence, then the progress request's timeout (3 s).
+        collect_until(&mut w, last, Duration::from_secs(20), &mut seen).await;
+        let took = t.elapsed();
+        signal(&ms[hung], "CONT");
+        assert!(w.reconnects() >= 1);
+        assert_ne!(w.endpoint().as_deref(), Some(hung_url.as_str()));
+        let mut fresh = writer.watch("h/", WatchOptions::new().prefix().start_revision(first));
+        let mut expect = Seen::new();
+        collect_until(&mut fresh, last, Duration::from_secs(10), &mut expect).await;
+        assert_eq!(seen, expect, "the resumed watch differs from a fresh one");
+        assert_eq!(seen.len(), 21);
+        println!("{kind:?}: watch left the hung member and caught up after {took:?}");
     });
 }
 
@@ -439,8 +531,12 @@ fn lease(kind: Server) {
         let l = c.lease_grant(10, 0).await.unwrap();
         assert!(l.id > 0);
         assert_eq!(l.ttl, 10);
-        c.put("l/a", "1", PutOptions::new().lease(l.id)).await.unwrap();
-        c.put("l/b", "1", PutOptions::new().lease(l.id)).await.unwrap();
+        c.put("l/a", "1", PutOptions::new().lease(l.id))
+            .await
+            .unwrap();
+        c.put("l/b", "1", PutOptions::new().lease(l.id))
+            .await
+            .unwrap();
         // Renewed first: a lease granted right after the election may carry the new
         // leader's extension (by the election timeout) until its first renewal.
         assert_eq!(c.lease_keep_alive_once(l.id).await.unwrap(), 10);
@@ -466,10 +562,18 @@ fn lease(kind: Server) {
         );
 
         // Revoke: the keys go at once, in one revision.
-        let before = c.get("l/", GetOptions::new()).await.unwrap().header.revision;
+        let before = c
+            .get("l/", GetOptions::new())
+            .await
+            .unwrap()
+            .header
+            .revision;
         let h = c.lease_revoke(l.id).await.unwrap();
         assert_eq!(h.revision, before + 1, "both keys deleted in one revision");
-        assert_eq!(c.get("l/", GetOptions::new().prefix()).await.unwrap().count, 0);
+        assert_eq!(
+            c.get("l/", GetOptions::new().prefix()).await.unwrap().count,
+            0
+        );
         let e = c.lease_revoke(l.id).await.unwrap_err();
         assert_eq!(
             grpc(&e),
@@ -548,10 +652,20 @@ fn registry(kind: Server) {
             .unwrap();
         let mut w = v3::watch_service(&caller, "api").await.unwrap();
         assert_eq!(w.instances().len(), 2, "the first read finds both");
-        let r3 = v3::register(&services, "api", "i3", "10.0.0.3:80", 7, Duration::from_secs(2))
-            .await
-            .unwrap();
-        until(Duration::from_secs(5), "i3 to appear", || w.instances().len() == 3).await;
+        let r3 = v3::register(
+            &services,
+            "api",
+            "i3",
+            "10.0.0.3:80",
+            7,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        until(Duration::from_secs(5), "i3 to appear", || {
+            w.instances().len() == 3
+        })
+        .await;
 
         // Over any 10 picks (weights 1:2:7) each instance is chosen exactly weight times.
         let mut counts = std::collections::BTreeMap::new();
@@ -581,18 +695,33 @@ fn registry(kind: Server) {
         // An abandoned instance disappears when its lease expires.
         let t = tokio::time::Instant::now();
         r3.abandon();
-        until(Duration::from_secs(10), "i3 to expire", || w.instances().len() == 2).await;
-        assert!(t.elapsed() >= Duration::from_millis(500), "gone before its TTL");
+        until(Duration::from_secs(10), "i3 to expire", || {
+            w.instances().len() == 2
+        })
+        .await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(500),
+            "gone before its TTL"
+        );
         println!("{kind:?}: abandoned instance gone after {:?}", t.elapsed());
 
         // Someone revokes i2's lease: it disappears, and its registration puts it back on a
         // new lease (created again: a create revision after the revoke).
         let old = r2.lease();
         let revoked = admin.lease_revoke(old).await.unwrap().revision;
-        until(Duration::from_secs(10), "i2 on a new lease", || r2.lease() != old).await;
-        let k = admin.get("/services/api/i2", GetOptions::new()).await.unwrap();
+        until(Duration::from_secs(10), "i2 on a new lease", || {
+            r2.lease() != old
+        })
+        .await;
+        let k = admin
+            .get("/services/api/i2", GetOptions::new())
+            .await
+            .unwrap();
         assert!(k.kvs[0].create_revision > revoked && k.kvs[0].lease == r2.lease());
-        until(Duration::from_secs(5), "i2 back", || w.instances().len() == 2).await;
+        until(Duration::from_secs(5), "i2 back", || {
+            w.instances().len() == 2
+        })
+        .await;
 
         // Killing the member both clients talk to changes nothing the caller sees.
         let first = ms_ref
@@ -603,22 +732,37 @@ fn registry(kind: Server) {
         let v = w.version();
         tokio::time::sleep(Duration::from_secs(8)).await;
         let names: Vec<String> = w.instances().into_iter().map(|i| i.name).collect();
-        assert_eq!(names, ["i1", "i2"], "instances changed after a member crash");
+        assert_eq!(
+            names,
+            ["i1", "i2"],
+            "instances changed after a member crash"
+        );
         assert_eq!(w.version(), v, "nothing changed for the caller");
         r2.set_weight(4);
-        assert!(tokio::time::timeout(Duration::from_secs(10), w.wait_past(v))
-            .await
-            .unwrap());
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), w.wait_past(v))
+                .await
+                .unwrap()
+        );
         let i2 = w.instances().into_iter().find(|i| i.name == "i2").unwrap();
         assert_eq!(i2.weight, 4);
 
         // Deregistering revokes the lease: the instance goes at once.
         let lease1 = r1.lease();
         r1.deregister().await;
-        until(Duration::from_secs(5), "i1 gone", || w.instances().len() == 1).await;
-        assert_eq!(admin.lease_time_to_live(lease1, false).await.unwrap().ttl, -1);
+        until(Duration::from_secs(5), "i1 gone", || {
+            w.instances().len() == 1
+        })
+        .await;
+        assert_eq!(
+            admin.lease_time_to_live(lease1, false).await.unwrap().ttl,
+            -1
+        );
         r2.deregister().await;
-        until(Duration::from_secs(5), "i2 gone", || w.instances().is_empty()).await;
+        until(Duration::from_secs(5), "i2 gone", || {
+            w.instances().is_empty()
+        })
+        .await;
         assert!(w.pick().is_none());
     });
 }
@@ -641,6 +785,16 @@ fn watch_resume_against_detcd() {
 #[test]
 fn watch_resume_against_etcd() {
     watch_resume(Server::Etcd);
+}
+
+#[test]
+fn watch_hung_member_against_detcd() {
+    watch_hung_member(Server::Detcd);
+}
+
+#[test]
+fn watch_hung_member_against_etcd() {
+    watch_hung_member(Server::Etcd);
 }
 
 #[test]

@@ -150,7 +150,10 @@ impl ErrorKind {
 
     /// Whether a write answered with this may or may not have been applied.
     pub fn is_indeterminate(self) -> bool {
-        matches!(self, ErrorKind::Timeout | ErrorKind::LeaderChanged | ErrorKind::Stopped)
+        matches!(
+            self,
+            ErrorKind::Timeout | ErrorKind::LeaderChanged | ErrorKind::Stopped
+        )
     }
 
     /// Whether the request was refused before it was proposed, so sending it to another

@@ -45,9 +45,9 @@ use tokio::net::TcpStream;
 pub use error::{ErrorKind, GrpcCode, GrpcError};
 pub use registry::{register, watch_service, Registration, ServiceWatcher};
 pub use types::{
-    prefix_end, Compare, CompareOp, DeleteOptions, DeleteResponse, Event, EventType,
-    GetOptions, GetResponse, Header, KeyValue, LeaseGrant, LeaseTimeToLive, PutOptions,
-    PutResponse, RangeEnd, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    prefix_end, Compare, CompareOp, DeleteOptions, DeleteResponse, Event, EventType, GetOptions,
+    GetResponse, Header, KeyValue, LeaseGrant, LeaseTimeToLive, PutOptions, PutResponse, RangeEnd,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 pub use watch::{KeepAlive, KeepAliveState, Watch, WatchOptions, WatchResponse};
 
@@ -317,9 +317,8 @@ impl Client {
     pub async fn compact(&self, revision: i64, physical: bool) -> Result<Header, Error> {
         let req = pb::CompactionRequest { revision, physical };
         let r = self
-            .unary(Retry::Write, |ch| {
-                let req = req.clone();
-                async move { KvClient::new(ch).compact(req).await }
+            .unary(Retry::Write, |ch| async move {
+                KvClient::new(ch).compact(req).await
             })
             .await?;
         Ok(Header::from_pb(r.header))
@@ -329,9 +328,8 @@ impl Client {
     pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<LeaseGrant, Error> {
         let req = pb::LeaseGrantRequest { ttl, id };
         let r = self
-            .unary(Retry::Write, |ch| {
-                let req = req.clone();
-                async move { LeaseClient::new(ch).lease_grant(req).await }
+            .unary(Retry::Write, |ch| async move {
+                LeaseClient::new(ch).lease_grant(req).await
             })
             .await?;
         if !r.error.is_empty() {
@@ -348,9 +346,8 @@ impl Client {
     pub async fn lease_revoke(&self, id: i64) -> Result<Header, Error> {
         let req = pb::LeaseRevokeRequest { id };
         let r = self
-            .unary(Retry::Write, |ch| {
-                let req = req.clone();
-                async move { LeaseClient::new(ch).lease_revoke(req).await }
+            .unary(Retry::Write, |ch| async move {
+                LeaseClient::new(ch).lease_revoke(req).await
             })
             .await?;
         Ok(Header::from_pb(r.header))
@@ -360,9 +357,8 @@ impl Client {
     pub async fn lease_time_to_live(&self, id: i64, keys: bool) -> Result<LeaseTimeToLive, Error> {
         let req = pb::LeaseTimeToLiveRequest { id, keys };
         let r = self
-            .unary(Retry::Read, |ch| {
-                let req = req.clone();
-                async move { LeaseClient::new(ch).lease_time_to_live(req).await }
+            .unary(Retry::Read, |ch| async move {
+                LeaseClient::new(ch).lease_time_to_live(req).await
             })
             .await?;
         Ok(LeaseTimeToLive {

@@ -67,7 +67,11 @@ pub async fn register(
     };
     let grant = client.lease_grant(ttl_s, 0).await?;
     if let Err(e) = client
-        .put(key.as_str(), value(weight), PutOptions::new().lease(grant.id))
+        .put(
+            key.as_str(),
+            value(weight),
+            PutOptions::new().lease(grant.id),
+        )
         .await
     {
         let _ = client.lease_revoke(grant.id).await;
@@ -113,7 +117,10 @@ pub async fn register(
                 }
                 let w = *weight_rx.borrow();
                 match c.lease_grant(ttl_s, 0).await {
-                    Ok(g) => match c.put(k.as_str(), value(w), PutOptions::new().lease(g.id)).await {
+                    Ok(g) => match c
+                        .put(k.as_str(), value(w), PutOptions::new().lease(g.id))
+                        .await
+                    {
                         Ok(_) => {
                             id = g.id;
                             let _ = lease_tx.send(id);

@@ -251,7 +251,8 @@ impl State {
                 Error::WatchCanceled(r.cancel_reason)
             }));
         }
-        self.fragments.extend(r.events.into_iter().map(Event::from_pb));
+        self.fragments
+            .extend(r.events.into_iter().map(Event::from_pb));
         if r.fragment {
             return None;
         }
