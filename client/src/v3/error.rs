@@ -221,3 +221,35 @@ pub(crate) fn classify(s: &tonic::Status) -> Failed {
     }
     Failed::Answer(GrpcError::new(code, s.message()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_messages_and_transport_failures_are_told_apart() {
+        let s = tonic::Status::new(
+            tonic::Code::Unavailable,
+            "etcdserver: request timed out, possibly due to previous leader failure",
+        );
+        match classify(&s) {
+            Failed::Answer(g) => {
+                assert_eq!(
+                    (g.code, g.kind),
+                    (GrpcCode::Unavailable, ErrorKind::Timeout)
+                );
+                assert!(g.kind.is_indeterminate());
+            }
+            Failed::Transport(t) => panic!("an answer taken for a transport failure: {t}"),
+        }
+        let s = tonic::Status::new(tonic::Code::Unavailable, "etcdserver: no leader");
+        assert!(matches!(classify(&s), Failed::Answer(g) if g.kind.refused_before_proposal()));
+        let s = tonic::Status::new(
+            tonic::Code::Unknown,
+            "connection closed before message completed",
+        );
+        assert!(matches!(classify(&s), Failed::Transport(_)));
+        let s = tonic::Status::new(tonic::Code::InvalidArgument, "grpc: something else");
+        assert!(matches!(classify(&s), Failed::Answer(g) if g.kind == ErrorKind::Other));
+    }
+}

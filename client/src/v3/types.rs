@@ -688,3 +688,49 @@ pub struct LeaseTimeToLive {
     /// The keys attached to it, when asked for.
     pub keys: Vec<Vec<u8>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_is_etcds() {
+        assert_eq!(prefix_end(b"a/"), b"a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
+    }
+
+    #[test]
+    fn txn_builds_etcds_request() {
+        let t = Txn::new()
+            .when([Compare::value("k", CompareOp::NotEqual, "v").with_prefix()])
+            .and_then([TxnOp::put("k", "w", PutOptions::new().lease(5))])
+            .or_else([TxnOp::delete("k", DeleteOptions::new().from_key())]);
+        assert!(!t.read_only());
+        let r = t.request();
+        let c = &r.compare[0];
+        assert_eq!(
+            (c.result, c.target, c.range_end.as_slice()),
+            (
+                pb::compare::CompareResult::NotEqual as i32,
+                pb::compare::CompareTarget::Value as i32,
+                &b"l"[..]
+            )
+        );
+        assert_eq!(
+            c.target_union,
+            Some(pb::compare::TargetUnion::Value(b"v".to_vec()))
+        );
+        match &r.failure[0].request {
+            Some(pb::request_op::Request::RequestDeleteRange(d)) => {
+                assert_eq!(d.range_end, vec![0])
+            }
+            other => panic!("{other:?}"),
+        }
+        let read = Txn::new().and_then([TxnOp::txn(
+            Txn::new().and_then([TxnOp::get("k", GetOptions::new())]),
+        )]);
+        assert!(read.read_only());
+    }
+}

@@ -190,7 +190,15 @@ impl State {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(self.create());
         let timeout = self.client.config().timeout;
-        let r = detcd_rt::timeout(timeout, WatchClient::new(ch).watch(requests(rx))).await;
+        // etcd's `WithRequireLeader`: a member without a leader refuses the watch, and
+        // etcd cancels a watch stream whose member lost its leader, so a watch does not sit
+        // on a member cut off from the cluster.
+        let mut req = tonic::Request::new(requests(rx));
+        req.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        let r = detcd_rt::timeout(timeout, WatchClient::new(ch).watch(req)).await;
         let answers = match r {
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(st)) => {
