@@ -38,6 +38,19 @@ pub enum Error {
     Decode(String),
     /// Bad client configuration.
     Config(String),
+    /// A v3 (gRPC) call was answered with a status: etcd's code and exact message, and which
+    /// of etcd's errors it is.
+    Grpc(crate::v3::GrpcError),
+    /// A v3 watch was cancelled because the revision it (re)started from has been compacted:
+    /// events from before `compact_revision` are gone. Read the current state and watch
+    /// again from its revision + 1.
+    Compacted {
+        /// The revision the store was compacted at.
+        compact_revision: i64,
+    },
+    /// A v3 watch was cancelled by the server for another reason (etcd's `cancel_reason`,
+    /// e.g. a permission that was revoked).
+    WatchCanceled(String),
 }
 
 impl Error {
@@ -51,6 +64,31 @@ impl Error {
     /// Whether this is etcd's 100 "Key not found".
     pub fn is_key_not_found(&self) -> bool {
         self.code() == Some(100)
+    }
+
+    /// Which of etcd's v3 errors this is, if a v3 call was answered with one.
+    pub fn kind(&self) -> Option<crate::v3::ErrorKind> {
+        match self {
+            Error::Grpc(g) => Some(g.kind),
+            _ => None,
+        }
+    }
+
+    /// Whether a revision was compacted away: a v3 read at a compacted revision, or a watch
+    /// cancelled for it.
+    pub fn is_compacted(&self) -> bool {
+        matches!(self, Error::Compacted { .. })
+            || self.kind() == Some(crate::v3::ErrorKind::Compacted)
+    }
+
+    /// Whether a write may or may not have been applied: sent without an answer, or answered
+    /// with one of etcd's timeouts (the proposal may still commit) or "leader changed".
+    pub fn is_indeterminate(&self) -> bool {
+        match self {
+            Error::Indeterminate(_) => true,
+            Error::Grpc(g) => g.kind.is_indeterminate(),
+            _ => false,
+        }
     }
 }
 
@@ -69,6 +107,12 @@ impl std::fmt::Display for Error {
             }
             Error::Decode(e) => write!(f, "undecodable answer: {e}"),
             Error::Config(e) => write!(f, "client configuration: {e}"),
+            Error::Grpc(g) => write!(f, "{g}"),
+            Error::Compacted { compact_revision } => write!(
+                f,
+                "watch canceled: required revision has been compacted (compact revision {compact_revision})"
+            ),
+            Error::WatchCanceled(r) => write!(f, "watch canceled: {r}"),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `detcd-client`: a Rust client for etcd's v2 HTTP API — detcd or etcd 3.4 — with service
-//! registration and weighted discovery.
+//! `detcd-client`: a Rust client for etcd's v2 HTTP API and v3 gRPC API — detcd or etcd 3.4 —
+//! with service registration and weighted discovery.
 //!
 //! - [`Client`]: typed keys operations (get/set/create/update/delete, compare-and-swap and
 //!   compare-and-delete, directories, in-order keys, TTL and refresh, `quorum` reads), etcd's
@@ -13,6 +13,9 @@
 //!   (yielding the listing) when etcd answers 401 "event index cleared".
 //! - [`registry`]: `register` keeps a service instance's key alive under a TTL;
 //!   `watch_service` keeps the set of instances and their weights and picks by weight.
+//! - [`v3`]: etcd's v3 gRPC API, typed: KV, a [`v3::Txn`] builder, a watch stream that
+//!   resumes at the next revision on another member, leases with a keep-alive task, and
+//!   registration on a lease with weighted discovery ([`v3::registry`]).
 //!
 //! Built on hyper over `detcd-rt`, the same runtime seam as the detcd node, so it works on
 //! tokio and inside the madsim simulator alike.
@@ -22,6 +25,7 @@ mod error;
 mod http;
 pub mod registry;
 mod types;
+pub mod v3;
 
 pub use error::{Error, EtcdError};
 pub use registry::{register, watch_service, Instance, Registration, ServiceWatcher};

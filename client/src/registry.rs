@@ -154,10 +154,42 @@ impl Registration {
     }
 }
 
+/// A service's live instances and the weighted round-robin's counters (shared with the v3
+/// discovery).
 #[derive(Default)]
-struct Sets {
-    instances: BTreeMap<String, Instance>,
+pub(crate) struct Sets {
+    pub(crate) instances: BTreeMap<String, Instance>,
     current: BTreeMap<String, i64>,
+}
+
+impl Sets {
+    /// Drop the counters of instances that are gone.
+    pub(crate) fn forget_gone(&mut self) {
+        let instances = &self.instances;
+        self.current.retain(|k, _| instances.contains_key(k));
+    }
+
+    /// Smooth weighted round-robin: over any `W` = sum-of-weights picks, each instance is
+    /// chosen exactly `weight` times.
+    pub(crate) fn pick(&mut self) -> Option<Instance> {
+        let total: i64 = self.instances.values().map(|i| i64::from(i.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let Sets { instances, current } = self;
+        let mut best: Option<(&String, i64)> = None;
+        for (name, i) in instances.iter() {
+            let c = current.entry(name.clone()).or_insert(0);
+            *c += i64::from(i.weight);
+            if best.is_none_or(|(_, b)| *c > b) {
+                best = Some((name, *c));
+            }
+        }
+        let (name, _) = best?;
+        let name = name.clone();
+        *current.get_mut(&name).expect("chosen has a counter") -= total;
+        instances.get(&name).cloned()
+    }
 }
 
 /// The live instances of a service, kept up to date by a watch.
@@ -209,8 +241,7 @@ fn apply(sets: &mut Sets, dir: &str, r: &Response) {
         }
         _ => {}
     }
-    let names: Vec<String> = sets.instances.keys().cloned().collect();
-    sets.current.retain(|k, _| names.contains(k));
+    sets.forget_gone();
 }
 
 /// Follow `service`'s instances.
@@ -299,24 +330,7 @@ impl ServiceWatcher {
     /// Choose an instance by weight (smooth weighted round-robin); `None` if there is none
     /// with a positive weight.
     pub fn pick(&self) -> Option<Instance> {
-        let mut s = self.sets.lock().expect("sets lock");
-        let total: i64 = s.instances.values().map(|i| i64::from(i.weight)).sum();
-        if total == 0 {
-            return None;
-        }
-        let Sets { instances, current } = &mut *s;
-        let mut best: Option<(&String, i64)> = None;
-        for (name, i) in instances.iter() {
-            let c = current.entry(name.clone()).or_insert(0);
-            *c += i64::from(i.weight);
-            if best.is_none_or(|(_, b)| *c > b) {
-                best = Some((name, *c));
-            }
-        }
-        let (name, _) = best?;
-        let name = name.clone();
-        *current.get_mut(&name).expect("chosen has a counter") -= total;
-        instances.get(&name).cloned()
+        self.sets.lock().expect("sets lock").pick()
     }
 }
 
