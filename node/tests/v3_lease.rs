@@ -440,3 +440,37 @@ fn a_member_added_late_gets_the_leases_in_the_snapshot() {
     );
     assert!(out.contains("ready"), "{out}");
 }
+
+/// etcd promotes its lessor when a member becomes leader, before anything of the new term
+/// applies: a lease granted right after the election reports at most its own TTL (the
+/// election-timeout extension is for leases of earlier terms). detcd used to promote at its
+/// first lessor tick, up to 500 ms later, and extended a lease granted in between (TTL 10
+/// reported as 11 by `lease timetolive`: found by the detcd-client v3 tests).
+#[test]
+fn a_lease_granted_right_after_the_election_gets_no_extension() {
+    if !require_bin("etcdctl", "Debian package etcd-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    let eps = endpoints(&ms);
+    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
+        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
+    });
+    let id = grant(&eps, 10);
+    let (code, out) = etcdctl(&eps, &["lease", "timetolive", &id]);
+    assert_eq!(code, 0, "{out}");
+    let remaining: i64 = out
+        .split("remaining(")
+        .nth(1)
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("timetolive printed {out:?}"));
+    assert!(
+        remaining <= 10,
+        "a 10 s lease reports {remaining} s left: {out}"
+    );
+}

@@ -452,6 +452,11 @@ impl RaftLoop {
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
+            // The lessor follows leadership at once (etcd's Promote/Demote on a leadership
+            // change), before anything this Ready commits applies: a lease granted in the new
+            // term starts at its own TTL, without the election-timeout extension that the
+            // leases of earlier terms get.
+            self.lease_tick();
         }
         self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
