@@ -636,3 +636,54 @@ fn a_watcher_resuming_at_last_plus_one_sees_every_write_once_across_a_leader_kil
         assert_eq!(s.1, format!("v{i}"), "{s:?}");
     }
 }
+
+/// `etcdctl watch` asks for a leader (clientv3's `WithRequireLeader`: `hasleader` metadata). A
+/// member that has had no leader for three election timeouts ends such a stream with "no
+/// leader", and refuses a new one at once; the same on detcd as on etcd 3.4.23.
+#[test]
+fn a_watch_that_requires_a_leader_ends_when_its_member_loses_the_leader() {
+    if !both_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for bin in ["detcd", "etcd"] {
+        let d = dir.path().join(bin);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut ms = static_cluster(&d, 3);
+        for m in ms.iter_mut() {
+            if bin == "etcd" {
+                m.start_binary("etcd");
+            } else {
+                m.start();
+            }
+        }
+        let eps: Vec<String> = ms.iter().map(Member::addr).collect();
+        eventually(Duration::from_secs(30), "a cluster that answers v3", || {
+            (etcdctl(&eps.join(","), &["put", "ready", "1"], None).0 == 0).then_some(())
+        });
+        let log = d.join("watch.out");
+        let mut watch = std::process::Command::new("etcdctl")
+            .args(["--endpoints", &eps[0], "watch", "k"])
+            .env("ETCDCTL_API", "3")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(d.join("watch.err")).unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(etcdctl(&eps[0], &["put", "k", "seen"], None).0, 0);
+        ms[1].kill();
+        ms[2].kill();
+        let status = eventually(Duration::from_secs(30), "the watch to end", || {
+            watch.try_wait().unwrap()
+        });
+        let out = std::fs::read_to_string(&log).unwrap()
+            + &std::fs::read_to_string(d.join("watch.err")).unwrap();
+        assert!(!status.success(), "{bin}: {out}");
+        assert!(out.contains("seen"), "{bin}: {out}");
+        assert!(out.contains("etcdserver: no leader"), "{bin}: {out}");
+        let (code, again) = etcdctl(&eps[0], &["watch", "k"], None);
+        assert_ne!(code, 0, "{bin}: {again}");
+        assert!(again.contains("etcdserver: no leader"), "{bin}: {again}");
+    }
+}

@@ -52,6 +52,14 @@ pub const BATCH_REVISIONS: usize = 1000;
 const HISTORY_EVENTS: usize = 1000;
 /// Responses queued for a client before its task waits for it.
 const QUEUE: usize = 16;
+/// etcd's `ErrGRPCNoLeader`.
+pub const NO_LEADER: &str = "etcdserver: no leader";
+/// etcd's `rpctypes.MetadataRequireLeaderKey` and the value that asks for a leader: a stream
+/// opened with it is refused on a member without a leader, and ended once the member has had
+/// none for [`NO_LEADER_CHECKS`] election timeouts in a row (etcd's `monitorLeader`).
+pub const REQUIRE_LEADER: (&str, &str) = ("hasleader", "true");
+/// etcd's `maxNoLeaderCnt`.
+const NO_LEADER_CHECKS: u32 = 3;
 
 /// The Watch service of one member.
 #[derive(Clone)]
@@ -69,17 +77,21 @@ impl Watches {
     /// credentials it is checked with (`auth` as [`V3::auth_info`] found them once for the
     /// stream), the returned stream its answers. The work runs in its own task until the
     /// answers are dropped.
+    /// With `require_leader` (the client's `hasleader` metadata), the stream ends with etcd's
+    /// "no leader" error once the member has had no leader for three election timeouts.
     pub fn stream<S>(
         &self,
         requests: S,
         v3: V3,
         auth: Result<Option<AuthInfo>, Status>,
+        require_leader: bool,
     ) -> ResponseStream
     where
         S: Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let session = Session::new(Arc::clone(&self.ctx), tx, v3, auth);
+        let mut session = Session::new(Arc::clone(&self.ctx), tx, v3, auth);
+        session.require_leader = require_leader;
         crate::rt::spawn(session.run(requests));
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -99,10 +111,26 @@ impl Watch for Watches {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        let require_leader = requires_leader(&req);
+        if require_leader && *self.ctx.shared.leader.borrow() == 0 {
+            return Err(Status::unavailable(NO_LEADER));
+        }
         let v3 = V3::new(Arc::clone(&self.ctx));
         let auth = v3.auth_info(&req).await;
-        Ok(Response::new(self.stream(req.into_inner(), v3, auth)))
+        Ok(Response::new(self.stream(
+            req.into_inner(),
+            v3,
+            auth,
+            require_leader,
+        )))
     }
+}
+
+/// Whether a stream's client asked for a leader (etcd's `hasleader: true` metadata).
+pub fn requires_leader<T>(req: &Request<T>) -> bool {
+    req.metadata()
+        .get(REQUIRE_LEADER.0)
+        .is_some_and(|v| v.as_bytes() == REQUIRE_LEADER.1.as_bytes())
 }
 
 /// Which keys a watcher follows.
@@ -148,6 +176,8 @@ struct Session {
     cluster_id: u64,
     v3: V3,
     auth: Result<Option<AuthInfo>, Status>,
+    /// End the stream when the member has no leader (see [`REQUIRE_LEADER`]).
+    require_leader: bool,
 }
 
 /// Why a session ends early.
@@ -177,6 +207,7 @@ impl Session {
             cluster_id,
             v3,
             auth,
+            require_leader: false,
         }
     }
 
@@ -203,6 +234,9 @@ impl Session {
         let interval = self.ctx.watch_progress_interval;
         let clock = self.ctx.shared.clock.clone();
         let mut tick = Box::pin(clock.sleep(interval));
+        let election = self.ctx.election_timeout;
+        let mut leader_check = Box::pin(clock.sleep(election));
+        let mut leaderless = 0u32;
         let end = loop {
             let rev = *published.borrow_and_update();
             if let Err(e) = self.catch_up(rev).await {
@@ -230,6 +264,17 @@ impl Session {
                         break e;
                     }
                     tick = Box::pin(clock.sleep(interval));
+                }
+                _ = &mut leader_check, if self.require_leader => {
+                    if *self.ctx.shared.leader.borrow() == 0 {
+                        leaderless += 1;
+                        if leaderless >= NO_LEADER_CHECKS {
+                            break End::Fail(Status::unavailable(NO_LEADER));
+                        }
+                    } else {
+                        leaderless = 0;
+                    }
+                    leader_check = Box::pin(clock.sleep(election));
                 }
                 _ = stopped.changed() => {
                     break End::Fail(Status::unavailable(super::v3::SERVER_STOPPED));
@@ -539,7 +584,7 @@ pub async fn gateway(
     let v3 = V3::for_gateway(Arc::clone(ctx), authorization);
     let auth = v3.auth_info(&Request::new(())).await;
     let requests = futures::stream::iter(reqs.into_iter().map(Ok));
-    let answers = Watches::new(Arc::clone(ctx)).stream(requests, v3, auth);
+    let answers = Watches::new(Arc::clone(ctx)).stream(requests, v3, auth, false);
     Ok(answers
         .scan(false, |ended, r| {
             if *ended {
