@@ -53,6 +53,10 @@ struct Hello {
     /// A lease request for the leader instead of a message stream (with `to` 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     lease: Option<LeaseFwd>,
+    /// A round-trip probe instead of a message stream (with `to` 0): each frame the
+    /// prober writes is written back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    probe: bool,
 }
 
 /// A lease request a follower forwards to the leader, which alone keeps lease deadlines
@@ -97,9 +101,16 @@ pub struct ClusterInfo {
 /// How often an idle stream carries an empty keep-alive frame, so a dead peer is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
+/// How often each peer's round trip is measured (etcd's prober: every 5 s, its first
+/// status interval) for `etcd_network_peer_round_trip_time_seconds`.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// The largest probe frame echoed.
+const PROBE_BYTES_MAX: usize = 64;
+
 struct Peer {
     urls: Vec<String>,
     tx: mpsc::Sender<Message>,
+    metrics: Arc<crate::metrics::Peer>,
 }
 
 /// The transport of one member.
@@ -114,6 +125,8 @@ pub struct Transport {
     inbox: mpsc::UnboundedSender<Inbox>,
     tls: PeerTls,
     lease_handler: Mutex<Option<LeaseHandler>>,
+    /// Traffic per peer (`/metrics`), for the members of the cluster.
+    metrics: Mutex<BTreeMap<u64, Arc<crate::metrics::Peer>>>,
 }
 
 /// TLS of the peer side: accepting (with `--peer-client-cert-auth`, only peers whose
@@ -149,7 +162,19 @@ impl Transport {
             inbox,
             tls,
             lease_handler: Mutex::new(None),
+            metrics: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The traffic counters of peer `id` (created on first use).
+    fn peer_metrics(&self, id: u64) -> Arc<crate::metrics::Peer> {
+        Arc::clone(self.metrics.lock().expect("lock").entry(id).or_default())
+    }
+
+    /// The traffic counters of every peer, in id order (`/metrics`).
+    pub fn peer_stats(&self) -> Vec<(u64, Arc<crate::metrics::Peer>)> {
+        let m = self.metrics.lock().expect("lock");
+        m.iter().map(|(id, p)| (*id, Arc::clone(p))).collect()
     }
 
     /// Set the cluster id (a joining member learns it from the leader's snapshot).
@@ -166,6 +191,10 @@ impl Transport {
             .lock()
             .expect("lock")
             .retain(|id, _| members.members.contains_key(id));
+        self.metrics
+            .lock()
+            .expect("lock")
+            .retain(|id, _| members.members.contains_key(id));
         peers.retain(|id, p| {
             members
                 .members
@@ -177,17 +206,23 @@ impl Transport {
                 continue;
             }
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+            let metrics = self.peer_metrics(*id);
             peers.insert(
                 *id,
                 Peer {
                     urls: m.peer_urls.clone(),
                     tx,
+                    metrics: Arc::clone(&metrics),
                 },
             );
             let me = Arc::clone(self);
             let urls = m.peer_urls.clone();
             let to = *id;
-            rt::spawn(async move { me.sender(to, urls, rx).await });
+            let sent = Arc::clone(&metrics);
+            rt::spawn(async move { me.sender(to, urls, rx, sent).await });
+            let me = Arc::clone(self);
+            let urls = m.peer_urls.clone();
+            rt::spawn(async move { me.prober(to, urls, metrics).await });
         }
     }
 
@@ -199,6 +234,7 @@ impl Transport {
         let Some(p) = peers.get(&to) else { return };
         Counters::add(&counters.bytes_sent, m.compute_size() as u64);
         if p.tx.try_send(m).is_err() {
+            crate::metrics::Peer::add(&p.metrics.sent_failures, 1);
             let _ = self.inbox.send(Inbox::Unreachable(to));
             if is_snap {
                 let _ = self.inbox.send(Inbox::SnapshotSent(to, false));
@@ -206,7 +242,13 @@ impl Transport {
         }
     }
 
-    async fn sender(self: Arc<Self>, to: u64, urls: Vec<String>, mut rx: mpsc::Receiver<Message>) {
+    async fn sender(
+        self: Arc<Self>,
+        to: u64,
+        urls: Vec<String>,
+        mut rx: mpsc::Receiver<Message>,
+        metrics: Arc<crate::metrics::Peer>,
+    ) {
         let mut attempt = 0usize;
         loop {
             let url = &urls[attempt % urls.len()];
@@ -215,7 +257,7 @@ impl Transport {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(peer = %format!("{to:x}"), url = %url, error = %e, "peer: dial failed");
-                    if !self.fail_queued(to, &mut rx) {
+                    if !self.fail_queued(to, &mut rx, &metrics) {
                         return;
                     }
                     crate::rt::sleep(Duration::from_millis(100)).await;
@@ -229,6 +271,7 @@ impl Transport {
                 to,
                 token: self.token.clone(),
                 lease: None,
+                probe: false,
             };
             let hello = serde_json::to_vec(&hello).expect("hello serialises");
             let ok = crate::rt::timeout(WRITE_TIMEOUT, async {
@@ -270,15 +313,22 @@ impl Transport {
                         Err(_) => break,
                     }
                 }
+                let mut written = 0u64;
                 let res = crate::rt::timeout(WRITE_TIMEOUT, async {
                     for m in &batch {
                         let bytes = m.write_to_bytes().map_err(std::io::Error::other)?;
                         write_frame(&mut w, &bytes).await?;
+                        written += bytes.len() as u64;
                     }
                     w.flush().await
                 })
                 .await;
                 let ok = matches!(res, Ok(Ok(())));
+                if ok {
+                    crate::metrics::Peer::add(&metrics.sent_bytes, written);
+                } else {
+                    crate::metrics::Peer::add(&metrics.sent_failures, batch.len() as u64);
+                }
                 for m in &batch {
                     if m.get_msg_type() == MessageType::MsgSnapshot {
                         let _ = self.inbox.send(Inbox::SnapshotSent(to, ok));
@@ -308,12 +358,18 @@ impl Transport {
     }
 
     /// Drop what is queued for an unreachable peer; false once the peer was removed.
-    fn fail_queued(&self, to: u64, rx: &mut mpsc::Receiver<Message>) -> bool {
+    fn fail_queued(
+        &self,
+        to: u64,
+        rx: &mut mpsc::Receiver<Message>,
+        metrics: &crate::metrics::Peer,
+    ) -> bool {
         let mut any = false;
         loop {
             match rx.try_recv() {
                 Ok(m) => {
                     any = true;
+                    crate::metrics::Peer::add(&metrics.sent_failures, 1);
                     if m.get_msg_type() == MessageType::MsgSnapshot {
                         let _ = self.inbox.send(Inbox::SnapshotSent(to, false));
                     }
@@ -369,6 +425,9 @@ impl Transport {
         let hello: Hello = serde_json::from_slice(&hello).map_err(std::io::Error::other)?;
         let cid = *self.cluster_id.lock().expect("lock");
         if hello.to == 0 {
+            if hello.probe {
+                return echo_probes(&mut stream).await;
+            }
             if let Some(req) = &hello.lease {
                 let handler = self.lease_handler.lock().expect("lock").clone();
                 let ours = cid != 0 && hello.cluster_id == cid && hello.token == self.token;
@@ -408,11 +467,13 @@ impl Transport {
         stream: &mut tokio::io::BufReader<PeerStream>,
         from: u64,
     ) -> std::io::Result<()> {
+        let metrics = self.peer_metrics(from);
         loop {
             let buf = read_frame(stream, FRAME_BYTES_MAX).await?;
             if buf.is_empty() {
                 continue; // keep-alive
             }
+            crate::metrics::Peer::add(&metrics.received_bytes, buf.len() as u64);
             let m = Message::parse_from_bytes(&buf).map_err(std::io::Error::other)?;
             if m.from != from || m.to != self.id {
                 return Err(std::io::Error::other(
@@ -427,6 +488,66 @@ impl Transport {
 }
 
 impl Transport {
+    /// Measure the round trip to peer `to` every [`PROBE_EVERY`] over a probe stream of its
+    /// own (a small frame written and read back; the time from writing it to reading the
+    /// echo), until the peer leaves the cluster or changes its URLs. A probe that fails or
+    /// takes over 2 s is not counted and the stream is dialled again.
+    async fn prober(
+        self: Arc<Self>,
+        to: u64,
+        urls: Vec<String>,
+        metrics: Arc<crate::metrics::Peer>,
+    ) {
+        let mut stream: Option<PeerStream> = None;
+        let mut attempt = 0usize;
+        loop {
+            crate::rt::sleep(PROBE_EVERY).await;
+            let current = (self.peers.lock().expect("peers lock"))
+                .get(&to)
+                .is_some_and(|p| p.urls == urls);
+            if !current {
+                return;
+            }
+            if stream.is_none() {
+                let url = &urls[attempt % urls.len()];
+                attempt += 1;
+                let Ok(mut s) = dial(url, self.tls.client.as_ref()).await else {
+                    continue;
+                };
+                let hello = Hello {
+                    cluster_id: *self.cluster_id.lock().expect("lock"),
+                    from: self.id,
+                    to: 0,
+                    token: self.token.clone(),
+                    lease: None,
+                    probe: true,
+                };
+                let hello = serde_json::to_vec(&hello).expect("hello serialises");
+                let sent = crate::rt::timeout(WRITE_TIMEOUT, async {
+                    write_frame(&mut s, &hello).await?;
+                    s.flush().await
+                })
+                .await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    continue;
+                }
+                stream = Some(s);
+            }
+            let Some(s) = stream.as_mut() else { continue };
+            let started = tokio::time::Instant::now();
+            let echoed = crate::rt::timeout(WRITE_TIMEOUT, async {
+                write_frame(s, &self.id.to_le_bytes()).await?;
+                s.flush().await?;
+                read_frame(s, PROBE_BYTES_MAX).await
+            })
+            .await;
+            match echoed {
+                Ok(Ok(b)) if b == self.id.to_le_bytes() => metrics.rtt.observe(started.elapsed()),
+                _ => stream = None,
+            }
+        }
+    }
+
     /// Answer forwarded lease requests with `h` from now on.
     pub fn set_lease_handler(&self, h: LeaseHandler) {
         *self.lease_handler.lock().expect("lock") = Some(h);
@@ -449,6 +570,7 @@ impl Transport {
             to: 0,
             token: self.token.clone(),
             lease: Some(req),
+            probe: false,
         })
         .map_err(std::io::Error::other)?;
         write_frame(&mut stream, &hello).await?;
@@ -490,6 +612,18 @@ impl Transport {
     }
 }
 
+/// Write back each frame a prober sends (see [`Transport::prober`]) until it goes away.
+/// A prober silent for three rounds is gone (a partition leaves no FIN): the stream ends.
+async fn echo_probes(stream: &mut tokio::io::BufReader<PeerStream>) -> std::io::Result<()> {
+    loop {
+        let ping = crate::rt::timeout(3 * PROBE_EVERY, read_frame(stream, PROBE_BYTES_MAX))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "probe"))??;
+        write_frame(stream.get_mut(), &ping).await?;
+        stream.get_mut().flush().await?;
+    }
+}
+
 /// Whether a write failed because the peer closed the stream (not a timeout): what a peer
 /// that refuses this member's stream does.
 fn closed_by<T>(res: &Result<std::io::Result<()>, T>) -> bool {
@@ -516,6 +650,7 @@ pub async fn fetch_cluster_info(
         to: 0,
         token: token.to_string(),
         lease: None,
+        probe: false,
     })
     .map_err(std::io::Error::other)?;
     write_frame(&mut stream, &hello).await?;

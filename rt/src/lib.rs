@@ -40,6 +40,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod h2;
 pub mod probe;
+pub mod process;
 pub mod time;
 pub mod tls;
 pub mod watch;

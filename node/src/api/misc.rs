@@ -158,76 +158,224 @@ fn stats_leader(ctx: &Ctx) -> Response<Body> {
 }
 
 fn metrics(ctx: &Ctx) -> Response<Body> {
+    use crate::metrics::single;
     let st = ctx.shared.status();
     let c = &ctx.shared.counters;
     let store_index = ctx.shared.sm.lock().expect("sm lock").store.index();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
-        ));
+    let (db_size, db_in_use, keys) = {
+        let mvcc = ctx.shared.mvcc.lock().expect("mvcc lock");
+        (mvcc.db_size(), mvcc.db_size_in_use(), mvcc.keys())
     };
-    gauge(
-        "etcd_server_has_leader",
-        "Whether or not a leader exists. 1 is existence, 0 is not.",
-        u64::from(st.leader != 0),
+    let quota = match ctx.quota_backend_bytes {
+        0 => crate::mvcc::DEFAULT_QUOTA_BYTES,
+        q => q,
+    };
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(256 << 10);
+    let o = &mut out;
+    // etcd 3.4's names, types and help texts (the ones etcd's dashboards and alerts query).
+    single(
+        o,
+        "etcd_debugging_mvcc_db_total_size_in_bytes",
+        "gauge",
+        "Total size of the underlying database physically allocated in bytes.",
+        db_size,
     );
-    gauge(
-        "etcd_server_is_leader",
-        "Whether or not this member is a leader.",
-        u64::from(st.is_leader),
+    single(
+        o,
+        "etcd_debugging_mvcc_keys_total",
+        "gauge",
+        "Total number of keys.",
+        keys,
     );
-    gauge(
-        "etcd_server_leader_changes_seen_total",
-        "The number of leader changes seen.",
-        st.leader_changes,
-    );
-    gauge(
-        "etcd_server_proposals_committed_total",
-        "The total number of consensus proposals committed.",
-        st.commit,
-    );
-    gauge(
-        "etcd_server_proposals_applied_total",
-        "The total number of consensus proposals applied.",
-        st.applied,
-    );
-    gauge(
+    single(
+        o,
         "etcd_debugging_store_index",
+        "gauge",
         "The v2 store index.",
         store_index,
     );
-    gauge("detcd_raft_term", "Current Raft term.", st.term);
-    gauge(
+    single(
+        o,
+        "etcd_mvcc_db_total_size_in_bytes",
+        "gauge",
+        "Total size of the underlying database physically allocated in bytes.",
+        db_size,
+    );
+    single(
+        o,
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "gauge",
+        "Total size of the underlying database logically in use in bytes.",
+        db_in_use,
+    );
+    single(
+        o,
+        "etcd_server_has_leader",
+        "gauge",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        u64::from(st.leader != 0),
+    );
+    crate::metrics::header(
+        o,
+        "etcd_server_id",
+        "gauge",
+        "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+    );
+    o.push_str(&format!(
+        "etcd_server_id{{server_id=\"{}\"}} 1\n",
+        id_hex(ctx.shared.id)
+    ));
+    single(
+        o,
+        "etcd_server_is_leader",
+        "gauge",
+        "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+        u64::from(st.is_leader),
+    );
+    single(
+        o,
+        "etcd_server_leader_changes_seen_total",
+        "counter",
+        "The number of leader changes seen.",
+        st.leader_changes,
+    );
+    single(
+        o,
+        "etcd_server_proposals_applied_total",
+        "gauge",
+        "The total number of consensus proposals applied.",
+        st.applied,
+    );
+    single(
+        o,
+        "etcd_server_proposals_committed_total",
+        "gauge",
+        "The total number of consensus proposals committed.",
+        st.commit,
+    );
+    single(
+        o,
+        "etcd_server_proposals_failed_total",
+        "counter",
+        "The total number of failed proposals seen.",
+        load(&c.proposals_failed),
+    );
+    single(
+        o,
+        "etcd_server_proposals_pending",
+        "gauge",
+        "The current number of pending proposals to commit.",
+        load(&c.proposals_pending),
+    );
+    single(
+        o,
+        "etcd_server_quota_backend_bytes",
+        "gauge",
+        "Current backend storage quota size in bytes.",
+        quota,
+    );
+    crate::metrics::header(
+        o,
+        "etcd_server_version",
+        "gauge",
+        "Which version is running. 1 for 'server_version' label with current version.",
+    );
+    o.push_str(&format!(
+        "etcd_server_version{{server_version=\"{ETCD_VERSION}\"}} 1\n"
+    ));
+    c.grpc.render(o);
+    crate::metrics::render_peers(o, &ctx.transport.peer_stats());
+    c.timings.render(o);
+    // The process collector's metrics (none under the simulator: one process, many members).
+    if let Some(p) = crate::rt::process::stats() {
+        let mut g = |name: &str, kind: &str, help: &str, v: f64| single(o, name, kind, help, v);
+        g(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        );
+        g(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds as f64,
+        );
+        g(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds as f64,
+        );
+        g(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        );
+        g(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        );
+        g(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes as f64,
+        );
+        g(
+            "process_virtual_memory_max_bytes",
+            "gauge",
+            "Maximum amount of virtual memory available in bytes.",
+            p.virtual_max_bytes as f64,
+        );
+    }
+    // detcd's own.
+    single(o, "detcd_raft_term", "gauge", "Current Raft term.", st.term);
+    single(
+        o,
         "etcd_disk_wal_fsync_total",
+        "gauge",
         "WAL fsyncs.",
-        c.fsyncs.load(Ordering::Relaxed),
+        load(&c.fsyncs),
     );
-    gauge(
+    single(
+        o,
         "detcd_wal_entries_total",
+        "gauge",
         "Entries written to the WAL.",
-        c.entries_persisted.load(Ordering::Relaxed),
+        load(&c.entries_persisted),
     );
-    gauge(
+    single(
+        o,
         "detcd_peer_sent_messages_total",
+        "gauge",
         "Raft messages sent to peers.",
-        c.msgs_sent.load(Ordering::Relaxed),
+        load(&c.msgs_sent),
     );
-    gauge(
+    single(
+        o,
         "detcd_peer_sent_bytes_total",
+        "gauge",
         "Bytes of Raft messages sent to peers.",
-        c.bytes_sent.load(Ordering::Relaxed),
+        load(&c.bytes_sent),
     );
-    gauge(
+    single(
+        o,
         "detcd_peer_received_messages_total",
+        "gauge",
         "Raft messages received from peers.",
-        c.msgs_recv.load(Ordering::Relaxed),
+        load(&c.msgs_recv),
     );
-    gauge(
+    single(
+        o,
         "detcd_snapshots_total",
+        "gauge",
         "Snapshots taken.",
-        c.snapshots.load(Ordering::Relaxed),
+        load(&c.snapshots),
     );
-    c.timings.render(&mut out);
     respond(StatusCode::OK, "text/plain; version=0.0.4", out)
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod gojson;
+mod grpcmetrics;
 pub mod keys;
 mod keys_http;
 mod members;
@@ -174,24 +175,30 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                 }
                 async move {
                     if is_grpc(&req) {
+                        // Counted as go-grpc-prometheus counts for etcd (see grpcmetrics).
+                        let call = grpcmetrics::Call::start(&ctx.shared, req.uri().path());
+                        let req = req.map(|b| grpcmetrics::Counted::request(b, call.as_ref()));
                         // The generated servers answer every failure as a gRPC status (an
                         // unknown method of a service: Unimplemented).
-                        if req.uri().path().starts_with("/etcdserverpb.Lease/") {
-                            return lease.call(req).await;
-                        }
-                        if req.uri().path().starts_with("/etcdserverpb.Watch/") {
-                            return watches.call(req).await;
-                        }
-                        if req.uri().path().starts_with("/etcdserverpb.Auth/") {
-                            return auth.call(req).await;
-                        }
-                        if req.uri().path().starts_with("/etcdserverpb.Cluster/") {
-                            return cluster.call(req).await;
-                        }
-                        if req.uri().path().starts_with("/etcdserverpb.Maintenance/") {
-                            return maint.call(req).await;
-                        }
-                        return kv.call(req).await;
+                        let path = req.uri().path();
+                        let resp = if path.starts_with("/etcdserverpb.Lease/") {
+                            lease.call(req).await
+                        } else if path.starts_with("/etcdserverpb.Watch/") {
+                            watches.call(req).await
+                        } else if path.starts_with("/etcdserverpb.Auth/") {
+                            auth.call(req).await
+                        } else if path.starts_with("/etcdserverpb.Cluster/") {
+                            cluster.call(req).await
+                        } else if path.starts_with("/etcdserverpb.Maintenance/") {
+                            maint.call(req).await
+                        } else {
+                            kv.call(req).await
+                        };
+                        return resp.map(|r| {
+                            let (parts, body) = r.into_parts();
+                            let body = grpcmetrics::Counted::response(body, &parts.headers, call);
+                            Response::from_parts(parts, tonic::body::Body::new(body))
+                        });
                     }
                     Ok::<_, Infallible>(route(ctx, req).await.map(tonic::body::Body::new))
                 }

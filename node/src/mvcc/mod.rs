@@ -1004,6 +1004,9 @@ pub struct Mvcc {
     now: Option<crate::rt::Instant>,
     /// The raised alarms (member, type), mirroring the `alarm` table.
     alarms: std::collections::BTreeSet<(u64, i32)>,
+    /// Live keys at the current revision (counted when opened or restored, kept up to date
+    /// by every write).
+    keys: u64,
 }
 
 impl std::fmt::Debug for Mvcc {
@@ -1118,7 +1121,9 @@ impl Mvcc {
             auth: auth::AuthStore::default(),
             now: None,
             alarms: Default::default(),
+            keys: 0,
         };
+        m.count_keys()?;
         m.load_leases()?;
         m.load_auth()?;
         m.load_alarms()?;
@@ -1300,11 +1305,15 @@ impl Mvcc {
         }
         // Which keys move between leases: each touched key's lease before and after.
         let mut attached = Vec::new();
+        // Live keys after the write minus before it (etcd's `keysGauge`).
+        let mut live_delta = 0i64;
         for (key, now) in &overlay.latest {
-            let before = match latest_at(&kv, key, begin_rev)? {
-                Some(raw) => decode(&raw)?.map_or(0, |kv| kv.lease),
-                None => 0,
+            let was = match latest_at(&kv, key, begin_rev)? {
+                Some(raw) => decode(&raw)?,
+                None => None,
             };
+            live_delta += i64::from(now.is_some()) - i64::from(was.is_some());
+            let before = was.map_or(0, |kv| kv.lease);
             let after = now.as_ref().map_or(0, |kv| kv.lease);
             if before != after {
                 attached.push(Attach {
@@ -1349,6 +1358,7 @@ impl Mvcc {
         }
         drop((kv, revs));
         self.rev = rev;
+        self.keys = self.keys.saturating_add_signed(live_delta);
         Ok(((Ok(resp), events), attached))
     }
 
@@ -1410,6 +1420,12 @@ impl Mvcc {
         }
         self.consistent_index = index;
         self.meta_dirty = true;
+    }
+
+    /// Whether [`Mvcc::flush`]`(durable)` would commit a transaction (for its latency metric).
+    pub fn commit_due(&self, durable: bool) -> bool {
+        self.failed.is_none()
+            && (self.wtx.is_some() || self.meta_dirty || (durable && self.undurable))
     }
 
     /// End of an apply batch: commit the open write transaction; `durable` makes it (and
@@ -1677,6 +1693,7 @@ impl Mvcc {
         self.failed = None;
         self.meta_dirty = false;
         self.undurable = false;
+        self.count_keys()?;
         self.load_leases()?;
         self.load_auth()?;
         self.load_alarms()
@@ -1693,11 +1710,31 @@ impl Mvcc {
             self.rev = r;
             self.compact_rev = c;
             self.meta_dirty = false;
+            self.count_keys()?;
             self.load_leases()?;
             self.load_auth()?;
             self.load_alarms()?;
         }
         Ok(())
+    }
+
+    /// Count the live keys of the committed keyspace (one scan, when opened or restored).
+    fn count_keys(&mut self) -> io::Result<()> {
+        let rtx = self.db.begin_read().map_err(io_err)?;
+        let kv = rtx.open_table(KV).map_err(io_err)?;
+        let mut n = 0u64;
+        scan(&kv, b"", End::FromKey, self.rev, |_, _| {
+            n += 1;
+            Ok(true)
+        })
+        .map_err(io_err)?;
+        self.keys = n;
+        Ok(())
+    }
+
+    /// Live keys at the current revision (etcd's `etcd_debugging_mvcc_keys_total`).
+    pub fn keys(&self) -> u64 {
+        self.keys
     }
 
     /// The database file's size in bytes (etcd's `dbSize`).

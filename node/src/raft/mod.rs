@@ -116,6 +116,13 @@ pub struct Counters {
     pub heartbeats_sent: AtomicU64,
     /// Latency histograms (`/metrics`).
     pub timings: crate::metrics::Timings,
+    /// Proposals waiting in [`Shared::propose`] (etcd's `proposals_pending`).
+    pub proposals_pending: AtomicU64,
+    /// Proposals that timed out or were cut off by the member stopping (etcd's
+    /// `proposals_failed_total`).
+    pub proposals_failed: AtomicU64,
+    /// The gRPC server's counters (`/metrics`).
+    pub grpc: crate::metrics::Grpc,
 }
 
 impl Counters {
@@ -172,6 +179,22 @@ impl Shared {
     }
 }
 
+/// One proposal in [`Counters::proposals_pending`] while it lives.
+struct Pending<'a>(&'a AtomicU64);
+
+impl<'a> Pending<'a> {
+    fn new(c: &'a AtomicU64) -> Pending<'a> {
+        c.fetch_add(1, Ordering::Relaxed);
+        Pending(c)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Why a proposal or a linearizable read did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitError {
@@ -192,6 +215,8 @@ impl Shared {
     ) -> Result<Applied, WaitError> {
         let id = self.rng.next_u64() | 1;
         let started = self.clock.now();
+        // Counted until the call ends or its future is dropped (a client that went away).
+        let _pending = Pending::new(&self.counters.proposals_pending);
         let timings = &self.counters.timings;
         let (tx, mut rx) = oneshot::channel();
         self.waiters.lock().expect("waiters lock").insert(id, tx);
@@ -252,6 +277,9 @@ impl Shared {
         }
         .await;
         self.waiters.lock().expect("waiters lock").remove(&id);
+        if result.is_err() {
+            Counters::add(&self.counters.proposals_failed, 1);
+        }
         result
     }
 

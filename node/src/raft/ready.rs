@@ -755,7 +755,13 @@ impl RaftLoop {
                 });
             let durable =
                 applied_at.saturating_duration_since(self.v3_durable_at) >= V3_DURABLE_EVERY;
+            let commits = mvcc.commit_due(durable);
+            let started = shared.clock.now();
             mvcc.flush(durable).map_err(LoopError::V3Backend)?;
+            if commits {
+                let took = shared.clock.now() - started;
+                shared.counters.timings.backend_commit.observe(took);
+            }
             if durable {
                 self.v3_durable_at = applied_at;
             }

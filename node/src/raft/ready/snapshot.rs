@@ -130,7 +130,12 @@ impl RaftLoop {
                 self.snapshot_due = true;
                 return Ok(());
             }
+            let (commits, started) = (mvcc.commit_due(true), self.shared.clock.now());
             mvcc.flush(true).map_err(LoopError::V3Backend)?;
+            if commits {
+                let took = self.shared.clock.now() - started;
+                self.shared.counters.timings.backend_commit.observe(took);
+            }
             let dump = mvcc.dump().map_err(LoopError::V3Backend)?;
             let held = dump.index().map_err(LoopError::V3Backend)?;
             self.shared
