@@ -372,6 +372,15 @@ pub struct WorkloadSpec {
     pub placement: Placement,
     /// Which API the clients speak: etcd's v2 HTTP+JSON (the default) or v3 gRPC.
     pub api: Api,
+    /// v3 lease clients (`api = "v3"` only): each grants leases, attaches keys, keeps them
+    /// alive, revokes them or lets them expire, and now and then compacts
+    /// (`sim/src/v3load.rs` `run_lease_client`).
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub leases: usize,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The API a workload speaks.
@@ -398,6 +407,7 @@ impl Default for WorkloadSpec {
             request_timeout_ms: 2000,
             placement: Placement::Random,
             api: Api::V2,
+            leases: 0,
         }
     }
 }
@@ -1061,6 +1071,7 @@ impl Scenario {
 /// What a vacuity check may find nothing of (see `checks.expect_vacuous`).
 pub const VACUITY_CHECKS: &[&str] = &[
     "watches",
+    "leases",
     "reads-after-faults",
     "leaders",
     "serializable-reads",
