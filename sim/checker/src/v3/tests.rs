@@ -1148,6 +1148,35 @@ fn a_compaction_cancel_ends_the_watch() {
     );
 }
 
+#[test]
+fn a_watch_below_an_applied_compaction_gets_no_events() {
+    let e = all_events();
+    // Compacted to 4 (acknowledged at revision 5); a watch from 2 created at revision 5 on
+    // a member that had applied the compaction must be canceled, not served.
+    let mut b = watch_base();
+    b.op(
+        1,
+        101,
+        Some(102),
+        compact(4),
+        Outcome::Ok(Response::Compact(CompactResponse { header_revision: 5 })),
+    );
+    b.h.watches[0].start_revision = 2;
+    b.h.watch_responses.clear();
+    b.wr(103, 5, true, vec![]);
+    b.wr(104, 5, false, e.clone());
+    // The header of the compaction is not below the created response's: passes.
+    passes(&b);
+    b.h.watch_responses[0].header_revision = 6;
+    b.h.watch_responses[1].header_revision = 6;
+    b.op(0, 105, Some(106), put("c", "1"), put_ok(6, None));
+    fails(
+        &b,
+        ViolationKind::Watch(WatchRule::Compaction),
+        "below a compaction to 4",
+    );
+}
+
 // ---------- leases ----------
 
 const S: u64 = 1_000_000_000;

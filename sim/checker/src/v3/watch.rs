@@ -19,7 +19,10 @@
 //! - **Filter**: no PUT events under NOPUT, no DELETE under NODELETE; no event outside the
 //!   watched range;
 //! - **Compaction**: a watch canceled with `compact_revision` c must have started below c
-//!   and gets no events after the cancel; what it got before is checked as usual.
+//!   and gets no events after the cancel; what it got before is checked as usual. A watch
+//!   that starts below the revision of a compaction its member had applied when it was
+//!   created (an acknowledged Compact whose header revision is below the created response's)
+//!   gets no events: etcd cancels it with the compact revision.
 //!
 //! Start revision 0 means the revision after the created response's header revision. The
 //! model-based rules (Reliable, Resumable, PrevKV, contents, order within a revision) run
@@ -98,6 +101,15 @@ pub fn check(h: &History, store: Option<&Store>, out: &mut Vec<Violation>) -> us
         by.entry(r.watcher).or_default().push(r);
     }
     let watches: BTreeMap<u64, &Watch> = h.watches.iter().map(|w| (w.watcher, w)).collect();
+    // Acknowledged compactions: (header revision, compact revision).
+    let compactions: Vec<(i64, i64)> = h
+        .ops
+        .iter()
+        .filter_map(|o| match (&o.request, &o.outcome) {
+            (Request::Compact(c), Outcome::Ok(r)) => Some((r.header_revision(), c.revision)),
+            _ => None,
+        })
+        .collect();
     let mut n = 0;
     for (wid, resps) in by {
         let Some(w) = watches.get(&wid) else {
@@ -109,6 +121,26 @@ pub fn check(h: &History, store: Option<&Store>, out: &mut Vec<Violation>) -> us
             continue;
         };
         n += resps.iter().map(|r| r.events.len()).sum::<usize>();
+        if let Some(created) = resps.iter().find(|r| r.created) {
+            let below = compactions.iter().find(|&&(hdr, c)| {
+                w.start_revision > 0 && w.start_revision < c && hdr < created.header_revision
+            });
+            if let (Some(&(hdr, c)), Some(e)) =
+                (below, resps.iter().flat_map(|r| r.events.iter()).next())
+            {
+                out.push(v(
+                    WatchRule::Compaction,
+                    wid,
+                    format!(
+                        "started at {} below a compaction to {c} (acknowledged at revision {hdr}; the watch was created at revision {}), yet it got events: {}",
+                        w.start_revision,
+                        created.header_revision,
+                        show(e)
+                    ),
+                ));
+                continue;
+            }
+        }
         let before = out.len();
         structural(w, &resps, out);
         if out.len() == before {
