@@ -96,8 +96,8 @@ pub fn prepare(h: &History) -> History {
             l.keys = keys.get(&l.id).cloned().unwrap_or_default();
         }
     }
-    let mut id = h.ops.iter().map(|o| o.id + 1).max().unwrap_or(0);
-    for (lease, at) in earliest_expiry(h) {
+    let first = h.ops.iter().map(|o| o.id + 1).max().unwrap_or(0);
+    for (id, (lease, at)) in (first..).zip(earliest_expiry(h)) {
         out.ops.push(Op {
             id,
             client: EXPIRY_CLIENT,
@@ -110,7 +110,6 @@ pub fn prepare(h: &History) -> History {
             }),
             outcome: Outcome::Indeterminate,
         });
-        id += 1;
     }
     out
 }

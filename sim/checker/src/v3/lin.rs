@@ -1249,7 +1249,20 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                             }
                         ));
                     }
-                    text.push_str(&lease_note(h, &store, &used, deadline[r as usize]));
+                    let deleted: Vec<&str> = want
+                        .iter()
+                        .filter_map(|e| match e {
+                            Evidence::Delete(k) => Some(k.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    text.push_str(&lease_note(
+                        h,
+                        &store,
+                        &used,
+                        deadline[r as usize],
+                        &deleted,
+                    ));
                     let mut ops: Vec<usize> = frame.cands.clone();
                     ops.truncate(5);
                     // It depends on what failed below each candidate, on the state of
@@ -1384,14 +1397,28 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
 
 /// For a revision nothing explains: the lease expiries that would have changed the store
 /// there but could not have happened yet (an operation at that revision or later had
-/// returned by `deadline`).
-fn lease_note(h: &History, store: &Store, used: &[bool], deadline: u64) -> String {
+/// returned by `deadline`); only those of the keys seen deleted there, if any lease has one.
+fn lease_note(
+    h: &History,
+    store: &Store,
+    used: &[bool],
+    deadline: u64,
+    deleted: &[&str],
+) -> String {
+    let named = |l: &LeaseRevokeRequest| l.keys.iter().any(|k| deleted.contains(&k.as_str()));
+    let any_named = h.ops.iter().any(|op| match &op.request {
+        Request::LeaseRevoke(l) => super::lease::is_expiry(op) && named(l),
+        _ => false,
+    });
     let mut s = String::new();
     for (i, op) in h.ops.iter().enumerate() {
         let Request::LeaseRevoke(l) = &op.request else {
             continue;
         };
         if used[i] || !super::lease::is_expiry(op) || op.call_ns <= deadline {
+            continue;
+        }
+        if any_named && !named(l) {
             continue;
         }
         let live: Vec<&String> = l
