@@ -1381,3 +1381,28 @@ fn an_acknowledged_revocation_makes_its_revision() {
     let r = b.check();
     assert_eq!(r.verdict, V3Verdict::Violations, "{}", r.render());
 }
+
+#[test]
+fn a_prev_kv_below_a_compaction_may_be_left_out() {
+    // Watch from 3 with prev_kv; compacted to 3 before the response: the event at 3 may
+    // come without its previous kv (etcd reads it at 2, which is compacted away).
+    let mut b = watch_base();
+    b.h.watches[0].start_revision = 3;
+    b.h.watch_responses.clear();
+    b.wr(103, 5, true, vec![]);
+    let e = vec![ev(EventType::Put, kv("a", "2", 2, 3, 2), None)];
+    b.wr(104, 5, false, e);
+    fails(
+        &b,
+        ViolationKind::Watch(WatchRule::PrevKv),
+        "the previous kv was",
+    );
+    b.op(
+        1,
+        101,
+        Some(102),
+        compact(3),
+        Outcome::Ok(Response::Compact(CompactResponse { header_revision: 5 })),
+    );
+    passes(&b);
+}

@@ -13,7 +13,9 @@
 //!   its own start, so a resumed watch is checked like any other, and a miss at its very
 //!   start is reported as this rule;
 //! - **PrevKV**: with `prev_kv`, an event's previous kv is the key's kv just before the
-//!   revision (none for a create); without it, none;
+//!   revision (none for a create); without it, none. As in etcd 3.4 (the server reads the
+//!   previous kv at revision - 1 and leaves it out when that read fails), an event at or
+//!   below a compaction's revision may come without it, once that compaction was invoked;
 //! - **IsCreate**: a put event's `create_revision == mod_revision` exactly when its
 //!   `version` is 1;
 //! - **Filter**: no PUT events under NOPUT, no DELETE under NODELETE; no event outside the
@@ -110,6 +112,16 @@ pub fn check(h: &History, store: Option<&Store>, out: &mut Vec<Violation>) -> us
             _ => None,
         })
         .collect();
+    // Compactions not refused: (invoked at, revision).
+    let compacts: Vec<(u64, i64)> = h
+        .ops
+        .iter()
+        .filter(|o| !matches!(o.outcome, Outcome::Error(_)))
+        .filter_map(|o| match &o.request {
+            Request::Compact(c) => Some((o.call_ns, c.revision)),
+            _ => None,
+        })
+        .collect();
     let mut n = 0;
     for (wid, resps) in by {
         let Some(w) = watches.get(&wid) else {
@@ -145,7 +157,7 @@ pub fn check(h: &History, store: Option<&Store>, out: &mut Vec<Violation>) -> us
         structural(w, &resps, out);
         if out.len() == before {
             if let Some(s) = store {
-                against_model(w, &resps, s, out);
+                against_model(w, &resps, s, &compacts, out);
             }
         }
     }
@@ -279,7 +291,13 @@ fn structural(w: &Watch, resps: &[&WatchResponse], out: &mut Vec<Violation>) {
     }
 }
 
-fn against_model(w: &Watch, resps: &[&WatchResponse], s: &Store, out: &mut Vec<Violation>) {
+fn against_model(
+    w: &Watch,
+    resps: &[&WatchResponse],
+    s: &Store,
+    compacts: &[(u64, i64)],
+    out: &mut Vec<Violation>,
+) {
     let wid = w.watcher;
     let start = if w.start_revision > 0 {
         w.start_revision
@@ -325,6 +343,25 @@ fn against_model(w: &Watch, resps: &[&WatchResponse], s: &Store, out: &mut Vec<V
                 e.prev_kv = None;
             }
             exp.push(e);
+        }
+    }
+    // A previous kv left out because revision - 1 had been compacted away (see the docs).
+    if w.prev_kv {
+        for (ri, e) in &got {
+            let rev = e.kv.mod_revision;
+            if e.prev_kv.is_some()
+                || !compacts
+                    .iter()
+                    .any(|&(call, c)| c >= rev && call <= resps[*ri].at_ns)
+            {
+                continue;
+            }
+            if let Some(x) = exp
+                .iter_mut()
+                .find(|x| x.kv.mod_revision == rev && x.kv.key == e.kv.key && x.kind == e.kind)
+            {
+                x.prev_kv = None;
+            }
         }
     }
     let resumed = w.start_revision > 0;
