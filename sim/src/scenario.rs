@@ -771,7 +771,7 @@ pub struct ChecksSpec {
     /// (0: three election timeouts).
     pub max_stall_s: f64,
     /// Checks that may find nothing to check in this scenario (otherwise a check with
-    /// nothing to check fails): `watches`, `reads-after-faults`, `leaders`,
+    /// nothing to check fails): `watches`, `leases`, `reads-after-faults`, `leaders`,
     /// `serializable-reads`.
     pub expect_vacuous: Vec<String>,
 }
