@@ -170,6 +170,17 @@ pub fn availability(s: &Scenario, out: &RunOutput) -> Check {
 /// Vacuity: what each check needed in order to mean something. Fails for every check that
 /// had nothing to look at, unless the scenario lists it in `checks.expect_vacuous`.
 pub fn vacuity(s: &Scenario, out: &RunOutput) -> Check {
+    vacuity_with(s, out, None)
+}
+
+/// [`vacuity`], with what the v3 checker's linearization says about leases: with lease
+/// clients in the workload, at least one lease must have ended (expired or revoked) with
+/// keys to delete, or the lease checks had nothing to check (`leases`).
+pub fn vacuity_with(
+    s: &Scenario,
+    out: &RunOutput,
+    leases: Option<detcd_checker::v3::lease::LeaseStats>,
+) -> Check {
     let load = (s.workload.duration_s * 1e9) as u64;
     let expected = |name: &str| s.checks.expect_vacuous.iter().any(|v| v == name);
     let mut empty: Vec<String> = Vec::new();
@@ -208,6 +219,23 @@ pub fn vacuity(s: &Scenario, out: &RunOutput) -> Check {
             empty.push("serializable-reads: no serializable read was answered".into());
         } else {
             fine.push(format!("{local} serializable reads"));
+        }
+    }
+    // Leases: ended with keys deleted (only known when the v3 check found a linearization;
+    // when it did not, that check fails on its own).
+    if s.workload.leases > 0 && s.checks.linearizable {
+        if let Some(l) = leases {
+            if l.expired + l.revoked == 0 {
+                empty.push(format!(
+                    "leases: no lease ended with keys to delete ({} granted, none expired or revoked with keys)",
+                    l.granted
+                ));
+            } else {
+                fine.push(format!(
+                    "{} leases expired and {} revoked with keys",
+                    l.expired, l.revoked
+                ));
+            }
         }
     }
     // A leader, ever.

@@ -366,6 +366,15 @@ pub fn v3_jsonl(out: &RunOutput) -> Vec<u8> {
     for r in &out.rec.v3_watch_responses {
         line(&mut buf, &detcd_checker::v3::Line::WatchResponse(r.clone()));
     }
+    for g in &out.rec.v3_lease_grants {
+        line(&mut buf, &detcd_checker::v3::Line::LeaseGrant(g.clone()));
+    }
+    for k in &out.rec.v3_keepalives {
+        line(
+            &mut buf,
+            &detcd_checker::v3::Line::LeaseKeepalive(k.clone()),
+        );
+    }
     buf
 }
 
@@ -373,15 +382,27 @@ pub fn v3_jsonl(out: &RunOutput) -> Vec<u8> {
 /// indeterminate operation against etcd 3.4's MVCC model (header revisions matched), and
 /// serializable reads against the state at their revision.
 pub fn check_v3(history: &[u8], timeout: Duration) -> Check {
+    check_v3_leases(history, timeout).0
+}
+
+/// [`check_v3`], and what the linearization it found says about leases (None: no
+/// linearization, or a history without lease grants).
+pub fn check_v3_leases(
+    history: &[u8],
+    timeout: Duration,
+) -> (Check, Option<detcd_checker::v3::lease::LeaseStats>) {
     let text = String::from_utf8_lossy(history);
     let h = match detcd_checker::v3::History::parse(&text) {
         Ok(h) => h,
         Err(e) => {
-            return Check {
-                name: "v3-linearizability".into(),
-                passed: Some(false),
-                detail: format!("the v3 history does not parse: {e}"),
-            }
+            return (
+                Check {
+                    name: "v3-linearizability".into(),
+                    passed: Some(false),
+                    detail: format!("the v3 history does not parse: {e}"),
+                },
+                None,
+            )
         }
     };
     let limits = detcd_checker::v3::Limits {
@@ -394,17 +415,30 @@ pub fn check_v3(history: &[u8], timeout: Duration) -> Check {
         detcd_checker::v3::V3Verdict::Violations => Some(false),
         detcd_checker::v3::V3Verdict::Unknown => None,
     };
+    let l = r.leases;
     let detail = if passed == Some(true) {
+        let leases = if h.lease_grants.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; leases: {} granted, {} KeepAlives, {} expired and {} revoked with keys ({} keys deleted)",
+                l.granted, l.keepalives, l.expired, l.revoked, l.keys_deleted
+            )
+        };
         format!(
-            "{} operations: {} linearizable, {} serializable reads, {} of {} indeterminate writes applied, {} revisions; {} watch events of {} watches checked",
+            "{} operations: {} linearizable, {} serializable reads, {} of {} indeterminate writes applied, {} revisions; {} watch events of {} watches checked{leases}",
             r.ops, r.linearizable, r.serializable, r.indeterminate_applied, r.indeterminate_writes, r.revisions, r.watch_events, h.watches.len()
         )
     } else {
         r.render()
     };
-    Check {
-        name: "v3-linearizability".into(),
-        passed,
-        detail,
-    }
+    let stats = (passed == Some(true) && !h.lease_grants.is_empty()).then_some(l);
+    (
+        Check {
+            name: "v3-linearizability".into(),
+            passed,
+            detail,
+        },
+        stats,
+    )
 }

@@ -53,11 +53,14 @@ pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
     let mut checks = Vec::new();
     let mut timeline_html = String::new();
     let v3 = s.workload.api == crate::scenario::Api::V3;
+    let mut leases = None;
     if v3 && s.checks.linearizable {
-        checks.push(crate::history::check_v3(
+        let (c, l) = crate::history::check_v3_leases(
             &v3_history,
             Duration::from_secs_f64(s.checks.checker_timeout_s),
-        ));
+        );
+        checks.push(c);
+        leases = l;
     }
     if !v3 && (s.checks.linearizable || s.checks.watches) {
         let (lin, watches, html) = crate::history::check(
@@ -77,7 +80,7 @@ pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
     }
     checks.extend(out.checks.iter().cloned());
     checks.push(crate::availability::availability(s, &out));
-    checks.push(crate::availability::vacuity(s, &out));
+    checks.push(crate::availability::vacuity_with(s, &out, leases));
     checks.extend(crate::permissions::check(s, &out));
     let load_ns = (s.workload.duration_s * 1e9) as u64;
     let report = report::build(

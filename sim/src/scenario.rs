@@ -372,6 +372,15 @@ pub struct WorkloadSpec {
     pub placement: Placement,
     /// Which API the clients speak: etcd's v2 HTTP+JSON (the default) or v3 gRPC.
     pub api: Api,
+    /// v3 lease clients (`api = "v3"` only): each grants leases, attaches keys, keeps them
+    /// alive, revokes them or lets them expire, and now and then compacts
+    /// (`sim/src/v3load.rs` `run_lease_client`).
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub leases: usize,
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The API a workload speaks.
@@ -398,6 +407,7 @@ impl Default for WorkloadSpec {
             request_timeout_ms: 2000,
             placement: Placement::Random,
             api: Api::V2,
+            leases: 0,
         }
     }
 }
@@ -831,7 +841,7 @@ pub struct ChecksSpec {
     /// (0: three election timeouts).
     pub max_stall_s: f64,
     /// Checks that may find nothing to check in this scenario (otherwise a check with
-    /// nothing to check fails): `watches`, `reads-after-faults`, `leaders`,
+    /// nothing to check fails): `watches`, `leases`, `reads-after-faults`, `leaders`,
     /// `serializable-reads`.
     pub expect_vacuous: Vec<String>,
 }
@@ -1131,6 +1141,7 @@ impl Scenario {
 /// What a vacuity check may find nothing of (see `checks.expect_vacuous`).
 pub const VACUITY_CHECKS: &[&str] = &[
     "watches",
+    "leases",
     "reads-after-faults",
     "leaders",
     "serializable-reads",

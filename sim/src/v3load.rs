@@ -35,7 +35,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::scenario::Scenario;
 use crate::workload::{OpKind, OpRecord, Outcome, Recorder};
 
-type Kv = KvClient<H2Channel<tonic::body::Body>>;
+type Ch = H2Channel<tonic::body::Body>;
+type Kv = KvClient<Ch>;
 
 /// The workload's key number `k`.
 pub fn key(k: usize) -> String {
@@ -51,7 +52,7 @@ struct Client {
     rng: ChaCha8Rng,
     addrs: Vec<SocketAddr>,
     member: usize,
-    conn: Option<Kv>,
+    conn: Option<Ch>,
     seq: u64,
     /// The mod_revision last seen per key (for CAS).
     seen: Vec<i64>,
@@ -131,11 +132,11 @@ fn txn_resp(t: &pb::TxnResponse) -> h::TxnResponse {
 }
 
 impl Client {
-    async fn conn(&mut self) -> Option<&mut Kv> {
+    async fn conn(&mut self) -> Option<&mut Ch> {
         if self.conn.is_none() {
             let addr = self.addrs[self.member];
             match tokio::time::timeout(self.timeout, H2Channel::connect(addr)).await {
-                Ok(Ok(ch)) => self.conn = Some(KvClient::new(ch)),
+                Ok(Ok(ch)) => self.conn = Some(ch),
                 _ => {
                     // Try the next member next time.
                     self.member = (self.member + 1) % self.addrs.len();
@@ -146,11 +147,20 @@ impl Client {
         self.conn.as_mut()
     }
 
-    /// Run one call with the request timeout; on a failure the connection is dropped and the
-    /// next call goes to the next member.
+    /// Run one KV call with the request timeout (see [`Client::call_ch`]).
     async fn call<T, F, Fut>(&mut self, f: F) -> Option<Ended<T>>
     where
         F: FnOnce(Kv) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_ch(|ch| f(KvClient::new(ch))).await
+    }
+
+    /// Run one call with the request timeout; on a failure the connection is dropped and the
+    /// next call goes to the next member.
+    async fn call_ch<T, F, Fut>(&mut self, f: F) -> Option<Ended<T>>
+    where
+        F: FnOnce(Ch) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let timeout = self.timeout;
@@ -323,12 +333,37 @@ impl Client {
             detcd_node::rt::sleep(Duration::from_millis(10)).await;
             return;
         };
-        let return_ns = start.elapsed().as_nanos() as u64;
-        let write = !matches!(request, h::Request::Range(_));
         // What the client learns of the key's mod_revision, for its next CAS.
         if let Ended::Ok(r) = &ended {
             self.learn(k, r);
         }
+        self.record(
+            rec,
+            start,
+            member,
+            invoke_ns,
+            request,
+            ended,
+            key(k),
+            Some(value),
+        );
+    }
+
+    /// Record one operation that was sent (in the v3 history and for the report).
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        rec: &Mutex<Recorder>,
+        start: tokio::time::Instant,
+        member: usize,
+        invoke_ns: u64,
+        request: h::Request,
+        ended: Ended<h::Response>,
+        key: String,
+        value: Option<String>,
+    ) {
+        let return_ns = start.elapsed().as_nanos() as u64;
+        let write = !matches!(request, h::Request::Range(_));
         let (outcome, record) = match ended {
             Ended::Ok(r) => (
                 h::Outcome::Ok(r.clone()),
@@ -371,8 +406,8 @@ impl Client {
         rec.ops.push(OpRecord {
             client: self.id,
             kind,
-            key: key(k),
-            value: write.then_some(value),
+            key,
+            value: if write { value } else { None },
             prev_value: None,
             prev_index: None,
             invoke_ns,
@@ -460,6 +495,12 @@ pub async fn run_clients(
                 client.one(&s, &rec, start).await;
             }
         }));
+    }
+    for n in 0..s.workload.leases {
+        let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
+        tasks.push(tokio::spawn(run_lease_client(
+            n as u32, s, addrs, seed, rec, start, end,
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -594,8 +635,332 @@ pub async fn run_watcher(
             let canceled = r.canceled;
             rec.lock().unwrap().v3_watch_responses.push(resp);
             if canceled {
+                // Canceled for a compaction: its revisions are gone, so the next watch
+                // starts at the compact revision (as etcd's clients do on ErrCompacted).
+                if r.compact_revision > 0 {
+                    next = r.compact_revision;
+                }
                 break;
             }
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`
+/// for a prefix ending in a byte below 0xff).
+fn prefix_end(prefix: &str) -> String {
+    let mut b = prefix.as_bytes().to_vec();
+    let last = b.last_mut().expect("a non-empty prefix");
+    *last += 1;
+    String::from_utf8(b).expect("ascii prefix")
+}
+
+/// A lease client (`workload.leases`): in rounds until the load ends, it grants a lease of
+/// a seeded TTL (2-5 s) under an ID of its own, puts 2-3 keys of its own attached to it
+/// (`v3/l<client>-<round>-<j>`, unique values), keeps it alive over a LeaseKeepAlive
+/// stream every TTL/3 for one to three TTLs, then either revokes it or stops keeping it
+/// alive so that it expires, and after a seeded pause of up to TTL + 2 s reads the round's
+/// keys back (so a read lands before and one after the expiry is due). Every few rounds it
+/// also compacts at a seeded distance (50-300 revisions) behind the newest revision it
+/// saw, and reads a key at a revision up to 400 behind (below a compaction: etcd's
+/// "required revision has been compacted"). Grants and answered KeepAlives are history
+/// lines of their own (`lease_grant`, `lease_keepalive`); Puts, Revokes, Compacts and
+/// Ranges are operations.
+pub async fn run_lease_client(
+    n: u32,
+    s: Arc<Scenario>,
+    addrs: Vec<SocketAddr>,
+    seed: u64,
+    rec: Arc<Mutex<Recorder>>,
+    start: tokio::time::Instant,
+    end: tokio::time::Instant,
+) {
+    use detcd_proto::etcdserverpb::lease_client::LeaseClient;
+    let rng = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, n as u64, 0x1ea5));
+    // Client ids after the KV clients' (the history's clients run one operation at a time).
+    let id = (s.workload.clients + n as usize) as u32;
+    let mut c = Client {
+        id,
+        rng,
+        member: n as usize % addrs.len(),
+        conn: None,
+        seq: 0,
+        seen: Vec::new(),
+        timeout: Duration::from_millis(s.workload.request_timeout_ms),
+        addrs,
+    };
+    let now_ns = || start.elapsed().as_nanos() as u64;
+    let mut last_rev = 1i64;
+    let mut round = 0u64;
+    while tokio::time::Instant::now() < end {
+        round += 1;
+        let lease = ((id as i64 + 1) << 32) | round as i64;
+        let ttl: i64 = c.rng.gen_range(2..=5);
+        let nkeys = c.rng.gen_range(2..=3usize);
+        let keep_ms = c.rng.gen_range(ttl as u64 * 1000..=ttl as u64 * 3000);
+        let revoke = c.rng.gen_bool(0.5);
+        let pause_ms = c.rng.gen_range(0..=(ttl as u64 + 2) * 1000);
+        let compact = c.rng.gen_bool(0.5);
+        let compact_back = c.rng.gen_range(50..=300i64);
+        let read_back = c.rng.gen_range(1..=400i64);
+
+        // Grant.
+        let member = c.member;
+        let call_ns = now_ns();
+        let req = pb::LeaseGrantRequest { ttl, id: lease };
+        let Some(ended) = c
+            .call_ch(|ch| async move { LeaseClient::new(ch).lease_grant(req).await })
+            .await
+        else {
+            detcd_node::rt::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let (granted_ttl, error, ret) = match &ended {
+            Ended::Ok(r) => {
+                last_rev = last_rev.max(rev(&r.header));
+                (Some(r.ttl), None, Some(now_ns()))
+            }
+            Ended::Refused(st) => (
+                None,
+                Some(h::GrpcError {
+                    code: format!("{:?}", st.code()),
+                    message: st.message().to_string(),
+                }),
+                Some(now_ns()),
+            ),
+            Ended::Unknown => (None, None, None),
+        };
+        rec.lock().unwrap().v3_lease_grants.push(h::LeaseGrant {
+            client: id as u64,
+            member: Some(member as u64),
+            lease,
+            ttl,
+            call_ns,
+            return_ns: ret,
+            granted_ttl,
+            error,
+        });
+        if granted_ttl.is_none() {
+            detcd_node::rt::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+
+        // Keys attached to it.
+        let prefix = format!("v3/l{id}-{round}-");
+        for j in 0..nkeys {
+            c.seq += 1;
+            let k = format!("{prefix}{j}");
+            let value = format!("c{id}-{}", c.seq);
+            let req = pb::PutRequest {
+                key: k.clone().into_bytes(),
+                value: value.clone().into_bytes(),
+                lease,
+                ..Default::default()
+            };
+            let member = c.member;
+            let invoke_ns = now_ns();
+            if let Some(e) = c.call(|mut kv| async move { kv.put(req).await }).await {
+                let e = map(e, |p| {
+                    h::Response::Put(h::PutResponse {
+                        header_revision: rev(&p.header),
+                        prev_kv: p.prev_kv.as_ref().map(kv),
+                    })
+                });
+                if let Ended::Ok(r) = &e {
+                    last_rev = last_rev.max(r.header_revision());
+                }
+                let request = h::Request::Put(h::PutRequest {
+                    key: k.clone(),
+                    value: value.clone(),
+                    lease,
+                    ..Default::default()
+                });
+                c.record(&rec, start, member, invoke_ns, request, e, k, Some(value));
+            }
+        }
+
+        // KeepAlive over one bidi stream, reopened on the next member when it breaks.
+        let keep_until = tokio::time::Instant::now() + Duration::from_millis(keep_ms);
+        let every = Duration::from_millis(ttl as u64 * 1000 / 3);
+        let mut stream: Option<(
+            futures::channel::mpsc::UnboundedSender<pb::LeaseKeepAliveRequest>,
+            tonic::Streaming<pb::LeaseKeepAliveResponse>,
+            usize,
+        )> = None;
+        let mut gone = false;
+        while !gone && tokio::time::Instant::now() < keep_until.min(end) {
+            if stream.is_none() {
+                if let Some(ch) = c.conn().await.cloned() {
+                    let (tx, rx) = futures::channel::mpsc::unbounded();
+                    let mut l = LeaseClient::new(ch);
+                    match detcd_node::rt::timeout(c.timeout, l.lease_keep_alive(rx)).await {
+                        Ok(Ok(r)) => stream = Some((tx, r.into_inner(), c.member)),
+                        _ => {
+                            c.conn = None;
+                            c.member = (c.member + 1) % c.addrs.len();
+                        }
+                    }
+                }
+            }
+            if let Some((tx, answers, member)) = stream.as_mut() {
+                let call_ns = now_ns();
+                let sent = tx
+                    .unbounded_send(pb::LeaseKeepAliveRequest { id: lease })
+                    .is_ok();
+                let answer = if sent {
+                    detcd_node::rt::timeout(c.timeout, answers.message()).await
+                } else {
+                    Ok(Ok(None))
+                };
+                match answer {
+                    Ok(Ok(Some(r))) => {
+                        last_rev = last_rev.max(rev(&r.header));
+                        rec.lock().unwrap().v3_keepalives.push(h::LeaseKeepAlive {
+                            client: id as u64,
+                            member: Some(*member as u64),
+                            lease,
+                            call_ns,
+                            return_ns: now_ns(),
+                            ttl: r.ttl,
+                        });
+                        gone = r.ttl <= 0;
+                    }
+                    _ => {
+                        // Broken or silent: a new stream on the next member.
+                        stream = None;
+                        c.conn = None;
+                        c.member = (c.member + 1) % c.addrs.len();
+                        continue;
+                    }
+                }
+            }
+            detcd_node::rt::sleep(every).await;
+        }
+        drop(stream);
+
+        // Revoke it, or let it expire.
+        if revoke && !gone {
+            let member = c.member;
+            let invoke_ns = now_ns();
+            let req = pb::LeaseRevokeRequest { id: lease };
+            if let Some(e) = c
+                .call_ch(|ch| async move { LeaseClient::new(ch).lease_revoke(req).await })
+                .await
+            {
+                let e = map(e, |r| {
+                    h::Response::LeaseRevoke(h::LeaseRevokeResponse {
+                        header_revision: rev(&r.header),
+                    })
+                });
+                if let Ended::Ok(r) = &e {
+                    last_rev = last_rev.max(r.header_revision());
+                }
+                let request = h::Request::LeaseRevoke(h::LeaseRevokeRequest {
+                    id: lease,
+                    keys: Vec::new(),
+                });
+                c.record(
+                    &rec,
+                    start,
+                    member,
+                    invoke_ns,
+                    request,
+                    e,
+                    prefix.clone(),
+                    None,
+                );
+            }
+        }
+
+        // Read the round's keys back after a pause.
+        detcd_node::rt::sleep(Duration::from_millis(pause_ms)).await;
+        if tokio::time::Instant::now() >= end {
+            break;
+        }
+        let range = h::RangeRequest {
+            key: prefix.clone(),
+            range_end: prefix_end(&prefix),
+            ..Default::default()
+        };
+        c.range_op(&rec, start, range, &mut last_rev).await;
+
+        // Now and then: a compaction behind the head, and a read further back.
+        if compact && last_rev - compact_back > 1 {
+            let member = c.member;
+            let invoke_ns = now_ns();
+            let at = last_rev - compact_back;
+            let req = pb::CompactionRequest {
+                revision: at,
+                physical: false,
+            };
+            if let Some(e) = c.call(|mut kv| async move { kv.compact(req).await }).await {
+                let e = map(e, |r| {
+                    h::Response::Compact(h::CompactResponse {
+                        header_revision: rev(&r.header),
+                    })
+                });
+                let request = h::Request::Compact(h::CompactRequest {
+                    revision: at,
+                    physical: false,
+                });
+                c.record(
+                    &rec,
+                    start,
+                    member,
+                    invoke_ns,
+                    request,
+                    e,
+                    "compact".into(),
+                    None,
+                );
+            }
+            if last_rev - read_back >= 1 {
+                let range = h::RangeRequest {
+                    key: ALL_START.into(),
+                    range_end: ALL_END.into(),
+                    revision: last_rev - read_back,
+                    ..Default::default()
+                };
+                c.range_op(&rec, start, range, &mut last_rev).await;
+            }
+        }
+    }
+}
+
+impl Client {
+    /// One Range, recorded (an unanswered read is left out: it had no effect).
+    async fn range_op(
+        &mut self,
+        rec: &Mutex<Recorder>,
+        start: tokio::time::Instant,
+        r: h::RangeRequest,
+        last_rev: &mut i64,
+    ) {
+        let req = pb::RangeRequest {
+            key: r.key.clone().into_bytes(),
+            range_end: r.range_end.clone().into_bytes(),
+            revision: r.revision,
+            serializable: r.serializable,
+            ..Default::default()
+        };
+        let member = self.member;
+        let invoke_ns = start.elapsed().as_nanos() as u64;
+        if let Some(e) = self.call(|mut kv| async move { kv.range(req).await }).await {
+            let e = map(e, |x| h::Response::Range(range_resp(&x)));
+            if let Ended::Ok(x) = &e {
+                *last_rev = (*last_rev).max(x.header_revision());
+            }
+            let key = r.key.clone();
+            self.record(
+                rec,
+                start,
+                member,
+                invoke_ns,
+                h::Request::Range(r),
+                e,
+                key,
+                None,
+            );
         }
     }
 }

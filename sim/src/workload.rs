@@ -179,6 +179,10 @@ pub struct Recorder {
     pub v3_watches: Vec<detcd_checker::v3::Watch>,
     /// The responses v3 watchers received, in the order each received them.
     pub v3_watch_responses: Vec<detcd_checker::v3::WatchResponse>,
+    /// The v3 lease clients' grants.
+    pub v3_lease_grants: Vec<detcd_checker::v3::LeaseGrant>,
+    /// The v3 lease clients' answered KeepAlives.
+    pub v3_keepalives: Vec<detcd_checker::v3::LeaseKeepAlive>,
 }
 
 /// The main directory of the checked keys: the whole space a watcher may watch, and the

@@ -111,7 +111,7 @@ pub(crate) fn collect_kvs<'a>(
                 collect_kvs(r, branch.and_then(|b| b.get(i)), out);
             }
         }
-        Response::Compact(_) => {}
+        Response::Compact(_) | Response::LeaseRevoke(_) => {}
     }
 }
 
@@ -451,6 +451,8 @@ impl Visibility {
                         _ => true,
                     })
             }),
+            // A revocation at r deletes a key of its lease; not one that lived through r.
+            Request::LeaseRevoke(l) => !l.keys.iter().all(|k| self.throughout(k, r)),
             Request::Range(_) | Request::Compact(_) => false,
         }
     }
@@ -583,6 +585,7 @@ fn writes_into(req: &Request, key: &str, end: &str) -> bool {
             .iter()
             .chain(&t.failure)
             .any(|r| writes_into(r, key, end)),
+        Request::LeaseRevoke(l) => l.keys.iter().any(|k| overlap((k, ""), (key, end))),
         Request::Range(_) | Request::Compact(_) => false,
     }
 }
@@ -912,6 +915,9 @@ fn touched(req: &Request, out: &mut Vec<(String, String)>) {
             for r in t.success.iter().chain(&t.failure) {
                 touched(r, out);
             }
+        }
+        Request::LeaseRevoke(l) => {
+            out.extend(l.keys.iter().map(|k| (k.clone(), String::new())));
         }
         Request::Compact(_) => {}
     }
@@ -1243,6 +1249,20 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                             }
                         ));
                     }
+                    let deleted: Vec<&str> = want
+                        .iter()
+                        .filter_map(|e| match e {
+                            Evidence::Delete(k) => Some(k.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    text.push_str(&lease_note(
+                        h,
+                        &store,
+                        &used,
+                        deadline[r as usize],
+                        &deleted,
+                    ));
                     let mut ops: Vec<usize> = frame.cands.clone();
                     ops.truncate(5);
                     // It depends on what failed below each candidate, on the state of
@@ -1373,6 +1393,50 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
         backtracks,
         jumps: jumped,
     }
+}
+
+/// For a revision nothing explains: the lease expiries that would have changed the store
+/// there but could not have happened yet (an operation at that revision or later had
+/// returned by `deadline`); only those of the keys seen deleted there, if any lease has one.
+fn lease_note(
+    h: &History,
+    store: &Store,
+    used: &[bool],
+    deadline: u64,
+    deleted: &[&str],
+) -> String {
+    let named = |l: &LeaseRevokeRequest| l.keys.iter().any(|k| deleted.contains(&k.as_str()));
+    let any_named = h.ops.iter().any(|op| match &op.request {
+        Request::LeaseRevoke(l) => super::lease::is_expiry(op) && named(l),
+        _ => false,
+    });
+    let mut s = String::new();
+    for (i, op) in h.ops.iter().enumerate() {
+        let Request::LeaseRevoke(l) = &op.request else {
+            continue;
+        };
+        if used[i] || !super::lease::is_expiry(op) || op.call_ns <= deadline {
+            continue;
+        }
+        if any_named && !named(l) {
+            continue;
+        }
+        let live: Vec<&String> = l
+            .keys
+            .iter()
+            .filter(|k| store.kv_at(k, store.rev).is_some_and(|kv| kv.lease == l.id))
+            .collect();
+        if live.is_empty() {
+            continue;
+        }
+        s.push_str(&format!(
+            "\n  lease {} (keys {live:?}) could not expire before {:.3} s (its last acknowledged grant or KeepAlive + TTL), yet an operation at this revision or a later one had returned at {:.3} s",
+            l.id,
+            op.call_ns as f64 / 1e9,
+            deadline as f64 / 1e9
+        ));
+    }
+    s
 }
 
 /// The smallest revision a request reads at explicitly (None: none).

@@ -93,6 +93,7 @@
 //! revisions.
 
 pub mod gen;
+pub mod lease;
 pub mod lin;
 pub mod store;
 pub mod types;
@@ -186,6 +187,8 @@ pub struct V3Report {
     /// The linearization found: (revision, id of the op that made it), including the
     /// indeterminate writes it applied (empty unless linearizable).
     pub made_by: Vec<(i64, u64)>,
+    /// Leases: granted, ended with keys deleted (by expiry, by revocation), as linearized.
+    pub leases: lease::LeaseStats,
 }
 
 impl V3Report {
@@ -225,6 +228,14 @@ impl V3Report {
 
 /// One line describing an operation.
 pub fn describe_op(op: &Op) -> String {
+    if lease::is_expiry(op) {
+        if let Request::LeaseRevoke(l) = &op.request {
+            return format!(
+                "op {} (the expiry of lease {}, keys {:?}, not before {} ns)",
+                op.id, l.id, l.keys, op.call_ns
+            );
+        }
+    }
     let o = match &op.outcome {
         Outcome::Ok(r) => serde_json::to_string(r).unwrap_or_default(),
         Outcome::Error(e) => format!("error {} {:?}", e.code, e.message),
@@ -249,7 +260,10 @@ pub fn check(h: &History) -> V3Report {
 
 /// Check a history.
 pub fn check_with(h: &History, limits: Limits) -> V3Report {
-    let classes: Vec<Class> = h.ops.iter().map(classify).collect();
+    let prepared = lease::prepare(h);
+    let h = &prepared;
+    let mut classes: Vec<Class> = h.ops.iter().map(classify).collect();
+    lease::classify_revokes(h, &mut classes);
     let lin = lin::search(h, &classes, limits);
     let mut violations = lin.violations;
     let errors_checked = check_errors(h, &classes, &mut violations);
@@ -268,11 +282,29 @@ pub fn check_with(h: &History, limits: Limits) -> V3Report {
         V3Verdict::Ok
     };
     let count = |f: fn(&Class) -> bool| classes.iter().filter(|c| f(c)).count();
+    let mut leases = lease::LeaseStats {
+        granted: h.lease_grants.iter().filter(|g| g.error.is_none()).count(),
+        keepalives: h.keepalives.len(),
+        ..Default::default()
+    };
+    if let Some(store) = &lin.store {
+        for (r, i) in lin.made_by.iter().enumerate() {
+            let Some(i) = *i else { continue };
+            if matches!(h.ops[i].request, Request::LeaseRevoke(_)) {
+                if lease::is_expiry(&h.ops[i]) {
+                    leases.expired += 1;
+                } else {
+                    leases.revoked += 1;
+                }
+                leases.keys_deleted += store.events(r as i64).len();
+            }
+        }
+    }
     V3Report {
         verdict,
         violations,
         probable: lin.probable.clone(),
-        ops: h.ops.len(),
+        ops: h.ops.iter().filter(|o| !lease::is_expiry(o)).count(),
         linearizable: count(|c| matches!(c, Class::Write(_) | Class::Read(_))),
         serializable: count(|c| matches!(c, Class::Serial(_))),
         indeterminate_writes: count(|c| matches!(c, Class::IndetWrite)),
@@ -293,6 +325,7 @@ pub fn check_with(h: &History, limits: Limits) -> V3Report {
         } else {
             Vec::new()
         },
+        leases,
     }
 }
 
@@ -364,7 +397,7 @@ fn check_errors(h: &History, classes: &[Class], out: &mut Vec<Violation>) -> usi
                     ));
                 }
             }
-            (Some(_), None) | (None, None) => {}
+            (Some(_), None) | (None, None) | (None, Some(StoreError::LeaseNotFound)) => {}
             (
                 None,
                 Some(

@@ -21,8 +21,13 @@
 //!   failure; two puts of one key, or a put inside a deleted range, in one branch
 //!   (nested txns included) → duplicate key.
 //!
-//! Not modelled: leases (a Put's lease is taken as existing), sort orders and min/max
-//! revision filters of Range, auth.
+//! - LeaseRevoke(id) (a client's, or a lease expiry, which is a revocation the leader
+//!   proposes): every key whose kv names the lease is deleted, in key order, at one new
+//!   revision (none attached: no new revision); the lease is then over, so a second
+//!   revocation, or a Put naming it, fails with "requested lease not found".
+//!
+//! Not modelled: lease grants (a Put's lease is taken as existing until it is revoked or
+//! expires), sort orders and min/max revision filters of Range, auth.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -47,6 +52,8 @@ pub enum StoreError {
     TooManyOps,
     /// A compact inside a txn (no such `RequestOp`).
     CompactInTxn,
+    /// `etcdserver: requested lease not found`.
+    LeaseNotFound,
 }
 
 impl StoreError {
@@ -54,6 +61,7 @@ impl StoreError {
     pub fn code(self) -> &'static str {
         match self {
             StoreError::Compacted | StoreError::FutureRev => "OutOfRange",
+            StoreError::LeaseNotFound => "NotFound",
             _ => "InvalidArgument",
         }
     }
@@ -67,6 +75,7 @@ impl StoreError {
             StoreError::DuplicateKey => "duplicate key given in txn request",
             StoreError::TooManyOps => "too many operations in txn request",
             StoreError::CompactInTxn => "compact is not a txn operation",
+            StoreError::LeaseNotFound => "requested lease not found",
         }
     }
 
@@ -107,6 +116,7 @@ enum Undo {
     Rev(i64),
     Compact(i64),
     Changes,
+    Ended(i64),
 }
 
 /// One key's history: (revision, kv or tombstone), in revision order.
@@ -122,6 +132,8 @@ pub struct Store {
     keys: BTreeMap<String, KeyHistory>,
     /// Events per revision (index = revision), in the order the writes happened.
     changes: Vec<Vec<Event>>,
+    /// Leases revoked or expired.
+    ended: BTreeSet<i64>,
     undo: Vec<Undo>,
 }
 
@@ -139,6 +151,7 @@ impl Store {
             compact: -1,
             keys: BTreeMap::new(),
             changes: vec![Vec::new(), Vec::new()],
+            ended: BTreeSet::new(),
             undo: Vec::new(),
         }
     }
@@ -164,8 +177,16 @@ impl Store {
                 Undo::Changes => {
                     self.changes.pop();
                 }
+                Undo::Ended(id) => {
+                    self.ended.remove(&id);
+                }
             }
         }
+    }
+
+    /// Whether lease `id` was revoked or expired.
+    pub fn lease_ended(&self, id: i64) -> bool {
+        self.ended.contains(&id)
     }
 
     /// Forget the undo log (nothing before this point will be rolled back).
@@ -249,6 +270,9 @@ impl Store {
                 header_revision: self.rev,
             }));
         }
+        if let Request::LeaseRevoke(l) = req {
+            return self.revoke(l);
+        }
         let mark = self.mark();
         let begin = self.rev;
         let mut changed = false;
@@ -271,6 +295,48 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// A lease's end: its keys deleted at one revision, in key order.
+    fn revoke(&mut self, l: &LeaseRevokeRequest) -> Result<Response, StoreError> {
+        if self.ended.contains(&l.id) {
+            return Err(StoreError::LeaseNotFound);
+        }
+        self.ended.insert(l.id);
+        self.undo.push(Undo::Ended(l.id));
+        let begin = self.rev;
+        let mut keys: Vec<&String> = l.keys.iter().collect();
+        keys.sort();
+        keys.dedup();
+        let gone: Vec<KeyValue> = keys
+            .into_iter()
+            .filter_map(|k| self.kv_at(k, begin))
+            .filter(|kv| kv.lease == l.id)
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            let rev = begin + 1;
+            let mut events = Vec::with_capacity(gone.len());
+            for kv in gone {
+                self.push(&kv.key, rev, None);
+                events.push(Event {
+                    kind: EventType::Delete,
+                    kv: KeyValue {
+                        key: kv.key.clone(),
+                        mod_revision: rev,
+                        ..KeyValue::default()
+                    },
+                    prev_kv: Some(kv),
+                });
+            }
+            self.undo.push(Undo::Rev(self.rev));
+            self.rev = rev;
+            self.changes.push(events);
+            self.undo.push(Undo::Changes);
+        }
+        Ok(Response::LeaseRevoke(LeaseRevokeResponse {
+            header_revision: self.rev,
+        }))
     }
 
     fn compare(&self, c: &Compare, cur: i64) -> bool {
@@ -378,6 +444,9 @@ impl Store {
             // etcd checks a txn's ranges against the revision it began at.
             Request::Range(r) if r.revision > begin => Err(StoreError::FutureRev),
             Request::Range(r) => Ok(Response::Range(self.range(r, cur(*changed), true)?)),
+            Request::Put(p) if p.lease != 0 && self.ended.contains(&p.lease) => {
+                Err(StoreError::LeaseNotFound)
+            }
             Request::Put(p) => {
                 let rev = begin + 1;
                 let prev = self.kv_at(&p.key, cur(*changed)).cloned();
@@ -442,7 +511,7 @@ impl Store {
                     responses,
                 }))
             }
-            Request::Compact(_) => Err(StoreError::CompactInTxn),
+            Request::Compact(_) | Request::LeaseRevoke(_) => Err(StoreError::CompactInTxn),
         }
     }
 }
@@ -505,7 +574,7 @@ fn validate_txn(t: &TxnRequest) -> Result<(), StoreError> {
     for op in t.success.iter().chain(&t.failure) {
         match op {
             Request::Txn(n) => validate_txn(n)?,
-            Request::Compact(_) => return Err(StoreError::CompactInTxn),
+            Request::Compact(_) | Request::LeaseRevoke(_) => return Err(StoreError::CompactInTxn),
             other => validate(other)?,
         }
     }
@@ -554,7 +623,10 @@ fn check_intervals(reqs: &[Request]) -> Result<(BTreeSet<String>, Intervals), St
 pub fn may_write(req: &Request) -> bool {
     match req {
         Request::Range(_) => false,
-        Request::Put(_) | Request::DeleteRange(_) | Request::Compact(_) => true,
+        Request::Put(_)
+        | Request::DeleteRange(_)
+        | Request::Compact(_)
+        | Request::LeaseRevoke(_) => true,
         Request::Txn(t) => t.success.iter().chain(&t.failure).any(may_write),
     }
 }

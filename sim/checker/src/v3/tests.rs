@@ -1147,3 +1147,262 @@ fn a_compaction_cancel_ends_the_watch() {
         "which was not compacted",
     );
 }
+
+#[test]
+fn a_watch_below_an_applied_compaction_gets_no_events() {
+    let e = all_events();
+    // Compacted to 4 (acknowledged at revision 5); a watch from 2 created at revision 5 on
+    // a member that had applied the compaction must be canceled, not served.
+    let mut b = watch_base();
+    b.op(
+        1,
+        101,
+        Some(102),
+        compact(4),
+        Outcome::Ok(Response::Compact(CompactResponse { header_revision: 5 })),
+    );
+    b.h.watches[0].start_revision = 2;
+    b.h.watch_responses.clear();
+    b.wr(103, 5, true, vec![]);
+    b.wr(104, 5, false, e.clone());
+    // The header of the compaction is not below the created response's: passes.
+    passes(&b);
+    b.h.watch_responses[0].header_revision = 6;
+    b.h.watch_responses[1].header_revision = 6;
+    b.op(0, 105, Some(106), put("c", "1"), put_ok(6, None));
+    fails(
+        &b,
+        ViolationKind::Watch(WatchRule::Compaction),
+        "below a compaction to 4",
+    );
+}
+
+// ---------- leases ----------
+
+const S: u64 = 1_000_000_000;
+
+fn lput(k: &str, v: &str, lease: i64) -> Request {
+    Request::Put(PutRequest {
+        key: k.into(),
+        value: v.into(),
+        lease,
+        prev_kv: false,
+    })
+}
+
+fn lkv(k: &str, v: &str, create: i64, m: i64, lease: i64) -> KeyValue {
+    KeyValue {
+        lease,
+        ..kv(k, v, create, m, 1)
+    }
+}
+
+fn revoke(id: i64) -> Request {
+    Request::LeaseRevoke(LeaseRevokeRequest {
+        id,
+        keys: Vec::new(),
+    })
+}
+
+/// Lease 7 (TTL 2 s) granted at 0, keys a and b put on it at revisions 2 and 3 (by 0.2 s),
+/// one KeepAlive sent at 1 s (so it may expire from 3 s on).
+fn lease_base() -> B {
+    let mut b = B::default();
+    b.h.lease_grants.push(LeaseGrant {
+        client: 0,
+        member: Some(0),
+        lease: 7,
+        ttl: 2,
+        call_ns: 0,
+        return_ns: Some(S / 10),
+        granted_ttl: Some(2),
+        error: None,
+    });
+    b.h.keepalives.push(LeaseKeepAlive {
+        client: 0,
+        member: Some(0),
+        lease: 7,
+        call_ns: S,
+        return_ns: S + S / 10,
+        ttl: 2,
+    });
+    b.op(
+        0,
+        S / 10,
+        Some(S / 10 + 10),
+        lput("a", "1", 7),
+        put_ok(2, None),
+    )
+    .op(
+        0,
+        S / 5,
+        Some(S / 5 + 10),
+        lput("b", "2", 7),
+        put_ok(3, None),
+    );
+    b
+}
+
+fn all() -> Request {
+    Request::Range(RangeRequest {
+        key: "a".into(),
+        range_end: "c".into(),
+        ..RangeRequest::default()
+    })
+}
+
+#[test]
+fn a_revocation_deletes_every_key_of_its_lease_at_one_revision() {
+    let mut s = Store::new();
+    s.apply(&lput("a", "1", 7)).unwrap();
+    s.apply(&lput("b", "2", 7)).unwrap();
+    s.apply(&put("c", "3")).unwrap();
+    let keys = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+    let r = s
+        .apply(&Request::LeaseRevoke(LeaseRevokeRequest { id: 7, keys }))
+        .unwrap();
+    assert_eq!(r.header_revision(), 5);
+    assert_eq!(s.events(5).len(), 2);
+    assert!(s.kv_at("a", 5).is_none() && s.kv_at("b", 5).is_none());
+    assert!(s.kv_at("c", 5).is_some());
+    // Over: a second revocation or a put naming it fails, and changes nothing.
+    assert_eq!(s.apply(&revoke(7)), Err(StoreError::LeaseNotFound));
+    assert_eq!(s.apply(&lput("d", "4", 7)), Err(StoreError::LeaseNotFound));
+    assert_eq!(s.rev, 5);
+    // A lease with no keys left ends without a new revision.
+    let r = s
+        .apply(&Request::LeaseRevoke(LeaseRevokeRequest {
+            id: 8,
+            keys: vec!["a".into()],
+        }))
+        .unwrap();
+    assert_eq!(r.header_revision(), 5);
+}
+
+#[test]
+fn an_expiry_after_its_ttl_passes_and_is_counted() {
+    let mut b = lease_base();
+    // Both keys seen gone at revision 4, which no client wrote, at 3.5 s.
+    b.op(
+        1,
+        3 * S + S / 2,
+        Some(3 * S + S / 2 + 10),
+        all(),
+        get_ok(4, vec![]),
+    );
+    let r = b.check();
+    assert_eq!(r.verdict, V3Verdict::Ok, "{}", r.render());
+    assert_eq!((r.leases.expired, r.leases.keys_deleted), (1, 2));
+}
+
+#[test]
+fn a_key_gone_before_its_lease_could_expire_fails() {
+    let mut b = lease_base();
+    // Seen gone at 2.5 s: the KeepAlive at 1 s kept the lease to 3 s at least.
+    b.op(
+        1,
+        2 * S + S / 2,
+        Some(2 * S + S / 2 + 10),
+        all(),
+        get_ok(4, vec![]),
+    );
+    fails(
+        &b,
+        ViolationKind::UnexplainedRevision,
+        "could not expire before 3.000 s",
+    );
+}
+
+#[test]
+fn a_lease_end_in_two_revisions_fails() {
+    let mut b = lease_base();
+    // a gone at 4, b at 5: one lease end deletes both at one revision.
+    b.op(
+        1,
+        4 * S,
+        Some(4 * S + 10),
+        all(),
+        get_ok(4, vec![lkv("b", "2", 3, 3, 7)]),
+    )
+    .op(1, 5 * S, Some(5 * S + 10), all(), get_ok(5, vec![]));
+    let r = b.check();
+    assert_eq!(r.verdict, V3Verdict::Violations, "{}", r.render());
+}
+
+#[test]
+fn deleted_lease_keys_never_come_back() {
+    let mut b = lease_base();
+    b.op(1, 4 * S, Some(4 * S + 10), all(), get_ok(4, vec![]))
+        .op(
+            1,
+            5 * S,
+            Some(5 * S + 10),
+            all(),
+            get_ok(4, vec![lkv("a", "1", 2, 2, 7), lkv("b", "2", 3, 3, 7)]),
+        );
+    let r = b.check();
+    assert_eq!(r.verdict, V3Verdict::Violations, "{}", r.render());
+}
+
+#[test]
+fn an_acknowledged_revocation_makes_its_revision() {
+    let mut b = lease_base();
+    b.op(
+        2,
+        S / 2,
+        Some(S / 2 + 10),
+        revoke(7),
+        Outcome::Ok(Response::LeaseRevoke(LeaseRevokeResponse {
+            header_revision: 4,
+        })),
+    )
+    .op(1, S, Some(S + 10), all(), get_ok(4, vec![]));
+    let r = b.check();
+    assert_eq!(r.verdict, V3Verdict::Ok, "{}", r.render());
+    assert_eq!((r.leases.revoked, r.leases.expired), (1, 0));
+    // Keys still there after the revocation returned: a violation.
+    let mut b = lease_base();
+    b.op(
+        2,
+        S / 2,
+        Some(S / 2 + 10),
+        revoke(7),
+        Outcome::Ok(Response::LeaseRevoke(LeaseRevokeResponse {
+            header_revision: 4,
+        })),
+    )
+    .op(
+        1,
+        S,
+        Some(S + 10),
+        all(),
+        get_ok(4, vec![lkv("a", "1", 2, 2, 7), lkv("b", "2", 3, 3, 7)]),
+    );
+    let r = b.check();
+    assert_eq!(r.verdict, V3Verdict::Violations, "{}", r.render());
+}
+
+#[test]
+fn a_prev_kv_below_a_compaction_may_be_left_out() {
+    // Watch from 3 with prev_kv; compacted to 3 before the response: the event at 3 may
+    // come without its previous kv (etcd reads it at 2, which is compacted away).
+    let mut b = watch_base();
+    b.h.watches[0].start_revision = 3;
+    b.h.watch_responses.clear();
+    b.wr(103, 5, true, vec![]);
+    let e = vec![ev(EventType::Put, kv("a", "2", 2, 3, 2), None)];
+    b.wr(104, 5, false, e);
+    fails(
+        &b,
+        ViolationKind::Watch(WatchRule::PrevKv),
+        "the previous kv was",
+    );
+    b.op(
+        1,
+        101,
+        Some(102),
+        compact(3),
+        Outcome::Ok(Response::Compact(CompactResponse { header_revision: 5 })),
+    );
+    passes(&b);
+}

@@ -166,7 +166,21 @@ pub struct CompactRequest {
     pub physical: bool,
 }
 
-/// A KV request (`RequestOp` inside a txn: `compact` is not allowed there).
+/// `LeaseRevokeRequest`; the checker also stands a lease's expiry for one (a revocation
+/// the leader proposed: see [`crate::v3::lease`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRevokeRequest {
+    /// Lease ID.
+    pub id: i64,
+    /// Every key the history ever put with this lease (filled in by the checker, never
+    /// read from or written to a history): the keys a revocation may delete.
+    #[serde(skip)]
+    pub keys: Vec<String>,
+}
+
+/// A KV request (`RequestOp` inside a txn: `compact` and `lease_revoke` are not allowed
+/// there).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
@@ -180,6 +194,9 @@ pub enum Request {
     Txn(TxnRequest),
     /// `Compact`.
     Compact(CompactRequest),
+    /// `LeaseRevoke` (the Lease service's, not a KV request): deletes every key attached
+    /// to the lease in one revision (none: no new revision) and ends the lease.
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 /// `RangeResponse`.
@@ -241,6 +258,13 @@ pub struct CompactResponse {
     pub header_revision: i64,
 }
 
+/// `LeaseRevokeResponse`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LeaseRevokeResponse {
+    /// `header.revision` (the store's revision after the revocation).
+    pub header_revision: i64,
+}
+
 /// A KV response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -255,6 +279,8 @@ pub enum Response {
     Txn(TxnResponse),
     /// `Compact`.
     Compact(CompactResponse),
+    /// `LeaseRevoke`.
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 impl Response {
@@ -266,13 +292,17 @@ impl Response {
             Response::DeleteRange(r) => r.header_revision,
             Response::Txn(r) => r.header_revision,
             Response::Compact(r) => r.header_revision,
+            Response::LeaseRevoke(r) => r.header_revision,
         }
     }
 
     /// Whether this response shows a change to the store (a put, a delete of something,
-    /// a txn whose branch did either), i.e. the request took a new revision.
+    /// a txn whose branch did either), i.e. the request took a new revision. A lease
+    /// revocation's response does not say (the checker decides, see `lin::classify_all`):
+    /// taken as a change here.
     pub fn changed(&self) -> bool {
         match self {
+            Response::LeaseRevoke(_) => true,
             Response::Put(_) => true,
             Response::DeleteRange(d) => d.deleted > 0,
             Response::Txn(t) => t.responses.iter().any(Response::changed),
@@ -414,6 +444,51 @@ pub struct WatchResponse {
     pub events: Vec<Event>,
 }
 
+/// A lease grant (`LeaseGrantRequest` with the ID the client chose, and how it ended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    /// Client.
+    #[serde(default)]
+    pub client: u64,
+    /// Member.
+    #[serde(default)]
+    pub member: Option<u64>,
+    /// Lease ID asked for.
+    pub lease: i64,
+    /// TTL asked for (seconds).
+    pub ttl: i64,
+    /// Invocation time (ns).
+    pub call_ns: u64,
+    /// Return time (ns; None: no answer).
+    #[serde(default)]
+    pub return_ns: Option<u64>,
+    /// The TTL granted (the answer's; None: refused or no answer).
+    #[serde(default)]
+    pub granted_ttl: Option<i64>,
+    /// The error it was refused with (then the lease was not granted).
+    #[serde(default)]
+    pub error: Option<GrpcError>,
+}
+
+/// One answered KeepAlive (a request and its response on a `LeaseKeepAlive` stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseKeepAlive {
+    /// Client.
+    #[serde(default)]
+    pub client: u64,
+    /// Member whose stream carried it.
+    #[serde(default)]
+    pub member: Option<u64>,
+    /// Lease ID.
+    pub lease: i64,
+    /// When the request was sent (ns).
+    pub call_ns: u64,
+    /// When the response arrived (ns).
+    pub return_ns: u64,
+    /// The TTL answered (0: the lease was not found, i.e. it had expired or was revoked).
+    pub ttl: i64,
+}
+
 /// One line of a v3 history file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -424,6 +499,10 @@ pub enum Line {
     Watch(Watch),
     /// A response a watcher received.
     WatchResponse(WatchResponse),
+    /// A lease grant.
+    LeaseGrant(LeaseGrant),
+    /// An answered KeepAlive.
+    LeaseKeepalive(LeaseKeepAlive),
     /// A member's process restarted at this time (its serializable reads may start over
     /// from what it had persisted).
     Restart {
@@ -445,6 +524,10 @@ pub struct History {
     pub watch_responses: Vec<WatchResponse>,
     /// Member restarts (member, ns).
     pub restarts: Vec<(u64, u64)>,
+    /// Lease grants.
+    pub lease_grants: Vec<LeaseGrant>,
+    /// Answered KeepAlives.
+    pub keepalives: Vec<LeaseKeepAlive>,
 }
 
 impl History {
@@ -461,6 +544,8 @@ impl History {
                 Line::Watch(w) => h.watches.push(w),
                 Line::WatchResponse(r) => h.watch_responses.push(r),
                 Line::Restart { member, at_ns } => h.restarts.push((member, at_ns)),
+                Line::LeaseGrant(g) => h.lease_grants.push(g),
+                Line::LeaseKeepalive(k) => h.keepalives.push(k),
             }
         }
         Ok(h)
@@ -484,6 +569,12 @@ impl History {
         }
         for &(member, at_ns) in &self.restarts {
             push(Line::Restart { member, at_ns });
+        }
+        for g in &self.lease_grants {
+            push(Line::LeaseGrant(g.clone()));
+        }
+        for k in &self.keepalives {
+            push(Line::LeaseKeepalive(k.clone()));
         }
         s
     }

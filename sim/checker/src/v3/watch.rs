@@ -13,13 +13,18 @@
 //!   its own start, so a resumed watch is checked like any other, and a miss at its very
 //!   start is reported as this rule;
 //! - **PrevKV**: with `prev_kv`, an event's previous kv is the key's kv just before the
-//!   revision (none for a create); without it, none;
+//!   revision (none for a create); without it, none. As in etcd 3.4 (the server reads the
+//!   previous kv at revision - 1 and leaves it out when that read fails), an event at or
+//!   below a compaction's revision may come without it, once that compaction was invoked;
 //! - **IsCreate**: a put event's `create_revision == mod_revision` exactly when its
 //!   `version` is 1;
 //! - **Filter**: no PUT events under NOPUT, no DELETE under NODELETE; no event outside the
 //!   watched range;
 //! - **Compaction**: a watch canceled with `compact_revision` c must have started below c
-//!   and gets no events after the cancel; what it got before is checked as usual.
+//!   and gets no events after the cancel; what it got before is checked as usual. A watch
+//!   that starts below the revision of a compaction its member had applied when it was
+//!   created (an acknowledged Compact whose header revision is below the created response's)
+//!   gets no events: etcd cancels it with the compact revision.
 //!
 //! Start revision 0 means the revision after the created response's header revision. The
 //! model-based rules (Reliable, Resumable, PrevKV, contents, order within a revision) run
@@ -98,6 +103,25 @@ pub fn check(h: &History, store: Option<&Store>, out: &mut Vec<Violation>) -> us
         by.entry(r.watcher).or_default().push(r);
     }
     let watches: BTreeMap<u64, &Watch> = h.watches.iter().map(|w| (w.watcher, w)).collect();
+    // Acknowledged compactions: (header revision, compact revision).
+    let compactions: Vec<(i64, i64)> = h
+        .ops
+        .iter()
+        .filter_map(|o| match (&o.request, &o.outcome) {
+            (Request::Compact(c), Outcome::Ok(r)) => Some((r.header_revision(), c.revision)),
+            _ => None,
+        })
+        .collect();
+    // Compactions not refused: (invoked at, revision).
+    let compacts: Vec<(u64, i64)> = h
+        .ops
+        .iter()
+        .filter(|o| !matches!(o.outcome, Outcome::Error(_)))
+        .filter_map(|o| match &o.request {
+            Request::Compact(c) => Some((o.call_ns, c.revision)),
+            _ => None,
+        })
+        .collect();
     let mut n = 0;
     for (wid, resps) in by {
         let Some(w) = watches.get(&wid) else {
@@ -109,11 +133,31 @@ pub fn check(h: &History, store: Option<&Store>, out: &mut Vec<Violation>) -> us
             continue;
         };
         n += resps.iter().map(|r| r.events.len()).sum::<usize>();
+        if let Some(created) = resps.iter().find(|r| r.created) {
+            let below = compactions.iter().find(|&&(hdr, c)| {
+                w.start_revision > 0 && w.start_revision < c && hdr < created.header_revision
+            });
+            if let (Some(&(hdr, c)), Some(e)) =
+                (below, resps.iter().flat_map(|r| r.events.iter()).next())
+            {
+                out.push(v(
+                    WatchRule::Compaction,
+                    wid,
+                    format!(
+                        "started at {} below a compaction to {c} (acknowledged at revision {hdr}; the watch was created at revision {}), yet it got events: {}",
+                        w.start_revision,
+                        created.header_revision,
+                        show(e)
+                    ),
+                ));
+                continue;
+            }
+        }
         let before = out.len();
         structural(w, &resps, out);
         if out.len() == before {
             if let Some(s) = store {
-                against_model(w, &resps, s, out);
+                against_model(w, &resps, s, &compacts, out);
             }
         }
     }
@@ -247,7 +291,13 @@ fn structural(w: &Watch, resps: &[&WatchResponse], out: &mut Vec<Violation>) {
     }
 }
 
-fn against_model(w: &Watch, resps: &[&WatchResponse], s: &Store, out: &mut Vec<Violation>) {
+fn against_model(
+    w: &Watch,
+    resps: &[&WatchResponse],
+    s: &Store,
+    compacts: &[(u64, i64)],
+    out: &mut Vec<Violation>,
+) {
     let wid = w.watcher;
     let start = if w.start_revision > 0 {
         w.start_revision
@@ -293,6 +343,25 @@ fn against_model(w: &Watch, resps: &[&WatchResponse], s: &Store, out: &mut Vec<V
                 e.prev_kv = None;
             }
             exp.push(e);
+        }
+    }
+    // A previous kv left out because revision - 1 had been compacted away (see the docs).
+    if w.prev_kv {
+        for (ri, e) in &got {
+            let rev = e.kv.mod_revision;
+            if e.prev_kv.is_some()
+                || !compacts
+                    .iter()
+                    .any(|&(call, c)| c >= rev && call <= resps[*ri].at_ns)
+            {
+                continue;
+            }
+            if let Some(x) = exp
+                .iter_mut()
+                .find(|x| x.kv.mod_revision == rev && x.kv.key == e.kv.key && x.kind == e.kind)
+            {
+                x.prev_kv = None;
+            }
         }
     }
     let resumed = w.start_revision > 0;
