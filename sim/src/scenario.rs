@@ -513,8 +513,47 @@ pub enum FaultKind {
         /// What goes wrong.
         fault: DiskFault,
         /// Which files.
-        area: crate::disk::DiskArea,
+        area: DiskArea,
     },
+}
+
+/// Which of a member's files a storage fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskArea {
+    /// Any file.
+    #[default]
+    Any,
+    /// The write-ahead log's segments (`*.wal`).
+    Wal,
+    /// Snapshot files (`*.snap`).
+    Snap,
+    /// The v3 keyspace's backend file (`member/snap/db`).
+    V3,
+}
+
+impl DiskArea {
+    /// Whether `path` belongs to this area.
+    pub fn holds(self, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.as_deref().unwrap_or("");
+        match self {
+            DiskArea::Any => true,
+            DiskArea::Wal => name.ends_with(".wal"),
+            DiskArea::Snap => name.ends_with(".snap"),
+            DiskArea::V3 => name == "db",
+        }
+    }
+
+    /// The name used in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskArea::Any => "any",
+            DiskArea::Wal => "wal",
+            DiskArea::Snap => "snap",
+            DiskArea::V3 => "v3",
+        }
+    }
 }
 
 /// The storage faults of the `disk` fault kinds.
@@ -600,7 +639,7 @@ pub struct RawFault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fsync_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    area: Option<crate::disk::DiskArea>,
+    area: Option<DiskArea>,
 }
 
 impl TryFrom<RawFault> for Fault {
@@ -1321,12 +1360,8 @@ pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
                     .iter()
                     .find(|x| x.name() == d)
                     .expect("matched"),
-                area: [
-                    crate::disk::DiskArea::Any,
-                    crate::disk::DiskArea::Wal,
-                    crate::disk::DiskArea::Snap,
-                    crate::disk::DiskArea::V3,
-                ][rng.gen_range(0..4)],
+                area: [DiskArea::Any, DiskArea::Wal, DiskArea::Snap, DiskArea::V3]
+                    [rng.gen_range(0..4)],
             },
             _ => FaultKind::Isolate { target },
         };

@@ -1720,7 +1720,7 @@ impl Mvcc {
 
     /// Count the live keys of the committed keyspace (one scan, when opened or restored).
     fn count_keys(&mut self) -> io::Result<()> {
-        let rtx = self.db.begin_read().map_err(io_err)?;
+        let rtx = self.db().begin_read().map_err(io_err)?;
         let kv = rtx.open_table(KV).map_err(io_err)?;
         let mut n = 0u64;
         scan(&kv, b"", End::FromKey, self.rev, |_, _| {
