@@ -37,6 +37,8 @@ pub trait ProbeHandler: Send + Sync {
     }
     /// The member did something the outside world sees (see [`Probe::effect`]).
     fn effect(&self, _what: &str) {}
+    /// The member applied the Raft entry at `index` (see [`Probe::applied`]).
+    fn applied(&self, _index: u64, _term: u64, _data: &[u8]) {}
 }
 
 /// A member's failpoints and invariant reports. Cloning shares the handler.
@@ -83,6 +85,19 @@ impl Probe {
         }
         #[cfg(not(any(madsim, feature = "probe-handler")))]
         let _ = what;
+    }
+
+    /// The member applied the Raft entry at `index` (its term and bytes), for the harness to
+    /// check that every member applies the same entry at each index (Raft's state machine
+    /// safety; a member that applied a damaged copy breaks it). Nothing outside the simulator.
+    #[inline(always)]
+    pub fn applied(&self, index: u64, term: u64, data: &[u8]) {
+        #[cfg(any(madsim, feature = "probe-handler"))]
+        if let Some(h) = &self.handler {
+            h.applied(index, term, data);
+        }
+        #[cfg(not(any(madsim, feature = "probe-handler")))]
+        let _ = (index, term, data);
     }
 
     /// An invariant that must hold: if `holds` is false, the harness is told (with

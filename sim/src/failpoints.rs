@@ -48,6 +48,9 @@ struct Armed {
     hits: BTreeMap<&'static str, u64>,
     events: Vec<FaultEvent>,
     violations: Vec<Violation>,
+    /// Per Raft index, the entry the first member to apply it applied: (term, hash of its
+    /// bytes, member).
+    applied: std::collections::BTreeMap<u64, (u64, u64, usize)>,
 }
 
 /// The failpoints of one run, shared by its members' probes.
@@ -241,6 +244,29 @@ impl ProbeHandler for MemberProbe {
             end_ns: start_ns + dur.as_nanos() as u64,
             detail,
         });
+    }
+
+    fn applied(&self, index: u64, term: u64, data: &[u8]) {
+        use std::hash::Hasher;
+        // SipHash with fixed keys: the same bytes give the same hash in every run.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write(data);
+        let hash = h.finish();
+        let me = self.m.index;
+        let mut armed = self.fp.armed.lock().unwrap();
+        let first = *armed.applied.entry(index).or_insert((term, hash, me));
+        if first.0 != term || first.1 != hash {
+            let at_ns = self.fp.now_ns().unwrap_or(0);
+            armed.violations.push(Violation {
+                member: me,
+                name: "applied-entries-agree",
+                detail: format!(
+                    "applied entry {index} of term {term} (hash {hash:016x}); member {} applied entry {index} of term {} (hash {:016x})",
+                    first.2, first.0, first.1
+                ),
+                at_ns,
+            });
+        }
     }
 
     fn violated(&self, name: &'static str, detail: &str) {

@@ -696,6 +696,7 @@ impl RaftLoop {
                 self.applied = e.index;
                 sm.meta.applied_index = e.index;
                 shared.probe.effect(|| format!("apply entry {}", e.index));
+                shared.probe.applied(e.index, e.term, &e.data);
                 match e.get_entry_type() {
                     // An empty normal entry is the new leader's no-op. The empty conf-change
                     // entry that leaves a joint configuration must NOT be skipped.
