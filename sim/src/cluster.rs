@@ -48,6 +48,8 @@ pub struct MemberSim {
     pub args: Arc<Mutex<Vec<String>>>,
     /// Set while a `replace` fault has it out of the cluster: no other fault may start it.
     pub replacing: Arc<std::sync::atomic::AtomicBool>,
+    /// How many times the member has started serving (its storage recovered).
+    pub starts: Arc<AtomicU64>,
 }
 
 impl MemberSim {
@@ -165,15 +167,17 @@ pub fn start(
             let wal_segment_bytes =
                 (s.disk.wal_segment_kib > 0).then_some(s.disk.wal_segment_kib << 10);
             let exit: Arc<Mutex<Option<String>>> = Arc::default();
+            let starts: Arc<AtomicU64> = Arc::default();
             let args = Arc::new(Mutex::new(member_args(s, i)));
             let pki = pki.cloned();
             let args2 = args.clone();
-            let (d, c, sh, inc, ex) = (
+            let (d, c, sh, inc, ex, st) = (
                 disk.clone(),
                 clock.clone(),
                 shared.clone(),
                 incarnations.clone(),
                 exit.clone(),
+                starts.clone(),
             );
             let node = handle
                 .create_node()
@@ -189,6 +193,7 @@ pub fn start(
                     let exit = ex.clone();
                     let pki = pki.clone();
                     let probe = probe.clone();
+                    let starts = st.clone();
                     *slot.lock().unwrap() = None;
                     disk.thaw();
                     async move {
@@ -214,7 +219,10 @@ pub fn start(
                             clock,
                             seed: mix(seed, i as u64, incarnation),
                             tls,
-                            on_start: Some(Box::new(move |s| *slot2.lock().unwrap() = Some(s))),
+                            on_start: Some(Box::new(move |s| {
+                                starts.fetch_add(1, Ordering::SeqCst);
+                                *slot2.lock().unwrap() = Some(s);
+                            })),
                             probe,
                             wal_segment_bytes,
                         };
@@ -239,6 +247,7 @@ pub fn start(
                 exit,
                 args,
                 replacing,
+                starts,
             }
         })
         .collect()

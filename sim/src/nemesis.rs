@@ -47,8 +47,9 @@ pub struct DiskFaults {
     corrupted: BTreeSet<usize>,
     /// Refusals to start of members whose data no fault damaged.
     pub unexpected: Vec<String>,
-    /// When the supervisor last restarted each member (simulated ns).
-    restarted_ns: std::collections::BTreeMap<usize, u64>,
+    /// The member's start count when the supervisor last restarted it: if it stops again
+    /// without having started since, it refused to start.
+    restarted_at: std::collections::BTreeMap<usize, u64>,
 }
 
 /// Stream number `salt` forked from `rng`.
@@ -304,9 +305,9 @@ impl Nemesis {
 
     /// The operator of a cluster whose disks fail, until `stop`: a member that a storage
     /// fault hit and that stopped on its own (as it must on damage it cannot repair) is
-    /// started again once no storage fault is in force on it; if it stops again within
-    /// 10 s (it refuses to start on damaged data), it is replaced: removed, wiped, added
-    /// back. Each action is a `repair` event.
+    /// started again once no storage fault is in force on it; if it stops again before it
+    /// has started serving (it refuses to start on damaged data), it is replaced: removed,
+    /// wiped, added back. Each action is a `repair` event.
     pub async fn supervise_disks(&self, stop: Arc<std::sync::atomic::AtomicBool>) {
         let handle = Handle::current();
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -330,8 +331,11 @@ impl Nemesis {
                 let Some(why) = m.exit.lock().unwrap().take() else {
                     continue;
                 };
-                let last = self.disks.lock().unwrap().restarted_ns.get(&t).copied();
-                let detail = if last.is_some_and(|l| start_ns - l < 10_000_000_000) {
+                let starts = m.starts.load(std::sync::atomic::Ordering::SeqCst);
+                let last = self.disks.lock().unwrap().restarted_at.get(&t).copied();
+                // Stopped again without having started since the last restart: it refuses
+                // to start (a stop after it served again is a new fault's, and is restarted).
+                let detail = if last == Some(starts) {
                     {
                         let mut d = self.disks.lock().unwrap();
                         if !d.corrupted.contains(&t) {
@@ -348,7 +352,7 @@ impl Nemesis {
                     // Its process is gone (a real one exits): nothing of it may hold on.
                     handle.kill(node_id(m));
                     handle.restart(node_id(m));
-                    self.disks.lock().unwrap().restarted_ns.insert(t, start_ns);
+                    self.disks.lock().unwrap().restarted_at.insert(t, starts);
                     format!("it stopped ({why}); restarted")
                 };
                 self.events.lock().unwrap().push(FaultEvent {
