@@ -966,6 +966,8 @@ mod tests {
             assert_eq!(data[off as usize], 1 << bit, "seed {seed}");
             let (p, off, bit) = disk.flip_synced_bit(DiskArea::V3).unwrap();
             assert_eq!(p, d);
+            // The member after the crash opens its file again (the old handle is dead).
+            let db = disk.open_random(d).unwrap();
             let mut b = [0u8; 1];
             db.read_at(off, &mut b).unwrap();
             assert_eq!(b[0], 1 << bit, "seed {seed}: the member reads the damage");
