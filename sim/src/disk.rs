@@ -87,6 +87,16 @@ impl RandState {
         self.synced -= n;
     }
 
+    /// What the member sees again: the base image with every op over it (after the base or
+    /// the ops changed underneath: a flipped bit, ops a failed fsync dropped).
+    fn rebuild_current(&mut self) {
+        let mut current = self.base.clone();
+        for op in &self.ops {
+            op.apply(&mut current);
+        }
+        self.current = current;
+    }
+
     fn unsynced_bytes(&self) -> u64 {
         self.ops[self.synced..].iter().map(Op::bytes).sum()
     }
@@ -365,11 +375,7 @@ impl SimDisk {
             f.base[offset as usize] ^= 1 << bit;
             // What the member sees: the damaged image with the unsynced changes over it
             // (a write made since the last fsync may have covered the byte again).
-            let mut current = f.base.clone();
-            for op in &f.ops {
-                op.apply(&mut current);
-            }
-            f.current = current;
+            f.rebuild_current();
         }
         Some((path, offset, bit))
     }
@@ -553,11 +559,7 @@ impl RandomFile for SimRandomFile {
             // from the disk and from what the member reads back.
             let synced = f.synced;
             f.ops.truncate(synced);
-            let mut current = f.base.clone();
-            for op in &f.ops {
-                op.apply(&mut current);
-            }
-            f.current = current;
+            f.rebuild_current();
             return Err(eio());
         }
         // The previous fsync of this file is done unless the member still waits for it.

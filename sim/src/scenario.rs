@@ -587,6 +587,11 @@ impl DiskFault {
         }
     }
 
+    /// The storage fault whose kind name is `name`.
+    pub fn named(name: &str) -> Option<DiskFault> {
+        DiskFault::ALL.into_iter().find(|d| d.name() == name)
+    }
+
     /// Every storage fault.
     pub const ALL: [DiskFault; 5] = [
         DiskFault::BitFlip,
@@ -679,8 +684,8 @@ impl TryFrom<RawFault> for Fault {
             "ring" => FaultKind::Ring,
             "rolling-restart" => FaultKind::RollingRestart,
             "power-loss" => FaultKind::PowerLoss,
-            other => match DiskFault::ALL.iter().find(|d| d.name() == other) {
-                Some(&fault) => FaultKind::Disk {
+            other => match DiskFault::named(other) {
+                Some(fault) => FaultKind::Disk {
                     target: needs_target()?,
                     fault,
                     area: r.area.unwrap_or_default(),
@@ -697,10 +702,7 @@ impl TryFrom<RawFault> for Fault {
         no("drift_ppm", r.drift_ppm.is_some() && k != "clock-skew")?;
         no("flap_ms", r.flap_ms.is_some() && k != "flaky")?;
         no("fsync_ms", r.fsync_ms.is_some() && k != "slow-disk")?;
-        no(
-            "area",
-            r.area.is_some() && !DiskFault::ALL.iter().any(|d| d.name() == k),
-        )?;
+        no("area", r.area.is_some() && DiskFault::named(k).is_none())?;
         no(
             "leader_in_minority",
             r.leader_in_minority.is_some() && k != "minority-majority",
@@ -1354,16 +1356,15 @@ pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
                 fsync_ms: rng.gen_range(5..200),
             },
             "power-loss" => FaultKind::PowerLoss,
-            d if DiskFault::ALL.iter().any(|x| x.name() == d) => FaultKind::Disk {
-                target,
-                fault: *DiskFault::ALL
-                    .iter()
-                    .find(|x| x.name() == d)
-                    .expect("matched"),
-                area: [DiskArea::Any, DiskArea::Wal, DiskArea::Snap, DiskArea::V3]
-                    [rng.gen_range(0..4)],
+            other => match DiskFault::named(other) {
+                Some(fault) => FaultKind::Disk {
+                    target,
+                    fault,
+                    area: [DiskArea::Any, DiskArea::Wal, DiskArea::Snap, DiskArea::V3]
+                        [rng.gen_range(0..4)],
+                },
+                None => FaultKind::Isolate { target },
             },
-            _ => FaultKind::Isolate { target },
         };
         debug_assert!(SWARM_KINDS.contains(&kind_name(&k)));
         let dur = rng.gen_range(0.2..sw.max_duration_s.max(0.3));
