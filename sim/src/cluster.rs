@@ -169,6 +169,14 @@ pub fn start(
             let exit: Arc<Mutex<Option<String>>> = Arc::default();
             let starts: Arc<AtomicU64> = Arc::default();
             let args = Arc::new(Mutex::new(member_args(s, i)));
+            // Members never boot in the same microsecond: each first start waits a seeded
+            // part of a heartbeat, so the members' Raft tickers run out of phase as real
+            // ones do. In phase, two followers that drew the same election timeout (1 in
+            // 10 with etcd's 10..20 ticks) campaign within a network delay of each other
+            // and split the vote, which no real cluster does that often.
+            let boot_offset = Duration::from_micros(
+                mix(seed, i as u64, 0xb007) % (s.cluster.heartbeat_ms.max(1) * 1000),
+            );
             let pki = pki.cloned();
             let args2 = args.clone();
             let (d, c, sh, inc, ex, st) = (
@@ -197,6 +205,9 @@ pub fn start(
                     *slot.lock().unwrap() = None;
                     disk.thaw();
                     async move {
+                        if incarnation == 0 {
+                            madsim::time::sleep(boot_offset).await;
+                        }
                         let env_none = |_: &str| None;
                         let no_file = |p: &std::path::Path| -> std::io::Result<String> {
                             Err(std::io::Error::new(
