@@ -1,4 +1,4 @@
-//! The command line: `run`, `sweep`, `replay`, `shrink`, `check`.
+//! The command line: `run`, `sweep`, `merge`, `replay`, `shrink`, `check`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,33 @@ enum Cmd {
         /// Seeds run at once (each in its own process).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
+        /// Write this shard's output to DIR for `merge` (rows, histogram, failure files; the
+        /// runs under DIR/runs/, passing ones removed) instead of reports/<scenario>/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// With --out: keep the passing runs' directories too.
+        #[arg(long)]
+        keep_passing: bool,
+        /// --shard's I counts from 0 (Kubernetes' JOB_COMPLETION_INDEX).
+        #[arg(long)]
+        zero_based: bool,
+    },
+    /// Join shard directories (`sweep --out`) into one sweep report; refuses shards of other
+    /// scenarios or commits, and seed sets that overlap or leave gaps (exit 2).
+    Merge {
+        /// Shard directories, or directories whose subdirectories are shards.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the report goes (default reports/<scenario>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Wait until this many finished shards are present (a merge step that starts with
+        /// the shards, as in deploy/k8s/sweep-job.yaml).
+        #[arg(long)]
+        expect: Option<usize>,
+        /// How long --expect waits before giving up, seconds.
+        #[arg(long, default_value_t = 86_400)]
+        wait_s: u64,
     },
     /// Re-run a failure file and confirm the same digest and failure.
     Replay {
@@ -116,7 +143,30 @@ pub fn main() -> ExitCode {
             seeds,
             shard,
             jobs,
-        } => crate::sweep::sweep(&scenario, &seeds, shard.as_deref(), jobs),
+            out,
+            keep_passing,
+            zero_based,
+        } => crate::sweep::sweep(
+            &scenario,
+            &seeds,
+            shard.as_deref(),
+            jobs,
+            &crate::sweep::SweepOut {
+                dir: out,
+                keep_passing,
+                zero_based,
+            },
+        ),
+        Cmd::Merge {
+            dirs,
+            out,
+            expect,
+            wait_s,
+        } => ExitCode::from(crate::shards::merge(
+            &dirs,
+            out.as_deref(),
+            expect.map(|n| (n, std::time::Duration::from_secs(wait_s))),
+        )),
         Cmd::Replay { file, trace } => crate::sweep::replay(&file, trace),
         Cmd::Shrink { file } => crate::shrink::shrink(&file),
     }

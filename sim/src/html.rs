@@ -349,25 +349,19 @@ fn per_seed_svg(title: &str, seeds: &[(u64, f64, bool)]) -> String {
 
 /// `sweep.html`: the distribution over the seeds of steady throughput, steady write p99 and
 /// the longest unavailability, one bar per seed (failed seeds red), with the summary table.
-pub fn sweep_page(name: &str, reports: &[Report], markdown: &str) -> String {
-    let ok = |r: &Report| r.checks.iter().all(|c| c.verdict == "pass");
-    let series = |f: &dyn Fn(&Report) -> f64| -> Vec<(u64, f64, bool)> {
-        reports.iter().map(|r| (r.seed, f(r), ok(r))).collect()
+pub fn sweep_page(name: &str, rows: &[crate::shards::SeedRow], markdown: &str) -> String {
+    let series = |f: &dyn Fn(&crate::shards::SeedRow) -> f64| -> Vec<(u64, f64, bool)> {
+        rows.iter().map(|r| (r.seed, f(r), r.passed)).collect()
     };
-    let wps = series(&|r| r.phases.first().map_or(0.0, |p| p.writes_per_sec));
-    let p99 = series(&|r| r.phases.first().map_or(0.0, |p| p.writes.p99_ms));
-    let un = series(&|r| {
-        r.unavailability
-            .iter()
-            .filter_map(|u| u.unavailable_s)
-            .fold(0.0, f64::max)
-    });
+    let wps = series(&|r| r.steady_writes_per_sec.unwrap_or(0.0));
+    let p99 = series(&|r| r.steady_write_p99_ms.unwrap_or(0.0));
+    let un = series(&|r| r.max_unavailable_s);
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>sweep of {0}</title>\
 <style>{STYLE}</style>\
 </head><body><h1>Sweep of {0}: {1} seeds</h1>{2}{3}{4}<h2>Summary</h2>{5}</body></html>\n",
         esc(name),
-        reports.len(),
+        rows.len(),
         per_seed_svg("steady-phase acknowledged writes/s per seed", &wps),
         per_seed_svg("steady-phase write p99 (ms) per seed", &p99),
         per_seed_svg("longest unavailability after a fault (s) per seed", &un),

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod report;
 pub mod scenario;
 pub mod seed;
+pub mod shards;
 pub mod v3load;
 pub mod workload;
 
