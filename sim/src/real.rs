@@ -978,9 +978,15 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
             crate::scenario::Api::V2 => {
                 tokio::spawn(workload::run_watcher(w, seed, addrs, rec, start, end))
             }
-            crate::scenario::Api::V3 => {
-                tokio::spawn(crate::v3load::run_watcher(w, seed, addrs, rec, start, end))
-            }
+            crate::scenario::Api::V3 => tokio::spawn(crate::v3load::run_watcher(
+                w,
+                seed,
+                (w as usize) < s.workload.slow_watchers,
+                addrs,
+                rec,
+                start,
+                end,
+            )),
         });
     }
     tasks.push(match s.workload.api {

@@ -126,9 +126,15 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                     crate::scenario::Api::V2 => {
                         tokio::spawn(workload::run_watcher(w, seed, addrs, rec, start, end))
                     }
-                    crate::scenario::Api::V3 => {
-                        tokio::spawn(crate::v3load::run_watcher(w, seed, addrs, rec, start, end))
-                    }
+                    crate::scenario::Api::V3 => tokio::spawn(crate::v3load::run_watcher(
+                        w,
+                        seed,
+                        (w as usize) < s.workload.slow_watchers,
+                        addrs,
+                        rec,
+                        start,
+                        end,
+                    )),
                 });
             }
             match s.workload.api {

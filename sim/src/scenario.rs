@@ -377,6 +377,20 @@ pub struct WorkloadSpec {
     /// (`sim/src/v3load.rs` `run_lease_client`).
     #[serde(skip_serializing_if = "is_zero_usize")]
     pub leases: usize,
+    /// Of the watchers, how many are slow consumers (`api = "v3"` only): after each watch
+    /// response such a watcher pauses a seeded 0.1-2.5 s before reading the next, so the
+    /// member's stream backs up behind HTTP/2 flow control and the watcher lags.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub slow_watchers: usize,
+    /// A compactor client (`api = "v3"` only; 0 = none): every this many ms it reads the
+    /// newest revision and compacts a seeded 20-200 revisions behind it, so compactions
+    /// overtake lagging watchers.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub compact_every_ms: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero_usize(n: &usize) -> bool {
@@ -408,6 +422,8 @@ impl Default for WorkloadSpec {
             placement: Placement::Random,
             api: Api::V2,
             leases: 0,
+            slow_watchers: 0,
+            compact_every_ms: 0,
         }
     }
 }
@@ -998,6 +1014,25 @@ impl Scenario {
             return Err(format!(
                 "workload.clients = {}: must be 1 to 1000",
                 self.workload.clients
+            ));
+        }
+        if self.workload.slow_watchers > self.workload.watchers {
+            return Err(format!(
+                "workload.slow_watchers = {} exceeds workload.watchers = {}",
+                self.workload.slow_watchers, self.workload.watchers
+            ));
+        }
+        if (self.workload.slow_watchers > 0 || self.workload.compact_every_ms > 0)
+            && self.workload.api != Api::V3
+        {
+            return Err(
+                "workload.slow_watchers and workload.compact_every_ms need api = \"v3\"".into(),
+            );
+        }
+        if self.workload.compact_every_ms > 0 && self.workload.compact_every_ms < 50 {
+            return Err(format!(
+                "workload.compact_every_ms = {}: at least 50 (or 0 for no compactor)",
+                self.workload.compact_every_ms
             ));
         }
         if self.workload.keys == 0 {

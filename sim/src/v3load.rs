@@ -502,8 +502,85 @@ pub async fn run_clients(
             n as u32, s, addrs, seed, rec, start, end,
         )));
     }
+    if s.workload.compact_every_ms > 0 {
+        let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
+        tasks.push(tokio::spawn(run_compactor(s, addrs, seed, rec, start, end)));
+    }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// The compactor (`workload.compact_every_ms`): every interval it reads one key (learning
+/// the newest revision from the header) and compacts a seeded 20-200 revisions behind it.
+/// Both are history operations, so the checker's model compacts with it.
+async fn run_compactor(
+    s: Arc<Scenario>,
+    addrs: Vec<SocketAddr>,
+    seed: u64,
+    rec: Arc<Mutex<Recorder>>,
+    start: tokio::time::Instant,
+    end: tokio::time::Instant,
+) {
+    // The client id after the KV and lease clients'.
+    let id = (s.workload.clients + s.workload.leases) as u32;
+    let mut c = Client {
+        id,
+        rng: ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, 0, 0xc0c0)),
+        member: id as usize % addrs.len(),
+        conn: None,
+        seq: 0,
+        seen: Vec::new(),
+        timeout: Duration::from_millis(s.workload.request_timeout_ms),
+        addrs,
+    };
+    let every = Duration::from_millis(s.workload.compact_every_ms);
+    let mut last_rev = 1i64;
+    let mut compacted = 0i64;
+    loop {
+        detcd_node::rt::sleep(every).await;
+        if tokio::time::Instant::now() >= end {
+            return;
+        }
+        let range = h::RangeRequest {
+            key: key(0),
+            ..Default::default()
+        };
+        c.range_op(&rec, start, range, &mut last_rev).await;
+        let at = last_rev - c.rng.gen_range(20..=200i64);
+        if at <= compacted.max(1) {
+            continue;
+        }
+        let member = c.member;
+        let invoke_ns = start.elapsed().as_nanos() as u64;
+        let req = pb::CompactionRequest {
+            revision: at,
+            physical: false,
+        };
+        if let Some(e) = c.call(|mut kv| async move { kv.compact(req).await }).await {
+            let e = map(e, |r| {
+                h::Response::Compact(h::CompactResponse {
+                    header_revision: rev(&r.header),
+                })
+            });
+            if matches!(e, Ended::Ok(_)) {
+                compacted = at;
+            }
+            let request = h::Request::Compact(h::CompactRequest {
+                revision: at,
+                physical: false,
+            });
+            c.record(
+                &rec,
+                start,
+                member,
+                invoke_ns,
+                request,
+                e,
+                "compact".into(),
+                None,
+            );
+        }
     }
 }
 
@@ -545,11 +622,14 @@ fn watch_variant(seed: u64, id: u32) -> (String, String, bool, i64, Vec<h::Watch
 pub async fn run_watcher(
     id: u32,
     seed: u64,
+    slow: bool,
     addrs: Vec<String>,
     rec: Arc<Mutex<Recorder>>,
     start: tokio::time::Instant,
     end: tokio::time::Instant,
 ) {
+    // A slow consumer's pauses, from a stream of its own.
+    let mut pauses = ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, id as u64, 0x510e));
     let addrs: Vec<SocketAddr> = addrs
         .iter()
         .map(|a| a.parse().expect("member addresses are ip:port"))
@@ -634,6 +714,13 @@ pub async fn run_watcher(
             }
             let canceled = r.canceled;
             rec.lock().unwrap().v3_watch_responses.push(resp);
+            if slow && !canceled {
+                // A slow consumer: the member's answers queue up behind flow control.
+                let pause = Duration::from_millis(pauses.gen_range(100..=2500));
+                let until = end.min(tokio::time::Instant::now() + pause);
+                detcd_node::rt::sleep(until.saturating_duration_since(tokio::time::Instant::now()))
+                    .await;
+            }
             if canceled {
                 // Canceled for a compaction: its revisions are gone, so the next watch
                 // starts at the compact revision (as etcd's clients do on ErrCompacted).
