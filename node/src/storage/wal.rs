@@ -449,15 +449,33 @@ fn replay_segment(
         let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().unwrap());
         // Only zeros from `at` on: nothing was written there (preallocated space).
         let zeros_from = |at: usize| data.get(at..).is_none_or(|r| r.iter().all(|b| *b == 0));
-        if len > RECORD_BYTES_MAX {
-            return torn(
-                is_last
-                    && (off + HEADER_BYTES + len > data.len() || zeros_from(off + HEADER_BYTES)),
+        // A torn write never leaves a record that is whole under a length one bit away from
+        // its header's: that is a bit flipped in the length field of a record written in
+        // full (the length has no checksum of its own), and truncating it would drop synced
+        // data.
+        let rotted_length = |what: String| {
+            match whole_under_flipped_length(data, off, len, crc) {
+            Some(bit) => Err(corrupt(
                 off,
-                || corrupt(off, format!("record length {len} exceeds the limit")),
-            );
+                format!("{what}, but the record is whole with bit {bit} of its length flipped: the length field is damaged"),
+            )),
+            None => Ok(()),
+        }
+        };
+        if len > RECORD_BYTES_MAX {
+            let allowed = is_last
+                && (off + HEADER_BYTES + len > data.len() || zeros_from(off + HEADER_BYTES));
+            if allowed {
+                rotted_length(format!("record length {len} exceeds the limit"))?;
+            }
+            return torn(allowed, off, || {
+                corrupt(off, format!("record length {len} exceeds the limit"))
+            });
         }
         if HEADER_BYTES + len > rest {
+            if is_last {
+                rotted_length("record cut short".into())?;
+            }
             return torn(is_last, off, || corrupt(off, "record cut short".into()));
         }
         let kind = data[off + 8];
@@ -472,13 +490,12 @@ fn replay_segment(
             // all, and an unwritten sector of preallocated space reads as zeros (etcd's
             // `isTornEntry`). A last record whose every sector holds data was written in
             // full and has rotted since: a bit flip in synced data, not a crash.
-            return torn(
-                is_last
-                    && (end == data.len() || zeros_from(end))
-                    && has_unwritten_sector(data, off, end),
-                off,
-                || corrupt(off, "CRC mismatch".into()),
-            );
+            let allowed = is_last
+                && (end == data.len() || zeros_from(end))
+                && has_unwritten_sector(data, off, end);
+            // Refused or not, say so when it is the length that rotted.
+            rotted_length("CRC mismatch".into())?;
+            return torn(allowed, off, || corrupt(off, "CRC mismatch".into()));
         }
         match kind {
             KIND_META => {
@@ -557,6 +574,23 @@ fn has_unwritten_sector(data: &[u8], from: usize, to: usize) -> bool {
         at = next;
     }
     false
+}
+
+/// The bit of the length field whose flip makes the record at `off` (header length `len`,
+/// checksum `crc`) whole: its payload under that length ends inside `data` and matches the
+/// checksum. Only asked of a last record about to be taken for a torn write.
+fn whole_under_flipped_length(data: &[u8], off: usize, len: usize, crc: u32) -> Option<u32> {
+    let kind = *data.get(off + 8)?;
+    (0..32u32).find(|bit| {
+        let l = len ^ (1usize << bit);
+        let end = off + HEADER_BYTES + l;
+        l <= RECORD_BYTES_MAX && end <= data.len() && {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&[kind]);
+            h.update(&data[off + HEADER_BYTES..end]);
+            h.finalize() == crc
+        }
+    })
 }
 
 fn torn(
@@ -739,6 +773,46 @@ mod tests {
             .to_string();
         assert!(msg.contains("CRC mismatch"), "{msg}");
         assert!(msg.contains(".wal"), "{msg}");
+    }
+
+    /// A bit flipped in the length field of the last record, which was written in full,
+    /// is damage, not a torn write: whichever way the longer length reads (into the
+    /// preallocated zeros, past the segment's end, past the record limit), the member
+    /// refuses to start and names the file, the offset and the flipped bit.
+    #[test]
+    fn a_flipped_bit_in_the_last_records_length_is_corruption_not_a_torn_write() {
+        for bit in [3u32, 12, 20, 27, 29] {
+            let dir = tempfile::tempdir().unwrap();
+            let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+            let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+            wal.save(None, &[entry(1, 1, b"a")], Some(&hs(1, 1, 1)))
+                .unwrap();
+            wal.save(None, &[entry(2, 1, b"a value")], None).unwrap();
+            drop(wal);
+            let seg = dir.path().join(segment_name(0, 0));
+            let mut data = std::fs::read(&seg).unwrap();
+            // Walk the records to the last one (the log ends where zeros begin).
+            let (mut off, mut last) = (0usize, 0usize);
+            while off + HEADER_BYTES <= data.len() && data[off + 8] != 0 {
+                last = off;
+                off += HEADER_BYTES
+                    + u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+            }
+            assert!(last > 0, "two records at least");
+            // Its length is the first 4 bytes of its header.
+            let at = last + (bit / 8) as usize;
+            data[at] ^= 1 << (bit % 8);
+            std::fs::write(&seg, &data).unwrap();
+            let msg = Wal::open(disk, dir.path())
+                .err()
+                .unwrap_or_else(|| panic!("bit {bit}: a damaged length was taken for a torn write"))
+                .to_string();
+            assert!(
+                msg.contains(&format!("bit {bit} of its length flipped")),
+                "bit {bit}: {msg}"
+            );
+            assert!(msg.contains(".wal"), "{msg}");
+        }
     }
 
     #[test]
