@@ -876,9 +876,18 @@ pub async fn run_lease_client(
         )> = None;
         let mut gone = false;
         while !gone && tokio::time::Instant::now() < keep_until.min(end) {
+            // When this turn opens the stream, its first request is already queued: a gRPC
+            // server may send the response headers only with its first answer (etcd's
+            // grpc-go does), and the call returns only once they arrive.
+            let mut queued = false;
+            let mut call_ns = now_ns();
             if stream.is_none() {
                 if let Some(ch) = c.conn().await.cloned() {
                     let (tx, rx) = futures::channel::mpsc::unbounded();
+                    queued = tx
+                        .unbounded_send(pb::LeaseKeepAliveRequest { id: lease })
+                        .is_ok();
+                    call_ns = now_ns();
                     let mut l = LeaseClient::new(ch);
                     match detcd_node::rt::timeout(c.timeout, l.lease_keep_alive(rx)).await {
                         Ok(Ok(r)) => stream = Some((tx, r.into_inner(), c.member)),
@@ -890,10 +899,11 @@ pub async fn run_lease_client(
                 }
             }
             if let Some((tx, answers, member)) = stream.as_mut() {
-                let call_ns = now_ns();
-                let sent = tx
-                    .unbounded_send(pb::LeaseKeepAliveRequest { id: lease })
-                    .is_ok();
+                let sent = queued || {
+                    call_ns = now_ns();
+                    tx.unbounded_send(pb::LeaseKeepAliveRequest { id: lease })
+                        .is_ok()
+                };
                 let answer = if sent {
                     detcd_node::rt::timeout(c.timeout, answers.message()).await
                 } else {
