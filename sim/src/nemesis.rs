@@ -242,10 +242,7 @@ impl Nemesis {
             m.incarnations.load(std::sync::atomic::Ordering::SeqCst)
         };
         let mut crashed = None;
-        if matches!(
-            fault,
-            DiskFault::BitFlip | DiskFault::MisdirectedWrite | DiskFault::ReadError
-        ) {
+        if fault.damages_data() {
             self.disks.lock().unwrap().corrupted.insert(t);
         }
         let mut detail = match fault {

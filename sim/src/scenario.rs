@@ -592,6 +592,16 @@ pub enum DiskFault {
 }
 
 impl DiskFault {
+    /// Whether the fault leaves bytes on the disk that are not what the member wrote (so the
+    /// member may rightly refuse to start): a flipped bit, a misdirected write, an unreadable
+    /// range. A failed fsync or a full disk only stop writes.
+    pub fn damages_data(self) -> bool {
+        matches!(
+            self,
+            DiskFault::BitFlip | DiskFault::MisdirectedWrite | DiskFault::ReadError
+        )
+    }
+
     /// The fault kind's name in scenario files.
     pub fn name(self) -> &'static str {
         match self {
