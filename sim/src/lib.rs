@@ -48,3 +48,5 @@ pub mod sweep;
 
 #[cfg(not(madsim))]
 pub mod real;
+#[cfg(not(madsim))]
+pub mod v3bench;

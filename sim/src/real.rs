@@ -363,19 +363,34 @@ fn start_cluster(s: &Scenario, server: Server, seed: u64) -> Result<Cluster, Str
 
 /// A free port pair on 127.0.0.1 for each member, below the ephemeral range (an outgoing
 /// connection can hold a port in it), starting from a place that depends on this process.
+/// `DETCD_REAL_PORTS=LOW-HIGH` searches that range instead of 21000-29100 (a machine whose
+/// users keep to ranges of their own).
 fn local_ports(n: usize) -> Result<Vec<(u16, u16)>, String> {
     let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-    let mut base = 21000 + (std::process::id() % 400) as u16 * 20;
-    for _ in 0..400 {
+    let (low, high) = std::env::var("DETCD_REAL_PORTS")
+        .ok()
+        .and_then(|v| {
+            let (l, h) = v.split_once('-')?;
+            Some((l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?))
+        })
+        .filter(|&(l, h)| l >= 1024 && h > l + 100)
+        .unwrap_or((21000, 29100));
+    // The last base whose ports all fit below `high`.
+    let top = high - 2 * n as u16;
+    let bases = ((top - low) / 20).max(1);
+    let mut base = low + (std::process::id() as u16 % bases) * 20;
+    for _ in 0..bases {
         let ports: Vec<(u16, u16)> = (0..n as u16)
             .map(|i| (base + 2 * i, base + 2 * i + 1))
             .collect();
         if ports.iter().all(|&(c, p)| free(c) && free(p)) {
             return Ok(ports);
         }
-        base = if base > 29000 { 21000 } else { base + 20 };
+        base = if base + 20 > top { low } else { base + 20 };
     }
-    Err("no free ports on 127.0.0.1 between 21000 and 29100".into())
+    Err(format!(
+        "no free ports on 127.0.0.1 between {low} and {high}"
+    ))
 }
 
 /// `/proc`'s clock ticks per second (USER_HZ, fixed at 100 in Linux's procfs ABI).
@@ -1119,6 +1134,77 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
     (out, cpu)
 }
 
+/// Run benchmark `b` on the cluster once it has a leader; its figures with the CPU the
+/// members and this process used while it ran.
+async fn run_bench(
+    b: crate::v3bench::Bench,
+    o: &crate::v3bench::BenchOpts,
+    c: &Cluster,
+) -> Result<crate::v3bench::Outcome, String> {
+    let t0 = tokio::time::Instant::now();
+    let lead = loop {
+        if let Some(l) = leader(c).await {
+            break l;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Err("no leader after 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let addrs: Vec<std::net::SocketAddr> = c
+        .addrs()
+        .iter()
+        .map(|a| a.parse().map_err(|e| format!("{a}: {e}")))
+        .collect::<Result<_, String>>()?;
+    let me = std::process::id();
+    let cpu0 = c.cpu_ticks().zip(proc_ticks(me));
+    let wall0 = tokio::time::Instant::now();
+    let mut r = match b {
+        crate::v3bench::Bench::WatchFanout => crate::v3bench::watch_fanout(&addrs, o).await?,
+        crate::v3bench::Bench::LeaseKeepalive => crate::v3bench::lease_keepalive(&addrs, o).await?,
+    };
+    let cpu1 = c.cpu_ticks().zip(proc_ticks(me));
+    // The member that led when the benchmark started (member i listens on addrs[i]).
+    r.figures["leader_at_start"] = lead.into();
+    if let (Some((m0, g0)), Some((m1, g1))) = (cpu0, cpu1) {
+        r.figures["members_cpu_s"] = ((m1 - m0) as f64 / PROC_TICKS_PER_S).into();
+        r.figures["generator_cpu_s"] = ((g1 - g0) as f64 / PROC_TICKS_PER_S).into();
+        r.figures["wall_s"] = wall0.elapsed().as_secs_f64().into();
+    }
+    Ok(r)
+}
+
+fn finish_bench(
+    r: Result<crate::v3bench::Outcome, String>,
+    server: Server,
+    dir: &Path,
+    logs: &str,
+) -> ExitCode {
+    let mut r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("detcd-real: FAIL: {e}; member logs: {logs}");
+            return ExitCode::from(1);
+        }
+    };
+    r.figures["server"] = server.name().into();
+    r.figures["passed"] = r.failures.is_empty().into();
+    r.figures["failures"] = r.failures.clone().into();
+    println!("{:#}", r.figures);
+    for f in &r.failures {
+        println!("FAIL: {f}");
+    }
+    let file = dir.join("bench.json");
+    if let Err(e) = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&file, format!("{:#}\n", r.figures)))
+    {
+        eprintln!("detcd-real: writing {}: {e}", file.display());
+        return ExitCode::from(2);
+    }
+    println!("wrote {}; member logs: {logs}", file.display());
+    ExitCode::from(if r.failures.is_empty() { 0 } else { 1 })
+}
+
 /// `detcd-real`'s command line.
 #[derive(clap::Parser)]
 #[command(
@@ -1126,8 +1212,20 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
     about = "Run a scenario against a real cluster: containers, or processes on 127.0.0.1"
 )]
 struct Args {
-    /// Scenario file (scenarios/NAME.toml) or name.
-    scenario: String,
+    /// Scenario file (scenarios/NAME.toml) or name; with --bench, only its cluster settings
+    /// are used (default: the scenario defaults, 3 members).
+    #[arg(required_unless_present = "bench")]
+    scenario: Option<String>,
+    /// Run a benchmark instead of the scenario's workload (with --processes): `watch-fanout`
+    /// (events/s delivered to --watchers watchers on one prefix, delivery latency from each
+    /// Put's acknowledgement, every event exactly once and in order) or `lease-keepalive`
+    /// (--leases leases kept alive over LeaseKeepAlive streams for --keep-s seconds:
+    /// answers/s, latency, none expired). See sim/src/v3bench.rs. Figures go to
+    /// OUT/bench.json (default reports/loopback/<server>/bench-<mode>/).
+    #[arg(long, value_enum, value_name = "MODE", requires = "processes")]
+    bench: Option<crate::v3bench::Bench>,
+    #[command(flatten)]
+    bench_opts: crate::v3bench::BenchOpts,
     /// Seed of the workload and the faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -1157,13 +1255,20 @@ pub fn main() -> ExitCode {
     };
     let Args {
         scenario,
+        bench,
+        bench_opts,
         seed,
         server,
         processes,
         bin,
         out,
     } = args;
-    let s = match Scenario::find(&scenario) {
+    let found = match (&scenario, bench) {
+        (Some(sc), _) => Scenario::find(sc),
+        (None, Some(b)) => Scenario::parse(&format!("name = \"{}\"\n", b.name()), "--bench"),
+        (None, None) => unreachable!("clap requires a scenario without --bench"),
+    };
+    let s = match found {
         Ok(s) => s,
         Err(e) => {
             eprintln!("detcd-real: {e}");
@@ -1207,6 +1312,15 @@ pub fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Some(b) = bench {
+        let r = rt.block_on(run_bench(b, &bench_opts, &c));
+        let logs = c.logs();
+        teardown(&c);
+        let dir = out.unwrap_or_else(|| {
+            PathBuf::from(format!("reports/loopback/{}/{}", server.name(), b.name()))
+        });
+        return finish_bench(r, server, &dir, &logs);
+    }
     let s = Arc::new(s);
     let (output, cpu) = rt.block_on(run_real(s.clone(), seed, c.clone()));
     let logs = c.logs();

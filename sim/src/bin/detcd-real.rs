@@ -1,6 +1,8 @@
 //! `detcd-real SCENARIO [--seed N] [--server detcd|etcd] [--processes [--bin PATH]] [--out DIR]`:
 //! a scenario against real containers or processes (see `detcd_sim::real`; `--help` lists the
-//! options). Exit codes: 0 every check passed, 1 a check failed, 2 bad usage.
+//! options). `detcd-real --processes --bench watch-fanout|lease-keepalive`: a watch or lease
+//! benchmark instead (`detcd_sim::v3bench`). Exit codes: 0 every check passed, 1 a check
+//! failed, 2 bad usage.
 
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
