@@ -595,9 +595,31 @@ CASES += [
       {"ID": 4660, "peerURLs": ["http://127.0.0.1:9"]}),
     E("cluster.ctl.add-existing-peer", ["member", "add", "x", "--peer-urls={PEER}"],
       "Peer URLs already exists"),
+    E("cluster.ctl.add-learner", ["member", "add", "l1", "--learner",
+                                  "--peer-urls=http://127.0.0.1:9"],
+      mask=MEMBER_MASK, sort=("members",), capture={"LEARNER": "member.ID"}),
+    E("cluster.ctl.add-second-learner", ["member", "add", "l2", "--learner",
+                                         "--peer-urls=http://127.0.0.1:10"],
+      "too many learner members"),
+    E("cluster.ctl.list-learner", ["member", "list"], mask=MEMBER_MASK, sort=("members",)),
+    G("cluster.gw.list-learner", "/v3/cluster/member/list", {}, mask=MEMBER_MASK,
+      sort=("members",)),
+    E("cluster.ctl.promote-learner", ["member", "promote", "{HEX:LEARNER}"],
+      "not in sync with the leader"),
+    G("cluster.gw.promote-learner", "/v3/cluster/member/promote", {"ID": "{VAR:LEARNER}"}),
     E("cluster.ctl.promote-voter", ["member", "promote", "{HEX:SELF}"]),
     E("cluster.ctl.promote-unknown", ["member", "promote", "1234"]),
+    E("cluster.ctl.remove-learner", ["member", "remove", "{HEX:LEARNER}"], mask=MEMBER_MASK),
+    E("cluster.ctl.remove-again", ["member", "remove", "{HEX:LEARNER}"], "member not found"),
     G("cluster.gw.remove-unknown", "/v3/cluster/member/remove", {"ID": 4660}),
+    G("cluster.gw.add-learner-existing-peer", "/v3/cluster/member/add",
+      {"peerURLs": ["{PEER}"], "isLearner": True}, "Peer URLs already exists"),
+    G("cluster.gw.add-learner", "/v3/cluster/member/add",
+      {"peerURLs": ["http://127.0.0.1:12"], "isLearner": True}, mask=MEMBER_MASK,
+      sort=("members",), capture={"LEARNER2": "member.ID"}),
+    G("cluster.gw.promote-learner2", "/v3/cluster/member/promote", {"ID": "{VAR:LEARNER2}"}),
+    G("cluster.gw.remove-learner", "/v3/cluster/member/remove", {"ID": "{VAR:LEARNER2}"},
+      mask=MEMBER_MASK),
     G("cluster.gw.add-no-urls", "/v3/cluster/member/add", {}),
     G("cluster.gw.add-bad-url", "/v3/cluster/member/add", {"peerURLs": ["not a url"]}),
     E("cluster.ctl.list-after", ["member", "list"], mask=MEMBER_MASK),
@@ -731,36 +753,6 @@ CASES += [
     E("authz.ctl.user-get-root", ["user", "get", "root"]),
 ]
 
-
-# Learner cases recorded from etcd 3.4.23 (a never-started learner on a single member: add,
-# a second add -> "etcdserver: too many learner members in cluster", list, promote ->
-# "etcdserver: can only promote a learner member which is in sync with leader" (412), update,
-# remove). detcd has no learner members yet (member add --learner answers Unimplemented), so
-# they are not in CASES; append them when it does.
-LEARNER_CASES = [
-    E("cluster.ctl.add-learner", ["member", "add", "l1", "--learner",
-                                  "--peer-urls=http://127.0.0.1:9"],
-      mask=MEMBER_MASK, sort=("members",), capture={"LEARNER": "member.ID"}),
-    E("cluster.ctl.add-second-learner", ["member", "add", "l2", "--learner",
-                                         "--peer-urls=http://127.0.0.1:10"],
-      "too many learner members"),
-    E("cluster.ctl.list-learner", ["member", "list"], mask=MEMBER_MASK, sort=("members",)),
-    G("cluster.gw.list-learner", "/v3/cluster/member/list", {}, mask=MEMBER_MASK,
-      sort=("members",)),
-    E("cluster.ctl.promote-learner", ["member", "promote", "{HEX:LEARNER}"],
-      "not in sync with the leader"),
-    G("cluster.gw.promote-learner", "/v3/cluster/member/promote", {"ID": "{VAR:LEARNER}"}),
-    E("cluster.ctl.update-learner", ["member", "update", "{HEX:LEARNER}",
-                                     "--peer-urls=http://127.0.0.1:11"], mask=MEMBER_MASK,
-      sort=("members",)),
-    E("cluster.ctl.remove-learner", ["member", "remove", "{HEX:LEARNER}"], mask=MEMBER_MASK),
-    E("cluster.ctl.remove-again", ["member", "remove", "{HEX:LEARNER}"], "member not found"),
-    G("cluster.gw.add-learner", "/v3/cluster/member/add",
-      {"peerURLs": ["http://127.0.0.1:12"], "isLearner": True}, mask=MEMBER_MASK,
-      sort=("members",), capture={"LEARNER2": "member.ID"}),
-    G("cluster.gw.remove-learner", "/v3/cluster/member/remove", {"ID": "{VAR:LEARNER2}"},
-      mask=MEMBER_MASK),
-]
 
 # ----------------------------------------------------------------------------- running
 REL = re.compile(r"\{(B|CUR)([+-]\d+)?\}")

@@ -4,8 +4,9 @@
 //! Cluster is another view of the one membership the v2 members API shows and changes: the
 //! same member list (`sm.meta.members`), the same checks and conf changes
 //! (`members::add_member`, `update_member`, `remove_member`), answered with etcd's gRPC codes
-//! and messages. detcd has no learners: promoting answers as etcd 3.4 does when the member is
-//! not a learner (or not a member), and adding a learner is refused.
+//! and messages. Learners as in etcd 3.4: at most one, added without the strict
+//! reconfiguration check, promoted by the leader once their log is in sync
+//! (`members::promote_member`).
 //!
 //! Maintenance: Status, Alarm (proposed through Raft, all three actions, as etcd does),
 //! the quota check made before a put, a txn with a put or a lease grant ([`check_quota`]:
@@ -60,6 +61,12 @@ fn conf_status(f: ConfFailure) -> Status {
         ConfFailure::Refused((409, _)) => {
             Status::failed_precondition("etcdserver: member ID already exist")
         }
+        // Too many learners; promotion of a voter.
+        ConfFailure::Refused((412, msg)) => Status::failed_precondition(msg),
+        ConfFailure::NotLeader => Status::failed_precondition("etcdserver: not leader"),
+        ConfFailure::LearnerNotReady => Status::failed_precondition(
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
         ConfFailure::Refused(_) => member_not_found(),
         ConfFailure::Timeout => Status::unavailable(super::v3::REQUEST_TIMED_OUT),
     }
@@ -151,7 +158,7 @@ impl Maint {
                 name: m.name.clone(),
                 peer_ur_ls: m.peer_urls.clone(),
                 client_ur_ls: m.client_urls.clone(),
-                is_learner: false,
+                is_learner: m.is_learner,
             })
             .collect()
     }
@@ -188,12 +195,7 @@ impl Cluster for Maint {
         let urls = parse_peer_urls(&r.peer_ur_ls)
             .filter(|u| !u.is_empty())
             .ok_or_else(|| Status::invalid_argument("etcdserver: given member URLs are invalid"))?;
-        if r.is_learner {
-            return Err(Status::unimplemented(
-                "detcd: learner members are not supported",
-            ));
-        }
-        let m = members::add_member(&self.ctx, urls)
+        let m = members::add_member(&self.ctx, urls, r.is_learner)
             .await
             .map_err(conf_status)?;
         Ok(Response::new(pb::MemberAddResponse {
@@ -203,7 +205,7 @@ impl Cluster for Maint {
                 name: String::new(),
                 peer_ur_ls: m.peer_urls,
                 client_ur_ls: Vec::new(),
-                is_learner: false,
+                is_learner: m.is_learner,
             }),
             members: self.members(),
         }))
@@ -251,26 +253,14 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        // detcd has no learners: etcd 3.4's answers for a member that is not a learner, or
-        // not a member (its `ValidateConfigurationChange` for a promotion).
         let id = req.into_inner().id;
-        let known = self
-            .ctx
-            .shared
-            .sm
-            .lock()
-            .expect("sm lock")
-            .meta
-            .members
-            .members
-            .contains_key(&id);
-        if known {
-            Err(Status::failed_precondition(
-                "etcdserver: can only promote a learner member",
-            ))
-        } else {
-            Err(member_not_found())
-        }
+        members::promote_member(&self.ctx, id)
+            .await
+            .map_err(conf_status)?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: self.header(0),
+            members: self.members(),
+        }))
     }
 }
 
