@@ -362,10 +362,13 @@ const LEARNER_READY: f64 = 0.9;
 /// Promote the learner `id` to a voter, as etcd's `PromoteMember` does on the leader: the
 /// learner must be in sync with the leader's log (matched ≥ 90 % of the leader's), the
 /// promotion must leave a quorum of started voters, then the conf change (checked again when
-/// it applies: a member, and a learner). Only the leader knows how far a learner is: on a
-/// follower this answers `NotLeader` (etcd forwards the request to the leader instead).
+/// it applies: a member, and a learner). Only the leader knows how far a learner is: etcd
+/// forwards a promotion that reaches a follower to the leader; detcd does not yet, so a
+/// follower answers what it can know itself (not a member, not a learner: the leader would
+/// answer the same on a healthy cluster) and `NotLeader` for a learner.
 pub(super) async fn promote_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
     if !ctx.shared.status().is_leader {
+        check_members(ctx, |m| m.check_promote(id).map(|_| ())).map_err(ConfFailure::Refused)?;
         return Err(ConfFailure::NotLeader);
     }
     {

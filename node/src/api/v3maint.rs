@@ -35,6 +35,9 @@ pub const SERVER_VERSION: &str = "3.4.23";
 #[derive(Clone)]
 pub struct Maint {
     ctx: Arc<Ctx>,
+    /// The request credentials are read as the KV service reads them (gRPC metadata, or the
+    /// gateway's `Authorization` header).
+    creds: super::v3::V3,
 }
 
 fn wait_status(e: WaitError) -> Status {
@@ -132,7 +135,40 @@ pub async fn check_quota(ctx: &Ctx, r: Costed<'_>) -> Result<(), Status> {
 impl Maint {
     /// The services of the member behind `ctx`.
     pub fn new(ctx: Arc<Ctx>) -> Maint {
-        Maint { ctx }
+        let creds = super::v3::V3::new(Arc::clone(&ctx));
+        Maint { ctx, creds }
+    }
+
+    /// The services as the JSON gateway calls them, with the request's `Authorization`
+    /// header as its token.
+    pub fn for_gateway(ctx: Arc<Ctx>, authorization: Option<String>) -> Maint {
+        let creds = super::v3::V3::for_gateway(Arc::clone(&ctx), authorization);
+        Maint { ctx, creds }
+    }
+
+    /// etcd's `checkMembershipOperationPermission`: with auth on, only an admin (a user with
+    /// the root role) may add, remove, update or promote members; the errors as the
+    /// Cluster service converts them ("etcdserver: permission denied", "etcdserver: user
+    /// name is empty").
+    async fn check_admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let ai = self.creds.auth_info(req).await?;
+        self.ctx
+            .shared
+            .mvcc
+            .lock()
+            .expect("mvcc lock")
+            .auth_check_admin(ai.as_ref())
+            .map_err(super::v3auth::auth_status)
+    }
+
+    /// etcd 3.4's `authMaintenanceServer.isAuthenticated` (Defragment, Snapshot, Hash,
+    /// HashKV): the same admin check, but its error goes out unconverted, as the auth
+    /// package's own error (code Unknown, "auth: permission denied", "auth: user name is
+    /// empty", "auth: invalid auth token").
+    async fn check_admin_raw<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.check_admin(req)
+            .await
+            .map_err(|st| Status::unknown(st.message().replacen("etcdserver: ", "auth: ", 1)))
     }
 
     /// A header with the cluster, this member, the term and (for Maintenance) the revision.
@@ -191,10 +227,11 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        let r = req.into_inner();
-        let urls = parse_peer_urls(&r.peer_ur_ls)
+        let urls = parse_peer_urls(&req.get_ref().peer_ur_ls)
             .filter(|u| !u.is_empty())
             .ok_or_else(|| Status::invalid_argument("etcdserver: given member URLs are invalid"))?;
+        self.check_admin(&req).await?;
+        let r = req.into_inner();
         let m = members::add_member(&self.ctx, urls, r.is_learner)
             .await
             .map_err(conf_status)?;
@@ -215,6 +252,7 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.check_admin(&req).await?;
         let r = req.into_inner();
         members::remove_member(&self.ctx, r.id)
             .await
@@ -229,6 +267,7 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.check_admin(&req).await?;
         let r = req.into_inner();
         members::update_member(&self.ctx, r.id, r.peer_ur_ls)
             .await
@@ -253,6 +292,7 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        self.check_admin(&req).await?;
         let id = req.into_inner().id;
         members::promote_member(&self.ctx, id)
             .await
@@ -331,8 +371,9 @@ impl Maintenance for Maint {
 
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.check_admin_raw(&req).await?;
         let deadline = self.ctx.shared.clock.now() + DEFRAG_WAIT;
         loop {
             let r = self.ctx.shared.mvcc.lock().expect("mvcc lock").defrag();
@@ -356,8 +397,9 @@ impl Maintenance for Maint {
 
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.check_admin_raw(&req).await?;
         let (hash, rev) = self
             .ctx
             .shared
@@ -376,6 +418,7 @@ impl Maintenance for Maint {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.check_admin_raw(&req).await?;
         let r = req.into_inner();
         let h = self
             .ctx
@@ -396,8 +439,9 @@ impl Maintenance for Maint {
 
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        self.check_admin_raw(&req).await?;
         let dump = {
             let mut m = self.ctx.shared.mvcc.lock().expect("mvcc lock");
             m.flush(false)
