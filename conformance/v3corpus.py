@@ -51,6 +51,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -1008,6 +1009,7 @@ def cmd_run(args):
         time.sleep(0.01)
     if out is not sys.stdout:
         out.close()
+    shutil.rmtree(r.tmp, ignore_errors=True)
     print(f"{n} cases recorded", file=sys.stderr)
 
 
