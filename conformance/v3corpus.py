@@ -12,7 +12,15 @@ Each case goes either to the gateway (HTTP/1.1 to http://ENDPOINT, urllib-free h
 or to Debian's etcdctl 3.4.23 (ETCDCTL_API=3, `-w json`, gRPC). Requests may name revisions
 relative to the server: `{B+N}` is the base revision (the header revision of the first case)
 plus N, and `{CUR+N}` the server's current revision (read just before the case) plus N.
-Every request has a timeout; no loop is unbounded.
+Every request has a timeout; no loop is unbounded. More templates: `{VAR:X}` (a number the
+runner captured: SELF is the member's own ID, read from the member list at start; a case's
+`capture` stores a field of its answer, e.g. a granted lease's ID), `{HEX:X}` (the same in hex,
+for etcdctl), `{PEER}` (the member's peer URL) and `{TMP}` (a temporary directory).
+
+Streams (watch, lease keepalive) are gateway cases with `lines`: the runner reads at most that
+many lines of the chunked answer for at most `deadline` seconds, then closes the connection,
+and records the lines and whether the deadline ended the read. etcdctl cases with `timeout`
+(etcdctl watch) are killed at the deadline: their output so far is recorded.
 
 NORMALISATION (diff, normalize):
   * cluster_id, member_id -> "<id>", raft_term -> "<term>" (ints and strings alike);
@@ -24,7 +32,17 @@ NORMALISATION (diff, normalize):
     Content-Length and Transfer-Encoding;
   * etcdctl: exit code, stdout (JSON normalised, else text with revision numbers in the
     recorded range made relative), stderr without clientv3's JSON retry-log lines;
-  * compare mode per case: full (default), status (status code or exit code only), none.
+  * compare mode per case: full (default), status (status code or exit code only), none;
+  * the member's client URL -> "<client-url>", its peer URL -> "<peer-url>", the endpoint
+    (host:port) -> "<endpoint>", the runner's temporary directory -> "<tmp>", in every string
+    (JSON or text); "raftTerm" (endpoint status) -> "<term>";
+  * per case: `mask` names fields whose values become "<masked>" (server-chosen lease and
+    member IDs, the leader, db sizes and raft indexes of endpoint status, health's "took");
+    `sort` names lists compared as sets (etcd iterates Go maps: lease lists, a lease's keys,
+    a member list holding a random-ID learner);
+  * stream cases: each line as JSON normalised as above, and whether the deadline ended it;
+  * etcdctl with `timeout`: stdout only when killed (a sequence of JSON values is parsed as
+    such), exit code and stderr too when it ended by itself.
 """
 import argparse
 import base64
@@ -33,8 +51,11 @@ import http.client
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -45,16 +66,29 @@ def b64(s):
 
 
 # ----------------------------------------------------------------------------- case builders
-def G(id, path, body=None, desc="", method="POST", raw=None, headers=None, compare="full"):
-    """A gateway request: `body` is JSON-encoded; `raw` (str) is sent as it is."""
+def G(id, path, body=None, desc="", method="POST", raw=None, headers=None, compare="full",
+      mask=(), sort=(), capture=None, lines=None, deadline=None):
+    """A gateway request: `body` is JSON-encoded; `raw` (str) is sent as it is. `lines` makes
+    it a stream case: at most that many response lines are read, for at most `deadline`
+    seconds, then the connection is closed (watch, keepalive)."""
     return dict(kind="gw", id=id, path=path, body=body, raw=raw, method=method, desc=desc,
-                headers=headers or {}, compare=compare)
+                headers=headers or {}, compare=compare, mask=list(mask), sort=list(sort),
+                capture=capture or {}, lines=lines, deadline=deadline)
 
 
-def E(id, args, desc="", stdin=None, compare="full", json_out=True):
-    """An etcdctl command (`-w json` unless json_out is False)."""
+def GS(id, path, body=None, lines=1, deadline=1.5, **kw):
+    """A gateway stream case (see G)."""
+    return G(id, path, body, lines=lines, deadline=deadline, **kw)
+
+
+def E(id, args, desc="", stdin=None, compare="full", json_out=True, mask=(), sort=(),
+      capture=None, timeout=None):
+    """An etcdctl command (`-w json` unless json_out is False). With `timeout` (seconds) the
+    command is expected to run until killed (etcdctl watch): its output so far is recorded,
+    and a killed command is compared by its stdout only."""
     return dict(kind="ctl", id=id, args=args, stdin=stdin, desc=desc, compare=compare,
-                json_out=json_out)
+                json_out=json_out, mask=list(mask), sort=list(sort), capture=capture or {},
+                timeout=timeout)
 
 
 def put(k, v, **kw):
@@ -428,9 +462,336 @@ CASES += [
     G("auth.gw.after", "/v3/kv/range", rng("c/k1"), "auth off again"),
 ]
 
+# ============================================================================ issue #30 item 8
+# Leases, watches, cluster, maintenance and v3 auth. These run after the sections above, on
+# their own keys; revisions are named relative to the current one ({CUR-N}).
+L2 = 3000            # a lease with a fixed ID, TTL 600 s, keys ks/a and ks/b
+L2_HEX = "bb8"
+MEMBER_MASK = ("ID", "leader")
+STATUS_MASK = ("dbSize", "dbSizeInUse", "raftIndex", "raftAppliedIndex", "leader", "ID")
+
+CASES += [
+    # --- leases
+    G("leases.gw.grant-min-ttl", "/v3/lease/grant", {"ID": 2001, "TTL": 1},
+      "below the minimum: TTL raised to 2"),
+    G("leases.gw.grant-zero-ttl", "/v3/lease/grant", {"ID": 2002, "TTL": 0}),
+    G("leases.gw.grant-negative-ttl", "/v3/lease/grant", {"ID": 2003, "TTL": -5}),
+    G("leases.gw.grant-too-large", "/v3/lease/grant", {"ID": 2004, "TTL": 9000000001},
+      "too large lease TTL"),
+    G("leases.gw.grant-max-ttl", "/v3/lease/grant", {"ID": 2005, "TTL": 9000000000}),
+    G("leases.gw.grant-dup", "/v3/lease/grant", {"ID": 2001, "TTL": 60}, "lease already exists"),
+    G("leases.gw.revoke-2001", "/v3/lease/revoke", {"ID": 2001}),
+    G("leases.gw.revoke-2002", "/v3/kv/lease/revoke", {"ID": 2002}, "the /v3/kv/ alias"),
+    G("leases.gw.revoke-2003", "/v3/lease/revoke", {"ID": 2003}),
+    G("leases.gw.revoke-2005", "/v3/lease/revoke", {"ID": 2005}),
+    G("leases.gw.revoke-again", "/v3/lease/revoke", {"ID": 2001}, "requested lease not found"),
+    G("leases.gw.revoke-no-id", "/v3/lease/revoke", {}, "lease 0"),
+    E("leases.ctl.grant", ["lease", "grant", "1"], "server-chosen ID", mask=("ID",),
+      capture={"CTL_LEASE": "ID"}),
+    E("leases.ctl.revoke-granted", ["lease", "revoke", "{HEX:CTL_LEASE}"]),
+    E("leases.ctl.grant-bad-ttl", ["lease", "grant", "x"], "etcdctl refuses"),
+    G("leases.gw.grant", "/v3/lease/grant", {"ID": L2, "TTL": 600}),
+    G("leases.gw.put-a", "/v3/kv/put", put("ks/a", "1", lease=L2)),
+    E("leases.ctl.put-b", ["put", "ks/b", "2", "--lease=" + L2_HEX]),
+    E("leases.ctl.timetolive", ["lease", "timetolive", L2_HEX], "remaining TTL"),
+    E("leases.ctl.timetolive-keys", ["lease", "timetolive", L2_HEX, "--keys"], sort=("keys",)),
+    E("leases.ctl.timetolive-text", ["lease", "timetolive", L2_HEX, "--keys"], json_out=False,
+      desc="keys in map order: one key only would be stable; compare the exit code",
+      compare="status"),
+    E("leases.ctl.timetolive-unknown", ["lease", "timetolive", "1234abcd"], "TTL -1"),
+    E("leases.ctl.timetolive-unknown-text", ["lease", "timetolive", "1234abcd"],
+      json_out=False, desc="already expired"),
+    G("leases.gw.timetolive", "/v3/lease/timetolive", {"ID": L2}),
+    G("leases.gw.timetolive-keys", "/v3/kv/lease/timetolive", {"ID": L2, "keys": True},
+      sort=("keys",)),
+    G("leases.gw.timetolive-unknown", "/v3/lease/timetolive", {"ID": 4242, "keys": True}),
+    E("leases.ctl.list", ["lease", "list"], "leases 1000 and 3000", sort=("leases",)),
+    G("leases.gw.list", "/v3/lease/leases", {}, sort=("leases",)),
+    G("leases.gw.list-alias", "/v3/kv/lease/leases", {}, sort=("leases",)),
+    E("leases.ctl.keep-alive-once", ["lease", "keep-alive", "--once", L2_HEX]),
+    E("leases.ctl.keep-alive-once-text", ["lease", "keep-alive", "--once", L2_HEX],
+      json_out=False),
+    E("leases.ctl.keep-alive-once-unknown", ["lease", "keep-alive", "--once", "1234abcd"]),
+    GS("leases.gw.keepalive", "/v3/lease/keepalive", {"ID": L2}, lines=1),
+    GS("leases.gw.keepalive-unknown", "/v3/lease/keepalive", {"ID": 4242}, lines=1,
+       desc="TTL 0, no error"),
+    GS("leases.gw.keepalive-two", "/v3/lease/keepalive", raw='{"ID":%d} {"ID":4242}' % L2,
+       lines=2),
+    E("leases.ctl.revoke", ["lease", "revoke", L2_HEX], "both keys deleted in one revision"),
+    E("leases.ctl.get-after-revoke", ["get", "ks/", "--prefix"]),
+    E("leases.ctl.revoke-again", ["lease", "revoke", L2_HEX], "requested lease not found"),
+    E("leases.ctl.revoke-unknown-text", ["lease", "revoke", "1234abcd"], json_out=False),
+    E("leases.ctl.put-revoked", ["put", "ks/a", "x", "--lease=" + L2_HEX]),
+    G("leases.gw.put-revoked", "/v3/kv/put", put("ks/a", "x", lease=L2)),
+    G("leases.gw.timetolive-revoked", "/v3/lease/timetolive", {"ID": L2}),
+    E("leases.ctl.list-after", ["lease", "list"], sort=("leases",)),
+    # --- watches: history w/a=1, w/b=2, w/a=3, del w/a, w/c=4 (five revisions)
+    G("watch.setup.a1", "/v3/kv/put", put("w/a", "1")),
+    G("watch.setup.b2", "/v3/kv/put", put("w/b", "2")),
+    G("watch.setup.a3", "/v3/kv/put", put("w/a", "3")),
+    G("watch.setup.del-a", "/v3/kv/deleterange", rng("w/a")),
+    G("watch.setup.c4", "/v3/kv/put", put("w/c", "4")),
+    GS("watch.gw.history", "/v3/watch",
+       {"create_request": {"key": b64("w/"), "range_end": b64("w0"),
+                           "start_revision": "{CUR-4}"}}, lines=2,
+       desc="created, then every event since at once"),
+    GS("watch.gw.history-prev-kv", "/v3/watch",
+       {"create_request": {"key": b64("w/"), "range_end": b64("w0"),
+                           "start_revision": "{CUR-4}", "prev_kv": True}}, lines=2),
+    GS("watch.gw.noput", "/v3/watch",
+       {"create_request": {"key": b64("w/"), "range_end": b64("w0"),
+                           "start_revision": "{CUR-4}", "filters": ["NOPUT"]}}, lines=2),
+    GS("watch.gw.nodelete", "/v3/watch",
+       {"create_request": {"key": b64("w/"), "range_end": b64("w0"),
+                           "start_revision": "{CUR-4}", "filters": [1]}}, lines=2),
+    GS("watch.gw.one-key", "/v3/watch",
+       {"create_request": {"key": b64("w/a"), "start_revision": "{CUR-4}"}}, lines=2),
+    GS("watch.gw.from-key", "/v3/watch",
+       {"create_request": {"key": b64("w/b"), "range_end": "AA==",
+                           "start_revision": "{CUR-2}"}}, lines=2),
+    GS("watch.gw.watch-id", "/v3/watch",
+       {"create_request": {"key": b64("w/c"), "start_revision": "{CUR}", "watch_id": 7}},
+       lines=2, desc="client-chosen watch id"),
+    GS("watch.gw.no-history", "/v3/watch",
+       {"create_request": {"key": b64("w/a")}}, lines=1, desc="created only"),
+    GS("watch.gw.future", "/v3/watch",
+       {"create_request": {"key": b64("w/a"), "start_revision": "{CUR+1}"}}, lines=1),
+    GS("watch.gw.compacted", "/v3/watch",
+       {"create_request": {"key": b64("c/k1"), "start_revision": "{B+5}"}}, lines=2,
+       desc="created, then canceled with compact_revision"),
+    GS("watch.gw.two-watches", "/v3/watch",
+       raw=json.dumps({"create_request": {"key": b64("w/b")}})
+       + json.dumps({"create_request": {"key": b64("w/c"), "start_revision": "{CUR}"}}),
+       lines=3, desc="ids 0 and 1 on one stream; only the second has history (the order of "
+       "two watches' events is timing-dependent in etcd: its unsynced watchers are served "
+       "every 100 ms)"),
+    GS("watch.gw.cancel", "/v3/watch",
+       raw=json.dumps({"create_request": {"key": b64("w/b")}})
+       + json.dumps({"cancel_request": {"watch_id": 0}}), lines=2,
+       desc="created, then canceled"),
+    GS("watch.gw.dup-watch-id", "/v3/watch",
+       raw=json.dumps({"create_request": {"key": b64("w/b"), "watch_id": 3}})
+       + json.dumps({"create_request": {"key": b64("w/c"), "watch_id": 3}}), lines=2,
+       desc="the second create with the same id"),
+    GS("watch.gw.progress", "/v3/watch",
+       raw=json.dumps({"create_request": {"key": b64("w/b")}})
+       + json.dumps({"progress_request": {}}), lines=2, desc="watch_id -1, current revision"),
+    GS("watch.gw.bad-json", "/v3/watch", raw="xx", lines=1),
+    E("watch.ctl.history", ["watch", "--rev={CUR-4}", "w/", "--prefix"], json_out=False,
+      timeout=2, desc="PUT/DELETE lines until killed"),
+    E("watch.ctl.prev-kv", ["watch", "--rev={CUR-4}", "w/a", "--prev-kv"], json_out=False,
+      timeout=2),
+    E("watch.ctl.json", ["watch", "--rev={CUR-2}", "w/", "--prefix"], timeout=2),
+    E("watch.ctl.compacted", ["watch", "--rev={B+5}", "c/k1"], json_out=False, timeout=2),
+    # --- cluster
+    G("cluster.gw.list", "/v3/cluster/member/list", {}, mask=MEMBER_MASK),
+    E("cluster.ctl.list", ["member", "list"], mask=MEMBER_MASK),
+    E("cluster.ctl.list-text", ["member", "list"], json_out=False, compare="status"),
+    E("cluster.ctl.update-same", ["member", "update", "{HEX:SELF}", "--peer-urls={PEER}"],
+      mask=MEMBER_MASK),
+    G("cluster.gw.update-same", "/v3/cluster/member/update",
+      {"ID": "{VAR:SELF}", "peerURLs": ["{PEER}"]}, mask=MEMBER_MASK),
+    E("cluster.ctl.update-unknown", ["member", "update", "1234", "--peer-urls=http://x:1"]),
+    G("cluster.gw.update-unknown", "/v3/cluster/member/update",
+      {"ID": 4660, "peerURLs": ["http://127.0.0.1:9"]}),
+    E("cluster.ctl.add-existing-peer", ["member", "add", "x", "--peer-urls={PEER}"],
+      "Peer URLs already exists"),
+    E("cluster.ctl.add-learner", ["member", "add", "l1", "--learner",
+                                  "--peer-urls=http://127.0.0.1:9"],
+      mask=MEMBER_MASK, sort=("members",), capture={"LEARNER": "member.ID"}),
+    E("cluster.ctl.add-second-learner", ["member", "add", "l2", "--learner",
+                                         "--peer-urls=http://127.0.0.1:10"],
+      "too many learner members"),
+    E("cluster.ctl.list-learner", ["member", "list"], mask=MEMBER_MASK, sort=("members",)),
+    G("cluster.gw.list-learner", "/v3/cluster/member/list", {}, mask=MEMBER_MASK,
+      sort=("members",)),
+    E("cluster.ctl.promote-learner", ["member", "promote", "{HEX:LEARNER}"],
+      "not in sync with the leader"),
+    G("cluster.gw.promote-learner", "/v3/cluster/member/promote", {"ID": "{VAR:LEARNER}"}),
+    E("cluster.ctl.promote-voter", ["member", "promote", "{HEX:SELF}"]),
+    E("cluster.ctl.promote-unknown", ["member", "promote", "1234"]),
+    E("cluster.ctl.remove-learner", ["member", "remove", "{HEX:LEARNER}"], mask=MEMBER_MASK),
+    E("cluster.ctl.remove-again", ["member", "remove", "{HEX:LEARNER}"], "member not found"),
+    G("cluster.gw.remove-unknown", "/v3/cluster/member/remove", {"ID": 4660}),
+    G("cluster.gw.add-learner-existing-peer", "/v3/cluster/member/add",
+      {"peerURLs": ["{PEER}"], "isLearner": True}, "Peer URLs already exists"),
+    G("cluster.gw.add-learner", "/v3/cluster/member/add",
+      {"peerURLs": ["http://127.0.0.1:12"], "isLearner": True}, mask=MEMBER_MASK,
+      sort=("members",), capture={"LEARNER2": "member.ID"}),
+    G("cluster.gw.promote-learner2", "/v3/cluster/member/promote", {"ID": "{VAR:LEARNER2}"}),
+    G("cluster.gw.remove-learner", "/v3/cluster/member/remove", {"ID": "{VAR:LEARNER2}"},
+      mask=MEMBER_MASK),
+    G("cluster.gw.add-no-urls", "/v3/cluster/member/add", {}),
+    G("cluster.gw.add-bad-url", "/v3/cluster/member/add", {"peerURLs": ["not a url"]}),
+    E("cluster.ctl.list-after", ["member", "list"], mask=MEMBER_MASK),
+    G("cluster.gw.promote-unknown", "/v3/cluster/member/promote", {"ID": 4660}),
+    G("cluster.gw.remove-self-no-id", "/v3/cluster/member/remove", {}, "ID 0: member not found"),
+    # --- maintenance
+    E("maint.ctl.status", ["endpoint", "status"], mask=STATUS_MASK),
+    G("maint.gw.status", "/v3/maintenance/status", {}, mask=STATUS_MASK),
+    E("maint.ctl.health", ["endpoint", "health"], mask=("took",)),
+    E("maint.ctl.alarm-list", ["alarm", "list"]),
+    E("maint.ctl.alarm-list-text", ["alarm", "list"], json_out=False),
+    G("maint.gw.alarm-get", "/v3/maintenance/alarm", {"action": "GET"}),
+    G("maint.gw.alarm-get-empty", "/v3/maintenance/alarm", {}),
+    E("maint.ctl.alarm-disarm", ["alarm", "disarm"]),
+    G("maint.gw.alarm-deactivate", "/v3/maintenance/alarm",
+      {"action": "DEACTIVATE", "memberID": "{VAR:SELF}", "alarm": "NOSPACE"}),
+    E("maint.ctl.hashkv", ["endpoint", "hashkv"]),
+    E("maint.ctl.hashkv-rev", ["endpoint", "hashkv", "--rev={CUR-3}"]),
+    E("maint.ctl.defrag", ["defrag"], json_out=False),
+    G("maint.gw.defrag", "/v3/maintenance/defragment", {}),
+    E("maint.ctl.snapshot", ["snapshot", "save", "{TMP}/snap.db"], json_out=False),
+    E("maint.ctl.snapshot-bad-dir", ["snapshot", "save", "{TMP}/no/such/dir/snap.db"],
+      json_out=False),
+    E("maint.ctl.move-leader-self", ["move-leader", "{HEX:SELF}"]),
+    E("maint.ctl.move-leader-unknown", ["move-leader", "1234"], "bad leader transferee"),
+    G("maint.gw.transfer-leadership-unknown", "/v3/maintenance/transfer-leadership",
+      {"targetID": 4660}),
+    # --- v3 auth: users, roles, permissions (auth is off here: root and u exist)
+    E("authz.ctl.user-list", ["user", "list"]),
+    E("authz.ctl.user-add", ["user", "add", "alice:apw"]),
+    E("authz.ctl.user-add-again", ["user", "add", "alice:apw"], "user name already exists"),
+    G("authz.gw.user-add-empty", "/v3/auth/user/add", {"password": "x"}, "user name is empty"),
+    G("authz.gw.user-add-bob", "/v3/auth/user/add", {"name": "bob", "password": "bpw"}),
+    E("authz.ctl.user-get", ["user", "get", "alice"]),
+    E("authz.ctl.user-get-missing", ["user", "get", "nobody"], "user name not found"),
+    G("authz.gw.user-get-missing", "/v3/auth/user/get", {"name": "nobody"}),
+    E("authz.ctl.role-add", ["role", "add", "r1"]),
+    E("authz.ctl.role-add-again", ["role", "add", "r1"], "role name already exists"),
+    G("authz.gw.role-add-r2", "/v3/auth/role/add", {"name": "r2"}),
+    G("authz.gw.role-add-empty", "/v3/auth/role/add", {}, "role name is empty"),
+    E("authz.ctl.grant-read", ["role", "grant-permission", "r1", "read", "c/k1"]),
+    E("authz.ctl.grant-prefix", ["role", "grant-permission", "r1", "readwrite", "k/",
+                                 "--prefix"]),
+    E("authz.ctl.grant-range", ["role", "grant-permission", "r1", "write", "a", "b"]),
+    E("authz.ctl.grant-from-key", ["role", "grant-permission", "r2", "read", "z",
+                                   "--from-key"]),
+    E("authz.ctl.grant-bad-type", ["role", "grant-permission", "r1", "bogus", "a"]),
+    E("authz.ctl.grant-missing-role", ["role", "grant-permission", "nope", "read", "a"],
+      "role name not found"),
+    G("authz.gw.grant-write", "/v3/auth/role/grant",
+      {"name": "r2", "perm": {"permType": "WRITE", "key": b64("w/"), "range_end": b64("w0")}}),
+    E("authz.ctl.role-get", ["role", "get", "r1"], "permissions sorted by key"),
+    E("authz.ctl.role-get-text", ["role", "get", "r1"], json_out=False),
+    G("authz.gw.role-get", "/v3/auth/role/get", {"role": "r2"}),
+    E("authz.ctl.role-get-missing", ["role", "get", "nope"], "role name not found"),
+    E("authz.ctl.role-list", ["role", "list"]),
+    E("authz.ctl.revoke-perm", ["role", "revoke-permission", "r1", "c/k1"]),
+    E("authz.ctl.revoke-perm-again", ["role", "revoke-permission", "r1", "c/k1"],
+      "permission is not granted to the role"),
+    E("authz.ctl.revoke-perm-range", ["role", "revoke-permission", "r1", "a", "b"]),
+    E("authz.ctl.revoke-perm-missing-role", ["role", "revoke-permission", "nope", "a"]),
+    E("authz.ctl.grant-role", ["user", "grant-role", "alice", "r1"]),
+    E("authz.ctl.grant-role-again", ["user", "grant-role", "alice", "r1"]),
+    E("authz.ctl.grant-role-r2", ["user", "grant-role", "alice", "r2"]),
+    E("authz.ctl.grant-role-missing", ["user", "grant-role", "alice", "nope"]),
+    E("authz.ctl.grant-role-missing-user", ["user", "grant-role", "nobody", "r1"]),
+    E("authz.ctl.user-get-roles", ["user", "get", "alice"]),
+    E("authz.ctl.user-get-detail", ["user", "get", "alice", "--detail"], json_out=False),
+    E("authz.ctl.revoke-role-missing", ["user", "revoke-role", "alice", "nope"]),
+    E("authz.ctl.revoke-role-r2", ["user", "revoke-role", "alice", "r2"]),
+    G("authz.gw.user-grant-bob", "/v3/auth/user/grant", {"user": "bob", "role": "r2"}),
+    G("authz.gw.user-revoke-bob", "/v3/auth/user/revoke", {"name": "bob", "role": "r2"}),
+    G("authz.gw.user-get-bob", "/v3/auth/user/get", {"name": "bob"}),
+    E("authz.ctl.passwd", ["user", "passwd", "alice", "--interactive=false"], stdin="apw2\n"),
+    E("authz.ctl.passwd-missing", ["user", "passwd", "nobody", "--interactive=false"],
+      stdin="x\n"),
+    G("authz.gw.changepw-missing", "/v3/auth/user/changepw", {"name": "nobody",
+                                                               "password": "x"}),
+    E("authz.ctl.user-list-all", ["user", "list"]),
+    G("authz.gw.user-list", "/v3/auth/user/list", {}),
+    G("authz.gw.role-list", "/v3/auth/role/list", {}),
+    # root rules
+    E("authz.ctl.delete-root", ["user", "delete", "root"]),
+    E("authz.ctl.enable-no-root", ["auth", "enable"], "root user does not exist"),
+    E("authz.ctl.add-root", ["user", "add", "root:rootpw"]),
+    G("authz.gw.enable-no-root-role", "/v3/auth/enable", {}),
+    E("authz.ctl.root-role-grant", ["user", "grant-role", "root", "root"]),
+    E("authz.ctl.role-get-root", ["role", "get", "root"]),
+    E("authz.ctl.enable", ["auth", "enable"], json_out=False),
+    E("authz.ctl.enable-again", ["auth", "enable"], json_out=False),
+    # auth on: alice has readwrite k/ (prefix), r2 revoked; bob has none
+    E("authz.ctl.alice-put-k", ["--user=alice:apw2", "put", "k/x", "1"]),
+    E("authz.ctl.alice-get-k", ["--user=alice:apw2", "get", "k/", "--prefix"]),
+    E("authz.ctl.alice-put-denied", ["--user=alice:apw2", "put", "c/zz", "1"]),
+    E("authz.ctl.alice-get-denied", ["--user=alice:apw2", "get", "c/k1"]),
+    E("authz.ctl.alice-old-password", ["--user=alice:apw", "get", "k/x"]),
+    E("authz.ctl.alice-user-list", ["--user=alice:apw2", "user", "list"], "permission denied"),
+    # cluster and maintenance calls as a non-root user, and with no user
+    E("authz.ctl.alice-member-list", ["--user=alice:apw2", "member", "list"],
+      mask=MEMBER_MASK),
+    E("authz.ctl.alice-member-add", ["--user=alice:apw2", "member", "add", "l3", "--learner",
+                                     "--peer-urls=http://127.0.0.1:13"]),
+    E("authz.ctl.alice-member-remove", ["--user=alice:apw2", "member", "remove", "1234"]),
+    E("authz.ctl.alice-member-update", ["--user=alice:apw2", "member", "update", "{HEX:SELF}",
+                                        "--peer-urls={PEER}"]),
+    E("authz.ctl.alice-member-promote", ["--user=alice:apw2", "member", "promote", "1234"]),
+    E("authz.ctl.alice-status", ["--user=alice:apw2", "endpoint", "status"], mask=STATUS_MASK),
+    E("authz.ctl.alice-alarm-list", ["--user=alice:apw2", "alarm", "list"]),
+    E("authz.ctl.alice-hashkv", ["--user=alice:apw2", "endpoint", "hashkv"]),
+    E("authz.ctl.alice-defrag", ["--user=alice:apw2", "defrag"], json_out=False),
+    E("authz.ctl.alice-move-leader", ["--user=alice:apw2", "move-leader", "{HEX:SELF}"]),
+    E("authz.ctl.alice-lease-list", ["--user=alice:apw2", "lease", "list"], sort=("leases",)),
+    E("authz.ctl.alice-role-get", ["--user=alice:apw2", "role", "get", "r1"]),
+    E("authz.ctl.alice-user-get-self", ["--user=alice:apw2", "user", "get", "alice"]),
+    E("authz.ctl.no-user-member-list", ["member", "list"], mask=MEMBER_MASK),
+    E("authz.ctl.no-user-status", ["endpoint", "status"], mask=STATUS_MASK),
+    E("authz.ctl.no-user-hashkv", ["endpoint", "hashkv"]),
+    E("authz.ctl.no-user-defrag", ["defrag"], json_out=False),
+    E("authz.ctl.no-user-alarm-list", ["alarm", "list"]),
+    E("authz.ctl.root-member-add", ["--user=root:rootpw", "member", "add", "l4", "--learner",
+                                    "--peer-urls=http://127.0.0.1:14"], mask=MEMBER_MASK,
+      sort=("members",), capture={"LEARNER3": "member.ID"}),
+    E("authz.ctl.root-member-remove", ["--user=root:rootpw", "member", "remove",
+                                       "{HEX:LEARNER3}"], mask=MEMBER_MASK),
+    G("authz.gw.login-alice", "/v3/auth/authenticate", {"name": "alice", "password": "apw2"}),
+    G("authz.gw.login-bob", "/v3/auth/authenticate", {"name": "bob", "password": "bpw"}),
+    G("authz.gw.alice-put", "/v3/kv/put", put("k/y", "2"),
+      headers={"Authorization": "{TOKEN:alice}"}),
+    G("authz.gw.alice-range", "/v3/kv/range", rng("k/", "k0"),
+      headers={"Authorization": "{TOKEN:alice}"}),
+    G("authz.gw.alice-delete-denied", "/v3/kv/deleterange", rng("c/k1"),
+      headers={"Authorization": "{TOKEN:alice}"}),
+    G("authz.gw.alice-txn-denied", "/v3/kv/txn",
+      {"success": [op_put("k/z", "1"), op_get("c/k1")]},
+      headers={"Authorization": "{TOKEN:alice}"}),
+    G("authz.gw.bob-range-denied", "/v3/kv/range", rng("k/x"),
+      headers={"Authorization": "{TOKEN:bob}"}),
+    G("authz.gw.bob-lease-grant", "/v3/lease/grant", {"ID": 5000, "TTL": 60},
+      headers={"Authorization": "{TOKEN:bob}"}),
+    G("authz.gw.bob-lease-revoke", "/v3/lease/revoke", {"ID": 5000},
+      headers={"Authorization": "{TOKEN:bob}"}),
+    G("authz.gw.bob-user-add-denied", "/v3/auth/user/add", {"name": "eve", "password": "e"},
+      headers={"Authorization": "{TOKEN:bob}"}),
+    G("authz.gw.alice-defrag", "/v3/maintenance/defragment", {},
+      headers={"Authorization": "{TOKEN:alice}"}, desc="auth: permission denied, code 2"),
+    G("authz.gw.no-token-hash", "/v3/maintenance/hash", {}),
+    G("authz.gw.alice-member-remove", "/v3/cluster/member/remove", {"ID": 4660},
+      headers={"Authorization": "{TOKEN:alice}"}),
+    G("authz.gw.alice-member-list", "/v3/cluster/member/list", {}, mask=MEMBER_MASK,
+      headers={"Authorization": "{TOKEN:alice}"}),
+    G("authz.gw.login-root2", "/v3/auth/authenticate", {"name": "root", "password": "rootpw"}),
+    G("authz.gw.root-user-get", "/v3/auth/user/get", {"name": "root"},
+      headers={"Authorization": "{TOKEN:root2}"}),
+    E("authz.ctl.root-revoke-root-role", ["--user=root:rootpw", "user", "revoke-role", "root",
+                                          "root"], "cannot revoke root's root role"),
+    E("authz.ctl.root-delete-root", ["--user=root:rootpw", "user", "delete", "root"]),
+    E("authz.ctl.root-role-delete-root", ["--user=root:rootpw", "role", "delete", "root"]),
+    E("authz.ctl.root-role-delete", ["--user=root:rootpw", "role", "delete", "r2"]),
+    E("authz.ctl.root-role-delete-missing", ["--user=root:rootpw", "role", "delete", "r2"]),
+    E("authz.ctl.root-user-delete-bob", ["--user=root:rootpw", "user", "delete", "bob"]),
+    E("authz.ctl.root-user-delete-missing", ["--user=root:rootpw", "user", "delete", "bob"]),
+    E("authz.ctl.disable", ["--user=root:rootpw", "auth", "disable"], json_out=False),
+    E("authz.ctl.disable-again", ["auth", "disable"], json_out=False),
+    E("authz.ctl.after", ["get", "k/", "--prefix"], "auth off again"),
+    E("authz.ctl.user-get-root", ["user", "get", "root"]),
+]
+
 
 # ----------------------------------------------------------------------------- running
 REL = re.compile(r"\{(B|CUR)([+-]\d+)?\}")
+VAR = re.compile(r"\{(HEX|VAR):(\w+)\}|\{(PEER|TMP)\}")
 
 
 class Runner:
@@ -442,6 +803,67 @@ class Runner:
         self.verbose = verbose
         self.base = None
         self.tokens = {}
+        self.tmp = tempfile.mkdtemp(prefix="v3corpus-")
+        # the member's own ID and peer URL, for member update/promote/move-leader cases
+        self.vars = {}
+        self.peer = None
+        try:
+            _, _, data = self.http("POST", "/v3/cluster/member/list", b"{}", {})
+            for m in json.loads(data).get("members", []):
+                if "http://" + endpoint in m.get("clientURLs", []):
+                    self.vars["SELF"] = int(m["ID"])
+                    self.peer = m["peerURLs"][0]
+        except Exception as e:  # noqa: BLE001 - the member cases then fail visibly
+            print("member list failed:", repr(e), file=sys.stderr)
+
+    def env(self):
+        return {"endpoint": self.ep, "peer": self.peer, "tmp": self.tmp}
+
+    def stream(self, method, path, body, headers, lines, deadline):
+        """Send one request and read at most `lines` lines of its (chunked) answer, for at
+        most `deadline` seconds; then close. Returns (status, headers, lines, timed_out)."""
+        end = time.monotonic() + deadline
+        c = http.client.HTTPConnection(self.host, self.port, timeout=deadline)
+        try:
+            c.request(method, path, body=body, headers=headers)
+            r = c.getresponse()
+            out, timed_out = [], False
+            while len(out) < lines:
+                left = end - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                c.sock.settimeout(left)
+                try:
+                    ln = r.readline()
+                except (socket.timeout, TimeoutError):
+                    timed_out = True
+                    break
+                if not ln:
+                    break
+                if ln.strip():
+                    out.append(ln.decode("utf-8", "replace").rstrip("\n"))
+            return r.status, [(k, v) for k, v in r.getheaders()], out, timed_out
+        finally:
+            c.close()
+
+    def sub_vars(self, s):
+        def one(m):
+            if m.group(3) == "PEER":
+                return self.peer or ""
+            if m.group(3) == "TMP":
+                return self.tmp
+            v = self.vars.get(m.group(2), 0)
+            return "%x" % v if m.group(1) == "HEX" else str(v)
+        return VAR.sub(one, s)
+
+    def capture(self, case, j):
+        for name, path in case.get("capture", {}).items():
+            v = j
+            for part in path.split("."):
+                v = v.get(part) if isinstance(v, dict) else None
+            if v is not None:
+                self.vars[name] = int(v)
 
     def http(self, method, path, body, headers, timeout=15):
         c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
@@ -461,12 +883,12 @@ class Runner:
         def one(m):
             n = int(m.group(2) or 0)
             return str((self.base if m.group(1) == "B" else cur()) + n)
-        return REL.sub(one, s)
+        return self.sub_vars(REL.sub(one, s))
 
     def sub(self, obj, cur):
-        """Resolve {B+N}/{CUR+N}: a whole-string template in JSON becomes a number."""
+        """Resolve {B+N}/{CUR+N}/{VAR:X}: a whole-string template in JSON becomes a number."""
         if isinstance(obj, str):
-            if REL.fullmatch(obj):
+            if REL.fullmatch(obj) or re.fullmatch(r"\{VAR:\w+\}", obj):
                 return int(self.sub_str(obj, cur))
             return self.sub_str(obj, cur)
         if isinstance(obj, list):
@@ -499,6 +921,19 @@ class Runner:
                               "body": None if body is None else body.decode()[:65536],
                               "body_truncated": body is not None and len(body) > 65536,
                               "headers": case["headers"]}
+            if case.get("lines"):
+                try:
+                    st, hdrs, lines, timed_out = self.stream(
+                        case["method"], case["path"], body, headers, case["lines"],
+                        case["deadline"])
+                except Exception as e:  # noqa: BLE001 - recorded, not fatal
+                    rec["runner_error"] = repr(e)
+                    return rec
+                rec["response"] = {"status": st, "headers": hdrs, "lines": lines,
+                                   "timed_out": timed_out}
+                rec["base"] = self.base
+                rec["env"] = self.env()
+                return rec
             try:
                 st, hdrs, data = self.http(case["method"], case["path"], body, headers)
             except Exception as e:  # noqa: BLE001 - recorded, not fatal
@@ -512,8 +947,11 @@ class Runner:
                 pass
             rec["response"] = resp
             j = resp.get("body_json")
-            if case["id"].startswith("auth.gw.login-") and isinstance(j, dict) and "token" in j:
-                self.tokens[case["id"][len("auth.gw.login-"):]] = j["token"]
+            for pre in ("auth.gw.login-", "authz.gw.login-"):
+                if case["id"].startswith(pre) and isinstance(j, dict) and "token" in j:
+                    self.tokens[case["id"][len(pre):]] = j["token"]
+            if isinstance(j, dict):
+                self.capture(case, j)
             if self.base is None and isinstance(j, dict) and "header" in j:
                 self.base = int(j["header"]["revision"])
         else:
@@ -524,14 +962,21 @@ class Runner:
                 cmd += ["-w", "json"]
             rec["request"] = {"args": case["args"], "stdin": case["stdin"]}
             env = dict(os.environ, ETCDCTL_API="3")
+            killed = False
             try:
                 p = subprocess.run(cmd + args, input=(stdin or "").encode(), env=env,
-                                   capture_output=True, timeout=30)
-            except Exception as e:  # noqa: BLE001
-                rec["runner_error"] = repr(e)
+                                   capture_output=True, timeout=case.get("timeout") or 30)
+                rc, o, e = p.returncode, p.stdout, p.stderr
+            except subprocess.TimeoutExpired as ex:
+                if not case.get("timeout"):
+                    rec["runner_error"] = repr(ex)
+                    return rec
+                killed, rc, o, e = True, "killed", ex.stdout or b"", ex.stderr or b""
+            except Exception as ex:  # noqa: BLE001
+                rec["runner_error"] = repr(ex)
                 return rec
-            out = p.stdout.decode("utf-8", "replace")
-            resp = {"rc": p.returncode, "stderr": p.stderr.decode("utf-8", "replace")}
+            out = o.decode("utf-8", "replace")
+            resp = {"rc": rc, "stderr": e.decode("utf-8", "replace"), "killed": killed}
             try:
                 resp["stdout_json"] = json.loads(out)
             except ValueError:
@@ -540,7 +985,10 @@ class Runner:
             j = resp.get("stdout_json")
             if self.base is None and isinstance(j, dict) and "header" in j:
                 self.base = int(j["header"]["revision"])
+            if isinstance(j, dict):
+                self.capture(case, j)
         rec["base"] = self.base
+        rec["env"] = self.env()
         return rec
 
 
@@ -561,6 +1009,7 @@ def cmd_run(args):
         time.sleep(0.01)
     if out is not sys.stdout:
         out.close()
+    shutil.rmtree(r.tmp, ignore_errors=True)
     print(f"{n} cases recorded", file=sys.stderr)
 
 
@@ -574,6 +1023,28 @@ HDR_IGNORED = {"date", "content-length", "transfer-encoding"}
 class Norm:
     def __init__(self, recs):
         self.base = next((r.get("base") for r in recs if r.get("base") is not None), 0)
+        env = next((r["env"] for r in recs if r.get("env")), {})
+        # longest first: the client URL contains the endpoint
+        subs = [("http://" + env["endpoint"], "<client-url>")] if env.get("endpoint") else []
+        if env.get("peer"):
+            subs.append((env["peer"], "<peer-url>"))
+        if env.get("endpoint"):
+            subs.append((env["endpoint"], "<endpoint>"))
+        if env.get("tmp"):
+            subs.append((env["tmp"], "<tmp>"))
+        self.subs = subs
+        self.mask = set()
+        self.sort = set()
+
+    def for_case(self, case):
+        self.mask = set(case.get("mask", ()))
+        self.sort = set(case.get("sort", ()))
+        return self
+
+    def string(self, s):
+        for a, b in self.subs:
+            s = s.replace(a, b)
+        return s
 
     def rel(self, v):
         n = int(v) - self.base
@@ -591,6 +1062,13 @@ class Norm:
                     out[k] = "<term>"
                 elif k == "token":
                     out[k] = "<token>"
+                elif k in self.mask:
+                    out[k] = "<masked>"
+                elif k == "raftTerm":
+                    out[k] = "<term>"
+                elif k in self.sort and isinstance(v, list):
+                    out[k] = sorted((self.value(x) for x in v),
+                                    key=lambda x: json.dumps(x, sort_keys=True))
                 else:
                     out[k] = self.value(v)
             return out
@@ -598,16 +1076,37 @@ class Norm:
             return [self.value(x) for x in obj]
         if isinstance(obj, str) and TS.match(obj):
             return "<ts>"
+        if isinstance(obj, str):
+            return self.string(obj)
         return obj
 
     def text(self, s):
         # "compacted revision 37" and the like
+        s = self.string(s)
         return re.sub(r"\b(revision )(\d+)\b", lambda m: m.group(1) + self.rel(m.group(2)), s)
+
+    def stdout(self, s):
+        """etcdctl's stdout: one JSON value, a sequence of JSON values (watch -w json), or text."""
+        dec, i, vals = json.JSONDecoder(), 0, []
+        while True:
+            while i < len(s) and s[i].isspace():
+                i += 1
+            if i == len(s):
+                break
+            try:
+                v, i = dec.raw_decode(s, i)
+            except ValueError:
+                return {"stdout_text": self.text(s)}
+            vals.append(self.value(v))
+        if not vals:
+            return {"stdout_text": self.text(s)}
+        return {"stdout_jsons": vals}
 
 
 def normalise(rec, nz):
     case = CASE_BY_ID.get(rec["id"], rec)
     mode = case.get("compare", "full")
+    nz = nz.for_case(case)
     out = {"id": rec["id"], "compare": mode}
     if mode == "none":
         return out
@@ -621,7 +1120,16 @@ def normalise(rec, nz):
             return out
         out["headers"] = sorted([k, v] for k, v in resp.get("headers", [])
                                 if k.lower() not in HDR_IGNORED)
-        if resp.get("body_json") is not None:
+        if "lines" in resp:
+            # a stream: each line as JSON (or text), and whether the deadline ended it
+            out["lines"] = []
+            for ln in resp["lines"]:
+                try:
+                    out["lines"].append(nz.value(json.loads(ln)))
+                except ValueError:
+                    out["lines"].append(nz.string(ln))
+            out["timed_out"] = resp.get("timed_out")
+        elif resp.get("body_json") is not None:
             out["body"] = nz.value(resp["body_json"])
         else:
             out["body_text"] = resp.get("body_text")
@@ -631,10 +1139,14 @@ def normalise(rec, nz):
             return out
         if "stdout_json" in resp:
             out["stdout"] = nz.value(resp["stdout_json"])
+        elif case.get("timeout"):
+            out.update(nz.stdout(resp.get("stdout", "")))
         else:
             out["stdout_text"] = nz.text(resp.get("stdout", ""))
-        out["stderr"] = [ln for ln in resp.get("stderr", "").splitlines()
-                         if not ln.startswith('{"level"')]
+        if not resp.get("killed"):
+            # a killed etcdctl (a watch at its deadline) is compared by its stdout only
+            out["stderr"] = [nz.text(ln) for ln in resp.get("stderr", "").splitlines()
+                             if not ln.startswith('{"level"')]
     return out
 
 

@@ -17,6 +17,11 @@ pub struct Member {
     pub peer_urls: Vec<String>,
     /// Client URLs; empty until the member has started and published them.
     pub client_urls: Vec<String>,
+    /// A learner (etcd 3.4's `member add --learner`): Raft replicates to it, but it has no
+    /// vote and does not count toward any quorum until promoted. Left out of the encoding
+    /// when false, so members written before learners existed read (and write) alike.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_learner: bool,
 }
 
 /// The members of a cluster, by id (ordered, so every member iterates them alike).
@@ -30,6 +35,15 @@ pub struct Members {
 
 /// Why a membership change does not fit the members: etcd's HTTP status and message.
 pub type Refusal = (u16, String);
+
+/// How many learners a cluster may have (etcd 3.4's `maxLearners`).
+pub const MAX_LEARNERS: usize = 1;
+
+/// etcd's `ErrTooManyLearners`.
+pub const TOO_MANY_LEARNERS: &str = "etcdserver: too many learner members in cluster";
+
+/// etcd's `ErrMemberNotLearner`.
+pub const NOT_A_LEARNER: &str = "etcdserver: can only promote a learner member";
 
 impl Members {
     /// The member owning `peer_url`, if any.
@@ -65,6 +79,29 @@ impl Members {
             return Err((409, "membership: ID exists".into()));
         }
         self.check_urls(urls, Some(id))
+    }
+
+    /// How many members are learners.
+    pub fn learners(&self) -> usize {
+        self.members.values().filter(|m| m.is_learner).count()
+    }
+
+    /// A learner may be added: fewer than [`MAX_LEARNERS`] are there (etcd's
+    /// ValidateConfigurationChange for ConfChangeAddLearnerNode).
+    pub fn check_learner_room(&self) -> Result<(), Refusal> {
+        if self.learners() >= MAX_LEARNERS {
+            return Err((412, TOO_MANY_LEARNERS.into()));
+        }
+        Ok(())
+    }
+
+    /// The member `id` may be promoted: it is a member, and a learner.
+    pub fn check_promote(&self, id: u64) -> Result<&Member, Refusal> {
+        let m = self.members.get(&id).ok_or_else(|| self.gone(id))?;
+        if !m.is_learner {
+            return Err((412, NOT_A_LEARNER.into()));
+        }
+        Ok(m)
     }
 
     /// The member `id` may be removed: it is one (see [`Members::check_add`]).
@@ -142,5 +179,41 @@ mod tests {
     fn url_string_drops_the_trailing_slash() {
         let u = url::Url::parse("http://127.0.0.1:2380").unwrap();
         assert_eq!(url_string(&u), "http://127.0.0.1:2380");
+    }
+
+    fn member(id: u64, is_learner: bool) -> Member {
+        Member {
+            id,
+            name: String::new(),
+            peer_urls: vec![format!("http://127.0.0.1:{id}")],
+            client_urls: vec![],
+            is_learner,
+        }
+    }
+
+    #[test]
+    fn one_learner_at_most_and_only_learners_are_promoted() {
+        let mut ms = Members::default();
+        ms.members.insert(1, member(1, false));
+        assert_eq!(ms.check_learner_room(), Ok(()));
+        assert_eq!(ms.check_promote(1).err(), Some((412, NOT_A_LEARNER.into())));
+        assert_eq!(ms.check_promote(9).err().map(|r| r.0), Some(404));
+        ms.members.insert(2, member(2, true));
+        assert_eq!(ms.learners(), 1);
+        assert_eq!(
+            ms.check_learner_room(),
+            Err((412, TOO_MANY_LEARNERS.into()))
+        );
+        assert_eq!(ms.check_promote(2).map(|m| m.id), Ok(2));
+    }
+
+    #[test]
+    fn a_voter_encodes_as_before_learners_existed() {
+        let json = serde_json::to_string(&member(1, false)).unwrap();
+        assert!(!json.contains("is_learner"), "{json}");
+        let back: Member = serde_json::from_str(&json).unwrap();
+        assert!(!back.is_learner);
+        let learner = serde_json::to_string(&member(2, true)).unwrap();
+        assert!(serde_json::from_str::<Member>(&learner).unwrap().is_learner);
     }
 }

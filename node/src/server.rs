@@ -110,6 +110,7 @@ fn initial_members(cfg: &Config) -> Members {
                 name,
                 peer_urls: urls,
                 client_urls: vec![],
+                is_learner: false,
             },
         );
     }
@@ -642,6 +643,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         probe: env.probe.clone(),
         lessor: Mutex::new(crate::lease::Lessor::new()),
         watch_hub: Arc::new(crate::watch::Hub::new(v3_rev, v3_compacted)),
+        progress: Mutex::new(Vec::new()),
     });
     let peer_tls = crate::transport::PeerTls {
         server: env.tls.peer_server.clone(),
@@ -832,6 +834,7 @@ mod tests {
                     name: String::new(),
                     peer_urls: vec![format!("http://127.0.0.1:{id}")],
                     client_urls: vec![],
+                    is_learner: false,
                 },
             );
         }

@@ -181,6 +181,9 @@ pub struct ConfContext {
     /// For an update of peer URLs rather than an add.
     #[serde(default)]
     pub update: bool,
+    /// For the promotion of a learner to a voter (an AddNode of an existing learner).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote: bool,
 }
 
 /// What applying an entry produced for the request that proposed it.
@@ -320,7 +323,11 @@ impl StateMachine {
                 let id = change.node_id;
                 match change.get_change_type() {
                     ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                        if c.update {
+                        if c.promote {
+                            if let Some(m) = self.meta.members.members.get_mut(&id) {
+                                m.is_learner = false;
+                            }
+                        } else if c.update {
                             if let Some(m) = self.meta.members.members.get_mut(&id) {
                                 m.peer_urls = c.member.peer_urls.clone();
                             }

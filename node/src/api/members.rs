@@ -177,7 +177,15 @@ fn ready_to_add(ctx: &Ctx) -> Result<(), ConfFailure> {
         return Ok(());
     }
     let sm = ctx.shared.sm.lock().expect("sm lock");
-    let members = &sm.meta.members.members;
+    // Voters only: learners count toward no quorum (etcd's `VotingMembers`).
+    let members: std::collections::BTreeMap<u64, &Member> = sm
+        .meta
+        .members
+        .members
+        .iter()
+        .filter(|(_, m)| !m.is_learner)
+        .map(|(id, m)| (*id, m))
+        .collect();
     // A member is started once it has published its client URLs.
     let started = members
         .values()
@@ -214,6 +222,10 @@ pub(super) enum ConfFailure {
     Unhealthy,
     /// The change does not fit the members (etcd's HTTP status and message).
     Refused(crate::cluster::Refusal),
+    /// A promotion asked of a member that does not lead.
+    NotLeader,
+    /// A promotion of a learner whose log is behind the leader's.
+    LearnerNotReady,
     /// It was not applied before the request timeout.
     Timeout,
 }
@@ -222,7 +234,10 @@ impl ConfFailure {
     /// The v2 API's answer.
     fn v2(self) -> Response<Body> {
         match self {
-            ConfFailure::NotEnoughStarted | ConfFailure::Unhealthy => {
+            ConfFailure::NotEnoughStarted
+            | ConfFailure::Unhealthy
+            | ConfFailure::NotLeader
+            | ConfFailure::LearnerNotReady => {
                 message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
             }
             ConfFailure::Refused(r) => refusal(r),
@@ -234,17 +249,29 @@ impl ConfFailure {
     }
 }
 
+/// What a membership change does to an existing member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Adds or removes a member.
+    AddRemove,
+    /// Changes its peer URLs.
+    Update,
+    /// Makes a learner a voter.
+    Promote,
+}
+
 async fn conf_change(
     ctx: &Ctx,
     kind: ConfChangeType,
     member: Member,
-    update: bool,
+    change: Change,
 ) -> Result<(), ConfFailure> {
     let id = ctx.shared.rng.next_u64() | 1;
     let context = serde_json::to_vec(&ConfContext {
         id,
         member: member.clone(),
-        update,
+        update: change == Change::Update,
+        promote: change == Change::Promote,
     })
     .expect("context serialises");
     let mut single = ConfChangeSingle::default();
@@ -296,9 +323,19 @@ async fn conf_change(
 }
 
 /// Add a member with peer URLs `urls` (checked as URLs by the caller): etcd's checks, a new
-/// id, the conf change applied here. The member as added.
-pub(super) async fn add_member(ctx: &Ctx, urls: Vec<String>) -> Result<Member, ConfFailure> {
-    ready_to_add(ctx)?;
+/// id, the conf change applied here. The member as added. A learner (`learner`) skips the
+/// strict reconfiguration check (it changes no quorum) but there may be only
+/// [`crate::cluster::MAX_LEARNERS`] of them.
+pub(super) async fn add_member(
+    ctx: &Ctx,
+    urls: Vec<String>,
+    learner: bool,
+) -> Result<Member, ConfFailure> {
+    if learner {
+        check_members(ctx, |m| m.check_learner_room()).map_err(ConfFailure::Refused)?;
+    } else {
+        ready_to_add(ctx)?;
+    }
     check_members(ctx, |m| m.check_urls(&urls, None)).map_err(ConfFailure::Refused)?;
     let salt = ctx.shared.rng.next_u64();
     let id = member_id(&urls, &ctx.token, Some(salt));
@@ -307,9 +344,62 @@ pub(super) async fn add_member(ctx: &Ctx, urls: Vec<String>) -> Result<Member, C
         name: String::new(),
         peer_urls: urls,
         client_urls: vec![],
+        is_learner: learner,
     };
-    conf_change(ctx, ConfChangeType::AddNode, member.clone(), false).await?;
+    let kind = if learner {
+        ConfChangeType::AddLearnerNode
+    } else {
+        ConfChangeType::AddNode
+    };
+    conf_change(ctx, kind, member.clone(), Change::AddRemove).await?;
     Ok(member)
+}
+
+/// How far a learner's log must have caught up with the leader's before it may be promoted
+/// (etcd's `readyPercent`).
+const LEARNER_READY: f64 = 0.9;
+
+/// Promote the learner `id` to a voter, as etcd's `PromoteMember` does on the leader: the
+/// learner must be in sync with the leader's log (matched ≥ 90 % of the leader's), the
+/// promotion must leave a quorum of started voters, then the conf change (checked again when
+/// it applies: a member, and a learner). Only the leader knows how far a learner is: etcd
+/// forwards a promotion that reaches a follower to the leader; detcd does not yet, so a
+/// follower answers what it can know itself (not a member, not a learner: the leader would
+/// answer the same on a healthy cluster) and `NotLeader` for a learner.
+pub(super) async fn promote_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
+    if !ctx.shared.status().is_leader {
+        check_members(ctx, |m| m.check_promote(id).map(|_| ())).map_err(ConfFailure::Refused)?;
+        return Err(ConfFailure::NotLeader);
+    }
+    {
+        let progress = ctx.shared.progress.lock().expect("progress lock");
+        let matched = |who: u64| progress.iter().find(|(i, _)| *i == who).map(|(_, m)| *m);
+        if let Some(learner) = matched(id) {
+            let leader = matched(ctx.shared.id).unwrap_or(0);
+            if (learner as f64) < (leader as f64) * LEARNER_READY {
+                return Err(ConfFailure::LearnerNotReady);
+            }
+        }
+    }
+    if ctx.strict_reconfig_check {
+        // etcd's IsReadyToPromoteMember: the started voters must be a quorum of the voters
+        // the cluster will have, the learner counted as one of them and as started.
+        let sm = ctx.shared.sm.lock().expect("sm lock");
+        let voters = sm.meta.members.members.values().filter(|m| !m.is_learner);
+        let (n, started) = voters.fold((1, 1), |(n, s), m| {
+            (n + 1, s + usize::from(!m.client_urls.is_empty()))
+        });
+        if started < n / 2 + 1 {
+            return Err(ConfFailure::NotEnoughStarted);
+        }
+    }
+    let member =
+        check_members(ctx, |m| m.check_promote(id).cloned()).map_err(ConfFailure::Refused)?;
+    let member = Member {
+        is_learner: false,
+        ..member
+    };
+    conf_change(ctx, ConfChangeType::AddNode, member, Change::Promote).await
 }
 
 /// Change member `id`'s peer URLs to `urls`.
@@ -319,24 +409,36 @@ pub(super) async fn update_member(
     urls: Vec<String>,
 ) -> Result<(), ConfFailure> {
     check_members(ctx, |m| m.check_add(id, &urls, true)).map_err(ConfFailure::Refused)?;
+    // A learner's update must not make it a voter: its conf change is AddLearnerNode (raft
+    // leaves an existing learner as it is, as it leaves an existing voter on AddNode).
+    let is_learner = check_members(ctx, |m| {
+        Ok(m.members.get(&id).is_some_and(|m| m.is_learner))
+    })
+    .map_err(ConfFailure::Refused)?;
     let member = Member {
         id,
         name: String::new(),
         peer_urls: urls,
         client_urls: vec![],
+        is_learner,
     };
-    conf_change(ctx, ConfChangeType::AddNode, member, true).await
+    let kind = if is_learner {
+        ConfChangeType::AddLearnerNode
+    } else {
+        ConfChangeType::AddNode
+    };
+    conf_change(ctx, kind, member, Change::Update).await
 }
 
 /// Remove member `id`.
 pub(super) async fn remove_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
     let member =
         check_members(ctx, |m| m.check_remove(id).cloned()).map_err(ConfFailure::Refused)?;
-    conf_change(ctx, ConfChangeType::RemoveNode, member, false).await
+    conf_change(ctx, ConfChangeType::RemoveNode, member, Change::AddRemove).await
 }
 
 async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
-    match add_member(ctx, urls).await {
+    match add_member(ctx, urls, false).await {
         Ok(member) => json(StatusCode::CREATED, format!("{}\n", member_json(&member))),
         Err(f) => f.v2(),
     }

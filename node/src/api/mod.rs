@@ -301,13 +301,13 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    let maint = v3maint::Maint::for_gateway(Arc::clone(ctx), token.clone());
     let kv = v3::V3::for_gateway(Arc::clone(ctx), token);
     let keep_alive = |reqs: Vec<detcd_proto::etcdserverpb::LeaseKeepAliveRequest>| {
         use futures::StreamExt;
         let requests = futures::stream::iter(reqs.into_iter().map(Ok));
         kv.keep_alive_stream(requests).collect::<Vec<_>>()
     };
-    let maint = v3maint::Maint::new(Arc::clone(ctx));
     let reply = match v3gateway::handle_auth(&kv, &method, &path, &body).await {
         Some(r) => Some(r),
         None => match v3gateway::handle_cluster_maintenance(&maint, &maint, &method, &path, &body)

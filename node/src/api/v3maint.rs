@@ -4,8 +4,9 @@
 //! Cluster is another view of the one membership the v2 members API shows and changes: the
 //! same member list (`sm.meta.members`), the same checks and conf changes
 //! (`members::add_member`, `update_member`, `remove_member`), answered with etcd's gRPC codes
-//! and messages. detcd has no learners: promoting answers as etcd 3.4 does when the member is
-//! not a learner (or not a member), and adding a learner is refused.
+//! and messages. Learners as in etcd 3.4: at most one, added without the strict
+//! reconfiguration check, promoted by the leader once their log is in sync
+//! (`members::promote_member`).
 //!
 //! Maintenance: Status, Alarm (proposed through Raft, all three actions, as etcd does),
 //! the quota check made before a put, a txn with a put or a lease grant ([`check_quota`]:
@@ -34,6 +35,9 @@ pub const SERVER_VERSION: &str = "3.4.23";
 #[derive(Clone)]
 pub struct Maint {
     ctx: Arc<Ctx>,
+    /// The request credentials are read as the KV service reads them (gRPC metadata, or the
+    /// gateway's `Authorization` header).
+    creds: super::v3::V3,
 }
 
 fn wait_status(e: WaitError) -> Status {
@@ -60,6 +64,12 @@ fn conf_status(f: ConfFailure) -> Status {
         ConfFailure::Refused((409, _)) => {
             Status::failed_precondition("etcdserver: member ID already exist")
         }
+        // Too many learners; promotion of a voter.
+        ConfFailure::Refused((412, msg)) => Status::failed_precondition(msg),
+        ConfFailure::NotLeader => Status::failed_precondition("etcdserver: not leader"),
+        ConfFailure::LearnerNotReady => Status::failed_precondition(
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
         ConfFailure::Refused(_) => member_not_found(),
         ConfFailure::Timeout => Status::unavailable(super::v3::REQUEST_TIMED_OUT),
     }
@@ -125,7 +135,40 @@ pub async fn check_quota(ctx: &Ctx, r: Costed<'_>) -> Result<(), Status> {
 impl Maint {
     /// The services of the member behind `ctx`.
     pub fn new(ctx: Arc<Ctx>) -> Maint {
-        Maint { ctx }
+        let creds = super::v3::V3::new(Arc::clone(&ctx));
+        Maint { ctx, creds }
+    }
+
+    /// The services as the JSON gateway calls them, with the request's `Authorization`
+    /// header as its token.
+    pub fn for_gateway(ctx: Arc<Ctx>, authorization: Option<String>) -> Maint {
+        let creds = super::v3::V3::for_gateway(Arc::clone(&ctx), authorization);
+        Maint { ctx, creds }
+    }
+
+    /// etcd's `checkMembershipOperationPermission`: with auth on, only an admin (a user with
+    /// the root role) may add, remove, update or promote members; the errors as the
+    /// Cluster service converts them ("etcdserver: permission denied", "etcdserver: user
+    /// name is empty").
+    async fn check_admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let ai = self.creds.auth_info(req).await?;
+        self.ctx
+            .shared
+            .mvcc
+            .lock()
+            .expect("mvcc lock")
+            .auth_check_admin(ai.as_ref())
+            .map_err(super::v3auth::auth_status)
+    }
+
+    /// etcd 3.4's `authMaintenanceServer.isAuthenticated` (Defragment, Snapshot, Hash,
+    /// HashKV): the same admin check, but its error goes out unconverted, as the auth
+    /// package's own error (code Unknown, "auth: permission denied", "auth: user name is
+    /// empty", "auth: invalid auth token").
+    async fn check_admin_raw<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.check_admin(req)
+            .await
+            .map_err(|st| Status::unknown(st.message().replacen("etcdserver: ", "auth: ", 1)))
     }
 
     /// A header with the cluster, this member, the term and (for Maintenance) the revision.
@@ -151,7 +194,7 @@ impl Maint {
                 name: m.name.clone(),
                 peer_ur_ls: m.peer_urls.clone(),
                 client_ur_ls: m.client_urls.clone(),
-                is_learner: false,
+                is_learner: m.is_learner,
             })
             .collect()
     }
@@ -184,16 +227,12 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        let r = req.into_inner();
-        let urls = parse_peer_urls(&r.peer_ur_ls)
+        let urls = parse_peer_urls(&req.get_ref().peer_ur_ls)
             .filter(|u| !u.is_empty())
             .ok_or_else(|| Status::invalid_argument("etcdserver: given member URLs are invalid"))?;
-        if r.is_learner {
-            return Err(Status::unimplemented(
-                "detcd: learner members are not supported",
-            ));
-        }
-        let m = members::add_member(&self.ctx, urls)
+        self.check_admin(&req).await?;
+        let r = req.into_inner();
+        let m = members::add_member(&self.ctx, urls, r.is_learner)
             .await
             .map_err(conf_status)?;
         Ok(Response::new(pb::MemberAddResponse {
@@ -203,7 +242,7 @@ impl Cluster for Maint {
                 name: String::new(),
                 peer_ur_ls: m.peer_urls,
                 client_ur_ls: Vec::new(),
-                is_learner: false,
+                is_learner: m.is_learner,
             }),
             members: self.members(),
         }))
@@ -213,6 +252,7 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        self.check_admin(&req).await?;
         let r = req.into_inner();
         members::remove_member(&self.ctx, r.id)
             .await
@@ -227,6 +267,7 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        self.check_admin(&req).await?;
         let r = req.into_inner();
         members::update_member(&self.ctx, r.id, r.peer_ur_ls)
             .await
@@ -251,26 +292,15 @@ impl Cluster for Maint {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        // detcd has no learners: etcd 3.4's answers for a member that is not a learner, or
-        // not a member (its `ValidateConfigurationChange` for a promotion).
+        self.check_admin(&req).await?;
         let id = req.into_inner().id;
-        let known = self
-            .ctx
-            .shared
-            .sm
-            .lock()
-            .expect("sm lock")
-            .meta
-            .members
-            .members
-            .contains_key(&id);
-        if known {
-            Err(Status::failed_precondition(
-                "etcdserver: can only promote a learner member",
-            ))
-        } else {
-            Err(member_not_found())
-        }
+        members::promote_member(&self.ctx, id)
+            .await
+            .map_err(conf_status)?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: self.header(0),
+            members: self.members(),
+        }))
     }
 }
 
@@ -341,8 +371,9 @@ impl Maintenance for Maint {
 
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.check_admin_raw(&req).await?;
         let deadline = self.ctx.shared.clock.now() + DEFRAG_WAIT;
         loop {
             let r = self.ctx.shared.mvcc.lock().expect("mvcc lock").defrag();
@@ -366,8 +397,9 @@ impl Maintenance for Maint {
 
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.check_admin_raw(&req).await?;
         let (hash, rev) = self
             .ctx
             .shared
@@ -386,6 +418,7 @@ impl Maintenance for Maint {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.check_admin_raw(&req).await?;
         let r = req.into_inner();
         let h = self
             .ctx
@@ -406,8 +439,9 @@ impl Maintenance for Maint {
 
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        self.check_admin_raw(&req).await?;
         let dump = {
             let mut m = self.ctx.shared.mvcc.lock().expect("mvcc lock");
             m.flush(false)

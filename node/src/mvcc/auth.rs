@@ -629,6 +629,11 @@ impl Mvcc {
         self.auth.revision
     }
 
+    /// Is `caller` an admin, or auth off (etcd's `IsAdminPermitted`)?
+    pub fn auth_check_admin(&self, caller: Option<&AuthInfo>) -> Result<(), AuthError> {
+        self.auth.check_admin(Caller::Client(caller))
+    }
+
     /// May `caller` read `key`..`range_end` (etcd's `IsRangePermitted`)?
     pub fn auth_check_range(
         &self,

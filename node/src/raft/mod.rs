@@ -165,6 +165,10 @@ pub struct Shared {
     pub lessor: Mutex<crate::lease::Lessor>,
     /// What this member's v3 watchers read their events from (published by the Ready loop).
     pub watch_hub: std::sync::Arc<crate::watch::Hub>,
+    /// While this member leads: each member's matched log index as Raft's progress tracker
+    /// knows it (itself included), for promoting a learner only once it is in sync; empty
+    /// otherwise.
+    pub progress: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Shared {

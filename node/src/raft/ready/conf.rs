@@ -33,10 +33,20 @@ fn refuse_conf_change(
     cc.get_changes().iter().find_map(|change| {
         let id = change.node_id;
         match change.get_change_type() {
-            raft::eraftpb::ConfChangeType::AddNode
-            | raft::eraftpb::ConfChangeType::AddLearnerNode => {
+            _ if c.promote => members.check_promote(id).err(),
+            raft::eraftpb::ConfChangeType::AddNode => {
                 members.check_add(id, &c.member.peer_urls, c.update).err()
             }
+            raft::eraftpb::ConfChangeType::AddLearnerNode => members
+                .check_add(id, &c.member.peer_urls, c.update)
+                .and_then(|()| {
+                    if c.update {
+                        Ok(())
+                    } else {
+                        members.check_learner_room()
+                    }
+                })
+                .err(),
             raft::eraftpb::ConfChangeType::RemoveNode => members.check_remove(id).err(),
         }
     })

@@ -62,6 +62,7 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
                         name: format!("m{id}"),
                         peer_urls: vec![format!("http://127.0.0.1:{}", 12380 + id)],
                         client_urls: vec![],
+                        is_learner: false,
                     },
                 )
             })
@@ -114,6 +115,7 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
         probe: probe.clone(),
         lessor: Mutex::new(crate::lease::Lessor::new()),
         watch_hub: Arc::new(crate::watch::Hub::new(1, 0)),
+        progress: Mutex::new(Vec::new()),
     });
     let transport = Transport::new(1, 0xc1, "t".into(), inbox_tx, PeerTls::default());
     let meta = WalMeta {
