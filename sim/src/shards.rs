@@ -39,7 +39,8 @@ pub struct SeedRow {
     pub sim_seconds: f64,
     /// Operations recorded in the history.
     pub operations: u64,
-    /// Acknowledged writes (each one checked).
+    /// Writes answered: acknowledged, or refused with an error such as a failed compare
+    /// (each one checked; the report's throughput counts the same).
     pub acked_writes: u64,
     /// Acknowledged writes/s of the first (steady) phase.
     pub steady_writes_per_sec: Option<f64>,
@@ -474,7 +475,8 @@ pub fn write_report(out: &Path, sweep: &Sweep) -> std::io::Result<()> {
     )?;
     let mut md = format!(
         "# Sweep of {name}: {} seeds ({range})\n\n\
-         {:.1} simulated hours, {ops} operations, {acked} acknowledged writes checked.\n\n\
+         {:.1} simulated hours, {ops} operations, {acked} answered writes checked \
+         (acknowledged, or refused with an error such as a failed compare).\n\n\
          | metric | min | p50 | max |\n|---|---|---|---|\n",
         rows.len(),
         sim_s / 3600.0,
