@@ -1275,6 +1275,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(e) = bench.and_then(|b| bench_opts.invalid(b)) {
+        eprintln!("detcd-real: {e}");
+        return ExitCode::from(2);
+    }
     let started = if processes {
         let bin = bin.unwrap_or_else(|| match server {
             Server::Detcd => PathBuf::from("target/release/detcd"),

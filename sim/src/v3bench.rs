@@ -99,6 +99,32 @@ pub struct BenchOpts {
     pub keep_s: f64,
 }
 
+impl BenchOpts {
+    /// Why benchmark `b` cannot run with these options (checked before any member starts).
+    pub fn invalid(&self, b: Bench) -> Option<String> {
+        let positive: &[(&str, f64)] = match b {
+            Bench::WatchFanout => &[
+                ("--watchers", self.watchers as f64),
+                ("--per-stream", self.per_stream as f64),
+                ("--conns", self.conns as f64),
+                ("--puts", self.puts as f64),
+                ("--writers", self.writers as f64),
+            ],
+            Bench::LeaseKeepalive => &[
+                ("--leases", self.leases as f64),
+                ("--ttl", self.ttl as f64),
+                ("--granters", self.granters as f64),
+                ("--streams", self.streams as f64),
+                ("--keep-s", self.keep_s),
+            ],
+        };
+        positive
+            .iter()
+            .find(|(_, v)| v.is_nan() || *v <= 0.0)
+            .map(|(name, v)| format!("{name} {v}: must be greater than 0"))
+    }
+}
+
 /// What one watcher received against what it should have.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
@@ -725,5 +751,30 @@ mod tests {
         assert_eq!(pct_ms(&v, 0.5), 51.0);
         assert_eq!(pct_ms(&v, 1.0), 100.0);
         assert_eq!(pct_ms(&[], 0.99), 0.0);
+    }
+
+    #[test]
+    fn options_that_cannot_run_are_refused_naming_the_flag() {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            o: BenchOpts,
+        }
+        let parse = |a: &[&str]| <P as clap::Parser>::parse_from(a).o;
+        let ok = parse(&["bench"]);
+        assert_eq!(ok.invalid(Bench::WatchFanout), None);
+        assert_eq!(ok.invalid(Bench::LeaseKeepalive), None);
+        let none = parse(&["bench", "--watchers", "0"]);
+        assert_eq!(
+            none.invalid(Bench::WatchFanout).as_deref(),
+            Some("--watchers 0: must be greater than 0")
+        );
+        // A watch option does not concern the lease benchmark.
+        assert_eq!(none.invalid(Bench::LeaseKeepalive), None);
+        let none = parse(&["bench", "--keep-s", "0"]);
+        assert!(none
+            .invalid(Bench::LeaseKeepalive)
+            .unwrap()
+            .starts_with("--keep-s"));
     }
 }
