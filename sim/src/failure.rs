@@ -49,8 +49,15 @@ pub fn path_of(scenario: &str, seed: u64) -> PathBuf {
 
 /// Save `f` as [`path_of`] its scenario and seed; returns where.
 pub fn save(f: &FailureFile) -> Result<PathBuf, String> {
-    let path = path_of(&f.scenario.name, f.seed);
-    let _ = std::fs::create_dir_all("failures");
+    save_in(Path::new(""), f)
+}
+
+/// Save `f` as `root`/[`path_of`] (a shard keeps its failures under its own directory).
+pub fn save_in(root: &Path, f: &FailureFile) -> Result<PathBuf, String> {
+    let path = root.join(path_of(&f.scenario.name, f.seed));
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     let text = toml::to_string(f).map_err(|e| format!("encoding failure file: {e}"))?;
     std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(path)

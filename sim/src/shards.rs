@@ -154,13 +154,7 @@ pub fn commit() -> String {
 
 /// FNV-1a of a scenario's TOML encoding, hex.
 pub fn scenario_digest(s: &Scenario) -> String {
-    let text = toml::to_string(s).unwrap_or_default();
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in text.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
+    crate::outcome::digest(toml::to_string(s).unwrap_or_default().as_bytes())
 }
 
 impl Shard {

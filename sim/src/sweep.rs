@@ -213,21 +213,7 @@ pub fn sweep(
                     row.failed.as_deref().unwrap_or_default()
                 ));
                 let f = crate::shards::failure_file(&s, &row, &header.commit);
-                let saved = match &out.dir {
-                    Some(d) => {
-                        let p = crate::shards::failure_path(d, &s.name, seed);
-                        toml::to_string(&f)
-                            .map_err(|e| e.to_string())
-                            .and_then(|t| {
-                                std::fs::create_dir_all(p.parent().unwrap_or(d))
-                                    .and_then(|_| std::fs::write(&p, t))
-                                    .map_err(|e| format!("writing {}: {e}", p.display()))
-                            })
-                            .map(|_| p)
-                    }
-                    None => crate::failure::save(&f),
-                };
-                match saved {
+                match crate::failure::save_in(out.dir.as_deref().unwrap_or(Path::new("")), &f) {
                     Ok(path) => say(format!("    saved {}", path.display())),
                     Err(e) => eprintln!("detcd-sim: {e}"),
                 }
