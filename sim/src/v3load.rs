@@ -551,35 +551,8 @@ async fn run_compactor(
         if at <= compacted.max(1) {
             continue;
         }
-        let member = c.member;
-        let invoke_ns = start.elapsed().as_nanos() as u64;
-        let req = pb::CompactionRequest {
-            revision: at,
-            physical: false,
-        };
-        if let Some(e) = c.call(|mut kv| async move { kv.compact(req).await }).await {
-            let e = map(e, |r| {
-                h::Response::Compact(h::CompactResponse {
-                    header_revision: rev(&r.header),
-                })
-            });
-            if matches!(e, Ended::Ok(_)) {
-                compacted = at;
-            }
-            let request = h::Request::Compact(h::CompactRequest {
-                revision: at,
-                physical: false,
-            });
-            c.record(
-                &rec,
-                start,
-                member,
-                invoke_ns,
-                request,
-                e,
-                "compact".into(),
-                None,
-            );
+        if c.compact_op(&rec, start, at).await {
+            compacted = at;
         }
     }
 }
@@ -717,9 +690,7 @@ pub async fn run_watcher(
             if slow && !canceled {
                 // A slow consumer: the member's answers queue up behind flow control.
                 let pause = Duration::from_millis(pauses.gen_range(100..=2500));
-                let until = end.min(tokio::time::Instant::now() + pause);
-                detcd_node::rt::sleep(until.saturating_duration_since(tokio::time::Instant::now()))
-                    .await;
+                detcd_node::rt::sleep_until(end.min(tokio::time::Instant::now() + pause)).await;
             }
             if canceled {
                 // Canceled for a compaction: its revisions are gone, so the next watch
@@ -983,34 +954,7 @@ pub async fn run_lease_client(
 
         // Now and then: a compaction behind the head, and a read further back.
         if compact && last_rev - compact_back > 1 {
-            let member = c.member;
-            let invoke_ns = now_ns();
-            let at = last_rev - compact_back;
-            let req = pb::CompactionRequest {
-                revision: at,
-                physical: false,
-            };
-            if let Some(e) = c.call(|mut kv| async move { kv.compact(req).await }).await {
-                let e = map(e, |r| {
-                    h::Response::Compact(h::CompactResponse {
-                        header_revision: rev(&r.header),
-                    })
-                });
-                let request = h::Request::Compact(h::CompactRequest {
-                    revision: at,
-                    physical: false,
-                });
-                c.record(
-                    &rec,
-                    start,
-                    member,
-                    invoke_ns,
-                    request,
-                    e,
-                    "compact".into(),
-                    None,
-                );
-            }
+            c.compact_op(&rec, start, last_rev - compact_back).await;
             if last_rev - read_back >= 1 {
                 let range = h::RangeRequest {
                     key: ALL_START.into(),
@@ -1025,6 +969,48 @@ pub async fn run_lease_client(
 }
 
 impl Client {
+    /// One Compact at `at`, recorded (an unanswered one is left out). Whether it succeeded.
+    async fn compact_op(
+        &mut self,
+        rec: &Mutex<Recorder>,
+        start: tokio::time::Instant,
+        at: i64,
+    ) -> bool {
+        let member = self.member;
+        let invoke_ns = start.elapsed().as_nanos() as u64;
+        let req = pb::CompactionRequest {
+            revision: at,
+            physical: false,
+        };
+        let Some(e) = self
+            .call(|mut kv| async move { kv.compact(req).await })
+            .await
+        else {
+            return false;
+        };
+        let e = map(e, |r| {
+            h::Response::Compact(h::CompactResponse {
+                header_revision: rev(&r.header),
+            })
+        });
+        let ok = matches!(e, Ended::Ok(_));
+        let request = h::Request::Compact(h::CompactRequest {
+            revision: at,
+            physical: false,
+        });
+        self.record(
+            rec,
+            start,
+            member,
+            invoke_ns,
+            request,
+            e,
+            "compact".into(),
+            None,
+        );
+        ok
+    }
+
     /// One Range, recorded (an unanswered read is left out: it had no effect).
     async fn range_op(
         &mut self,
