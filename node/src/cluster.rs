@@ -86,6 +86,11 @@ impl Members {
         self.members.values().filter(|m| m.is_learner).count()
     }
 
+    /// The voting members (learners count toward no quorum: etcd's `VotingMembers`).
+    pub fn voters(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| !m.is_learner)
+    }
+
     /// A learner may be added: fewer than [`MAX_LEARNERS`] are there (etcd's
     /// ValidateConfigurationChange for ConfChangeAddLearnerNode).
     pub fn check_learner_room(&self) -> Result<(), Refusal> {

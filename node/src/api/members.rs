@@ -177,29 +177,22 @@ fn ready_to_add(ctx: &Ctx) -> Result<(), ConfFailure> {
         return Ok(());
     }
     let sm = ctx.shared.sm.lock().expect("sm lock");
-    // Voters only: learners count toward no quorum (etcd's `VotingMembers`).
-    let members: std::collections::BTreeMap<u64, &Member> = sm
-        .meta
-        .members
-        .members
-        .iter()
-        .filter(|(_, m)| !m.is_learner)
-        .map(|(id, m)| (*id, m))
-        .collect();
+    let voters: Vec<&Member> = sm.meta.members.voters().collect();
     // A member is started once it has published its client URLs.
-    let started = members
-        .values()
-        .filter(|m| !m.client_urls.is_empty())
-        .count();
-    let after = members.len() + 1;
+    let started = voters.iter().filter(|m| !m.client_urls.is_empty()).count();
+    let after = voters.len() + 1;
     // Growing a 1-member cluster to 2 is allowed (the tutorial's one-by-one method).
     let quorum_ok = (started == 1 && after == 2) || started > after / 2;
     // Every other voter must have been reachable for a while (etcd: 5 s).
-    let connected = members.keys().filter(|id| **id != ctx.shared.id).all(|id| {
-        ctx.transport
-            .connected_for(*id)
-            .is_some_and(|d| d >= RECONFIG_CONNECTED_MIN)
-    });
+    let connected = voters
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| *id != ctx.shared.id)
+        .all(|id| {
+            ctx.transport
+                .connected_for(id)
+                .is_some_and(|d| d >= RECONFIG_CONNECTED_MIN)
+        });
     if !quorum_ok {
         return Err(ConfFailure::NotEnoughStarted);
     }
@@ -346,13 +339,17 @@ pub(super) async fn add_member(
         client_urls: vec![],
         is_learner: learner,
     };
-    let kind = if learner {
+    conf_change(ctx, add_kind(learner), member.clone(), Change::AddRemove).await?;
+    Ok(member)
+}
+
+/// The conf change that adds (or updates) a member as a learner or a voter.
+fn add_kind(learner: bool) -> ConfChangeType {
+    if learner {
         ConfChangeType::AddLearnerNode
     } else {
         ConfChangeType::AddNode
-    };
-    conf_change(ctx, kind, member.clone(), Change::AddRemove).await?;
-    Ok(member)
+    }
 }
 
 /// How far a learner's log must have caught up with the leader's before it may be promoted
@@ -385,8 +382,7 @@ pub(super) async fn promote_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure
         // etcd's IsReadyToPromoteMember: the started voters must be a quorum of the voters
         // the cluster will have, the learner counted as one of them and as started.
         let sm = ctx.shared.sm.lock().expect("sm lock");
-        let voters = sm.meta.members.members.values().filter(|m| !m.is_learner);
-        let (n, started) = voters.fold((1, 1), |(n, s), m| {
+        let (n, started) = sm.meta.members.voters().fold((1, 1), |(n, s), m| {
             (n + 1, s + usize::from(!m.client_urls.is_empty()))
         });
         if started < n / 2 + 1 {
@@ -422,12 +418,7 @@ pub(super) async fn update_member(
         client_urls: vec![],
         is_learner,
     };
-    let kind = if is_learner {
-        ConfChangeType::AddLearnerNode
-    } else {
-        ConfChangeType::AddNode
-    };
-    conf_change(ctx, kind, member, Change::Update).await
+    conf_change(ctx, add_kind(is_learner), member, Change::Update).await
 }
 
 /// Remove member `id`.
