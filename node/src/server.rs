@@ -518,6 +518,12 @@ fn restart(
 /// A keyspace behind the newest snapshot (its file lost, or a crash before its last durable
 /// commit reached a snapshot it was meant to reach) is rebuilt from the snapshot's v3 part;
 /// entries after it are re-applied from the WAL, and those it already holds are skipped.
+///
+/// A damaged keyspace file ([`crate::mvcc::is_damage`]) is rebuilt the same way, without
+/// an operator: the file is kept beside as `db.damaged` and a new one starts empty. This
+/// loses nothing and breaks no Raft rule: the keyspace is derived state, and the snapshot
+/// (its v3 part; a snapshot without one is a new cluster's first, taken before any v3
+/// write) and the WAL after it, each checked by their own checksums, hold everything it held.
 fn open_mvcc(
     cfg: &Config,
     disk: &Arc<dyn Disk>,
@@ -528,8 +534,19 @@ fn open_mvcc(
         max_txn_ops: cfg.max_txn_ops,
         cache_bytes: crate::mvcc::DEFAULT_CACHE_BYTES,
     };
-    let mut mvcc = crate::mvcc::Mvcc::open(Arc::clone(disk), &path, opts)
-        .map_err(|e| NodeError::Storage(format!("{}: {e}", path.display())))?;
+    let failed = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", path.display()));
+    let mut mvcc = match crate::mvcc::Mvcc::open(Arc::clone(disk), &path, opts.clone()) {
+        Ok(m) => m,
+        Err(e) if crate::mvcc::is_damage(&e) => {
+            let aside = path.with_file_name("db.damaged");
+            tracing::error!(file = %path.display(), error = %e, kept_as = %aside.display(),
+                snapshot = opened.snap_index,
+                "the v3 keyspace is damaged: rebuilding it from the snapshot and the WAL");
+            disk.rename(&path, &aside).map_err(failed)?;
+            crate::mvcc::Mvcc::open(Arc::clone(disk), &path, opts).map_err(failed)?
+        }
+        Err(e) => return Err(failed(e)),
+    };
     let held = mvcc.consistent_index();
     if held < opened.snap_index {
         if let Some(v3) = &opened.v3_snapshot {

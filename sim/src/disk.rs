@@ -753,6 +753,28 @@ impl Disk for SimDisk {
         Ok(())
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state.lock().unwrap();
+        if st.frozen {
+            return Ok(());
+        }
+        // A directory entry change, durable at once like `remove` (the member syncs the
+        // directory): the file's bytes, synced and not, move with it.
+        if let Some(f) = st.files.remove(from) {
+            st.files.insert(to.to_path_buf(), f);
+        } else if let Some(f) = st.rfiles.remove(from) {
+            st.rfiles.insert(to.to_path_buf(), f);
+        } else {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        for (p, ..) in st.faults.read_errors.iter_mut() {
+            if p == from {
+                *p = to.to_path_buf();
+            }
+        }
+        Ok(())
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let st = self.state.lock().unwrap();
         st.files.contains_key(path) || st.rfiles.contains_key(path) || st.dirs.contains(path)

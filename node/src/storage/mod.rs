@@ -68,6 +68,9 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()>;
     /// Remove a file; a missing file is not an error.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Move the file `from` to `to` (replacing what `to` held), durably (the directory is
+    /// synced). Nothing else may have `from` open.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Whether `path` exists.
     fn exists(&self, path: &Path) -> bool;
     /// Extra time an fsync takes that the caller must wait out (the simulated disk's seeded
@@ -284,6 +287,14 @@ impl Disk for FileDisk {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
         }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)?;
+        if let Some(parent) = to.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(())
     }
 
     fn exists(&self, path: &Path) -> bool {
