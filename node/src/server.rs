@@ -660,7 +660,6 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         probe: env.probe.clone(),
         lessor: Mutex::new(crate::lease::Lessor::new()),
         watch_hub: Arc::new(crate::watch::Hub::new(v3_rev, v3_compacted)),
-        progress: Mutex::new(Vec::new()),
     });
     let peer_tls = crate::transport::PeerTls {
         server: env.tls.peer_server.clone(),

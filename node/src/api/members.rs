@@ -369,7 +369,15 @@ pub(super) async fn promote_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure
         return Err(ConfFailure::NotLeader);
     }
     {
-        let progress = ctx.shared.progress.lock().expect("progress lock");
+        let (tx, rx) = oneshot::channel();
+        if ctx.shared.inbox.send(Inbox::Progress(tx)).is_err() {
+            return Err(ConfFailure::NotLeader);
+        }
+        // The loop answers between two turns; a loop that stopped drops the question.
+        let progress = rx.await.unwrap_or_default();
+        if progress.is_empty() {
+            return Err(ConfFailure::NotLeader);
+        }
         let matched = |who: u64| progress.iter().find(|(i, _)| *i == who).map(|(_, m)| *m);
         if let Some(learner) = matched(id) {
             let leader = matched(ctx.shared.id).unwrap_or(0);

@@ -53,6 +53,10 @@ pub enum Inbox {
     Removed,
     /// Hand leadership to this member (etcd's MoveLeader), if this member leads.
     TransferLeader(u64),
+    /// Each member's matched log index as Raft's progress tracker knows it (this member
+    /// included), while this member leads; empty otherwise. For promoting a learner only
+    /// once it is in sync: asked per promotion, so no turn of the loop copies it.
+    Progress(oneshot::Sender<Vec<(u64, u64)>>),
 }
 
 /// The result of a proposal, handed to the request that proposed it.
@@ -165,10 +169,6 @@ pub struct Shared {
     pub lessor: Mutex<crate::lease::Lessor>,
     /// What this member's v3 watchers read their events from (published by the Ready loop).
     pub watch_hub: std::sync::Arc<crate::watch::Hub>,
-    /// While this member leads: each member's matched log index as Raft's progress tracker
-    /// knows it (itself included), for promoting a learner only once it is in sync; empty
-    /// otherwise.
-    pub progress: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Shared {

@@ -358,6 +358,15 @@ impl RaftLoop {
                     self.raw.transfer_leader(to);
                 }
             }
+            Inbox::Progress(reply) => {
+                let r = &self.raw.raft;
+                let progress = if r.state == StateRole::Leader {
+                    r.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
+                } else {
+                    Vec::new()
+                };
+                let _ = reply.send(progress);
+            }
             Inbox::SnapshotSent(id, ok) => self.raw.report_snapshot(
                 id,
                 if ok {

@@ -115,7 +115,6 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
         probe: probe.clone(),
         lessor: Mutex::new(crate::lease::Lessor::new()),
         watch_hub: Arc::new(crate::watch::Hub::new(1, 0)),
-        progress: Mutex::new(Vec::new()),
     });
     let transport = Transport::new(1, 0xc1, "t".into(), inbox_tx, PeerTls::default());
     let meta = WalMeta {

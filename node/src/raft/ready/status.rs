@@ -39,12 +39,6 @@ impl RaftLoop {
             });
         st.commit = commit;
         st.applied = self.applied;
-        let r = &self.raw.raft;
-        let mut progress = self.shared.progress.lock().expect("progress lock");
-        progress.clear();
-        if r.state == StateRole::Leader {
-            progress.extend(r.prs().iter().map(|(id, pr)| (*id, pr.matched)));
-        }
         self.shared
             .probe
             .invariant(st.applied <= st.commit, "applied-le-commit", || {
