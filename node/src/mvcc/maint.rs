@@ -15,7 +15,7 @@ use detcd_proto::etcdserverpb as pb;
 use pb::alarm_request::AlarmAction;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{io_err, storage_err, Mvcc, V3Error, KV, LEASES, REVS, TAG_TOMBSTONE};
+use super::{entry, io_err, storage_err, Mvcc, V3Error, KV, LEASES, REVS};
 
 /// (member ID, alarm type) → 0: the raised alarms (etcd's `alarm` bucket).
 pub(super) const ALARMS: TableDefinition<(u64, i32), u8> = TableDefinition::new("alarm");
@@ -278,6 +278,10 @@ impl Mvcc {
     /// unless a tombstone), or if no key would be kept at all. Equal on every member at the
     /// same revision, and equal to etcd's for the same history (the encodings are etcd's).
     pub fn hash_kv(&self, rev: i64) -> Result<HashKv, V3Error> {
+        self.noting(self.hash_kv_inner(rev))
+    }
+
+    fn hash_kv_inner(&self, rev: i64) -> Result<HashKv, V3Error> {
         let (cur, compact) = (self.rev, self.compact_rev);
         if rev > 0 && rev <= compact {
             return Err(V3Error::Compacted);
@@ -301,7 +305,7 @@ impl Mvcc {
                     let (k, v) = e.map_err(storage_err)?;
                     let (key, main, sub) = k.value();
                     if main <= rev {
-                        let tomb = v.value().first() == Some(&TAG_TOMBSTONE);
+                        let tomb = !entry(v.value())?.0;
                         newest.insert(key.to_vec(), (main, sub, tomb));
                     }
                 }
@@ -327,10 +331,9 @@ impl Mvcc {
                     .get((key.value(), main, sub))
                     .map_err(storage_err)?
                     .ok_or_else(|| storage_err("rev table names a missing kv entry"))?;
-                let raw = raw.value();
-                let tomb = raw.first() == Some(&TAG_TOMBSTONE);
-                h.update(&rev_bytes(main, sub, tomb));
-                h.update(&raw[1..]);
+                let (put, payload) = entry(raw.value())?;
+                h.update(&rev_bytes(main, sub, !put));
+                h.update(payload);
             }
             Ok(h.sum())
         }

@@ -6,10 +6,13 @@
 //! [`backend`]).
 //!
 //! Layout (three redb tables):
-//! - `kv`: (key, main revision, sub revision) → one tag byte (0 put, 1 tombstone) and the
-//!   marshalled `mvccpb.KeyValue` (a tombstone's holds only the key, as etcd stores it). A
-//!   range at any revision scans this table in key order, so the keyspace needs no in-memory
-//!   index and may exceed memory.
+//! - `kv`: (key, main revision, sub revision) → one tag byte (2 put, 3 tombstone), the
+//!   CRC-32C of the tag and payload, and the payload: the marshalled `mvccpb.KeyValue` (a
+//!   tombstone's holds only the key, as etcd stores it). Every read checks the CRC ([`entry`]):
+//!   redb verifies its pages' checksums only when it opens the file, and a page read again
+//!   later (the keyspace may exceed redb's cache) could have rotted since. Entries written
+//!   before the CRC (tags 0 and 1) are read without one. A range at any revision scans this
+//!   table in key order, so the keyspace needs no in-memory index and may exceed memory.
 //! - `rev`: (main, sub) → key: what changed at each revision (compaction; watch history).
 //! - `meta`: consistent index, current revision, compacted revision.
 //! - `lease` (see `lease.rs`) and `alarm` (see `maint.rs`).
@@ -64,8 +67,12 @@ const META_INDEX: &str = "consistent_index";
 const META_REV: &str = "revision";
 const META_COMPACT: &str = "compact_revision";
 
-const TAG_PUT: u8 = 0;
-const TAG_TOMBSTONE: u8 = 1;
+/// A put and a tombstone as written before entries carried a checksum (still read).
+const TAG_PUT_V1: u8 = 0;
+const TAG_TOMBSTONE_V1: u8 = 1;
+/// A put and a tombstone followed by the CRC-32C (little-endian) of the tag and payload.
+const TAG_PUT: u8 = 2;
+const TAG_TOMBSTONE: u8 = 3;
 
 /// Keys with more revisions than this in a scan are skipped by a seek rather than read.
 const SCAN_SEEK_AFTER: usize = 8;
@@ -274,22 +281,53 @@ impl End<'_> {
     }
 }
 
-/// Decode a stored value: `None` for a tombstone.
-fn decode(raw: &[u8]) -> Result<Option<mvccpb::KeyValue>, V3Error> {
+/// What [`entry`] reports about a stored value that fails its checks.
+const CORRUPT: &str = "corrupt key-value";
+
+fn entry_crc(tag: u8, payload: &[u8]) -> u32 {
+    let mut h = maint::Crc32c::default();
+    h.update(&[tag]);
+    h.update(payload);
+    h.sum()
+}
+
+/// A stored value's kind (true: a put) and payload, its checksum verified.
+fn entry(raw: &[u8]) -> Result<(bool, &[u8]), V3Error> {
     match raw.split_first() {
-        Some((&TAG_PUT, rest)) => mvccpb::KeyValue::decode(rest)
-            .map(Some)
-            .map_err(|e| storage_err(format!("corrupt key-value: {e}"))),
-        Some((&TAG_TOMBSTONE, _)) => Ok(None),
-        _ => Err(storage_err("corrupt key-value: bad tag")),
+        Some((&tag @ (TAG_PUT | TAG_TOMBSTONE), rest)) if rest.len() >= 4 => {
+            let (sum, payload) = rest.split_at(4);
+            if u32::from_le_bytes(sum.try_into().expect("4 bytes")) != entry_crc(tag, payload) {
+                return Err(storage_err(format!("{CORRUPT}: checksum mismatch")));
+            }
+            Ok((tag == TAG_PUT, payload))
+        }
+        Some((&TAG_PUT_V1, payload)) => Ok((true, payload)),
+        Some((&TAG_TOMBSTONE_V1, payload)) => Ok((false, payload)),
+        _ => Err(storage_err(format!("{CORRUPT}: bad tag"))),
     }
 }
 
-fn encode_put(kv: &mvccpb::KeyValue) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + kv.encoded_len());
-    v.push(TAG_PUT);
+/// Decode a stored value: `None` for a tombstone.
+fn decode(raw: &[u8]) -> Result<Option<mvccpb::KeyValue>, V3Error> {
+    match entry(raw)? {
+        (true, payload) => mvccpb::KeyValue::decode(payload)
+            .map(Some)
+            .map_err(|e| storage_err(format!("{CORRUPT}: {e}"))),
+        (false, _) => Ok(None),
+    }
+}
+
+fn encode_entry(tag: u8, kv: &mvccpb::KeyValue) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + kv.encoded_len());
+    v.extend_from_slice(&[tag, 0, 0, 0, 0]);
     kv.encode(&mut v).expect("a Vec grows");
+    let sum = entry_crc(tag, &v[5..]);
+    v[1..5].copy_from_slice(&sum.to_le_bytes());
     v
+}
+
+fn encode_put(kv: &mvccpb::KeyValue) -> Vec<u8> {
+    encode_entry(TAG_PUT, kv)
 }
 
 fn encode_tombstone(key: &[u8]) -> Vec<u8> {
@@ -297,10 +335,7 @@ fn encode_tombstone(key: &[u8]) -> Vec<u8> {
         key: key.to_vec(),
         ..Default::default()
     };
-    let mut v = Vec::with_capacity(1 + kv.encoded_len());
-    v.push(TAG_TOMBSTONE);
-    kv.encode(&mut v).expect("a Vec grows");
-    v
+    encode_entry(TAG_TOMBSTONE, &kv)
 }
 
 /// The newest stored entry of `key` at or below revision `rev` (raw), if any.
@@ -327,10 +362,10 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
     rev: i64,
     mut f: impl FnMut(&[u8], Vec<u8>) -> Result<bool, V3Error>,
 ) -> Result<(), V3Error> {
-    let live = |raw: &Vec<u8>| raw.first() == Some(&TAG_PUT);
+    let live = |raw: &[u8]| -> Result<bool, V3Error> { Ok(entry(raw)?.0) };
     if let End::Single = end {
         if let Some(raw) = latest_at(t, key, rev)? {
-            if live(&raw) {
+            if live(&raw)? {
                 f(key, raw)?;
             }
         }
@@ -365,7 +400,7 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
             let (kb, main, _) = k.value();
             if cur.as_deref() != Some(kb) {
                 if let (Some(c), Some(b)) = (cur.take(), best.take()) {
-                    if live(&b) && !f(&c, b)? {
+                    if live(&b)? && !f(&c, b)? {
                         return Ok(());
                     }
                 }
@@ -383,7 +418,7 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
                     best = latest_at(t, &c, rev)?;
                 }
                 if let Some(b) = best.take() {
-                    if live(&b) && !f(&c, b)? {
+                    if live(&b)? && !f(&c, b)? {
                         return Ok(());
                     }
                 }
@@ -393,7 +428,7 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
             }
         }
         if let (Some(c), Some(b)) = (cur, best) {
-            if live(&b) {
+            if live(&b)? {
                 f(&c, b)?;
             }
         }
@@ -1013,6 +1048,8 @@ pub struct Mvcc {
     compact_rev: i64,
     /// A storage failure during apply: the state may be half-written; flush refuses.
     failed: Option<String>,
+    /// A storage failure met by a read (see [`Mvcc::damage`]).
+    damage: std::sync::OnceLock<String>,
     /// The in-memory index/revisions differ from the open batch's meta table.
     meta_dirty: bool,
     /// A commit since the last durable one was not durable.
@@ -1145,6 +1182,7 @@ impl Mvcc {
             rev: meta.1,
             compact_rev: meta.2,
             failed: None,
+            damage: std::sync::OnceLock::new(),
             meta_dirty: false,
             undurable: false,
             leases: BTreeMap::new(),
@@ -1436,7 +1474,7 @@ impl Mvcc {
             {
                 let (k, v) = e.map_err(storage_err)?;
                 let (_, main, sub) = k.value();
-                entries.push((main, sub, v.value().first() == Some(&TAG_TOMBSTONE)));
+                entries.push((main, sub, !entry(v.value())?.0));
             }
             let keep_newest = entries.last().is_some_and(|&(_, _, tomb)| !tomb);
             let n = entries.len() - usize::from(keep_newest);
@@ -1504,6 +1542,23 @@ impl Mvcc {
         Ok(())
     }
 
+    /// Remember a storage failure met while reading (see [`Mvcc::damage`]); pass `r` on.
+    fn noting<T>(&self, r: Result<T, V3Error>) -> Result<T, V3Error> {
+        if let Err(V3Error::Storage(e)) = &r {
+            let _ = self.damage.set(e.clone());
+        }
+        r
+    }
+
+    /// What a read found wrong with the backend (a checksum that did not match, a record
+    /// that did not decode, an I/O error), if one did: the member must stop (etcd panics).
+    /// Reads are made by request handlers under the keyspace's lock, so they cannot stop
+    /// the member themselves; the Ready loop looks at every tick. Once restarted, the
+    /// member verifies every page and rebuilds a damaged keyspace (see `server::open_mvcc`).
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.get().map(String::as_str)
+    }
+
     fn read_view<T: ReadableTable<KvKey, &'static [u8]>, R>(
         &self,
         kv: &T,
@@ -1519,6 +1574,10 @@ impl Mvcc {
 
     /// A Range on the current state (the open batch's writes included).
     pub fn range(&self, r: &pb::RangeRequest) -> Result<pb::RangeResponse, V3Error> {
+        self.noting(self.range_inner(r))
+    }
+
+    fn range_inner(&self, r: &pb::RangeRequest) -> Result<pb::RangeResponse, V3Error> {
         match &self.wtx {
             Some(w) => {
                 let kv = w.open_table(KV).map_err(storage_err)?;
@@ -1534,6 +1593,10 @@ impl Mvcc {
 
     /// A txn whose ops are all ranges, evaluated on the current state without a revision.
     pub fn txn_read(&self, r: &pb::TxnRequest) -> Result<pb::TxnResponse, V3Error> {
+        self.noting(self.txn_read_inner(r))
+    }
+
+    fn txn_read_inner(&self, r: &pb::TxnRequest) -> Result<pb::TxnResponse, V3Error> {
         if !txn_read_only(r) {
             return Err(V3Error::NotReadOnly);
         }
@@ -1577,6 +1640,15 @@ impl Mvcc {
     /// `from` below the compacted revision is [`V3Error::Compacted`]; `to` is capped at the
     /// current revision. A delete's event carries the key and its revision only, as `apply`'s.
     pub fn events(&self, from: i64, to: i64, limit: usize) -> Result<Vec<mvccpb::Event>, V3Error> {
+        self.noting(self.events_inner(from, to, limit))
+    }
+
+    fn events_inner(
+        &self,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<mvccpb::Event>, V3Error> {
         if from < self.compact_rev {
             return Err(V3Error::Compacted);
         }

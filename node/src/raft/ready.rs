@@ -240,6 +240,14 @@ impl RaftLoop {
                 biased;
                 _ = ticker.tick() => {
                     self.raw.tick();
+                    let damage = self.shared.mvcc.lock().expect("mvcc lock").damage().map(str::to_owned);
+                    if let Some(d) = damage {
+                        self.fail(LoopError::V3Backend(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("a read found the v3 backend damaged: {d}"),
+                        )));
+                        return;
+                    }
                 }
                 _ = sync.tick() => {
                     self.propose_sync();
