@@ -1559,6 +1559,12 @@ impl Mvcc {
         self.damage.get().map(String::as_str)
     }
 
+    /// What a read that met damage records (for tests of whoever reacts to it).
+    #[cfg(test)]
+    pub(crate) fn note_damage(&self, what: &str) {
+        let _ = self.noting::<()>(Err(storage_err(what)));
+    }
+
     fn read_view<T: ReadableTable<KvKey, &'static [u8]>, R>(
         &self,
         kv: &T,

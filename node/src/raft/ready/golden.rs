@@ -267,3 +267,27 @@ async fn the_ready_loop_does_its_effects_in_the_golden_order() {
         path.display()
     );
 }
+
+/// Not a golden trace: a member whose keyspace read met damage (a request handler's read,
+/// which cannot stop the member itself) stops at the loop's next tick, naming it.
+#[tokio::test]
+async fn a_member_whose_read_found_damage_stops_at_the_next_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let lp = member(dir.path(), Arc::new(Trace::default()));
+    let shared = Arc::clone(&lp.shared);
+    // As the server does: someone listens for the reason.
+    let _listener = shared.stopped.subscribe();
+    shared
+        .mvcc
+        .lock()
+        .unwrap()
+        .note_damage("corrupt key-value: checksum mismatch");
+    tokio::time::timeout(Duration::from_secs(10), lp.run())
+        .await
+        .expect("the loop stops instead of running on");
+    let why = shared.stopped.borrow().clone().expect("a reason");
+    assert!(
+        why.contains("a read found the v3 backend damaged: corrupt key-value: checksum mismatch"),
+        "{why}"
+    );
+}
