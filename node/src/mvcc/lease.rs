@@ -15,8 +15,8 @@ use detcd_proto::mvccpb;
 use redb::ReadableDatabase;
 
 use super::{
-    decode, io_err, scan, storage_err, Attach, End, Mvcc, V3Error, Write, WriteReq, WriteResp, KV,
-    LEASES,
+    decode_put, io_err, scan, storage_err, Attach, End, Mvcc, V3Error, Write, WriteReq, WriteResp,
+    KV, LEASES,
 };
 
 /// etcd's `MaxLeaseTTL`: a grant asking for more is refused.
@@ -58,11 +58,9 @@ impl Mvcc {
         }
         if !leases.is_empty() {
             let kv = rtx.open_table(KV).map_err(io_err)?;
-            scan(&kv, b"", End::FromKey, self.rev, |k, raw| {
-                if let Some(kv) = decode(&raw)? {
-                    if let Some(l) = leases.get_mut(&kv.lease) {
-                        l.keys.insert(k.to_vec());
-                    }
+            scan(&kv, b"", End::FromKey, self.rev, |k, payload| {
+                if let Some(l) = leases.get_mut(&decode_put(payload)?.lease) {
+                    l.keys.insert(k.to_vec());
                 }
                 Ok(true)
             })

@@ -310,11 +310,14 @@ fn entry(raw: &[u8]) -> Result<(bool, &[u8]), V3Error> {
 /// Decode a stored value: `None` for a tombstone.
 fn decode(raw: &[u8]) -> Result<Option<mvccpb::KeyValue>, V3Error> {
     match entry(raw)? {
-        (true, payload) => mvccpb::KeyValue::decode(payload)
-            .map(Some)
-            .map_err(|e| storage_err(format!("{CORRUPT}: {e}"))),
+        (true, payload) => decode_put(payload).map(Some),
         (false, _) => Ok(None),
     }
+}
+
+/// Decode the payload of a put whose checksum [`entry`] verified.
+fn decode_put(payload: &[u8]) -> Result<mvccpb::KeyValue, V3Error> {
+    mvccpb::KeyValue::decode(payload).map_err(|e| storage_err(format!("{CORRUPT}: {e}")))
 }
 
 fn encode_entry(tag: u8, kv: &mvccpb::KeyValue) -> Vec<u8> {
@@ -353,21 +356,26 @@ fn latest_at<T: ReadableTable<KvKey, &'static [u8]>>(
     }
 }
 
-/// Visit the live keys of [key, end) at revision `rev`, in key order, with their newest raw
-/// entry at `rev` (never a tombstone). `f` returns whether to go on.
+/// Visit the live keys of [key, end) at revision `rev`, in key order, with the payload of
+/// their newest entry at `rev` (never a tombstone), its checksum verified once here: decode
+/// it with [`decode_put`]. `f` returns whether to go on.
 fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
     t: &T,
     key: &[u8],
     end: End<'_>,
     rev: i64,
-    mut f: impl FnMut(&[u8], Vec<u8>) -> Result<bool, V3Error>,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, V3Error>,
 ) -> Result<(), V3Error> {
-    let live = |raw: &[u8]| -> Result<bool, V3Error> { Ok(entry(raw)?.0) };
+    // A put's payload to `f`; a tombstone skipped (go on).
+    let mut visit = |k: &[u8], raw: &[u8]| -> Result<bool, V3Error> {
+        match entry(raw)? {
+            (true, payload) => f(k, payload),
+            (false, _) => Ok(true),
+        }
+    };
     if let End::Single = end {
         if let Some(raw) = latest_at(t, key, rev)? {
-            if live(&raw)? {
-                f(key, raw)?;
-            }
+            visit(key, &raw)?;
         }
         return Ok(());
     }
@@ -400,7 +408,7 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
             let (kb, main, _) = k.value();
             if cur.as_deref() != Some(kb) {
                 if let (Some(c), Some(b)) = (cur.take(), best.take()) {
-                    if live(&b)? && !f(&c, b)? {
+                    if !visit(&c, &b)? {
                         return Ok(());
                     }
                 }
@@ -418,7 +426,7 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
                     best = latest_at(t, &c, rev)?;
                 }
                 if let Some(b) = best.take() {
-                    if live(&b)? && !f(&c, b)? {
+                    if !visit(&c, &b)? {
                         return Ok(());
                     }
                 }
@@ -428,9 +436,7 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
             }
         }
         if let (Some(c), Some(b)) = (cur, best) {
-            if live(&b)? {
-                f(&c, b)?;
-            }
+            visit(&c, &b)?;
         }
         return Ok(());
     }
@@ -503,23 +509,19 @@ impl<T: ReadableTable<KvKey, &'static [u8]>> View<'_, T> {
         let Some(o) = overlay else {
             let mut kvs = Vec::new();
             let mut count = 0usize;
-            scan(self.kv, key, end, rev.min(self.begin_rev), |_, raw| {
+            scan(self.kv, key, end, rev.min(self.begin_rev), |_, payload| {
                 count += 1;
                 if !count_only && (limit == 0 || kvs.len() < limit) {
-                    if let Some(kv) = decode(&raw)? {
-                        kvs.push(kv);
-                    }
+                    kvs.push(decode_put(payload)?);
                 }
                 Ok(true)
             })?;
             return Ok((kvs, count));
         };
         let mut merged: BTreeMap<Vec<u8>, mvccpb::KeyValue> = BTreeMap::new();
-        scan(self.kv, key, end, self.begin_rev, |k, raw| {
+        scan(self.kv, key, end, self.begin_rev, |k, payload| {
             if !o.latest.contains_key(k) {
-                if let Some(kv) = decode(&raw)? {
-                    merged.insert(k.to_vec(), kv);
-                }
+                merged.insert(k.to_vec(), decode_put(payload)?);
             }
             Ok(true)
         })?;
