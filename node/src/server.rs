@@ -637,6 +637,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
     let (stopped_tx, _) = watch::channel(None);
     let members = opened.sm.meta.members.clone();
     let cid = opened.sm.meta.cluster_id;
+    let is_learner = (opened.sm.meta.members.members.get(&opened.id)).is_some_and(|m| m.is_learner);
     let shared = Arc::new(Shared {
         id: opened.id,
         sm: Mutex::new(opened.sm),
@@ -647,6 +648,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
             term: opened.hs.term,
             durable_term: opened.hs.term,
             durable_vote: opened.hs.vote,
+            is_learner,
             ..Status::default()
         }),
         waiters: Mutex::new(Default::default()),
@@ -734,6 +736,20 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
                 not_leader: true,
                 ..Default::default()
             },
+        }));
+    }
+    // Promotions: only the leader knows whether a learner is in sync, so followers forward
+    // them (etcd's peer endpoint `/members/promote/<id>`).
+    {
+        let weak = Arc::downgrade(&ctx);
+        transport.set_promote_handler(Arc::new(move |id| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(ctx) => crate::api::answer_promote(&ctx, id).await,
+                    None => crate::transport::PromoteAnswer::NotLeader,
+                }
+            })
         }));
     }
     // As etcd does (its ReadyNotify), client requests are served only once this member has

@@ -57,6 +57,9 @@ struct Hello {
     /// prober writes is written back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     probe: bool,
+    /// A promotion of this learner for the leader instead of a message stream (with `to` 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    promote: Option<u64>,
 }
 
 /// A lease request a follower forwards to the leader, which alone keeps lease deadlines
@@ -86,6 +89,28 @@ pub struct LeaseAnswer {
 
 /// How the leader answers forwarded lease requests (set by the client API once it runs).
 pub type LeaseHandler = Arc<dyn Fn(&LeaseFwd) -> LeaseAnswer + Send + Sync>;
+
+/// The leader's answer to a promotion a follower forwarded (etcd's peer endpoint
+/// `/members/promote/<id>`: only the leader knows whether the learner is in sync).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PromoteAnswer {
+    /// Promoted: the conf change applied on the leader.
+    Promoted,
+    /// The member asked does not lead (any more): ask the leader again.
+    NotLeader,
+    /// etcd's `ErrLearnerNotReady`.
+    LearnerNotReady,
+    /// The promotion does not fit the members (etcd's HTTP status and message: not found,
+    /// not a learner).
+    Refused(u16, String),
+    /// Any other failure (not enough started members, a timeout on the leader): etcd's
+    /// follower keeps asking until its own request timeout.
+    Failed(String),
+}
+
+/// How the leader answers forwarded promotions (set by the client API once it runs).
+pub type PromoteHandler =
+    Arc<dyn Fn(u64) -> futures::future::BoxFuture<'static, PromoteAnswer> + Send + Sync>;
 
 /// The answer to a membership request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +150,7 @@ pub struct Transport {
     inbox: mpsc::UnboundedSender<Inbox>,
     tls: PeerTls,
     lease_handler: Mutex<Option<LeaseHandler>>,
+    promote_handler: Mutex<Option<PromoteHandler>>,
     /// Traffic per peer (`/metrics`), for the members of the cluster.
     metrics: Mutex<BTreeMap<u64, Arc<crate::metrics::Peer>>>,
 }
@@ -162,6 +188,7 @@ impl Transport {
             inbox,
             tls,
             lease_handler: Mutex::new(None),
+            promote_handler: Mutex::new(None),
             metrics: Mutex::new(BTreeMap::new()),
         })
     }
@@ -266,12 +293,8 @@ impl Transport {
             };
             let mut w = BufWriter::new(stream);
             let hello = Hello {
-                cluster_id: *self.cluster_id.lock().expect("lock"),
-                from: self.id,
                 to,
-                token: self.token.clone(),
-                lease: None,
-                probe: false,
+                ..self.question()
             };
             let hello = serde_json::to_vec(&hello).expect("hello serialises");
             let ok = crate::rt::timeout(WRITE_TIMEOUT, async {
@@ -442,6 +465,17 @@ impl Transport {
                 write_frame(stream.get_mut(), &bytes).await?;
                 return stream.get_mut().flush().await;
             }
+            if let Some(id) = hello.promote {
+                let handler = self.promote_handler.lock().expect("lock").clone();
+                let ours = cid != 0 && hello.cluster_id == cid && hello.token == self.token;
+                let answer = match handler {
+                    Some(h) if ours => h(id).await,
+                    _ => PromoteAnswer::NotLeader,
+                };
+                let bytes = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
+                write_frame(stream.get_mut(), &bytes).await?;
+                return stream.get_mut().flush().await;
+            }
             return self.answer_info(stream.get_mut(), &hello).await;
         }
         if hello.to != self.id || (cid != 0 && hello.cluster_id != 0 && hello.cluster_id != cid) {
@@ -515,12 +549,8 @@ impl Transport {
                     continue;
                 };
                 let hello = Hello {
-                    cluster_id: *self.cluster_id.lock().expect("lock"),
-                    from: self.id,
-                    to: 0,
-                    token: self.token.clone(),
-                    lease: None,
                     probe: true,
+                    ..self.question()
                 };
                 let hello = serde_json::to_vec(&hello).expect("hello serialises");
                 let sent = crate::rt::timeout(WRITE_TIMEOUT, async {
@@ -553,8 +583,57 @@ impl Transport {
         *self.lease_handler.lock().expect("lock") = Some(h);
     }
 
+    /// Answer forwarded promotions with `h` from now on.
+    pub fn set_promote_handler(&self, h: PromoteHandler) {
+        *self.promote_handler.lock().expect("lock") = Some(h);
+    }
+
     /// Ask member `to` (the leader) a lease question over its peer port.
     pub async fn forward_lease(&self, to: u64, req: LeaseFwd) -> std::io::Result<LeaseAnswer> {
+        let hello = Hello {
+            lease: Some(req),
+            ..self.question()
+        };
+        self.ask(to, &hello, Duration::from_secs(2), "lease forward")
+            .await
+    }
+
+    /// Ask member `to` (the leader) to promote the learner `id`, waiting at most `limit`
+    /// for the answer (the leader waits for the promotion to apply).
+    pub async fn forward_promote(
+        &self,
+        to: u64,
+        id: u64,
+        limit: Duration,
+    ) -> std::io::Result<PromoteAnswer> {
+        let hello = Hello {
+            promote: Some(id),
+            ..self.question()
+        };
+        self.ask(to, &hello, limit, "promotion forward").await
+    }
+
+    /// The hello of a question to another member (`to` 0: no message stream).
+    fn question(&self) -> Hello {
+        Hello {
+            cluster_id: *self.cluster_id.lock().expect("lock"),
+            from: self.id,
+            to: 0,
+            token: self.token.clone(),
+            lease: None,
+            probe: false,
+            promote: None,
+        }
+    }
+
+    /// Send `hello` to member `to`'s peer port and read its one answer.
+    async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        to: u64,
+        hello: &Hello,
+        limit: Duration,
+        what: &str,
+    ) -> std::io::Result<T> {
         let url = self
             .members
             .lock()
@@ -564,23 +643,12 @@ impl Transport {
             .and_then(|m| m.peer_urls.first().cloned())
             .ok_or_else(|| std::io::Error::other(format!("no peer URL for member {to:x}")))?;
         let mut stream = dial(&url, self.tls.client.as_ref()).await?;
-        let hello = serde_json::to_vec(&Hello {
-            cluster_id: *self.cluster_id.lock().expect("lock"),
-            from: self.id,
-            to: 0,
-            token: self.token.clone(),
-            lease: Some(req),
-            probe: false,
-        })
-        .map_err(std::io::Error::other)?;
+        let hello = serde_json::to_vec(hello).map_err(std::io::Error::other)?;
         write_frame(&mut stream, &hello).await?;
         stream.flush().await?;
-        let buf = crate::rt::timeout(
-            Duration::from_secs(2),
-            read_frame(&mut stream, FRAME_BYTES_MAX),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lease forward"))??;
+        let buf = crate::rt::timeout(limit, read_frame(&mut stream, FRAME_BYTES_MAX))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string()))??;
         serde_json::from_slice(&buf).map_err(std::io::Error::other)
     }
 
@@ -651,6 +719,7 @@ pub async fn fetch_cluster_info(
         token: token.to_string(),
         lease: None,
         probe: false,
+        promote: None,
     })
     .map_err(std::io::Error::other)?;
     write_frame(&mut stream, &hello).await?;

@@ -646,7 +646,8 @@ fn a_watcher_resuming_at_last_plus_one_sees_every_write_once_across_a_leader_kil
 
 /// `etcdctl watch` asks for a leader (clientv3's `WithRequireLeader`: `hasleader` metadata). A
 /// member that has had no leader for three election timeouts ends such a stream with "no
-/// leader", and refuses a new one at once; the same on detcd as on etcd 3.4.23.
+/// leader", and refuses a new one at once, and any unary call that asks for a leader; the
+/// same on detcd as on etcd 3.4.23.
 #[test]
 fn a_watch_that_requires_a_leader_ends_when_its_member_loses_the_leader() {
     if !both_present() {
@@ -692,5 +693,31 @@ fn a_watch_that_requires_a_leader_ends_when_its_member_loses_the_leader() {
         let (code, again) = etcdctl(&eps[0], &["watch", "k"], None);
         assert_ne!(code, 0, "{bin}: {again}");
         assert!(again.contains("etcdserver: no leader"), "{bin}: {again}");
+        // A unary call asking for a leader is refused too (etcd's unary interceptor); one
+        // that does not ask is served (a serializable read).
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let range = |require_leader: bool| {
+            rt.block_on(async {
+                let mut req = tonic::Request::new(pb::RangeRequest {
+                    key: b"k".to_vec(),
+                    serializable: true,
+                    ..Default::default()
+                });
+                if require_leader {
+                    req.metadata_mut()
+                        .insert("hasleader", "true".parse().unwrap());
+                }
+                kv(addr_of(&ms[0])).await.range(req).await
+            })
+        };
+        let refused = range(true).expect_err("a unary call asking for a leader");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::Unavailable,
+            "{bin}: {refused:?}"
+        );
+        assert_eq!(refused.message(), "etcdserver: no leader", "{bin}");
+        let served = range(false).unwrap_or_else(|e| panic!("{bin}: {e:?}"));
+        assert_eq!(served.into_inner().kvs[0].value, b"seen", "{bin}");
     }
 }

@@ -13,6 +13,7 @@ use super::{json, read_body, Body, Ctx};
 use crate::cluster::{id_hex, member_id, Member};
 use crate::raft::Inbox;
 use crate::sm::ConfContext;
+use crate::transport::PromoteAnswer;
 
 /// A member as etcd's JSON shows it (fields in etcd's order).
 #[derive(serde::Serialize)]
@@ -172,7 +173,7 @@ fn check_members<T>(
 /// etcd's strict reconfiguration check (`mayAddMember`): adding a voter must not leave the
 /// cluster without a quorum of started members, and every current voter must have been
 /// reachable for a while.
-fn ready_to_add(ctx: &Ctx) -> Result<(), ConfFailure> {
+fn ready_to_add(ctx: &Ctx, learner: bool) -> Result<(), ConfFailure> {
     if !ctx.strict_reconfig_check {
         return Ok(());
     }
@@ -182,7 +183,9 @@ fn ready_to_add(ctx: &Ctx) -> Result<(), ConfFailure> {
     let started = voters.iter().filter(|m| !m.client_urls.is_empty()).count();
     let after = voters.len() + 1;
     // Growing a 1-member cluster to 2 is allowed (the tutorial's one-by-one method).
-    let quorum_ok = (started == 1 && after == 2) || started > after / 2;
+    // A learner changes no quorum, but etcd's `mayAddMember` still wants every voter
+    // connected.
+    let quorum_ok = learner || (started == 1 && after == 2) || started > after / 2;
     // Every other voter must have been reachable for a while (etcd: 5 s).
     let connected = voters
         .iter()
@@ -317,17 +320,17 @@ async fn conf_change(
 
 /// Add a member with peer URLs `urls` (checked as URLs by the caller): etcd's checks, a new
 /// id, the conf change applied here. The member as added. A learner (`learner`) skips the
-/// strict reconfiguration check (it changes no quorum) but there may be only
+/// strict reconfiguration check's quorum half (it changes no quorum; every voter must still
+/// be connected, as etcd's `mayAddMember` wants) and there may be only
 /// [`crate::cluster::MAX_LEARNERS`] of them.
 pub(super) async fn add_member(
     ctx: &Ctx,
     urls: Vec<String>,
     learner: bool,
 ) -> Result<Member, ConfFailure> {
+    ready_to_add(ctx, learner)?;
     if learner {
         check_members(ctx, |m| m.check_learner_room()).map_err(ConfFailure::Refused)?;
-    } else {
-        ready_to_add(ctx)?;
     }
     check_members(ctx, |m| m.check_urls(&urls, None)).map_err(ConfFailure::Refused)?;
     let salt = ctx.shared.rng.next_u64();
@@ -356,18 +359,81 @@ fn add_kind(learner: bool) -> ConfChangeType {
 /// (etcd's `readyPercent`).
 const LEARNER_READY: f64 = 0.9;
 
-/// Promote the learner `id` to a voter, as etcd's `PromoteMember` does on the leader: the
-/// learner must be in sync with the leader's log (matched ≥ 90 % of the leader's), the
-/// promotion must leave a quorum of started voters, then the conf change (checked again when
-/// it applies: a member, and a learner). Only the leader knows how far a learner is: etcd
-/// forwards a promotion that reaches a follower to the leader; detcd does not yet, so a
-/// follower answers what it can know itself (not a member, not a learner: the leader would
-/// answer the same on a healthy cluster) and `NotLeader` for a learner.
+/// Promote the learner `id` to a voter, as etcd's `PromoteMember` does: only the leader
+/// knows how far a learner is, so a follower forwards the promotion to the leader over the
+/// peer port (etcd's `/members/promote/<id>`), asking again while there is no leader or the
+/// leader changed, until the request timeout; once promoted it waits until it has applied
+/// the promotion itself, so its answer's member list shows it.
 pub(super) async fn promote_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
-    if !ctx.shared.status().is_leader {
-        check_members(ctx, |m| m.check_promote(id).map(|_| ())).map_err(ConfFailure::Refused)?;
-        return Err(ConfFailure::NotLeader);
+    if ctx.shared.status().is_leader {
+        match promote_on_leader(ctx, id).await {
+            Err(ConfFailure::NotLeader) => {}
+            done => return done,
+        }
     }
+    let deadline = ctx.shared.clock.now() + ctx.request_timeout;
+    loop {
+        let now = ctx.shared.clock.now();
+        if now >= deadline {
+            return Err(ConfFailure::Timeout);
+        }
+        let leader = ctx.shared.status().leader;
+        let answer = if leader == ctx.shared.id {
+            // Became the leader meanwhile.
+            match promote_on_leader(ctx, id).await {
+                Err(ConfFailure::NotLeader) => None,
+                done => return done,
+            }
+        } else if leader != 0 {
+            match ctx
+                .transport
+                .forward_promote(leader, id, deadline - now)
+                .await
+            {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::debug!(error = %e, "forwarding a promotion to the leader failed");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        match answer {
+            Some(PromoteAnswer::Promoted) => {
+                let left = deadline.saturating_duration_since(ctx.shared.clock.now());
+                return (ctx.shared.read_barrier(left, ctx.read_retry).await)
+                    .map_err(|_| ConfFailure::Timeout);
+            }
+            Some(PromoteAnswer::LearnerNotReady) => return Err(ConfFailure::LearnerNotReady),
+            Some(PromoteAnswer::Refused(code, msg)) => {
+                return Err(ConfFailure::Refused((code, msg)))
+            }
+            Some(PromoteAnswer::Failed(why)) => {
+                tracing::debug!(%why, "the leader did not promote; asking again");
+            }
+            Some(PromoteAnswer::NotLeader) | None => {}
+        }
+        crate::rt::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The leader's answer to a promotion a follower forwarded.
+pub async fn answer_promote(ctx: &Ctx, id: u64) -> PromoteAnswer {
+    match promote_on_leader(ctx, id).await {
+        Ok(()) => PromoteAnswer::Promoted,
+        Err(ConfFailure::NotLeader) => PromoteAnswer::NotLeader,
+        Err(ConfFailure::LearnerNotReady) => PromoteAnswer::LearnerNotReady,
+        Err(ConfFailure::Refused((code, msg))) => PromoteAnswer::Refused(code, msg),
+        Err(other) => PromoteAnswer::Failed(format!("{other:?}")),
+    }
+}
+
+/// [`promote_member`] on the leader: the learner must be in sync with the leader's log
+/// (matched ≥ 90 % of the leader's), the promotion must leave a quorum of started voters,
+/// then the conf change (checked again when it applies: a member, and a learner).
+/// `NotLeader` when this member does not lead.
+async fn promote_on_leader(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
     {
         let (tx, rx) = oneshot::channel();
         if ctx.shared.inbox.send(Inbox::Progress(tx)).is_err() {

@@ -16,6 +16,7 @@ pub mod v3auth;
 pub mod v3gateway;
 pub mod v3maint;
 pub mod watch;
+pub use members::answer_promote;
 pub use misc::CLUSTER_VERSION;
 
 use detcd_proto::etcdserverpb::auth_server::AuthServer;
@@ -181,7 +182,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                         // The generated servers answer every failure as a gRPC status (an
                         // unknown method of a service: Unimplemented).
                         let path = req.uri().path();
-                        let resp = if path.starts_with("/etcdserverpb.Lease/") {
+                        let resp = if let Some(st) = intercepted(&ctx, path, req.headers()) {
+                            Ok(st.into_http())
+                        } else if path.starts_with("/etcdserverpb.Lease/") {
                             lease.call(req).await
                         } else if path.starts_with("/etcdserverpb.Watch/") {
                             watches.call(req).await
@@ -214,6 +217,33 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             }
         });
     }
+}
+
+/// etcd's `ErrGPRCNotSupportedForLearner`.
+pub const NOT_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
+
+/// What etcd's gRPC interceptors refuse before a call reaches its service
+/// (`v3rpc/interceptor.go`), in their order: on a learner every call but `Maintenance/Status`
+/// and `KV/Range` (whose handler refuses a linearizable read: only the request says), streams
+/// included; then a call whose client asked for a leader (`hasleader: true` metadata) while
+/// this member knows none.
+fn intercepted(ctx: &Ctx, path: &str, headers: &hyper::HeaderMap) -> Option<tonic::Status> {
+    let st = ctx.shared.status();
+    if st.is_learner
+        && path != "/etcdserverpb.KV/Range"
+        && path != "/etcdserverpb.Maintenance/Status"
+    {
+        return Some(tonic::Status::unavailable(NOT_FOR_LEARNER));
+    }
+    let (key, value) = watch::REQUIRE_LEADER;
+    if st.leader == 0
+        && headers
+            .get(key)
+            .is_some_and(|v| v.as_bytes() == value.as_bytes())
+    {
+        return Some(tonic::Status::unavailable(watch::NO_LEADER));
+    }
+    None
 }
 
 /// Room for gRPC's framing beside the largest request (etcd: `--max-request-bytes` + 512 KiB).
@@ -301,6 +331,17 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    if ctx.shared.status().is_learner
+        && method == hyper::Method::POST
+        && v3gateway::refused_on_learner(&path)
+    {
+        let r = v3gateway::error_reply(&tonic::Status::unavailable(NOT_FOR_LEARNER));
+        let mut resp = Response::builder().status(r.status);
+        for (name, value) in r.headers {
+            resp = resp.header(name, value);
+        }
+        return resp.body(full(r.body)).expect("valid response");
+    }
     let maint = v3maint::Maint::for_gateway(Arc::clone(ctx), token.clone());
     let kv = v3::V3::for_gateway(Arc::clone(ctx), token);
     let keep_alive = |reqs: Vec<detcd_proto::etcdserverpb::LeaseKeepAliveRequest>| {

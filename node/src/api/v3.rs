@@ -140,6 +140,10 @@ impl Kv for V3 {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         mvcc::check_range(req.get_ref()).map_err(status)?;
         if !req.get_ref().serializable {
+            if self.ctx.shared.status().is_learner {
+                // etcd's `isRPCSupportedForLearner`: a learner serves serializable reads only.
+                return Err(Status::unavailable(super::NOT_FOR_LEARNER));
+            }
             self.linearize().await?;
         }
         let ai = self.auth_info(&req).await?;

@@ -595,6 +595,46 @@ fn text(status: u16, body: &str) -> Reply {
     }
 }
 
+/// The gateway's routes of every service (after `/v3/` or `/v3beta/`, query stripped).
+fn is_route(rest: &str) -> bool {
+    const KV_AND_LEASE: &[&str] = &[
+        "kv/range",
+        "kv/put",
+        "kv/deleterange",
+        "kv/txn",
+        "kv/compaction",
+        "lease/grant",
+        "lease/revoke",
+        "kv/lease/revoke",
+        "lease/timetolive",
+        "kv/lease/timetolive",
+        "lease/leases",
+        "kv/lease/leases",
+        "lease/keepalive",
+    ];
+    KV_AND_LEASE.contains(&rest) || OTHER_ROUTES.contains(&rest)
+}
+
+/// Whether a learner refuses a POST to `path` before decoding it, as etcd's interceptors
+/// refuse the gateway's gRPC call (every route but `kv/range`, whose handler refuses a
+/// linearizable read, and `maintenance/status`).
+pub fn refused_on_learner(path: &str) -> bool {
+    let p = path.split('?').next().unwrap_or(path);
+    p.strip_prefix("/v3/")
+        .or_else(|| p.strip_prefix("/v3beta/"))
+        .is_some_and(|rest| is_route(rest) && rest != "kv/range" && rest != "maintenance/status")
+}
+
+/// A call's error as the gateway encodes it.
+pub fn error_reply(st: &tonic::Status) -> Reply {
+    let code = st.code() as i32;
+    Reply {
+        status: http_status(code),
+        headers: vec![JSON, TRAILER],
+        body: error_body(code, st.message()),
+    }
+}
+
 /// Decode `body` as `name`, make the call, encode its answer or its error.
 async fn call<Req, Resp, F, Fut>(name: &str, body: &[u8], f: F) -> Reply
 where
@@ -619,14 +659,7 @@ where
             headers: vec![JSON, GRPC_META],
             body: encode(resp.get_ref()),
         },
-        Err(st) => {
-            let code = st.code() as i32;
-            Reply {
-                status: http_status(code),
-                headers: vec![JSON, TRAILER],
-                body: error_body(code, st.message()),
-            }
-        }
+        Err(st) => error_reply(&st),
     }
 }
 

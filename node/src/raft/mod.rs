@@ -95,6 +95,9 @@ pub struct Status {
     pub durable_term: u64,
     /// See `durable_term` (0 = no vote in that term).
     pub durable_vote: u64,
+    /// Whether this member is a learner of the configuration it has applied (etcd's
+    /// `IsLearner`: such a member serves only `Status` and serializable `Range`).
+    pub is_learner: bool,
 }
 
 /// Counters a report reads: what the member did.

@@ -39,6 +39,8 @@ impl RaftLoop {
             });
         st.commit = commit;
         st.applied = self.applied;
+        let (id, prs) = (self.raw.raft.id, self.raw.raft.prs());
+        st.is_learner = prs.get(id).is_some() && !prs.conf().voters().contains(id);
         self.shared
             .probe
             .invariant(st.applied <= st.commit, "applied-le-commit", || {
