@@ -1,7 +1,10 @@
 //! Storage faults on real processes (issue #33): a bit flipped in a stopped member's WAL makes
 //! it refuse to start, naming the file and the offset of the damaged record, instead of
 //! truncating the log and carrying on; the operator's remedy (remove the member, wipe its data
-//! directory, add it back) brings it back by snapshot, and nothing acknowledged is lost.
+//! directory, add it back) brings it back by snapshot, and nothing acknowledged is lost. A
+//! rotted v3 keyspace is rebuilt. A member whose filesystem fills up (ENOSPC) or turns
+//! read-only (EROFS, a tmpfs mounted over its data directory) stops, naming the file, and
+//! comes back with every acknowledged write once the filesystem is healthy.
 
 mod common;
 
@@ -238,4 +241,151 @@ fn a_damaged_v3_keyspace_is_rebuilt_from_the_snapshot_and_wal_and_serves_every_w
     assert_eq!(code, 0, "{out}");
     let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(j["kvs"][0]["mod_revision"], 63, "{out}");
+}
+
+/// A tmpfs mounted over a directory for the length of a test (unmounted when dropped).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let opts = format!("size={size}");
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(
+            st.success(),
+            "mount -t tmpfs over {} (the test runs as root)",
+            at.display()
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    fn remount(&self, opts: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount runs");
+        assert!(st.success(), "remount {opts}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Put `value` at `key` through any of `ms` (members that stopped are skipped).
+fn put_any(ms: &[Member], key: &str, value: &str) -> bool {
+    ms.iter().any(|m| {
+        form_put(
+            &m.addr(),
+            &format!("/v2/keys/{key}"),
+            &format!("value={value}"),
+        )
+        .is_ok_and(|r| r.status == 200 || r.status == 201)
+    })
+}
+
+/// Run one filesystem fault against the data directory of one member of three: writes of
+/// 256 KiB values go to the other two until the faulty member has stopped. It must stop by
+/// itself (no retrying, no carrying on), with a message naming a file under its data
+/// directory and the OS error (`expect`); the other two keep acknowledging writes; once the
+/// filesystem is healthy again the member restarts on the same data directory, catches up,
+/// and every acknowledged write reads back from it.
+fn filesystem_fault(size: &str, fault: impl FnOnce(&Tmpfs, &mut Member), heal: &str, expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    let fs = Tmpfs::mount(&ms[2].data_dir, size);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
+    let value = "x".repeat(256 << 10);
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let key = format!("before{i}");
+        assert!(put_any(&ms[..2], &key, &format!("{i}{value}")));
+        acked.push((key, i));
+    }
+    fault(&fs, &mut ms[2]);
+    for i in 0..400 {
+        let key = format!("big{i}");
+        if put_any(&ms[..2], &key, &format!("{i}{value}")) {
+            acked.push((key, i));
+        }
+        if ms[2].child.as_mut().unwrap().try_wait().unwrap().is_some() && i >= 20 {
+            break;
+        }
+    }
+    let status = eventually(Duration::from_secs(20), "the faulty member to stop", || {
+        ms[2].child.as_mut()?.try_wait().unwrap()
+    });
+    ms[2].child = None;
+    assert!(!status.success());
+    let logs = ms[2].logs();
+    let under = ms[2].data_dir.display().to_string();
+    let line = logs
+        .lines()
+        .find(|l| l.contains(expect))
+        .unwrap_or_else(|| panic!("no line says {expect:?}:\n{logs}"));
+    assert!(
+        line.contains(&under),
+        "the message names no file under {under}: {line}"
+    );
+    eprintln!(
+        "{} writes acknowledged; the member stopped with: {line}",
+        acked.len()
+    );
+    assert!(
+        acked.len() >= 20,
+        "the other two kept serving: {} writes",
+        acked.len()
+    );
+    assert!(
+        put_any(&ms[..2], "after", "1"),
+        "the other two serve after the stop"
+    );
+
+    fs.remount(heal);
+    ms[2].start();
+    eventually(Duration::from_secs(60), "the member to catch up", || {
+        let r = get(&ms[2].addr(), "/v2/keys/after?quorum=false").ok()?;
+        (r.status == 200).then_some(())
+    });
+    for (k, i) in &acked {
+        let r = get(&ms[2].addr(), &format!("/v2/keys/{k}?quorum=false")).unwrap();
+        assert_eq!(r.status, 200, "{k}: {}", &r.body[..r.body.len().min(200)]);
+        let v = r.json()["node"]["value"].as_str().unwrap().to_string();
+        assert!(
+            v.starts_with(&i.to_string()) && v.len() == value.len() + i.to_string().len(),
+            "{k}"
+        );
+    }
+}
+
+/// ENOSPC: the member's filesystem fills up under load.
+#[test]
+fn a_member_whose_disk_fills_stops_naming_the_file_and_comes_back_with_every_write() {
+    filesystem_fault("24m", |_, _| {}, "size=512m", "No space left on device");
+}
+
+/// EROFS: the member restarts on a filesystem that went read-only (as ext4 does after an
+/// I/O error with `errors=remount-ro`; Linux refuses to remount it read-only under a process
+/// holding files open for writing, so the member is killed first).
+#[test]
+fn a_member_on_a_read_only_filesystem_stops_naming_the_file_and_comes_back() {
+    let fault = |fs: &Tmpfs, m: &mut Member| {
+        m.kill();
+        fs.remount("ro");
+        m.start();
+    };
+    filesystem_fault("512m", fault, "rw", "Read-only file system");
 }
