@@ -520,7 +520,8 @@ fn restart(
 /// entries after it are re-applied from the WAL, and those it already holds are skipped.
 ///
 /// A damaged keyspace file ([`crate::mvcc::is_damage`]) is rebuilt the same way, without
-/// an operator: the file is kept beside as `db.damaged` and a new one starts empty. This
+/// an operator: the file is kept beside as `db.damaged` (`db.damaged.1`, ... when that is
+/// taken) and a new one starts empty. This
 /// loses nothing and breaks no Raft rule: the keyspace is derived state, and the snapshot
 /// (its v3 part; a snapshot without one is a new cluster's first, taken before any v3
 /// write) and the WAL after it, each checked by their own checksums, hold everything it held.
@@ -538,7 +539,14 @@ fn open_mvcc(
     let mut mvcc = match crate::mvcc::Mvcc::open(Arc::clone(disk), &path, opts.clone()) {
         Ok(m) => m,
         Err(e) if crate::mvcc::is_damage(&e) => {
-            let aside = path.with_file_name("db.damaged");
+            // Each damaged file is kept: `db.damaged`, then `db.damaged.1`, ...
+            let aside = (0..)
+                .map(|n| match n {
+                    0 => path.with_file_name("db.damaged"),
+                    n => path.with_file_name(format!("db.damaged.{n}")),
+                })
+                .find(|p| !disk.exists(p))
+                .expect("an unused name");
             tracing::error!(file = %path.display(), error = %e, kept_as = %aside.display(),
                 snapshot = opened.snap_index,
                 "the v3 keyspace is damaged: rebuilding it from the snapshot and the WAL");

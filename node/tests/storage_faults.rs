@@ -241,6 +241,23 @@ fn a_damaged_v3_keyspace_is_rebuilt_from_the_snapshot_and_wal_and_serves_every_w
     assert_eq!(code, 0, "{out}");
     let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(j["kvs"][0]["mod_revision"], 63, "{out}");
+
+    // It rots again: the second damaged file is kept beside the first, not over it.
+    std::thread::sleep(Duration::from_millis(500));
+    m.kill();
+    assert!(
+        rot(&db, MARKER.as_bytes()) > 0,
+        "the marker is in the rebuilt file"
+    );
+    let before = m.logs().len();
+    m.start();
+    eventually(Duration::from_secs(20), "the member to serve again", || {
+        let (code, out) = etcdctl3(&ep, &["get", "k060", "--print-value-only"], None);
+        (code == 0 && out.trim() == MARKER).then_some(())
+    });
+    assert!(m.logs()[before..].contains("the v3 keyspace is damaged"));
+    let snap = m.data_dir.join("member/snap");
+    assert!(snap.join("db.damaged").exists() && snap.join("db.damaged.1").exists());
 }
 
 /// A tmpfs mounted over a directory for the length of a test (unmounted when dropped).
