@@ -626,7 +626,7 @@ impl Transport {
         }
     }
 
-    /// Send `hello` to member `to`'s peer port and read its one answer.
+    /// Send `hello` to member `to`'s peer port and read its one answer, all within `limit`.
     async fn ask<T: serde::de::DeserializeOwned>(
         &self,
         to: u64,
@@ -634,22 +634,25 @@ impl Transport {
         limit: Duration,
         what: &str,
     ) -> std::io::Result<T> {
-        let url = self
-            .members
-            .lock()
-            .expect("lock")
-            .members
-            .get(&to)
-            .and_then(|m| m.peer_urls.first().cloned())
-            .ok_or_else(|| std::io::Error::other(format!("no peer URL for member {to:x}")))?;
-        let mut stream = dial(&url, self.tls.client.as_ref()).await?;
-        let hello = serde_json::to_vec(hello).map_err(std::io::Error::other)?;
-        write_frame(&mut stream, &hello).await?;
-        stream.flush().await?;
-        let buf = crate::rt::timeout(limit, read_frame(&mut stream, FRAME_BYTES_MAX))
+        let asked = async {
+            let url = self
+                .members
+                .lock()
+                .expect("lock")
+                .members
+                .get(&to)
+                .and_then(|m| m.peer_urls.first().cloned())
+                .ok_or_else(|| std::io::Error::other(format!("no peer URL for member {to:x}")))?;
+            let mut stream = dial(&url, self.tls.client.as_ref()).await?;
+            let hello = serde_json::to_vec(hello).map_err(std::io::Error::other)?;
+            write_frame(&mut stream, &hello).await?;
+            stream.flush().await?;
+            let buf = read_frame(&mut stream, FRAME_BYTES_MAX).await?;
+            serde_json::from_slice(&buf).map_err(std::io::Error::other)
+        };
+        crate::rt::timeout(limit, asked)
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string()))??;
-        serde_json::from_slice(&buf).map_err(std::io::Error::other)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string()))?
     }
 
     /// How long the stream to `id` has been up, if it is.

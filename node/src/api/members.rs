@@ -401,9 +401,11 @@ pub(super) async fn promote_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure
         };
         match answer {
             Some(PromoteAnswer::Promoted) => {
+                // Promoted; the barrier only makes this member's member list show it (the
+                // answer is Ok either way, as etcd's is once the leader said so).
                 let left = deadline.saturating_duration_since(ctx.shared.clock.now());
-                return (ctx.shared.read_barrier(left, ctx.read_retry).await)
-                    .map_err(|_| ConfFailure::Timeout);
+                let _ = ctx.shared.read_barrier(left, ctx.read_retry).await;
+                return Ok(());
             }
             Some(PromoteAnswer::LearnerNotReady) => return Err(ConfFailure::LearnerNotReady),
             Some(PromoteAnswer::Refused(code, msg)) => {

@@ -176,15 +176,18 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                 }
                 async move {
                     if is_grpc(&req) {
+                        // etcd's own interceptors run before go-grpc-prometheus's: a refused
+                        // call is not counted.
+                        if let Some(st) = intercepted(&ctx, req.uri().path(), req.headers()) {
+                            return Ok(st.into_http());
+                        }
                         // Counted as go-grpc-prometheus counts for etcd (see grpcmetrics).
                         let call = grpcmetrics::Call::start(&ctx.shared, req.uri().path());
                         let req = req.map(|b| grpcmetrics::Counted::request(b, call.as_ref()));
                         // The generated servers answer every failure as a gRPC status (an
                         // unknown method of a service: Unimplemented).
                         let path = req.uri().path();
-                        let resp = if let Some(st) = intercepted(&ctx, path, req.headers()) {
-                            Ok(st.into_http())
-                        } else if path.starts_with("/etcdserverpb.Lease/") {
+                        let resp = if path.starts_with("/etcdserverpb.Lease/") {
                             lease.call(req).await
                         } else if path.starts_with("/etcdserverpb.Watch/") {
                             watches.call(req).await
@@ -224,16 +227,18 @@ pub const NOT_FOR_LEARNER: &str = "etcdserver: rpc not supported for learner";
 
 /// What etcd's gRPC interceptors refuse before a call reaches its service
 /// (`v3rpc/interceptor.go`), in their order: on a learner every call but `Maintenance/Status`
-/// and `KV/Range` (whose handler refuses a linearizable read: only the request says), streams
-/// included; then a call whose client asked for a leader (`hasleader: true` metadata) while
-/// this member knows none.
+/// and `KV/Range`, streams included; then a call whose client asked for a leader
+/// (`hasleader: true` metadata) while this member knows none. A learner's Range goes to its
+/// handler, which alone sees whether it is serializable and makes both checks in this order
+/// (`v3::learner_and_leader_check`).
 fn intercepted(ctx: &Ctx, path: &str, headers: &hyper::HeaderMap) -> Option<tonic::Status> {
     let st = ctx.shared.status();
-    if st.is_learner
-        && path != "/etcdserverpb.KV/Range"
-        && path != "/etcdserverpb.Maintenance/Status"
-    {
-        return Some(tonic::Status::unavailable(NOT_FOR_LEARNER));
+    if st.is_learner {
+        match path {
+            "/etcdserverpb.KV/Range" => return None,
+            "/etcdserverpb.Maintenance/Status" => {}
+            _ => return Some(tonic::Status::unavailable(NOT_FOR_LEARNER)),
+        }
     }
     let (key, value) = watch::REQUIRE_LEADER;
     if st.leader == 0

@@ -132,18 +132,35 @@ fn txn_is_serializable(t: &pb::TxnRequest) -> bool {
         })
 }
 
+/// The interceptor checks of a Range on a learner (see `api::intercepted`), in etcd's order:
+/// a learner serves serializable reads only (`isRPCSupportedForLearner`), then a client that
+/// asked for a leader is refused while there is none.
+pub(super) fn learner_and_leader_check(
+    ctx: &Ctx,
+    req: &Request<pb::RangeRequest>,
+) -> Result<(), Status> {
+    let st = ctx.shared.status();
+    if !st.is_learner {
+        return Ok(());
+    }
+    if !req.get_ref().serializable {
+        return Err(Status::unavailable(super::NOT_FOR_LEARNER));
+    }
+    if st.leader == 0 && super::watch::requires_leader(req) {
+        return Err(Status::unavailable(super::watch::NO_LEADER));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Kv for V3 {
     async fn range(
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        learner_and_leader_check(&self.ctx, &req)?;
         mvcc::check_range(req.get_ref()).map_err(status)?;
         if !req.get_ref().serializable {
-            if self.ctx.shared.status().is_learner {
-                // etcd's `isRPCSupportedForLearner`: a learner serves serializable reads only.
-                return Err(Status::unavailable(super::NOT_FOR_LEARNER));
-            }
             self.linearize().await?;
         }
         let ai = self.auth_info(&req).await?;

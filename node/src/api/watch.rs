@@ -581,6 +581,14 @@ pub async fn gateway(
     let reqs =
         super::v3gateway::stream_requests::<pb::WatchRequest>("etcdserverpb.WatchRequest", body)
             .map_err(|body| (500, body))?;
+    if ctx.shared.status().is_learner {
+        // etcd's stream interceptor refuses a learner's streams before their first message:
+        // grpc-gateway then answers with the error's HTTP status and its line, unterminated.
+        let st = Status::unavailable(super::NOT_FOR_LEARNER);
+        let mut line = super::v3gateway::stream_error_line(&st);
+        line.pop();
+        return Err((503, line));
+    }
     let v3 = V3::for_gateway(Arc::clone(ctx), authorization);
     let auth = v3.auth_info(&Request::new(())).await;
     let requests = futures::stream::iter(reqs.into_iter().map(Ok));

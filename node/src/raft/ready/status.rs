@@ -39,8 +39,12 @@ impl RaftLoop {
             });
         st.commit = commit;
         st.applied = self.applied;
+        // A member raft-rs's configuration does not know yet (joining, before its first
+        // snapshot) keeps what its member list said at start.
         let (id, prs) = (self.raw.raft.id, self.raw.raft.prs());
-        st.is_learner = prs.get(id).is_some() && !prs.conf().voters().contains(id);
+        if prs.get(id).is_some() {
+            st.is_learner = !prs.conf().voters().contains(id);
+        }
         self.shared
             .probe
             .invariant(st.applied <= st.commit, "applied-le-commit", || {
