@@ -1443,7 +1443,10 @@ impl Mvcc {
     }
 
     /// `store.Compact`: drop, per key, every revision ≤ `rev` but the newest, and that one
-    /// too if it is a tombstone.
+    /// too if it is a tombstone below `rev`. A tombstone at `rev` itself stays until a later
+    /// compaction: a watch may start at the compaction revision and must see that Delete
+    /// (etcd 3.4.23 dropped it, etcd-io/etcd#18089, fixed upstream by keeping it, #18274;
+    /// found here by v3-partitions seeds 56 and 121, the watch check's `Resumable`).
     fn compact(&mut self, rev: i64) -> Result<pb::CompactionResponse, V3Error> {
         if rev <= self.compact_rev {
             return Err(V3Error::Compacted);
@@ -1456,10 +1459,11 @@ impl Mvcc {
         let wtx = self.wtx()?;
         let mut kv = wtx.open_table(KV).map_err(storage_err)?;
         let mut revs = wtx.open_table(REVS).map_err(storage_err)?;
-        // Only keys changed in (previous compaction, rev] have anything left to drop.
+        // Only keys changed in [previous compaction, rev] have anything left to drop (the
+        // previous compaction's own revision for the tombstones it kept).
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for e in revs
-            .range::<(i64, i64)>((from + 1, i64::MIN)..=(rev, i64::MAX))
+            .range::<(i64, i64)>((from, i64::MIN)..=(rev, i64::MAX))
             .map_err(storage_err)?
         {
             keys.push(e.map_err(storage_err)?.1.value().to_vec());
@@ -1478,7 +1482,9 @@ impl Mvcc {
                 let (_, main, sub) = k.value();
                 entries.push((main, sub, !entry(v.value())?.0));
             }
-            let keep_newest = entries.last().is_some_and(|&(_, _, tomb)| !tomb);
+            let keep_newest = entries
+                .last()
+                .is_some_and(|&(main, _, tomb)| !tomb || main == rev);
             let n = entries.len() - usize::from(keep_newest);
             for &(main, sub, _) in &entries[..n] {
                 kv.remove((key.as_slice(), main, sub))
