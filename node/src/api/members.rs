@@ -365,12 +365,6 @@ const LEARNER_READY: f64 = 0.9;
 /// leader changed, until the request timeout; once promoted it waits until it has applied
 /// the promotion itself, so its answer's member list shows it.
 pub(super) async fn promote_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
-    if ctx.shared.status().is_leader {
-        match promote_on_leader(ctx, id).await {
-            Err(ConfFailure::NotLeader) => {}
-            done => return done,
-        }
-    }
     let deadline = ctx.shared.clock.now() + ctx.request_timeout;
     loop {
         let now = ctx.shared.clock.now();
@@ -379,7 +373,6 @@ pub(super) async fn promote_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure
         }
         let leader = ctx.shared.status().leader;
         let answer = if leader == ctx.shared.id {
-            // Became the leader meanwhile.
             match promote_on_leader(ctx, id).await {
                 Err(ConfFailure::NotLeader) => None,
                 done => return done,

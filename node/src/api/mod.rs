@@ -340,12 +340,9 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         && method == hyper::Method::POST
         && v3gateway::refused_on_learner(&path)
     {
-        let r = v3gateway::error_reply(&tonic::Status::unavailable(NOT_FOR_LEARNER));
-        let mut resp = Response::builder().status(r.status);
-        for (name, value) in r.headers {
-            resp = resp.header(name, value);
-        }
-        return resp.body(full(r.body)).expect("valid response");
+        return gateway_response(v3gateway::error_reply(&tonic::Status::unavailable(
+            NOT_FOR_LEARNER,
+        )));
     }
     let maint = v3maint::Maint::for_gateway(Arc::clone(ctx), token.clone());
     let kv = v3::V3::for_gateway(Arc::clone(ctx), token);
@@ -364,17 +361,19 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         },
     };
     match reply {
-        Some(r) => {
-            let mut resp = Response::builder().status(
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            );
-            for (name, value) in r.headers {
-                resp = resp.header(name, value);
-            }
-            resp.body(full(r.body)).expect("valid response")
-        }
+        Some(r) => gateway_response(r),
         None => misc::not_found(),
     }
+}
+
+/// A gateway reply as the HTTP response.
+fn gateway_response(r: v3gateway::Reply) -> Response<Body> {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = Response::builder().status(status);
+    for (name, value) in r.headers {
+        resp = resp.header(name, value);
+    }
+    resp.body(full(r.body)).expect("valid response")
 }
 
 /// The gateway's token: etcd's gateway forwards the `Authorization` header as the request's.

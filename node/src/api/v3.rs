@@ -492,11 +492,8 @@ impl Lease for V3 {
         &self,
         req: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
-        // etcd's stream interceptor refuses every stream asking for a leader on a member
-        // without one (each keep-alive is then answered by the leader, or fails).
-        if super::watch::requires_leader(&req) && *self.ctx.shared.leader.borrow() == 0 {
-            return Err(Status::unavailable(super::watch::NO_LEADER));
-        }
+        // A stream asking for a leader on a member without one was refused before it got
+        // here (`api::intercepted`, etcd's stream interceptor).
         let inbound = req.into_inner();
         Ok(Response::new(Box::pin(self.keep_alive_stream(inbound))))
     }

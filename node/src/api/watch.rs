@@ -111,10 +111,9 @@ impl Watch for Watches {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        // A member without a leader has refused the stream already (`api::intercepted`);
+        // the session ends it if the leader goes.
         let require_leader = requires_leader(&req);
-        if require_leader && *self.ctx.shared.leader.borrow() == 0 {
-            return Err(Status::unavailable(NO_LEADER));
-        }
         let v3 = V3::new(Arc::clone(&self.ctx));
         let auth = v3.auth_info(&req).await;
         Ok(Response::new(self.stream(
