@@ -95,6 +95,9 @@ pub struct Config {
     pub discovery_dns: Option<String>,
     /// `--strict-reconfig-check`.
     pub strict_reconfig_check: bool,
+    /// `--experimental-rejoin-when-damaged` (detcd's own, default true): a member whose WAL
+    /// or snapshots are damaged past local repair rejoins under a new id (`crate::rejoin`).
+    pub rejoin_when_damaged: bool,
     /// `--enable-v2` (accepted; v2 is always on).
     pub enable_v2: bool,
     /// Client TLS.
@@ -203,6 +206,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         "experimental-restore-v3-snapshot",
         Kind::Str,
         "detcd only: a v3 snapshot file (etcdctl snapshot save from a detcd member) whose keyspace a member of a new cluster starts with; give every member the same file.",
+    ),
+    (
+        "experimental-rejoin-when-damaged",
+        Kind::Bool,
+        "detcd only: a member whose WAL or snapshots are damaged past local repair asks the cluster to remove it and add it back under a new id, and rejoins from the leader's snapshot (false: it refuses to start, as etcd does).",
     ),
     (
         "max-txn-ops",
@@ -728,6 +736,7 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         discovery_srv: get("discovery-srv").filter(|v| !v.is_empty()),
         discovery_dns: get("discovery-dns").filter(|v| !v.is_empty()),
         strict_reconfig_check: bool_or("strict-reconfig-check", true)?,
+        rejoin_when_damaged: bool_or("experimental-rejoin-when-damaged", true)?,
         enable_v2: bool_or("enable-v2", true)?,
         client_tls: tls("")?,
         peer_tls: tls("peer-")?,

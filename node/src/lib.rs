@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mvcc;
 pub mod raft;
+pub mod rejoin;
 pub mod server;
 pub mod sm;
 pub mod storage;

@@ -54,6 +54,11 @@ pub enum NodeError {
     /// Storage could not be opened or recovered.
     #[error("{0}")]
     Storage(String),
+    /// The WAL or the snapshots are damaged past local repair (a CRC-failed record before
+    /// the log's tail, a gap between snapshot and log, an unreadable snapshot): the member
+    /// rejoins under a new id ([`crate::rejoin`]) or refuses to start.
+    #[error("{0}")]
+    Damaged(String),
     /// A listener could not be bound.
     #[error("listen on {addr}: {source}")]
     Listen {
@@ -126,8 +131,19 @@ async fn open(
     tls: &crate::tls::Tls,
 ) -> Result<Opened, NodeError> {
     let wal_dir = cfg.wal_path();
+    // A rejoin under way: the member's files are not its own any more (`crate::rejoin`).
+    if let Some(marker) = crate::rejoin::pending(disk.as_ref(), cfg).map_err(NodeError::Damaged)? {
+        return rejoin(cfg, disk, &wal_dir, tls, marker).await;
+    }
     if Wal::exists(disk.as_ref(), &wal_dir) {
-        return restart(disk, &wal_dir, snaps);
+        return match restart(disk, &wal_dir, snaps) {
+            Err(NodeError::Damaged(why)) => {
+                let marker =
+                    crate::rejoin::begin(disk.as_ref(), cfg, &why).map_err(NodeError::Damaged)?;
+                rejoin(cfg, disk, &wal_dir, tls, marker).await
+            }
+            other => other,
+        };
     }
     if cfg.initial_cluster_state == ClusterState::New
         && (cfg.discovery.is_some() || cfg.discovery_srv.is_some())
@@ -260,28 +276,7 @@ async fn join(
                     cfg.name
                 )));
             }
-            let id = me.id;
-            let wal = Wal::create(
-                Arc::clone(disk),
-                wal_dir,
-                WalMeta {
-                    member_id: id,
-                    cluster_id: info.cluster_id,
-                    joined: Some(info.members.clone()),
-                },
-            )
-            .map_err(storage_err)?;
-            tracing::info!(member = %format!("{id:x}"), cluster = %format!("{:x}", info.cluster_id), "joining a running cluster");
-            return Ok(Opened {
-                storage: NodeStorage::new(),
-                wal,
-                sm: StateMachine::new(info.members, info.cluster_id),
-                id,
-                applied: 0,
-                snap_index: 0,
-                hs: HardState::default(),
-                v3_snapshot: None,
-            });
+            return joined(disk, wal_dir, me.id, info.cluster_id, info.members);
         }
         crate::rt::sleep(Duration::from_millis(250)).await;
     }
@@ -291,6 +286,61 @@ async fn join(
     Err(NodeError::Config(format!(
         "could not reach any member of the cluster to join it ({last_err})"
     )))
+}
+
+/// A member the cluster added as `id` starts a new, empty log and waits for the leader's
+/// snapshot (a member joining with `--initial-cluster-state existing`, or rejoining).
+fn joined(
+    disk: &Arc<dyn Disk>,
+    wal_dir: &std::path::Path,
+    id: u64,
+    cluster_id: u64,
+    members: crate::cluster::Members,
+) -> Result<Opened, NodeError> {
+    let wal = Wal::create(
+        Arc::clone(disk),
+        wal_dir,
+        WalMeta {
+            member_id: id,
+            cluster_id,
+            joined: Some(members.clone()),
+        },
+    )
+    .map_err(storage_err)?;
+    tracing::info!(member = %format!("{id:x}"), cluster = %format!("{cluster_id:x}"), "joining a running cluster");
+    Ok(Opened {
+        storage: NodeStorage::new(),
+        wal,
+        sm: StateMachine::new(members, cluster_id),
+        id,
+        applied: 0,
+        snap_index: 0,
+        hs: HardState::default(),
+        v3_snapshot: None,
+    })
+}
+
+/// Carry on a rejoin (see [`crate::rejoin`]): the old id out, a new one in, a new log. The
+/// marker goes only once the new log exists, so Raft never runs on the damaged files or on
+/// a half-made log.
+async fn rejoin(
+    cfg: &Config,
+    disk: &Arc<dyn Disk>,
+    wal_dir: &std::path::Path,
+    tls: &crate::tls::Tls,
+    marker: crate::rejoin::Marker,
+) -> Result<Opened, NodeError> {
+    let mut dirs = vec![wal_dir.to_path_buf()];
+    if cfg.snap_path() != wal_dir {
+        dirs.push(cfg.snap_path());
+    }
+    let j = crate::rejoin::run(disk, cfg, &dirs, tls.peer_client.as_ref(), marker)
+        .await
+        .map_err(NodeError::Damaged)?;
+    let opened = joined(disk, wal_dir, j.id, j.cluster_id, j.members)?;
+    crate::rejoin::finish(disk.as_ref(), cfg).map_err(NodeError::Storage)?;
+    tracing::warn!(member = %format!("{:x}", j.id), "rejoined the cluster under a new id; the leader's snapshot brings the data back");
+    Ok(opened)
 }
 
 fn bootstrap(
@@ -405,14 +455,18 @@ fn restart(
     wal_dir: &std::path::Path,
     snaps: &SnapDir,
 ) -> Result<Opened, NodeError> {
-    let (mut wal, rec) = Wal::open(Arc::clone(disk), wal_dir).map_err(storage_err)?;
+    let (mut wal, rec) = Wal::open(Arc::clone(disk), wal_dir).map_err(|e| match e {
+        crate::storage::wal::WalError::Corrupt { .. }
+        | crate::storage::wal::WalError::Unreadable { .. } => NodeError::Damaged(e.to_string()),
+        other => storage_err(other),
+    })?;
     let meta = wal.meta().clone();
     let storage = NodeStorage::new();
     let snap = snaps.load_newest().map_err(storage_err)?;
     let v3_snapshot;
     let (sm, snap_index, snap_term) = match snap {
         Some(snap) => {
-            let (mut sm, v3) = StateMachine::restore(&snap.data).map_err(NodeError::Storage)?;
+            let (mut sm, v3) = StateMachine::restore(&snap.data).map_err(NodeError::Damaged)?;
             v3_snapshot = v3.map(<[u8]>::to_vec);
             let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
             if sm.meta.applied_index == 0 {
@@ -420,7 +474,7 @@ fn restart(
                 sm.meta.applied_index = index;
             }
             if sm.meta.applied_index != index {
-                return Err(NodeError::Storage(format!(
+                return Err(NodeError::Damaged(format!(
                     "snapshot at index {index} holds the state of index {}; refusing to start",
                     sm.meta.applied_index
                 )));
@@ -455,7 +509,7 @@ fn restart(
                     v3_snapshot: None,
                 });
             }
-            return Err(NodeError::Storage(format!(
+            return Err(NodeError::Damaged(format!(
                 "{}: WAL present but no readable snapshot",
                 wal_dir.display()
             )));
@@ -463,7 +517,7 @@ fn restart(
     };
     if let Some((mark, _)) = rec.snapshot {
         if mark > snap_index {
-            return Err(NodeError::Storage(format!(
+            return Err(NodeError::Damaged(format!(
                 "the WAL refers to snapshot {mark} but the newest readable snapshot is {snap_index}: refusing to start with a gap in the log"
             )));
         }
@@ -490,7 +544,7 @@ fn restart(
         .collect();
     if let Some(first) = entries.first() {
         if first.index != snap_index + 1 {
-            return Err(NodeError::Storage(format!(
+            return Err(NodeError::Damaged(format!(
                 "the WAL resumes at entry {} after snapshot {snap_index}: refusing to start with a gap in the log",
                 first.index
             )));
@@ -756,6 +810,19 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
                 match weak.upgrade() {
                     Some(ctx) => crate::api::answer_promote(&ctx, id).await,
                     None => crate::transport::PromoteAnswer::NotLeader,
+                }
+            })
+        }));
+    }
+    // Rejoin steps of a member whose storage is damaged (detcd's own: `crate::rejoin`).
+    {
+        let weak = Arc::downgrade(&ctx);
+        transport.set_rejoin_handler(Arc::new(move |step| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(ctx) => crate::api::answer_rejoin(&ctx, step).await,
+                    None => crate::transport::RejoinAnswer::Failed("stopping".into()),
                 }
             })
         }));

@@ -43,7 +43,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first frame of a stream. `to == 0` asks for the cluster's membership instead of
 /// opening a message stream (a member joining with `--initial-cluster-state existing` does
 /// that to learn its id and the cluster's).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Hello {
     cluster_id: u64,
     from: u64,
@@ -60,7 +60,47 @@ struct Hello {
     /// A promotion of this learner for the leader instead of a message stream (with `to` 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     promote: Option<u64>,
+    /// A step of a damaged member's rejoin instead of a message stream (with `to` 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rejoin: Option<RejoinStep>,
 }
+
+/// A step of the rejoin of a member whose log or snapshot is damaged (detcd's own; etcd
+/// leaves this to the operator): it asks a running member to make the cluster forget it,
+/// then to add it back under a new id, and joins as a new member (see `crate::rejoin`).
+/// Both steps are idempotent, so a member that crashes mid-way asks again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejoinStep {
+    /// Remove the member with these peer URLs, if the cluster has one.
+    Remove(Vec<String>),
+    /// Add a member with these peer URLs, unless the cluster already has one (added by an
+    /// earlier ask whose answer was lost).
+    Add(Vec<String>),
+}
+
+/// The answer to a [`RejoinStep`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RejoinAnswer {
+    /// No member has the URLs (any more); `Some(id)` when this ask removed member `id`.
+    Removed(Option<u64>),
+    /// The member with the URLs, as added, and the cluster once the addition applied on the
+    /// member that answers.
+    Added {
+        /// The new member's id.
+        id: u64,
+        /// The cluster's id.
+        cluster_id: u64,
+        /// The members, the new one among them.
+        members: Members,
+    },
+    /// Not done now (no leader, the strict reconfiguration check, a timeout, a refusal):
+    /// why. The member asks again, this member or another.
+    Failed(String),
+}
+
+/// How a member answers rejoin steps (set by the client API once it runs).
+pub type RejoinHandler =
+    Arc<dyn Fn(RejoinStep) -> futures::future::BoxFuture<'static, RejoinAnswer> + Send + Sync>;
 
 /// A lease request a follower forwards to the leader, which alone keeps lease deadlines
 /// (etcd's peer endpoints `/leases` for KeepAlive and `/leases/internal` for TimeToLive).
@@ -151,6 +191,7 @@ pub struct Transport {
     tls: PeerTls,
     lease_handler: Mutex<Option<LeaseHandler>>,
     promote_handler: Mutex<Option<PromoteHandler>>,
+    rejoin_handler: Mutex<Option<RejoinHandler>>,
     /// Traffic per peer (`/metrics`), for the members of the cluster.
     metrics: Mutex<BTreeMap<u64, Arc<crate::metrics::Peer>>>,
 }
@@ -189,6 +230,7 @@ impl Transport {
             tls,
             lease_handler: Mutex::new(None),
             promote_handler: Mutex::new(None),
+            rejoin_handler: Mutex::new(None),
             metrics: Mutex::new(BTreeMap::new()),
         })
     }
@@ -476,6 +518,25 @@ impl Transport {
                 write_frame(stream.get_mut(), &bytes).await?;
                 return stream.get_mut().flush().await;
             }
+            if let Some(step) = hello.rejoin.clone() {
+                // The member asking lost its log, so it may not know the cluster's id: the
+                // token must match, and the id too when it sends one.
+                let handler = self.rejoin_handler.lock().expect("lock").clone();
+                let ours = cid != 0
+                    && (hello.cluster_id == 0 || hello.cluster_id == cid)
+                    && hello.token == self.token;
+                let answer = match handler {
+                    Some(h) if ours => h(step).await,
+                    Some(_) => RejoinAnswer::Failed(format!(
+                        "refused: the cluster's --initial-cluster-token is {:?}, the rejoining member's is {:?}",
+                        self.token, hello.token
+                    )),
+                    None => RejoinAnswer::Failed("this member is not serving yet".into()),
+                };
+                let bytes = serde_json::to_vec(&answer).map_err(std::io::Error::other)?;
+                write_frame(stream.get_mut(), &bytes).await?;
+                return stream.get_mut().flush().await;
+            }
             return self.answer_info(stream.get_mut(), &hello).await;
         }
         if hello.to != self.id || (cid != 0 && hello.cluster_id != 0 && hello.cluster_id != cid) {
@@ -588,6 +649,11 @@ impl Transport {
         *self.promote_handler.lock().expect("lock") = Some(h);
     }
 
+    /// Answer rejoin steps with `h` from now on.
+    pub fn set_rejoin_handler(&self, h: RejoinHandler) {
+        *self.rejoin_handler.lock().expect("lock") = Some(h);
+    }
+
     /// Ask member `to` (the leader) a lease question over its peer port.
     pub async fn forward_lease(&self, to: u64, req: LeaseFwd) -> std::io::Result<LeaseAnswer> {
         let hello = Hello {
@@ -618,11 +684,8 @@ impl Transport {
         Hello {
             cluster_id: *self.cluster_id.lock().expect("lock"),
             from: self.id,
-            to: 0,
             token: self.token.clone(),
-            lease: None,
-            probe: false,
-            promote: None,
+            ..Hello::default()
         }
     }
 
@@ -713,28 +776,48 @@ pub async fn fetch_cluster_info(
     token: &str,
     tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> std::io::Result<ClusterInfo> {
+    let hello = Hello {
+        token: token.to_string(),
+        ..Hello::default()
+    };
+    ask_url(peer_url, &hello, tls, Duration::from_secs(2)).await
+}
+
+/// Ask the member at `peer_url` to take a step of this member's rejoin, waiting at most
+/// `limit` (it answers once the change applied on it).
+pub async fn ask_rejoin(
+    peer_url: &str,
+    token: &str,
+    step: RejoinStep,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    limit: Duration,
+) -> std::io::Result<RejoinAnswer> {
+    let hello = Hello {
+        token: token.to_string(),
+        rejoin: Some(step),
+        ..Hello::default()
+    };
+    ask_url(peer_url, &hello, tls, limit).await
+}
+
+/// Send `hello` to the member at `peer_url` and read its one answer, waiting at most
+/// `limit` for it.
+async fn ask_url<T: serde::de::DeserializeOwned>(
+    peer_url: &str,
+    hello: &Hello,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    limit: Duration,
+) -> std::io::Result<T> {
     let addr = host_port(peer_url);
     let mut stream = dial(peer_url, tls).await?;
-    let hello = serde_json::to_vec(&Hello {
-        cluster_id: 0,
-        from: 0,
-        to: 0,
-        token: token.to_string(),
-        lease: None,
-        probe: false,
-        promote: None,
-    })
-    .map_err(std::io::Error::other)?;
+    let hello = serde_json::to_vec(hello).map_err(std::io::Error::other)?;
     write_frame(&mut stream, &hello).await?;
     stream.flush().await?;
-    let buf = crate::rt::timeout(
-        Duration::from_secs(2),
-        read_frame(&mut stream, FRAME_BYTES_MAX),
-    )
-    .await
-    .map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {addr}"))
-    })??;
+    let buf = crate::rt::timeout(limit, read_frame(&mut stream, FRAME_BYTES_MAX))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("waiting for {addr}"))
+        })??;
     serde_json::from_slice(&buf).map_err(std::io::Error::other)
 }
 

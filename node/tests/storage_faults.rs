@@ -1,7 +1,9 @@
-//! Storage faults on real processes (issue #33): a bit flipped in a stopped member's WAL makes
-//! it refuse to start, naming the file and the offset of the damaged record, instead of
-//! truncating the log and carrying on; the operator's remedy (remove the member, wipe its data
-//! directory, add it back) brings it back by snapshot, and nothing acknowledged is lost. A
+//! Storage faults on real processes (issue #33): a bit flipped in a stopped member's WAL is
+//! never truncated away. By default the member rejoins by itself under a new id (the cluster
+//! removes its old id and adds it back, and the leader's snapshot brings the data back);
+//! with `--experimental-rejoin-when-damaged=false` it refuses to start, naming the file and
+//! the offset of the damaged record, and the operator's remedy (remove the member, wipe its
+//! data directory, add it back) brings it back by snapshot. Nothing acknowledged is lost. A
 //! rotted v3 keyspace is rebuilt. A member whose filesystem fills up (ENOSPC) or turns
 //! read-only (EROFS, a tmpfs mounted over its data directory) stops, naming the file, and
 //! comes back with every acknowledged write once the filesystem is healthy.
@@ -34,8 +36,22 @@ fn put(m: &Member, key: &str, value: &str) -> bool {
     .is_ok_and(|r| r.status == 200 || r.status == 201)
 }
 
-#[test]
-fn a_bit_flipped_in_a_stopped_members_wal_is_named_and_the_replaced_member_loses_nothing() {
+/// A 3-member cluster that acknowledged 300 writes, with one follower killed and one bit
+/// flipped inside a record in the middle of its newest WAL segment.
+struct Damaged {
+    _dir: tempfile::TempDir,
+    ms: Vec<Member>,
+    leader: usize,
+    f: usize,
+    other: usize,
+    acked: Vec<(String, String)>,
+    seg: std::path::PathBuf,
+    off: usize,
+    /// The damaged segment's bytes.
+    damaged: Vec<u8>,
+}
+
+fn follower_with_a_flipped_wal_bit(follower_args: &[&str]) -> Damaged {
     let dir = tempfile::tempdir().unwrap();
     let mut ms = static_cluster(dir.path(), 3);
     for m in ms.iter_mut() {
@@ -66,6 +82,9 @@ fn a_bit_flipped_in_a_stopped_members_wal_is_named_and_the_replaced_member_loses
         },
     );
     ms[f].kill();
+    ms[f]
+        .args
+        .extend(follower_args.iter().map(|a| a.to_string()));
 
     // Flip one bit inside the payload of a record in the middle of its newest segment.
     let wal_dir = ms[f].data_dir.join("member/wal");
@@ -83,7 +102,44 @@ fn a_bit_flipped_in_a_stopped_members_wal_is_named_and_the_replaced_member_loses
     assert!(len > 2);
     data[off + 9 + len / 2] ^= 0x04;
     std::fs::write(&seg, &data).unwrap();
+    Damaged {
+        _dir: dir,
+        ms,
+        leader,
+        f,
+        other,
+        acked,
+        seg,
+        off,
+        damaged: data,
+    }
+}
 
+/// The member's id in `/v2/members` as `m` answers it, by name.
+fn id_of(m: &Member, name: &str) -> Option<String> {
+    let list = get(&m.addr(), "/v2/members").ok()?.json();
+    list["members"]
+        .as_array()?
+        .iter()
+        .find(|x| x["name"] == name)
+        .and_then(|x| x["id"].as_str())
+        .map(str::to_string)
+}
+
+#[test]
+fn a_bit_flipped_in_a_stopped_members_wal_is_named_and_the_replaced_member_loses_nothing() {
+    // With the rejoin off, as etcd: the member refuses and the operator replaces it.
+    let Damaged {
+        _dir,
+        mut ms,
+        leader,
+        f,
+        other,
+        acked,
+        seg,
+        off,
+        ..
+    } = follower_with_a_flipped_wal_bit(&["-experimental-rejoin-when-damaged=false"]);
     // It refuses to start, naming the file and the record's offset.
     let before = ms[f].logs().len();
     ms[f].start();
@@ -158,6 +214,83 @@ fn a_bit_flipped_in_a_stopped_members_wal_is_named_and_the_replaced_member_loses
         assert_eq!(r.status, 200, "{k}: {}", r.body);
         assert_eq!(r.json()["node"]["value"], v.as_str(), "{k}");
     }
+}
+
+#[test]
+fn a_member_with_a_damaged_wal_rejoins_by_itself_under_a_new_id_and_loses_nothing() {
+    let Damaged {
+        _dir,
+        mut ms,
+        leader,
+        f,
+        other,
+        acked,
+        seg,
+        off,
+        damaged,
+    } = follower_with_a_flipped_wal_bit(&[]);
+    let name = ms[f].name.clone();
+    let old_id = id_of(&ms[leader], &name).expect("the member's id");
+    let before = ms[f].logs().len();
+    ms[f].start();
+    // It rejoins by itself: the old id leaves the cluster, a new one with its name and peer
+    // URLs comes in, and it catches up by the leader's snapshot.
+    assert!(put(&ms[other], "during", "x"));
+    let new_id = eventually(Duration::from_secs(60), "a new id for the member", || {
+        id_of(&ms[leader], &name).filter(|id| *id != old_id)
+    });
+    eventually(
+        Duration::from_secs(30),
+        "the rejoined member to catch up",
+        || {
+            let r = get(&ms[f].addr(), "/v2/keys/during?quorum=false").ok()?;
+            (r.status == 200).then_some(())
+        },
+    );
+    for (k, v) in &acked {
+        let r = get(&ms[f].addr(), &format!("/v2/keys/{k}?quorum=false")).unwrap();
+        assert_eq!(r.status, 200, "{k}: {}", r.body);
+        assert_eq!(r.json()["node"]["value"], v.as_str(), "{k}");
+    }
+    let list = get(&ms[leader].addr(), "/v2/members").unwrap().json();
+    let ids: Vec<&str> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "{list}");
+    assert!(!ids.contains(&old_id.as_str()), "{list}");
+    let logs = ms[f].logs()[before..].to_string();
+    assert!(
+        logs.contains(&format!("corrupt record at offset {off}")),
+        "{logs}"
+    );
+    assert!(logs.contains("rejoin"), "{logs}");
+    // The damaged log is kept aside for the operator, byte for byte; the marker is gone.
+    let kept = ms[f]
+        .data_dir
+        .join("member/wal.damaged.1")
+        .join(seg.file_name().unwrap());
+    assert!(
+        std::fs::read(&kept).is_ok_and(|b| b == damaged),
+        "{} holds the damaged segment",
+        kept.display()
+    );
+    assert!(!ms[f].data_dir.join("member-rejoin.json").exists());
+    // A restart is an ordinary one now, under the new id.
+    ms[f].kill();
+    ms[f].start();
+    eventually(
+        Duration::from_secs(30),
+        "the member back after a restart",
+        || {
+            let r = get(&ms[f].addr(), "/v2/keys/k0?quorum=false").ok()?;
+            (r.status == 200).then_some(())
+        },
+    );
+    assert_eq!(id_of(&ms[leader], &name).as_deref(), Some(new_id.as_str()));
+    assert!(put(&ms[f], "after", "y"));
 }
 
 /// Flip one bit in every copy of `needle` in `path`; how many it found.

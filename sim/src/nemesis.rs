@@ -42,10 +42,10 @@ pub struct DiskFaults {
     /// Members a storage fault ever hit: their stops are the expected outcome of the damage.
     pub damaged: BTreeSet<usize>,
     /// Members whose data a fault damaged (a bit flip, a misdirected write, a read error):
-    /// they may refuse to start. One that only saw failed fsyncs or a full disk stopped with
-    /// its disk intact (what it had not made durable it never acknowledged) and must start.
+    /// they rejoin under a new id. One that only saw failed fsyncs or a full disk stopped
+    /// with its disk intact (what it had not made durable it never acknowledged).
     corrupted: BTreeSet<usize>,
-    /// Refusals to start of members whose data no fault damaged.
+    /// Refusals to start (none is expected: a damaged member rejoins, an intact one starts).
     pub unexpected: Vec<String>,
     /// The member's start count when the supervisor last restarted it: if it stops again
     /// without having started since, it refused to start.
@@ -301,10 +301,12 @@ impl Nemesis {
     }
 
     /// The operator of a cluster whose disks fail, until `stop`: a member that a storage
-    /// fault hit and that stopped on its own (as it must on damage it cannot repair) is
-    /// started again once no storage fault is in force on it; if it stops again before it
-    /// has started serving (it refuses to start on damaged data), it is replaced: removed,
-    /// wiped, added back. Each action is a `repair` event.
+    /// fault hit and that stopped on its own (as it must on a failed write or fsync, or a
+    /// read that met damage) is started again once no storage fault is in force on it. A
+    /// member whose data is damaged past repair rejoins under a new id by itself as it
+    /// starts; if it stops again before it has started serving (it refused to start), that
+    /// is noted as unexpected and it is replaced: removed, wiped, added back, as an operator
+    /// would. Each action is a `repair` event.
     pub async fn supervise_disks(&self, stop: Arc<std::sync::atomic::AtomicBool>) {
         let handle = Handle::current();
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -334,14 +336,20 @@ impl Nemesis {
                 // to start (a stop after it served again is a new fault's, and is restarted).
                 let detail = if last == Some(starts) {
                     {
+                        // A member whose data a fault damaged rejoins under a new id by
+                        // itself (the node's `rejoin`); one that only saw failed fsyncs or
+                        // a full disk has everything it acknowledged. Neither may refuse.
                         let mut d = self.disks.lock().unwrap();
-                        if !d.corrupted.contains(&t) {
-                            d.unexpected.push(format!(
-                                "{} refused to start at {:.3} s though no fault damaged its data (only failed fsyncs or a full disk): {why}",
-                                m.name,
-                                start_ns as f64 / 1e9
-                            ));
-                        }
+                        let because = if d.corrupted.contains(&t) {
+                            "though a member with damaged storage rejoins the cluster by itself"
+                        } else {
+                            "though no fault damaged its data (only failed fsyncs or a full disk)"
+                        };
+                        d.unexpected.push(format!(
+                            "{} refused to start at {:.3} s {because}: {why}",
+                            m.name,
+                            start_ns as f64 / 1e9
+                        ));
                     }
                     let r = self.replace(t, Duration::from_secs(1)).await;
                     format!("it stopped again ({why}); replaced: {r}")

@@ -235,6 +235,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                             if st.is_leader {
                                 c.saw(st.term, i, start.elapsed());
                             }
+                            c.saw_id(i, sh.id, start.elapsed());
                             c.saw_vote(sh.id, st.durable_term, st.durable_vote, start.elapsed());
                         }
                     }
@@ -458,6 +459,9 @@ struct ElectionClaims {
     /// On-disk votes sampled, and the first broken promise.
     vote_samples: u64,
     vote_fault: Option<String>,
+    /// member index → the ids it ran under, in order (a member whose storage was damaged
+    /// rejoins under a new id; an id it left must never run again).
+    ids: std::collections::BTreeMap<usize, Vec<u64>>,
     stop: bool,
 }
 
@@ -471,6 +475,26 @@ impl ElectionClaims {
 
     /// A member's term and vote as on its disk. The term never goes back, and within one term
     /// a vote once given never changes (nor is forgotten): Raft's safety rests on both.
+    /// Member `i` runs under `id`. A new id is a rejoin (or an operator's replacement); an
+    /// id it ran under before and left is a damaged member speaking again under the id
+    /// whose log it lost.
+    fn saw_id(&mut self, i: usize, id: u64, at: Duration) {
+        let ids = self.ids.entry(i).or_default();
+        if ids.last() == Some(&id) {
+            return;
+        }
+        if ids.contains(&id) {
+            self.vote_fault.get_or_insert_with(|| {
+                format!(
+                    "member {id:x} at {:.3} s: it runs again after its member left that id (ids {})",
+                    at.as_secs_f64(),
+                    ids.iter().map(|x| format!("{x:x}")).collect::<Vec<_>>().join(" → ")
+                )
+            });
+        }
+        ids.push(id);
+    }
+
     fn saw_vote(&mut self, member: u64, term: u64, vote: u64, at: Duration) {
         self.vote_samples += 1;
         if let Some(&(t0, v0)) = self.votes.get(&member) {
@@ -499,10 +523,28 @@ impl ElectionClaims {
             name: "vote-durability".into(),
             passed: Some(self.vote_fault.is_none()),
             detail: match &self.vote_fault {
-                None => format!(
-                    "no vote on disk changed within its term ({} samples)",
-                    self.vote_samples
-                ),
+                None => {
+                    let new_ids: Vec<String> = self
+                        .ids
+                        .iter()
+                        .filter(|(_, v)| v.len() > 1)
+                        .map(|(i, v)| {
+                            let v: Vec<String> = v.iter().map(|x| format!("{x:x}")).collect();
+                            format!("member {i}: {}", v.join(" → "))
+                        })
+                        .collect();
+                    let mut d = format!(
+                        "no vote on disk changed within its term ({} samples)",
+                        self.vote_samples
+                    );
+                    if !new_ids.is_empty() {
+                        d.push_str(&format!(
+                            "; members under new ids, none back under an old one ({})",
+                            new_ids.join("; ")
+                        ));
+                    }
+                    d
+                }
                 Some(f) => f.clone(),
             },
         }

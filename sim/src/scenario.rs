@@ -553,6 +553,14 @@ impl DiskArea {
     pub fn holds(self, path: &Path) -> bool {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.as_deref().unwrap_or("");
+        // Damaged files a member kept aside (`db.damaged.N`, `wal.damaged.N/`) are never
+        // read again: damaging them tests nothing.
+        if path
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().contains(".damaged"))
+        {
+            return false;
+        }
         match self {
             DiskArea::Any => true,
             DiskArea::Wal => name.ends_with(".wal"),

@@ -13,7 +13,7 @@ use super::{json, read_body, Body, Ctx};
 use crate::cluster::{id_hex, member_id, Member};
 use crate::raft::Inbox;
 use crate::sm::ConfContext;
-use crate::transport::PromoteAnswer;
+use crate::transport::{PromoteAnswer, RejoinAnswer, RejoinStep};
 
 /// A member as etcd's JSON shows it (fields in etcd's order).
 #[derive(serde::Serialize)]
@@ -421,6 +421,69 @@ pub async fn answer_promote(ctx: &Ctx, id: u64) -> PromoteAnswer {
         Err(ConfFailure::LearnerNotReady) => PromoteAnswer::LearnerNotReady,
         Err(ConfFailure::Refused((code, msg))) => PromoteAnswer::Refused(code, msg),
         Err(other) => PromoteAnswer::Failed(format!("{other:?}")),
+    }
+}
+
+/// A damaged member's rejoin step (see `crate::rejoin`), taken by this member: the same
+/// membership changes an operator makes with `DELETE` and `POST /v2/members`, with the
+/// same checks (the strict reconfiguration check among them). The member is found by its
+/// peer URLs, as it may no longer know its id; an ask whose answer was lost finds the
+/// change already made and answers as if it made it.
+pub async fn answer_rejoin(ctx: &Ctx, step: RejoinStep) -> RejoinAnswer {
+    let with_urls = |urls: &[String]| {
+        let mut want = urls.to_vec();
+        want.sort();
+        let sm = ctx.shared.sm.lock().expect("sm lock");
+        sm.meta
+            .members
+            .members
+            .values()
+            .find(|m| {
+                let mut have = m.peer_urls.clone();
+                have.sort();
+                have == want
+            })
+            .map(|m| m.id)
+    };
+    let failed = |f: ConfFailure| match f {
+        ConfFailure::Refused((_, msg)) => RejoinAnswer::Failed(msg),
+        other => RejoinAnswer::Failed(format!("{other:?}")),
+    };
+    match step {
+        RejoinStep::Remove(urls) => match with_urls(&urls) {
+            None => RejoinAnswer::Removed(None),
+            Some(id) if id == ctx.shared.id => RejoinAnswer::Failed(format!(
+                "peer URLs {} are this running member's own",
+                urls.join(",")
+            )),
+            Some(id) => match remove_member(ctx, id).await {
+                Ok(()) => {
+                    tracing::warn!(member = %id_hex(id), peer_urls = %urls.join(","),
+                        "removed a member whose storage is damaged, at its own request; it rejoins under a new id");
+                    RejoinAnswer::Removed(Some(id))
+                }
+                Err(f) => failed(f),
+            },
+        },
+        RejoinStep::Add(urls) => {
+            let id = match with_urls(&urls) {
+                Some(id) => id,
+                None => match add_member(ctx, urls.clone(), false).await {
+                    Ok(m) => {
+                        tracing::info!(member = %id_hex(m.id), peer_urls = %urls.join(","),
+                            "added back a member whose storage was damaged, under a new id");
+                        m.id
+                    }
+                    Err(f) => return failed(f),
+                },
+            };
+            let sm = ctx.shared.sm.lock().expect("sm lock");
+            RejoinAnswer::Added {
+                id,
+                cluster_id: sm.meta.cluster_id,
+                members: sm.meta.members.clone(),
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub mod v3auth;
 pub mod v3gateway;
 pub mod v3maint;
 pub mod watch;
-pub use members::answer_promote;
+pub use members::{answer_promote, answer_rejoin};
 pub use misc::CLUSTER_VERSION;
 
 use detcd_proto::etcdserverpb::auth_server::AuthServer;

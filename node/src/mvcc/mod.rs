@@ -1044,6 +1044,8 @@ pub struct Mvcc {
     /// The open database; taken only by `Drop`.
     db: Option<redb::Database>,
     file: Arc<dyn RandomFile>,
+    /// The backend file's path (for messages).
+    path: std::path::PathBuf,
     opts: MvccOptions,
     consistent_index: u64,
     rev: i64,
@@ -1131,7 +1133,10 @@ impl Mvcc {
             Self::open_redb(Arc::clone(&file), opts)
         }));
         match opened {
-            Ok(r) => r,
+            Ok(r) => r.map(|mut m| {
+                m.path = path.to_path_buf();
+                m
+            }),
             Err(p) => {
                 let what = p
                     .downcast_ref::<String>()
@@ -1178,6 +1183,7 @@ impl Mvcc {
         let mut m = Mvcc {
             db: Some(db),
             file,
+            path: std::path::PathBuf::new(),
             wtx: None,
             opts,
             consistent_index: meta.0,
@@ -1512,6 +1518,11 @@ impl Mvcc {
     pub fn commit_due(&self, durable: bool) -> bool {
         self.failed.is_none()
             && (self.wtx.is_some() || self.meta_dirty || (durable && self.undurable))
+    }
+
+    /// The backend file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// End of an apply batch: commit the open write transaction; `durable` makes it (and

@@ -240,7 +240,10 @@ impl RaftLoop {
                 biased;
                 _ = ticker.tick() => {
                     self.raw.tick();
-                    let damage = self.shared.mvcc.lock().expect("mvcc lock").damage().map(str::to_owned);
+                    let damage = {
+                        let m = self.shared.mvcc.lock().expect("mvcc lock");
+                        m.damage().map(|d| format!("{}: {d}", m.path().display()))
+                    };
                     if let Some(d) = damage {
                         self.fail(LoopError::V3Backend(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
@@ -775,7 +778,11 @@ impl RaftLoop {
                 applied_at.saturating_duration_since(self.v3_durable_at) >= V3_DURABLE_EVERY;
             let commits = mvcc.commit_due(durable);
             let started = shared.clock.now();
-            mvcc.flush(durable).map_err(LoopError::V3Backend)?;
+            if let Err(e) = mvcc.flush(durable) {
+                // Named with the file, as every storage failure that stops a member.
+                let named = format!("{}: {e}", mvcc.path().display());
+                return Err(LoopError::V3Backend(std::io::Error::new(e.kind(), named)));
+            }
             if commits {
                 let took = shared.clock.now() - started;
                 shared.counters.timings.backend_commit.observe(took);

@@ -302,6 +302,12 @@ impl Disk for FileDisk {
     }
 }
 
+/// Whether a read failed because the medium could not return the bytes (`EIO`: a latent
+/// sector error), rather than for a reason that passes (permissions, a missing file).
+pub fn is_media_error(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(5)
+}
+
 /// The temporary name used while writing `path` atomically.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path

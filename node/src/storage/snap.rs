@@ -68,7 +68,14 @@ impl SnapDir {
     pub fn load_newest(&self) -> std::io::Result<Option<Snapshot>> {
         for (_, _, name) in self.files()?.into_iter().rev() {
             let path = self.dir.join(&name);
-            let data = self.disk.read(&path)?;
+            let data = match self.disk.read(&path) {
+                Ok(d) => d,
+                Err(e) if crate::storage::is_media_error(&e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "snapshot: unreadable, trying an older snapshot");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if data.len() < 4 || crc32fast::hash(&data[4..]).to_le_bytes() != data[..4] {
                 tracing::warn!(file = %path.display(), "snapshot: CRC mismatch, trying an older snapshot");
                 continue;

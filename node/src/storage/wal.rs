@@ -56,6 +56,15 @@ pub enum WalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A segment could not be read back (`EIO`: a latent sector error): what it held is
+    /// lost to this member, as if damaged.
+    #[error("wal: {}: unreadable: {source} (the log cannot be read back; refusing to start rather than lose acknowledged writes)", path.display())]
+    Unreadable {
+        /// The segment.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A record before the tail is damaged: refusing to guess what was acknowledged.
     #[error("wal: {}: corrupt record at offset {offset}: {reason} (the log is damaged before its tail; refusing to start rather than lose acknowledged writes)", path.display())]
     Corrupt {
@@ -185,7 +194,16 @@ impl Wal {
         let mut truncate_last_to = None;
         for (i, (_, _, name)) in segments.iter().enumerate() {
             let path = dir.join(name);
-            let data = disk.read(&path).map_err(io_err(&path))?;
+            let data = disk.read(&path).map_err(|source| {
+                if crate::storage::is_media_error(&source) {
+                    WalError::Unreadable {
+                        path: path.clone(),
+                        source,
+                    }
+                } else {
+                    io_err(&path)(source)
+                }
+            })?;
             let is_last = i + 1 == segments.len();
             if let Some(valid) = replay_segment(&path, &data, is_last, &mut rec)? {
                 rec.torn_bytes = data.len() as u64 - valid;
