@@ -44,7 +44,9 @@ pub struct DiskFaults {
     /// Members whose data a fault damaged (a bit flip, a misdirected write, a read error):
     /// they rejoin under a new id. One that only saw failed fsyncs or a full disk stopped
     /// with its disk intact (what it had not made durable it never acknowledged).
-    corrupted: BTreeSet<usize>,
+    pub corrupted: BTreeSet<usize>,
+    /// Members the nemesis replaced (removed, wiped, added back): they run under new ids.
+    pub replaced: BTreeSet<usize>,
     /// Refusals to start (none is expected: a damaged member rejoins, an intact one starts).
     pub unexpected: Vec<String>,
     /// The member's start count when the supervisor last restarted it: if it stops again
@@ -143,6 +145,7 @@ impl Nemesis {
         };
         let peer_url = flag(&m.args.lock().unwrap(), "-initial-advertise-peer-urls");
         m.replacing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.disks.lock().unwrap().replaced.insert(t);
         // 1. remove it (retried while the cluster has no leader)
         let mut removed = None;
         for _ in 0..40 {

@@ -333,10 +333,27 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         let _ = t.await;
     }
     // A member that a storage fault hit may stop on the damage: that is what it must do.
-    let (damaged, unexpected) = {
+    let (damaged, mut unexpected) = {
         let d = nemesis.disks.lock().unwrap();
         (d.damaged.clone(), d.unexpected.clone())
     };
+    // A member rejoins under a new id only when it found damage: one that no fault damaged
+    // (only failed fsyncs or a full disk) or that the nemesis did not replace must hold all
+    // it acknowledged, and a rejoin there means it lost some (a failed fsync retried).
+    {
+        let d = nemesis.disks.lock().unwrap();
+        let c = claims.lock().unwrap();
+        for (i, ids) in &c.ids {
+            if ids.len() > 1 && !d.corrupted.contains(i) && !d.replaced.contains(i) {
+                let ids: Vec<String> = ids.iter().map(|x| format!("{x:x}")).collect();
+                unexpected.push(format!(
+                    "{} rejoined under a new id ({}) though no fault damaged its data: it found damage it should not have",
+                    members[*i].name,
+                    ids.join(" → ")
+                ));
+            }
+        }
+    }
     type Exits = Vec<(usize, String)>;
     let (exits, expected): (Exits, Exits) = members
         .iter()

@@ -286,8 +286,13 @@ async fn a_member_whose_read_found_damage_stops_at_the_next_tick() {
         .await
         .expect("the loop stops instead of running on");
     let why = shared.stopped.borrow().clone().expect("a reason");
+    // Named with the file, as every storage failure that stops a member.
+    let file = shared.mvcc.lock().unwrap().path().display().to_string();
+    assert!(!file.is_empty());
     assert!(
-        why.contains("a read found the v3 backend damaged: corrupt key-value: checksum mismatch"),
+        why.contains(&format!(
+            "a read found the v3 backend damaged: {file}: corrupt key-value: checksum mismatch"
+        )),
         "{why}"
     );
 }
