@@ -17,7 +17,7 @@ pub struct FailureFile {
     pub seed: u64,
     /// detcd version that failed.
     pub version: String,
-    /// Git commit that failed (as `git rev-parse --short HEAD` said).
+    /// Git commit that failed: the one the simulator was built from ([`crate::shards::commit`]).
     pub commit: String,
     /// The first failed check.
     pub failed_check: String,
@@ -30,8 +30,8 @@ pub struct FailureFile {
     pub scenario: Scenario,
 }
 
-/// The commit this is built from, as `git rev-parse --short HEAD` says (`unknown` without
-/// git).
+/// The working tree's commit at run time, as `git rev-parse --short HEAD` says (`unknown`
+/// without git): the fallback of [`crate::shards::commit`] for a build without git.
 pub fn commit() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])

@@ -143,12 +143,16 @@ pub struct Shard {
     pub rows: Vec<SeedRow>,
 }
 
-/// The commit the simulator runs at: `DETCD_COMMIT` when set (container images have no
-/// git), else `git rev-parse --short HEAD`, else `unknown`.
+/// The commit the simulator runs at: `DETCD_COMMIT` when set, else the commit it was built
+/// from (`sim/build.rs`; the working tree's uncommitted changes, if any, are not named),
+/// else `git rev-parse --short HEAD` at run time, else `unknown`.
 pub fn commit() -> String {
     match std::env::var("DETCD_COMMIT") {
         Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
-        _ => crate::failure::commit(),
+        _ => match env!("DETCD_BUILD_COMMIT") {
+            "unknown" => crate::failure::commit(),
+            built => built.to_string(),
+        },
     }
 }
 
