@@ -53,6 +53,17 @@ impl Members {
             .find(|m| m.peer_urls.iter().any(|u| u == peer_url))
     }
 
+    /// The member whose peer URLs are exactly `urls`, in any order.
+    pub fn by_peer_urls(&self, urls: &[String]) -> Option<&Member> {
+        let mut want = urls.to_vec();
+        want.sort();
+        self.members.values().find(|m| {
+            let mut have = m.peer_urls.clone();
+            have.sort();
+            have == want
+        })
+    }
+
     /// No member other than `except` has one of `urls`.
     pub fn check_urls(&self, urls: &[String], except: Option<u64>) -> Result<(), Refusal> {
         let in_use = self

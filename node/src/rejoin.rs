@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{url_string, Members};
+use crate::cluster::Members;
 use crate::config::Config;
 use crate::storage::Disk;
 use crate::transport::{RejoinAnswer, RejoinStep};
@@ -105,26 +105,6 @@ pub fn finish(disk: &dyn Disk, cfg: &Config) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The other members' peer URLs, as `--initial-cluster` lists them.
-fn peers(cfg: &Config) -> Vec<String> {
-    let own = own_urls(cfg);
-    cfg.initial_cluster
-        .iter()
-        .map(|(_, u)| url_string(u))
-        .filter(|u| !own.contains(u))
-        .collect()
-}
-
-fn own_urls(cfg: &Config) -> Vec<String> {
-    let mut own: Vec<String> = cfg
-        .initial_advertise_peer_urls
-        .iter()
-        .map(url_string)
-        .collect();
-    own.sort();
-    own
-}
-
 /// A member found damage (`why`) that it cannot repair from its own files. With the flag
 /// on and other members to ask, start a rejoin: the marker, durably, then the damaged files
 /// moved aside. Otherwise the refusal to start, with what the operator can do.
@@ -136,7 +116,7 @@ pub fn begin(disk: &dyn Disk, cfg: &Config, why: &str) -> Result<Marker, String>
              or start it with --experimental-rejoin-when-damaged=true to have it do that itself"
         ));
     }
-    if peers(cfg).is_empty() {
+    if crate::server::other_peer_urls(cfg).is_empty() {
         return Err(format!(
             "{why}. No other member is listed in --initial-cluster to rejoin from: \
              restore the data dir from a backup (etcdctl snapshot restore)"
@@ -203,8 +183,10 @@ pub async fn run(
             tracing::warn!(from = %dir.display(), to = %aside.display(), "kept the damaged member's files aside");
         }
     }
-    let own = own_urls(cfg);
-    let peers = peers(cfg);
+    let own = crate::server::own_peer_urls(cfg);
+    let peers = crate::server::other_peer_urls(cfg);
+    // The runtime seam's time (simulated under madsim); a member's clock skew does not
+    // matter to how long it keeps asking.
     let started = crate::rt::Instant::now();
     let mut last = String::from("no member answered");
     loop {

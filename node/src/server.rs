@@ -89,8 +89,19 @@ fn storage_err(e: impl std::fmt::Display) -> NodeError {
     NodeError::Storage(e.to_string())
 }
 
+/// The other members' peer URLs, as `--initial-cluster` lists them (whom a joining or
+/// rejoining member asks).
+pub(crate) fn other_peer_urls(cfg: &Config) -> Vec<String> {
+    let own = own_peer_urls(cfg);
+    cfg.initial_cluster
+        .iter()
+        .map(|(_, u)| url_string(u))
+        .filter(|u| !own.contains(u))
+        .collect()
+}
+
 /// This member's peer URLs as strings.
-fn own_peer_urls(cfg: &Config) -> Vec<String> {
+pub(crate) fn own_peer_urls(cfg: &Config) -> Vec<String> {
     cfg.initial_advertise_peer_urls
         .iter()
         .map(url_string)
@@ -214,12 +225,7 @@ async fn join(
 ) -> Result<Opened, NodeError> {
     let mut own = own_peer_urls(cfg);
     own.sort();
-    let peers: Vec<String> = cfg
-        .initial_cluster
-        .iter()
-        .map(|(_, u)| url_string(u))
-        .filter(|u| !own.contains(u))
-        .collect();
+    let peers = other_peer_urls(cfg);
     if peers.is_empty() {
         return Err(NodeError::Config(
             "--initial-cluster-state=existing needs the running members in --initial-cluster"
@@ -246,12 +252,7 @@ async fn join(
             if let Some(e) = info.error {
                 return Err(NodeError::Config(format!("refused by {p}: {e}")));
             }
-            let me = info.members.members.values().find(|m| {
-                let mut urls = m.peer_urls.clone();
-                urls.sort();
-                urls == own
-            });
-            let Some(me) = me else {
+            let Some(me) = info.members.by_peer_urls(&own) else {
                 // The add may not have reached this peer yet (the member that answered the
                 // POST applied it first): ask the others, and again, before giving up.
                 let known: Vec<String> = info

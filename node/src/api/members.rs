@@ -431,19 +431,8 @@ pub async fn answer_promote(ctx: &Ctx, id: u64) -> PromoteAnswer {
 /// change already made and answers as if it made it.
 pub async fn answer_rejoin(ctx: &Ctx, step: RejoinStep) -> RejoinAnswer {
     let with_urls = |urls: &[String]| {
-        let mut want = urls.to_vec();
-        want.sort();
         let sm = ctx.shared.sm.lock().expect("sm lock");
-        sm.meta
-            .members
-            .members
-            .values()
-            .find(|m| {
-                let mut have = m.peer_urls.clone();
-                have.sort();
-                have == want
-            })
-            .map(|m| m.id)
+        sm.meta.members.by_peer_urls(urls).map(|m| m.id)
     };
     let failed = |f: ConfFailure| match f {
         ConfFailure::Refused((_, msg)) => RejoinAnswer::Failed(msg),
