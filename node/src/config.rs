@@ -83,6 +83,9 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// `--quota-backend-bytes`: the v3 backend's size limit (0: etcd's default, 2 GiB).
     pub quota_backend_bytes: u64,
+    /// `--experimental-backend-cache-bytes` (detcd's own): the v3 keyspace's page cache
+    /// (default 64 MiB). etcd maps its whole bbolt file instead.
+    pub backend_cache_bytes: usize,
     /// `--experimental-restore-v3-snapshot` (detcd's own): a file `etcdctl snapshot save`
     /// wrote from a detcd member; a new cluster's member starts with its v3 keyspace.
     pub restore_v3_snapshot: Option<PathBuf>,
@@ -201,6 +204,11 @@ const FLAGS: &[(&str, Kind, &str)] = &[
         "quota-backend-bytes",
         Kind::Str,
         "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).",
+    ),
+    (
+        "experimental-backend-cache-bytes",
+        Kind::Str,
+        "detcd only: the v3 keyspace's page cache in bytes (default 64 MiB); pages past it are read back from the backend file, each checked against the checksum of what was written.",
     ),
     (
         "experimental-restore-v3-snapshot",
@@ -731,6 +739,10 @@ fn build(values: &Values, mut warnings: Vec<String>) -> Result<(Config, Vec<Stri
         },
         max_request_bytes: u64_or("max-request-bytes", 1_572_864)? as usize,
         quota_backend_bytes: u64_or("quota-backend-bytes", 0)?,
+        backend_cache_bytes: u64_or(
+            "experimental-backend-cache-bytes",
+            crate::mvcc::DEFAULT_CACHE_BYTES as u64,
+        )? as usize,
         restore_v3_snapshot: path("experimental-restore-v3-snapshot"),
         discovery: get("discovery").filter(|v| !v.is_empty()),
         discovery_srv: get("discovery-srv").filter(|v| !v.is_empty()),

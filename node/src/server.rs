@@ -588,7 +588,7 @@ fn open_mvcc(
     let path = cfg.snap_path().join("db");
     let opts = crate::mvcc::MvccOptions {
         max_txn_ops: cfg.max_txn_ops,
-        cache_bytes: crate::mvcc::DEFAULT_CACHE_BYTES,
+        cache_bytes: cfg.backend_cache_bytes,
     };
     let failed = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", path.display()));
     let mut mvcc = match crate::mvcc::Mvcc::open(Arc::clone(disk), &path, opts.clone()) {

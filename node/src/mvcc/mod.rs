@@ -1130,7 +1130,7 @@ impl Mvcc {
         // its free-page table: found by the `disk-corruption` scenario). A damaged backend is
         // a reason to refuse (or rebuild) with a message, not to crash.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::open_redb(Arc::clone(&file), opts)
+            Self::open_redb(Arc::clone(&file), path, opts)
         }));
         match opened {
             Ok(r) => r.map(|mut m| {
@@ -1148,18 +1148,20 @@ impl Mvcc {
         }
     }
 
-    fn open_redb(file: Arc<dyn RandomFile>, opts: MvccOptions) -> io::Result<Mvcc> {
+    fn open_redb(file: Arc<dyn RandomFile>, path: &Path, opts: MvccOptions) -> io::Result<Mvcc> {
         let mut builder = redb::Builder::new();
         builder.set_cache_size(opts.cache_bytes);
-        let mut db = builder
-            .create_with_backend(backend::DiskBackend::new(Arc::clone(&file)))
-            .map_err(open_err)?;
+        let (backend, verified) = backend::DiskBackend::new(Arc::clone(&file), path);
+        let mut db = builder.create_with_backend(backend).map_err(open_err)?;
         // redb verifies the checksums by itself only after an unclean shutdown.
         if !db.check_integrity().map_err(open_err)? {
             tracing::warn!(
                 "the v3 backend's last commit was damaged: rolled back to the commit before it"
             );
         }
+        // Every page in use was read and its checksum matched: the backend checks every
+        // later read against what it read (or was written) here.
+        verified.now();
         let wtx = db.begin_write().map_err(open_err)?;
         let meta = {
             wtx.open_table(KV).map_err(open_err)?;
@@ -1512,6 +1514,12 @@ impl Mvcc {
         }
         self.consistent_index = index;
         self.meta_dirty = true;
+    }
+
+    /// The storage failure that stopped writes, if one did: every later write and
+    /// [`Mvcc::flush`] fails with it, and the consistent index stays where it was.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     /// Whether [`Mvcc::flush`]`(durable)` would commit a transaction (for its latency metric).

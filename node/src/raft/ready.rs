@@ -762,13 +762,19 @@ impl RaftLoop {
             shared
                 .probe
                 // At least what the loop applied; more only while a restarted member
-                // re-applies entries its keyspace already held (they are skipped).
-                .invariant(held >= self.applied, "v3-consistent-index", || {
-                    format!(
-                        "the v3 keyspace holds index {held} after the loop applied {}",
-                        self.applied
-                    )
-                });
+                // re-applies entries its keyspace already held (they are skipped). Less only
+                // if a write met a storage failure: the flush below then stops the member
+                // before it answers anyone (the `disk-rot` scenario).
+                .invariant(
+                    held >= self.applied || mvcc.failure().is_some(),
+                    "v3-consistent-index",
+                    || {
+                        format!(
+                            "the v3 keyspace holds index {held} after the loop applied {}",
+                            self.applied
+                        )
+                    },
+                );
             shared
                 .probe
                 .invariant(revision >= v3_revision, "v3-revision-monotonic", || {
@@ -779,8 +785,13 @@ impl RaftLoop {
             let commits = mvcc.commit_due(durable);
             let started = shared.clock.now();
             if let Err(e) = mvcc.flush(durable) {
-                // Named with the file, as every storage failure that stops a member.
-                let named = format!("{}: {e}", mvcc.path().display());
+                // Named with the file, as every storage failure that stops a member; with
+                // the damage a read met first, if one did (redb then fails every later
+                // call with "Previous I/O error occurred", which names no cause).
+                let named = match mvcc.damage() {
+                    Some(d) => format!("{}: {d} (then: {e})", mvcc.path().display()),
+                    None => format!("{}: {e}", mvcc.path().display()),
+                };
                 return Err(LoopError::V3Backend(std::io::Error::new(e.kind(), named)));
             }
             if commits {
