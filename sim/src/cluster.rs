@@ -105,6 +105,10 @@ pub fn member_args(s: &Scenario, i: usize) -> Vec<String> {
         s.cluster.leader_sync_delay_ms.to_string(),
     ]
     .to_vec();
+    if let Some(kib) = s.cluster.backend_cache_kib {
+        args.push("--experimental-backend-cache-bytes".into());
+        args.push((kib * 1024).to_string());
+    }
     if s.cluster.tls {
         for a in args.iter_mut() {
             *a = a.replace("http://", "https://");

@@ -128,7 +128,13 @@ struct State {
     epoch: u64,
     /// Armed storage faults (see the module doc).
     faults: Faults,
+    /// The last [`RECENT_READS`] reads of random-access files: (file, start, end). What a
+    /// `bit-rot` fault aims at: pages the member reads from the file rather than its cache.
+    recent_reads: std::collections::VecDeque<(PathBuf, u64, u64)>,
 }
+
+/// How many reads [`State::recent_reads`] remembers.
+const RECENT_READS: usize = 32;
 
 /// The storage faults armed on a disk.
 #[derive(Debug, Default)]
@@ -209,6 +215,22 @@ impl State {
     }
 }
 
+/// Flip a bit (chosen by the disk's rng) of the synced byte at `offset` of `path`.
+fn flip(st: &mut State, path: PathBuf, offset: u64) -> (PathBuf, u64, u8) {
+    let bit: u8 = st.rng.gen_range(0..8);
+    if let Some(f) = st.files.get_mut(&path) {
+        f.data[offset as usize] ^= 1 << bit;
+    } else if let Some(f) = st.rfiles.get_mut(&path) {
+        let synced = f.synced;
+        f.fold(synced);
+        f.base[offset as usize] ^= 1 << bit;
+        // What the member sees: the damaged image with the unsynced changes over it
+        // (a write made since the last fsync may have covered the byte again).
+        f.rebuild_current();
+    }
+    (path, offset, bit)
+}
+
 /// madsim's shortest sleep.
 const MIN_SLEEP: Duration = Duration::from_millis(1);
 
@@ -241,6 +263,7 @@ impl SimDisk {
                 frozen: false,
                 epoch: 0,
                 faults: Faults::default(),
+                recent_reads: Default::default(),
             })),
             fsync_latency,
             torn_writes,
@@ -366,18 +389,56 @@ impl SimDisk {
         }
         let (path, len) = candidates.swap_remove(st.rng.gen_range(0..candidates.len()));
         let offset = st.rng.gen_range(0..len);
-        let bit: u8 = st.rng.gen_range(0..8);
-        if let Some(f) = st.files.get_mut(&path) {
-            f.data[offset as usize] ^= 1 << bit;
-        } else if let Some(f) = st.rfiles.get_mut(&path) {
-            let synced = f.synced;
-            f.fold(synced);
-            f.base[offset as usize] ^= 1 << bit;
-            // What the member sees: the damaged image with the unsynced changes over it
-            // (a write made since the last fsync may have covered the byte again).
-            f.rebuild_current();
-        }
-        Some((path, offset, bit))
+        Some(flip(&mut st, path, offset))
+    }
+
+    /// A bit flips under the running member in a page it read lately from a random-access
+    /// file of `area` (its v3 keyspace: pages read past redb's cache), chosen by the disk's
+    /// rng, wherever that byte lives: in the disk's image and in every write not yet synced
+    /// that covers it (rot on the medium, or in the operating system's cache of the page,
+    /// which writes it back rotted). Such pages are mostly rewritten soon after they are
+    /// read, so a flip only under the writes (in the medium) would seldom be read.
+    /// Falls back to any synced byte of the area if the member read none lately; the flag
+    /// says whether the flip was aimed at a recent read.
+    pub fn flip_read_bit(&self, area: DiskArea) -> Option<(PathBuf, u64, u8, bool)> {
+        let picked = {
+            let mut st = self.state.lock().unwrap();
+            let in_flight = st.in_flight.as_ref().map(|(p, ..)| p.clone());
+            let reads: Vec<(PathBuf, u64, u64)> = st
+                .recent_reads
+                .iter()
+                .filter(|r| {
+                    area.holds(&r.0)
+                        && in_flight.as_ref() != Some(&r.0)
+                        && st
+                            .rfiles
+                            .get(&r.0)
+                            .is_some_and(|f| r.2 <= f.current.len() as u64)
+                })
+                .cloned()
+                .collect();
+            if reads.is_empty() {
+                None
+            } else {
+                let (path, a, b) = reads[st.rng.gen_range(0..reads.len())].clone();
+                let offset = st.rng.gen_range(a..b);
+                let bit: u8 = st.rng.gen_range(0..8);
+                let f = st.rfiles.get_mut(&path).expect("filtered");
+                if let Some(x) = f.base.get_mut(offset as usize) {
+                    *x ^= 1 << bit;
+                }
+                for op in &mut f.ops {
+                    if let Op::Write(off, data) = op {
+                        if *off <= offset && offset < *off + data.len() as u64 {
+                            data[(offset - *off) as usize] ^= 1 << bit;
+                        }
+                    }
+                }
+                f.rebuild_current();
+                Some((path, offset, bit, true))
+            }
+        };
+        picked.or_else(|| self.flip_synced_bit(area).map(|(p, o, b)| (p, o, b, false)))
     }
 
     /// The next write to a file of `area` lands at another offset of the same file, chosen
@@ -507,7 +568,7 @@ impl RandomFile for SimRandomFile {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let st = self.disk.state.lock().unwrap();
+        let mut st = self.disk.state.lock().unwrap();
         if st.epoch != self.epoch {
             // A dead process reads nothing either. (An object of a crashed member that lives
             // on in the simulator, redb's `Database` closing as it is dropped, would read the
@@ -526,6 +587,10 @@ impl RandomFile for SimRandomFile {
         match end {
             Some(end) if end <= f.current.len() as u64 => {
                 buf.copy_from_slice(&f.current[offset as usize..end as usize]);
+                if st.recent_reads.len() == RECENT_READS {
+                    st.recent_reads.pop_front();
+                }
+                st.recent_reads.push_back((self.path.clone(), offset, end));
                 Ok(())
             }
             _ => Err(io::Error::new(
@@ -996,6 +1061,42 @@ mod tests {
             db.read_at(off, &mut b).unwrap();
             assert_eq!(b[0], 1 << bit, "seed {seed}: the member reads the damage");
         }
+    }
+
+    #[test]
+    fn a_rotted_bit_lands_in_a_range_read_lately_under_the_writes_over_it_too() {
+        for seed in 0..20 {
+            let disk = SimDisk::new(seed, (Duration::ZERO, Duration::ZERO), false);
+            let d = Path::new("/m/snap/db");
+            let db = disk.open_random(d).unwrap();
+            db.write_at(0, &[0u8; 16384]).unwrap();
+            db.sync().unwrap();
+            // Read [4096, 8192) lately; then a write not yet synced covers part of it.
+            let mut page = [0u8; 4096];
+            db.read_at(4096, &mut page).unwrap();
+            db.write_at(4096, &[0u8; 2048]).unwrap();
+            let (p, off, bit, aimed) = disk.flip_read_bit(DiskArea::V3).unwrap();
+            assert_eq!(p, d);
+            assert!(aimed, "seed {seed}");
+            assert!((4096..8192).contains(&off), "seed {seed}: offset {off}");
+            // The running member reads the rot, covered by its unsynced write or not ...
+            let mut b = [0u8; 1];
+            db.read_at(off, &mut b).unwrap();
+            assert_eq!(b[0], 1 << bit, "seed {seed}: the member reads the rot");
+            // ... and so does the member after a crash (the disk's own image rotted).
+            disk.crash();
+            let db = disk.open_random(d).unwrap();
+            db.read_at(off, &mut b).unwrap();
+            assert_eq!(b[0], 1 << bit, "seed {seed}: the rot is on the disk");
+        }
+        // With no read of the area lately, any synced byte.
+        let disk = SimDisk::new(1, (Duration::ZERO, Duration::ZERO), false);
+        let db = disk.open_random(Path::new("/m/snap/db")).unwrap();
+        db.write_at(0, &[0u8; 64]).unwrap();
+        db.sync().unwrap();
+        db.sync().unwrap(); // the first fsync is done: its bytes are the disk's image
+        let (_, off, _, aimed) = disk.flip_read_bit(DiskArea::V3).unwrap();
+        assert!(!aimed && off < 64);
     }
 
     #[test]

@@ -259,6 +259,18 @@ impl Nemesis {
                 crashed = Some(crash());
                 format!("{d}; crashed")
             }
+            DiskFault::BitRot => match m.disk.flip_read_bit(area) {
+                Some((p, off, bit, aimed)) => format!(
+                    "bit {bit} of byte {off} of {} flipped under the running member{}",
+                    p.display(),
+                    if aimed {
+                        ", in a range it read lately"
+                    } else {
+                        " (it read none of the area lately)"
+                    }
+                ),
+                None => format!("no synced byte in area {}: nothing flipped", area.name()),
+            },
             DiskFault::ReadError => {
                 let d = match m.disk.read_error(area, 4096) {
                     Some((p, a, b)) => format!("reads of {}[{a}, {b}) fail with EIO", p.display()),

@@ -72,6 +72,11 @@ pub struct ClusterSpec {
     /// `--experimental-leader-sync-delay` in ms (detcd's default 2; 0 = the leader never
     /// defers its fsync).
     pub leader_sync_delay_ms: u64,
+    /// `--experimental-backend-cache-bytes` in KiB (unset: the node's 64 MiB). A cache
+    /// smaller than the keyspace makes members read its pages back from the file, where a
+    /// `bit-rot` fault can have damaged them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_cache_kib: Option<u64>,
     /// Every client and peer URL https, each side with its own CA and, by default,
     /// client-certificate auth (certificates made at the start of the run).
     pub tls: bool,
@@ -96,6 +101,7 @@ impl Default for ClusterSpec {
             election_ms: 1000,
             snapshot_count: 10_000,
             leader_sync_delay_ms: 2,
+            backend_cache_kib: None,
             tls: false,
             client_cert_auth: true,
             peer_client_cert_auth: true,
@@ -587,6 +593,11 @@ pub enum DiskFault {
     /// `bit-flip`: one bit of a synced byte flips; the member is crashed at once, so its
     /// recovery reads the damage, and restarted when the fault ends.
     BitFlip,
+    /// `bit-rot`: one bit of a synced byte flips under the running member, which is not
+    /// crashed: it must refuse the damaged bytes when it next reads them (at once for the
+    /// keyspace's pages past its cache, at its next start for the rest) and stop; it is
+    /// restarted once it has.
+    BitRot,
     /// `misdirected-write`: the member's next write to the area lands at another offset of
     /// the file; the member is crashed when the fault ends and restarted.
     MisdirectedWrite,
@@ -606,7 +617,10 @@ impl DiskFault {
     pub fn damages_data(self) -> bool {
         matches!(
             self,
-            DiskFault::BitFlip | DiskFault::MisdirectedWrite | DiskFault::ReadError
+            DiskFault::BitFlip
+                | DiskFault::BitRot
+                | DiskFault::MisdirectedWrite
+                | DiskFault::ReadError
         )
     }
 
@@ -614,6 +628,7 @@ impl DiskFault {
     pub fn name(self) -> &'static str {
         match self {
             DiskFault::BitFlip => "bit-flip",
+            DiskFault::BitRot => "bit-rot",
             DiskFault::MisdirectedWrite => "misdirected-write",
             DiskFault::ReadError => "read-error",
             DiskFault::FsyncError => "fsync-error",
@@ -627,8 +642,9 @@ impl DiskFault {
     }
 
     /// Every storage fault.
-    pub const ALL: [DiskFault; 5] = [
+    pub const ALL: [DiskFault; 6] = [
         DiskFault::BitFlip,
+        DiskFault::BitRot,
         DiskFault::MisdirectedWrite,
         DiskFault::ReadError,
         DiskFault::FsyncError,
@@ -726,7 +742,7 @@ impl TryFrom<RawFault> for Fault {
                 },
                 None => {
                     return Err(format!(
-                        "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, replace, rolling-restart, power-loss, pause, clock-skew, flaky, slow-disk, bit-flip, misdirected-write, read-error, fsync-error, disk-full)"
+                        "unknown fault kind {other:?} (known: isolate, minority-majority, bridge, ring, one-way, crash, replace, rolling-restart, power-loss, pause, clock-skew, flaky, slow-disk, bit-flip, bit-rot, misdirected-write, read-error, fsync-error, disk-full)"
                     ))
                 }
             },
@@ -1292,6 +1308,7 @@ pub const SWARM_KINDS: &[&str] = &[
     "slow-disk",
     "power-loss",
     "bit-flip",
+    "bit-rot",
     "misdirected-write",
     "read-error",
     "fsync-error",
