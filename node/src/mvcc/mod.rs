@@ -236,9 +236,14 @@ pub fn is_damage(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::InvalidData
 }
 
-/// A redb error while opening: damage, the disk's own I/O error, or another failure.
+/// A redb error while opening: damage, the disk's own I/O error, or another failure. A
+/// range of the file that cannot be read (`EIO`: a latent sector error) is damage too: the
+/// keyspace is derived state, rebuilt from the snapshot and the WAL like a rotted one.
 fn open_err(e: impl Into<redb::Error>) -> io::Error {
     match e.into() {
+        redb::Error::Io(e) if crate::storage::is_media_error(&e) => {
+            damage(format!("a read failed: {e}"))
+        }
         redb::Error::Io(e) => e,
         redb::Error::Corrupted(what) => damage(format!("redb: {what}")),
         e => io::Error::other(e.to_string()),
