@@ -214,6 +214,19 @@ pub async fn run(
                         last = format!("{p}: answered an addition its members do not show");
                         continue;
                     }
+                    // Never the id this member had (the removal's answer named it): a
+                    // member that had not applied the removal yet could name it as added.
+                    let old = match &marker.stage {
+                        Stage::Add { removed } => *removed,
+                        Stage::Remove => None,
+                    };
+                    if Some(id) == old || members.removed.contains(&id) {
+                        last = format!(
+                            "{p}: answered with the removed id {}",
+                            crate::cluster::id_hex(id)
+                        );
+                        continue;
+                    }
                     tracing::info!(by = %p, member = %crate::cluster::id_hex(id),
                         "rejoin: added back under a new id");
                     return Ok(Joined {

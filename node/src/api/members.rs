@@ -438,6 +438,20 @@ pub async fn answer_rejoin(ctx: &Ctx, step: RejoinStep) -> RejoinAnswer {
         ConfFailure::Refused((_, msg)) => RejoinAnswer::Failed(msg),
         other => RejoinAnswer::Failed(format!("{other:?}")),
     };
+    // What this member knows of the membership must be at least what the cluster had
+    // committed when the ask came (Raft's ReadIndex): a member behind in applying would
+    // still show the old id after another member removed it (the Add step would then hand
+    // the old id back as "added": `swarm` seed 17, a follower paused in its apply loop), or
+    // not show yet a member another one has added.
+    if let Err(e) = ctx
+        .shared
+        .read_barrier(ctx.request_timeout, ctx.read_retry)
+        .await
+    {
+        return RejoinAnswer::Failed(format!(
+            "this member could not catch up with the cluster's commits: {e:?}"
+        ));
+    }
     match step {
         RejoinStep::Remove(urls) => match with_urls(&urls) {
             None => RejoinAnswer::Removed(None),
