@@ -24,8 +24,8 @@ use crate::storage::RandomFile;
 /// reads or writes is whole blocks.
 const BLOCK: u64 = 4096;
 
-/// A [`RandomFile`] as redb's storage, every block redb reads checked against the CRC-32C
-/// (CRC-32, `crc32fast`) of what was last written or verified there.
+/// A [`RandomFile`] as redb's storage, every block redb reads checked against the CRC-32
+/// (`crc32fast`) of what was last written or verified there.
 ///
 /// redb verifies its pages' checksums only when the database opens (and the caller asks,
 /// see `Mvcc::open`), and a value's own checksum covers only the value: a bit that flips

@@ -10,9 +10,11 @@
 //!   CRC-32C of the tag and payload, and the payload: the marshalled `mvccpb.KeyValue` (a
 //!   tombstone's holds only the key, as etcd stores it). Every read checks the CRC ([`entry`]):
 //!   redb verifies its pages' checksums only when it opens the file, and a page read again
-//!   later (the keyspace may exceed redb's cache) could have rotted since. Entries written
-//!   before the CRC (tags 0 and 1) are read without one. A range at any revision scans this
-//!   table in key order, so the keyspace needs no in-memory index and may exceed memory.
+//!   later (the keyspace may exceed redb's cache) could have rotted since; the backend seam
+//!   checks every 4 KiB block read back as well, keys and branches included
+//!   ([`backend`]). Entries written before the CRC (tags 0 and 1) are read without one. A
+//!   range at any revision scans this table in key order, so the keyspace needs no
+//!   in-memory index and may exceed memory.
 //! - `rev`: (main, sub) → key: what changed at each revision (compaction; watch history).
 //! - `meta`: consistent index, current revision, compacted revision.
 //! - `lease` (see `lease.rs`) and `alarm` (see `maint.rs`).
