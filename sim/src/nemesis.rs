@@ -136,6 +136,11 @@ impl Nemesis {
             .filter(|x| x.index != t)
             .map(|x| x.client_addr())
             .collect();
+        if others.is_empty() {
+            // A one-member cluster (a shrunk scenario, say) has no one to remove it and add
+            // it back: an operator restores it from a backup instead. Left as it is.
+            return "not replaced: it is the cluster's only member".into();
+        }
         let c = crate::client::client(&others, Duration::from_secs(2));
         let flag = |args: &[String], f: &str| {
             args.iter()
