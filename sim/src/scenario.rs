@@ -1445,12 +1445,77 @@ pub fn swarm_faults(sw: &SwarmSpec, s: &Scenario, seed: u64) -> Vec<Fault> {
         });
         t += dur + rng.gen_range(0.0..2.0 * sw.mean_interval_s);
     }
+    limit_damage(&mut faults, n, seed);
     faults
+}
+
+/// Storage faults that damage data strike at most a minority of the members in a run,
+/// `(n - 1) / 2`, each a fixed member (not "the leader", which moves after each damage): a
+/// member whose log is damaged rejoins only through a quorum of the others, and a cluster
+/// whose majority lost their logs cannot recover without an operator (v3-swarm seeds 23, 49,
+/// 83 and 90 of 100: in a 3-member cluster, a second member's log was damaged while the
+/// first one's rejoin had removed its old id and not yet added the new one, which left two
+/// voters, one of them without its log). Drawn from a stream of its own, so the rest of the
+/// plan is what the seed drew. A one-member cluster gets no such fault.
+fn limit_damage(faults: &mut Vec<Fault>, n: usize, seed: u64) {
+    let f = (n.max(1) - 1) / 2;
+    let damaging =
+        |k: &FaultKind| matches!(k, FaultKind::Disk { fault, .. } if fault.damages_data());
+    if f == 0 {
+        faults.retain(|x| !damaging(&x.kind));
+        return;
+    }
+    let mut pick = ChaCha8Rng::seed_from_u64(seed ^ 0xda_3a9e);
+    let mut damaged: Vec<usize> = Vec::new();
+    for x in faults.iter_mut() {
+        if let FaultKind::Disk { target, fault, .. } = &mut x.kind {
+            if !fault.damages_data() {
+                continue;
+            }
+            let m = match target {
+                Target::Member(m) if damaged.contains(m) || damaged.len() < f => *m,
+                _ if damaged.len() < f => pick.gen_range(0..n),
+                _ => damaged[pick.gen_range(0..damaged.len())],
+            };
+            if !damaged.contains(&m) {
+                damaged.push(m);
+            }
+            *target = Target::Member(m);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swarm_damages_the_storage_of_a_minority_of_fixed_members() {
+        for (members, f) in [(1, 0), (3, 1), (5, 2)] {
+            let text = format!(
+                "name = \"x\"\n[cluster]\nmembers = {members}\n[swarm]\nkinds = [\"bit-flip\", \"bit-rot\", \"read-error\", \"misdirected-write\", \"disk-full\", \"crash\"]\nmean_interval_s = 0.5\n"
+            );
+            let s = Scenario::parse(&text, "s.toml").unwrap();
+            let mut most = 0;
+            for seed in 1..=200u64 {
+                let faults = swarm_faults(s.swarm.as_ref().unwrap(), &s, seed);
+                let mut hit = std::collections::BTreeSet::new();
+                for x in &faults {
+                    if let FaultKind::Disk { target, fault, .. } = &x.kind {
+                        if fault.damages_data() {
+                            let Target::Member(m) = target else {
+                                panic!("seed {seed}: a damaging fault on {target:?}");
+                            };
+                            hit.insert(*m);
+                        }
+                    }
+                }
+                assert!(hit.len() <= f, "{members} members, seed {seed}: {hit:?}");
+                most = most.max(hit.len());
+            }
+            assert_eq!(most, f, "{members} members: the budget is used");
+        }
+    }
 
     #[test]
     fn unknown_fields_are_named_with_their_line() {
