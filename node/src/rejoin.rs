@@ -72,18 +72,27 @@ pub fn marker_path(cfg: &Config) -> PathBuf {
     cfg.data_dir.join("member-rejoin.json")
 }
 
-/// The marker of a rejoin under way, if there is one.
+/// The marker of a rejoin under way, if there is one. A marker whose bytes are damaged (or
+/// cannot be read back) still says that a rejoin was under way, which is all that safety
+/// needs: the rejoin starts again from its first step, which is idempotent (`swarm` seed 142:
+/// a bit flipped in the marker made the member refuse to start).
 pub fn pending(disk: &dyn Disk, cfg: &Config) -> Result<Option<Marker>, String> {
     let path = marker_path(cfg);
     if !disk.exists(&path) {
         return Ok(None);
     }
-    let bytes = disk
+    let parsed = disk
         .read(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| format!("{}: unreadable rejoin marker: {e} (a rejoin was under way: this member must not start from its old files; remove the marker only together with member/)", path.display()))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice::<Marker>(&bytes).map_err(|e| e.to_string()));
+    Ok(Some(parsed.unwrap_or_else(|e| {
+        tracing::warn!(marker = %path.display(), error = %e,
+            "the rejoin marker is damaged: the rejoin starts again from its first step");
+        Marker {
+            stage: Stage::Remove,
+            why: format!("a rejoin was under way (its marker was damaged: {e})"),
+        }
+    })))
 }
 
 fn save(disk: &dyn Disk, cfg: &Config, marker: &Marker) -> Result<(), String> {
