@@ -215,17 +215,30 @@ impl State {
     }
 }
 
-/// Flip a bit (chosen by the disk's rng) of the synced byte at `offset` of `path`.
-fn flip(st: &mut State, path: PathBuf, offset: u64) -> (PathBuf, u64, u8) {
+/// Flip a bit (chosen by the disk's rng) of the byte at `offset` of `path` in the disk's
+/// image (a synced byte). With `under_writes`, also in every write not yet synced over it,
+/// so the running member reads the flip too (a `bit-rot`); otherwise such a write hides it
+/// until a crash drops the write.
+fn flip(st: &mut State, path: PathBuf, offset: u64, under_writes: bool) -> (PathBuf, u64, u8) {
     let bit: u8 = st.rng.gen_range(0..8);
     if let Some(f) = st.files.get_mut(&path) {
         f.data[offset as usize] ^= 1 << bit;
     } else if let Some(f) = st.rfiles.get_mut(&path) {
         let synced = f.synced;
         f.fold(synced);
-        f.base[offset as usize] ^= 1 << bit;
-        // What the member sees: the damaged image with the unsynced changes over it
-        // (a write made since the last fsync may have covered the byte again).
+        if let Some(x) = f.base.get_mut(offset as usize) {
+            *x ^= 1 << bit;
+        }
+        if under_writes {
+            for op in &mut f.ops {
+                if let Op::Write(off, data) = op {
+                    if *off <= offset && offset < *off + data.len() as u64 {
+                        data[(offset - *off) as usize] ^= 1 << bit;
+                    }
+                }
+            }
+        }
+        // What the member sees: the damaged image with the unsynced changes over it.
         f.rebuild_current();
     }
     (path, offset, bit)
@@ -389,7 +402,7 @@ impl SimDisk {
         }
         let (path, len) = candidates.swap_remove(st.rng.gen_range(0..candidates.len()));
         let offset = st.rng.gen_range(0..len);
-        Some(flip(&mut st, path, offset))
+        Some(flip(&mut st, path, offset, false))
     }
 
     /// A bit flips under the running member in a page it read lately from a random-access
@@ -422,20 +435,8 @@ impl SimDisk {
             } else {
                 let (path, a, b) = reads[st.rng.gen_range(0..reads.len())].clone();
                 let offset = st.rng.gen_range(a..b);
-                let bit: u8 = st.rng.gen_range(0..8);
-                let f = st.rfiles.get_mut(&path).expect("filtered");
-                if let Some(x) = f.base.get_mut(offset as usize) {
-                    *x ^= 1 << bit;
-                }
-                for op in &mut f.ops {
-                    if let Op::Write(off, data) = op {
-                        if *off <= offset && offset < *off + data.len() as u64 {
-                            data[(offset - *off) as usize] ^= 1 << bit;
-                        }
-                    }
-                }
-                f.rebuild_current();
-                Some((path, offset, bit, true))
+                let (p, o, bit) = flip(&mut st, path, offset, true);
+                Some((p, o, bit, true))
             }
         };
         picked.or_else(|| self.flip_synced_bit(area).map(|(p, o, b)| (p, o, b, false)))

@@ -593,10 +593,11 @@ pub enum DiskFault {
     /// `bit-flip`: one bit of a synced byte flips; the member is crashed at once, so its
     /// recovery reads the damage, and restarted when the fault ends.
     BitFlip,
-    /// `bit-rot`: one bit of a synced byte flips under the running member, which is not
-    /// crashed: it must refuse the damaged bytes when it next reads them (at once for the
-    /// keyspace's pages past its cache, at its next start for the rest) and stop; it is
-    /// restarted once it has.
+    /// `bit-rot`: one bit flips under the running member, which is not crashed, in a range
+    /// of a file it read lately (any synced byte of the area if none), on the disk and in the
+    /// writes not yet synced over it: it must refuse the damaged bytes when it next reads them
+    /// (at once for the keyspace's pages past its cache, at its next start for the rest) and
+    /// stop; it is restarted once it has.
     BitRot,
     /// `misdirected-write`: the member's next write to the area lands at another offset of
     /// the file; the member is crashed when the fault ends and restarted.

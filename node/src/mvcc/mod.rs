@@ -92,7 +92,7 @@ impl Default for MvccOptions {
     fn default() -> MvccOptions {
         MvccOptions {
             max_txn_ops: 128,
-            cache_bytes: 64 << 20,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
