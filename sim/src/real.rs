@@ -619,6 +619,11 @@ async fn scrape_all(c: &Cluster) -> Vec<HashMap<String, f64>> {
 /// `GET /metrics` over plain HTTP/1.0, parsed as Prometheus text: each metric's value, summed
 /// over its labels.
 async fn scrape(addr: &str) -> Option<HashMap<String, f64>> {
+    Some(parse_metrics(&metrics_page(addr).await?))
+}
+
+/// The body of `GET /metrics` over plain HTTP/1.0 (None if the member did not answer 200).
+async fn metrics_page(addr: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = tokio::time::timeout(Duration::from_secs(2), async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -635,7 +640,7 @@ async fn scrape(addr: &str) -> Option<HashMap<String, f64>> {
     if !head.starts_with("HTTP/1.") || head.split(' ').nth(1) != Some("200") {
         return None;
     }
-    Some(parse_metrics(body))
+    Some(body.to_string())
 }
 
 /// Prometheus text format: `name{labels} value` lines, values of one name summed.
@@ -1327,6 +1332,11 @@ pub fn main() -> ExitCode {
     }
     let s = Arc::new(s);
     let (output, cpu) = rt.block_on(run_real(s.clone(), seed, c.clone()));
+    // Each member's whole `/metrics` page after the run (its stage and fsync histograms say
+    // where a request's time went), kept beside the report.
+    let pages: Vec<Option<String>> = (0..c.ips.len())
+        .map(|i| rt.block_on(metrics_page(&c.addr(i))))
+        .collect();
     let logs = c.logs();
     teardown(&c);
     let res = crate::outcome::judge(&s, output, wall.elapsed());
@@ -1343,6 +1353,13 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     res.print_summary(wall.elapsed(), false);
+    for (i, page) in pages.iter().enumerate() {
+        let Some(page) = page else { continue };
+        let f = dir.join(format!("metrics-{i}.prom"));
+        if let Err(e) = std::fs::write(&f, page) {
+            eprintln!("detcd-real: writing {}: {e}", f.display());
+        }
+    }
     if let Some(cpu) = cpu {
         // CPU per acknowledged write: what a write costs the cluster, whatever else the
         // machine was doing (throughput on a shared machine moves with its neighbours).

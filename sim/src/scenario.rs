@@ -393,6 +393,93 @@ pub struct WorkloadSpec {
     /// overtake lagging watchers.
     #[serde(skip_serializing_if = "is_zero_u64")]
     pub compact_every_ms: u64,
+    /// Percentages of the v3 clients' operations (`api = "v3"` only; they sum to 100).
+    #[serde(skip_serializing_if = "V3Mix::is_default")]
+    pub v3_mix: V3Mix,
+}
+
+/// Percentages of a v3 client's operations, drawn per operation from the client's seed. The
+/// default is the mixed load every v3 scenario runs; `put = 100` is etcd's `benchmark put`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct V3Mix {
+    /// Linearizable Range of one key.
+    pub range: u32,
+    /// Serializable Range of one key.
+    pub serializable_range: u32,
+    /// Linearizable Range of every key.
+    pub range_all: u32,
+    /// Put of one key.
+    pub put: u32,
+    /// DeleteRange of one key.
+    pub delete: u32,
+    /// Compare-and-swap Txn on one key's mod_revision: Put if equal, else Range.
+    pub txn: u32,
+}
+
+impl Default for V3Mix {
+    fn default() -> Self {
+        V3Mix {
+            range: 25,
+            serializable_range: 10,
+            range_all: 5,
+            put: 35,
+            delete: 10,
+            txn: 15,
+        }
+    }
+}
+
+/// One kind of v3 client operation ([`V3Mix::pick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V3Op {
+    /// Range of one key, serializable or not.
+    Range {
+        /// Served from the member's own state, without a read barrier.
+        serializable: bool,
+    },
+    /// Range of every key.
+    RangeAll,
+    /// Put.
+    Put,
+    /// DeleteRange.
+    Delete,
+    /// Compare-and-swap Txn.
+    Txn,
+}
+
+impl V3Mix {
+    fn is_default(&self) -> bool {
+        *self == V3Mix::default()
+    }
+
+    fn total(&self) -> u32 {
+        self.range + self.serializable_range + self.range_all + self.put + self.delete + self.txn
+    }
+
+    /// The operation a roll in `0..100` stands for.
+    pub fn pick(&self, roll: u32) -> V3Op {
+        let kinds = [
+            (
+                self.range,
+                V3Op::Range {
+                    serializable: false,
+                },
+            ),
+            (self.serializable_range, V3Op::Range { serializable: true }),
+            (self.range_all, V3Op::RangeAll),
+            (self.put, V3Op::Put),
+            (self.delete, V3Op::Delete),
+        ];
+        let mut below = 0;
+        for (w, op) in kinds {
+            below += w;
+            if roll < below {
+                return op;
+            }
+        }
+        V3Op::Txn
+    }
 }
 
 fn is_zero_u64(n: &u64) -> bool {
@@ -430,6 +517,7 @@ impl Default for WorkloadSpec {
             leases: 0,
             slow_watchers: 0,
             compact_every_ms: 0,
+            v3_mix: V3Mix::default(),
         }
     }
 }
@@ -1051,6 +1139,12 @@ impl Scenario {
                 self.workload.clients
             ));
         }
+        if self.workload.v3_mix.total() != 100 {
+            return Err(format!(
+                "workload.v3_mix: the percentages sum to {}, not 100",
+                self.workload.v3_mix.total()
+            ));
+        }
         if self.workload.slow_watchers > self.workload.watchers {
             return Err(format!(
                 "workload.slow_watchers = {} exceeds workload.watchers = {}",
@@ -1516,6 +1610,42 @@ mod tests {
             }
             assert_eq!(most, f, "{members} members: the budget is used");
         }
+    }
+
+    #[test]
+    fn the_v3_mix_maps_rolls_to_operations_and_must_sum_to_100() {
+        let m = V3Mix::default();
+        // The default keeps the rolls every v3 scenario drew before the mix was a setting.
+        let kinds: Vec<V3Op> = (0..100).map(|r| m.pick(r)).collect();
+        assert_eq!(
+            kinds[24],
+            V3Op::Range {
+                serializable: false
+            }
+        );
+        assert_eq!(kinds[25], V3Op::Range { serializable: true });
+        assert_eq!(kinds[34], V3Op::Range { serializable: true });
+        assert_eq!(kinds[35], V3Op::RangeAll);
+        assert_eq!(kinds[40], V3Op::Put);
+        assert_eq!(kinds[74], V3Op::Put);
+        assert_eq!(kinds[75], V3Op::Delete);
+        assert_eq!(kinds[85], V3Op::Txn);
+        assert_eq!(kinds[99], V3Op::Txn);
+        let puts = Scenario::parse(
+            "name = \"x\"\n[workload]\napi = \"v3\"\n[workload.v3_mix]\nrange = 0\nserializable_range = 0\nrange_all = 0\nput = 100\ndelete = 0\ntxn = 0\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert!((0..100).all(|r| puts.workload.v3_mix.pick(r) == V3Op::Put));
+        let e =
+            Scenario::parse("name = \"x\"\n[workload.v3_mix]\nput = 50\n", "s.toml").unwrap_err();
+        assert!(
+            e.0.contains("workload.v3_mix: the percentages sum to 115, not 100"),
+            "{e}"
+        );
+        // Left at its default, it is not written back (failure files stay as they were).
+        let plain = Scenario::parse("name = \"x\"\n", "s.toml").unwrap();
+        assert!(!toml::to_string(&plain).unwrap().contains("v3_mix"));
     }
 
     #[test]

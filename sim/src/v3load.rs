@@ -32,7 +32,7 @@ use detcd_proto::mvccpb;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, V3Op};
 use crate::workload::{OpKind, OpRecord, Outcome, Recorder};
 
 type Ch = H2Channel<tonic::body::Body>;
@@ -183,151 +183,151 @@ impl Client {
         let value = format!("c{}-{}", self.id, self.seq);
         let member = self.member;
         let invoke_ns = start.elapsed().as_nanos() as u64;
-        let (request, ended): (h::Request, Option<Ended<h::Response>>) = match roll {
-            0..=34 => {
-                let serializable = roll >= 25;
-                let req = pb::RangeRequest {
-                    key: key(k).into_bytes(),
-                    serializable,
-                    ..Default::default()
-                };
-                let r = self
-                    .call(|mut c| async move { c.range(req).await })
-                    .await
-                    .map(|e| map(e, |r| h::Response::Range(range_resp(&r))));
-                (
-                    h::Request::Range(h::RangeRequest {
-                        key: key(k),
+        let (request, ended): (h::Request, Option<Ended<h::Response>>) =
+            match s.workload.v3_mix.pick(roll) {
+                V3Op::Range { serializable } => {
+                    let req = pb::RangeRequest {
+                        key: key(k).into_bytes(),
                         serializable,
                         ..Default::default()
-                    }),
-                    r,
-                )
-            }
-            35..=39 => {
-                let req = pb::RangeRequest {
-                    key: ALL_START.into(),
-                    range_end: ALL_END.into(),
-                    ..Default::default()
-                };
-                let r = self
-                    .call(|mut c| async move { c.range(req).await })
-                    .await
-                    .map(|e| map(e, |r| h::Response::Range(range_resp(&r))));
-                (
-                    h::Request::Range(h::RangeRequest {
+                    };
+                    let r = self
+                        .call(|mut c| async move { c.range(req).await })
+                        .await
+                        .map(|e| map(e, |r| h::Response::Range(range_resp(&r))));
+                    (
+                        h::Request::Range(h::RangeRequest {
+                            key: key(k),
+                            serializable,
+                            ..Default::default()
+                        }),
+                        r,
+                    )
+                }
+                V3Op::RangeAll => {
+                    let req = pb::RangeRequest {
                         key: ALL_START.into(),
                         range_end: ALL_END.into(),
                         ..Default::default()
-                    }),
-                    r,
-                )
-            }
-            40..=74 => {
-                let req = pb::PutRequest {
-                    key: key(k).into_bytes(),
-                    value: value.clone().into_bytes(),
-                    ..Default::default()
-                };
-                let r = self
-                    .call(|mut c| async move { c.put(req).await })
-                    .await
-                    .map(|e| {
-                        map(e, |p| {
-                            h::Response::Put(h::PutResponse {
-                                header_revision: rev(&p.header),
-                                prev_kv: p.prev_kv.as_ref().map(kv),
-                            })
-                        })
-                    });
-                (
-                    h::Request::Put(h::PutRequest {
-                        key: key(k),
-                        value: value.clone(),
-                        ..Default::default()
-                    }),
-                    r,
-                )
-            }
-            75..=84 => {
-                let req = pb::DeleteRangeRequest {
-                    key: key(k).into_bytes(),
-                    ..Default::default()
-                };
-                let r = self
-                    .call(|mut c| async move { c.delete_range(req).await })
-                    .await
-                    .map(|e| {
-                        map(e, |d| {
-                            h::Response::DeleteRange(h::DeleteRangeResponse {
-                                header_revision: rev(&d.header),
-                                deleted: d.deleted,
-                                prev_kvs: d.prev_kvs.iter().map(kv).collect(),
-                            })
-                        })
-                    });
-                (
-                    h::Request::DeleteRange(h::DeleteRangeRequest {
-                        key: key(k),
-                        ..Default::default()
-                    }),
-                    r,
-                )
-            }
-            _ => {
-                let expect = self.seen[k];
-                let cmp = pb::Compare {
-                    result: pb::compare::CompareResult::Equal as i32,
-                    target: pb::compare::CompareTarget::Mod as i32,
-                    key: key(k).into_bytes(),
-                    target_union: Some(pb::compare::TargetUnion::ModRevision(expect)),
-                    ..Default::default()
-                };
-                let put = pb::RequestOp {
-                    request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                    };
+                    let r = self
+                        .call(|mut c| async move { c.range(req).await })
+                        .await
+                        .map(|e| map(e, |r| h::Response::Range(range_resp(&r))));
+                    (
+                        h::Request::Range(h::RangeRequest {
+                            key: ALL_START.into(),
+                            range_end: ALL_END.into(),
+                            ..Default::default()
+                        }),
+                        r,
+                    )
+                }
+                V3Op::Put => {
+                    let req = pb::PutRequest {
                         key: key(k).into_bytes(),
                         value: value.clone().into_bytes(),
                         ..Default::default()
-                    })),
-                };
-                let get = pb::RequestOp {
-                    request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
-                        key: key(k).into_bytes(),
-                        ..Default::default()
-                    })),
-                };
-                let req = pb::TxnRequest {
-                    compare: vec![cmp],
-                    success: vec![put],
-                    failure: vec![get],
-                };
-                let r = self
-                    .call(|mut c| async move { c.txn(req).await })
-                    .await
-                    .map(|e| map(e, |t| h::Response::Txn(txn_resp(&t))));
-                (
-                    h::Request::Txn(h::TxnRequest {
-                        compares: vec![h::Compare {
-                            target: h::CompareTarget::Mod,
-                            result: h::CompareResult::Equal,
-                            key: key(k),
-                            range_end: String::new(),
-                            operand: h::Operand::Int(expect),
-                        }],
-                        success: vec![h::Request::Put(h::PutRequest {
+                    };
+                    let r = self
+                        .call(|mut c| async move { c.put(req).await })
+                        .await
+                        .map(|e| {
+                            map(e, |p| {
+                                h::Response::Put(h::PutResponse {
+                                    header_revision: rev(&p.header),
+                                    prev_kv: p.prev_kv.as_ref().map(kv),
+                                })
+                            })
+                        });
+                    (
+                        h::Request::Put(h::PutRequest {
                             key: key(k),
                             value: value.clone(),
                             ..Default::default()
-                        })],
-                        failure: vec![h::Request::Range(h::RangeRequest {
+                        }),
+                        r,
+                    )
+                }
+                V3Op::Delete => {
+                    let req = pb::DeleteRangeRequest {
+                        key: key(k).into_bytes(),
+                        ..Default::default()
+                    };
+                    let r = self
+                        .call(|mut c| async move { c.delete_range(req).await })
+                        .await
+                        .map(|e| {
+                            map(e, |d| {
+                                h::Response::DeleteRange(h::DeleteRangeResponse {
+                                    header_revision: rev(&d.header),
+                                    deleted: d.deleted,
+                                    prev_kvs: d.prev_kvs.iter().map(kv).collect(),
+                                })
+                            })
+                        });
+                    (
+                        h::Request::DeleteRange(h::DeleteRangeRequest {
                             key: key(k),
                             ..Default::default()
-                        })],
-                    }),
-                    r,
-                )
-            }
-        };
+                        }),
+                        r,
+                    )
+                }
+                V3Op::Txn => {
+                    let expect = self.seen[k];
+                    let cmp = pb::Compare {
+                        result: pb::compare::CompareResult::Equal as i32,
+                        target: pb::compare::CompareTarget::Mod as i32,
+                        key: key(k).into_bytes(),
+                        target_union: Some(pb::compare::TargetUnion::ModRevision(expect)),
+                        ..Default::default()
+                    };
+                    let put = pb::RequestOp {
+                        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                            key: key(k).into_bytes(),
+                            value: value.clone().into_bytes(),
+                            ..Default::default()
+                        })),
+                    };
+                    let get = pb::RequestOp {
+                        request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+                            key: key(k).into_bytes(),
+                            ..Default::default()
+                        })),
+                    };
+                    let req = pb::TxnRequest {
+                        compare: vec![cmp],
+                        success: vec![put],
+                        failure: vec![get],
+                    };
+                    let r = self
+                        .call(|mut c| async move { c.txn(req).await })
+                        .await
+                        .map(|e| map(e, |t| h::Response::Txn(txn_resp(&t))));
+                    (
+                        h::Request::Txn(h::TxnRequest {
+                            compares: vec![h::Compare {
+                                target: h::CompareTarget::Mod,
+                                result: h::CompareResult::Equal,
+                                key: key(k),
+                                range_end: String::new(),
+                                operand: h::Operand::Int(expect),
+                            }],
+                            success: vec![h::Request::Put(h::PutRequest {
+                                key: key(k),
+                                value: value.clone(),
+                                ..Default::default()
+                            })],
+                            failure: vec![h::Request::Range(h::RangeRequest {
+                                key: key(k),
+                                ..Default::default()
+                            })],
+                        }),
+                        r,
+                    )
+                }
+            };
         let Some(ended) = ended else {
             // Not connected: nothing was sent.
             detcd_node::rt::sleep(Duration::from_millis(10)).await;
