@@ -480,21 +480,33 @@ fn replay_segment(
             None => Ok(()),
         }
         };
+        // A length past the limit is never a torn write: no writer writes one, and a torn
+        // write only ever leaves a length shorter than the one written (its missing bytes are
+        // absent, or read as the zeros of preallocated space). It is damage wherever it is.
         if len > RECORD_BYTES_MAX {
-            let allowed = is_last
-                && (off + HEADER_BYTES + len > data.len() || zeros_from(off + HEADER_BYTES));
-            if allowed {
-                rotted_length(format!("record length {len} exceeds the limit"))?;
-            }
-            return torn(allowed, off, || {
-                corrupt(off, format!("record length {len} exceeds the limit"))
-            });
+            rotted_length(format!("record length {len} exceeds the limit"))?;
+            return Err(corrupt(
+                off,
+                format!("record length {len} exceeds the limit"),
+            ));
         }
         if HEADER_BYTES + len > rest {
+            // A record cut short by a crash is the last thing written: only its own first
+            // bytes follow its header. A whole record after it was written later, so this
+            // one was damaged afterwards (a misdirected write landing on its header, say),
+            // and truncating here would drop the synced records after it.
+            let allowed = is_last && !whole_record_from(data, off + 1);
             if is_last {
                 rotted_length("record cut short".into())?;
             }
-            return torn(is_last, off, || corrupt(off, "record cut short".into()));
+            return torn(allowed, off, || {
+                let why = if is_last {
+                    "record cut short, but whole records follow it: its header is damaged"
+                } else {
+                    "record cut short"
+                };
+                corrupt(off, why.into())
+            });
         }
         let kind = data[off + 8];
         let payload = &data[off + HEADER_BYTES..off + HEADER_BYTES + len];
@@ -590,6 +602,38 @@ fn has_unwritten_sector(data: &[u8], from: usize, to: usize) -> bool {
             return true;
         }
         at = next;
+    }
+    false
+}
+
+/// Whether a whole record (a known kind, a length within the limit and within `data`, a
+/// matching checksum) starts anywhere in `data[from..]`. Past a budget of checksummed bytes
+/// it stops and answers yes, the safe answer (damage, not a torn write), so that values
+/// crafted to look like many long records cannot make recovery quadratic.
+fn whole_record_from(data: &[u8], from: usize) -> bool {
+    let mut budget = 64usize << 20;
+    budget = budget.saturating_add(4 * data.len().saturating_sub(from));
+    let mut at = from;
+    while at + HEADER_BYTES <= data.len() {
+        let kind = data[at + 8];
+        if (KIND_META..=KIND_SNAPSHOT).contains(&kind) {
+            let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            let end = at + HEADER_BYTES + len;
+            if len <= RECORD_BYTES_MAX && end <= data.len() {
+                if len > budget {
+                    return true;
+                }
+                budget -= len;
+                let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap());
+                let mut h = crc32fast::Hasher::new();
+                h.update(&[kind]);
+                h.update(&data[at + HEADER_BYTES..end]);
+                if h.finalize() == crc {
+                    return true;
+                }
+            }
+        }
+        at += 1;
     }
     false
 }
@@ -831,6 +875,58 @@ mod tests {
             );
             assert!(msg.contains(".wal"), "{msg}");
         }
+    }
+
+    /// A write landing on a record's header in the middle of the log (v3-swarm seed 122: a
+    /// misdirected write) makes the record read as cut short, or as longer than the limit,
+    /// with synced records after it. Neither is a torn tail: the member refuses to start
+    /// and names the offset, where truncating would drop what it had acknowledged.
+    #[test]
+    fn a_damaged_header_with_records_after_it_is_corruption_not_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Disk> = Arc::new(FileDisk);
+        let mut wal = Wal::create(disk.clone(), dir.path(), meta()).unwrap();
+        for i in 1..=6u64 {
+            wal.save(None, &[entry(i, 1, b"some value")], Some(&hs(1, 1, i)))
+                .unwrap();
+        }
+        drop(wal);
+        let seg = dir.path().join(segment_name(0, 0));
+        let data = std::fs::read(&seg).unwrap();
+        // Without the preallocated zeros, as the simulator's disk leaves a segment.
+        let logical = data.iter().rposition(|b| *b != 0).unwrap() + 1;
+        let mut offs = Vec::new();
+        let mut off = 0usize;
+        while off < logical {
+            offs.push(off);
+            off +=
+                HEADER_BYTES + u32::from_le_bytes(data[off..off + 4].try_into().unwrap()) as usize;
+        }
+        let victim = offs[offs.len() / 2];
+        for len in [
+            (logical - victim) as u32 + 100,    // cut short
+            (RECORD_BYTES_MAX as u32) + 12_345, // past the limit
+            u32::MAX,
+        ] {
+            let mut bad = data[..logical].to_vec();
+            bad[victim..victim + 4].copy_from_slice(&len.to_le_bytes());
+            std::fs::write(&seg, &bad).unwrap();
+            let msg = Wal::open(disk.clone(), dir.path())
+                .err()
+                .unwrap_or_else(|| {
+                    panic!("length {len}: a damaged header was taken for a torn tail")
+                })
+                .to_string();
+            assert!(msg.contains(&format!("offset {victim}")), "{msg}");
+            assert!(msg.contains(".wal"), "{msg}");
+        }
+        // The same length on the last record, with nothing after it, is a torn write.
+        let last = *offs.last().unwrap();
+        let mut torn_tail = data[..logical - 3].to_vec();
+        torn_tail[last..last + 4].copy_from_slice(&((logical - last) as u32 + 100).to_le_bytes());
+        std::fs::write(&seg, &torn_tail).unwrap();
+        let (_, rec) = Wal::open(disk, dir.path()).unwrap();
+        assert_eq!(rec.torn_bytes, (logical - 3 - last) as u64);
     }
 
     #[test]
