@@ -124,7 +124,8 @@ pub fn single(out: &mut String, name: &str, kind: &str, help: &str, v: impl std:
 /// The member's latency histograms.
 #[derive(Debug)]
 pub struct Timings {
-    /// A write request from its proposal to the Ready loop taking it.
+    /// A write request from its call to the Ready loop taking the proposal that applied (once
+    /// per applied request, so that the three stages add up to the whole).
     pub propose_wait: Histogram,
     /// From the Ready loop taking a proposal to the entry applied (replication, fsyncs).
     pub commit_apply: Histogram,

@@ -247,7 +247,6 @@ impl Shared {
                     .map_err(|_| WaitError::Stopped)?;
                 let accepted = arx.await.map_err(|_| WaitError::Stopped)?;
                 let taken = self.clock.now();
-                timings.propose_wait.observe(taken - started);
                 if !accepted {
                     // No leader: wait for one (or a short while), then propose again.
                     tokio::select! {
@@ -267,6 +266,10 @@ impl Shared {
                     r = &mut rx => {
                         let r = r.map_err(|_| WaitError::Stopped)?;
                         let now = self.clock.now();
+                        // Once per request, so that the stages add up to `total`: the wait
+                        // ends when the loop took the attempt that was applied (an attempt
+                        // refused for want of a leader is not a stage of its own).
+                        timings.propose_wait.observe(taken - started);
                         timings.commit_apply.observe(r.at.saturating_duration_since(taken));
                         timings.wake.observe(now.saturating_duration_since(r.at));
                         timings.propose_total.observe(now - started);
