@@ -618,7 +618,11 @@ impl crate::final_checks::Stores for Stores<'_> {
                 m.shared().map(|s| {
                     let st = s.status();
                     let sm = s.sm.lock().unwrap();
-                    let v3 = s.mvcc.lock().unwrap();
+                    let mut v3 = s.mvcc.lock().unwrap();
+                    // The digest is of a dump, which holds what is committed: commit the
+                    // open batch first, as the Snapshot and Hash calls do (a member that
+                    // stopped on a storage failure refuses, and digests as it stands).
+                    let _ = v3.flush(false);
                     (
                         st.applied,
                         sm.store.index(),

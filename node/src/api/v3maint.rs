@@ -400,14 +400,14 @@ impl Maintenance for Maint {
         req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
         self.check_admin_raw(&req).await?;
-        let (hash, rev) = self
-            .ctx
-            .shared
-            .mvcc
-            .lock()
-            .expect("mvcc lock")
-            .hash()
-            .map_err(v3_status)?;
+        let (hash, rev) = {
+            let mut m = self.ctx.shared.mvcc.lock().expect("mvcc lock");
+            // The hash covers committed tables: commit the open batch first (etcd's Hash
+            // forces a backend commit the same way).
+            m.flush(false)
+                .map_err(|e| Status::internal(format!("detcd: hash: {e}")))?;
+            m.hash().map_err(v3_status)?
+        };
         Ok(Response::new(pb::HashResponse {
             header: self.header(rev),
             hash,

@@ -89,6 +89,16 @@ pub enum LoopError {
 /// Durable commits also let the backend reuse the pages it freed.
 pub const V3_DURABLE_EVERY: Duration = Duration::from_millis(100);
 
+/// Applied entries after which the open v3 batch is committed before [`V3_DURABLE_EVERY`] is
+/// due (etcd's backend batch limit is 10,000 operations). Between commits, reads and watchers
+/// read through the open batch, so they see every applied write; committing once per batch
+/// rather than once per Ready spares a B-tree copy-on-write of every touched page per Ready.
+pub const V3_BATCH_ENTRIES_MAX: u64 = 10_000;
+
+/// Bytes of applied entries after which the open v3 batch is committed early, so that a
+/// burst of large values cannot hold an unbounded batch in memory.
+pub const V3_BATCH_BYTES_MAX: u64 = 64 << 20;
+
 /// Tuning of the loop.
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
@@ -156,6 +166,9 @@ pub struct RaftLoop {
     snapshot_due: bool,
     /// When the v3 keyspace was last made durable (see [`V3_DURABLE_EVERY`]).
     v3_durable_at: crate::rt::Instant,
+    /// Entries applied to the v3 keyspace's open batch since it was last committed, and
+    /// their bytes.
+    v3_batched: (u64, u64),
     /// The newest Ready whose entries the leader wrote without an fsync (see
     /// [`RaftLoop::may_defer_sync`]); raft-rs is told they are persisted only after the fsync.
     unsynced: Option<u64>,
@@ -218,6 +231,7 @@ impl RaftLoop {
             last_hs: parts.hs,
             snapshot_due: false,
             v3_durable_at: started,
+            v3_batched: (0, 0),
             unsynced: None,
             held_conf_props: Vec::new(),
             leader_gone: None,
@@ -702,6 +716,7 @@ impl RaftLoop {
             let v3_revision = mvcc.revision();
             // One reading of the clock for the batch: its entries apply in the same turn.
             let applied_at = shared.clock.now();
+            let applied_before = self.applied;
             mvcc.set_now(applied_at);
             for e in entries {
                 if e.index <= self.applied {
@@ -714,6 +729,7 @@ impl RaftLoop {
                         format!("entry {} applied after entry {applied}", e.index)
                     });
                 self.applied = e.index;
+                self.v3_batched.1 += e.data.len() as u64;
                 sm.meta.applied_index = e.index;
                 shared.probe.effect(|| format!("apply entry {}", e.index));
                 shared.probe.applied(e.index, e.term, &e.data);
@@ -782,9 +798,21 @@ impl RaftLoop {
                 });
             let durable =
                 applied_at.saturating_duration_since(self.v3_durable_at) >= V3_DURABLE_EVERY;
-            let commits = mvcc.commit_due(durable);
+            self.v3_batched.0 += self.applied - applied_before;
+            // The batch stays open (reads see it) until a durable commit is due or it is
+            // large; a write that met a storage failure is flushed now, so that the member
+            // stops before it answers anyone.
+            let due = durable
+                || self.v3_batched.0 >= V3_BATCH_ENTRIES_MAX
+                || self.v3_batched.1 >= V3_BATCH_BYTES_MAX
+                || mvcc.failure().is_some();
+            let commits = due && mvcc.commit_due(durable);
             let started = shared.clock.now();
-            if let Err(e) = mvcc.flush(durable) {
+            let flushed = if due { mvcc.flush(durable) } else { Ok(()) };
+            if due {
+                self.v3_batched = (0, 0);
+            }
+            if let Err(e) = flushed {
                 // Named with the file, as every storage failure that stops a member; with
                 // the damage a read met first, if one did (redb then fails every later
                 // call with "Previous I/O error occurred", which names no cause).
