@@ -679,7 +679,14 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,
-        batch_append: true,
+        // Off: raft-rs 0.7's batching appends new entries to a pending MsgAppend to the
+        // same peer whenever that message has no entries yet, without checking that they
+        // follow its index. After a rejection resets a follower's progress, a pending empty
+        // append (index 2088, a commit notice) took entries 2082..2088, and the follower,
+        // counting index + entries, acknowledged 2095 while holding 2088; the leader's commit
+        // then ran past the follower's log (v3-swarm seed 106). The transport batches frames
+        // per write anyway.
+        batch_append: false,
         ..Default::default()
     };
     raft_cfg

@@ -81,7 +81,7 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
         heartbeat_tick: 1,
         check_quorum: true,
         pre_vote: true,
-        batch_append: true,
+        batch_append: false,
         max_size_per_msg: 1 << 20,
         max_inflight_msgs: 256,
         ..Default::default()
