@@ -84,9 +84,10 @@ pub enum LoopError {
 }
 
 /// How often the v3 keyspace is made durable while writes are applied (etcd commits its
-/// backend every 100 ms). Between times its commits are visible but not synced: a crash loses
-/// them and the WAL replays them, since the log is compacted only behind a durable commit.
-/// Durable commits also let the backend reuse the pages it freed.
+/// backend every 100 ms). Between times the applied writes sit in the keyspace's open batch,
+/// visible to reads but not committed: a crash loses them and the WAL replays them, since the
+/// log is compacted only behind a durable commit. Durable commits also let the backend reuse
+/// the pages it freed.
 pub const V3_DURABLE_EVERY: Duration = Duration::from_millis(100);
 
 /// Applied entries after which the open v3 batch is committed before [`V3_DURABLE_EVERY`] is
@@ -98,6 +99,15 @@ pub const V3_BATCH_ENTRIES_MAX: u64 = 10_000;
 /// Bytes of applied entries after which the open v3 batch is committed early, so that a
 /// burst of large values cannot hold an unbounded batch in memory.
 pub const V3_BATCH_BYTES_MAX: u64 = 64 << 20;
+
+/// What the v3 keyspace's open batch holds since it was last committed.
+#[derive(Debug, Default)]
+struct V3Batch {
+    /// Entries applied to it.
+    entries: u64,
+    /// Their bytes.
+    bytes: u64,
+}
 
 /// Tuning of the loop.
 #[derive(Debug, Clone)]
@@ -166,9 +176,8 @@ pub struct RaftLoop {
     snapshot_due: bool,
     /// When the v3 keyspace was last made durable (see [`V3_DURABLE_EVERY`]).
     v3_durable_at: crate::rt::Instant,
-    /// Entries applied to the v3 keyspace's open batch since it was last committed, and
-    /// their bytes.
-    v3_batched: (u64, u64),
+    /// The v3 keyspace's open batch (see [`V3_BATCH_ENTRIES_MAX`]).
+    v3_batch: V3Batch,
     /// The newest Ready whose entries the leader wrote without an fsync (see
     /// [`RaftLoop::may_defer_sync`]); raft-rs is told they are persisted only after the fsync.
     unsynced: Option<u64>,
@@ -231,7 +240,7 @@ impl RaftLoop {
             last_hs: parts.hs,
             snapshot_due: false,
             v3_durable_at: started,
-            v3_batched: (0, 0),
+            v3_batch: V3Batch::default(),
             unsynced: None,
             held_conf_props: Vec::new(),
             leader_gone: None,
@@ -716,7 +725,6 @@ impl RaftLoop {
             let v3_revision = mvcc.revision();
             // One reading of the clock for the batch: its entries apply in the same turn.
             let applied_at = shared.clock.now();
-            let applied_before = self.applied;
             mvcc.set_now(applied_at);
             for e in entries {
                 if e.index <= self.applied {
@@ -729,7 +737,8 @@ impl RaftLoop {
                         format!("entry {} applied after entry {applied}", e.index)
                     });
                 self.applied = e.index;
-                self.v3_batched.1 += e.data.len() as u64;
+                self.v3_batch.entries += 1;
+                self.v3_batch.bytes += e.data.len() as u64;
                 sm.meta.applied_index = e.index;
                 shared.probe.effect(|| format!("apply entry {}", e.index));
                 shared.probe.applied(e.index, e.term, &e.data);
@@ -798,36 +807,34 @@ impl RaftLoop {
                 });
             let durable =
                 applied_at.saturating_duration_since(self.v3_durable_at) >= V3_DURABLE_EVERY;
-            self.v3_batched.0 += self.applied - applied_before;
             // The batch stays open (reads see it) until a durable commit is due or it is
             // large; a write that met a storage failure is flushed now, so that the member
             // stops before it answers anyone.
-            let due = durable
-                || self.v3_batched.0 >= V3_BATCH_ENTRIES_MAX
-                || self.v3_batched.1 >= V3_BATCH_BYTES_MAX
-                || mvcc.failure().is_some();
-            let commits = due && mvcc.commit_due(durable);
-            let started = shared.clock.now();
-            let flushed = if due { mvcc.flush(durable) } else { Ok(()) };
-            if due {
-                self.v3_batched = (0, 0);
-            }
-            if let Err(e) = flushed {
-                // Named with the file, as every storage failure that stops a member; with
-                // the damage a read met first, if one did (redb then fails every later
-                // call with "Previous I/O error occurred", which names no cause).
-                let named = match mvcc.damage() {
-                    Some(d) => format!("{}: {d} (then: {e})", mvcc.path().display()),
-                    None => format!("{}: {e}", mvcc.path().display()),
-                };
-                return Err(LoopError::V3Backend(std::io::Error::new(e.kind(), named)));
-            }
-            if commits {
-                let took = shared.clock.now() - started;
-                shared.counters.timings.backend_commit.observe(took);
-            }
-            if durable {
-                self.v3_durable_at = applied_at;
+            if durable
+                || self.v3_batch.entries >= V3_BATCH_ENTRIES_MAX
+                || self.v3_batch.bytes >= V3_BATCH_BYTES_MAX
+                || mvcc.failure().is_some()
+            {
+                self.v3_batch = V3Batch::default();
+                let commits = mvcc.commit_due(durable);
+                let started = shared.clock.now();
+                if let Err(e) = mvcc.flush(durable) {
+                    // Named with the file, as every storage failure that stops a member; with
+                    // the damage a read met first, if one did (redb then fails every later
+                    // call with "Previous I/O error occurred", which names no cause).
+                    let named = match mvcc.damage() {
+                        Some(d) => format!("{}: {d} (then: {e})", mvcc.path().display()),
+                        None => format!("{}: {e}", mvcc.path().display()),
+                    };
+                    return Err(LoopError::V3Backend(std::io::Error::new(e.kind(), named)));
+                }
+                if commits {
+                    let took = shared.clock.now() - started;
+                    shared.counters.timings.backend_commit.observe(took);
+                }
+                if durable {
+                    self.v3_durable_at = applied_at;
+                }
             }
             // Watchers see the batch only now, applied and answerable (events are read back
             // only while a watcher exists).

@@ -133,12 +133,17 @@ fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     ))
 }
 
-fn encode(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+/// A record's checksum: CRC-32 of its kind byte and payload.
+fn record_crc(kind: u8, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[kind]);
     h.update(payload);
+    h.finalize()
+}
+
+fn encode(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&h.finalize().to_le_bytes());
+    buf.extend_from_slice(&record_crc(kind, payload).to_le_bytes());
     buf.push(kind);
     buf.extend_from_slice(payload);
 }
@@ -510,11 +515,8 @@ fn replay_segment(
         }
         let kind = data[off + 8];
         let payload = &data[off + HEADER_BYTES..off + HEADER_BYTES + len];
-        let mut h = crc32fast::Hasher::new();
-        h.update(&[kind]);
-        h.update(payload);
         let end = off + HEADER_BYTES + len;
-        if h.finalize() != crc {
+        if record_crc(kind, payload) != crc {
             // A bad CRC is a torn write only if it is the very last record of the log and a
             // sector of it never reached the disk: a disk writes a sector whole or not at
             // all, and an unwritten sector of preallocated space reads as zeros (etcd's
@@ -611,8 +613,7 @@ fn has_unwritten_sector(data: &[u8], from: usize, to: usize) -> bool {
 /// it stops and answers yes, the safe answer (damage, not a torn write), so that values
 /// crafted to look like many long records cannot make recovery quadratic.
 fn whole_record_from(data: &[u8], from: usize) -> bool {
-    let mut budget = 64usize << 20;
-    budget = budget.saturating_add(4 * data.len().saturating_sub(from));
+    let mut budget = (64usize << 20).saturating_add(4 * data.len().saturating_sub(from));
     let mut at = from;
     while at + HEADER_BYTES <= data.len() {
         let kind = data[at + 8];
@@ -625,10 +626,7 @@ fn whole_record_from(data: &[u8], from: usize) -> bool {
                 }
                 budget -= len;
                 let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().unwrap());
-                let mut h = crc32fast::Hasher::new();
-                h.update(&[kind]);
-                h.update(&data[at + HEADER_BYTES..end]);
-                if h.finalize() == crc {
+                if record_crc(kind, &data[at + HEADER_BYTES..end]) == crc {
                     return true;
                 }
             }
@@ -646,12 +644,9 @@ fn whole_under_flipped_length(data: &[u8], off: usize, len: usize, crc: u32) -> 
     (0..32u32).find(|bit| {
         let l = len ^ (1usize << bit);
         let end = off + HEADER_BYTES + l;
-        l <= RECORD_BYTES_MAX && end <= data.len() && {
-            let mut h = crc32fast::Hasher::new();
-            h.update(&[kind]);
-            h.update(&data[off + HEADER_BYTES..end]);
-            h.finalize() == crc
-        }
+        l <= RECORD_BYTES_MAX
+            && end <= data.len()
+            && record_crc(kind, &data[off + HEADER_BYTES..end]) == crc
     })
 }
 
