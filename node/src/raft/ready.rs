@@ -508,7 +508,14 @@ impl RaftLoop {
         for rs in rd.take_read_states() {
             self.read_index_known(&rs.request_ctx, rs.index);
         }
-        self.apply(rd.take_committed_entries())?;
+        let committed = rd.take_committed_entries();
+        let woke = !committed.is_empty();
+        self.apply(committed)?;
+        if woke && !rd.entries().is_empty() {
+            // The WAL write below may fsync on this thread: answer the requests applied
+            // first.
+            crate::rt::run_woken_first().await;
+        }
         if self.may_defer_sync(&rd) {
             // The leader's own copy is written but not synced; followers that form a quorum
             // without it commit the entries, and what they commit is applied from here.

@@ -157,7 +157,8 @@ impl DiskFile for RealFile {
         Ok(())
     }
     fn sync(&mut self) -> io::Result<()> {
-        crate::rt::block_in_place(|| self.file.sync_data())
+        // On the caller's thread: see `rt::run_woken_first` for why not `block_in_place`.
+        self.file.sync_data()
     }
     fn len(&self) -> u64 {
         self.len
@@ -193,7 +194,7 @@ impl RandomFile for RealRandomFile {
     }
     fn sync(&self) -> io::Result<()> {
         // The file's size changes with the data (set_len), so fdatasync covers it too.
-        crate::rt::block_in_place(|| self.file.sync_data())
+        self.file.sync_data()
     }
 }
 
