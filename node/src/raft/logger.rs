@@ -22,6 +22,22 @@ impl Drain for TracingDrain {
     type Err = slog::Never;
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
+        // Formatting a record's values can cost far more than the work it reports: raft-rs
+        // logs every message it sends at debug level with the whole message, entries and
+        // all, in protobuf's text format (slog lets debug records through wherever debug
+        // assertions are on, as in the simulator). Only what a subscriber wants is formatted.
+        let wanted = match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::enabled!(target: "raft", tracing::Level::ERROR)
+            }
+            slog::Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
+            slog::Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
+            slog::Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+            slog::Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
+        };
+        if !wanted {
+            return Ok(());
+        }
         let mut kv = KvToString(String::new());
         let _ = record.kv().serialize(record, &mut kv);
         let _ = values.serialize(record, &mut kv);
