@@ -186,7 +186,9 @@ where
 /// slot that no other worker may steal, so without this one handler per Ready would answer
 /// only after the fsync. (tokio's `block_in_place` would move it, but hands the worker's whole
 /// run queue to another thread on every fsync: 4.5 futex calls per write on the 16-client v3
-/// benchmark against 1.7 without it, and 5-7% more CPU per write.) In the simulator a blocking
+/// benchmark against 1.7 without it, and 8-16% more CPU per write; what it kept better is the
+/// p99.9 with 16 clients on the leader, by about 2 ms, as tasks queued behind the fsync ran on
+/// that other thread: see reports/vs-etcd.md.) In the simulator a blocking
 /// call takes no simulated time, so nothing waits behind it and this does nothing: simulated
 /// histories do not depend on it.
 pub async fn run_woken_first() {

@@ -26,30 +26,23 @@ impl Drain for TracingDrain {
         // logs every message it sends at debug level with the whole message, entries and
         // all, in protobuf's text format (slog lets debug records through wherever debug
         // assertions are on, as in the simulator). Only what a subscriber wants is formatted.
-        let wanted = match record.level() {
-            slog::Level::Critical | slog::Level::Error => {
-                tracing::enabled!(target: "raft", tracing::Level::ERROR)
-            }
-            slog::Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
-            slog::Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
-            slog::Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
-            slog::Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
-        };
-        if !wanted {
-            return Ok(());
+        // (tracing's macros need the level as a constant, hence one arm per level.)
+        macro_rules! forward {
+            ($level:expr) => {
+                if tracing::enabled!(target: "raft", $level) {
+                    let mut kv = KvToString(String::new());
+                    let _ = record.kv().serialize(record, &mut kv);
+                    let _ = values.serialize(record, &mut kv);
+                    tracing::event!(target: "raft", $level, "{}{}", record.msg(), kv.0);
+                }
+            };
         }
-        let mut kv = KvToString(String::new());
-        let _ = record.kv().serialize(record, &mut kv);
-        let _ = values.serialize(record, &mut kv);
-        let msg = record.msg();
         match record.level() {
-            slog::Level::Critical | slog::Level::Error => {
-                tracing::error!(target: "raft", "{msg}{}", kv.0)
-            }
-            slog::Level::Warning => tracing::warn!(target: "raft", "{msg}{}", kv.0),
-            slog::Level::Info => tracing::info!(target: "raft", "{msg}{}", kv.0),
-            slog::Level::Debug => tracing::debug!(target: "raft", "{msg}{}", kv.0),
-            slog::Level::Trace => tracing::trace!(target: "raft", "{msg}{}", kv.0),
+            slog::Level::Critical | slog::Level::Error => forward!(tracing::Level::ERROR),
+            slog::Level::Warning => forward!(tracing::Level::WARN),
+            slog::Level::Info => forward!(tracing::Level::INFO),
+            slog::Level::Debug => forward!(tracing::Level::DEBUG),
+            slog::Level::Trace => forward!(tracing::Level::TRACE),
         }
         Ok(())
     }
