@@ -120,19 +120,50 @@ impl Lessor {
         }
     }
 
-    /// Note a grant applied while primary: its deadline starts now.
+    /// A grant applied (by the Ready loop, on every member): while primary its deadline
+    /// starts now (etcd's `Grant` on the primary lessor: `refresh(0)`), whoever proposed it.
+    /// A lease revoked and granted again under the same ID between two ticks gets a fresh
+    /// deadline this way, not the old lease's.
     pub fn granted(&mut self, id: i64, ttl: i64, now: Instant) {
         if self.primary.is_some() {
             self.deadlines.insert(id, now + secs(ttl));
+            self.revoking.remove(&id);
         }
+    }
+
+    /// Lease IDs in etcd's `Leases()` order: by time left, soonest first (`leasesByExpiry`);
+    /// a lease without a deadline (every lease, on a follower) counts as never expiring.
+    /// Ties keep the order given.
+    pub fn by_expiry(&self, ids: &mut [i64]) {
+        ids.sort_by_key(|id| match self.deadlines.get(id) {
+            Some(d) => (0, Some(*d)),
+            None => (1, None),
+        });
+    }
+
+    /// A revocation applied: the lease's deadline, and its pending revocation, are gone.
+    pub fn revoked(&mut self, id: i64) {
+        self.deadlines.remove(&id);
+        self.revoking.remove(&id);
     }
 }
 
-/// etcd's minimum lease TTL: ceil(1.5 × election timeout) in seconds (`minTTL` in
-/// `etcdserver/server.go`: `(3*electionTicks)/2 * heartbeat`, rounded up to seconds).
-pub fn min_ttl(election_timeout: Duration) -> i64 {
-    let ms = election_timeout.as_millis() as i64 * 3 / 2;
-    (ms + 999) / 1000
+/// etcd's minimum lease TTL in seconds (`minTTL` in `etcdserver/server.go`:
+/// `(3*ElectionTicks)/2` heartbeats, rounded up to whole seconds), where the election timeout
+/// counts whole heartbeats (`ElectionTicks = ElectionMs / TickMs`). Both divisions are
+/// integer ones: 100 ms / 1000 ms gives 2 s; 100 ms / 2050 ms gives 3 s (20 ticks, 30
+/// heartbeats), not the 4 s that 1.5 x 2050 ms rounded up would be.
+pub fn min_ttl(heartbeat_ms: u64, election_ms: u64) -> i64 {
+    let ticks = election_ms / heartbeat_ms.max(1);
+    let ms = (3 * ticks / 2) * heartbeat_ms;
+    ms.div_ceil(1000) as i64
+}
+
+/// etcd's `electionTimeout()`: the election timeout in whole heartbeats, as Raft counts it
+/// (`ElectionTicks * TickMs`). A new leader extends every lease by it.
+pub fn election_timeout(heartbeat_ms: u64, election_ms: u64) -> Duration {
+    let tick = heartbeat_ms.max(1);
+    Duration::from_millis(election_ms / tick * tick)
 }
 
 #[cfg(test)]
@@ -144,11 +175,19 @@ mod tests {
     // lessor never reads a clock, so std's clock here is only an origin.
 
     #[test]
-    fn min_ttl_is_one_and_a_half_election_timeouts_rounded_up() {
-        assert_eq!(min_ttl(Duration::from_millis(1000)), 2);
-        assert_eq!(min_ttl(Duration::from_millis(100)), 1);
-        assert_eq!(min_ttl(Duration::from_millis(2000)), 3);
-        assert_eq!(min_ttl(Duration::from_millis(2001)), 4);
+    fn min_ttl_counts_whole_heartbeats_as_etcd() {
+        // Defaults: 10 ticks of 100 ms, 15 heartbeats, 1.5 s, 2 s.
+        assert_eq!(min_ttl(100, 1000), 2);
+        assert_eq!(min_ttl(10, 100), 1);
+        assert_eq!(min_ttl(100, 2000), 3);
+        // 20 ticks (the 50 ms left over count for nothing): 3 s, not ceil(3.075 s) = 4.
+        assert_eq!(min_ttl(100, 2050), 3);
+        // 7 ticks of 300 ms: (3 * 7) / 2 = 10 heartbeats, 3 s (not ceil(3.15 s) = 4).
+        assert_eq!(min_ttl(300, 2100), 3);
+        // 21 ticks: 31 heartbeats, 3.1 s, 4 s.
+        assert_eq!(min_ttl(100, 2100), 4);
+        assert_eq!(election_timeout(300, 2100), Duration::from_millis(2100));
+        assert_eq!(election_timeout(100, 2050), Duration::from_millis(2000));
     }
 
     #[test]
@@ -172,6 +211,45 @@ mod tests {
         // Revoked: gone from the set, forgotten; lease 2 expires at 11.
         assert!(l.tick(t0 + secs(10), Some(1), &leases[1..], E).is_empty());
         assert_eq!(l.tick(t0 + secs(11), Some(1), &leases[1..], E), vec![2]);
+    }
+
+    /// etcd's `Revoke` deletes the lease and `Grant` makes a new one whose expiry starts at
+    /// the grant: an ID revoked and granted again between two ticks must not keep the old
+    /// lease's deadline (it expired early: review of session 27).
+    #[test]
+    fn a_lease_granted_again_under_a_revoked_id_gets_a_fresh_deadline() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new();
+        assert!(l.tick(t0, Some(1), &[(100, 60)], E).is_empty());
+        // At t0 + 50 s the lease is revoked and granted again (both applied between ticks).
+        l.revoked(100);
+        l.granted(100, 60, t0 + secs(50));
+        assert_eq!(l.remaining(100, 60, t0 + secs(50)), 60);
+        assert!(l.tick(t0 + secs(50), Some(1), &[(100, 60)], E).is_empty());
+        // Not expired when the old lease would have been.
+        assert!(l.tick(t0 + secs(62), Some(1), &[(100, 60)], E).is_empty());
+        assert_eq!(l.remaining(100, 60, t0 + secs(62)), 48);
+        assert_eq!(l.tick(t0 + secs(110), Some(1), &[(100, 60)], E), vec![100]);
+        // A revocation pending for the old lease does not hold back the new one's.
+        l.granted(100, 5, t0 + secs(111));
+        assert_eq!(l.tick(t0 + secs(116), Some(1), &[(100, 5)], E), vec![100]);
+    }
+
+    #[test]
+    fn leases_are_listed_soonest_expiry_first_as_etcd() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new();
+        let mut ids = vec![1, 5, 9];
+        // A follower: no deadlines, the order given (by ID).
+        l.by_expiry(&mut ids);
+        assert_eq!(ids, vec![1, 5, 9]);
+        l.tick(t0, Some(1), &[(1, 600), (5, 60), (9, 300)], E);
+        l.by_expiry(&mut ids);
+        assert_eq!(ids, vec![5, 9, 1]);
+        // Renewed at t0 + 30 with a TTL (as the table now holds) of 400: 430 > 301.
+        l.renew(5, 400, t0 + secs(30));
+        l.by_expiry(&mut ids);
+        assert_eq!(ids, vec![9, 5, 1]);
     }
 
     #[test]

@@ -630,6 +630,25 @@ fn open_mvcc(
     Ok(mvcc)
 }
 
+/// The period of watch progress notifications as etcd 3.4's `NewWatchServer` sets it from
+/// `--experimental-watch-progress-notify-interval`: zero (or unset) leaves its 10-minute
+/// default, and anything under 100 ms is raised to 100 ms (`minWatchProgressInterval`).
+pub fn watch_progress_interval(flag: Duration) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(600);
+    const MIN: Duration = Duration::from_millis(100);
+    if flag.is_zero() {
+        DEFAULT
+    } else if flag < MIN {
+        tracing::warn!(
+            given = ?flag,
+            "adjusting watch progress notify interval to minimum period 100ms"
+        );
+        MIN
+    } else {
+        flag
+    }
+}
+
 async fn bind(url: &url::Url) -> Result<TcpListener, NodeError> {
     let addr = host_port(&url_string(url));
     TcpListener::bind(&addr)
@@ -792,8 +811,12 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         cors: cfg.cors.clone(),
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
-        election_timeout: Duration::from_millis(cfg.election_timeout_ms),
-        watch_progress_interval: cfg.watch_progress_notify_interval,
+        election_timeout: crate::lease::election_timeout(
+            cfg.heartbeat_interval_ms,
+            cfg.election_timeout_ms,
+        ),
+        min_lease_ttl: crate::lease::min_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms),
+        watch_progress_interval: watch_progress_interval(cfg.watch_progress_notify_interval),
         quota_backend_bytes: cfg.quota_backend_bytes,
     });
     // Leases: the leader answers forwarded KeepAlive and TimeToLive requests (a weak

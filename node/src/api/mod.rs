@@ -79,9 +79,11 @@ pub struct Ctx {
     pub max_request_bytes: usize,
     /// `--max-txn-ops`: operations allowed in one v3 transaction.
     pub max_txn_ops: usize,
-    /// `--election-timeout`: a new leader extends every lease by it; leases last at least
-    /// 1.5 times it.
+    /// `--election-timeout` in whole heartbeats (etcd's `electionTimeout()`): a new leader
+    /// extends every lease by it.
     pub election_timeout: Duration,
+    /// The least lease TTL, seconds ([`crate::lease::min_ttl`]).
+    pub min_lease_ttl: i64,
     /// `--experimental-watch-progress-notify-interval`.
     pub watch_progress_interval: Duration,
     /// `--quota-backend-bytes` (0: etcd's default, 2 GiB).

@@ -259,9 +259,6 @@ fn unexpected(r: &WriteResp) -> Status {
 // ---------------------------------------------------------------------------------------------
 // The Lease service (etcd 3.4 `v3rpc/lease.go`, `etcdserver/v3_server.go`).
 
-/// etcd's message when a lease request needs the leader and there is none in time.
-pub const NOT_LEADER: &str = "etcdserver: not leader";
-
 /// The leader's answer to a lease question about deadlines: KeepAlive renews, TimeToLive
 /// reads. `not_leader` when this member's lessor is not primary.
 pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
@@ -348,7 +345,14 @@ impl V3 {
                 }
             }
             if self.ctx.shared.clock.now() >= deadline {
-                return Err(Status::unavailable(NOT_LEADER));
+                // etcd's `waitLeader` gives up with "no leader" when none was known; a leader
+                // known but not answering in time is a timeout (`LeaseRenew`,
+                // `LeaseTimeToLive`).
+                return Err(Status::unavailable(if st.leader == 0 {
+                    super::watch::NO_LEADER
+                } else {
+                    REQUEST_TIMED_OUT
+                }));
             }
             crate::rt::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -431,7 +435,7 @@ impl Lease for V3 {
         let op = Op::Lease(LeaseOp::Grant {
             id,
             ttl: r.ttl,
-            min_ttl: crate::lease::min_ttl(self.ctx.election_timeout),
+            min_ttl: self.ctx.min_lease_ttl,
         });
         let applied = self
             .ctx
@@ -440,21 +444,13 @@ impl Lease for V3 {
             .await
             .map_err(wait_status)?;
         match applied.outcome {
-            Outcome::LeaseGrant(Ok(g)) => {
-                let now = self.ctx.shared.clock.now();
-                self.ctx
-                    .shared
-                    .lessor
-                    .lock()
-                    .expect("lessor lock")
-                    .granted(g.id, g.ttl, now);
-                Ok(Response::new(pb::LeaseGrantResponse {
-                    header: self.header(self.revision()),
-                    id: g.id,
-                    ttl: g.ttl,
-                    error: String::new(),
-                }))
-            }
+            // The lessor learnt of the grant when it applied (see `raft::ready`).
+            Outcome::LeaseGrant(Ok(g)) => Ok(Response::new(pb::LeaseGrantResponse {
+                header: self.header(self.revision()),
+                id: g.id,
+                ttl: g.ttl,
+                error: String::new(),
+            })),
             Outcome::LeaseGrant(Err(e)) => Err(status(e)),
             other => Err(Status::internal(format!(
                 "etcdserver: unexpected outcome of a lease grant: {other:?}"
@@ -523,16 +519,16 @@ impl Lease for V3 {
         &self,
         _req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let (leases, rev) = {
+        let (mut ids, rev) = {
             let m = self.ctx.shared.mvcc.lock().expect("mvcc lock");
-            (m.leases(), m.revision())
+            let ids: Vec<i64> = m.leases().into_iter().map(|(id, _)| id).collect();
+            (ids, m.revision())
         };
+        // The leader lists them soonest expiry first, as etcd's `Leases()` does.
+        (self.ctx.shared.lessor.lock().expect("lessor lock")).by_expiry(&mut ids);
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: self.header(rev),
-            leases: leases
-                .into_iter()
-                .map(|(id, _)| pb::LeaseStatus { id })
-                .collect(),
+            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
         }))
     }
 }

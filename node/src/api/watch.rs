@@ -52,6 +52,8 @@ pub const BATCH_REVISIONS: usize = 1000;
 const HISTORY_EVENTS: usize = 1000;
 /// Responses queued for a client before its task waits for it.
 const QUEUE: usize = 16;
+/// etcd's `grpcOverheadBytes`: what a gRPC message may carry beyond `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// etcd's `ErrGRPCNoLeader`.
 pub const NO_LEADER: &str = "etcdserver: no leader";
 /// etcd's `rpctypes.MetadataRequireLeaderKey` and the value that asks for a leader: a stream
@@ -162,6 +164,10 @@ struct Watcher {
     progress_notify: bool,
     /// No event was sent since the last progress tick.
     progress_due: bool,
+    /// Canceled by a compaction: it sends nothing more, but its ID stays taken until the
+    /// client cancels it (etcd keeps a compacted watcher in its stream's set, out of every
+    /// group: a cancel is answered, a create with the same ID is a duplicate).
+    compacted: bool,
     _counted: WatcherGuard,
 }
 
@@ -363,10 +369,14 @@ impl Session {
         let filters = |f| c.filters.contains(&(f as i32));
         let watcher = Watcher {
             keys,
-            next: if c.start_revision == 0 {
-                rev + 1
-            } else {
-                c.start_revision
+            // 0 is "from the next revision". So, in effect, is -1 while nothing was ever
+            // compacted (the compacted revision is then -1): etcd reads its history from
+            // revision `uint64(-1)`, finds nothing and syncs the watcher at the current
+            // revision. Below the compacted revision it is a compaction.
+            next: match c.start_revision {
+                0 => rev + 1,
+                s if s < 0 && s >= self.hub.compacted() => rev + 1,
+                s => s,
             },
             prev_kv: c.prev_kv,
             no_put: filters(pb::watch_create_request::FilterType::Noput),
@@ -374,6 +384,7 @@ impl Session {
             fragment: c.fragment,
             progress_notify: c.progress_notify,
             progress_due: true,
+            compacted: false,
             _counted: self.hub.register(),
         };
         self.watchers.insert(id, watcher);
@@ -438,7 +449,10 @@ impl Session {
         });
         match fetched {
             Fetched::Compacted(compacted) => {
-                self.watchers.remove(&id);
+                if let Some(w) = self.watchers.get_mut(&id) {
+                    w.compacted = true;
+                    w.next = i64::MAX;
+                }
                 // etcd's answer carries no revision in its header (its syncWatchers sends
                 // the compaction without one).
                 let resp = pb::WatchResponse {
@@ -489,7 +503,9 @@ impl Session {
                     ..Default::default()
                 };
                 if fragment {
-                    for part in fragments(resp, self.ctx.max_request_bytes) {
+                    // etcd's limit is the request limit plus gRPC's overhead allowance
+                    // (`maxRequestBytes + grpcOverheadBytes`, 512 KiB).
+                    for part in fragments(resp, self.ctx.max_request_bytes + GRPC_OVERHEAD_BYTES) {
                         self.send(part).await?;
                     }
                     Ok(())
@@ -536,7 +552,7 @@ impl Session {
         let due: Vec<i64> = self
             .watchers
             .iter()
-            .filter(|(_, w)| w.progress_notify && w.progress_due && w.next > rev)
+            .filter(|(_, w)| w.progress_notify && w.progress_due && w.next > rev && !w.compacted)
             .map(|(id, _)| *id)
             .collect();
         for w in self.watchers.values_mut() {

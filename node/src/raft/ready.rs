@@ -45,7 +45,7 @@ pub use reads::ReadWaiters;
 use super::storage::NodeStorage;
 use super::{Applied, Counters, Inbox, Shared};
 use crate::failpoints;
-use crate::sm::{Op, Proposal};
+use crate::sm::{Op, Outcome, Proposal};
 use crate::storage::snap::SnapDir;
 use crate::storage::wal::{Wal, WalError};
 use crate::transport::Transport;
@@ -756,6 +756,7 @@ impl RaftLoop {
                     EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&e.data) {
                         Ok(p) => {
                             if let Some(outcome) = sm.apply(&p, e.index, &mut mvcc) {
+                                lease_applied(&shared, &p, &outcome, applied_at);
                                 if p.id != 0 {
                                     woken.push((
                                         p.id,
@@ -877,5 +878,20 @@ impl RaftLoop {
             }
         }
         Ok(())
+    }
+}
+
+/// The leader's lessor follows the lease set as entries apply (etcd's `lessor.Grant` and
+/// `Revoke`, called from the apply on every member): a grant's deadline starts when it
+/// applies, whichever member proposed it, and a revoked lease's deadline is dropped at once.
+fn lease_applied(shared: &Shared, p: &Proposal, outcome: &Outcome, now: crate::rt::Instant) {
+    match (&p.op, outcome) {
+        (_, Outcome::LeaseGrant(Ok(g))) => {
+            (shared.lessor.lock().expect("lessor lock")).granted(g.id, g.ttl, now)
+        }
+        (Op::Lease(crate::sm::LeaseOp::Revoke { id }), Outcome::LeaseRevoke(Ok(_))) => {
+            shared.lessor.lock().expect("lessor lock").revoked(*id)
+        }
+        _ => {}
     }
 }
