@@ -792,3 +792,68 @@ fn a_watch_that_requires_a_leader_ends_when_its_member_loses_the_leader() {
         assert_eq!(served.into_inner().kvs[0].value, b"seen", "{bin}");
     }
 }
+
+/// One watch stream (etcdctl's interactive watch: every `watch` line a new watch on the same
+/// stream) opened by a user with a token, a watch created on it, then the auth store changed
+/// (root adds a user), then a second watch created on the same stream: etcd checks each
+/// create with the token as of then, so the second is created too and both see the put.
+fn watch_across_an_auth_change(addr: &str) -> String {
+    use std::io::Write;
+    for args in AUTH_SETUP {
+        assert_eq!(etcdctl(addr, args, None).0, 0, "{args:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::fs::File::create(dir.path().join("out")).unwrap();
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", addr, "--user", "u:upw", "watch", "-i"])
+        .stdin(Stdio::piped())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("etcdctl starts");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"watch w/end\n").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let root = ["--user", "root:rootpw"];
+    assert_eq!(
+        etcdctl(
+            addr,
+            &[&root[..], &["user", "add", "bob:bobpw"]].concat(),
+            None
+        )
+        .0,
+        0
+    );
+    stdin.write_all(b"watch w/end\n").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        etcdctl(addr, &[&root[..], &["put", "w/end", "v1"]].concat(), None).0,
+        0
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = child.kill();
+    let _ = child.wait();
+    normalise(&std::fs::read_to_string(dir.path().join("out")).unwrap())
+}
+
+#[test]
+fn a_watch_created_after_an_auth_change_is_checked_as_of_then() {
+    if !both_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for bin in ["detcd", "etcd"] {
+        let m = single(dir.path(), bin);
+        outs.push(watch_across_an_auth_change(&m.addr()));
+    }
+    // Both watches saw the put.
+    assert_eq!(
+        outs[1].matches("v1").count(),
+        2,
+        "etcd printed:\n{}",
+        outs[1]
+    );
+    assert_eq!(outs[0], outs[1]);
+}

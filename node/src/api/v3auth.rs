@@ -54,22 +54,10 @@ impl V3 {
     /// The credentials of `req` (etcd's `AuthInfoFromCtx`, then `AuthInfoFromTLS` with
     /// client-cert auth): `None` when it has none. A token this member does not know (after
     /// waiting for the index it names) is etcd's "invalid auth token", whether auth is on or
-    /// not. The Watch service calls this once per stream.
+    /// not. The Watch service calls this once per stream, and [`V3::refresh_auth`] for each
+    /// watch it creates.
     pub async fn auth_info<T>(&self, req: &Request<T>) -> Result<Option<AuthInfo>, Status> {
-        let token = match &self.gateway {
-            Some(t) => t.clone(),
-            None => {
-                let md = req.metadata();
-                match md.get("token").or_else(|| md.get("authorization")) {
-                    Some(v) => Some(
-                        v.to_str()
-                            .map_err(|_| auth_status(AuthError::InvalidAuthToken))?
-                            .to_string(),
-                    ),
-                    None => None,
-                }
-            }
-        };
+        let token = self.auth_token(req)?;
         if let Some(t) = token {
             return self.token_info(&t).await.map(Some);
         }
@@ -89,6 +77,41 @@ impl V3 {
             }
         }
         Ok(None)
+    }
+
+    /// The token a request carries (the gateway's, or the `token`/`authorization` metadata).
+    pub fn auth_token<T>(&self, req: &Request<T>) -> Result<Option<String>, Status> {
+        match &self.gateway {
+            Some(t) => Ok(t.clone()),
+            None => {
+                let md = req.metadata();
+                match md.get("token").or_else(|| md.get("authorization")) {
+                    Some(v) => Ok(Some(
+                        v.to_str()
+                            .map_err(|_| auth_status(AuthError::InvalidAuthToken))?
+                            .to_string(),
+                    )),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// `ai` as of now, for a stream that authenticated earlier (etcd's Watch service asks
+    /// `AuthInfoFromCtx` again for every watch it creates): a token is looked up again (it
+    /// may have been invalidated since), a certificate's user gets the current auth revision.
+    pub async fn refresh_auth(
+        &self,
+        ai: &AuthInfo,
+        token: Option<&str>,
+    ) -> Result<AuthInfo, Status> {
+        match token {
+            Some(t) => self.token_info(t).await,
+            None => Ok(AuthInfo {
+                user: ai.user.clone(),
+                revision: (self.ctx.shared.mvcc.lock().expect("mvcc lock")).auth_revision(),
+            }),
+        }
     }
 
     /// The user of a simple token `prefix.index` (etcd's `tokenSimple.info`).

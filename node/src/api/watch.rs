@@ -76,8 +76,9 @@ impl Watches {
     }
 
     /// Serve one watch stream: `requests` are the client's, `v3` and `auth` the services and
-    /// credentials it is checked with (`auth` as [`V3::auth_info`] found them once for the
-    /// stream), the returned stream its answers. The work runs in its own task until the
+    /// credentials it is checked with (`auth` as [`V3::auth_info`] found them when the stream
+    /// opened, and the token it carried: each watch created is checked with them as of
+    /// then, [`V3::refresh_auth`]), the returned stream its answers. The work runs in its own task until the
     /// answers are dropped.
     /// With `require_leader` (the client's `hasleader` metadata), the stream ends with etcd's
     /// "no leader" error once the member has had no leader for three election timeouts.
@@ -85,14 +86,15 @@ impl Watches {
         &self,
         requests: S,
         v3: V3,
-        auth: Result<Option<AuthInfo>, Status>,
+        auth: (Result<Option<AuthInfo>, Status>, Option<String>),
         require_leader: bool,
     ) -> ResponseStream
     where
         S: Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let mut session = Session::new(Arc::clone(&self.ctx), tx, v3, auth);
+        let mut session = Session::new(Arc::clone(&self.ctx), tx, v3, auth.0);
+        session.token = auth.1;
         session.require_leader = require_leader;
         crate::rt::spawn(session.run(requests));
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
@@ -118,10 +120,11 @@ impl Watch for Watches {
         let require_leader = requires_leader(&req);
         let v3 = V3::new(Arc::clone(&self.ctx));
         let auth = v3.auth_info(&req).await;
+        let token = v3.auth_token(&req).ok().flatten();
         Ok(Response::new(self.stream(
             req.into_inner(),
             v3,
-            auth,
+            (auth, token),
             require_leader,
         )))
     }
@@ -183,6 +186,8 @@ struct Session {
     auth: Result<Option<AuthInfo>, Status>,
     /// End the stream when the member has no leader (see [`REQUIRE_LEADER`]).
     require_leader: bool,
+    /// The token the stream opened with, if any.
+    token: Option<String>,
 }
 
 /// Why a session ends early.
@@ -213,6 +218,7 @@ impl Session {
             v3,
             auth,
             require_leader: false,
+            token: None,
         }
     }
 
@@ -342,7 +348,11 @@ impl Session {
             Keys::Range(k, e) => (k, e),
         };
         let allowed = match &self.auth {
-            Ok(ai) => self.v3.check_range(ai.as_ref(), key, end),
+            Ok(Some(ai)) => match self.v3.refresh_auth(ai, self.token.as_deref()).await {
+                Ok(ai) => self.v3.check_range(Some(&ai), key, end),
+                Err(st) => Err(st),
+            },
+            Ok(None) => self.v3.check_range(None, key, end),
             Err(st) => Err(st.clone()),
         };
         if let Err(st) = allowed {
@@ -616,8 +626,9 @@ pub async fn gateway(
     }
     let v3 = V3::for_gateway(Arc::clone(ctx), authorization);
     let auth = v3.auth_info(&Request::new(())).await;
+    let token = v3.auth_token(&Request::new(())).ok().flatten();
     let requests = futures::stream::iter(reqs.into_iter().map(Ok));
-    let answers = Watches::new(Arc::clone(ctx)).stream(requests, v3, auth, false);
+    let answers = Watches::new(Arc::clone(ctx)).stream(requests, v3, (auth, token), false);
     Ok(answers
         .scan(false, |ended, r| {
             if *ended {
