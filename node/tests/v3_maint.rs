@@ -175,6 +175,16 @@ const SCRIPT: &[&[&str]] = &[
     &["-w", "json", "member", "list"],
     &["member", "remove", "{NEW}"],
     &["member", "remove", "{NEW}"],
+    // A learner (never started) may not lead: etcd refuses at once.
+    &[
+        "member",
+        "add",
+        "lrn",
+        "--learner",
+        "--peer-urls=http://127.0.0.1:{NP}",
+    ],
+    &["@all", "move-leader", "{NEW2}"],
+    &["member", "remove", "{NEW2}"],
     &["member", "list"],
     &["-w", "json", "endpoint", "status"],
     &["endpoint", "health"],
@@ -232,6 +242,7 @@ fn run_script(ms: &[Member], dir: &std::path::Path) -> Vec<(i32, String)> {
         format!("{:x}", ids[0].1)
     };
     let mut new_id = String::new();
+    let mut new_id2 = String::new();
     let mut outs = Vec::new();
     for args in SCRIPT {
         let args: Vec<String> = args
@@ -239,6 +250,7 @@ fn run_script(ms: &[Member], dir: &std::path::Path) -> Vec<(i32, String)> {
             .map(|a| {
                 a.replace("{NP}", &np.to_string())
                     .replace("{NP2}", &np2.to_string())
+                    .replace("{NEW2}", &new_id2)
                     .replace("{NEW}", &new_id)
                     .replace("{ID0}", &id0)
                     .replace("{SNAP}", &snap)
@@ -250,6 +262,17 @@ fn run_script(ms: &[Member], dir: &std::path::Path) -> Vec<(i32, String)> {
         };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out) = etcdctl(&eps, &argv);
+        if argv.starts_with(&["member", "add"]) && code == 0 && !new_id.is_empty() {
+            new_id2 = out
+                .split_whitespace()
+                .nth(1)
+                .expect("Member <id> added")
+                .to_string();
+            let n = u64::from_str_radix(&new_id2, 16).unwrap();
+            extra.push((format!("{n:>16x}"), "<new2>".to_string()));
+            extra.push((new_id2.clone(), "<new2>".to_string()));
+            extra.push((n.to_string(), "<new2>".to_string()));
+        }
         if argv.starts_with(&["member", "add"]) && code == 0 && new_id.is_empty() {
             new_id = out
                 .split_whitespace()
@@ -841,4 +864,44 @@ fn a_new_cluster_restored_from_a_saved_snapshot_has_the_keyspace_and_its_hashkv(
     let status = c.child.as_mut().unwrap().wait().unwrap();
     assert!(!status.success());
     assert!(c.logs().contains("sha256 mismatch"), "{}", c.logs());
+}
+
+/// A single member asked to remove itself: etcd's strict reconfiguration check refuses (no
+/// started voter would be left), with its message and code; it is not proposed.
+#[test]
+fn a_lone_member_may_not_remove_itself_as_in_etcd() {
+    if !both_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for bin in ["detcd", "etcd"] {
+        let d = dir.path().join(bin);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut m = static_cluster(&d, 1).remove(0);
+        if bin == "etcd" {
+            m.start_binary("etcd");
+        } else {
+            m.start();
+        }
+        eventually(Duration::from_secs(20), "a member that answers v3", || {
+            (etcdctl(&m.addr(), &["get", "x"]).0 == 0).then_some(())
+        });
+        let (_, list) = etcdctl(&m.addr(), &["-w", "json", "member", "list"]);
+        let v: serde_json::Value = serde_json::from_str(list.trim()).unwrap();
+        let id = format!("{:x}", v["members"][0]["ID"].as_u64().unwrap());
+        let (code, out) = etcdctl(&m.addr(), &["member", "remove", &id]);
+        let (_, after) = etcdctl(&m.addr(), &["member", "list"]);
+        outs.push((
+            code,
+            without_etcdctl_logs(&out).replace(&id, "<id>"),
+            after.lines().count(),
+        ));
+    }
+    assert!(
+        outs[1].1.contains("not enough started members"),
+        "etcd: {:?}",
+        outs[1]
+    );
+    assert_eq!(outs[0], outs[1]);
 }

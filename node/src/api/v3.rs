@@ -423,9 +423,10 @@ impl Lease for V3 {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        // etcd's quota interceptor runs before the Lease service reads the token.
+        super::v3maint::check_quota(&self.ctx, mvcc::Costed::LeaseGrant).await?;
         let ai = self.auth_info(&req).await?;
         let r = req.into_inner();
-        super::v3maint::check_quota(&self.ctx, mvcc::Costed::LeaseGrant).await?;
         // ID 0: the server picks a positive 63-bit ID (etcd: its request ID generator; here
         // the member's seeded rng).
         let mut id = r.id;

@@ -220,7 +220,9 @@ impl Auth for V3 {
         req: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         self.linearize().await?;
-        let ai = self.auth_info(&req).await?;
+        // etcd checks the password (and that auth is on) first, and reads the request's own
+        // token only as it proposes the authentication.
+        let token_ai = self.auth_info(&req).await;
         let r = req.into_inner();
         let shared = Arc::clone(&self.ctx.shared);
         loop {
@@ -234,6 +236,7 @@ impl Auth for V3 {
             if !self.ctx.verified.check(&hash, &r.password) {
                 return Err(auth_status(AuthError::AuthFailed));
             }
+            let ai = token_ai.clone()?;
             let prefix = token_prefix(|| shared.rng.next_u64());
             let op = AuthOp::Authenticate {
                 name: r.name.clone(),

@@ -51,12 +51,26 @@ fn v3_status(e: V3Error) -> Status {
     Status::new(e.code(), e.message())
 }
 
+/// An auth error as the auth package words it, unconverted (code Unknown): what etcd 3.4's
+/// Maintenance service answers where it returns the auth store's error as it is.
+fn raw_auth_error(st: &Status) -> Status {
+    let msg = match st.message() {
+        // The auth package's own `ErrUserNotFound` is "auth: user not found"; the converted
+        // gRPC error is "etcdserver: user name not found".
+        "etcdserver: user name not found" => "auth: user not found".to_string(),
+        m => m.replacen("etcdserver: ", "auth: ", 1),
+    };
+    Status::unknown(msg)
+}
+
 /// etcd's gRPC error for a membership change that did not happen (`togRPCError`).
 fn conf_status(f: ConfFailure) -> Status {
     match f {
-        ConfFailure::NotEnoughStarted => Status::failed_precondition(
-            "etcdserver: re-configuration failed due to not enough started members",
-        ),
+        // etcd maps it to the client-side `rpctypes.ErrMemberNotEnoughStarted`, which has no
+        // gRPC status of its own: grpc-go sends it as Unknown.
+        ConfFailure::NotEnoughStarted => {
+            Status::unknown("etcdserver: re-configuration failed due to not enough started members")
+        }
         ConfFailure::Unhealthy => Status::unavailable("etcdserver: unhealthy cluster"),
         ConfFailure::Refused((409, msg)) if msg.contains("peerURL") => {
             Status::failed_precondition("etcdserver: Peer URLs already exists")
@@ -168,7 +182,7 @@ impl Maint {
     async fn check_admin_raw<T>(&self, req: &Request<T>) -> Result<(), Status> {
         self.check_admin(req)
             .await
-            .map_err(|st| Status::unknown(st.message().replacen("etcdserver: ", "auth: ", 1)))
+            .map_err(|st| raw_auth_error(&st))
     }
 
     /// A header with the cluster, this member, the term and (for Maintenance) the revision.
@@ -321,6 +335,13 @@ impl Maintenance for Maint {
         &self,
         req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        // No permission is needed, but a token the request carries must be valid: etcd reads
+        // it as it proposes the alarm (`processInternalRaftRequestOnce`), and the
+        // Maintenance service returns that error unconverted.
+        self.creds
+            .auth_info(&req)
+            .await
+            .map_err(|st| raw_auth_error(&st))?;
         let r = req.into_inner();
         let alarms = self.alarm_op(&r).await?;
         // etcd answers with the applier's response, which has no header.
@@ -365,7 +386,7 @@ impl Maintenance for Maint {
             raft_applied_index: st.applied,
             errors,
             db_size_in_use: in_use as i64,
-            is_learner: false,
+            is_learner: st.is_learner,
         }))
     }
 
@@ -485,15 +506,18 @@ impl Maintenance for Maint {
         if !st.is_leader {
             return Err(Status::failed_precondition("etcdserver: not leader"));
         }
-        let known = shared
+        // etcd: `!IsMemberExist(transferee) || Member(transferee).IsLearner` (Raft would
+        // ignore a transfer to a learner).
+        let voter = shared
             .sm
             .lock()
             .expect("sm lock")
             .meta
             .members
             .members
-            .contains_key(&target);
-        if !known {
+            .get(&target)
+            .is_some_and(|m| !m.is_learner);
+        if !voter {
             return Err(Status::failed_precondition(
                 "etcdserver: bad leader transferee",
             ));

@@ -225,9 +225,11 @@ impl Mvcc {
             alarm: req.alarm,
         }];
         Some(match AlarmAction::try_from(req.action) {
-            Ok(AlarmAction::Get) | Err(_) => {
+            Ok(AlarmAction::Get) => {
                 Ok(self.alarms(pb::AlarmType::try_from(req.alarm).unwrap_or(pb::AlarmType::None)))
             }
+            // etcd's applier answers an unknown action with an empty response.
+            Err(_) => Ok(Vec::new()),
             Ok(AlarmAction::Activate) => {
                 if self.alarms.contains(&key) {
                     return Some(Ok(one));
