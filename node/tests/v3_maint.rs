@@ -175,16 +175,6 @@ const SCRIPT: &[&[&str]] = &[
     &["-w", "json", "member", "list"],
     &["member", "remove", "{NEW}"],
     &["member", "remove", "{NEW}"],
-    // A learner (never started) may not lead: etcd refuses at once.
-    &[
-        "member",
-        "add",
-        "lrn",
-        "--learner",
-        "--peer-urls=http://127.0.0.1:{NP}",
-    ],
-    &["@all", "move-leader", "{NEW2}"],
-    &["member", "remove", "{NEW2}"],
     &["member", "list"],
     &["-w", "json", "endpoint", "status"],
     &["endpoint", "health"],
@@ -242,7 +232,6 @@ fn run_script(ms: &[Member], dir: &std::path::Path) -> Vec<(i32, String)> {
         format!("{:x}", ids[0].1)
     };
     let mut new_id = String::new();
-    let mut new_id2 = String::new();
     let mut outs = Vec::new();
     for args in SCRIPT {
         let args: Vec<String> = args
@@ -250,7 +239,6 @@ fn run_script(ms: &[Member], dir: &std::path::Path) -> Vec<(i32, String)> {
             .map(|a| {
                 a.replace("{NP}", &np.to_string())
                     .replace("{NP2}", &np2.to_string())
-                    .replace("{NEW2}", &new_id2)
                     .replace("{NEW}", &new_id)
                     .replace("{ID0}", &id0)
                     .replace("{SNAP}", &snap)
@@ -262,17 +250,6 @@ fn run_script(ms: &[Member], dir: &std::path::Path) -> Vec<(i32, String)> {
         };
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out) = etcdctl(&eps, &argv);
-        if argv.starts_with(&["member", "add"]) && code == 0 && !new_id.is_empty() {
-            new_id2 = out
-                .split_whitespace()
-                .nth(1)
-                .expect("Member <id> added")
-                .to_string();
-            let n = u64::from_str_radix(&new_id2, 16).unwrap();
-            extra.push((format!("{n:>16x}"), "<new2>".to_string()));
-            extra.push((new_id2.clone(), "<new2>".to_string()));
-            extra.push((n.to_string(), "<new2>".to_string()));
-        }
         if argv.starts_with(&["member", "add"]) && code == 0 && new_id.is_empty() {
             new_id = out
                 .split_whitespace()
