@@ -749,6 +749,14 @@ impl Mvcc {
         if index <= self.consistent_index {
             return None;
         }
+        if self.corrupt() {
+            if let Some(f) = &self.failed {
+                return Some((Err(V3Error::Storage(f.clone())), Vec::new()));
+            }
+            self.consistent_index = index;
+            self.meta_dirty = true;
+            return Some((Err(V3Error::Corrupt), Vec::new()));
+        }
         if self.auth.enabled {
             if let Err(e) = self.auth_check_lease(caller, id) {
                 return Some((self.refuse(index, e), Vec::new()));

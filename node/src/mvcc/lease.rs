@@ -138,6 +138,9 @@ impl Mvcc {
         }
         self.consistent_index = index;
         self.meta_dirty = true;
+        if self.corrupt() {
+            return Some(Err(V3Error::Corrupt));
+        }
         // etcd's capped applier refuses every grant while a NOSPACE alarm is raised.
         if self.no_space() {
             return Some(Err(V3Error::NoSpace));

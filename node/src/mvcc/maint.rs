@@ -195,6 +195,13 @@ impl Mvcc {
             .collect()
     }
 
+    /// Whether a CORRUPT alarm is raised: every write, grant and revocation is refused.
+    pub fn corrupt(&self) -> bool {
+        self.alarms
+            .iter()
+            .any(|(_, a)| *a == pb::AlarmType::Corrupt as i32)
+    }
+
     /// Whether a NOSPACE alarm is raised: writes that add keys or leases are refused.
     pub fn no_space(&self) -> bool {
         self.alarms

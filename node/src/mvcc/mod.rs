@@ -124,6 +124,8 @@ pub enum V3Error {
     LeaseTtlTooLarge,
     /// ErrGRPCNoSpace (the quota: the caller's).
     NoSpace,
+    /// ErrGRPCCorrupt: a CORRUPT alarm is raised (etcd's `applierV3Corrupt`).
+    Corrupt,
     /// ErrGRPCRequestTooLarge (the caller's).
     RequestTooLarge,
     /// `txn_read` was given a txn with a write in it (not an etcd error: a caller's mistake).
@@ -151,6 +153,7 @@ impl V3Error {
             V3Error::LeaseNotFound => Code::NotFound,
             V3Error::LeaseExists => Code::FailedPrecondition,
             V3Error::NoSpace => Code::ResourceExhausted,
+            V3Error::Corrupt => Code::DataLoss,
             V3Error::NotReadOnly => Code::InvalidArgument,
             V3Error::Storage(_) => Code::Internal,
             V3Error::Auth(e) => e.code(),
@@ -172,6 +175,7 @@ impl V3Error {
             V3Error::LeaseExists => "etcdserver: lease already exists",
             V3Error::LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             V3Error::NoSpace => "etcdserver: mvcc: database space exceeded",
+            V3Error::Corrupt => "etcdserver: corrupt cluster",
             V3Error::RequestTooLarge => "etcdserver: request is too large",
             V3Error::NotReadOnly => "detcd: txn is not read-only",
             V3Error::Storage(_) => "detcd: mvcc storage failure",
@@ -1323,6 +1327,13 @@ impl Mvcc {
         ),
         V3Error,
     > {
+        // etcd's corrupt applier while a CORRUPT alarm is raised: every write it applies
+        // (put, delete, txn, compaction) fails; reads are not applied and go on.
+        if self.corrupt() {
+            if let Write::Req(..) = w {
+                return Ok(((Err(V3Error::Corrupt), Vec::new()), Vec::new()));
+            }
+        }
         if let Write::Req(WriteReq::Compaction(c), _) = w {
             return Ok((
                 (

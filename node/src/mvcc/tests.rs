@@ -2838,3 +2838,61 @@ fn entries_written_before_checksums_still_read() {
     bad[0] = 9;
     assert!(decode(&bad).is_err());
 }
+
+/// etcd's `applierV3Corrupt`: while a CORRUPT alarm is raised every write that applies fails
+/// with DataLoss "etcdserver: corrupt cluster" (put, delete, write txn, compaction, lease
+/// grant and revoke), NOSPACE or not; reads go on; disarmed, writes apply again.
+#[test]
+fn corrupt_alarm_refuses_every_write_until_deactivated() {
+    use pb::alarm_request::AlarmAction::{Activate, Deactivate};
+    let disk = MemDisk::default();
+    let mut m = open_mem(&disk);
+    let mut index = 0u64;
+    let mut next = || {
+        index += 1;
+        index
+    };
+    let (r, _) = m
+        .apply(next(), &WriteReq::Put(put("k", "v")), &any_lease)
+        .unwrap();
+    r.unwrap();
+    assert!(m.lease_grant(next(), 5, 10, 2).unwrap().is_ok());
+    let corrupt = |action| pb::AlarmRequest {
+        action: action as i32,
+        member_id: 7,
+        alarm: pb::AlarmType::Corrupt as i32,
+    };
+    m.alarm(next(), &corrupt(Activate)).unwrap().unwrap();
+    assert!(m.corrupt() && !m.no_space());
+    let del = pb::DeleteRangeRequest {
+        key: b"k".to_vec(),
+        ..Default::default()
+    };
+    for w in [
+        WriteReq::Put(put("k", "v2")),
+        WriteReq::DeleteRange(del.clone()),
+        WriteReq::Compaction(pb::CompactionRequest {
+            revision: 1,
+            ..Default::default()
+        }),
+    ] {
+        let (r, _) = m.apply(next(), &w, &any_lease).unwrap();
+        assert_eq!(r.unwrap_err(), V3Error::Corrupt, "{w:?}");
+    }
+    assert_eq!(
+        m.lease_grant(next(), 6, 10, 2).unwrap().unwrap_err(),
+        V3Error::Corrupt
+    );
+    let (r, _) = m.lease_revoke_as(next(), 5, Caller::Internal).unwrap();
+    assert_eq!(r.unwrap_err(), V3Error::Corrupt);
+    assert_eq!(V3Error::Corrupt.code(), tonic::Code::DataLoss);
+    assert_eq!(V3Error::Corrupt.message(), "etcdserver: corrupt cluster");
+    // Nothing changed; disarmed, writes apply again.
+    assert_eq!(m.revision(), 2);
+    m.alarm(next(), &corrupt(Deactivate)).unwrap().unwrap();
+    let (r, _) = m
+        .apply(next(), &WriteReq::DeleteRange(del), &any_lease)
+        .unwrap();
+    r.unwrap();
+    assert_eq!(m.revision(), 3);
+}
