@@ -329,10 +329,11 @@ pub(super) async fn add_member(
     learner: bool,
 ) -> Result<Member, ConfFailure> {
     ready_to_add(ctx, learner)?;
+    // In etcd's order (`ValidateConfigurationChange`): the peer URLs, then the learners.
+    check_members(ctx, |m| m.check_urls(&urls, None)).map_err(ConfFailure::Refused)?;
     if learner {
         check_members(ctx, |m| m.check_learner_room()).map_err(ConfFailure::Refused)?;
     }
-    check_members(ctx, |m| m.check_urls(&urls, None)).map_err(ConfFailure::Refused)?;
     let salt = ctx.shared.rng.next_u64();
     let id = member_id(&urls, &ctx.token, Some(salt));
     let member = Member {
