@@ -75,26 +75,26 @@ impl Watches {
         Watches { ctx }
     }
 
-    /// Serve one watch stream: `requests` are the client's, `v3` and `auth` the services and
-    /// credentials it is checked with (`auth` as [`V3::auth_info`] found them when the stream
-    /// opened, and the token it carried: each watch created is checked with them as of
-    /// then, [`V3::refresh_auth`]), the returned stream its answers. The work runs in its own task until the
-    /// answers are dropped.
+    /// Serve one watch stream: `requests` are the client's, `v3` the services it is checked
+    /// with, `auth` its credentials as [`V3::auth_info`] found them when the stream opened and
+    /// `token` the token it carried (each watch created is checked with them as of then,
+    /// [`V3::refresh_auth`]), the returned stream its answers. The work runs in its own task
+    /// until the answers are dropped.
     /// With `require_leader` (the client's `hasleader` metadata), the stream ends with etcd's
     /// "no leader" error once the member has had no leader for three election timeouts.
     pub fn stream<S>(
         &self,
         requests: S,
         v3: V3,
-        auth: (Result<Option<AuthInfo>, Status>, Option<String>),
+        auth: Result<Option<AuthInfo>, Status>,
+        token: Option<String>,
         require_leader: bool,
     ) -> ResponseStream
     where
         S: Stream<Item = Result<pb::WatchRequest, Status>> + Send + Unpin + 'static,
     {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let mut session = Session::new(Arc::clone(&self.ctx), tx, v3, auth.0);
-        session.token = auth.1;
+        let mut session = Session::new(Arc::clone(&self.ctx), tx, v3, auth, token);
         session.require_leader = require_leader;
         crate::rt::spawn(session.run(requests));
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
@@ -124,7 +124,8 @@ impl Watch for Watches {
         Ok(Response::new(self.stream(
             req.into_inner(),
             v3,
-            (auth, token),
+            auth,
+            token,
             require_leader,
         )))
     }
@@ -204,6 +205,7 @@ impl Session {
         tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
         v3: V3,
         auth: Result<Option<AuthInfo>, Status>,
+        token: Option<String>,
     ) -> Session {
         let hub = Arc::clone(&ctx.shared.watch_hub);
         let cluster_id = ctx.shared.cluster_id();
@@ -218,7 +220,7 @@ impl Session {
             v3,
             auth,
             require_leader: false,
-            token: None,
+            token,
         }
     }
 
@@ -414,7 +416,7 @@ impl Session {
             let behind: Vec<i64> = self
                 .watchers
                 .iter()
-                .filter(|(_, w)| w.next <= rev)
+                .filter(|(_, w)| w.next <= rev && !w.compacted)
                 .map(|(id, _)| *id)
                 .collect();
             if behind.is_empty() {
@@ -461,7 +463,6 @@ impl Session {
             Fetched::Compacted(compacted) => {
                 if let Some(w) = self.watchers.get_mut(&id) {
                     w.compacted = true;
-                    w.next = i64::MAX;
                 }
                 // etcd's answer carries no revision in its header (its syncWatchers sends
                 // the compaction without one).
@@ -628,7 +629,7 @@ pub async fn gateway(
     let auth = v3.auth_info(&Request::new(())).await;
     let token = v3.auth_token(&Request::new(())).ok().flatten();
     let requests = futures::stream::iter(reqs.into_iter().map(Ok));
-    let answers = Watches::new(Arc::clone(ctx)).stream(requests, v3, (auth, token), false);
+    let answers = Watches::new(Arc::clone(ctx)).stream(requests, v3, auth, token, false);
     Ok(answers
         .scan(false, |ended, r| {
             if *ended {

@@ -732,7 +732,7 @@ impl Mvcc {
             return None;
         }
         if let Err(e) = self.auth_check_write(caller, req) {
-            return Some((self.refuse(index, e), Vec::new()));
+            return Some((self.refuse(index, V3Error::Auth(e)), Vec::new()));
         }
         self.apply_with_leases(index, req)
     }
@@ -750,16 +750,11 @@ impl Mvcc {
             return None;
         }
         if self.corrupt() {
-            if let Some(f) = &self.failed {
-                return Some((Err(V3Error::Storage(f.clone())), Vec::new()));
-            }
-            self.consistent_index = index;
-            self.meta_dirty = true;
-            return Some((Err(V3Error::Corrupt), Vec::new()));
+            return Some((self.refuse(index, V3Error::Corrupt), Vec::new()));
         }
         if self.auth.enabled {
             if let Err(e) = self.auth_check_lease(caller, id) {
-                return Some((self.refuse(index, e), Vec::new()));
+                return Some((self.refuse(index, V3Error::Auth(e)), Vec::new()));
             }
         }
         self.lease_revoke(index, id)
@@ -767,13 +762,13 @@ impl Mvcc {
 
     /// An entry at `index` refused with `e`: it is applied (the index is taken), with no
     /// effect.
-    fn refuse<T>(&mut self, index: u64, e: AuthError) -> Result<T, V3Error> {
+    fn refuse<T>(&mut self, index: u64, e: V3Error) -> Result<T, V3Error> {
         if let Some(f) = &self.failed {
             return Err(V3Error::Storage(f.clone()));
         }
         self.consistent_index = index;
         self.meta_dirty = true;
-        Err(V3Error::Auth(e))
+        Err(e)
     }
 
     /// The password hash of `name` for Authenticate, with the auth revision it was read at
