@@ -159,13 +159,6 @@ pub fn min_ttl(heartbeat_ms: u64, election_ms: u64) -> i64 {
     ms.div_ceil(1000) as i64
 }
 
-/// etcd's `electionTimeout()`: the election timeout in whole heartbeats, as Raft counts it
-/// (`ElectionTicks * TickMs`). A new leader extends every lease by it.
-pub fn election_timeout(heartbeat_ms: u64, election_ms: u64) -> Duration {
-    let tick = heartbeat_ms.max(1);
-    Duration::from_millis(election_ms / tick * tick)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,8 +179,6 @@ mod tests {
         assert_eq!(min_ttl(300, 2100), 3);
         // 21 ticks: 31 heartbeats, 3.1 s, 4 s.
         assert_eq!(min_ttl(100, 2100), 4);
-        assert_eq!(election_timeout(300, 2100), Duration::from_millis(2100));
-        assert_eq!(election_timeout(100, 2050), Duration::from_millis(2000));
     }
 
     #[test]

@@ -811,10 +811,8 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         cors: cfg.cors.clone(),
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
-        election_timeout: crate::lease::election_timeout(
-            cfg.heartbeat_interval_ms,
-            cfg.election_timeout_ms,
-        ),
+        // etcd's `electionTimeout()`: the election ticks Raft counts, in heartbeats.
+        election_timeout: heartbeat * election_ticks as u32,
         min_lease_ttl: crate::lease::min_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms),
         watch_progress_interval: watch_progress_interval(cfg.watch_progress_notify_interval),
         quota_backend_bytes: cfg.quota_backend_bytes,
