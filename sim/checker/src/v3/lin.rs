@@ -470,6 +470,78 @@ fn satisfies(store: &Store, rev: i64, ev: &[Evidence]) -> bool {
     })
 }
 
+/// What one watcher saw of the revisions it covers: from its start revision to the last
+/// event it received, every change to a key it watches (its filters allowed) reached it
+/// (the Reliable rule), so a revision it covers and showed nothing of changed none of
+/// its keys. Gap revisions are filled only by writes that agree with that silence (the
+/// watch check would reject any other placement after the search).
+struct Cover {
+    key: String,
+    range_end: String,
+    no_put: bool,
+    no_delete: bool,
+    from: i64,
+    to: i64,
+    /// (revision, type, key) of every event received.
+    seen: std::collections::HashSet<(i64, EventType, String)>,
+}
+
+fn covers(h: &History) -> Vec<Cover> {
+    let mut out = Vec::new();
+    for w in &h.watches {
+        let resps: Vec<&WatchResponse> = h
+            .watch_responses
+            .iter()
+            .filter(|r| r.watcher == w.watcher)
+            .collect();
+        let from = if w.start_revision > 0 {
+            w.start_revision
+        } else if let Some(c) = resps.iter().find(|r| r.created) {
+            c.header_revision + 1
+        } else {
+            continue;
+        };
+        let seen: std::collections::HashSet<(i64, EventType, String)> = resps
+            .iter()
+            .flat_map(|r| r.events.iter())
+            .map(|e| (e.kv.mod_revision, e.kind, e.kv.key.clone()))
+            .collect();
+        let Some(to) = seen.iter().map(|(r, _, _)| *r).max() else {
+            continue;
+        };
+        out.push(Cover {
+            key: w.key.clone(),
+            range_end: w.range_end.clone(),
+            no_put: w.filters.contains(&WatchFilter::Noput),
+            no_delete: w.filters.contains(&WatchFilter::Nodelete),
+            from,
+            to,
+            seen,
+        });
+    }
+    out
+}
+
+/// Whether the model's events at `rev` reached every watcher covering `rev` that should
+/// have seen them (see [`Cover`]).
+fn quiet(store: &Store, rev: i64, covers: &[Cover]) -> bool {
+    let events = store.events(rev);
+    covers
+        .iter()
+        .filter(|c| c.from <= rev && rev <= c.to)
+        .all(|c| {
+            events.iter().all(|e| {
+                let filtered = match e.kind {
+                    EventType::Put => c.no_put,
+                    EventType::Delete => c.no_delete,
+                };
+                filtered
+                    || !super::store::in_range(&c.key, &c.range_end, &e.kv.key)
+                    || c.seen.contains(&(rev, e.kind, e.kv.key.clone()))
+            })
+        })
+}
+
 /// The result of the search.
 pub(crate) struct LinResult {
     /// The model after the whole history (when linearizable).
@@ -623,6 +695,9 @@ struct Frame {
     /// Candidates refused at this revision (their refusal depends on the state of what
     /// they touch), and ones passed over because a lower choice had taken them.
     refused: Vec<usize>,
+    /// How many of the refused would have fit what was observed at this revision but
+    /// for a watcher that covered it and did not see their events (see [`Cover`]).
+    silenced: usize,
     taken: Vec<usize>,
     /// When resumed by a failure its last choice could not cause: that failure's
     /// conflict; alternatives that cannot change it either are passed over (they would
@@ -974,6 +1049,26 @@ fn context(
 }
 
 pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResult {
+    // Watchers' silence guides the choice of indeterminate writes; when it leaves a gap
+    // unexplained, the search runs again without it: if that finds a linearization, the
+    // watch check then names the event a watcher missed (a clearer report than an
+    // unexplained revision), and if it fails too, that failure stands on its own.
+    let covers = covers(h);
+    let mut silenced = false;
+    let r = search_in(h, classes, limits, &covers, &mut silenced);
+    if r.store.is_some() || r.unknown || !silenced {
+        return r;
+    }
+    search_in(h, classes, limits, &[], &mut silenced)
+}
+
+fn search_in(
+    h: &History,
+    classes: &[Class],
+    limits: Limits,
+    covers: &[Cover],
+    silenced: &mut bool,
+) -> LinResult {
     let mut violations = Vec::new();
     real_time(h, classes, &mut violations);
     provenance(h, classes, &mut violations);
@@ -1194,6 +1289,7 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                     chosen: None,
                     conflict: Conflict::default(),
                     refused: Vec::new(),
+                    silenced: 0,
                     taken: Vec::new(),
                     neutral_to: None,
                 });
@@ -1217,10 +1313,14 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                         && store.rev == r
                         && satisfies(&store, r, want)
                     {
-                        used[c] = true;
-                        frame.chosen = Some(c);
-                        made_by[r as usize] = Some(c);
-                        break;
+                        if quiet(&store, r, covers) {
+                            used[c] = true;
+                            frame.chosen = Some(c);
+                            made_by[r as usize] = Some(c);
+                            break;
+                        }
+                        frame.silenced += 1;
+                        *silenced = true;
                     }
                     frame.refused.push(c);
                     store.rollback(m);
@@ -1239,6 +1339,12 @@ pub(crate) fn search(h: &History, classes: &[Class], limits: Limits) -> LinResul
                             frame.cands.len(),
                             r - 1
                         ));
+                        if frame.silenced > 0 {
+                            text.push_str(&format!(
+                                " ({} of them would have, but made an event that a watcher covering revision {r} did not receive: a watch may have missed it)",
+                                frame.silenced
+                            ));
+                        }
                     }
                     for e in want {
                         text.push_str(&format!(

@@ -68,7 +68,8 @@
 //! were acknowledged; no kv older than an acknowledged put of its key at or below the
 //! revision read). The search is pruned by what was observed (a unique put value seen at
 //! revision R pins its writer to R, as etcd's `patch_history` does; a write the reads
-//! would have seen is not tried at an unobserved revision) and backjumps over choices a
+//! would have seen is not tried at an unobserved revision, nor one whose event a watcher
+//! covering that revision did not receive) and backjumps over choices a
 //! failure cannot depend on. It stops after [`Limits::max_steps`] (default 2M) or at
 //! [`Limits::deadline`]: the verdict is then Unknown and [`V3Report::probable`] holds the
 //! deepest failure met. Without indeterminate writes the search never branches.

@@ -1406,3 +1406,50 @@ fn a_prev_kv_below_a_compaction_may_be_left_out() {
     );
     passes(&b);
 }
+
+/// disk-corruption seed 124: two indeterminate writes could fill a gap revision, a put
+/// nobody saw (called last) and a delete. A NODELETE watcher covering the gap saw nothing
+/// there, so only the delete fits; the search must not settle on the put and leave the
+/// watch check to fail.
+#[test]
+fn a_watchers_silence_chooses_between_indeterminate_writes() {
+    let silent = |filters: Vec<WatchFilter>| {
+        let mut b = base();
+        b.op(2, 41, None, del("a"), Outcome::Indeterminate)
+            .op(3, 45, None, put("a", "x"), Outcome::Indeterminate)
+            .op(0, 70, Some(80), put("b", "1"), put_ok(5, None));
+        b.h.watches.push(Watch {
+            watcher: 7,
+            client: 9,
+            member: Some(0),
+            call_ns: 1,
+            key: "a".into(),
+            range_end: "\0".into(),
+            start_revision: 2,
+            prev_kv: false,
+            filters,
+        });
+        b.wr(
+            90,
+            5,
+            false,
+            vec![
+                ev(EventType::Put, kv("a", "1", 2, 2, 1), None),
+                ev(EventType::Put, kv("a", "2", 2, 3, 2), None),
+                ev(EventType::Put, kv("b", "1", 5, 5, 1), None),
+            ],
+        );
+        b
+    };
+    let b = silent(vec![WatchFilter::Nodelete]);
+    let r = b.check();
+    assert_eq!(r.verdict, V3Verdict::Ok, "{}", r.render());
+    assert!(r.made_by.contains(&(4, 3)), "{:?}", r.made_by);
+    // Without the filter the watcher should have seen either write: the search falls
+    // back to ignoring its silence, and the watch check names the event it missed.
+    fails(
+        &silent(vec![]),
+        ViolationKind::Watch(WatchRule::Reliable),
+        "missed Put \"a\"=\"x\" (rev 4",
+    );
+}
