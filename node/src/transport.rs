@@ -7,8 +7,8 @@
 //!
 //! Defences (raft-rs pulls in protobuf 2.x, RUSTSEC-2024-0437: deeply nested input can
 //! overflow the stack while parsing): a frame over [`FRAME_BYTES_MAX`] closes the stream
-//! before anything is parsed; a hello from a member that is not in the cluster, or from
-//! another cluster, closes the stream, so no stranger's bytes ever reach the protobuf parser.
+//! before anything is parsed; a hello from another cluster, or from a member removed from
+//! this one, closes the stream, so no stranger's bytes ever reach the protobuf parser.
 //!
 //! Sending never blocks the Ready loop: messages go to a bounded per-peer queue; a full queue
 //! or a dead stream drops messages (Raft retransmits) and reports the peer unreachable.
@@ -176,6 +176,9 @@ struct Peer {
     urls: Vec<String>,
     tx: mpsc::Sender<Message>,
     metrics: Arc<crate::metrics::Peer>,
+    /// A member this one has not applied the addition of yet (see
+    /// [`Transport::learn_remote`]): only sent to, until the membership names it.
+    remote: bool,
 }
 
 /// The transport of one member.
@@ -187,6 +190,8 @@ pub struct Transport {
     cluster_id: Mutex<u64>,
     peers: Mutex<BTreeMap<u64, Peer>>,
     allowed: Mutex<Vec<u64>>,
+    /// Unknown senders whose peer URLs are being asked for (see [`Transport::learn_remote`]).
+    learning: Mutex<std::collections::BTreeSet<u64>>,
     inbox: mpsc::UnboundedSender<Inbox>,
     tls: PeerTls,
     lease_handler: Mutex<Option<LeaseHandler>>,
@@ -226,6 +231,7 @@ impl Transport {
             cluster_id: Mutex::new(cluster_id),
             peers: Mutex::new(BTreeMap::new()),
             allowed: Mutex::new(Vec::new()),
+            learning: Mutex::new(Default::default()),
             inbox,
             tls,
             lease_handler: Mutex::new(None),
@@ -264,11 +270,11 @@ impl Transport {
             .lock()
             .expect("lock")
             .retain(|id, _| members.members.contains_key(id));
-        peers.retain(|id, p| {
-            members
-                .members
-                .get(id)
-                .is_some_and(|m| m.peer_urls == p.urls)
+        // A remote stays until the membership names it (then it is a peer like the
+        // others) or its removal.
+        peers.retain(|id, p| match members.members.get(id) {
+            Some(m) => !p.remote && m.peer_urls == p.urls,
+            None => p.remote && !members.removed.contains(id),
         });
         for (id, m) in &members.members {
             if *id == self.id || peers.contains_key(id) || m.peer_urls.is_empty() {
@@ -282,6 +288,7 @@ impl Transport {
                     urls: m.peer_urls.clone(),
                     tx,
                     metrics: Arc::clone(&metrics),
+                    remote: false,
                 },
             );
             let me = Arc::clone(self);
@@ -293,6 +300,78 @@ impl Transport {
             let urls = m.peer_urls.clone();
             rt::spawn(async move { me.prober(to, urls, metrics).await });
         }
+    }
+
+    /// Find where to answer `id`, a member of this cluster that this member has not
+    /// applied the addition of yet and that is sending to it (see `serve_stream`): ask the
+    /// members it knows for the membership, and send to `id` at the peer URLs the first
+    /// answer that names it gives (etcd's transport "remotes"). Until the membership
+    /// here names `id`, or removes it, messages to it go there; without it, Raft's answers
+    /// to a leader elected among members added since would have nowhere to go, and the
+    /// member would never catch up (membership-under-faults seed 22).
+    fn learn_remote(self: &Arc<Self>, id: u64) {
+        if !self.learning.lock().expect("lock").insert(id) {
+            return;
+        }
+        let me = Arc::clone(self);
+        rt::spawn(async move {
+            let cid = *me.cluster_id.lock().expect("lock");
+            let known: Vec<Vec<String>> = (me.members.lock().expect("members lock"))
+                .members
+                .iter()
+                .filter(|(m, _)| **m != me.id)
+                .map(|(_, m)| m.peer_urls.clone())
+                .collect();
+            let mut found = None;
+            'ask: for urls in known {
+                for url in urls {
+                    let Ok(info) =
+                        fetch_cluster_info(&url, &me.token, me.tls.client.as_ref()).await
+                    else {
+                        continue;
+                    };
+                    if info.error.is_none() && info.cluster_id == cid {
+                        if let Some(m) = info.members.members.get(&id) {
+                            if !m.peer_urls.is_empty() {
+                                found = Some(m.peer_urls.clone());
+                                break 'ask;
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(urls) = found {
+                me.add_remote(id, urls);
+            }
+            me.learning.lock().expect("lock").remove(&id);
+        });
+    }
+
+    /// Send to `id` at `urls` until the membership names it (see [`Transport::learn_remote`]).
+    fn add_remote(self: &Arc<Self>, id: u64, urls: Vec<String>) {
+        let mut peers = self.peers.lock().expect("peers lock");
+        let members = self.members.lock().expect("members lock");
+        if id == self.id
+            || peers.contains_key(&id)
+            || members.members.contains_key(&id)
+            || members.removed.contains(&id)
+        {
+            return;
+        }
+        tracing::info!(peer = %format!("{id:x}"), urls = ?urls, "peer: answering a member not applied here yet at the URLs the cluster gives");
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        let metrics = Arc::new(crate::metrics::Peer::default());
+        peers.insert(
+            id,
+            Peer {
+                urls: urls.clone(),
+                tx,
+                metrics: Arc::clone(&metrics),
+                remote: true,
+            },
+        );
+        let me = Arc::clone(self);
+        rt::spawn(async move { me.sender(id, urls, rx, metrics).await });
     }
 
     /// Queue a message for its peer.
@@ -484,7 +563,7 @@ impl Transport {
         }
     }
 
-    async fn receive(&self, stream: PeerStream) -> std::io::Result<()> {
+    async fn receive(self: &Arc<Self>, stream: PeerStream) -> std::io::Result<()> {
         let mut stream = tokio::io::BufReader::with_capacity(64 << 10, stream);
         let hello = read_frame(&mut stream, HELLO_BYTES_MAX).await?;
         let hello: Hello = serde_json::from_slice(&hello).map_err(std::io::Error::other)?;
@@ -545,10 +624,26 @@ impl Transport {
             return Ok(());
         }
         // A member that does not know the cluster yet (joining) accepts its first leader.
+        // One that does accepts a member it does not know yet if the hello names this
+        // cluster's id and the member was never removed: it joined after the point this
+        // member has applied to (a member cut off while another was added, which may now
+        // lead). Its messages bring the entries (or the snapshot) that add it here, as
+        // etcd's pipeline takes messages from any member of the cluster; until then
+        // answers to it have nowhere to go and Raft sends again. A removed member, or one
+        // of another cluster, is refused.
         let known = self.allowed.lock().expect("lock").contains(&hello.from);
-        if !known && cid != 0 {
-            tracing::warn!(from = %format!("{:x}", hello.from), "peer: refusing a stream from a member not in the cluster");
+        let removed = self
+            .members
+            .lock()
+            .expect("members lock")
+            .removed
+            .contains(&hello.from);
+        if !known && cid != 0 && (hello.cluster_id != cid || removed) {
+            tracing::warn!(from = %format!("{:x}", hello.from), removed, "peer: refusing a stream from a member not in the cluster");
             return Ok(());
+        }
+        if !known && cid != 0 {
+            self.learn_remote(hello.from);
         }
         let from = hello.from;
         let ended = self.stream_messages(&mut stream, from).await;
