@@ -842,3 +842,43 @@ fn a_new_cluster_restored_from_a_saved_snapshot_has_the_keyspace_and_its_hashkv(
     assert!(!status.success());
     assert!(c.logs().contains("sha256 mismatch"), "{}", c.logs());
 }
+
+/// A single member asked to remove itself: etcd's strict reconfiguration check refuses (no
+/// started voter would be left), with its message and code; it is not proposed.
+#[test]
+fn a_lone_member_may_not_remove_itself_as_in_etcd() {
+    if !both_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut outs = Vec::new();
+    for bin in ["detcd", "etcd"] {
+        let d = dir.path().join(bin);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut m = static_cluster(&d, 1).remove(0);
+        if bin == "etcd" {
+            m.start_binary("etcd");
+        } else {
+            m.start();
+        }
+        eventually(Duration::from_secs(20), "a member that answers v3", || {
+            (etcdctl(&m.addr(), &["get", "x"]).0 == 0).then_some(())
+        });
+        let (_, list) = etcdctl(&m.addr(), &["-w", "json", "member", "list"]);
+        let v: serde_json::Value = serde_json::from_str(list.trim()).unwrap();
+        let id = format!("{:x}", v["members"][0]["ID"].as_u64().unwrap());
+        let (code, out) = etcdctl(&m.addr(), &["member", "remove", &id]);
+        let (_, after) = etcdctl(&m.addr(), &["member", "list"]);
+        outs.push((
+            code,
+            without_etcdctl_logs(&out).replace(&id, "<id>"),
+            after.lines().count(),
+        ));
+    }
+    assert!(
+        outs[1].1.contains("not enough started members"),
+        "etcd: {:?}",
+        outs[1]
+    );
+    assert_eq!(outs[0], outs[1]);
+}

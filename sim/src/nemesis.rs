@@ -21,6 +21,9 @@ use crate::scenario::{kind_name, DiskFault, Fault, FaultKind, Scenario};
 
 pub use crate::output::FaultEvent;
 
+/// How long a replacement retries a removal the cluster refuses.
+const REMOVE_RETRY_FOR: Duration = Duration::from_secs(60);
+
 /// Applies faults to the cluster. Each fault of a timeline runs as its own task (faults
 /// overlap), with its own seeded rng; overlapping partitions heal together.
 #[derive(Clone)]
@@ -150,22 +153,42 @@ impl Nemesis {
         };
         let peer_url = flag(&m.args.lock().unwrap(), "-initial-advertise-peer-urls");
         m.replacing.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.disks.lock().unwrap().replaced.insert(t);
-        // 1. remove it (retried while the cluster has no leader)
+        let first_time = self.disks.lock().unwrap().replaced.insert(t);
+        // 1. remove it, retried as an operator retries: while the cluster has no leader,
+        // and while the strict reconfiguration check refuses (a peer connected for less
+        // than 5 s after a partition or a restart, say). A member still in the
+        // configuration after a minute is left as it is, data and all.
         let mut removed = None;
-        for _ in 0..40 {
+        let give_up = tokio::time::Instant::now() + REMOVE_RETRY_FOR;
+        let mut gone = false;
+        while tokio::time::Instant::now() < give_up {
             if let Ok(ms) = c.members().await {
                 match ms.iter().find(|x| x.peer_urls.contains(&peer_url)) {
                     Some(x) => {
                         if c.remove_member(&x.id).await.is_ok() {
                             removed = Some(x.id.clone());
+                            gone = true;
                             break;
                         }
                     }
-                    None => break,
+                    None => {
+                        gone = true;
+                        break;
+                    }
                 }
             }
             detcd_node::rt::sleep(Duration::from_millis(250)).await;
+        }
+        if !gone {
+            m.replacing
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            if first_time {
+                self.disks.lock().unwrap().replaced.remove(&t);
+            }
+            return format!(
+                "not replaced: its removal was refused for {} s",
+                REMOVE_RETRY_FOR.as_secs()
+            );
         }
         // 2. it stops on its own once it applies its removal; make sure, and wipe its data
         detcd_node::rt::sleep(Duration::from_millis(500)).await;

@@ -561,7 +561,50 @@ pub(super) async fn update_member(
 pub(super) async fn remove_member(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
     let member =
         check_members(ctx, |m| m.check_remove(id).cloned()).map_err(ConfFailure::Refused)?;
+    ready_to_remove(ctx, id)?;
     conf_change(ctx, ConfChangeType::RemoveNode, member, Change::AddRemove).await
+}
+
+/// etcd's strict reconfiguration check for a removal (`mayRemoveMember`): a learner may always
+/// go; a voter only if the started voters left form a quorum of the voters left
+/// (`IsReadyToRemoveVotingMember`), and, unless it is down (not connected now, and not this
+/// member), only if the voters connected for 5 s, this member counted, stay a quorum without
+/// it. (Removing the last voter, or one of two while the other is down, is refused here
+/// rather than proposed and dropped by Raft.)
+fn ready_to_remove(ctx: &Ctx, id: u64) -> Result<(), ConfFailure> {
+    if !ctx.strict_reconfig_check {
+        return Ok(());
+    }
+    let sm = ctx.shared.sm.lock().expect("sm lock");
+    let members = &sm.meta.members;
+    if members.members.get(&id).is_some_and(|m| m.is_learner) {
+        return Ok(());
+    }
+    let voters: Vec<&Member> = members.voters().collect();
+    let others = voters.iter().filter(|m| m.id != id);
+    let (left, started) = others.fold((0, 0), |(n, s), m| {
+        (n + 1, s + usize::from(!m.client_urls.is_empty()))
+    });
+    if started < left / 2 + 1 {
+        return Err(ConfFailure::NotEnoughStarted);
+    }
+    if id != ctx.shared.id && ctx.transport.connected_for(id).is_none() {
+        return Ok(());
+    }
+    let active = voters
+        .iter()
+        .filter(|m| {
+            m.id == ctx.shared.id
+                || ctx
+                    .transport
+                    .connected_for(m.id)
+                    .is_some_and(|d| d >= RECONFIG_CONNECTED_MIN)
+        })
+        .count();
+    if active.saturating_sub(1) < 1 + voters.len().saturating_sub(1) / 2 {
+        return Err(ConfFailure::Unhealthy);
+    }
+    Ok(())
 }
 
 async fn add(ctx: &Ctx, urls: Vec<String>) -> Response<Body> {
