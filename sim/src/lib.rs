@@ -22,6 +22,7 @@ pub mod report;
 pub mod scenario;
 pub mod seed;
 pub mod shards;
+pub mod v3auth;
 pub mod v3load;
 pub mod workload;
 

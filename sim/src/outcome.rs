@@ -82,6 +82,7 @@ pub fn judge(s: &Scenario, out: RunOutput, wall: Duration) -> RunResult {
     checks.push(crate::availability::availability(s, &out));
     checks.push(crate::availability::vacuity_with(s, &out, leases));
     checks.extend(crate::permissions::check(s, &out));
+    checks.extend(crate::v3auth::check(s, &out));
     let load_ns = (s.workload.duration_s * 1e9) as u64;
     let report = report::build(
         &s.name,

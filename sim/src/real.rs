@@ -1002,6 +1002,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
                 w,
                 seed,
                 (w as usize) < s.workload.slow_watchers,
+                None,
                 addrs,
                 rec,
                 start,
@@ -1282,6 +1283,13 @@ pub fn main() -> ExitCode {
     };
     if let Some(e) = bench.and_then(|b| bench_opts.invalid(b)) {
         eprintln!("detcd-real: {e}");
+        return ExitCode::from(2);
+    }
+    if s.auth.enabled {
+        eprintln!(
+            "detcd-real: scenario {}: auth scenarios run in the simulator only (`cargo sim run {}`)",
+            s.name, s.name
+        );
         return ExitCode::from(2);
     }
     let started = if processes {

@@ -102,7 +102,14 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
             .name("admin")
             .ip("10.0.1.4".parse().unwrap())
             .build();
-        let setup = admin.spawn(async move { crate::permissions::setup(&spec, &addrs).await });
+        let v3 = s.workload.api == crate::scenario::Api::V3;
+        let setup = admin.spawn(async move {
+            if v3 {
+                crate::v3auth::setup(&spec, &addrs).await
+            } else {
+                crate::permissions::setup(&spec, &addrs).await
+            }
+        });
         setup.await.expect("auth setup task").expect("auth setup");
     }
     let start = tokio::time::Instant::now();
@@ -130,6 +137,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                         w,
                         seed,
                         (w as usize) < s.workload.slow_watchers,
+                        crate::v3auth::root(&s),
                         addrs,
                         rec,
                         start,

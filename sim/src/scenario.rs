@@ -1311,9 +1311,23 @@ impl Scenario {
             if !names.insert(r.name.as_str()) {
                 return Err(format!("auth.roles: {:?} defined twice", r.name));
             }
-            if let Some(p) = r.read.iter().chain(&r.write).find(|p| !p.starts_with('/')) {
+            // v2 patterns are key paths; v3 ones keys of the workload's key space.
+            let (bad, want) = match self.workload.api {
+                Api::V2 => (
+                    r.read.iter().chain(&r.write).find(|p| !p.starts_with('/')),
+                    "start with `/`",
+                ),
+                Api::V3 => (
+                    r.read
+                        .iter()
+                        .chain(&r.write)
+                        .find(|p| !p.starts_with("v3/")),
+                    "start with `v3/` (the v3 workload's keys)",
+                ),
+            };
+            if let Some(p) = bad {
                 return Err(format!(
-                    "auth.roles: {:?}: pattern {p:?} must start with `/`",
+                    "auth.roles: {:?}: pattern {p:?} must {want}",
                     r.name
                 ));
             }

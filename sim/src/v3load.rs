@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::scenario::{Scenario, V3Op};
 use crate::workload::{OpKind, OpRecord, Outcome, Recorder};
 
-type Ch = H2Channel<tonic::body::Body>;
+type Ch = crate::v3auth::Ch;
 type Kv = KvClient<Ch>;
 
 /// The workload's key number `k`.
@@ -57,6 +57,9 @@ struct Client {
     /// The mod_revision last seen per key (for CAS).
     seen: Vec<i64>,
     timeout: Duration,
+    /// Who it acts as when auth is on (see [`crate::v3auth`]), and the token it holds.
+    creds: Option<crate::v3auth::Creds>,
+    token: crate::v3auth::Token,
 }
 
 /// What one call ended with.
@@ -133,11 +136,16 @@ fn txn_resp(t: &pb::TxnResponse) -> h::TxnResponse {
 
 impl Client {
     async fn conn(&mut self) -> Option<&mut Ch> {
+        if self.conn.is_some() && self.creds.is_some() && self.token.get().is_none() {
+            // The token was refused: authenticate again, on a new connection.
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let addr = self.addrs[self.member];
-            match tokio::time::timeout(self.timeout, H2Channel::connect(addr)).await {
-                Ok(Ok(ch)) => self.conn = Some(ch),
-                _ => {
+            match crate::v3auth::connect(addr, self.creds.as_ref(), &self.token, self.timeout).await
+            {
+                Some(ch) => self.conn = Some(ch),
+                None => {
                     // Try the next member next time.
                     self.member = (self.member + 1) % self.addrs.len();
                     return None;
@@ -167,7 +175,12 @@ impl Client {
         let c = self.conn().await?.clone();
         let ended = match tokio::time::timeout(timeout, f(c)).await {
             Ok(Ok(r)) => return Some(Ended::Ok(r.into_inner())),
-            Ok(Err(s)) if !unknown_effect(&s) => Ended::Refused(s),
+            Ok(Err(s)) if !unknown_effect(&s) => {
+                if crate::v3auth::token_refused(&s) {
+                    self.token.set(None);
+                }
+                Ended::Refused(s)
+            }
             _ => Ended::Unknown,
         };
         self.conn = None;
@@ -489,8 +502,16 @@ pub async fn run_clients(
                 seq: 0,
                 seen: vec![0; s.workload.keys.max(1)],
                 timeout: Duration::from_millis(s.workload.request_timeout_ms),
+                creds: crate::v3auth::client_creds(&s, seed, c as u32),
+                token: Default::default(),
                 addrs,
             };
+            if let Some(cr) = &client.creds {
+                rec.lock()
+                    .unwrap()
+                    .v3_users
+                    .insert(c as u64, cr.user.clone());
+            }
             while tokio::time::Instant::now() < end {
                 client.one(&s, &rec, start).await;
             }
@@ -532,6 +553,8 @@ async fn run_compactor(
         seq: 0,
         seen: Vec::new(),
         timeout: Duration::from_millis(s.workload.request_timeout_ms),
+        creds: crate::v3auth::root(&s),
+        token: Default::default(),
         addrs,
     };
     let every = Duration::from_millis(s.workload.compact_every_ms);
@@ -592,10 +615,12 @@ fn watch_variant(seed: u64, id: u32) -> (String, String, bool, i64, Vec<h::Watch
 }
 
 /// Run v3 watcher `id` until `end`, recording every watch it creates and every response.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_watcher(
     id: u32,
     seed: u64,
     slow: bool,
+    creds: Option<crate::v3auth::Creds>,
     addrs: Vec<String>,
     rec: Arc<Mutex<Recorder>>,
     start: tokio::time::Instant,
@@ -619,6 +644,13 @@ pub async fn run_watcher(
                 detcd_node::rt::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        // With auth on, each connection authenticates afresh (a member that restarted
+        // forgot every token).
+        let token = crate::v3auth::Token::default();
+        let Some(ch) = crate::v3auth::wrap(ch, creds.as_ref(), &token, WATCH_SILENCE).await else {
+            detcd_node::rt::sleep(Duration::from_millis(50)).await;
+            continue;
         };
         let create = pb::WatchCreateRequest {
             key: wkey.clone().into_bytes(),
@@ -704,6 +736,19 @@ pub async fn run_watcher(
     }
 }
 
+/// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`):
+/// None when there is none (an empty prefix, or one of 0xff bytes only: every key after it).
+pub fn prefix_end_of(prefix: &str) -> Option<String> {
+    let mut b = prefix.as_bytes().to_vec();
+    while let Some(last) = b.pop() {
+        if last < 0xff {
+            b.push(last + 1);
+            return String::from_utf8(b).ok();
+        }
+    }
+    None
+}
+
 /// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`
 /// for a prefix ending in a byte below 0xff).
 fn prefix_end(prefix: &str) -> String {
@@ -745,6 +790,8 @@ pub async fn run_lease_client(
         seq: 0,
         seen: Vec::new(),
         timeout: Duration::from_millis(s.workload.request_timeout_ms),
+        creds: crate::v3auth::root(&s),
+        token: Default::default(),
         addrs,
     };
     let now_ns = || start.elapsed().as_nanos() as u64;

@@ -183,6 +183,8 @@ pub struct Recorder {
     pub v3_lease_grants: Vec<detcd_checker::v3::LeaseGrant>,
     /// The v3 lease clients' answered KeepAlives.
     pub v3_keepalives: Vec<detcd_checker::v3::LeaseKeepAlive>,
+    /// The user each v3 workload client acted as (history client id), when auth is on.
+    pub v3_users: std::collections::BTreeMap<u64, String>,
 }
 
 /// The main directory of the checked keys: the whole space a watcher may watch, and the
