@@ -228,6 +228,7 @@ mod tests {
                 user("carol", &[]),
                 user("dave", &["exact", "k-ro"]),
             ],
+            ..AuthSpec::default()
         }
     }
 

@@ -217,6 +217,11 @@ pub struct AuthSpec {
     /// Users the workload's clients act as (client `i` as user `(first + i) mod n`, `first`
     /// seeded).
     pub users: Vec<UserSpec>,
+    /// v3 only: a role (of `roles`, with one pattern) whose permission the harness revokes
+    /// and grants again in turn during the load, every `flip_every_ms` (empty: none).
+    pub flip_role: String,
+    /// See `flip_role`.
+    pub flip_every_ms: u64,
 }
 
 impl AuthSpec {
@@ -1332,6 +1337,28 @@ impl Scenario {
                 ));
             }
         }
+        if !a.flip_role.is_empty() || a.flip_every_ms > 0 {
+            let Some(r) = a.roles.iter().find(|r| r.name == a.flip_role) else {
+                return Err(format!(
+                    "auth.flip_role: {:?} is not a role of auth.roles",
+                    a.flip_role
+                ));
+            };
+            let patterns: std::collections::BTreeSet<&String> =
+                r.read.iter().chain(&r.write).collect();
+            if patterns.len() != 1 {
+                return Err(format!(
+                    "auth.flip_role: {:?} must have exactly one pattern (read, write or both)",
+                    r.name
+                ));
+            }
+            if self.workload.api != Api::V3 {
+                return Err("auth.flip_role: v3 workloads only (`api = \"v3\"`)".into());
+            }
+            if a.flip_every_ms == 0 {
+                return Err("auth.flip_every_ms: at least 1 with a flip_role".into());
+            }
+        }
         let mut users = std::collections::BTreeSet::new();
         for u in &a.users {
             if u.name.is_empty() || u.name == "root" || u.name.contains(':') {
@@ -1699,6 +1726,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(guest.0.contains("\"guest\" is not a role name"), "{guest}");
+        // v3: patterns of the workload's keys; a flipped role has one pattern, v3 only.
+        let v3 = |extra: &str, role: &str| {
+            Scenario::parse(
+                &format!("name = \"x\"\n[workload]\napi = \"v3\"\n[auth]\nenabled = true\n{extra}[[auth.roles]]\nname = \"r\"\n{role}[[auth.users]]\nname = \"u\"\npassword = \"p\"\nroles = [\"r\"]\n"),
+                "s.toml",
+            )
+        };
+        assert!(v3(
+            "flip_role = \"r\"\nflip_every_ms = 500\n",
+            "read = [\"v3/5\"]\nwrite = [\"v3/5\"]\n"
+        )
+        .is_ok());
+        let e = v3("", "read = [\"/k/*\"]\n").unwrap_err();
+        assert!(e.0.contains("must start with `v3/`"), "{e}");
+        let e = v3(
+            "flip_role = \"r\"\nflip_every_ms = 500\n",
+            "read = [\"v3/5\", \"v3/6\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("exactly one pattern"), "{e}");
+        let e = v3("flip_role = \"r\"\n", "read = [\"v3/5\"]\n").unwrap_err();
+        assert!(e.0.contains("flip_every_ms"), "{e}");
+        let e = v3(
+            "flip_role = \"nope\"\nflip_every_ms = 5\n",
+            "read = [\"v3/5\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("not a role of auth.roles"), "{e}");
         // Without auth nothing is written back (shrink re-encodes scenarios).
         let plain = Scenario::parse("name = \"x\"\n", "s.toml").unwrap();
         let text = toml::to_string(&plain).unwrap();

@@ -170,7 +170,7 @@ fn interval(pattern: &str) -> Ivl {
 }
 
 /// The permission a pattern list grants, as etcd's `authpb.Permission` (key, range_end).
-fn permission(pattern: &str, kind: authpb::permission::Type) -> authpb::Permission {
+pub fn permission(pattern: &str, kind: authpb::permission::Type) -> authpb::Permission {
     let (key, end) = match pattern.strip_suffix('*') {
         Some(p) => (
             p.to_string(),
@@ -223,14 +223,16 @@ fn covers(perms: &[Ivl], key: &str, end: &str) -> bool {
     })
 }
 
-/// The read and write intervals `user` holds through its roles.
-fn grants(spec: &AuthSpec, user: &str) -> Option<(Vec<Ivl>, Vec<Ivl>)> {
+/// The read and write intervals `user` holds through its roles (`flip_role`'s only if
+/// `flipped_in`).
+fn grants(spec: &AuthSpec, user: &str, flipped_in: bool) -> Option<(Vec<Ivl>, Vec<Ivl>)> {
     let u = spec.users.iter().find(|u| u.name == user)?;
     let (mut read, mut write) = (Vec::new(), Vec::new());
     for r in u
         .roles
         .iter()
         .filter_map(|r| spec.roles.iter().find(|x| x.name == *r))
+        .filter(|r| flipped_in || r.name != spec.flip_role)
     {
         read.extend(r.read.iter().map(|p| interval(p)));
         write.extend(r.write.iter().map(|p| interval(p)));
@@ -238,9 +240,15 @@ fn grants(spec: &AuthSpec, user: &str) -> Option<(Vec<Ivl>, Vec<Ivl>)> {
     Some((read, write))
 }
 
-/// Whether the scenario's roles let `user` make `req` (see the module documentation).
+/// Whether the scenario's roles let `user` make `req` (see the module documentation),
+/// with `flip_role`'s permission granted (as it is before the first change).
 pub fn allowed(spec: &AuthSpec, user: &str, req: &h::Request) -> bool {
-    let Some((read, write)) = grants(spec, user) else {
+    allowed_as(spec, user, req, true)
+}
+
+/// [`allowed`], with `flip_role`'s permission granted or not.
+pub fn allowed_as(spec: &AuthSpec, user: &str, req: &h::Request, flipped_in: bool) -> bool {
+    let Some((read, write)) = grants(spec, user, flipped_in) else {
         return false;
     };
     let op = |r: &h::Request, in_txn: bool| -> bool {
@@ -266,6 +274,58 @@ pub fn allowed(spec: &AuthSpec, user: &str, req: &h::Request) -> bool {
         }
         other => op(other, false),
     }
+}
+
+/// One change of `flip_role`'s permission, made by the flipper (as root): from the call
+/// of its first try to the answer that acknowledged it (None: never acknowledged), after
+/// which the permission is `granted` or not. Between the two it may or may not be in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthChange {
+    /// The first try's call (ns since the start of the load).
+    pub call_ns: u64,
+    /// The acknowledgement (ns since the start of the load).
+    pub return_ns: Option<u64>,
+    /// Whether the permission is granted after it.
+    pub granted: bool,
+}
+
+/// The states `flip_role`'s permission may have had for an operation called at `call` and
+/// answered at `ret`: (granted possible, revoked possible). A linearizable operation takes
+/// effect within its call and answer (permissions are checked as it applies, or, for a
+/// read, after its read index is reached), so a change whose window overlaps that span may
+/// or may not have been in force; a serializable read is checked against its member's
+/// auth state, which may be behind, so any state from before its answer is possible.
+pub fn flip_states(
+    changes: &[AuthChange],
+    call: u64,
+    ret: u64,
+    serializable: bool,
+) -> (bool, bool) {
+    // Indexed by the state: [revoked, granted].
+    let mut possible = [false; 2];
+    if serializable {
+        possible[1] = true; // granted before the first change
+        for c in changes.iter().filter(|c| c.call_ns <= ret) {
+            possible[usize::from(c.granted)] = true;
+        }
+        return (possible[1], possible[0]);
+    }
+    let (mut state, mut overlapped) = (true, false);
+    for c in changes {
+        if c.return_ns.is_some_and(|end| end < call) {
+            state = c.granted; // settled before the operation began
+        } else if c.call_ns <= ret {
+            // In flight during it: the state before, or after.
+            possible[usize::from(state)] = true;
+            possible[usize::from(c.granted)] = true;
+            state = c.granted;
+            overlapped = true;
+        }
+    }
+    if !overlapped {
+        possible[usize::from(state)] = true;
+    }
+    (possible[1], possible[0])
 }
 
 /// Before the load: root (with the root role), the roles and their permissions, the users
@@ -450,7 +510,7 @@ pub fn check(s: &Scenario, out: &RunOutput) -> Option<Check> {
     if !s.auth.enabled || s.workload.api != crate::scenario::Api::V3 {
         return None;
     }
-    let (mut allowed_n, mut refused_n, mut excluded) = (0u64, 0u64, 0u64);
+    let (mut allowed_n, mut refused_n, mut excluded, mut changing) = (0u64, 0u64, 0u64, 0u64);
     let mut wrong = Vec::new();
     for o in &out.rec.v3 {
         let Some(user) = out.rec.v3_users.get(&o.client) else {
@@ -464,13 +524,23 @@ pub fn check(s: &Scenario, out: &RunOutput) -> Option<Check> {
                 continue;
             }
         };
-        let should = allowed(&s.auth, user, &o.request);
-        if should {
-            allowed_n += 1;
-        } else {
-            refused_n += 1;
+        let ret = o.return_ns.unwrap_or(u64::MAX);
+        let serializable = matches!(&o.request, h::Request::Range(q) if q.serializable);
+        let (g, r) = flip_states(&out.rec.v3_auth_changes, o.call_ns, ret, serializable);
+        let (with, without) = (
+            allowed_as(&s.auth, user, &o.request, true),
+            allowed_as(&s.auth, user, &o.request, false),
+        );
+        let may_allow = (g && with) || (r && without);
+        let may_refuse = (g && !with) || (r && !without);
+        // Counted by what the roles say; an operation they may allow or refuse (a change
+        // in flight) counts as neither.
+        match (may_allow, may_refuse) {
+            (true, true) => changing += 1,
+            (true, false) => allowed_n += 1,
+            _ => refused_n += 1,
         }
-        if should == refused {
+        if (refused && !may_refuse) || (!refused && !may_allow) {
             wrong.push(format!(
                 "op {} by {user} (client {}, member {:?}, at {:.3} s): {} but the roles {} it: {}",
                 o.id,
@@ -482,13 +552,14 @@ pub fn check(s: &Scenario, out: &RunOutput) -> Option<Check> {
                 } else {
                     "answered with success"
                 },
-                if should { "allow" } else { "refuse" },
+                if refused { "allow" } else { "refuse" },
                 serde_json::to_string(&o.request).unwrap_or_default(),
             ));
         }
     }
+    let changes = out.rec.v3_auth_changes.len();
     let counts = format!(
-        "{allowed_n} answered operations the roles allow, {refused_n} they refuse ({excluded} indeterminate or otherwise failed left out)"
+        "{allowed_n} answered operations the roles allow, {refused_n} they refuse, {changing} either way (a permission change in flight; {changes} changes) ({excluded} indeterminate or otherwise failed left out)"
     );
     let (passed, detail) = if !wrong.is_empty() {
         (
@@ -545,6 +616,7 @@ mod tests {
                 user("carol", &[]),
                 user("dave", &["low", "three"]),
             ],
+            ..AuthSpec::default()
         }
     }
 
@@ -615,6 +687,45 @@ mod tests {
         assert!(allowed(&s, "dave", &cas("v3/3", true)));
         assert!(!allowed(&s, "dave", &cas("v3/2", false)));
         assert!(!allowed(&s, "nobody", &range("v3/1", "")));
+    }
+
+    #[test]
+    fn a_permission_change_in_flight_makes_both_answers_possible() {
+        let ch = |call, ret: Option<u64>, granted| AuthChange {
+            call_ns: call,
+            return_ns: ret,
+            granted,
+        };
+        // Revoked over [100, 200], granted again over [300, 400], revoked from 500 on
+        // (never acknowledged).
+        let c = [
+            ch(100, Some(200), false),
+            ch(300, Some(400), true),
+            ch(500, None, false),
+        ];
+        // Linearizable: before any change, between them, and overlapping one.
+        assert_eq!(flip_states(&c, 10, 90, false), (true, false));
+        assert_eq!(flip_states(&c, 210, 290, false), (false, true));
+        assert_eq!(flip_states(&c, 150, 160, false), (true, true));
+        assert_eq!(flip_states(&c, 410, 490, false), (true, false));
+        assert_eq!(flip_states(&c, 600, 700, false), (true, true));
+        // Serializable: any state its member may still be at, from before its answer.
+        assert_eq!(flip_states(&c, 10, 90, true), (true, false));
+        assert_eq!(flip_states(&c, 210, 290, true), (true, true));
+        assert_eq!(flip_states(&[], 210, 290, true), (true, false));
+        // An operation the roles allow only with the permission: refused while it is
+        // revoked, either while a change is in flight.
+        let mut s = spec();
+        s.roles.push(RoleSpec {
+            name: "five".into(),
+            read: vec!["v3/5".into()],
+            write: vec!["v3/5".into()],
+        });
+        s.users[2].roles.push("five".into());
+        s.flip_role = "five".into();
+        assert!(allowed_as(&s, "carol", &put("v3/5", false), true));
+        assert!(!allowed_as(&s, "carol", &put("v3/5", false), false));
+        assert!(!allowed_as(&s, "carol", &put("v3/6", false), true));
     }
 
     #[test]

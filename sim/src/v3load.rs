@@ -527,6 +527,10 @@ pub async fn run_clients(
         let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
         tasks.push(tokio::spawn(run_compactor(s, addrs, seed, rec, start, end)));
     }
+    if !s.auth.flip_role.is_empty() {
+        let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
+        tasks.push(tokio::spawn(run_flipper(s, addrs, rec, start, end)));
+    }
     for t in tasks {
         let _ = t.await;
     }
@@ -576,6 +580,111 @@ async fn run_compactor(
         }
         if c.compact_op(&rec, start, at).await {
             compacted = at;
+        }
+    }
+}
+
+/// The flipper (`auth.flip_role`): every `auth.flip_every_ms` it revokes the role's one
+/// permission, or grants it again, as root, retrying until a member acknowledges the
+/// change (both are idempotent: a revocation answered "permission is not granted" found
+/// its work done). Each change is recorded from its first try to its acknowledgement
+/// ([`crate::v3auth::AuthChange`]), for the `v3-permissions` check.
+async fn run_flipper(
+    s: Arc<Scenario>,
+    addrs: Vec<SocketAddr>,
+    rec: Arc<Mutex<Recorder>>,
+    start: tokio::time::Instant,
+    end: tokio::time::Instant,
+) {
+    use detcd_proto::etcdserverpb::auth_client::AuthClient;
+    let Some(role) = s.auth.roles.iter().find(|r| r.name == s.auth.flip_role) else {
+        return;
+    };
+    let pattern = role
+        .read
+        .iter()
+        .chain(&role.write)
+        .next()
+        .cloned()
+        .unwrap_or_default();
+    let kind = match (role.read.contains(&pattern), role.write.contains(&pattern)) {
+        (true, true) => detcd_proto::authpb::permission::Type::Readwrite,
+        (true, false) => detcd_proto::authpb::permission::Type::Read,
+        _ => detcd_proto::authpb::permission::Type::Write,
+    };
+    let perm = crate::v3auth::permission(&pattern, kind);
+    // The client id after the KV, lease and compactor clients'.
+    let id = (s.workload.clients + s.workload.leases + 1) as u32;
+    let mut c = Client {
+        id,
+        rng: ChaCha8Rng::seed_from_u64(0),
+        member: id as usize % addrs.len(),
+        conn: None,
+        seq: 0,
+        seen: Vec::new(),
+        timeout: Duration::from_millis(s.workload.request_timeout_ms),
+        creds: crate::v3auth::root(&s),
+        token: Default::default(),
+        addrs,
+    };
+    let every = Duration::from_millis(s.auth.flip_every_ms);
+    let now_ns = || start.elapsed().as_nanos() as u64;
+    let mut granted = true;
+    loop {
+        detcd_node::rt::sleep(every).await;
+        if tokio::time::Instant::now() >= end {
+            return;
+        }
+        granted = !granted;
+        let call_ns = now_ns();
+        let mut acked = None;
+        while acked.is_none() && tokio::time::Instant::now() < end {
+            let (name, perm) = (role.name.clone(), perm.clone());
+            let ended = c
+                .call_ch(|ch| async move {
+                    let mut a = AuthClient::new(ch);
+                    if granted {
+                        a.role_grant_permission(pb::AuthRoleGrantPermissionRequest {
+                            name,
+                            perm: Some(perm),
+                        })
+                        .await
+                        .map(|r| r.map(|_| ()))
+                    } else {
+                        match a
+                            .role_revoke_permission(pb::AuthRoleRevokePermissionRequest {
+                                role: name,
+                                key: perm.key,
+                                range_end: perm.range_end,
+                            })
+                            .await
+                        {
+                            Err(e)
+                                if e.message()
+                                    == "etcdserver: permission is not granted to the role" =>
+                            {
+                                Ok(tonic::Response::new(()))
+                            }
+                            r => r.map(|r| r.map(|_| ())),
+                        }
+                    }
+                })
+                .await;
+            match ended {
+                Some(Ended::Ok(())) => acked = Some(now_ns()),
+                _ => detcd_node::rt::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        rec.lock()
+            .unwrap()
+            .v3_auth_changes
+            .push(crate::v3auth::AuthChange {
+                call_ns,
+                return_ns: acked,
+                granted,
+            });
+        if acked.is_none() {
+            return;
         }
     }
 }

@@ -185,6 +185,8 @@ pub struct Recorder {
     pub v3_keepalives: Vec<detcd_checker::v3::LeaseKeepAlive>,
     /// The user each v3 workload client acted as (history client id), when auth is on.
     pub v3_users: std::collections::BTreeMap<u64, String>,
+    /// The changes of `auth.flip_role`'s permission, in order (see `crate::v3auth`).
+    pub v3_auth_changes: Vec<crate::v3auth::AuthChange>,
 }
 
 /// The main directory of the checked keys: the whole space a watcher may watch, and the
