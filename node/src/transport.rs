@@ -163,6 +163,10 @@ pub struct ClusterInfo {
     pub members: Members,
 }
 
+/// Members not in this member's membership whose addresses it looks up at once, at most
+/// (see `Transport::learn_remote`): a stream from one more is refused.
+const UNKNOWN_MAX: usize = 8;
+
 /// How often an idle stream carries an empty keep-alive frame, so a dead peer is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
@@ -186,7 +190,11 @@ pub struct Transport {
     id: u64,
     token: String,
     members: Mutex<Members>,
-    connected_since: Mutex<BTreeMap<u64, tokio::time::Instant>>,
+    /// Since when the stream to each peer is up, and which sender made it (a sender that
+    /// ends forgets only its own stream: see `Transport::sender`).
+    connected_since: Mutex<BTreeMap<u64, (tokio::time::Instant, u64)>>,
+    /// The next sender's number.
+    senders: std::sync::atomic::AtomicU64,
     cluster_id: Mutex<u64>,
     peers: Mutex<BTreeMap<u64, Peer>>,
     allowed: Mutex<Vec<u64>>,
@@ -228,6 +236,7 @@ impl Transport {
             token,
             members: Mutex::new(Members::default()),
             connected_since: Mutex::new(BTreeMap::new()),
+            senders: std::sync::atomic::AtomicU64::new(0),
             cluster_id: Mutex::new(cluster_id),
             peers: Mutex::new(BTreeMap::new()),
             allowed: Mutex::new(Vec::new()),
@@ -295,7 +304,7 @@ impl Transport {
             let urls = m.peer_urls.clone();
             let to = *id;
             let sent = Arc::clone(&metrics);
-            rt::spawn(async move { me.sender(to, urls, rx, sent).await });
+            rt::spawn(async move { me.sender(to, urls, rx, sent, true).await });
             let me = Arc::clone(self);
             let urls = m.peer_urls.clone();
             rt::spawn(async move { me.prober(to, urls, metrics).await });
@@ -303,48 +312,68 @@ impl Transport {
     }
 
     /// Find where to answer `id`, a member of this cluster that this member has not
-    /// applied the addition of yet and that is sending to it (see `serve_stream`): ask the
+    /// applied the addition of yet and that is sending to it (see `receive`): ask the
     /// members it knows for the membership, and send to `id` at the peer URLs the first
-    /// answer that names it gives (etcd's transport "remotes"). Until the membership
-    /// here names `id`, or removes it, messages to it go there; without it, Raft's answers
-    /// to a leader elected among members added since would have nowhere to go, and the
-    /// member would never catch up (membership-under-faults seed 22).
-    fn learn_remote(self: &Arc<Self>, id: u64) {
-        if !self.learning.lock().expect("lock").insert(id) {
-            return;
+    /// answer that names it gives (etcd's transport "remotes"; the URLs come from members
+    /// this one knows, never from the stranger). Asked again every second while `id`'s
+    /// stream is `alive` and nothing names it (the members asked may lag too). Until the
+    /// membership here names `id`, or removes it, messages to it go there; without it,
+    /// Raft's answers to a leader elected among members added since would have nowhere to
+    /// go and the member would never catch up (membership-under-faults seed 22). Returns
+    /// false when [`UNKNOWN_MAX`] unknown members are being looked up already.
+    fn learn_remote(self: &Arc<Self>, id: u64, alive: Arc<std::sync::atomic::AtomicBool>) -> bool {
+        {
+            let mut learning = self.learning.lock().expect("lock");
+            if learning.contains(&id) {
+                return true;
+            }
+            if learning.len() >= UNKNOWN_MAX {
+                return false;
+            }
+            learning.insert(id);
         }
         let me = Arc::clone(self);
         rt::spawn(async move {
-            let cid = *me.cluster_id.lock().expect("lock");
-            let known: Vec<Vec<String>> = (me.members.lock().expect("members lock"))
-                .members
-                .iter()
-                .filter(|(m, _)| **m != me.id)
-                .map(|(_, m)| m.peer_urls.clone())
-                .collect();
-            let mut found = None;
-            'ask: for urls in known {
-                for url in urls {
-                    let Ok(info) =
-                        fetch_cluster_info(&url, &me.token, me.tls.client.as_ref()).await
-                    else {
-                        continue;
-                    };
-                    if info.error.is_none() && info.cluster_id == cid {
-                        if let Some(m) = info.members.members.get(&id) {
-                            if !m.peer_urls.is_empty() {
-                                found = Some(m.peer_urls.clone());
-                                break 'ask;
+            let settled = |me: &Transport| {
+                let members = me.members.lock().expect("members lock");
+                members.members.contains_key(&id)
+                    || members.removed.contains(&id)
+                    || me.peers.lock().expect("peers lock").contains_key(&id)
+            };
+            while alive.load(std::sync::atomic::Ordering::Acquire) && !settled(&me) {
+                let cid = *me.cluster_id.lock().expect("lock");
+                let known: Vec<Vec<String>> = (me.members.lock().expect("members lock"))
+                    .members
+                    .iter()
+                    .filter(|(m, _)| **m != me.id)
+                    .map(|(_, m)| m.peer_urls.clone())
+                    .collect();
+                let mut found = None;
+                'ask: for urls in known {
+                    for url in urls {
+                        let Ok(info) =
+                            fetch_cluster_info(&url, &me.token, me.tls.client.as_ref()).await
+                        else {
+                            continue;
+                        };
+                        if info.error.is_none() && info.cluster_id == cid {
+                            if let Some(m) = info.members.members.get(&id) {
+                                if !m.peer_urls.is_empty() {
+                                    found = Some(m.peer_urls.clone());
+                                    break 'ask;
+                                }
                             }
                         }
                     }
                 }
-            }
-            if let Some(urls) = found {
-                me.add_remote(id, urls);
+                match found {
+                    Some(urls) => me.add_remote(id, urls),
+                    None => crate::rt::sleep(Duration::from_secs(1)).await,
+                }
             }
             me.learning.lock().expect("lock").remove(&id);
         });
+        true
     }
 
     /// Send to `id` at `urls` until the membership names it (see [`Transport::learn_remote`]).
@@ -371,7 +400,8 @@ impl Transport {
             },
         );
         let me = Arc::clone(self);
-        rt::spawn(async move { me.sender(id, urls, rx, metrics).await });
+        // A remote's stream is no member's: the strict reconfiguration check never counts it.
+        rt::spawn(async move { me.sender(id, urls, rx, metrics, false).await });
     }
 
     /// Queue a message for its peer.
@@ -396,7 +426,17 @@ impl Transport {
         urls: Vec<String>,
         mut rx: mpsc::Receiver<Message>,
         metrics: Arc<crate::metrics::Peer>,
+        track: bool,
     ) {
+        let gen = self
+            .senders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let forget = |me: &Transport| {
+            let mut c = me.connected_since.lock().expect("lock");
+            if c.get(&to).is_some_and(|(_, g)| *g == gen) {
+                c.remove(&to);
+            }
+        };
         let mut attempt = 0usize;
         loop {
             let url = &urls[attempt % urls.len()];
@@ -427,11 +467,12 @@ impl Transport {
                 crate::rt::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            self.connected_since
-                .lock()
-                .expect("lock")
-                .entry(to)
-                .or_insert_with(tokio::time::Instant::now);
+            if track {
+                self.connected_since
+                    .lock()
+                    .expect("lock")
+                    .insert(to, (tokio::time::Instant::now(), gen));
+            }
             // Stream messages until the stream fails or the peer is removed.
             let closed_by_peer = loop {
                 let first = tokio::select! {
@@ -445,11 +486,15 @@ impl Transport {
                             w.flush().await
                         }).await;
                         if matches!(alive, Ok(Ok(()))) { continue }
-                        self.connected_since.lock().expect("lock").remove(&to);
+                        forget(&self);
                         break closed_by(&alive);
                     }
                 };
-                let Some(first) = first else { return };
+                let Some(first) = first else {
+                    // The peer left the membership or changed its URLs: this stream is over.
+                    forget(&self);
+                    return;
+                };
                 let mut batch = vec![first];
                 while batch.len() < 256 {
                     match rx.try_recv() {
@@ -479,7 +524,7 @@ impl Transport {
                     }
                 }
                 if !ok {
-                    self.connected_since.lock().expect("lock").remove(&to);
+                    forget(&self);
                     let _ = self.inbox.send(Inbox::Unreachable(to));
                     break closed_by(&res);
                 }
@@ -638,15 +683,18 @@ impl Transport {
             .expect("members lock")
             .removed
             .contains(&hello.from);
-        if !known && cid != 0 && (hello.cluster_id != cid || removed) {
+        if !known && cid != 0 && (hello.cluster_id != cid || hello.token != self.token || removed) {
             tracing::warn!(from = %format!("{:x}", hello.from), removed, "peer: refusing a stream from a member not in the cluster");
             return Ok(());
         }
-        if !known && cid != 0 {
-            self.learn_remote(hello.from);
-        }
         let from = hello.from;
-        let ended = self.stream_messages(&mut stream, from).await;
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        if !known && cid != 0 && !self.learn_remote(from, Arc::clone(&alive)) {
+            tracing::warn!(from = %format!("{from:x}"), "peer: refusing a stream from a member not in the cluster (too many unknown members at once)");
+            return Ok(());
+        }
+        let ended = self.stream_messages(&mut stream, from, known).await;
+        alive.store(false, std::sync::atomic::Ordering::Release);
         let _ = self.inbox.send(Inbox::PeerGone(from));
         ended
     }
@@ -656,8 +704,14 @@ impl Transport {
         &self,
         stream: &mut tokio::io::BufReader<PeerStream>,
         from: u64,
+        known: bool,
     ) -> std::io::Result<()> {
-        let metrics = self.peer_metrics(from);
+        // A member not named here yet gets no `/metrics` entry until it is.
+        let metrics = if known {
+            self.peer_metrics(from)
+        } else {
+            Arc::default()
+        };
         loop {
             let buf = read_frame(stream, FRAME_BYTES_MAX).await?;
             if buf.is_empty() {
@@ -819,7 +873,7 @@ impl Transport {
             .lock()
             .expect("lock")
             .get(&id)
-            .map(|t| t.elapsed())
+            .map(|(t, _)| t.elapsed())
     }
 
     async fn answer_info(&self, stream: &mut PeerStream, hello: &Hello) -> std::io::Result<()> {

@@ -152,7 +152,10 @@ impl Nemesis {
                 .unwrap_or_default()
         };
         let peer_url = flag(&m.args.lock().unwrap(), "-initial-advertise-peer-urls");
-        m.replacing.store(true, std::sync::atomic::Ordering::SeqCst);
+        if m.replacing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // Overlapping replacements of one member: the first one does it.
+            return "not replaced: a replacement of it is under way".into();
+        }
         let first_time = self.disks.lock().unwrap().replaced.insert(t);
         // 1. remove it, retried as an operator retries: while the cluster has no leader,
         // and while the strict reconfiguration check refuses (a peer connected for less
@@ -178,6 +181,16 @@ impl Nemesis {
                 }
             }
             detcd_node::rt::sleep(Duration::from_millis(250)).await;
+        }
+        if !gone {
+            // A try that timed out may still have been applied: look before giving up.
+            for _ in 0..8 {
+                if let Ok(ms) = c.members().await {
+                    gone = !ms.iter().any(|x| x.peer_urls.contains(&peer_url));
+                    break;
+                }
+                detcd_node::rt::sleep(Duration::from_millis(250)).await;
+            }
         }
         if !gone {
             m.replacing

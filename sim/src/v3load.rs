@@ -637,7 +637,7 @@ async fn run_flipper(
         }
         granted = !granted;
         let call_ns = now_ns();
-        let mut acked = None;
+        let (mut acked, mut certain) = (None, true);
         while acked.is_none() && tokio::time::Instant::now() < end {
             let (name, perm) = (role.name.clone(), perm.clone());
             let ended = c
@@ -672,6 +672,10 @@ async fn run_flipper(
                 .await;
             match ended {
                 Some(Ended::Ok(())) => acked = Some(now_ns()),
+                Some(Ended::Unknown) => {
+                    certain = false;
+                    detcd_node::rt::sleep(Duration::from_millis(50)).await
+                }
                 _ => detcd_node::rt::sleep(Duration::from_millis(50)).await,
             }
         }
@@ -682,6 +686,7 @@ async fn run_flipper(
                 call_ns,
                 return_ns: acked,
                 granted,
+                certain,
             });
         if acked.is_none() {
             return;
