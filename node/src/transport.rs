@@ -334,11 +334,13 @@ impl Transport {
         }
         let me = Arc::clone(self);
         rt::spawn(async move {
+            // One lock at a time: `set_members` and `add_remote` take peers, then members.
             let settled = |me: &Transport| {
-                let members = me.members.lock().expect("members lock");
-                members.members.contains_key(&id)
-                    || members.removed.contains(&id)
-                    || me.peers.lock().expect("peers lock").contains_key(&id)
+                let named = {
+                    let members = me.members.lock().expect("members lock");
+                    members.members.contains_key(&id) || members.removed.contains(&id)
+                };
+                named || me.peers.lock().expect("peers lock").contains_key(&id)
             };
             while alive.load(std::sync::atomic::Ordering::Acquire) && !settled(&me) {
                 let cid = *me.cluster_id.lock().expect("lock");

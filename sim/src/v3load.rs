@@ -866,10 +866,7 @@ pub fn prefix_end_of(prefix: &str) -> Option<String> {
 /// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`
 /// for a prefix ending in a byte below 0xff).
 fn prefix_end(prefix: &str) -> String {
-    let mut b = prefix.as_bytes().to_vec();
-    let last = b.last_mut().expect("a non-empty prefix");
-    *last += 1;
-    String::from_utf8(b).expect("ascii prefix")
+    prefix_end_of(prefix).expect("a prefix with an end")
 }
 
 /// A lease client (`workload.leases`): in rounds until the load ends, it grants a lease of
