@@ -589,6 +589,7 @@ fn open_mvcc(
     let opts = crate::mvcc::MvccOptions {
         max_txn_ops: cfg.max_txn_ops,
         cache_bytes: cfg.backend_cache_bytes,
+        min_lease_ttl: crate::lease::min_ttl(cfg.heartbeat_interval_ms, cfg.election_timeout_ms),
     };
     let failed = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", path.display()));
     let mut mvcc = match crate::mvcc::Mvcc::open(Arc::clone(disk), &path, opts.clone()) {

@@ -1213,6 +1213,7 @@ mod tests {
         let opts = || MvccOptions {
             max_txn_ops: 128,
             cache_bytes: 1 << 20,
+            min_lease_ttl: 0,
         };
         let all = pb::RangeRequest {
             key: vec![0],

@@ -41,8 +41,10 @@ pub struct LeaseGrant {
 }
 
 impl Mvcc {
-    /// Rebuild the lease set from the committed tables.
+    /// Rebuild the lease set from the committed tables, each TTL raised to this member's
+    /// minimum in memory (etcd's `initAndRecover`; the table keeps the granted TTL).
     pub(super) fn load_leases(&mut self) -> io::Result<()> {
+        let min = self.opts.min_lease_ttl;
         let rtx = self.db().begin_read().map_err(io_err)?;
         let mut leases: BTreeMap<i64, Lease> = BTreeMap::new();
         let lt = rtx.open_table(LEASES).map_err(io_err)?;
@@ -51,7 +53,7 @@ impl Mvcc {
             leases.insert(
                 id.value(),
                 Lease {
-                    ttl: ttl.value(),
+                    ttl: ttl.value().max(min),
                     keys: BTreeSet::new(),
                 },
             );

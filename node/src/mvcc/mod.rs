@@ -86,6 +86,10 @@ pub struct MvccOptions {
     pub max_txn_ops: usize,
     /// redb's page cache, in bytes.
     pub cache_bytes: usize,
+    /// This member's minimum lease TTL in seconds ([`crate::lease::min_ttl`]): leases read
+    /// back at open or from a snapshot get at least this TTL, in memory only (etcd's
+    /// `initAndRecover`), so a restart with a longer election timeout raises short leases.
+    pub min_lease_ttl: i64,
 }
 
 impl Default for MvccOptions {
@@ -93,6 +97,7 @@ impl Default for MvccOptions {
         MvccOptions {
             max_txn_ops: 128,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            min_lease_ttl: 0,
         }
     }
 }

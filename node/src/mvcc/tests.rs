@@ -201,6 +201,7 @@ fn opts() -> MvccOptions {
     MvccOptions {
         max_txn_ops: 128,
         cache_bytes: 1 << 20,
+        min_lease_ttl: 0,
     }
 }
 
@@ -2199,6 +2200,39 @@ fn lease_revoke_deletes_attached_keys_in_one_revision() {
     );
 }
 
+/// etcd's `initAndRecover` raises a recovered lease's TTL to the member's minimum, in memory:
+/// a member restarted with a longer election timeout keeps short leases alive longer, and
+/// the table (what a snapshot carries) keeps the granted TTL.
+#[test]
+fn a_reopen_raises_lease_ttls_to_the_minimum_in_memory_only() {
+    let disk = MemDisk::default();
+    let mut s = S {
+        m: open_mem(&disk),
+        index: 0,
+    };
+    s.grant(1, 3).unwrap();
+    s.grant(2, 30).unwrap();
+    s.m.flush(true).unwrap();
+    drop(s);
+    let longer = MvccOptions {
+        min_lease_ttl: 8,
+        ..opts()
+    };
+    let m = Mvcc::open(Arc::new(disk.clone()), Path::new(DB), longer.clone()).unwrap();
+    assert_eq!(m.leases(), vec![(1, 8), (2, 30)]);
+    assert_eq!(m.lease_ttl(1), Some(8));
+    // A snapshot restored on that member raises them too; the dump carries the granted TTL.
+    let bytes = m.dump().unwrap().encode().unwrap();
+    drop(m);
+    let mut t = Mvcc::open(Arc::new(MemDisk::default()), Path::new(DB), longer).unwrap();
+    t.restore(&bytes, 10).unwrap();
+    assert_eq!(t.leases(), vec![(1, 8), (2, 30)]);
+    let mut u = fresh();
+    u.restore(&bytes, 10).unwrap();
+    assert_eq!(u.leases(), vec![(1, 3), (2, 30)]);
+    assert_eq!(open_mem(&disk).leases(), vec![(1, 3), (2, 30)]);
+}
+
 #[test]
 fn leases_survive_reopen_and_travel_in_dumps() {
     let disk = MemDisk::default();
@@ -2707,6 +2741,7 @@ fn small_cache_store(disk: &MemDisk) -> (Mvcc, &'static str) {
     let small = MvccOptions {
         max_txn_ops: 128,
         cache_bytes: 16 << 10,
+        min_lease_ttl: 0,
     };
     let mut m = Mvcc::open(Arc::new(disk.clone()), Path::new(DB), small).unwrap();
     const MARKER: &str = "marker-value-0123456789abcdef";

@@ -99,6 +99,7 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
                 crate::mvcc::MvccOptions {
                     max_txn_ops: 128,
                     cache_bytes: crate::mvcc::DEFAULT_CACHE_BYTES,
+                    min_lease_ttl: 0,
                 },
             )
             .unwrap(),
