@@ -31,6 +31,14 @@ pub struct Lessor {
 /// How long an expired lease's revocation is left to complete before it is proposed again.
 pub const REVOKE_RETRY: Duration = Duration::from_secs(3);
 
+/// Expired leases revoked per second at most (etcd's `leaseRevokeRate`): a burst of expiries
+/// is spread over ticks rather than proposed at once.
+pub const REVOKE_RATE: usize = 1000;
+
+/// Revocations proposed per [`Lessor::tick`] at most: the lease tick runs every 500 ms, so
+/// half the rate (etcd's `revokeLimit := leaseRevokeRate / 2`).
+pub const REVOKE_PER_TICK: usize = REVOKE_RATE / 2;
+
 fn secs(ttl: i64) -> Duration {
     Duration::from_secs(ttl.max(0) as u64)
 }
@@ -55,7 +63,9 @@ impl Lessor {
     /// - a lease granted since the last tick: now + TTL (granted at most a tick ago: late,
     ///   never early); a lease gone: forgotten;
     /// - a lease past its deadline whose revocation was not proposed in the last
-    ///   [`REVOKE_RETRY`]: to revoke.
+    ///   [`REVOKE_RETRY`]: to revoke, soonest deadline first, at most [`REVOKE_PER_TICK`]
+    ///   (etcd's `findExpiredLeases(revokeLimit)` over its expiry heap); the rest wait for
+    ///   the next tick.
     pub fn tick(
         &mut self,
         now: Instant,
@@ -84,31 +94,78 @@ impl Lessor {
             deadlines.insert(id, d);
         }
         self.deadlines = deadlines;
+        if promoted && self.deadlines.len() >= REVOKE_RATE {
+            self.spread(now);
+        }
         self.revoking
             .retain(|id, retry| self.deadlines.contains_key(id) && *retry > now);
-        let mut expired = Vec::new();
-        for (&id, &d) in &self.deadlines {
-            if d <= now && !self.revoking.contains_key(&id) {
-                expired.push(id);
-            }
-        }
+        let mut due: Vec<(Instant, i64)> = (self.deadlines.iter())
+            .filter(|(id, d)| **d <= now && !self.revoking.contains_key(id))
+            .map(|(&id, &d)| (d, id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(REVOKE_PER_TICK);
+        let expired: Vec<i64> = due.into_iter().map(|(_, id)| id).collect();
         for &id in &expired {
             self.revoking.insert(id, now + REVOKE_RETRY);
         }
         expired
     }
 
-    /// KeepAlive on the leader (`lessor.Renew`): the deadline becomes now + `ttl`; answers the
-    /// TTL to report: `ttl`, or 0 when the lease already expired (its revocation is under way:
-    /// etcd waits for it and then answers "not found", which KeepAlive reports as TTL 0).
-    pub fn renew(&mut self, id: i64, ttl: i64, now: Instant) -> i64 {
+    /// At a promotion with [`REVOKE_RATE`] leases or more, etcd's `Promote` pushes back
+    /// deadlines that pile up, so that about 3/4 of the revocation rate falls due per window
+    /// (not a strict bound over every sliding second, in etcd either) and leases that were
+    /// renewed a moment apart on the old leader do not all expire in one burst on the new
+    /// one: deadlines are taken soonest first, a
+    /// window opens at a deadline past the current one's end (initially one second long),
+    /// and the n-th deadline of a window past its first 750 moves to the window's start +
+    /// n/750 s, the window's end then following it. Only ever later, never earlier.
+    fn spread(&mut self, now: Instant) {
+        const TARGET: usize = (3 * REVOKE_RATE) / 4;
+        let mut by_deadline: Vec<(Instant, i64)> =
+            self.deadlines.iter().map(|(&id, &d)| (d, id)).collect();
+        by_deadline.sort_unstable();
+        let Some(&(first, _)) = by_deadline.first() else {
+            return;
+        };
+        // Remaining times as signed nanoseconds (etcd's `Remaining()`), from `now`.
+        let left = |d: Instant| d.saturating_duration_since(now).as_nanos() as i128;
+        let mut base = left(first);
+        let mut next = base + 1_000_000_000;
+        let mut expires = 0usize;
+        for (d, id) in by_deadline {
+            let remaining = left(d);
+            if remaining > next {
+                base = remaining;
+                next = base + 1_000_000_000;
+                expires = 1;
+                continue;
+            }
+            expires += 1;
+            if expires <= TARGET {
+                continue;
+            }
+            let delay = (1e9 * (expires as f64 / TARGET as f64)) as i128 - (remaining - base);
+            next = base + delay;
+            debug_assert!(delay > 0, "a spread deadline moves later");
+            let delay = Duration::from_nanos(delay.max(0) as u64);
+            // etcd's `refresh(delay + extend)`: now + TTL + extend (the deadline just set) + delay.
+            self.deadlines.insert(id, d + delay);
+        }
+    }
+
+    /// KeepAlive on the leader (`lessor.Renew`): the deadline becomes now + `ttl` and the
+    /// answer is `Some(ttl)`; None when the lease already expired: its revocation is under
+    /// way, and etcd's `Renew` waits for it (or for the demotion) before it answers "not
+    /// found", which KeepAlive reports as TTL 0.
+    pub fn renew(&mut self, id: i64, ttl: i64, now: Instant) -> Option<i64> {
         if let Some(d) = self.deadlines.get(&id) {
             if *d <= now {
-                return 0;
+                return None;
             }
         }
         self.deadlines.insert(id, now + secs(ttl));
-        ttl
+        Some(ttl)
     }
 
     /// Seconds left of lease `id` (etcd's `int64(Remaining().Seconds())`, truncated), or `ttl`
@@ -249,12 +306,13 @@ mod tests {
         let mut l = Lessor::new();
         let leases = [(7, 3)];
         l.tick(t0, Some(1), &leases, E);
-        assert_eq!(l.renew(7, 3, t0 + secs(2)), 3);
+        assert_eq!(l.renew(7, 3, t0 + secs(2)), Some(3));
         assert_eq!(l.remaining(7, 3, t0 + secs(2)), 3);
         assert!(l.tick(t0 + secs(4), Some(1), &leases, E).is_empty());
         assert_eq!(l.tick(t0 + secs(5), Some(1), &leases, E), vec![7]);
-        // Renewing an expired lease answers 0 (its revocation is under way).
-        assert_eq!(l.renew(7, 3, t0 + secs(5)), 0);
+        // Renewing an expired lease does not renew it (its revocation is under way).
+        assert_eq!(l.renew(7, 3, t0 + secs(5)), None);
+        assert_eq!(l.tick(t0 + secs(5), Some(1), &leases, E), Vec::<i64>::new());
         // Demoted, then promoted again: a fresh deadline with the extension.
         l.tick(t0 + secs(6), None, &leases, E);
         assert!(l.tick(t0 + secs(20), Some(1), &leases, E).is_empty());
@@ -266,6 +324,80 @@ mod tests {
             l.tick(t0 + secs(22), Some(1), &[(7, 3), (8, 2)], E),
             vec![8]
         );
+    }
+
+    /// etcd revokes at most `leaseRevokeRate` (1,000) expired leases a second, soonest
+    /// expiry first: 1,200 leases expiring together take three ticks, and a lease whose
+    /// revocation is pending is not counted against the next tick's limit.
+    #[test]
+    fn expired_leases_are_revoked_at_most_500_a_tick_soonest_first() {
+        let t0 = Instant::now();
+        let mut l = Lessor::new();
+        // IDs descending as deadlines ascend: the order is the deadline's, not the ID's.
+        let leases: Vec<(i64, i64)> = (0..1200).map(|i| (5000 - i, 10 + i)).collect();
+        assert!(l.tick(t0, Some(1), &leases, E).is_empty());
+        let at = t0 + secs(2000);
+        let first = l.tick(at, Some(1), &leases, E);
+        assert_eq!(first.len(), REVOKE_PER_TICK);
+        assert_eq!(first[..3], [5000, 4999, 4998]);
+        assert_eq!(*first.last().unwrap(), 5000 - 499);
+        let second = l.tick(at + Duration::from_millis(500), Some(1), &leases, E);
+        assert_eq!(second.len(), REVOKE_PER_TICK);
+        assert_eq!(second[0], 5000 - 500);
+        // 200 left; the first tick's revocations are still pending (within REVOKE_RETRY).
+        let third = l.tick(at + secs(1), Some(1), &leases, E);
+        assert_eq!(
+            third,
+            ((5000 - 1199)..=(5000 - 1000)).rev().collect::<Vec<i64>>()
+        );
+        assert!(l
+            .tick(at + Duration::from_millis(1500), Some(1), &leases, E)
+            .is_empty());
+        // Revoked ones leave; the unrevoked first batch is proposed again after the retry.
+        let again = l.tick(at + REVOKE_RETRY, Some(1), &leases, E);
+        assert_eq!(again, first);
+    }
+
+    /// etcd's `Promote` with 1,000 leases or more spreads their deadlines so that a pile of
+    /// them falls due at 750 a second; fewer leases keep TTL + extension exactly.
+    #[test]
+    fn a_promotion_spreads_piled_up_deadlines_at_750_a_second() {
+        let t0 = Instant::now();
+        let few: Vec<(i64, i64)> = (0..999).map(|i| (i, 10)).collect();
+        let mut l = Lessor::new();
+        l.tick(t0, Some(1), &few, E);
+        assert!(few
+            .iter()
+            .all(|&(id, _)| l.deadlines[&id] == t0 + secs(10) + E));
+        // 2,000 leases: 1,500 of TTL 10 (one pile) and 500 of TTL 30 (another, 20 s later).
+        let many: Vec<(i64, i64)> = (0..2000)
+            .map(|i| (i, if i < 1500 { 10 } else { 30 }))
+            .collect();
+        let mut l = Lessor::new();
+        l.tick(t0, Some(1), &many, E);
+        let mut ds: Vec<Instant> = l.deadlines.values().copied().collect();
+        ds.sort();
+        for &(id, ttl) in &many {
+            assert!(
+                l.deadlines[&id] >= t0 + secs(ttl) + E,
+                "lease {id} moved earlier"
+            );
+        }
+        for (i, d) in ds.iter().enumerate() {
+            let within = ds[i..].iter().take_while(|e| **e < *d + secs(1)).count();
+            assert!(within <= 750, "{within} deadlines in the second from #{i}");
+        }
+        // The first 750 of the pile keep theirs; the last of it moves 2 s (1,500 / 750).
+        assert_eq!(ds[749], t0 + secs(10) + E);
+        assert!(ds[750] > t0 + secs(10) + E);
+        assert_eq!(ds[1499], t0 + secs(12) + E);
+        // The TTL-30 pile is a window of its own, under the limit: untouched.
+        assert_eq!(ds[1500], t0 + secs(30) + E);
+        assert_eq!(ds[1999], t0 + secs(30) + E);
+        // Not at a tick that is no promotion.
+        let before = l.deadlines.clone();
+        l.tick(t0 + secs(1), Some(1), &many, E);
+        assert_eq!(l.deadlines, before);
     }
 
     #[test]

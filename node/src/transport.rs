@@ -119,6 +119,10 @@ pub struct LeaseFwd {
 pub struct LeaseAnswer {
     /// The member asked is not (or not yet) the leader's lessor: ask again.
     pub not_leader: bool,
+    /// KeepAlive: the lease expired and its revocation has not applied yet: ask again
+    /// (etcd's `Renew` waits for the revocation, then answers TTL 0).
+    #[serde(default)]
+    pub revoking: bool,
     /// KeepAlive: the TTL (0: no such lease); TimeToLive: seconds left (-1: no such lease).
     pub ttl: i64,
     /// TimeToLive: the granted TTL.
@@ -126,6 +130,12 @@ pub struct LeaseAnswer {
     /// TimeToLive with keys: the attached keys.
     pub keys: Vec<Vec<u8>>,
 }
+
+/// How long the leader holds a forwarded KeepAlive on an expired lease waiting for its
+/// revocation before it answers `revoking` (below [`Transport::forward_lease`]'s 2 s limit),
+/// and how often it looks meanwhile.
+const LEASE_WAIT_MAX: Duration = Duration::from_millis(1500);
+const LEASE_WAIT_POLL: Duration = Duration::from_millis(20);
 
 /// How the leader answers forwarded lease requests (set by the client API once it runs).
 pub type LeaseHandler = Arc<dyn Fn(&LeaseFwd) -> LeaseAnswer + Send + Sync>;
@@ -623,7 +633,18 @@ impl Transport {
                 let handler = self.lease_handler.lock().expect("lock").clone();
                 let ours = cid != 0 && hello.cluster_id == cid && hello.token == self.token;
                 let answer = match handler {
-                    Some(h) if ours => h(req),
+                    Some(h) if ours => {
+                        // A KeepAlive on an expired lease waits here for the revocation
+                        // (a while: the asker's limit is 2 s), rather than the asker
+                        // dialling again for every poll.
+                        let mut answer = h(req);
+                        let waited = tokio::time::Instant::now();
+                        while answer.revoking && waited.elapsed() < LEASE_WAIT_MAX {
+                            crate::rt::sleep(LEASE_WAIT_POLL).await;
+                            answer = h(req);
+                        }
+                        answer
+                    }
                     _ => LeaseAnswer {
                         not_leader: true,
                         ..Default::default()

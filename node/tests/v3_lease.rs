@@ -474,3 +474,48 @@ fn a_lease_granted_right_after_the_election_gets_no_extension() {
         "a 10 s lease reports {remaining} s left: {out}"
     );
 }
+
+/// etcd's `Renew` on a lease past its deadline waits for the revocation to apply before it
+/// answers "not found" (TTL 0), so a client told its lease is gone finds its keys gone too.
+/// Through each member in turn: a keep-alive sent just after the deadline, then a
+/// linearizable read of the lease's key through the same member. Answering TTL 0 at once
+/// (the revocation is proposed at the next 500 ms lease tick) fails each round with a
+/// probability of about 0.9.
+#[test]
+fn a_keep_alive_past_the_deadline_answers_once_the_keys_are_gone() {
+    if !require_bin("etcdctl", "Debian package etcd-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    let eps = endpoints(&ms);
+    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
+        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
+    });
+    for m in &ms {
+        let ep = m.addr();
+        let key = format!("late/{}", m.name);
+        let l = grant(&ep, 3);
+        // The leader started the deadline when it applied the grant, before this returned.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        assert_eq!(
+            etcdctl(&ep, &["put", &format!("--lease={l}"), &key, "v"]).0,
+            0
+        );
+        std::thread::sleep(deadline + Duration::from_millis(30) - Instant::now());
+        let (_, out) = etcdctl(&ep, &["lease", "keep-alive", "--once", &l]);
+        assert!(
+            out.contains("requested lease not found"),
+            "keep-alive through {} after the deadline: {out}",
+            m.name
+        );
+        assert!(
+            !exists(&ep, &key),
+            "{}: keep-alive answered TTL 0 while the lease's key was still there",
+            m.name
+        );
+    }
+}

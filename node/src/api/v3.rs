@@ -269,31 +269,25 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
             ..Default::default()
         };
     }
-    let promote = !ctx
-        .shared
-        .lessor
-        .lock()
-        .expect("lessor lock")
-        .is_primary_in(st.term);
-    let (ttl, keys, leases) = {
-        let m = ctx.shared.mvcc.lock().expect("mvcc lock");
-        (
-            m.lease_ttl(req.id),
-            if req.keys {
-                m.lease_keys(req.id)
-            } else {
-                Vec::new()
-            },
-            if promote { m.leases() } else { Vec::new() },
-        )
+    // The keyspace stays locked while the lessor is asked (the apply's order: keyspace, then
+    // lessor), so a revocation cannot apply between reading the lease and renewing it, which
+    // would renew a lease that is gone.
+    let m = ctx.shared.mvcc.lock().expect("mvcc lock");
+    let keys = if req.keys {
+        m.lease_keys(req.id)
+    } else {
+        Vec::new()
     };
+    let ttl = m.lease_ttl(req.id);
     let now = ctx.shared.clock.now();
     let mut l = ctx.shared.lessor.lock().expect("lessor lock");
     if !l.is_primary_in(st.term) {
-        // Just elected: promote now rather than at the Ready loop's next lease tick (nothing
-        // expires at a promotion: every deadline is later than now).
-        let expired = l.tick(now, Some(st.term), &leases, ctx.election_timeout);
-        debug_assert!(expired.is_empty());
+        // Just elected, and this term's no-op has not applied yet: etcd's lessor is not
+        // primary before it (`ErrNotPrimary`) and the request is asked again.
+        return LeaseAnswer {
+            not_leader: true,
+            ..Default::default()
+        };
     }
     match ttl {
         None if req.keep_alive => LeaseAnswer::default(),
@@ -301,24 +295,37 @@ pub fn answer_lease(ctx: &Arc<Ctx>, req: &LeaseFwd) -> LeaseAnswer {
             ttl: -1,
             ..Default::default()
         },
-        Some(ttl) if req.keep_alive => LeaseAnswer {
-            ttl: l.renew(req.id, ttl, now),
-            ..Default::default()
+        Some(ttl) if req.keep_alive => match l.renew(req.id, ttl, now) {
+            Some(ttl) => LeaseAnswer {
+                ttl,
+                ..Default::default()
+            },
+            None => LeaseAnswer {
+                revoking: true,
+                ..Default::default()
+            },
         },
         Some(ttl) => LeaseAnswer {
-            not_leader: false,
             ttl: l.remaining(req.id, ttl, now),
             granted_ttl: ttl,
             keys,
+            ..Default::default()
         },
     }
 }
 
+/// How often a KeepAlive on an expired lease asks again whether its revocation applied.
+const REVOKING_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl V3 {
     /// Ask the leader's lessor (this member's, or the leader's over the peer port), retrying
-    /// while there is no leader, until the request timeout.
+    /// while there is no leader, until the request timeout. A KeepAlive on a lease that
+    /// expired is answered once its revocation has applied on the leader (TTL 0: by then its
+    /// keys are deleted there), as etcd's `Renew` waits on the lease's `revokec`; should the
+    /// leader change meanwhile, the new leader is asked (it renews the lease if the
+    /// revocation was lost with the old one).
     async fn on_leader(&self, req: LeaseFwd) -> Result<LeaseAnswer, Status> {
-        let deadline = self.ctx.shared.clock.now() + self.ctx.request_timeout;
+        let mut deadline = self.ctx.shared.clock.now() + self.ctx.request_timeout;
         loop {
             let st = self.ctx.shared.status();
             let answer = if st.is_leader {
@@ -339,10 +346,20 @@ impl V3 {
             } else {
                 None
             };
-            if let Some(a) = answer {
-                if !a.not_leader {
-                    return Ok(a);
+            let mut pause = std::time::Duration::from_millis(100);
+            match answer {
+                Some(a) if a.revoking => {
+                    pause = REVOKING_POLL;
+                    if st.is_leader {
+                        // etcd's `Renew` on the leader waits for the revocation with no
+                        // limit, and after a demotion `LeaseRenew` forwards with a fresh
+                        // request timeout: while this member's own lessor says
+                        // "revoking", the deadline moves on.
+                        deadline = self.ctx.shared.clock.now() + self.ctx.request_timeout;
+                    }
                 }
+                Some(a) if !a.not_leader => return Ok(a),
+                _ => {}
             }
             if self.ctx.shared.clock.now() >= deadline {
                 // etcd's `waitLeader` gives up with "no leader" when none was known; a leader
@@ -354,7 +371,7 @@ impl V3 {
                     REQUEST_TIMED_OUT
                 }));
             }
-            crate::rt::sleep(std::time::Duration::from_millis(100)).await;
+            crate::rt::sleep(pause).await;
         }
     }
 

@@ -418,7 +418,11 @@ impl RaftLoop {
     /// waits for it, and it is not re-proposed to a later leader (that leader keeps its own
     /// deadlines); if it is lost, [`crate::lease::REVOKE_RETRY`] later it is proposed again.
     fn lease_tick(&mut self) {
-        let leader_term = (self.raw.raft.state == StateRole::Leader).then_some(self.raw.raft.term);
+        // Primary once this term's no-op applied (an entry of the term applied), as etcd.
+        let term = self.raw.raft.term;
+        let leader_term = (self.raw.raft.state == StateRole::Leader
+            && self.raw.raft.raft_log.term(self.applied).ok() == Some(term))
+        .then_some(term);
         let leases = match leader_term {
             Some(_) => self.shared.mvcc.lock().expect("mvcc lock").leases(),
             None => Vec::new(),
@@ -495,10 +499,8 @@ impl RaftLoop {
         let mut rd = self.raw.ready();
         if let Some(ss) = rd.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
-            // The lessor follows leadership at once (etcd's Promote/Demote on a leadership
-            // change), before anything this Ready commits applies: a lease granted in the new
-            // term starts at its own TTL, without the election-timeout extension that the
-            // leases of earlier terms get.
+            // The lessor follows leadership at once: demoted on losing it (etcd's Demote);
+            // promoted only when this term's no-op applies (see `apply`).
             self.lease_tick();
         }
         self.send(rd.take_messages());
@@ -752,7 +754,24 @@ impl RaftLoop {
                 match e.get_entry_type() {
                     // An empty normal entry is the new leader's no-op. The empty conf-change
                     // entry that leaves a joint configuration must NOT be skipped.
-                    EntryType::EntryNormal if e.data.is_empty() => {}
+                    EntryType::EntryNormal if e.data.is_empty() => {
+                        // The new leader's no-op: every entry of earlier terms has applied.
+                        // etcd promotes its lessor here (`applyEntryNormal`): leases of
+                        // earlier terms, those whose grant applied just now included, start
+                        // at now + TTL + the election timeout; a grant of this term applies
+                        // after it and starts at its own TTL.
+                        if self.raw.raft.state == StateRole::Leader && e.term == self.raw.raft.term
+                        {
+                            let extend = self.cfg.tick * self.cfg.election_ticks as u32;
+                            let expired = (shared.lessor.lock().expect("lessor lock")).tick(
+                                applied_at,
+                                Some(e.term),
+                                &mvcc.leases(),
+                                extend,
+                            );
+                            debug_assert!(expired.is_empty(), "nothing expires at a promotion");
+                        }
+                    }
                     EntryType::EntryNormal => match serde_json::from_slice::<Proposal>(&e.data) {
                         Ok(p) => {
                             if let Some(outcome) = sm.apply(&p, e.index, &mut mvcc) {
