@@ -60,12 +60,19 @@ impl Mvcc {
         }
         if !leases.is_empty() {
             let kv = rtx.open_table(KV).map_err(io_err)?;
-            scan(&kv, b"", End::FromKey, self.rev, |k, payload| {
-                if let Some(l) = leases.get_mut(&decode_put(payload)?.lease) {
-                    l.keys.insert(k.to_vec());
-                }
-                Ok(true)
-            })
+            scan(
+                &kv,
+                Some(&self.latest),
+                b"",
+                End::FromKey,
+                self.rev,
+                |k, payload| {
+                    if let Some(l) = leases.get_mut(&decode_put(payload)?.lease) {
+                        l.keys.insert(k.to_vec());
+                    }
+                    Ok(true)
+                },
+            )
             .map_err(io_err)?;
         }
         self.leases = leases;

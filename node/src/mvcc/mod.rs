@@ -13,8 +13,10 @@
 //!   later (the keyspace may exceed redb's cache) could have rotted since; the backend seam
 //!   checks every 4 KiB block read back as well, keys and branches included
 //!   ([`backend`]). Entries written before the CRC (tags 0 and 1) are read without one. A
-//!   range at any revision scans this table in key order, so the keyspace needs no
-//!   in-memory index and may exceed memory.
+//!   range at an earlier revision scans this table in key order; one at the current
+//!   revision looks each key up through [`Latest`], the live keys' newest revisions in
+//!   memory (as etcd holds every key in its `treeIndex`). Values never stay in memory, so
+//!   they may exceed it.
 //! - `rev`: (main, sub) → key: what changed at each revision (compaction; watch history).
 //! - `meta`: consistent index, current revision, compacted revision.
 //! - `lease` (see `lease.rs`) and `alarm` (see `maint.rs`).
@@ -357,41 +359,138 @@ fn encode_tombstone(key: &[u8]) -> Vec<u8> {
     encode_entry(TAG_TOMBSTONE, &kv)
 }
 
-/// The newest stored entry of `key` at or below revision `rev` (raw), if any.
+/// The newest stored entry of `key` at or below revision `rev` (its main and sub revision,
+/// raw), if any.
 fn latest_at<T: ReadableTable<KvKey, &'static [u8]>>(
     t: &T,
     key: &[u8],
     rev: i64,
-) -> Result<Option<Vec<u8>>, V3Error> {
+) -> Result<Option<(i64, i64, Vec<u8>)>, V3Error> {
     let mut it = t
         .range::<(&[u8], i64, i64)>((key, i64::MIN, i64::MIN)..=(key, rev, i64::MAX))
         .map_err(storage_err)?;
     match it.next_back() {
-        Some(e) => Ok(Some(e.map_err(storage_err)?.1.value().to_vec())),
+        Some(e) => {
+            let (k, v) = e.map_err(storage_err)?;
+            let (_, main, sub) = k.value();
+            Ok(Some((main, sub, v.value().to_vec())))
+        }
         None => Ok(None),
     }
 }
 
+/// Every live key of the keyspace → the (main, sub) revision of its newest entry, a put:
+/// what a read at the current revision needs to find a key's value with one lookup
+/// (etcd's in-memory `treeIndex` plays this part; only keys and revisions are held here,
+/// values stay in the tables). Rebuilt from the tables when the keyspace is opened,
+/// restored or its batch aborted; kept up to date by every write as it goes into them.
+type Latest = BTreeMap<Vec<u8>, (i64, i64)>;
+
+/// [`Latest`] for the tables `t` at revision `rev` (one scan).
+fn build_latest<T: ReadableTable<KvKey, &'static [u8]>>(
+    t: &T,
+    rev: i64,
+) -> Result<Latest, V3Error> {
+    let mut latest = Latest::new();
+    scan_entries(t, b"", End::FromKey, rev, |k, main, sub, _| {
+        latest.insert(k.to_vec(), (main, sub));
+        Ok(true)
+    })?;
+    Ok(latest)
+}
+
 /// Visit the live keys of [key, end) at revision `rev`, in key order, with the payload of
 /// their newest entry at `rev` (never a tombstone), its checksum verified once here: decode
-/// it with [`decode_put`]. `f` returns whether to go on.
+/// it with [`decode_put`]. `f` returns whether to go on. With `latest` ([`Latest`] for
+/// these tables: only when `rev` is their current revision) each key is one lookup.
 fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
     t: &T,
+    latest: Option<&Latest>,
     key: &[u8],
     end: End<'_>,
     rev: i64,
     mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, V3Error>,
 ) -> Result<(), V3Error> {
+    let Some(latest) = latest else {
+        return scan_entries(t, key, end, rev, |k, _, _, payload| f(k, payload));
+    };
+    #[cfg(debug_assertions)]
+    let mut seen: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut stopped = false;
+    let mut visit = |k: &[u8], main: i64, sub: i64| -> Result<bool, V3Error> {
+        let raw = t.get((k, main, sub)).map_err(storage_err)?.ok_or_else(|| {
+            storage_err(format!(
+                "{CORRUPT}: the newest entry ({main}, {sub}) of a live key is missing"
+            ))
+        })?;
+        match entry(raw.value())? {
+            (true, payload) => {
+                #[cfg(debug_assertions)]
+                seen.push((k.to_vec(), payload.to_vec()));
+                let go_on = f(k, payload)?;
+                stopped = !go_on;
+                Ok(go_on)
+            }
+            (false, _) => Err(storage_err(format!(
+                "{CORRUPT}: the newest entry ({main}, {sub}) of a live key is a tombstone"
+            ))),
+        }
+    };
+    match end {
+        End::Single => {
+            if let Some(&(main, sub)) = latest.get(key) {
+                visit(key, main, sub)?;
+            }
+        }
+        End::Before(e) if e <= key => {}
+        _ => {
+            let upper = match end {
+                End::Before(e) => Bound::Excluded(e),
+                _ => Bound::Unbounded,
+            };
+            for (k, &(main, sub)) in latest.range::<[u8], _>((Bound::Included(key), upper)) {
+                if !visit(k, main, sub)? {
+                    break;
+                }
+            }
+        }
+    }
+    // The index must answer what the tables do (every simulated run checks it).
+    #[cfg(debug_assertions)]
+    {
+        let mut want: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        scan_entries(t, key, end, rev, |k, _, _, payload| {
+            want.push((k.to_vec(), payload.to_vec()));
+            Ok(!stopped || want.len() < seen.len())
+        })?;
+        assert!(
+            want == seen,
+            "mvcc: the key index disagrees with the tables at revision {rev}: {} keys read, {} stored",
+            seen.len(),
+            want.len()
+        );
+    }
+    Ok(())
+}
+
+/// [`scan`] over the tables alone, with each entry's main and sub revision.
+fn scan_entries<T: ReadableTable<KvKey, &'static [u8]>>(
+    t: &T,
+    key: &[u8],
+    end: End<'_>,
+    rev: i64,
+    mut f: impl FnMut(&[u8], i64, i64, &[u8]) -> Result<bool, V3Error>,
+) -> Result<(), V3Error> {
     // A put's payload to `f`; a tombstone skipped (go on).
-    let mut visit = |k: &[u8], raw: &[u8]| -> Result<bool, V3Error> {
+    let mut visit = |k: &[u8], (main, sub, raw): (i64, i64, &[u8])| -> Result<bool, V3Error> {
         match entry(raw)? {
-            (true, payload) => f(k, payload),
+            (true, payload) => f(k, main, sub, payload),
             (false, _) => Ok(true),
         }
     };
     if let End::Single = end {
-        if let Some(raw) = latest_at(t, key, rev)? {
-            visit(key, &raw)?;
+        if let Some((main, sub, raw)) = latest_at(t, key, rev)? {
+            visit(key, (main, sub, &raw))?;
         }
         return Ok(());
     }
@@ -418,13 +517,13 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
         // The key being read, its entries seen, its newest entry at `rev` so far.
         let mut cur: Option<Vec<u8>> = None;
         let mut seen = 0usize;
-        let mut best: Option<Vec<u8>> = None;
+        let mut best: Option<(i64, i64, Vec<u8>)> = None;
         for e in it {
             let (k, v) = e.map_err(storage_err)?;
-            let (kb, main, _) = k.value();
+            let (kb, main, sub) = k.value();
             if cur.as_deref() != Some(kb) {
-                if let (Some(c), Some(b)) = (cur.take(), best.take()) {
-                    if !visit(&c, &b)? {
+                if let (Some(c), Some((m, s, b))) = (cur.take(), best.take()) {
+                    if !visit(&c, (m, s, &b))? {
                         return Ok(());
                     }
                 }
@@ -433,7 +532,7 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
             }
             seen += 1;
             if main <= rev {
-                best = Some(v.value().to_vec());
+                best = Some((main, sub, v.value().to_vec()));
             }
             if main > rev || seen > SCAN_SEEK_AFTER {
                 // The rest of this key's entries are newer, or many: seek past them.
@@ -441,8 +540,8 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
                 if main <= rev {
                     best = latest_at(t, &c, rev)?;
                 }
-                if let Some(b) = best.take() {
-                    if !visit(&c, &b)? {
+                if let Some((m, s, b)) = best.take() {
+                    if !visit(&c, (m, s, &b))? {
                         return Ok(());
                     }
                 }
@@ -451,8 +550,8 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
                 continue 'outer;
             }
         }
-        if let (Some(c), Some(b)) = (cur, best) {
-            visit(&c, &b)?;
+        if let (Some(c), Some((m, s, b))) = (cur, best) {
+            visit(&c, (m, s, &b))?;
         }
         return Ok(());
     }
@@ -488,6 +587,8 @@ struct View<'a, T: ReadableTable<KvKey, &'static [u8]>> {
     begin_rev: i64,
     compact_rev: i64,
     overlay: Option<&'a Overlay>,
+    /// The tables' key index (at `begin_rev`).
+    latest: &'a Latest,
 }
 
 impl<T: ReadableTable<KvKey, &'static [u8]>> View<'_, T> {
@@ -525,22 +626,37 @@ impl<T: ReadableTable<KvKey, &'static [u8]>> View<'_, T> {
         let Some(o) = overlay else {
             let mut kvs = Vec::new();
             let mut count = 0usize;
-            scan(self.kv, key, end, rev.min(self.begin_rev), |_, payload| {
-                count += 1;
-                if !count_only && (limit == 0 || kvs.len() < limit) {
-                    kvs.push(decode_put(payload)?);
-                }
-                Ok(true)
-            })?;
+            let latest = (rev >= self.begin_rev).then_some(self.latest);
+            scan(
+                self.kv,
+                latest,
+                key,
+                end,
+                rev.min(self.begin_rev),
+                |_, payload| {
+                    count += 1;
+                    if !count_only && (limit == 0 || kvs.len() < limit) {
+                        kvs.push(decode_put(payload)?);
+                    }
+                    Ok(true)
+                },
+            )?;
             return Ok((kvs, count));
         };
         let mut merged: BTreeMap<Vec<u8>, mvccpb::KeyValue> = BTreeMap::new();
-        scan(self.kv, key, end, self.begin_rev, |k, payload| {
-            if !o.latest.contains_key(k) {
-                merged.insert(k.to_vec(), decode_put(payload)?);
-            }
-            Ok(true)
-        })?;
+        scan(
+            self.kv,
+            Some(self.latest),
+            key,
+            end,
+            self.begin_rev,
+            |k, payload| {
+                if !o.latest.contains_key(k) {
+                    merged.insert(k.to_vec(), decode_put(payload)?);
+                }
+                Ok(true)
+            },
+        )?;
         for (k, v) in &o.latest {
             if let Some(kv) = v {
                 if end.contains(key, k) {
@@ -567,10 +683,19 @@ impl<T: ReadableTable<KvKey, &'static [u8]>> View<'_, T> {
                 return Ok(v.clone());
             }
         }
-        match latest_at(self.kv, key, self.begin_rev)? {
-            Some(raw) => decode(&raw),
-            None => Ok(None),
-        }
+        let mut kv = None;
+        scan(
+            self.kv,
+            Some(self.latest),
+            key,
+            End::Single,
+            self.begin_rev,
+            |_, payload| {
+                kv = Some(decode_put(payload)?);
+                Ok(true)
+            },
+        )?;
+        Ok(kv)
     }
 
     /// etcd 3.4 `applierV3backend.Range` on this view.
@@ -787,6 +912,7 @@ impl<'a, T: ReadableTable<KvKey, &'static [u8]>> Applier<'a, T> {
             begin_rev: self.view.begin_rev,
             compact_rev: self.view.compact_rev,
             overlay: Some(&self.overlay),
+            latest: self.view.latest,
         }
     }
 
@@ -1077,6 +1203,9 @@ pub struct Mvcc {
     /// The replicated lease set (mirrors the `lease` table) with the keys attached to each
     /// (rebuilt from the keyspace when opened or restored, kept up to date by every write).
     leases: BTreeMap<i64, lease::Lease>,
+    /// The live keys' newest revisions ([`Latest`]), as the tables (the open batch's
+    /// writes included) hold them.
+    latest: Latest,
     /// The v3 auth state (mirrors the `auth_*` tables) and this member's tokens.
     auth: auth::AuthStore,
     /// The member's clock as of the current apply batch (token lifetimes only).
@@ -1212,6 +1341,7 @@ impl Mvcc {
             meta_dirty: false,
             undurable: false,
             leases: BTreeMap::new(),
+            latest: Latest::new(),
             auth: auth::AuthStore::default(),
             now: None,
             alarms: Default::default(),
@@ -1360,6 +1490,28 @@ impl Mvcc {
                 _ => {}
             }
         }
+        // The index leaves `self` while the write goes into the tables (the write
+        // transaction borrows all of `self`), and comes back whatever the outcome.
+        let mut latest = std::mem::take(&mut self.latest);
+        let out = self.apply_to_tables(w, &mut latest);
+        self.latest = latest;
+        out
+    }
+
+    /// The rest of [`Mvcc::apply_inner`]: a write that may change keys, into the tables and
+    /// the key index `latest`.
+    #[allow(clippy::type_complexity)]
+    fn apply_to_tables(
+        &mut self,
+        w: Write<'_>,
+        latest: &mut Latest,
+    ) -> Result<
+        (
+            (Result<WriteResp, V3Error>, Vec<mvccpb::Event>),
+            Vec<Attach>,
+        ),
+        V3Error,
+    > {
         let (begin_rev, compact_rev) = (self.rev, self.compact_rev);
         let wtx = self.wtx()?;
         let mut kv = wtx.open_table(KV).map_err(storage_err)?;
@@ -1370,6 +1522,7 @@ impl Mvcc {
                     begin_rev,
                     compact_rev,
                     overlay: None,
+                    latest,
                 },
                 overlay: Overlay::default(),
             };
@@ -1419,10 +1572,18 @@ impl Mvcc {
         // Live keys after the write minus before it (etcd's `keysGauge`).
         let mut live_delta = 0i64;
         for (key, now) in &overlay.latest {
-            let was = match latest_at(&kv, key, begin_rev)? {
-                Some(raw) => decode(&raw)?,
-                None => None,
-            };
+            let mut was = None;
+            scan(
+                &kv,
+                Some(latest),
+                key,
+                End::Single,
+                begin_rev,
+                |_, payload| {
+                    was = Some(decode_put(payload)?);
+                    Ok(true)
+                },
+            )?;
             live_delta += i64::from(now.is_some()) - i64::from(was.is_some());
             let before = was.map_or(0, |kv| kv.lease);
             let after = now.as_ref().map_or(0, |kv| kv.lease);
@@ -1465,6 +1626,11 @@ impl Mvcc {
                 .map_err(storage_err)?;
             revs.insert((rev, sub), key.as_slice())
                 .map_err(storage_err)?;
+            if ev.r#type == mvccpb::event::EventType::Put as i32 {
+                latest.insert(key, (rev, sub));
+            } else {
+                latest.remove(&key);
+            }
             events.push(ev);
         }
         drop((kv, revs));
@@ -1625,6 +1791,7 @@ impl Mvcc {
             begin_rev: self.rev,
             compact_rev: self.compact_rev,
             overlay: None,
+            latest: &self.latest,
         })
     }
 
@@ -1669,6 +1836,7 @@ impl Mvcc {
                     begin_rev: v.begin_rev,
                     compact_rev: v.compact_rev,
                     overlay: None,
+                    latest: v.latest,
                 },
                 overlay: Overlay::default(),
             };
@@ -1886,17 +2054,13 @@ impl Mvcc {
         Ok(())
     }
 
-    /// Count the live keys of the committed keyspace (one scan, when opened or restored).
+    /// Index and count the live keys of the committed keyspace (one scan, when opened or
+    /// restored, or its batch aborted).
     fn count_keys(&mut self) -> io::Result<()> {
         let rtx = self.db().begin_read().map_err(io_err)?;
         let kv = rtx.open_table(KV).map_err(io_err)?;
-        let mut n = 0u64;
-        scan(&kv, b"", End::FromKey, self.rev, |_, _| {
-            n += 1;
-            Ok(true)
-        })
-        .map_err(io_err)?;
-        self.keys = n;
+        self.latest = build_latest(&kv, self.rev).map_err(io_err)?;
+        self.keys = self.latest.len() as u64;
         Ok(())
     }
 
