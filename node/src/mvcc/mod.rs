@@ -455,16 +455,18 @@ fn scan<T: ReadableTable<KvKey, &'static [u8]>>(
             }
         }
     }
-    // The index must answer what the tables do (every simulated run checks it).
+    // The index must answer what the tables do (every simulated run checks it). A scan that
+    // meets damage the lookups did not (an older entry's page) says nothing about the index,
+    // and must not fail a read that succeeds in a release build.
     #[cfg(debug_assertions)]
     {
         let mut want: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        scan_entries(t, key, end, rev, |k, _, _, payload| {
+        let scanned = scan_entries(t, key, end, rev, |k, _, _, payload| {
             want.push((k.to_vec(), payload.to_vec()));
             Ok(!stopped || want.len() < seen.len())
-        })?;
+        });
         assert!(
-            want == seen,
+            scanned.is_err() || want == seen,
             "mvcc: the key index disagrees with the tables at revision {rev}: {} keys read, {} stored",
             seen.len(),
             want.len()
