@@ -62,7 +62,7 @@ impl Mvcc {
             let kv = rtx.open_table(KV).map_err(io_err)?;
             scan(
                 &kv,
-                Some(&self.latest),
+                self.latest.as_ref(),
                 b"",
                 End::FromKey,
                 self.rev,
