@@ -37,6 +37,21 @@ fn endpoints(ms: &[Member]) -> String {
     ms.iter().map(|m| m.addr()).collect::<Vec<_>>().join(",")
 }
 
+/// A static 3-member cluster in `dir`, each member started with `args` added, once it
+/// answers a v3 Put; its members and their endpoints.
+fn answering_cluster(dir: &std::path::Path, args: &[&str]) -> (Vec<Member>, String) {
+    let mut ms = static_cluster(dir, 3);
+    for m in ms.iter_mut() {
+        m.args.extend(args.iter().map(|a| a.to_string()));
+        m.start();
+    }
+    let eps = endpoints(&ms);
+    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
+        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
+    });
+    (ms, eps)
+}
+
 /// Mask what legitimately differs between two servers: cluster and member ids, the Raft term,
 /// lease IDs (the n-th granted lease is `<L n>`), the seconds left of a lease (timing), the
 /// order of a lease's keys (Go map order on etcd), and etcdctl's log lines.
@@ -189,14 +204,7 @@ fn lease_keys_go_on_revoke_and_on_expiry_and_keep_alive_holds_them() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut ms = static_cluster(dir.path(), 3);
-    for m in ms.iter_mut() {
-        m.start();
-    }
-    let eps = endpoints(&ms);
-    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
-        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
-    });
+    let (ms, eps) = answering_cluster(dir.path(), &[]);
     // Revoke: every attached key goes, other keys stay.
     let l = grant(&eps, 600);
     for k in ["r/1", "r/2"] {
@@ -263,16 +271,7 @@ fn a_lease_survives_a_sigkill_restart_of_a_3_member_cluster() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut ms = static_cluster(dir.path(), 3);
-    for m in ms.iter_mut() {
-        m.args
-            .extend(["--snapshot-count".to_string(), "25".to_string()]);
-        m.start();
-    }
-    let eps = endpoints(&ms);
-    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
-        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
-    });
+    let (mut ms, eps) = answering_cluster(dir.path(), &["--snapshot-count", "25"]);
     let l = grant(&eps, 600);
     let short = grant(&eps, 600);
     assert_eq!(
@@ -328,14 +327,7 @@ fn expiry_still_happens_after_the_leader_is_killed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut ms = static_cluster(dir.path(), 3);
-    for m in ms.iter_mut() {
-        m.start();
-    }
-    let eps = endpoints(&ms);
-    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
-        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
-    });
+    let (mut ms, eps) = answering_cluster(dir.path(), &[]);
     let l = grant(&eps, 4);
     assert_eq!(
         etcdctl(&eps, &["put", &format!("--lease={l}"), "e", "v"]).0,
@@ -364,16 +356,7 @@ fn a_member_added_late_gets_the_leases_in_the_snapshot() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut ms = static_cluster(dir.path(), 3);
-    for m in ms.iter_mut() {
-        m.args
-            .extend(["--snapshot-count".to_string(), "25".to_string()]);
-        m.start();
-    }
-    let eps = endpoints(&ms);
-    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
-        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
-    });
+    let (ms, eps) = answering_cluster(dir.path(), &["--snapshot-count", "25"]);
     let l = grant(&eps, 600);
     assert_eq!(
         etcdctl(&eps, &["put", &format!("--lease={l}"), "a", "1"]).0,
@@ -452,14 +435,7 @@ fn a_lease_granted_right_after_the_election_gets_no_extension() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut ms = static_cluster(dir.path(), 3);
-    for m in ms.iter_mut() {
-        m.start();
-    }
-    let eps = endpoints(&ms);
-    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
-        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
-    });
+    let (_ms, eps) = answering_cluster(dir.path(), &[]);
     let id = grant(&eps, 10);
     let (code, out) = etcdctl(&eps, &["lease", "timetolive", &id]);
     assert_eq!(code, 0, "{out}");
@@ -487,14 +463,7 @@ fn a_keep_alive_past_the_deadline_answers_once_the_keys_are_gone() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut ms = static_cluster(dir.path(), 3);
-    for m in ms.iter_mut() {
-        m.start();
-    }
-    let eps = endpoints(&ms);
-    eventually(Duration::from_secs(30), "a cluster that answers v3", || {
-        (etcdctl(&eps, &["put", "ready", "1"]).0 == 0).then_some(())
-    });
+    let (ms, _) = answering_cluster(dir.path(), &[]);
     for m in &ms {
         let ep = m.addr();
         let key = format!("late/{}", m.name);
