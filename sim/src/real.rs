@@ -1324,8 +1324,12 @@ pub fn main() -> ExitCode {
         }
     };
     let wall = WallInstant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the load generator's clients, checks and fault schedule need well under a
+    // core, and on the 2-core benchmark machine a second worker only adds cross-thread
+    // wake-ups (an eventfd write and futex calls per request) on the cores the members
+    // share. 64-client v3 row, 2 rounds each: 53-57 us of generator CPU per write against
+    // 57-76 with two workers.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
