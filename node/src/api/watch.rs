@@ -5,7 +5,11 @@
 //! ([`crate::watch::Hub`]) before it waits again, so a response for a watcher always
 //! follows its `created` response, a revision's events are never split (unless the client
 //! asked for `fragment` and they are larger than `--max-request-bytes`), and each watcher's
-//! cursor only moves forward. Responses go through a small bounded channel: a slow client
+//! cursor only moves forward. A watcher that has caught up (etcd's synced group) gets each new
+//! revision's events in a response of their own, headed with that revision, as etcd's
+//! `notify` sends them; one still catching up gets up to [`BATCH_REVISIONS`] revisions per
+//! response, headed with the revision published last, as etcd's `syncWatchers` sends them.
+//! Responses go through a small bounded channel: a slow client
 //! holds its own task back (its watchers fall behind and later catch up from the ring or
 //! the keyspace's history), never the Ready loop or other clients.
 //!
@@ -172,6 +176,13 @@ struct Watcher {
     /// client cancels it (etcd keeps a compacted watcher in its stream's set, out of every
     /// group: a cancel is answered, a create with the same ID is a duplicate).
     compacted: bool,
+    /// Caught up with the revisions published so far (etcd's synced group): each new
+    /// revision's events then go in a response of their own, headed with that revision, as
+    /// etcd's `notify` sends them. A watcher created at a revision already written is not
+    /// synced until it has caught up; until then a response carries up to
+    /// [`BATCH_REVISIONS`] revisions, headed with the revision published last (etcd's
+    /// `syncWatchers`).
+    synced: bool,
     _counted: WatcherGuard,
 }
 
@@ -397,7 +408,14 @@ impl Session {
             progress_notify: c.progress_notify,
             progress_due: true,
             compacted: false,
+            synced: false,
             _counted: self.hub.register(),
+        };
+        // etcd puts a watcher in its synced group when it starts after the current
+        // revision (`startRev > currentRev || startRev == 0`).
+        let watcher = Watcher {
+            synced: watcher.next > rev,
+            ..watcher
         };
         self.watchers.insert(id, watcher);
         let resp = pb::WatchResponse {
@@ -480,49 +498,72 @@ impl Session {
                 Err(End::Fail(Status::internal(e)))
             }
             Fetched::Events { revs, upto } => {
-                let mut events: Vec<mvccpb::Event> = Vec::new();
-                for (_, evs) in &revs {
+                // The watcher's events, by revision.
+                let mut groups: Vec<(i64, Vec<mvccpb::Event>)> = Vec::new();
+                for (r, evs) in &revs {
+                    let mut mine = Vec::new();
                     for ev in evs.iter() {
                         let Some(kv) = ev.kv.as_ref() else { continue };
                         let put = ev.r#type == mvccpb::event::EventType::Put as i32;
                         if (put && w.no_put) || (!put && w.no_delete) || !w.keys.contains(&kv.key) {
                             continue;
                         }
-                        events.push(ev.clone());
+                        mine.push(ev.clone());
+                    }
+                    if !mine.is_empty() {
+                        groups.push((*r, mine));
                     }
                 }
-                let (prev_kv, fragment) = (w.prev_kv, w.fragment);
+                let (prev_kv, fragment, synced) = (w.prev_kv, w.fragment, w.synced);
                 if let Some(w) = self.watchers.get_mut(&id) {
                     w.next = upto + 1;
-                    if !events.is_empty() {
+                    w.synced |= upto >= rev;
+                    if !groups.is_empty() {
                         w.progress_due = false;
                     }
                 }
-                if events.is_empty() {
-                    return Ok(());
-                }
                 if prev_kv {
-                    if let Err(e) = self.fill_prev_kv(&mut events) {
-                        tracing::error!(error = %e, "watch: a previous value could not be read");
-                        return Err(End::Fail(Status::internal(e)));
+                    for (_, events) in groups.iter_mut() {
+                        if let Err(e) = self.fill_prev_kv(events) {
+                            tracing::error!(error = %e, "watch: a previous value could not be read");
+                            return Err(End::Fail(Status::internal(e)));
+                        }
                     }
                 }
-                let resp = pb::WatchResponse {
-                    header: self.header(rev),
-                    watch_id: id,
-                    events,
-                    ..Default::default()
-                };
-                if fragment {
-                    // etcd's limit is the request limit plus gRPC's overhead allowance
-                    // (`maxRequestBytes + grpcOverheadBytes`, 512 KiB).
-                    for part in fragments(resp, self.ctx.max_request_bytes + GRPC_OVERHEAD_BYTES) {
-                        self.send(part).await?;
-                    }
-                    Ok(())
+                let responses: Vec<pb::WatchResponse> = if synced {
+                    groups
+                        .into_iter()
+                        .map(|(r, events)| pb::WatchResponse {
+                            header: self.header(r),
+                            watch_id: id,
+                            events,
+                            ..Default::default()
+                        })
+                        .collect()
+                } else if groups.is_empty() {
+                    Vec::new()
                 } else {
-                    self.send(resp).await
+                    vec![pb::WatchResponse {
+                        header: self.header(rev),
+                        watch_id: id,
+                        events: groups.into_iter().flat_map(|(_, evs)| evs).collect(),
+                        ..Default::default()
+                    }]
+                };
+                for resp in responses {
+                    if fragment {
+                        // etcd's limit is the request limit plus gRPC's overhead allowance
+                        // (`maxRequestBytes + grpcOverheadBytes`, 512 KiB).
+                        for part in
+                            fragments(resp, self.ctx.max_request_bytes + GRPC_OVERHEAD_BYTES)
+                        {
+                            self.send(part).await?;
+                        }
+                    } else {
+                        self.send(resp).await?;
+                    }
                 }
+                Ok(())
             }
         }
     }
