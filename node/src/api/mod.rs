@@ -140,7 +140,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
         rt::spawn(async move {
             let stream = match crate::rt::timeout(
                 HANDSHAKE_TIMEOUT,
-                crate::tls::accept(tls.as_ref(), FlushFilter::new(stream)),
+                crate::tls::accept(tls.as_ref(), FlushFilter::holding(stream)),
             )
             .await
             {

@@ -7,7 +7,8 @@
 //! asked for `fragment` and they are larger than `--max-request-bytes`), and each watcher's
 //! cursor only moves forward. A watcher that has caught up (etcd's synced group) gets each new
 //! revision's events in a response of their own, headed with that revision, as etcd's
-//! `notify` sends them; one still catching up gets up to [`BATCH_REVISIONS`] revisions per
+//! `notify` sends them, while the stream's queue has room for them; one still catching up, or
+//! whose stream is backed up (etcd's victims), gets up to [`BATCH_REVISIONS`] revisions per
 //! response, headed with the revision published last, as etcd's `syncWatchers` sends them.
 //! Responses go through a small bounded channel: a slow client
 //! holds its own task back (its watchers fall behind and later catch up from the ring or
@@ -54,8 +55,8 @@ pub const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchSt
 pub const BATCH_REVISIONS: usize = 1000;
 /// Events read from the keyspace's history per step while catching up (whole revisions).
 const HISTORY_EVENTS: usize = 1000;
-/// Responses queued for a client before its task waits for it.
-const QUEUE: usize = 16;
+/// Responses queued for a client before its task waits for it (etcd's `chanBufLen`).
+const QUEUE: usize = 128;
 /// etcd's `grpcOverheadBytes`: what a gRPC message may carry beyond `--max-request-bytes`.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// etcd's `ErrGRPCNoLeader`.
@@ -530,7 +531,12 @@ impl Session {
                         }
                     }
                 }
-                let responses: Vec<pb::WatchResponse> = if synced {
+                // etcd's `notify` sends a synced watcher's revision on its own only while the
+                // stream's queue has room; when it is full the watcher becomes a victim and its
+                // events go later in one response (`moveVictims`). Here: per revision when the
+                // queue has room for them all, else in one response, as a victim's.
+                let per_revision = synced && self.tx.capacity() >= groups.len();
+                let responses: Vec<pb::WatchResponse> = if per_revision {
                     groups
                         .into_iter()
                         .map(|(r, events)| pb::WatchResponse {
