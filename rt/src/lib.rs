@@ -572,6 +572,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(madsim))]
     fn recorder(max: usize) -> Pin<Box<FlushFilter<Recorder>>> {
         Box::pin(FlushFilter::coalescing(Recorder {
             max,
@@ -579,11 +580,13 @@ mod tests {
         }))
     }
 
+    #[cfg(not(madsim))]
     fn write(f: &mut Pin<Box<FlushFilter<Recorder>>>, b: &[u8]) {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(f.as_mut().poll_write(&mut cx, b), Poll::Ready(Ok(n)) if n == b.len()));
     }
 
+    #[cfg(not(madsim))]
     fn flush(f: &mut Pin<Box<FlushFilter<Recorder>>>) -> Poll<io::Result<()>> {
         f.as_mut()
             .poll_flush(&mut Context::from_waker(std::task::Waker::noop()))
