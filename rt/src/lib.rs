@@ -285,9 +285,7 @@ impl<S> FlushFilter<S> {
             ..FlushFilter::new(inner)
         }
     }
-}
 
-impl<S> FlushFilter<S> {
     /// Wrap a stream whose writer flushes after each batch of writes (hyper's servers): on a
     /// real runtime the bytes written between two flushes go to the socket in one write at
     /// the flush (or once [`REAL_HOLD_MAX`] is reached), without yielding first. h2 hands
@@ -300,6 +298,27 @@ impl<S> FlushFilter<S> {
             ..FlushFilter::new(inner)
         }
     }
+}
+
+/// Add `bufs` to the bytes `held` for the next flush, first handing those to `inner` if
+/// they reached [`REAL_HOLD_MAX`].
+fn hold<S: AsyncWrite>(
+    inner: Pin<&mut S>,
+    held: &mut Vec<u8>,
+    dirty: &mut bool,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    if held.len() >= REAL_HOLD_MAX {
+        std::task::ready!(write_held(inner, held, cx))?;
+    }
+    let before = held.len();
+    for b in bufs {
+        held.extend_from_slice(b);
+    }
+    let n = held.len() - before;
+    *dirty |= n > 0;
+    Poll::Ready(Ok(n))
 }
 
 /// Hand `held` to `inner` until it is empty.
@@ -336,12 +355,7 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         if let Some(held) = this.held {
-            if held.len() >= REAL_HOLD_MAX {
-                std::task::ready!(write_held(this.inner, held, cx))?;
-            }
-            held.extend_from_slice(buf);
-            *this.dirty |= !buf.is_empty();
-            return Poll::Ready(Ok(buf.len()));
+            return hold(this.inner, held, this.dirty, cx, &[io::IoSlice::new(buf)]);
         }
         let r = this.inner.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &r {
@@ -359,16 +373,7 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         if let Some(held) = this.held {
-            if held.len() >= REAL_HOLD_MAX {
-                std::task::ready!(write_held(this.inner, held, cx))?;
-            }
-            let before = held.len();
-            for b in bufs {
-                held.extend_from_slice(b);
-            }
-            let n = held.len() - before;
-            *this.dirty |= n > 0;
-            return Poll::Ready(Ok(n));
+            return hold(this.inner, held, this.dirty, cx, bufs);
         }
         let r = this.inner.poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &r {
@@ -388,6 +393,7 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
         if !*this.dirty {
             return Poll::Ready(Ok(()));
         }
+        let mut paced = false;
         if cfg!(madsim) {
             if let Some(last) = *this.last_flush {
                 let due = last + SIM_FLUSH_GAP;
@@ -400,21 +406,16 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
                     }
                 }
             }
-            let paced = this.pacing.take().is_some();
-            // A paced flush has already waited; an unpaced one first lets the tasks runnable
-            // now add to it (coalescing streams only).
-            if !paced && *this.rounds_left > 0 {
-                *this.rounds_left -= 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
+            paced = this.pacing.take().is_some();
+        }
+        // A paced flush has already waited; an unpaced one first lets the tasks runnable now
+        // add to it (coalescing streams only).
+        if !paced && *this.rounds_left > 0 {
+            *this.rounds_left -= 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         if let Some(held) = this.held {
-            if *this.rounds_left > 0 {
-                *this.rounds_left -= 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
             std::task::ready!(write_held(this.inner.as_mut(), held, cx))?;
         }
         let r = this.inner.poll_flush(cx);

@@ -179,7 +179,7 @@ struct Watcher {
     compacted: bool,
     /// Caught up with the revisions published so far (etcd's synced group): each new
     /// revision's events then go in a response of their own, headed with that revision, as
-    /// etcd's `notify` sends them. A watcher created at a revision already written is not
+    /// etcd's `notify` sends them, while the stream's queue has room. A watcher created at a revision already written is not
     /// synced until it has caught up; until then a response carries up to
     /// [`BATCH_REVISIONS`] revisions, headed with the revision published last (etcd's
     /// `syncWatchers`).
@@ -391,17 +391,18 @@ impl Session {
             c.watch_id
         };
         let filters = |f| c.filters.contains(&(f as i32));
+        // 0 is "from the next revision". So, in effect, is -1 while nothing was ever
+        // compacted (the compacted revision is then -1): etcd reads its history from
+        // revision `uint64(-1)`, finds nothing and syncs the watcher at the current
+        // revision. Below the compacted revision it is a compaction.
+        let next = match c.start_revision {
+            0 => rev + 1,
+            s if s < 0 && s >= self.hub.compacted() => rev + 1,
+            s => s,
+        };
         let watcher = Watcher {
             keys,
-            // 0 is "from the next revision". So, in effect, is -1 while nothing was ever
-            // compacted (the compacted revision is then -1): etcd reads its history from
-            // revision `uint64(-1)`, finds nothing and syncs the watcher at the current
-            // revision. Below the compacted revision it is a compaction.
-            next: match c.start_revision {
-                0 => rev + 1,
-                s if s < 0 && s >= self.hub.compacted() => rev + 1,
-                s => s,
-            },
+            next,
             prev_kv: c.prev_kv,
             no_put: filters(pb::watch_create_request::FilterType::Noput),
             no_delete: filters(pb::watch_create_request::FilterType::Nodelete),
@@ -409,14 +410,10 @@ impl Session {
             progress_notify: c.progress_notify,
             progress_due: true,
             compacted: false,
-            synced: false,
+            // etcd puts a watcher in its synced group when it starts after the current
+            // revision (`startRev > currentRev || startRev == 0`).
+            synced: next > rev,
             _counted: self.hub.register(),
-        };
-        // etcd puts a watcher in its synced group when it starts after the current
-        // revision (`startRev > currentRev || startRev == 0`).
-        let watcher = Watcher {
-            synced: watcher.next > rev,
-            ..watcher
         };
         self.watchers.insert(id, watcher);
         let resp = pb::WatchResponse {
@@ -523,6 +520,9 @@ impl Session {
                         w.progress_due = false;
                     }
                 }
+                if groups.is_empty() {
+                    return Ok(());
+                }
                 if prev_kv {
                     for (_, events) in groups.iter_mut() {
                         if let Err(e) = self.fill_prev_kv(events) {
@@ -546,8 +546,6 @@ impl Session {
                             ..Default::default()
                         })
                         .collect()
-                } else if groups.is_empty() {
-                    Vec::new()
                 } else {
                     vec![pb::WatchResponse {
                         header: self.header(rev),
