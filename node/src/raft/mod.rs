@@ -19,13 +19,13 @@ use crate::sm::{Outcome, StateMachine};
 
 /// What the rest of the node asks of the Raft task.
 pub enum Inbox {
-    /// Propose an encoded [`crate::sm::Proposal`]; `accepted` says whether raft took it
-    /// (it refuses while there is no leader).
+    /// Propose an encoded [`crate::sm::Proposal`]; `accepted` says when raft took it, or
+    /// `None` if it refused (while there is no leader).
     Propose {
         /// Encoded proposal.
         data: Vec<u8>,
-        /// Whether raft accepted it.
-        accepted: oneshot::Sender<bool>,
+        /// When raft took it, or `None`: refused.
+        accepted: oneshot::Sender<Option<crate::rt::Instant>>,
     },
     /// Propose a membership change; the context is an encoded [`crate::sm::ConfContext`].
     ConfChange {
@@ -211,6 +211,9 @@ pub enum WaitError {
     Stopped,
 }
 
+/// How often a proposal's waiter looks whether raft refused it (see [`Shared::propose`]).
+const REFUSAL_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Shared {
     /// Propose `op` and wait until it is applied here. While there is no leader, or when the
     /// leader changes under it, the same request (same id) is proposed again: the state
@@ -238,50 +241,60 @@ impl Shared {
                 };
                 let data = serde_json::to_vec(&p).expect("proposal serialises");
                 let mut leader = self.leader.subscribe();
-                let (atx, arx) = oneshot::channel();
+                let (atx, mut arx) = oneshot::channel();
                 self.inbox
                     .send(Inbox::Propose {
                         data,
                         accepted: atx,
                     })
                     .map_err(|_| WaitError::Stopped)?;
-                let accepted = arx.await.map_err(|_| WaitError::Stopped)?;
-                let taken = self.clock.now();
-                if !accepted {
-                    // No leader: wait for one (or a short while), then propose again.
+                let sent = self.clock.now();
+                // The loop's answer (taken, and when; or refused) is looked at, not awaited:
+                // awaiting it would wake this task once more per request. A refusal (no
+                // leader) is noticed at the next recheck or leader change.
+                let mut recheck = (sent + REFUSAL_RECHECK).min(deadline);
+                loop {
                     tokio::select! {
                         // `biased`: tokio's fair select draws from a process-wide counter, which no
                         // simulator seed controls; a fixed polling order keeps runs reproducible.
                         biased;
-                        _ = leader.changed() => {}
-                        _ = crate::rt::sleep(std::time::Duration::from_millis(50)) => {}
-                        _ = crate::rt::sleep_until(deadline) => return Err(WaitError::Timeout),
+                        r = &mut rx => {
+                            let r = r.map_err(|_| WaitError::Stopped)?;
+                            let now = self.clock.now();
+                            let taken = match arx.try_recv() {
+                                Ok(Some(at)) => at,
+                                _ => sent,
+                            };
+                            // Once per request, so that the stages add up to `total`: the
+                            // wait ends when the loop took the attempt that was applied (an
+                            // attempt refused for want of a leader is not a stage of its own).
+                            timings.propose_wait.observe(taken.saturating_duration_since(started));
+                            timings.commit_apply.observe(r.at.saturating_duration_since(taken));
+                            timings.wake.observe(now.saturating_duration_since(r.at));
+                            timings.propose_total.observe(now - started);
+                            return Ok(r);
+                        }
+                        _ = leader.changed() => {
+                            // Refused for want of a leader, or lost with the old one: propose
+                            // it again.
+                            if self.clock.now() >= deadline { return Err(WaitError::Timeout) }
+                            crate::rt::sleep(std::time::Duration::from_millis(10)).await;
+                            if let Ok(r) = rx.try_recv() { return Ok(r) }
+                            break;
+                        }
+                        _ = crate::rt::sleep_until(recheck) => {
+                            if self.clock.now() >= deadline { return Err(WaitError::Timeout) }
+                            match arx.try_recv() {
+                                // Refused: no leader (or one handing over). Again.
+                                Ok(None) => break,
+                                Err(oneshot::error::TryRecvError::Closed) => {
+                                    return Err(WaitError::Stopped)
+                                }
+                                // Taken, or not looked at yet: wait on.
+                                _ => recheck = (recheck + REFUSAL_RECHECK).min(deadline),
+                            }
+                        }
                     }
-                    continue;
-                }
-                tokio::select! {
-                    // `biased`: tokio's fair select draws from a process-wide counter, which no
-                    // simulator seed controls; a fixed polling order keeps runs reproducible.
-                    biased;
-                    r = &mut rx => {
-                        let r = r.map_err(|_| WaitError::Stopped)?;
-                        let now = self.clock.now();
-                        // Once per request, so that the stages add up to `total`: the wait
-                        // ends when the loop took the attempt that was applied (an attempt
-                        // refused for want of a leader is not a stage of its own).
-                        timings.propose_wait.observe(taken - started);
-                        timings.commit_apply.observe(r.at.saturating_duration_since(taken));
-                        timings.wake.observe(now.saturating_duration_since(r.at));
-                        timings.propose_total.observe(now - started);
-                        return Ok(r);
-                    }
-                    _ = leader.changed() => {
-                        // The entry may have been lost with the old leader: propose it again.
-                        if self.clock.now() >= deadline { return Err(WaitError::Timeout) }
-                        crate::rt::sleep(std::time::Duration::from_millis(10)).await;
-                        if let Ok(r) = rx.try_recv() { return Ok(r) }
-                    }
-                    _ = crate::rt::sleep_until(deadline) => return Err(WaitError::Timeout),
                 }
             }
         }

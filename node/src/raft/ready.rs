@@ -135,6 +135,21 @@ pub struct LoopConfig {
 /// still batching many proposals into one fsync.
 const INBOX_BATCH_MAX: usize = 4096;
 
+/// Bytes of proposals stepped as one MsgPropose at most (raft-rs's `max_size_per_msg`); a
+/// larger proposal goes alone.
+const PROPOSAL_BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// Proposals gathered from the inbox, not yet stepped (see [`RaftLoop::drain_inbox`]).
+#[derive(Default)]
+struct ProposalBatch {
+    /// The entries, in inbox order.
+    entries: Vec<Entry>,
+    /// Their data's bytes.
+    bytes: usize,
+    /// This member's proposers among them, told whether raft-rs took the batch.
+    accepted: Vec<tokio::sync::oneshot::Sender<Option<crate::rt::Instant>>>,
+}
+
 /// The Raft task's state.
 pub struct RaftLoop {
     /// raft-rs.
@@ -344,21 +359,87 @@ impl RaftLoop {
 
     /// Handle what is already queued in the inbox (at most [`INBOX_BATCH_MAX`] messages).
     fn drain_inbox(&mut self) {
+        let mut batch = ProposalBatch::default();
         for _ in 0..INBOX_BATCH_MAX {
             match self.inbox.try_recv() {
-                Ok(m) => self.handle(m),
+                Ok(m) => self.handle_batching(m, &mut batch),
                 Err(_) => break,
+            }
+        }
+        self.propose_batch(&mut batch);
+    }
+
+    /// Handle one inbox message; consecutive proposals (this member's, and on the leader
+    /// those its followers forward) gather in `batch` and go to raft-rs as one MsgPropose,
+    /// so a follower gets one append for them rather than one each (and answers once).
+    /// Anything else first proposes what gathered, so the inbox's order holds.
+    fn handle(&mut self, msg: Inbox) {
+        let mut batch = ProposalBatch::default();
+        self.handle_batching(msg, &mut batch);
+        self.propose_batch(&mut batch);
+    }
+
+    fn handle_batching(&mut self, msg: Inbox, batch: &mut ProposalBatch) {
+        match msg {
+            Inbox::Propose { data, accepted } => {
+                Counters::add(&self.shared.counters.proposals, 1);
+                if batch.bytes + data.len() > PROPOSAL_BATCH_BYTES_MAX {
+                    self.propose_batch(batch);
+                }
+                batch.bytes += data.len();
+                batch.entries.push(Entry {
+                    data: data.into(),
+                    ..Default::default()
+                });
+                batch.accepted.push(accepted);
+            }
+            Inbox::Peer(m)
+                if m.get_msg_type() == MessageType::MsgPropose
+                    && m.get_entries()
+                        .iter()
+                        .all(|e| e.get_entry_type() == EntryType::EntryNormal) =>
+            {
+                Counters::add(&self.shared.counters.msgs_recv, 1);
+                let size: usize = m.get_entries().iter().map(|e| e.data.len()).sum();
+                if batch.bytes + size > PROPOSAL_BATCH_BYTES_MAX {
+                    self.propose_batch(batch);
+                }
+                batch.bytes += size;
+                let mut m = *m;
+                batch.entries.extend(m.take_entries());
+            }
+            other => {
+                self.propose_batch(batch);
+                self.handle_one(other);
             }
         }
     }
 
-    fn handle(&mut self, msg: Inbox) {
+    /// Step the gathered proposals as one MsgPropose: raft-rs takes or drops them together
+    /// (it drops them while no leader is known), and each proposer hears which.
+    fn propose_batch(&mut self, batch: &mut ProposalBatch) {
+        if batch.entries.is_empty() {
+            return;
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.raw.raft.id;
+        m.set_entries(std::mem::take(&mut batch.entries).into());
+        let taken = self
+            .raw
+            .raft
+            .step(m)
+            .is_ok()
+            .then(|| self.shared.clock.now());
+        for accepted in batch.accepted.drain(..) {
+            let _ = accepted.send(taken);
+        }
+        batch.bytes = 0;
+    }
+
+    fn handle_one(&mut self, msg: Inbox) {
         match msg {
-            Inbox::Propose { data, accepted } => {
-                Counters::add(&self.shared.counters.proposals, 1);
-                let ok = self.raw.propose(vec![], data).is_ok();
-                let _ = accepted.send(ok);
-            }
+            Inbox::Propose { .. } => unreachable!("proposals are batched"),
             Inbox::ConfChange {
                 cc,
                 context,
@@ -648,7 +729,7 @@ impl RaftLoop {
 
     /// Duties 1 and 5: hand messages to the transport.
     fn send(&mut self, msgs: Vec<Message>) {
-        for m in msgs {
+        for m in coalesce_appends(msgs) {
             Counters::add(&self.shared.counters.msgs_sent, 1);
             if m.get_msg_type() == MessageType::MsgHeartbeat {
                 Counters::add(&self.shared.counters.heartbeats_sent, 1);
@@ -912,5 +993,161 @@ fn lease_applied(shared: &Shared, p: &Proposal, outcome: &Outcome, now: crate::r
             shared.lessor.lock().expect("lessor lock").revoked(*id)
         }
         _ => {}
+    }
+}
+
+/// Bytes of entries one coalesced append carries at most (raft-rs's `max_size_per_msg`).
+const APPEND_BATCH_BYTES_MAX: usize = 1 << 20;
+
+/// Join each append to the append just before it to the same peer when the second continues
+/// the first (it starts at the first's last entry, with that entry's term, in the same
+/// term): the follower then does in one step what it would have done in two, and answers
+/// once. A leader steps several proposals and acknowledgements per Ready, and raft-rs sends
+/// each follower an append for every one of them (its own `batch_append` skips the
+/// continuity check, see `server.rs`). Messages to one peer keep their order; no append
+/// moves past another message to its peer.
+fn coalesce_appends(msgs: Vec<Message>) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(msgs.len());
+    // The position in `out` of the newest message to each peer.
+    let mut newest: Vec<(u64, usize)> = Vec::new();
+    for m in msgs {
+        let slot = newest.iter().position(|(to, _)| *to == m.to);
+        if let Some(j) = slot.map(|k| newest[k].1) {
+            if continues(&out[j], &m) {
+                let prev = &mut out[j];
+                let mut m = m;
+                prev.commit = m.commit;
+                prev.mut_entries().extend(m.take_entries());
+                continue;
+            }
+        }
+        match slot {
+            Some(k) => newest[k].1 = out.len(),
+            None => newest.push((m.to, out.len())),
+        }
+        out.push(m);
+    }
+    out
+}
+
+/// Whether append `next` continues append `prev` to the same peer (see [`coalesce_appends`]).
+fn continues(prev: &Message, next: &Message) -> bool {
+    let append = MessageType::MsgAppend;
+    if prev.get_msg_type() != append
+        || next.get_msg_type() != append
+        || (prev.to, prev.from, prev.term) != (next.to, next.from, next.term)
+        || prev.reject
+        || next.reject
+        || next.commit < prev.commit
+    {
+        return false;
+    }
+    let ents = prev.get_entries();
+    let (last_index, last_term) = match ents.last() {
+        Some(e) => (e.index, e.term),
+        None => (prev.index, prev.log_term),
+    };
+    let bytes = |m: &Message| m.get_entries().iter().map(|e| e.data.len()).sum::<usize>();
+    next.index == last_index
+        && next.log_term == last_term
+        && (ents.is_empty() || bytes(prev) + bytes(next) <= APPEND_BATCH_BYTES_MAX)
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::*;
+
+    fn app(to: u64, index: u64, log_term: u64, entries: &[(u64, u64)], commit: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        (m.to, m.from, m.term) = (to, 1, 3);
+        (m.index, m.log_term, m.commit) = (index, log_term, commit);
+        m.set_entries(
+            entries
+                .iter()
+                .map(|&(index, term)| Entry {
+                    index,
+                    term,
+                    data: vec![0; 8].into(),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+        m
+    }
+
+    fn shape(ms: &[Message]) -> Vec<(MessageType, u64, u64, usize, u64)> {
+        ms.iter()
+            .map(|m| {
+                let n = m.get_entries().len();
+                (m.get_msg_type(), m.to, m.index, n, m.commit)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_that_continue_each_other_go_as_one_per_peer() {
+        use MessageType::*;
+        let msgs = vec![
+            app(2, 10, 3, &[(11, 3)], 9),
+            app(3, 10, 3, &[(11, 3)], 9),
+            app(2, 11, 3, &[(12, 3), (13, 3)], 9),
+            // A commit notice: no entries, continues the one before.
+            app(2, 13, 3, &[], 12),
+            app(3, 11, 3, &[(12, 3), (13, 3)], 12),
+        ];
+        assert_eq!(
+            shape(&coalesce_appends(msgs)),
+            vec![(MsgAppend, 2, 10, 3, 12), (MsgAppend, 3, 10, 3, 12)]
+        );
+    }
+
+    #[test]
+    fn an_empty_append_takes_the_entries_that_follow_it() {
+        use MessageType::*;
+        let msgs = vec![app(2, 13, 3, &[], 12), app(2, 13, 3, &[(14, 3)], 12)];
+        assert_eq!(
+            shape(&coalesce_appends(msgs)),
+            vec![(MsgAppend, 2, 13, 1, 12)]
+        );
+    }
+
+    #[test]
+    fn appends_that_do_not_continue_or_are_separated_stay_apart() {
+        use MessageType::*;
+        let mut hb = Message::default();
+        hb.set_msg_type(MsgHeartbeat);
+        hb.to = 2;
+        let msgs = vec![
+            // A gap: 11 is followed by an append at 12 (progress reset, as in the raft-rs
+            // batching bug of v3-swarm seed 106).
+            app(2, 10, 3, &[(11, 3)], 9),
+            app(2, 12, 3, &[(13, 3)], 9),
+            // Another term for the previous entry.
+            app(2, 13, 2, &[(14, 3)], 9),
+            // A heartbeat to the same peer in between: nothing moves past it.
+            hb,
+            app(2, 14, 3, &[(15, 3)], 9),
+        ];
+        assert_eq!(
+            shape(&coalesce_appends(msgs)),
+            vec![
+                (MsgAppend, 2, 10, 1, 9),
+                (MsgAppend, 2, 12, 1, 9),
+                (MsgAppend, 2, 13, 1, 9),
+                (MsgHeartbeat, 2, 0, 0, 0),
+                (MsgAppend, 2, 14, 1, 9),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_coalesced_append_stays_under_the_size_limit() {
+        let big = |index: u64| {
+            let mut m = app(2, index, 3, &[(index + 1, 3)], 9);
+            m.mut_entries()[0].data = vec![0; APPEND_BATCH_BYTES_MAX / 2 + 1].into();
+            m
+        };
+        assert_eq!(coalesce_appends(vec![big(10), big(11)]).len(), 2);
     }
 }

@@ -297,3 +297,86 @@ async fn a_member_whose_read_found_damage_stops_at_the_next_tick() {
         "{why}"
     );
 }
+
+/// Not a golden trace: proposals queued together leave a follower as one MsgPropose to the
+/// leader (one message, not one each), and the proposers hear that raft took them.
+#[tokio::test]
+async fn proposals_queued_together_are_forwarded_as_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = Arc::new(Trace::default());
+    let mut lp = member(dir.path(), trace.clone());
+    // Member 2 leads term 1: its append makes member 1 a follower that knows it.
+    let mut app = msg(MessageType::MsgAppend, 2, 1);
+    app.entries = vec![Entry {
+        index: 1,
+        term: 1,
+        ..Default::default()
+    }]
+    .into();
+    step(&mut lp, &trace, "2 appends entry 1", app).await;
+    trace.0.lock().unwrap().clear();
+    let mut answers = Vec::new();
+    for id in 1..=3u64 {
+        let p = Proposal {
+            id,
+            time_ms: 0,
+            op: Op::ClusterVersion("3.4.0".into()),
+        };
+        let (accepted, taken) = oneshot::channel();
+        answers.push(taken);
+        lp.shared
+            .inbox
+            .send(Inbox::Propose {
+                data: serde_json::to_vec(&p).unwrap(),
+                accepted,
+            })
+            .unwrap();
+    }
+    lp.drain_inbox();
+    lp.on_ready().await.unwrap();
+    let sent: Vec<String> = trace
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("send MsgPropose"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        sent,
+        vec!["send MsgPropose to 2 (term 0, index 0, commit 0, 3 entries)".to_string()]
+    );
+    for mut a in answers {
+        assert!(
+            matches!(a.try_recv(), Ok(Some(_))),
+            "a proposer was not told"
+        );
+    }
+}
+
+/// Not a golden trace: a follower that knows no leader refuses queued proposals, and says
+/// so to each proposer.
+#[tokio::test]
+async fn proposals_without_a_leader_are_refused_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let lp = &mut member(dir.path(), Arc::new(Trace::default()));
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let (accepted, taken) = oneshot::channel();
+        answers.push(taken);
+        lp.shared
+            .inbox
+            .send(Inbox::Propose {
+                data: b"{}".to_vec(),
+                accepted,
+            })
+            .unwrap();
+    }
+    lp.drain_inbox();
+    for mut a in answers {
+        assert!(
+            matches!(a.try_recv(), Ok(None)),
+            "a proposer was not refused"
+        );
+    }
+}
