@@ -211,6 +211,46 @@ pub enum WaitError {
     Stopped,
 }
 
+/// The Ready loop's answer to one proposal, looked at (never awaited) by its proposer: it
+/// is kept once read, as the channel gives it out only once.
+struct RaftAnswer {
+    rx: oneshot::Receiver<Option<crate::rt::Instant>>,
+    got: Option<Option<crate::rt::Instant>>,
+}
+
+/// What [`RaftAnswer::peek`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peek {
+    /// Raft took the proposal at this time.
+    Taken(crate::rt::Instant),
+    /// Raft refused it (no leader).
+    Refused,
+    /// The loop has not handled it yet.
+    NotYet,
+    /// The loop is gone without answering (the member stops).
+    Gone,
+}
+
+impl RaftAnswer {
+    fn new(rx: oneshot::Receiver<Option<crate::rt::Instant>>) -> RaftAnswer {
+        RaftAnswer { rx, got: None }
+    }
+
+    fn peek(&mut self) -> Peek {
+        if self.got.is_none() {
+            match self.rx.try_recv() {
+                Ok(v) => self.got = Some(v),
+                Err(oneshot::error::TryRecvError::Empty) => return Peek::NotYet,
+                Err(oneshot::error::TryRecvError::Closed) => return Peek::Gone,
+            }
+        }
+        match self.got {
+            Some(Some(at)) => Peek::Taken(at),
+            _ => Peek::Refused,
+        }
+    }
+}
+
 /// How often a proposal's waiter looks whether raft refused it (see [`Shared::propose`]).
 const REFUSAL_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -241,7 +281,8 @@ impl Shared {
                 };
                 let data = serde_json::to_vec(&p).expect("proposal serialises");
                 let mut leader = self.leader.subscribe();
-                let (atx, mut arx) = oneshot::channel();
+                let (atx, arx) = oneshot::channel();
+                let mut answer = RaftAnswer::new(arx);
                 self.inbox
                     .send(Inbox::Propose {
                         data,
@@ -261,8 +302,8 @@ impl Shared {
                         r = &mut rx => {
                             let r = r.map_err(|_| WaitError::Stopped)?;
                             let now = self.clock.now();
-                            let taken = match arx.try_recv() {
-                                Ok(Some(at)) => at,
+                            let taken = match answer.peek() {
+                                Peek::Taken(at) => at,
                                 _ => sent,
                             };
                             // Once per request, so that the stages add up to `total`: the
@@ -284,14 +325,14 @@ impl Shared {
                         }
                         _ = crate::rt::sleep_until(recheck) => {
                             if self.clock.now() >= deadline { return Err(WaitError::Timeout) }
-                            match arx.try_recv() {
+                            match answer.peek() {
                                 // Refused: no leader (or one handing over). Again.
-                                Ok(None) => break,
-                                Err(oneshot::error::TryRecvError::Closed) => {
-                                    return Err(WaitError::Stopped)
-                                }
+                                Peek::Refused => break,
+                                Peek::Gone => return Err(WaitError::Stopped),
                                 // Taken, or not looked at yet: wait on.
-                                _ => recheck = (recheck + REFUSAL_RECHECK).min(deadline),
+                                Peek::Taken(_) | Peek::NotYet => {
+                                    recheck = (recheck + REFUSAL_RECHECK).min(deadline)
+                                }
                             }
                         }
                     }
@@ -336,5 +377,36 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_read_once_is_the_same_answer_every_later_look() {
+        let (tx, rx) = oneshot::channel();
+        let mut a = RaftAnswer::new(rx);
+        assert_eq!(a.peek(), Peek::NotYet);
+        let at = crate::rt::Clock::new().now();
+        tx.send(Some(at)).unwrap();
+        // A proposal waiting longer than two rechecks looks more than once: it was taken
+        // every time (the channel itself answers only once, then says it is closed).
+        for _ in 0..3 {
+            assert_eq!(a.peek(), Peek::Taken(at));
+        }
+    }
+
+    #[test]
+    fn a_refusal_and_a_vanished_loop_are_told_apart() {
+        let (tx, rx) = oneshot::channel();
+        let mut a = RaftAnswer::new(rx);
+        tx.send(None).unwrap();
+        assert_eq!(a.peek(), Peek::Refused);
+        assert_eq!(a.peek(), Peek::Refused);
+        let (tx, rx) = oneshot::channel::<Option<crate::rt::Instant>>();
+        drop(tx);
+        assert_eq!(RaftAnswer::new(rx).peek(), Peek::Gone);
     }
 }
