@@ -48,6 +48,12 @@ pub struct SeedRow {
     pub steady_write_p99_ms: Option<f64>,
     /// The longest unavailability after a fault, s.
     pub max_unavailable_s: f64,
+    /// Operations whose outcome the client could not know (timed out, connection lost):
+    /// a jump here between two commits is a liveness regression no check may fail (a bug
+    /// that failed every proposal slower than 100 ms multiplied it by ten in
+    /// election-storm). Absent in shards written before it was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indeterminate: Option<u64>,
 }
 
 impl SeedRow {
@@ -79,6 +85,7 @@ impl SeedRow {
                 .iter()
                 .filter_map(|u| u.unavailable_s)
                 .fold(0.0, f64::max),
+            indeterminate: Some(r.indeterminate),
         }
     }
 
@@ -95,6 +102,7 @@ impl SeedRow {
             steady_writes_per_sec: None,
             steady_write_p99_ms: None,
             max_unavailable_s: 0.0,
+            indeterminate: None,
         }
     }
 
@@ -443,6 +451,11 @@ pub fn write_report(out: &Path, sweep: &Sweep) -> std::io::Result<()> {
         .filter(|r| !r.history_digest.is_empty())
         .map(|r| r.max_unavailable_s)
         .collect();
+    let ind: Vec<f64> = rows
+        .iter()
+        .filter_map(|r| r.indeterminate)
+        .map(|n| n as f64)
+        .collect();
     let ml = report::latency(&sweep.hist);
     let failed: Vec<&SeedRow> = rows.iter().filter(|r| !r.passed).collect();
     let sim_s: f64 = rows.iter().map(|r| r.sim_seconds).sum();
@@ -464,6 +477,12 @@ pub fn write_report(out: &Path, sweep: &Sweep) -> std::io::Result<()> {
         "steady_writes_per_sec": {"min": pct(wps.clone(), 0.0), "p50": pct(wps.clone(), 0.5), "max": pct(wps, 1.0)},
         "steady_write_p99_ms": {"min": pct(p99.clone(), 0.0), "p50": pct(p99.clone(), 0.5), "max": pct(p99, 1.0)},
         "max_unavailable_s": {"min": pct(un.clone(), 0.0), "p50": pct(un.clone(), 0.5), "max": pct(un, 1.0)},
+        // Null for shards written before it was counted.
+        "indeterminate_ops": if ind.is_empty() {
+            serde_json::json!({"min": null, "p50": null, "max": null})
+        } else {
+            serde_json::json!({"min": pct(ind.clone(), 0.0), "p50": pct(ind.clone(), 0.5), "max": pct(ind, 1.0)})
+        },
         "merged_write_latency_ms": {"runs": sweep.histogram_runs, "count": ml.count, "p50": ml.p50_ms, "p90": ml.p90_ms, "p99": ml.p99_ms, "p999": ml.p999_ms, "max": ml.max_ms},
         "runs": rows,
     });
@@ -483,6 +502,7 @@ pub fn write_report(out: &Path, sweep: &Sweep) -> std::io::Result<()> {
         "steady_writes_per_sec",
         "steady_write_p99_ms",
         "max_unavailable_s",
+        "indeterminate_ops",
     ] {
         let v = &summary[key];
         md.push_str(&format!(
@@ -542,6 +562,7 @@ mod tests {
             steady_writes_per_sec: Some(800.0 + seed as f64),
             steady_write_p99_ms: Some(10.0 + seed as f64),
             max_unavailable_s: seed as f64 / 10.0,
+            indeterminate: Some(seed * 2),
         }
     }
 
@@ -645,6 +666,11 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("# Sweep of swarm: 6 seeds (1..7)"), "{md}");
+        // Seed s had 2s indeterminate operations.
+        assert!(
+            md.contains("| indeterminate_ops | 2.0 | 8.0 | 12.0 |"),
+            "{md}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
