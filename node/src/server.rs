@@ -695,7 +695,7 @@ pub async fn run(cfg: Config, env: Env) -> Result<(), NodeError> {
         election_tick: election_ticks,
         heartbeat_tick: 1,
         applied: opened.applied,
-        max_size_per_msg: 1 << 20,
+        max_size_per_msg: crate::raft::MAX_MSG_BYTES,
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,

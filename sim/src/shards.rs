@@ -435,6 +435,11 @@ fn pct(mut v: Vec<f64>, q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// `{"min", "p50", "max"}` of `v` (see [`pct`]).
+fn spread(v: Vec<f64>) -> serde_json::Value {
+    serde_json::json!({"min": pct(v.clone(), 0.0), "p50": pct(v.clone(), 0.5), "max": pct(v, 1.0)})
+}
+
 /// `OUT/sweep.{json,md,html}`: the distribution over the seeds of a sweep. Nothing in them
 /// depends on where or how the seeds ran, so shards merged equal one machine's sweep.
 pub fn write_report(out: &Path, sweep: &Sweep) -> std::io::Result<()> {
@@ -474,14 +479,14 @@ pub fn write_report(out: &Path, sweep: &Sweep) -> std::io::Result<()> {
         "simulated_seconds": (sim_s * 10.0).round() / 10.0,
         "operations": ops,
         "acked_writes": acked,
-        "steady_writes_per_sec": {"min": pct(wps.clone(), 0.0), "p50": pct(wps.clone(), 0.5), "max": pct(wps, 1.0)},
-        "steady_write_p99_ms": {"min": pct(p99.clone(), 0.0), "p50": pct(p99.clone(), 0.5), "max": pct(p99, 1.0)},
-        "max_unavailable_s": {"min": pct(un.clone(), 0.0), "p50": pct(un.clone(), 0.5), "max": pct(un, 1.0)},
+        "steady_writes_per_sec": spread(wps),
+        "steady_write_p99_ms": spread(p99),
+        "max_unavailable_s": spread(un),
         // Null for shards written before it was counted.
         "indeterminate_ops": if ind.is_empty() {
             serde_json::json!({"min": null, "p50": null, "max": null})
         } else {
-            serde_json::json!({"min": pct(ind.clone(), 0.0), "p50": pct(ind.clone(), 0.5), "max": pct(ind, 1.0)})
+            spread(ind)
         },
         "merged_write_latency_ms": {"runs": sweep.histogram_runs, "count": ml.count, "p50": ml.p50_ms, "p90": ml.p90_ms, "p99": ml.p99_ms, "p999": ml.p999_ms, "max": ml.max_ms},
         "runs": rows,

@@ -179,10 +179,10 @@ struct Watcher {
     compacted: bool,
     /// Caught up with the revisions published so far (etcd's synced group): each new
     /// revision's events then go in a response of their own, headed with that revision, as
-    /// etcd's `notify` sends them, while the stream's queue has room. A watcher created at a revision already written is not
-    /// synced until it has caught up; until then a response carries up to
-    /// [`BATCH_REVISIONS`] revisions, headed with the revision published last (etcd's
-    /// `syncWatchers`).
+    /// etcd's `notify` sends them, while the stream's queue has room. A watcher created at a
+    /// revision already written is not synced until it has caught up; until then a response
+    /// carries up to [`BATCH_REVISIONS`] revisions, headed with the revision published last
+    /// (etcd's `syncWatchers`).
     synced: bool,
     _counted: WatcherGuard,
 }

@@ -251,6 +251,10 @@ impl RaftAnswer {
     }
 }
 
+/// raft-rs's `max_size_per_msg`: the entry bytes one append carries at most. The Ready loop
+/// holds its own batches (proposals stepped together, appends joined) to the same bound.
+pub const MAX_MSG_BYTES: u64 = 1 << 20;
+
 /// How often a proposal's waiter looks whether raft refused it (see [`Shared::propose`]).
 const REFUSAL_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 

@@ -135,9 +135,9 @@ pub struct LoopConfig {
 /// still batching many proposals into one fsync.
 const INBOX_BATCH_MAX: usize = 4096;
 
-/// Bytes of proposals stepped as one MsgPropose at most (raft-rs's `max_size_per_msg`); a
-/// larger proposal goes alone.
-const PROPOSAL_BATCH_BYTES_MAX: usize = 1 << 20;
+/// Bytes of entries stepped as one MsgPropose, or joined into one append, at most (raft-rs's
+/// `max_size_per_msg`); a larger proposal or append goes alone.
+const BATCH_BYTES_MAX: usize = super::MAX_MSG_BYTES as usize;
 
 /// Proposals gathered from the inbox, not yet stepped (see [`RaftLoop::drain_inbox`]).
 #[derive(Default)]
@@ -380,39 +380,37 @@ impl RaftLoop {
     }
 
     fn handle_batching(&mut self, msg: Inbox, batch: &mut ProposalBatch) {
-        match msg {
+        let (entries, accepted) = match msg {
             Inbox::Propose { data, accepted } => {
                 Counters::add(&self.shared.counters.proposals, 1);
-                if batch.bytes + data.len() > PROPOSAL_BATCH_BYTES_MAX {
-                    self.propose_batch(batch);
-                }
-                batch.bytes += data.len();
-                batch.entries.push(Entry {
+                let e = Entry {
                     data: data.into(),
                     ..Default::default()
-                });
-                batch.accepted.push(accepted);
+                };
+                (vec![e], Some(accepted))
             }
-            Inbox::Peer(m)
+            Inbox::Peer(mut m)
                 if m.get_msg_type() == MessageType::MsgPropose
                     && m.get_entries()
                         .iter()
                         .all(|e| e.get_entry_type() == EntryType::EntryNormal) =>
             {
                 Counters::add(&self.shared.counters.msgs_recv, 1);
-                let size: usize = m.get_entries().iter().map(|e| e.data.len()).sum();
-                if batch.bytes + size > PROPOSAL_BATCH_BYTES_MAX {
-                    self.propose_batch(batch);
-                }
-                batch.bytes += size;
-                let mut m = *m;
-                batch.entries.extend(m.take_entries());
+                (m.take_entries().into(), None)
             }
             other => {
                 self.propose_batch(batch);
                 self.handle_one(other);
+                return;
             }
+        };
+        let size = entry_bytes(&entries);
+        if batch.bytes + size > BATCH_BYTES_MAX {
+            self.propose_batch(batch);
         }
+        batch.bytes += size;
+        batch.entries.extend(entries);
+        batch.accepted.extend(accepted);
     }
 
     /// Step the gathered proposals as one MsgPropose: raft-rs takes or drops them together
@@ -996,8 +994,10 @@ fn lease_applied(shared: &Shared, p: &Proposal, outcome: &Outcome, now: crate::r
     }
 }
 
-/// Bytes of entries one coalesced append carries at most (raft-rs's `max_size_per_msg`).
-const APPEND_BATCH_BYTES_MAX: usize = 1 << 20;
+/// The data bytes of `entries`.
+fn entry_bytes(entries: &[Entry]) -> usize {
+    entries.iter().map(|e| e.data.len()).sum()
+}
 
 /// Join each append to the append just before it to the same peer when the second continues
 /// the first (it starts at the first's last entry, with that entry's term, in the same
@@ -1008,22 +1008,24 @@ const APPEND_BATCH_BYTES_MAX: usize = 1 << 20;
 /// moves past another message to its peer.
 fn coalesce_appends(msgs: Vec<Message>) -> Vec<Message> {
     let mut out: Vec<Message> = Vec::with_capacity(msgs.len());
-    // The position in `out` of the newest message to each peer.
-    let mut newest: Vec<(u64, usize)> = Vec::new();
-    for m in msgs {
-        let slot = newest.iter().position(|(to, _)| *to == m.to);
-        if let Some(j) = slot.map(|k| newest[k].1) {
-            if continues(&out[j], &m) {
-                let prev = &mut out[j];
-                let mut m = m;
+    // Per peer: the position in `out` of the newest message to it, and its entry bytes.
+    let mut newest: Vec<(u64, usize, usize)> = Vec::new();
+    for mut m in msgs {
+        let bytes = entry_bytes(m.get_entries());
+        let slot = newest.iter().position(|(to, ..)| *to == m.to);
+        if let Some(k) = slot {
+            let (_, j, held) = &mut newest[k];
+            let prev = &mut out[*j];
+            let fits = prev.get_entries().is_empty() || *held + bytes <= BATCH_BYTES_MAX;
+            if fits && continues(prev, &m) {
                 prev.commit = m.commit;
                 prev.mut_entries().extend(m.take_entries());
+                *held += bytes;
                 continue;
             }
-        }
-        match slot {
-            Some(k) => newest[k].1 = out.len(),
-            None => newest.push((m.to, out.len())),
+            newest[k] = (m.to, out.len(), bytes);
+        } else {
+            newest.push((m.to, out.len(), bytes));
         }
         out.push(m);
     }
@@ -1042,15 +1044,11 @@ fn continues(prev: &Message, next: &Message) -> bool {
     {
         return false;
     }
-    let ents = prev.get_entries();
-    let (last_index, last_term) = match ents.last() {
+    let (last_index, last_term) = match prev.get_entries().last() {
         Some(e) => (e.index, e.term),
         None => (prev.index, prev.log_term),
     };
-    let bytes = |m: &Message| m.get_entries().iter().map(|e| e.data.len()).sum::<usize>();
-    next.index == last_index
-        && next.log_term == last_term
-        && (ents.is_empty() || bytes(prev) + bytes(next) <= APPEND_BATCH_BYTES_MAX)
+    next.index == last_index && next.log_term == last_term
 }
 
 #[cfg(test)]
@@ -1145,7 +1143,7 @@ mod coalesce_tests {
     fn a_coalesced_append_stays_under_the_size_limit() {
         let big = |index: u64| {
             let mut m = app(2, index, 3, &[(index + 1, 3)], 9);
-            m.mut_entries()[0].data = vec![0; APPEND_BATCH_BYTES_MAX / 2 + 1].into();
+            m.mut_entries()[0].data = vec![0; BATCH_BYTES_MAX / 2 + 1].into();
             m
         };
         assert_eq!(coalesce_appends(vec![big(10), big(11)]).len(), 2);

@@ -82,7 +82,7 @@ fn member(dir: &Path, trace: Arc<Trace>) -> RaftLoop {
         check_quorum: true,
         pre_vote: true,
         batch_append: false,
-        max_size_per_msg: 1 << 20,
+        max_size_per_msg: crate::raft::MAX_MSG_BYTES,
         max_inflight_msgs: 256,
         ..Default::default()
     };
