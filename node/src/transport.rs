@@ -36,8 +36,9 @@ const HELLO_BYTES_MAX: usize = 4096;
 pub const PEER_QUEUE_MAX: usize = 8192;
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a single frame write may take before the stream is declared dead (a partitioned
-/// peer in the simulator holds writes rather than failing them).
+/// How long a single frame write may take before the stream is declared dead: a peer behind
+/// a partition does not fail writes, its connection's buffers fill and the writer waits (in
+/// the simulator too: its streams hold at most `madsim::net::TCP_WINDOW_BYTES` unread).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The first frame of a stream. `to == 0` asks for the cluster's membership instead of

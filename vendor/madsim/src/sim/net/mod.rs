@@ -378,9 +378,12 @@ impl NetSim {
                 .try_send(node, dst, protocol)
                 .map(|(_, _, _, latency)| net.time.now_instant() + latency)
         });
+        // detcd: the stream's bytes written and not yet read, shared by both ends.
+        let window = Arc::new(Window::default());
         let sender = PayloadSender {
             test_link: test_link.clone(),
             tx,
+            window: window.clone(),
         };
         let time = self.time.clone();
         let recver = async_stream::stream! {
@@ -419,7 +422,13 @@ impl NetSim {
             }
         }
         .boxed();
-        (sender, recver)
+        (
+            sender,
+            PayloadReceiver {
+                inner: recver,
+                window,
+            },
+        )
     }
 }
 
@@ -427,6 +436,75 @@ impl NetSim {
 pub struct PayloadSender {
     test_link: Arc<dyn Fn() -> State + Send + Sync>,
     tx: mpsc::UnboundedSender<(Payload, State)>,
+    /// detcd: the bytes this end sent that the other end has not read yet.
+    pub(crate) window: Arc<Window>,
+}
+
+/// detcd: how many bytes a simulated TCP stream holds that its writer sent and its reader has
+/// not read, before the writer blocks: a real connection's send and receive buffers (Linux's
+/// largest autotuned send buffer, `tcp_wmem`'s 4 MiB). madsim's stream had no bound, so a
+/// writer to a peer behind a partition never blocked and a backlog grew without end.
+pub const TCP_WINDOW_BYTES: usize = 4 << 20;
+
+/// detcd: the unread bytes of one direction of a simulated TCP stream, and its writer's waker
+/// while it waits for room (see [`TCP_WINDOW_BYTES`]).
+#[doc(hidden)]
+#[derive(Default)]
+pub struct Window {
+    state: Mutex<WindowState>,
+}
+
+#[derive(Default)]
+struct WindowState {
+    unread: usize,
+    writer: Option<std::task::Waker>,
+    reader_gone: bool,
+}
+
+impl Window {
+    /// Room for more bytes beside `pending` not yet sent; `None` once the reader is gone
+    /// (writes go on and fail at the flush, as before). With no room, the writer's waker is
+    /// kept for [`Window::read`].
+    pub(crate) fn room(&self, pending: usize, cx: &mut std::task::Context<'_>) -> Option<usize> {
+        let mut st = self.state.lock();
+        if st.reader_gone {
+            return None;
+        }
+        let room = TCP_WINDOW_BYTES.saturating_sub(st.unread + pending);
+        if room == 0 {
+            st.writer = Some(cx.waker().clone());
+        }
+        Some(room)
+    }
+
+    /// The writer sent `n` bytes.
+    pub(crate) fn sent(&self, n: usize) {
+        self.state.lock().unread += n;
+    }
+
+    /// The reader took `n` bytes: a writer waiting for room may go on.
+    pub(crate) fn read(&self, n: usize) {
+        let waker = {
+            let mut st = self.state.lock();
+            st.unread = st.unread.saturating_sub(n);
+            st.writer.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The reader is gone: a waiting writer goes on (and fails at its flush).
+    pub(crate) fn reader_gone(&self) {
+        let waker = {
+            let mut st = self.state.lock();
+            st.reader_gone = true;
+            st.writer.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
 }
 
 /// The link state when sending a packet.
@@ -447,8 +525,23 @@ impl PayloadSender {
     }
 }
 
+/// The receiving end of a simulated stream (detcd: with its [`Window`]).
 #[doc(hidden)]
-pub type PayloadReceiver = BoxStream<'static, Payload>;
+pub struct PayloadReceiver {
+    inner: BoxStream<'static, Payload>,
+    pub(crate) window: Arc<Window>,
+}
+
+impl futures_util::Stream for PayloadReceiver {
+    type Item = Payload;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Payload>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
 
 /// An RAII structure used to release the bound port.
 pub(crate) struct BindGuard {

@@ -114,6 +114,7 @@ impl TcpStream {
             let len = self.read_buf.len().min(buf.remaining_mut());
             buf.put_slice(&self.read_buf[..len]);
             self.read_buf.advance(len);
+            self.rx.window.read(len);
             return Ok(len);
         }
         Err(io::Error::new(
@@ -141,6 +142,8 @@ impl AsyncRead for TcpStream {
             let len = self.read_buf.len().min(buf.remaining());
             buf.put_slice(&self.read_buf[..len]);
             self.read_buf.advance(len);
+            // detcd: the writer may send this much more.
+            self.rx.window.read(len);
             return Poll::Ready(Ok(()));
         }
         // otherwise wait on channel
@@ -162,26 +165,58 @@ impl AsyncRead for TcpStream {
 impl AsyncWrite for TcpStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<Result<usize>> {
-        self.write_buf.extend_from_slice(buf);
-        // TODO: simulate buffer full, partial write
-        Poll::Ready(Ok(buf.len()))
+        // detcd: a real connection takes bytes only while its buffers have room
+        // (`TCP_WINDOW_BYTES` written and not yet read, sent or not); then the writer waits
+        // for the reader. Without room, what this end holds goes out first, as a kernel
+        // sends its buffer without waiting for a flush.
+        let n = match self.tx.window.room(self.write_buf.len(), cx) {
+            None => buf.len(),
+            Some(0) => {
+                if !self.write_buf.is_empty() {
+                    if let Err(e) = self.send_buffered() {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                return Poll::Pending;
+            }
+            Some(room) => room.min(buf.len()),
+        };
+        self.write_buf.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
         // send data
-        let data = self.write_buf.split().freeze();
-        self.tx
-            .send(Box::new(data))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "connection reset"))?;
+        self.send_buffered()?;
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<()>> {
         // TODO: simulate shutdown
         Poll::Ready(Ok(()))
+    }
+}
+
+impl TcpStream {
+    /// detcd: send what was written since the last send as one message.
+    fn send_buffered(&mut self) -> Result<()> {
+        let data = self.write_buf.split().freeze();
+        let n = data.len();
+        self.tx
+            .send(Box::new(data))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::ConnectionReset, "connection reset"))?;
+        self.tx.window.sent(n);
+        Ok(())
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        // detcd: a writer waiting for this end to read goes on (and fails).
+        self.rx.window.reader_gone();
     }
 }
 
