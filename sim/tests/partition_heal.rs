@@ -13,6 +13,8 @@
 //! madsim (vendor/README.md) delivers the backlog in one burst.
 #![cfg(madsim)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-const RECEIVER: &str = "10.0.0.2:2380";
+use common::{two_hosts, RECEIVER};
+
 /// One frame a millisecond for this long: as busy as a peer stream gets (the flush filter
 /// sends at most one message a millisecond).
 const SEND_FOR: Duration = Duration::from_secs(3);
@@ -37,19 +40,9 @@ struct Log {
 }
 
 async fn run(seed: u64) -> Log {
-    let handle = madsim::runtime::Handle::current();
     let start = Instant::now();
     let log = Arc::new(Mutex::new(Log::default()));
-    let receiver = handle
-        .create_node()
-        .name("receiver")
-        .ip("10.0.0.2".parse().unwrap())
-        .build();
-    let sender = handle
-        .create_node()
-        .name("sender")
-        .ip("10.0.0.1".parse().unwrap())
-        .build();
+    let (receiver, sender) = two_hosts();
     let rlog = Arc::clone(&log);
     receiver.spawn(async move {
         let listener = TcpListener::bind(RECEIVER).await.unwrap();
@@ -91,13 +84,7 @@ async fn run(seed: u64) -> Log {
 }
 
 fn simulate(seed: u64) -> Log {
-    std::thread::spawn(move || {
-        let mut config = madsim::Config::default();
-        config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(500);
-        madsim::runtime::Runtime::with_seed_and_config(seed, config).block_on(run(seed))
-    })
-    .join()
-    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    common::simulate(seed, move || run(seed))
 }
 
 #[test]

@@ -9,6 +9,8 @@
 //! The vendored madsim (vendor/README.md) bounds it.
 #![cfg(madsim)]
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,8 @@ use madsim::net::TCP_WINDOW_BYTES;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const RECEIVER: &str = "10.0.0.2:2380";
+use common::{two_hosts, RECEIVER};
+
 const CHUNK: usize = 64 << 10;
 
 /// What the writer saw: bytes the stream took, at three moments, and how its last write
@@ -31,17 +34,7 @@ struct Seen {
 }
 
 async fn run() -> Seen {
-    let handle = madsim::runtime::Handle::current();
-    let receiver = handle
-        .create_node()
-        .name("receiver")
-        .ip("10.0.0.2".parse().unwrap())
-        .build();
-    let sender = handle
-        .create_node()
-        .name("sender")
-        .ip("10.0.0.1".parse().unwrap())
-        .build();
+    let (receiver, sender) = two_hosts();
     let read_now = Arc::new(tokio::sync::Notify::new());
     let drop_now = Arc::new(tokio::sync::Notify::new());
     let read = Arc::new(AtomicUsize::new(0));
@@ -96,20 +89,10 @@ async fn run() -> Seen {
     }
 }
 
-fn simulate(seed: u64) -> Seen {
-    std::thread::spawn(move || {
-        let mut config = madsim::Config::default();
-        config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(500);
-        madsim::runtime::Runtime::with_seed_and_config(seed, config).block_on(run())
-    })
-    .join()
-    .unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
 #[test]
 fn a_writer_blocks_at_the_window_goes_on_as_the_reader_reads_and_fails_when_it_leaves() {
     for seed in [1u64, 2] {
-        let seen = simulate(seed);
+        let seen = common::simulate(seed, run);
         println!("seed {seed}: {seen:?}");
         assert_eq!(
             seen,

@@ -1044,10 +1044,21 @@ fn coalesce_appends(msgs: Vec<Message>) -> Vec<Message> {
     out
 }
 
-/// Whether append `next` repeats append `prev` to the same peer: the same entries after the
-/// same index, and a commit index no lower (see [`coalesce_appends`]).
-fn repeats(prev: &Message, next: &Message) -> bool {
+/// Whether `prev` and `next` are both appends from one leader's term to one peer, `next`'s
+/// commit index no lower: what [`repeats`] and [`continues`] both ask first.
+fn same_appends(prev: &Message, next: &Message) -> bool {
     let append = MessageType::MsgAppend;
+    prev.get_msg_type() == append
+        && next.get_msg_type() == append
+        && (prev.to, prev.from, prev.term) == (next.to, next.from, next.term)
+        && !prev.reject
+        && !next.reject
+        && next.commit >= prev.commit
+}
+
+/// Whether append `next` repeats append `prev` to the same peer: the same entries after the
+/// same index (see [`coalesce_appends`]).
+fn repeats(prev: &Message, next: &Message) -> bool {
     let span = |m: &Message| {
         let e = m.get_entries();
         (
@@ -1056,26 +1067,14 @@ fn repeats(prev: &Message, next: &Message) -> bool {
             e.len(),
         )
     };
-    prev.get_msg_type() == append
-        && next.get_msg_type() == append
-        && (prev.to, prev.from, prev.term, prev.index, prev.log_term)
-            == (next.to, next.from, next.term, next.index, next.log_term)
-        && !prev.reject
-        && !next.reject
-        && next.commit >= prev.commit
+    same_appends(prev, next)
+        && (prev.index, prev.log_term) == (next.index, next.log_term)
         && span(prev) == span(next)
 }
 
 /// Whether append `next` continues append `prev` to the same peer (see [`coalesce_appends`]).
 fn continues(prev: &Message, next: &Message) -> bool {
-    let append = MessageType::MsgAppend;
-    if prev.get_msg_type() != append
-        || next.get_msg_type() != append
-        || (prev.to, prev.from, prev.term) != (next.to, next.from, next.term)
-        || prev.reject
-        || next.reject
-        || next.commit < prev.commit
-    {
+    if !same_appends(prev, next) {
         return false;
     }
     let (last_index, last_term) = match prev.get_entries().last() {
@@ -1105,6 +1104,13 @@ mod coalesce_tests {
                 })
                 .collect(),
         );
+        m
+    }
+
+    fn heartbeat(to: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.to = to;
         m
     }
 
@@ -1147,9 +1153,7 @@ mod coalesce_tests {
     #[test]
     fn appends_that_do_not_continue_or_are_separated_stay_apart() {
         use MessageType::*;
-        let mut hb = Message::default();
-        hb.set_msg_type(MsgHeartbeat);
-        hb.to = 2;
+        let hb = heartbeat(2);
         let msgs = vec![
             // A gap: 11 is followed by an append at 12 (progress reset, as in the raft-rs
             // batching bug of v3-swarm seed 106).
@@ -1176,9 +1180,7 @@ mod coalesce_tests {
     #[test]
     fn an_append_repeated_to_a_probing_peer_goes_once_with_the_newest_commit() {
         use MessageType::*;
-        let mut hb = Message::default();
-        hb.set_msg_type(MsgHeartbeat);
-        hb.to = 2;
+        let hb = heartbeat(2);
         let probe = |commit: u64| app(2, 10, 3, &[(11, 3), (12, 3)], commit);
         let msgs = vec![
             probe(9),
