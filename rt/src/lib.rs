@@ -50,7 +50,10 @@ pub mod watch;
 pub use probe::Probe;
 #[cfg(any(madsim, feature = "probe-handler"))]
 pub use probe::ProbeHandler;
-pub use time::{interval, sleep, sleep_until, timeout, timeout_at, Elapsed, Interval, Missed};
+pub use time::{
+    interval, sleep, sleep_exact, sleep_until, sleep_until_exact, timeout, timeout_at, Elapsed,
+    Interval, Missed,
+};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -214,6 +217,24 @@ pub fn tune_stream(stream: &tokio::net::TcpStream) {
 /// Under madsim, the least time between two flushes of one stream (madsim's delivery floor).
 pub const SIM_FLUSH_GAP: Duration = Duration::from_millis(1);
 
+/// Under madsim with exact network delays (a scenario's `network.exact_delays`: messages
+/// arrive at their drawn latency, however short), the least time between two flushes of one
+/// stream: a tenth of the default, so a busy stream still carries what is written meanwhile
+/// in one message, as a real TCP stream does on a busy link.
+pub const SIM_EXACT_FLUSH_GAP: Duration = Duration::from_micros(100);
+
+/// Under madsim, whether the simulated network delivers at exact sub-millisecond delays.
+fn sim_exact_delays() -> bool {
+    #[cfg(madsim)]
+    {
+        madsim::net::NetSim::current().exact_delays()
+    }
+    #[cfg(not(madsim))]
+    {
+        false
+    }
+}
+
 pin_project_lite::pin_project! {
     /// Passes `poll_flush` through only when bytes were written since the last flush, and
     /// under madsim no sooner than [`SIM_FLUSH_GAP`] after the previous one (see the module
@@ -223,6 +244,8 @@ pin_project_lite::pin_project! {
         inner: S,
         dirty: bool,
         last_flush: Option<Instant>,
+        // Under madsim, the network's delays are exact (see `SIM_EXACT_FLUSH_GAP`).
+        exact: bool,
         pacing: Option<Pin<Box<time::Sleep>>>,
         coalesce: u8,
         rounds_left: u8,
@@ -252,6 +275,7 @@ impl<S> FlushFilter<S> {
             inner,
             dirty: false,
             last_flush: None,
+            exact: cfg!(madsim) && sim_exact_delays(),
             pacing: None,
             coalesce: 0,
             rounds_left: 0,
@@ -396,11 +420,21 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
         let mut paced = false;
         if cfg!(madsim) {
             if let Some(last) = *this.last_flush {
-                let due = last + SIM_FLUSH_GAP;
+                let exact = *this.exact;
+                let gap = if exact {
+                    SIM_EXACT_FLUSH_GAP
+                } else {
+                    SIM_FLUSH_GAP
+                };
+                let due = last + gap;
                 if Instant::now() < due {
-                    let wait = this
-                        .pacing
-                        .get_or_insert_with(|| Box::pin(time::sleep_until(due)));
+                    let wait = this.pacing.get_or_insert_with(|| {
+                        Box::pin(if exact {
+                            time::sleep_until_exact(due)
+                        } else {
+                            time::sleep_until(due)
+                        })
+                    });
                     if wait.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }

@@ -40,6 +40,25 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     }
 }
 
+/// Sleep for `d` exactly. Under madsim [`sleep`] never sleeps less than 1 ms (madsim's
+/// floor, as tokio's timer wheel); this one does, for simulated times (an fsync, a flush gap)
+/// that are shorter. On tokio it is [`sleep`].
+pub fn sleep_exact(d: Duration) -> Sleep {
+    sleep_until_exact(Instant::now() + d)
+}
+
+/// Sleep until `deadline` exactly (see [`sleep_exact`]).
+pub fn sleep_until_exact(deadline: Instant) -> Sleep {
+    #[cfg(madsim)]
+    let inner = tokio::time::sleep_until_exact(deadline);
+    #[cfg(not(madsim))]
+    let inner = tokio::time::sleep_until(deadline);
+    Sleep {
+        inner,
+        registered: None,
+    }
+}
+
 impl Sleep {
     /// When it completes.
     pub fn deadline(&self) -> Instant {

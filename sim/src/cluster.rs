@@ -154,7 +154,8 @@ pub fn start(
                     Duration::from_micros(s.disk.fsync_us[1]),
                 ),
                 s.disk.torn_writes,
-            );
+            )
+            .with_exact_fsync(s.disk.exact_fsync);
             let clock = Clock::new();
             let shared: Arc<Mutex<Option<Arc<Shared>>>> = Arc::default();
             let incarnations = Arc::new(AtomicU64::new(0));

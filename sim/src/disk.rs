@@ -255,6 +255,9 @@ pub struct SimDisk {
     pub fsync_latency: (Duration, Duration),
     /// Whether a crash may leave a torn prefix of unsynced bytes.
     pub torn_writes: bool,
+    /// Whether each fsync takes its latency exactly rather than owing it until it reaches
+    /// madsim's least sleep (see [`Disk::sync_latency`]).
+    exact_fsync: bool,
     /// Extra latency of every fsync while a `slow-disk` fault lasts (ns; shared by clones).
     stall_ns: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -280,8 +283,16 @@ impl SimDisk {
             })),
             fsync_latency,
             torn_writes,
+            exact_fsync: false,
             stall_ns: Arc::default(),
         }
+    }
+
+    /// The same disk, each fsync taking its latency exactly when `exact` (the node waits
+    /// with an exact sleep, so no floor applies).
+    pub fn with_exact_fsync(mut self, exact: bool) -> SimDisk {
+        self.exact_fsync = exact;
+        self
     }
 
     /// From now on every fsync takes `extra` longer (zero ends the stall).
@@ -855,10 +866,16 @@ impl Disk for SimDisk {
         } else {
             Duration::from_nanos(st.rng.gen_range(lo.as_nanos() as u64..hi.as_nanos() as u64))
         } + stall;
-        // madsim sleeps at least 1 ms, so a 100 µs fsync slept one by one would cost 1 ms:
-        // the time is owed and paid once it adds up to a sleep madsim can honour.
+        // madsim's `sleep` lasts at least 1 ms, so a 100 µs fsync slept one by one would
+        // cost 1 ms: unless fsyncs are exact, the time is owed and paid once it adds up to
+        // 1 ms.
         st.owed += one;
-        if st.owed >= MIN_SLEEP {
+        let least = if self.exact_fsync {
+            Duration::from_nanos(1)
+        } else {
+            MIN_SLEEP
+        };
+        if st.owed >= least {
             // The member now waits for this fsync; until it has, the fsync is not done.
             let wait = std::mem::take(&mut st.owed);
             st.in_flight = st

@@ -27,12 +27,18 @@ pub fn run(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
-fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
-    let wall = WallInstant::now();
+/// madsim's configuration for `s`: its network's latency range and whether delays are exact.
+fn madsim_config(s: &Scenario) -> madsim::Config {
     let mut config = madsim::Config::default();
     config.net.send_latency = Duration::from_micros(s.network.latency_us[0])
         ..Duration::from_micros(s.network.latency_us[1].max(s.network.latency_us[0] + 1));
-    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+    config.net.exact_delays = s.network.exact_delays;
+    config
+}
+
+fn run_here(s: &Scenario, seed: u64) -> (RunOutput, Duration) {
+    let wall = WallInstant::now();
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim_config(s));
     let scenario = Arc::new(s.clone());
     crate::failpoints::capture_panics();
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -688,10 +694,7 @@ where
 {
     let s = s.clone();
     std::thread::spawn(move || {
-        let mut config = madsim::Config::default();
-        config.net.send_latency = Duration::from_micros(s.network.latency_us[0])
-            ..Duration::from_micros(s.network.latency_us[1].max(s.network.latency_us[0] + 1));
-        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim_config(&s));
         rt.block_on(async move {
             let handle = madsim::runtime::Handle::current();
             let fp = failpoints(&s, seed);

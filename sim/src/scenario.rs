@@ -115,14 +115,25 @@ impl Default for ClusterSpec {
 pub struct NetworkSpec {
     /// One-way message latency range in µs, `[min, max]`.
     pub latency_us: [u64; 2],
+    /// Whether a message arrives at its drawn latency exactly, and a busy stream may flush
+    /// every 100 µs. By default madsim delivers a stream's message no sooner than 1 ms after
+    /// its reader asked for it and a stream flushes at most once a millisecond, so a
+    /// 100-500 µs hop costs about 1 ms (reports/sim-speed.md).
+    #[serde(skip_serializing_if = "is_false")]
+    pub exact_delays: bool,
 }
 
 impl Default for NetworkSpec {
     fn default() -> Self {
         NetworkSpec {
             latency_us: [100, 500],
+            exact_delays: false,
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Disk behaviour.
@@ -137,6 +148,11 @@ pub struct DiskSpec {
     /// Cut WAL segments past this many KiB (0: the node's default, 64 MiB, which a
     /// simulated run never reaches; a small value makes runs cut segments).
     pub wal_segment_kib: u64,
+    /// Whether each fsync takes its drawn latency exactly. By default an fsync's time is
+    /// owed until the debt reaches 1 ms (madsim's least sleep) and then paid at once, so
+    /// most fsyncs take no time and one in several takes 1 ms.
+    #[serde(skip_serializing_if = "is_false")]
+    pub exact_fsync: bool,
 }
 
 impl Default for DiskSpec {
@@ -145,6 +161,7 @@ impl Default for DiskSpec {
             fsync_us: [80, 200],
             torn_writes: true,
             wal_segment_kib: 0,
+            exact_fsync: false,
         }
     }
 }

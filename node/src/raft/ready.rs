@@ -702,7 +702,8 @@ impl RaftLoop {
     async fn wait_sync_latency(&mut self) {
         let latency = self.disk.sync_latency();
         if !latency.is_zero() {
-            crate::rt::sleep(latency).await;
+            // Exact: a simulated disk may owe less than a millisecond.
+            crate::rt::sleep_exact(latency).await;
         }
     }
 

@@ -1,5 +1,5 @@
 //! Two simulated hosts joined by one link, for the tests of the vendored madsim's TCP model
-//! (`partition_heal.rs`, `tcp_window.rs`).
+//! (`partition_heal.rs`, `tcp_window.rs`, `exact_delays.rs`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,7 +27,22 @@ pub fn two_hosts() -> (NodeHandle, NodeHandle) {
 
 /// Run `body` in a simulation of `seed` whose network delays each message 100-500 µs, on a
 /// thread of its own (madsim's runtime is per thread); a panic in it fails the caller.
+#[allow(dead_code)] // not every test file uses every helper
 pub fn simulate<T, Fut>(seed: u64, body: impl FnOnce() -> Fut + Send + 'static) -> T
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    simulate_with(seed, false, body)
+}
+
+/// [`simulate`], with the network's delays exact (`madsim::net::Config::exact_delays`) or
+/// not.
+pub fn simulate_with<T, Fut>(
+    seed: u64,
+    exact_delays: bool,
+    body: impl FnOnce() -> Fut + Send + 'static,
+) -> T
 where
     T: Send + 'static,
     Fut: Future<Output = T> + 'static,
@@ -35,6 +50,7 @@ where
     std::thread::spawn(move || {
         let mut config = madsim::Config::default();
         config.net.send_latency = Duration::from_micros(100)..Duration::from_micros(500);
+        config.net.exact_delays = exact_delays;
         madsim::runtime::Runtime::with_seed_and_config(seed, config).block_on(body())
     })
     .join()

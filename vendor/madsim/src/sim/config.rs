@@ -63,7 +63,8 @@ mod tests {
             Config {
                 net: net::Config {
                     packet_loss_rate: 0.1,
-                    send_latency: Duration::from_millis(1)..Duration::from_millis(10)
+                    send_latency: Duration::from_millis(1)..Duration::from_millis(10),
+                    exact_delays: false,
                 },
                 tcp: tcp::TcpConfig {}
             }

@@ -134,6 +134,11 @@ impl NetSim {
         self.network.lock().stat().clone()
     }
 
+    /// detcd: whether messages arrive at their latency exactly (see [`Config::exact_delays`]).
+    pub fn exact_delays(&self) -> bool {
+        self.network.lock().config().exact_delays
+    }
+
     /// Update network configurations.
     pub fn update_config(&self, f: impl FnOnce(&mut Config)) {
         let mut network = self.network.lock();
@@ -386,6 +391,8 @@ impl NetSim {
             window: window.clone(),
         };
         let time = self.time.clone();
+        // detcd: change 4, read once per stream (a run's configuration does not change).
+        let exact = self.exact_delays();
         let recver = async_stream::stream! {
             while let Some((value, mut state)) = rx.recv().await {
                 // detcd: a message sent while the link was clogged goes at once if the link
@@ -416,7 +423,11 @@ impl NetSim {
                 // busy peer writes (the flush filter's one flush a millisecond): seconds
                 // after a 0.7 s partition (sim/tests/partition_heal.rs).
                 if arrive_time > time.now_instant() {
-                    sleep_until(arrive_time).await;
+                    if exact {
+                        time.sleep_until_exact(arrive_time).await;
+                    } else {
+                        sleep_until(arrive_time).await;
+                    }
                 }
                 yield value;
             }

@@ -73,6 +73,11 @@ pub struct Config {
     /// The latency range of sending packets.
     #[serde(default = "default_send_latency")]
     pub send_latency: Range<Duration>,
+    /// detcd: a message on a simulated stream arrives at its drawn latency exactly, however
+    /// short, instead of no sooner than 1 ms after the receiver asked for it (`sleep_until`'s
+    /// floor). Off by default, so that runs are as before.
+    #[serde(default)]
+    pub exact_delays: bool,
 }
 
 impl Default for Config {
@@ -80,6 +85,7 @@ impl Default for Config {
         Config {
             packet_loss_rate: 0.0,
             send_latency: default_send_latency(),
+            exact_delays: false,
         }
     }
 }
@@ -93,6 +99,10 @@ impl Hash for Config {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.packet_loss_rate.to_bits().hash(state);
         self.send_latency.hash(state);
+        // detcd: only when set, so a config without it hashes as before.
+        if self.exact_delays {
+            self.exact_delays.hash(state);
+        }
     }
 }
 
@@ -128,6 +138,11 @@ impl Network {
 
     pub fn update_config(&mut self, f: impl FnOnce(&mut Config)) {
         f(&mut self.config);
+    }
+
+    /// detcd: the configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn stat(&self) -> &Stat {

@@ -16,7 +16,7 @@ mod sleep;
 mod system_time;
 
 pub use self::interval::{interval, interval_at, Interval, MissedTickBehavior};
-pub use self::sleep::{sleep, sleep_until, Sleep};
+pub use self::sleep::{sleep, sleep_exact, sleep_until, sleep_until_exact, Sleep};
 
 pub(crate) struct TimeRuntime {
     handle: TimeHandle,
@@ -120,6 +120,15 @@ impl TimeHandle {
         Sleep {
             handle: self.clone(),
             deadline: deadline.max(min_deadline),
+        }
+    }
+
+    /// detcd: waits until `deadline` is reached, however near it is: no 1 ms floor (see
+    /// `sleep_until_exact`).
+    pub fn sleep_until_exact(&self, deadline: Instant) -> Sleep {
+        Sleep {
+            handle: self.clone(),
+            deadline,
         }
     }
 

@@ -13,6 +13,19 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     handle.sleep_until(deadline)
 }
 
+/// detcd: waits until `duration` has elapsed, however short it is. `sleep` never sleeps less
+/// than 1 ms, as tokio's timer wheel cannot; the simulated clock can, so a simulated fsync or
+/// network hop of 100 us can take 100 us.
+pub fn sleep_exact(duration: Duration) -> Sleep {
+    let handle = TimeHandle::current();
+    handle.sleep_until_exact(handle.now_instant() + duration)
+}
+
+/// detcd: waits until `deadline` is reached, however near it is (see [`sleep_exact`]).
+pub fn sleep_until_exact(deadline: Instant) -> Sleep {
+    TimeHandle::current().sleep_until_exact(deadline)
+}
+
 /// Future returned by [`sleep`] and [`sleep_until`].
 ///
 /// [`sleep`]: sleep()
