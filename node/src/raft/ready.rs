@@ -592,9 +592,9 @@ impl RaftLoop {
         let committed = rd.take_committed_entries();
         let woke = !committed.is_empty();
         self.apply(committed)?;
-        if woke && !rd.entries().is_empty() {
-            // The WAL write below may fsync on this thread: answer the requests applied
-            // first.
+        if woke {
+            // Answer the requests applied first: the rest of the Ready (a WAL write, maybe
+            // an fsync on this thread) and of the turn would otherwise run before them.
             crate::rt::run_woken_first().await;
         }
         if self.may_defer_sync(&rd) {
