@@ -306,7 +306,8 @@ pub enum Placement {
     /// endpoints in turn: no seed favours the member that happens to lead. For benchmarks.
     Spread,
     /// Every client starts at the member that leads when the load begins (asked through
-    /// `/v2/members/leader`), as etcd's benchmark is often pointed at the leader: the
+    /// `/v2/members/leader`; v3 loads through `Maintenance/Status`, which etcd serves with its
+    /// v2 API off), as etcd's benchmark is often pointed at the leader: the
     /// placement where the leader's own request path carries the whole load.
     Leader,
 }
