@@ -190,13 +190,13 @@ where
 /// the Ready (a WAL write, maybe an fsync on its own worker thread) and of its turn: tokio
 /// keeps the task woken last in a per-worker slot that no other worker may steal, so without
 /// this one handler per Ready would answer only after all of that (measured: a 1-client Put
-/// through a follower waited ~35 us more between its apply and its handler running). (tokio's `block_in_place` would move it, but hands the worker's whole
-/// run queue to another thread on every fsync: 4.5 futex calls per write on the 16-client v3
-/// benchmark against 1.7 without it, and 8-16% more CPU per write; what it kept better is the
-/// p99.9 with 16 clients on the leader, by about 2 ms, as tasks queued behind the fsync ran on
-/// that other thread: see reports/vs-etcd.md.) In the simulator a blocking
-/// call takes no simulated time, so nothing waits behind it and this does nothing: simulated
-/// histories do not depend on it.
+/// through a follower waited ~35 us more between its apply and its handler running).
+/// (tokio's `block_in_place` would move it, but hands the worker's whole run queue to another
+/// thread on every fsync: 4.5 futex calls per write on the 16-client v3 benchmark against 1.7
+/// without it, and 8-16% more CPU per write; what it kept better is the p99.9 with 16 clients
+/// on the leader, by about 2 ms, as tasks queued behind the fsync ran on that other thread:
+/// see reports/vs-etcd.md.) In the simulator a blocking call takes no simulated time, so
+/// nothing waits behind it and this does nothing: simulated histories do not depend on it.
 pub async fn run_woken_first() {
     #[cfg(not(madsim))]
     tokio::task::yield_now().await;
@@ -276,7 +276,7 @@ impl<S> FlushFilter<S> {
             inner,
             dirty: false,
             last_flush: None,
-            exact: cfg!(madsim) && sim_exact_delays(),
+            exact: sim_exact_delays(),
             pacing: None,
             coalesce: 0,
             rounds_left: 0,
@@ -421,21 +421,16 @@ impl<S: AsyncWrite> AsyncWrite for FlushFilter<S> {
         let mut paced = false;
         if cfg!(madsim) {
             if let Some(last) = *this.last_flush {
-                let exact = *this.exact;
-                let gap = if exact {
-                    SIM_EXACT_FLUSH_GAP
+                let (gap, sleep_until): (_, fn(Instant) -> time::Sleep) = if *this.exact {
+                    (SIM_EXACT_FLUSH_GAP, time::sleep_until_exact)
                 } else {
-                    SIM_FLUSH_GAP
+                    (SIM_FLUSH_GAP, time::sleep_until)
                 };
                 let due = last + gap;
                 if Instant::now() < due {
-                    let wait = this.pacing.get_or_insert_with(|| {
-                        Box::pin(if exact {
-                            time::sleep_until_exact(due)
-                        } else {
-                            time::sleep_until(due)
-                        })
-                    });
+                    let wait = this
+                        .pacing
+                        .get_or_insert_with(|| Box::pin(sleep_until(due)));
                     if wait.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }

@@ -93,6 +93,10 @@ fn is_true(b: &bool) -> bool {
     *b
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 impl Default for ClusterSpec {
     fn default() -> Self {
         ClusterSpec {
@@ -130,10 +134,6 @@ impl Default for NetworkSpec {
             exact_delays: false,
         }
     }
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 /// Disk behaviour.
