@@ -788,6 +788,39 @@ CASES += [
     E("authz.ctl.user-get-root", ["user", "get", "root"]),
 ]
 
+# ============================================================================ the Lock service
+# etcd's v3lock (clientv3's concurrency mutex run on the server) through the gateway: a lock's
+# key is name/<lease in hex>; errors come back as code 2 (Unknown), HTTP 500. Waiting for a
+# held lock is tested in node/tests/v3_lock.rs (a blocked call does not fit a sequential corpus).
+LK_A, LK_B = 6000, 6001     # hex 1770, 1771
+CASES += [
+    G("lock.gw.grant-a", "/v3/lease/grant", {"ID": LK_A, "TTL": 600}),
+    G("lock.gw.grant-b", "/v3/lease/grant", {"ID": LK_B, "TTL": 600}),
+    G("lock.gw.lock", "/v3/lock/lock", {"name": b64("lk"), "lease": LK_A}, "free: acquired"),
+    G("lock.gw.lock-again", "/v3/lock/lock", {"name": b64("lk"), "lease": LK_A},
+      "the same lease again: its key, the header of a txn that wrote nothing"),
+    G("lock.gw.range", "/v3/kv/range", {"key": b64("lk/"), "range_end": b64("lk0")},
+      "the lock's key, with its lease"),
+    G("lock.gw.unknown-lease", "/v3/lock/lock", {"name": b64("lk"), "lease": 12345}),
+    G("lock.gw.negative-lease", "/v3/lock/lock", {"name": b64("lk"), "lease": -1}),
+    G("lock.gw.empty-name", "/v3/lock/lock", {"lease": LK_B}, "prefix \"/\""),
+    G("lock.gw.beta", "/v3beta/lock/lock", {"name": b64("lk2"), "lease": LK_B}),
+    G("lock.gw.unlock-missing", "/v3/lock/unlock", {"key": b64("nope")}),
+    G("lock.gw.unlock-no-key", "/v3/lock/unlock", {}, "key is not provided, code 2"),
+    G("lock.gw.bad-json", "/v3/lock/lock", raw="garbage"),
+    G("lock.gw.wrong-type", "/v3/lock/lock", {"name": 5}),
+    G("lock.gw.get", "/v3/lock/lock", method="GET"),
+    G("lock.gw.unlock-get", "/v3/lock/unlock", method="GET"),
+    G("lock.gw.wrong-case", "/v3/lock/Lock", {}),
+    G("lock.gw.unlock", "/v3/lock/unlock", {"key": b64("lk/1770")}),
+    G("lock.gw.lock-b", "/v3/lock/lock", {"name": b64("lk"), "lease": LK_B},
+      "released: the other lease takes it"),
+    G("lock.gw.revoke-a", "/v3/lease/revoke", {"ID": LK_A}),
+    G("lock.gw.revoke-b", "/v3/lease/revoke", {"ID": LK_B}, "deletes lk/1771, lk2/1771, /1771"),
+    G("lock.gw.range-after", "/v3/kv/range", {"key": b64("\0"), "range_end": b64("\0"),
+                                               "count_only": True}),
+]
+
 
 # ----------------------------------------------------------------------------- running
 REL = re.compile(r"\{(B|CUR)([+-]\d+)?\}")

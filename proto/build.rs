@@ -6,10 +6,11 @@
 
 use prost::Message;
 
-const FILES: [&str; 3] = [
+const FILES: [&str; 4] = [
     "proto/mvccpb/kv.proto",
     "proto/authpb/auth.proto",
     "proto/etcdserverpb/rpc.proto",
+    "proto/v3lockpb/v3lock.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +31,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register_descriptors(&descriptors)?
         .preserve_proto_field_names()
         .ignore_unknown_fields()
-        .build(&[".mvccpb", ".authpb", ".etcdserverpb"])?;
+        .build(&[".mvccpb", ".authpb", ".etcdserverpb", ".v3lockpb"])?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! etcd 3.4's v3 wire schema for detcd: the messages of packages `etcdserverpb`, `mvccpb` and
 //! `authpb` (prost), and client and server stubs of the KV, Watch, Lease, Cluster, Maintenance
-//! and Auth services (tonic, without `tonic::transport`).
+//! and Auth services and of the Lock service (tonic, without `tonic::transport`).
 //!
 //! The `.proto` files under `proto/` are detcd's own description of etcd 3.4's wire interface:
 //! the same packages, services, methods, messages, field names and numbers (which is what a
@@ -26,6 +26,12 @@ pub mod authpb {
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
+}
+
+/// `v3lockpb`: the distributed lock service (etcd's `v3lock`, served beside the six).
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 pub mod gateway;

@@ -14,6 +14,7 @@ pub mod misc;
 pub mod v3;
 pub mod v3auth;
 pub mod v3gateway;
+mod v3lock;
 pub mod v3maint;
 pub mod watch;
 pub use members::{answer_promote, answer_rejoin};
@@ -25,6 +26,7 @@ use detcd_proto::etcdserverpb::kv_server::KvServer;
 use detcd_proto::etcdserverpb::lease_server::LeaseServer;
 use detcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use detcd_proto::etcdserverpb::watch_server::WatchServer;
+use detcd_proto::v3lockpb::lock_server::LockServer;
 use tonic::codegen::Service;
 
 use std::convert::Infallible;
@@ -166,6 +168,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             let cluster = ClusterServer::new(v3maint::Maint::new(Arc::clone(&ctx)));
             let maint = MaintenanceServer::new(v3maint::Maint::new(Arc::clone(&ctx)))
                 .max_encoding_message_size(usize::MAX);
+            let lock = LockServer::new(v3::V3::new(Arc::clone(&ctx)));
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
                 let mut kv = kv.clone();
@@ -173,6 +176,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                 let mut watches = watches.clone();
                 let mut auth = auth.clone();
                 let (mut cluster, mut maint) = (cluster.clone(), maint.clone());
+                let mut lock = lock.clone();
                 if let Some(cn) = &cn {
                     req.extensions_mut().insert(ClientCommonName(cn.clone()));
                 }
@@ -199,6 +203,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                             cluster.call(req).await
                         } else if path.starts_with("/etcdserverpb.Maintenance/") {
                             maint.call(req).await
+                        } else if path.starts_with("/v3lockpb.Lock/") {
+                            lock.call(req).await
                         } else {
                             kv.call(req).await
                         };
@@ -353,7 +359,11 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         let requests = futures::stream::iter(reqs.into_iter().map(Ok));
         kv.keep_alive_stream(requests).collect::<Vec<_>>()
     };
-    let reply = match v3gateway::handle_auth(&kv, &method, &path, &body).await {
+    let mut reply = v3gateway::handle_auth(&kv, &method, &path, &body).await;
+    if reply.is_none() {
+        reply = v3gateway::handle_lock(&kv, &method, &path, &body).await;
+    }
+    let reply = match reply {
         Some(r) => Some(r),
         None => match v3gateway::handle_cluster_maintenance(&maint, &maint, &method, &path, &body)
             .await

@@ -30,6 +30,7 @@ use detcd_proto::etcdserverpb::auth_server::Auth;
 use detcd_proto::etcdserverpb::kv_server::Kv;
 use detcd_proto::etcdserverpb::lease_server::Lease;
 use detcd_proto::gateway::{decode, decode_stream, encode, error_body, http_status};
+use detcd_proto::v3lockpb::lock_server::Lock;
 use http::Method;
 
 /// A gateway answer: status, the headers etcd sets besides its CORS ones, and the body.
@@ -172,6 +173,40 @@ where
             .await
         }
         _ => keep_alive_stream(body, keep_alive).await,
+    })
+}
+
+/// The gateway of the Lock service (`/v3/lock/lock`, `/v3/lock/unlock`, POST only, as etcd
+/// 3.4's v3lock.proto routes them); `None` for any other path.
+pub async fn handle_lock<L: Lock>(
+    lock: &L,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Option<Reply> {
+    let p = path.split('?').next().unwrap_or(path);
+    let rest = p
+        .strip_prefix("/v3/")
+        .or_else(|| p.strip_prefix("/v3beta/"))?;
+    let unlock = match rest {
+        "lock/lock" => false,
+        "lock/unlock" => true,
+        _ => return None,
+    };
+    if method == Method::OPTIONS {
+        return Some(Reply {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        });
+    }
+    if method != Method::POST {
+        return Some(text(405, "Method Not Allowed\n"));
+    }
+    Some(if unlock {
+        call("v3lockpb.UnlockRequest", body, |r| lock.unlock(r)).await
+    } else {
+        call("v3lockpb.LockRequest", body, |r| lock.lock(r)).await
     })
 }
 
@@ -585,6 +620,8 @@ const OTHER_ROUTES: &[&str] = &[
     "auth/role/delete",
     "auth/role/grant",
     "auth/role/revoke",
+    "lock/lock",
+    "lock/unlock",
 ];
 
 fn text(status: u16, body: &str) -> Reply {

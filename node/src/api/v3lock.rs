@@ -1,0 +1,311 @@
+//! etcd 3.4's Lock service (`v3lockpb.Lock`, etcd's `v3lock`): clientv3's concurrency mutex run
+//! on the member, through this member's own KV and Lease services with the caller's
+//! credentials, as etcd runs it through its in-process client.
+//!
+//! - `Lock(name, lease)`: with lease 0 a lease of [`SESSION_TTL`] seconds is granted first (and
+//!   never kept alive: etcd orphans that session at once). The lock's key is `name/<lease in
+//!   hex>`, created with the lease if absent (one txn that also reads the prefix's oldest key).
+//!   The caller holds the lock when its key is the prefix's oldest (lowest create revision);
+//!   until then the call waits for every older key to be deleted, oldest-newest first (etcd's
+//!   `waitDeletes`). The answer's header is that of the txn that found it the owner, or of the
+//!   last read that found no older key. A call that fails or is abandoned while waiting deletes
+//!   its key (etcd's `Mutex.Lock` unlocks on a failed wait).
+//! - `Unlock(key)`: deletes the key.
+//!
+//! Errors reach the client as etcd's do through its in-process client: code Unknown with the
+//! underlying message (`etcdserver: requested lease not found`, `etcdserver: key is not
+//! provided`, ...), HTTP 500 through the gateway.
+
+use detcd_proto::etcdserverpb as pb;
+use detcd_proto::etcdserverpb::kv_server::Kv;
+use detcd_proto::etcdserverpb::lease_server::Lease;
+use detcd_proto::v3lockpb as lpb;
+use detcd_proto::v3lockpb::lock_server::Lock;
+use tonic::{Request, Response, Status};
+
+use super::v3::{SERVER_STOPPED, V3};
+use super::ClientCommonName;
+
+/// The TTL of the lease a Lock without one gets (clientv3 concurrency's `defaultSessionTTL`).
+pub const SESSION_TTL: i64 = 60;
+
+/// A service error as etcd's Lock service answers it: its in-process client hands the
+/// service a plain error, which gRPC sends as Unknown.
+fn unknown(st: Status) -> Status {
+    Status::unknown(st.message().to_string())
+}
+
+/// A lease id as Go's `%x` prints an `int64` (a sign, then the magnitude's hex digits).
+fn go_hex(v: i64) -> String {
+    if v < 0 {
+        format!("-{:x}", v.unsigned_abs())
+    } else {
+        format!("{v:x}")
+    }
+}
+
+/// The end of the range of every key starting with `prefix` (clientv3's `GetPrefixRangeEnd`).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The oldest (`Ascend`) or newest (`Descend`) key under `pfx` by create revision, at most
+/// `max_create` (0: any): clientv3's `WithFirstCreate` / `WithLastCreate`.
+fn first_or_last_create(
+    pfx: &[u8],
+    order: pb::range_request::SortOrder,
+    max_create: i64,
+) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: pfx.to_vec(),
+        range_end: prefix_end(pfx),
+        limit: 1,
+        sort_order: order as i32,
+        sort_target: pb::range_request::SortTarget::Create as i32,
+        max_create_revision: max_create,
+        ..Default::default()
+    }
+}
+
+fn range_op(r: pb::RangeRequest) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestRange(r)),
+    }
+}
+
+/// The caller's credentials, for the calls the service makes on its behalf: its gRPC metadata
+/// (a token) and its TLS certificate's name (the gateway's token travels in [`V3`] itself).
+#[derive(Clone, Default)]
+struct Caller {
+    metadata: tonic::metadata::MetadataMap,
+    cn: Option<String>,
+}
+
+impl Caller {
+    fn of<T>(req: &Request<T>) -> Caller {
+        Caller {
+            metadata: req.metadata().clone(),
+            cn: req
+                .extensions()
+                .get::<ClientCommonName>()
+                .map(|c| c.0.clone()),
+        }
+    }
+
+    fn req<M>(&self, msg: M) -> Request<M> {
+        let mut r = Request::new(msg);
+        *r.metadata_mut() = self.metadata.clone();
+        if let Some(cn) = &self.cn {
+            r.extensions_mut().insert(ClientCommonName(cn.clone()));
+        }
+        r
+    }
+}
+
+/// Deletes a waiting Lock's key unless disarmed: a call that fails or whose client goes away
+/// while it waits leaves no key behind to block the locks queued after it.
+struct Unqueue {
+    v3: V3,
+    caller: Caller,
+    key: Option<Vec<u8>>,
+}
+
+impl Drop for Unqueue {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let (v3, req) = (self.v3.clone(), self.caller.req(delete_req(key)));
+        crate::rt::spawn(async move {
+            if let Err(e) = v3.delete_range(req).await {
+                tracing::info!(error = %e.message(), "lock: could not delete an abandoned waiter's key");
+            }
+        });
+    }
+}
+
+fn delete_req(key: Vec<u8>) -> pb::DeleteRangeRequest {
+    pb::DeleteRangeRequest {
+        key,
+        ..Default::default()
+    }
+}
+
+impl V3 {
+    /// Wait until no key under `pfx` created at or before `max_create` is left (etcd's
+    /// `waitDeletes`): find the newest such key (a linearizable read), wait for its deletion,
+    /// again. Returns the header of the read that found none.
+    async fn wait_deletes(
+        &self,
+        caller: &Caller,
+        pfx: &[u8],
+        max_create: i64,
+    ) -> Result<Option<pb::ResponseHeader>, Status> {
+        let newest = first_or_last_create(pfx, pb::range_request::SortOrder::Descend, max_create);
+        loop {
+            let r = self.range(caller.req(newest.clone())).await?.into_inner();
+            let Some(kv) = r.kvs.into_iter().next() else {
+                return Ok(r.header);
+            };
+            self.wait_delete(caller, kv.key, kv.create_revision).await?;
+        }
+    }
+
+    /// Wait until the key created at `created` is gone (deleted, or deleted and created again):
+    /// this member's keyspace is read again whenever it applies a revision. etcd watches the
+    /// key for a delete event from the revision of the read that found it; both end once this
+    /// member has applied that delete.
+    async fn wait_delete(&self, caller: &Caller, key: Vec<u8>, created: i64) -> Result<(), Status> {
+        let mut applied = self.ctx.shared.watch_hub.subscribe();
+        let read = pb::RangeRequest {
+            key,
+            serializable: true,
+            ..Default::default()
+        };
+        loop {
+            let r = self.range(caller.req(read.clone())).await?.into_inner();
+            if r.kvs.first().is_none_or(|kv| kv.create_revision != created) {
+                return Ok(());
+            }
+            if applied.changed().await.is_err() {
+                return Err(Status::unavailable(SERVER_STOPPED));
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for V3 {
+    async fn lock(
+        &self,
+        req: Request<lpb::LockRequest>,
+    ) -> Result<Response<lpb::LockResponse>, Status> {
+        let caller = Caller::of(&req);
+        let lpb::LockRequest { name, lease } = req.into_inner();
+        let lease = if lease == 0 {
+            let grant = pb::LeaseGrantRequest {
+                ttl: SESSION_TTL,
+                id: 0,
+            };
+            self.lease_grant(caller.req(grant))
+                .await
+                .map_err(unknown)?
+                .into_inner()
+                .id
+        } else {
+            lease
+        };
+        let mut pfx = name;
+        pfx.push(b'/');
+        let key = [pfx.as_slice(), go_hex(lease).as_bytes()].concat();
+        let owner = first_or_last_create(&pfx, pb::range_request::SortOrder::Ascend, 0);
+        let txn = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                result: pb::compare::CompareResult::Equal as i32,
+                target: pb::compare::CompareTarget::Create as i32,
+                key: key.clone(),
+                target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
+                ..Default::default()
+            }],
+            success: vec![
+                pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+                        key: key.clone(),
+                        lease,
+                        ..Default::default()
+                    })),
+                },
+                range_op(owner.clone()),
+            ],
+            failure: vec![
+                range_op(pb::RangeRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                }),
+                range_op(owner),
+            ],
+        };
+        let t = self
+            .txn(caller.req(txn))
+            .await
+            .map_err(unknown)?
+            .into_inner();
+        let ranges: Vec<pb::RangeResponse> = t
+            .responses
+            .into_iter()
+            .map(|op| match op.response {
+                Some(pb::response_op::Response::ResponseRange(r)) => r,
+                _ => pb::RangeResponse::default(),
+            })
+            .collect();
+        let mine = if t.succeeded {
+            t.header.as_ref().map_or(0, |h| h.revision)
+        } else {
+            // The key exists: this lease queued (or holds) it already.
+            ranges
+                .first()
+                .and_then(|r| r.kvs.first())
+                .map_or(0, |kv| kv.create_revision)
+        };
+        let oldest = ranges.get(1).and_then(|r| r.kvs.first());
+        if oldest.is_none_or(|kv| kv.create_revision == mine) {
+            return Ok(Response::new(lpb::LockResponse {
+                header: t.header,
+                key,
+            }));
+        }
+        let mut unqueue = Unqueue {
+            v3: self.clone(),
+            caller: caller.clone(),
+            key: Some(key.clone()),
+        };
+        let header = self
+            .wait_deletes(&caller, &pfx, mine - 1)
+            .await
+            .map_err(unknown)?;
+        unqueue.key = None;
+        Ok(Response::new(lpb::LockResponse { header, key }))
+    }
+
+    async fn unlock(
+        &self,
+        req: Request<lpb::UnlockRequest>,
+    ) -> Result<Response<lpb::UnlockResponse>, Status> {
+        let caller = Caller::of(&req);
+        let key = req.into_inner().key;
+        let d = self
+            .delete_range(caller.req(delete_req(key)))
+            .await
+            .map_err(unknown)?
+            .into_inner();
+        Ok(Response::new(lpb::UnlockResponse { header: d.header }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_ids_print_as_go_prints_them() {
+        assert_eq!(go_hex(0x2040a252fd856705), "2040a252fd856705");
+        assert_eq!(go_hex(4096), "1000");
+        assert_eq!(go_hex(-1), "-1");
+        assert_eq!(go_hex(i64::MIN), "-8000000000000000");
+    }
+
+    #[test]
+    fn prefix_ends_as_clientv3_computes_them() {
+        assert_eq!(prefix_end(b"lock/"), b"lock0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b"/"), b"0".to_vec());
+    }
+}

@@ -1,0 +1,189 @@
+//! etcd 3.4's Lock service (`v3lockpb.Lock`) over gRPC on a real 3-member detcd cluster:
+//! callers at different members queue on one lock in create-revision order, each Lock call
+//! answering only once every older key is gone; a caller that gives up while waiting leaves
+//! no key behind; a lease's end releases its lock. (What each call answers, errors included,
+//! is compared with etcd 3.4.23 in the v3 conformance corpus, `conformance/v3corpus.py`.)
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use detcd_node::rt::h2::H2Channel;
+use detcd_proto::etcdserverpb as pb;
+use detcd_proto::etcdserverpb::kv_client::KvClient;
+use detcd_proto::etcdserverpb::lease_client::LeaseClient;
+use detcd_proto::v3lockpb as lpb;
+use detcd_proto::v3lockpb::lock_client::LockClient;
+
+type Channel = H2Channel<tonic::body::Body>;
+
+async fn channel(addr: SocketAddr) -> Channel {
+    H2Channel::connect(addr).await.expect("connect")
+}
+
+async fn grant(addr: SocketAddr, ttl: i64) -> i64 {
+    let mut l = LeaseClient::new(channel(addr).await);
+    l.lease_grant(pb::LeaseGrantRequest { ttl, id: 0 })
+        .await
+        .expect("lease grant")
+        .into_inner()
+        .id
+}
+
+/// The keys under `q/`, oldest first, read through `addr`.
+async fn queue(addr: SocketAddr) -> Vec<String> {
+    let mut kv = KvClient::new(channel(addr).await);
+    let r = kv
+        .range(pb::RangeRequest {
+            key: b"q/".to_vec(),
+            range_end: b"q0".to_vec(),
+            sort_target: pb::range_request::SortTarget::Create as i32,
+            sort_order: pb::range_request::SortOrder::Ascend as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    r.kvs
+        .into_iter()
+        .map(|kv| String::from_utf8(kv.key).unwrap())
+        .collect()
+}
+
+/// A Lock call on `q` with `lease`, made through `addr` in a task of its own.
+fn lock(
+    addr: SocketAddr,
+    lease: i64,
+) -> tokio::task::JoinHandle<Result<lpb::LockResponse, tonic::Status>> {
+    tokio::spawn(async move {
+        let mut l = LockClient::new(channel(addr).await);
+        l.lock(lpb::LockRequest {
+            name: b"q".to_vec(),
+            lease,
+        })
+        .await
+        .map(|r| r.into_inner())
+    })
+}
+
+async fn unlock(addr: SocketAddr, key: &str) -> pb::ResponseHeader {
+    let mut l = LockClient::new(channel(addr).await);
+    l.unlock(lpb::UnlockRequest {
+        key: key.as_bytes().to_vec(),
+    })
+    .await
+    .expect("unlock")
+    .into_inner()
+    .header
+    .expect("a header")
+}
+
+/// Poll `f` every 50 ms for up to 10 s.
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn lock_callers_queue_in_order_and_a_caller_that_leaves_frees_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    let addrs: Vec<SocketAddr> = ms.iter().map(|m| m.addr().parse().unwrap()).collect();
+    eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A holds the lock (through member 0); B (member 1) and C (member 2, no lease of
+        // its own: the service grants one) queue behind it, in that order.
+        let (la, lb) = (grant(addrs[0], 60).await, grant(addrs[1], 60).await);
+        let a = lock(addrs[0], la)
+            .await
+            .unwrap()
+            .expect("A locks a free lock");
+        let a_key = format!("q/{la:x}");
+        assert_eq!(String::from_utf8(a.key.clone()).unwrap(), a_key);
+        let b = lock(addrs[1], lb);
+        until("B queued", || async { queue(addrs[2]).await.len() == 2 }).await;
+        let c = lock(addrs[2], 0);
+        until("C queued", || async { queue(addrs[2]).await.len() == 3 }).await;
+        let waiting = queue(addrs[0]).await;
+        assert_eq!(waiting[..2], [a_key.clone(), format!("q/{lb:x}")]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !b.is_finished() && !c.is_finished(),
+            "a held lock was granted"
+        );
+
+        // A unlocks (through member 2): B, and only B, gets the lock, with a header at or
+        // after the unlock.
+        let unlocked = unlock(addrs[2], &a_key).await;
+        let b = tokio::time::timeout(Duration::from_secs(10), b)
+            .await
+            .expect("B is granted the lock once A unlocked")
+            .unwrap()
+            .expect("B's lock");
+        assert_eq!(String::from_utf8(b.key).unwrap(), format!("q/{lb:x}"));
+        assert!(b.header.unwrap().revision >= unlocked.revision);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!c.is_finished(), "C was granted a lock B holds");
+
+        // C gives up (its client goes away): its key goes too, so D, queued after it, is
+        // not stuck behind a caller that left.
+        let c_key = queue(addrs[0]).await[1].clone();
+        c.abort();
+        until("C's key deleted", || async {
+            !queue(addrs[1]).await.contains(&c_key)
+        })
+        .await;
+
+        // B's lease ends (revoked): its key goes with it, and the next caller locks at once.
+        let mut l = LeaseClient::new(channel(addrs[0]).await);
+        l.lease_revoke(pb::LeaseRevokeRequest { id: lb })
+            .await
+            .expect("revoke");
+        let ld = grant(addrs[1], 60).await;
+        let d = tokio::time::timeout(Duration::from_secs(10), lock(addrs[1], ld))
+            .await
+            .expect("a free lock is granted at once")
+            .unwrap()
+            .expect("D's lock");
+        assert_eq!(String::from_utf8(d.key).unwrap(), format!("q/{ld:x}"));
+        assert_eq!(queue(addrs[2]).await, [format!("q/{ld:x}")]);
+
+        // Errors come back as etcd's Lock service gives them: code Unknown, etcd's message.
+        let mut lc = LockClient::new(channel(addrs[0]).await);
+        let e = lc
+            .lock(lpb::LockRequest {
+                name: b"q".to_vec(),
+                lease: 12345,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unknown);
+        assert_eq!(e.message(), "etcdserver: requested lease not found");
+        let e = lc
+            .unlock(lpb::UnlockRequest { key: vec![] })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (tonic::Code::Unknown, "etcdserver: key is not provided")
+        );
+    });
+}
