@@ -791,7 +791,7 @@ CASES += [
 # ============================================================================ the Lock service
 # etcd's v3lock (clientv3's concurrency mutex run on the server) through the gateway: a lock's
 # key is name/<lease in hex>; errors come back as code 2 (Unknown), HTTP 500. Waiting for a
-# held lock is tested in node/tests/v3_lock.rs (a blocked call does not fit a sequential corpus).
+# held lock is tested in node/tests/v3_concurrency.rs (a blocked call does not fit a sequential corpus).
 LK_A, LK_B = 6000, 6001     # hex 1770, 1771
 CASES += [
     G("lock.gw.grant-a", "/v3/lease/grant", {"ID": LK_A, "TTL": 600}),
@@ -819,6 +819,62 @@ CASES += [
     G("lock.gw.revoke-b", "/v3/lease/revoke", {"ID": LK_B}, "deletes lk/1771, lk2/1771, /1771"),
     G("lock.gw.range-after", "/v3/kv/range", {"key": b64("\0"), "range_end": b64("\0"),
                                                "count_only": True}),
+]
+
+# ======================================================================== the Election service
+# etcd's v3election (clientv3's concurrency election run on the server) through the gateway.
+# A Campaign that waits and Proclaim/Resign with lease 0 (which grant a lease of their own) are
+# tested in node/tests/v3_concurrency.rs.
+EL_A, EL_B = 7000, 7001     # hex 1b58, 1b59
+EL_KEY = b64("el/1b58")
+CASES += [
+    G("election.gw.grant-a", "/v3/lease/grant", {"ID": EL_A, "TTL": 600}),
+    G("election.gw.grant-b", "/v3/lease/grant", {"ID": EL_B, "TTL": 600}),
+    G("election.gw.leader-none", "/v3/election/leader", {"name": b64("el")},
+      "election: no leader, code 2"),
+    G("election.gw.campaign", "/v3/election/campaign",
+      {"name": b64("el"), "lease": EL_A, "value": b64("a")}, "no leader: elected at once",
+      capture={"EL_REV": "leader.rev"}),
+    G("election.gw.campaign-again", "/v3/election/campaign",
+      {"name": b64("el"), "lease": EL_A, "value": b64("a")}, "the same lease and value"),
+    G("election.gw.campaign-new-value", "/v3/election/campaign",
+      {"name": b64("el"), "lease": EL_A, "value": b64("b")},
+      "the same lease, a new value: proclaimed; the header is the first txn's"),
+    G("election.gw.leader", "/v3/election/leader", {"name": b64("el")}),
+    GS("election.gw.observe", "/v3/election/observe", {"name": b64("el")},
+       desc="the current leader first"),
+    G("election.gw.proclaim", "/v3/election/proclaim",
+      {"leader": {"name": b64("el"), "key": EL_KEY, "rev": "{VAR:EL_REV}", "lease": EL_A},
+       "value": b64("c")}),
+    G("election.gw.proclaim-wrong-rev", "/v3/election/proclaim",
+      {"leader": {"name": b64("el"), "key": EL_KEY, "rev": 1, "lease": EL_A},
+       "value": b64("x")}, "election: not leader"),
+    G("election.gw.proclaim-no-leader", "/v3/election/proclaim", {"value": b64("x")},
+      "\"leader\" field must be provided"),
+    G("election.gw.resign-wrong-rev", "/v3/election/resign",
+      {"leader": {"name": b64("el"), "key": EL_KEY, "rev": 1, "lease": EL_A}},
+      "no error, nothing deleted"),
+    G("election.gw.resign-no-leader", "/v3/election/resign", {}),
+    G("election.gw.campaign-unknown-lease", "/v3/election/campaign",
+      {"name": b64("el"), "lease": 12345, "value": b64("x")}),
+    G("election.gw.campaign-empty-name", "/v3/election/campaign",
+      {"lease": EL_B, "value": b64("z")}, "prefix \"/\""),
+    G("election.gw.leader-empty-name", "/v3/election/leader", {}),
+    G("election.gw.beta-leader", "/v3beta/election/leader", {"name": b64("el")}),
+    G("election.gw.bad-json", "/v3/election/campaign", raw="garbage"),
+    G("election.gw.observe-bad-json", "/v3/election/observe", raw="garbage"),
+    G("election.gw.wrong-type", "/v3/election/leader", {"name": 5}),
+    G("election.gw.get", "/v3/election/leader", method="GET"),
+    G("election.gw.observe-get", "/v3/election/observe", method="GET"),
+    G("election.gw.wrong-case", "/v3/election/Leader", {}),
+    G("election.gw.resign", "/v3/election/resign",
+      {"leader": {"name": b64("el"), "key": EL_KEY, "rev": "{VAR:EL_REV}", "lease": EL_A}}),
+    G("election.gw.leader-after-resign", "/v3/election/leader", {"name": b64("el")}),
+    G("election.gw.campaign-b", "/v3/election/campaign",
+      {"name": b64("el"), "lease": EL_B, "value": b64("B")}, "resigned: the other lease leads"),
+    G("election.gw.revoke-a", "/v3/lease/revoke", {"ID": EL_A}),
+    G("election.gw.revoke-b", "/v3/lease/revoke", {"ID": EL_B}),
+    G("election.gw.leader-after-revoke", "/v3/election/leader", {"name": b64("el")}),
 ]
 
 

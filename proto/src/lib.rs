@@ -1,6 +1,7 @@
-//! etcd 3.4's v3 wire schema for detcd: the messages of packages `etcdserverpb`, `mvccpb` and
-//! `authpb` (prost), and client and server stubs of the KV, Watch, Lease, Cluster, Maintenance
-//! and Auth services and of the Lock service (tonic, without `tonic::transport`).
+//! etcd 3.4's v3 wire schema for detcd: the messages of packages `etcdserverpb`, `mvccpb`,
+//! `authpb`, `v3lockpb` and `v3electionpb` (prost), and client and server stubs of the KV, Watch, Lease, Cluster, Maintenance
+//! and Auth services and of the Lock and Election services (tonic, without
+//! `tonic::transport`).
 //!
 //! The `.proto` files under `proto/` are detcd's own description of etcd 3.4's wire interface:
 //! the same packages, services, methods, messages, field names and numbers (which is what a
@@ -32,6 +33,12 @@ pub mod etcdserverpb {
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
     include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
+}
+
+/// `v3electionpb`: the leader election service (etcd's `v3election`, served beside the six).
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 pub mod gateway;

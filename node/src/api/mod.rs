@@ -13,6 +13,7 @@ mod members;
 pub mod misc;
 pub mod v3;
 pub mod v3auth;
+mod v3election;
 pub mod v3gateway;
 mod v3lock;
 pub mod v3maint;
@@ -26,6 +27,7 @@ use detcd_proto::etcdserverpb::kv_server::KvServer;
 use detcd_proto::etcdserverpb::lease_server::LeaseServer;
 use detcd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use detcd_proto::etcdserverpb::watch_server::WatchServer;
+use detcd_proto::v3electionpb::election_server::ElectionServer;
 use detcd_proto::v3lockpb::lock_server::LockServer;
 use tonic::codegen::Service;
 
@@ -169,6 +171,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
             let maint = MaintenanceServer::new(v3maint::Maint::new(Arc::clone(&ctx)))
                 .max_encoding_message_size(usize::MAX);
             let lock = LockServer::new(v3::V3::new(Arc::clone(&ctx)));
+            let election = ElectionServer::new(v3::V3::new(Arc::clone(&ctx)));
             let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
                 let mut kv = kv.clone();
@@ -176,7 +179,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                 let mut watches = watches.clone();
                 let mut auth = auth.clone();
                 let (mut cluster, mut maint) = (cluster.clone(), maint.clone());
-                let mut lock = lock.clone();
+                let (mut lock, mut election) = (lock.clone(), election.clone());
                 if let Some(cn) = &cn {
                     req.extensions_mut().insert(ClientCommonName(cn.clone()));
                 }
@@ -205,6 +208,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, tls: Option<Arc<rustls:
                             maint.call(req).await
                         } else if path.starts_with("/v3lockpb.Lock/") {
                             lock.call(req).await
+                        } else if path.starts_with("/v3electionpb.Election/") {
+                            election.call(req).await
                         } else {
                             kv.call(req).await
                         };
@@ -327,6 +332,10 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
         auth::handle(&ctx, req).await
     } else if path == "/v3/watch" || path == "/v3beta/watch" {
         watch_gateway(&ctx, req).await
+    } else if (path == "/v3/election/observe" || path == "/v3beta/election/observe")
+        && req.method() != hyper::Method::OPTIONS
+    {
+        observe_gateway(&ctx, req).await
     } else if path.starts_with("/v3/") || path.starts_with("/v3beta/") {
         v3_gateway(&ctx, req).await
     } else {
@@ -362,6 +371,9 @@ async fn v3_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
     let mut reply = v3gateway::handle_auth(&kv, &method, &path, &body).await;
     if reply.is_none() {
         reply = v3gateway::handle_lock(&kv, &method, &path, &body).await;
+    }
+    if reply.is_none() {
+        reply = v3gateway::handle_election(&kv, &method, &path, &body).await;
     }
     let reply = match reply {
         Some(r) => Some(r),
@@ -410,33 +422,74 @@ async fn watch_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body>
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             body,
         ),
-        Ok(lines) => {
-            // The lines reach the body through a channel: a response body must be Sync.
-            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-            rt::spawn(async move {
-                use futures::StreamExt;
-                let mut lines = std::pin::pin!(lines);
-                // When the client goes away, dropping `lines` ends the watch.
-                loop {
-                    tokio::select! {
-                        line = lines.next() => {
-                            let Some(line) = line else { return };
-                            if tx.send(line).await.is_err() {
-                                return;
-                            }
-                        }
-                        _ = tx.closed() => return,
+        Ok(lines) => stream_response(lines),
+    }
+}
+
+/// The gateway's Observe stream: a `{"result":…}` line for each answer, for as long as the
+/// client stays.
+async fn observe_gateway(ctx: &Arc<Ctx>, req: Request<Incoming>) -> Response<Body> {
+    use detcd_proto::v3electionpb::election_server::Election;
+    if req.method() != hyper::Method::POST {
+        return gateway_response(v3gateway::method_not_allowed());
+    }
+    let token = authorization(&req);
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if ctx.shared.status().is_learner {
+        return gateway_response(v3gateway::error_reply(&tonic::Status::unavailable(
+            NOT_FOR_LEARNER,
+        )));
+    }
+    let request = match v3gateway::observe_request(&body) {
+        Ok(r) => r,
+        Err(reply) => return gateway_response(reply),
+    };
+    let v3 = v3::V3::for_gateway(Arc::clone(ctx), token);
+    let answers = match v3.observe(tonic::Request::new(request)).await {
+        Ok(s) => s.into_inner(),
+        Err(st) => return gateway_response(v3gateway::error_reply(&st)),
+    };
+    let lines = futures::StreamExt::map(answers, |r| {
+        Bytes::from(match r {
+            Ok(resp) => v3gateway::result_line(&resp),
+            Err(st) => v3gateway::stream_error_line(&st),
+        })
+    });
+    stream_response(lines)
+}
+
+/// A 200 response whose body is `lines`, fed by a task until they end or the client goes.
+fn stream_response<S>(lines: S) -> Response<Body>
+where
+    S: futures::Stream<Item = Bytes> + Send + 'static,
+{
+    // The lines reach the body through a channel: a response body must be Sync.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    rt::spawn(async move {
+        use futures::StreamExt;
+        let mut lines = std::pin::pin!(lines);
+        // When the client goes away, dropping `lines` ends the stream.
+        loop {
+            tokio::select! {
+                line = lines.next() => {
+                    let Some(line) = line else { return };
+                    if tx.send(line).await.is_err() {
+                        return;
                     }
                 }
-            });
-            Response::builder()
-                .status(StatusCode::OK)
-                .header("Content-Type", "application/json")
-                .header("Grpc-Metadata-Content-Type", "application/grpc")
-                .body(BodyExt::boxed(ChannelBody(rx)))
-                .expect("valid response")
+                _ = tx.closed() => return,
+            }
         }
-    }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/json")
+        .header("Grpc-Metadata-Content-Type", "application/grpc")
+        .body(BodyExt::boxed(ChannelBody(rx)))
+        .expect("valid response")
 }
 
 /// A response body fed through a channel, one data frame per message.

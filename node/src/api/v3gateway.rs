@@ -30,6 +30,7 @@ use detcd_proto::etcdserverpb::auth_server::Auth;
 use detcd_proto::etcdserverpb::kv_server::Kv;
 use detcd_proto::etcdserverpb::lease_server::Lease;
 use detcd_proto::gateway::{decode, decode_stream, encode, error_body, http_status};
+use detcd_proto::v3electionpb::election_server::Election;
 use detcd_proto::v3lockpb::lock_server::Lock;
 use http::Method;
 
@@ -207,6 +208,61 @@ pub async fn handle_lock<L: Lock>(
         call("v3lockpb.UnlockRequest", body, |r| lock.unlock(r)).await
     } else {
         call("v3lockpb.LockRequest", body, |r| lock.lock(r)).await
+    })
+}
+
+/// The gateway of the Election service's unary calls (`/v3/election/{campaign,proclaim,leader,
+/// resign}`, POST only, as etcd 3.4's v3election.proto routes them); `None` for any other path
+/// (Observe, a stream, is answered by the caller).
+pub async fn handle_election<E: Election>(
+    election: &E,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+) -> Option<Reply> {
+    let p = path.split('?').next().unwrap_or(path);
+    let rest = p
+        .strip_prefix("/v3/")
+        .or_else(|| p.strip_prefix("/v3beta/"))?
+        .strip_prefix("election/")?;
+    if !["campaign", "proclaim", "leader", "resign"].contains(&rest) {
+        return None;
+    }
+    if method == Method::OPTIONS {
+        return Some(Reply {
+            status: 200,
+            headers: vec![],
+            body: vec![],
+        });
+    }
+    if method != Method::POST {
+        return Some(text(405, "Method Not Allowed\n"));
+    }
+    Some(match rest {
+        "campaign" => {
+            call("v3electionpb.CampaignRequest", body, |r| {
+                election.campaign(r)
+            })
+            .await
+        }
+        "proclaim" => {
+            call("v3electionpb.ProclaimRequest", body, |r| {
+                election.proclaim(r)
+            })
+            .await
+        }
+        "leader" => call("v3electionpb.LeaderRequest", body, |r| election.leader(r)).await,
+        _ => call("v3electionpb.ResignRequest", body, |r| election.resign(r)).await,
+    })
+}
+
+/// The gateway's Observe: the request's body decoded (a 400 reply, as etcd's, when it cannot
+/// be), for the caller to stream the answers as `{"result":...}` lines.
+pub fn observe_request(body: &[u8]) -> Result<detcd_proto::v3electionpb::LeaderRequest, Reply> {
+    decode("v3electionpb.LeaderRequest", body).map_err(|msg| Reply {
+        status: 400,
+        headers: vec![JSON],
+        body: error_body(3, &msg),
     })
 }
 
@@ -622,7 +678,17 @@ const OTHER_ROUTES: &[&str] = &[
     "auth/role/revoke",
     "lock/lock",
     "lock/unlock",
+    "election/campaign",
+    "election/proclaim",
+    "election/leader",
+    "election/observe",
+    "election/resign",
 ];
+
+/// The gateway's answer to a method it does not route (405, text, as grpc-gateway's).
+pub fn method_not_allowed() -> Reply {
+    text(405, "Method Not Allowed\n")
+}
 
 fn text(status: u16, body: &str) -> Reply {
     Reply {

@@ -31,12 +31,12 @@ pub const SESSION_TTL: i64 = 60;
 
 /// A service error as etcd's Lock service answers it: its in-process client hands the
 /// service a plain error, which gRPC sends as Unknown.
-fn unknown(st: Status) -> Status {
+pub(super) fn unknown(st: Status) -> Status {
     Status::unknown(st.message().to_string())
 }
 
 /// A lease id as Go's `%x` prints an `int64` (a sign, then the magnitude's hex digits).
-fn go_hex(v: i64) -> String {
+pub(super) fn go_hex(v: i64) -> String {
     if v < 0 {
         format!("-{:x}", v.unsigned_abs())
     } else {
@@ -45,7 +45,7 @@ fn go_hex(v: i64) -> String {
 }
 
 /// The end of the range of every key starting with `prefix` (clientv3's `GetPrefixRangeEnd`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -58,7 +58,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 /// The oldest (`Ascend`) or newest (`Descend`) key under `pfx` by create revision, at most
 /// `max_create` (0: any): clientv3's `WithFirstCreate` / `WithLastCreate`.
-fn first_or_last_create(
+pub(super) fn first_or_last_create(
     pfx: &[u8],
     order: pb::range_request::SortOrder,
     max_create: i64,
@@ -74,7 +74,7 @@ fn first_or_last_create(
     }
 }
 
-fn range_op(r: pb::RangeRequest) -> pb::RequestOp {
+pub(super) fn range_op(r: pb::RangeRequest) -> pb::RequestOp {
     pb::RequestOp {
         request: Some(pb::request_op::Request::RequestRange(r)),
     }
@@ -83,13 +83,13 @@ fn range_op(r: pb::RangeRequest) -> pb::RequestOp {
 /// The caller's credentials, for the calls the service makes on its behalf: its gRPC metadata
 /// (a token) and its TLS certificate's name (the gateway's token travels in [`V3`] itself).
 #[derive(Clone, Default)]
-struct Caller {
+pub(super) struct Caller {
     metadata: tonic::metadata::MetadataMap,
     cn: Option<String>,
 }
 
 impl Caller {
-    fn of<T>(req: &Request<T>) -> Caller {
+    pub(super) fn of<T>(req: &Request<T>) -> Caller {
         Caller {
             metadata: req.metadata().clone(),
             cn: req
@@ -99,7 +99,7 @@ impl Caller {
         }
     }
 
-    fn req<M>(&self, msg: M) -> Request<M> {
+    pub(super) fn req<M>(&self, msg: M) -> Request<M> {
         let mut r = Request::new(msg);
         *r.metadata_mut() = self.metadata.clone();
         if let Some(cn) = &self.cn {
@@ -109,25 +109,49 @@ impl Caller {
     }
 }
 
-/// Deletes a waiting Lock's key unless disarmed: a call that fails or whose client goes away
-/// while it waits leaves no key behind to block the locks queued after it.
-struct Unqueue {
-    v3: V3,
-    caller: Caller,
-    key: Option<Vec<u8>>,
+/// Undoes a waiting call's key unless disarmed (`undo` is set to `None`): a Lock or Campaign
+/// call that fails or whose client goes away while it waits leaves no key behind to block the
+/// callers queued after it (etcd's `Mutex.Lock` unlocks, `Election.Campaign` resigns).
+pub(super) struct Unqueue {
+    pub(super) v3: V3,
+    pub(super) caller: Caller,
+    /// The txn that removes the key.
+    pub(super) undo: Option<pb::TxnRequest>,
 }
 
 impl Drop for Unqueue {
     fn drop(&mut self) {
-        let Some(key) = self.key.take() else {
+        let Some(txn) = self.undo.take() else {
             return;
         };
-        let (v3, req) = (self.v3.clone(), self.caller.req(delete_req(key)));
+        let (v3, req) = (self.v3.clone(), self.caller.req(txn));
         crate::rt::spawn(async move {
-            if let Err(e) = v3.delete_range(req).await {
-                tracing::info!(error = %e.message(), "lock: could not delete an abandoned waiter's key");
+            if let Err(e) = v3.txn(req).await {
+                tracing::info!(error = %e.message(), "could not remove an abandoned waiter's key");
             }
         });
+    }
+}
+
+/// A txn of one delete of `key`, if `compare` holds.
+pub(super) fn delete_txn(key: Vec<u8>, compare: Vec<pb::Compare>) -> pb::TxnRequest {
+    pb::TxnRequest {
+        compare,
+        success: vec![pb::RequestOp {
+            request: Some(pb::request_op::Request::RequestDeleteRange(delete_req(key))),
+        }],
+        failure: vec![],
+    }
+}
+
+/// `key`'s create revision is `rev` (0: the key does not exist).
+pub(super) fn created_at(key: &[u8], rev: i64) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Create as i32,
+        key: key.to_vec(),
+        target_union: Some(pb::compare::TargetUnion::CreateRevision(rev)),
+        ..Default::default()
     }
 }
 
@@ -142,7 +166,7 @@ impl V3 {
     /// Wait until no key under `pfx` created at or before `max_create` is left (etcd's
     /// `waitDeletes`): find the newest such key (a linearizable read), wait for its deletion,
     /// again. Returns the header of the read that found none.
-    async fn wait_deletes(
+    pub(super) async fn wait_deletes(
         &self,
         caller: &Caller,
         pfx: &[u8],
@@ -207,13 +231,7 @@ impl Lock for V3 {
         let key = [pfx.as_slice(), go_hex(lease).as_bytes()].concat();
         let owner = first_or_last_create(&pfx, pb::range_request::SortOrder::Ascend, 0);
         let txn = pb::TxnRequest {
-            compare: vec![pb::Compare {
-                result: pb::compare::CompareResult::Equal as i32,
-                target: pb::compare::CompareTarget::Create as i32,
-                key: key.clone(),
-                target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
-                ..Default::default()
-            }],
+            compare: vec![created_at(&key, 0)],
             success: vec![
                 pb::RequestOp {
                     request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
@@ -264,13 +282,13 @@ impl Lock for V3 {
         let mut unqueue = Unqueue {
             v3: self.clone(),
             caller: caller.clone(),
-            key: Some(key.clone()),
+            undo: Some(delete_txn(key.clone(), vec![])),
         };
         let header = self
             .wait_deletes(&caller, &pfx, mine - 1)
             .await
             .map_err(unknown)?;
-        unqueue.key = None;
+        unqueue.undo = None;
         Ok(Response::new(lpb::LockResponse { header, key }))
     }
 

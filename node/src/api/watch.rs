@@ -461,19 +461,7 @@ impl Session {
         };
         let shared = Arc::clone(&self.ctx.shared);
         let fetched = self.hub.fetch(w.next, rev, BATCH_REVISIONS, |from, to| {
-            let mvcc = shared.mvcc.lock().expect("mvcc lock");
-            match mvcc.events(from, to, HISTORY_EVENTS) {
-                Ok(evs) => {
-                    let full = evs.len() >= HISTORY_EVENTS;
-                    let upto = match evs.last().and_then(|e| e.kv.as_ref()) {
-                        Some(kv) if full => kv.mod_revision,
-                        _ => to,
-                    };
-                    Ok((evs, upto))
-                }
-                Err(V3Error::Compacted) => Err(HistoryError::Compacted(mvcc.compact_revision())),
-                Err(e) => Err(HistoryError::Failed(e.message().to_string())),
-            }
+            history(&shared, from, to)
         });
         match fetched {
             Fetched::Compacted(compacted) => {
@@ -649,6 +637,29 @@ fn fragments(resp: pb::WatchResponse, max_bytes: usize) -> Vec<pb::WatchResponse
     cur.fragment = false;
     out.push(cur);
     out
+}
+
+/// The keyspace's events of revisions `from..=upto`, for some `upto <= to` (whole revisions,
+/// at most about [`HISTORY_EVENTS`] events): what the hub reads when its ring no longer holds
+/// a watcher's revisions (etcd's `syncWatchers`).
+pub(super) fn history(
+    shared: &crate::raft::Shared,
+    from: i64,
+    to: i64,
+) -> Result<(Vec<mvccpb::Event>, i64), HistoryError> {
+    let mvcc = shared.mvcc.lock().expect("mvcc lock");
+    match mvcc.events(from, to, HISTORY_EVENTS) {
+        Ok(evs) => {
+            let full = evs.len() >= HISTORY_EVENTS;
+            let upto = match evs.last().and_then(|e| e.kv.as_ref()) {
+                Some(kv) if full => kv.mod_revision,
+                _ => to,
+            };
+            Ok((evs, upto))
+        }
+        Err(V3Error::Compacted) => Err(HistoryError::Compacted(mvcc.compact_revision())),
+        Err(e) => Err(HistoryError::Failed(e.message().to_string())),
+    }
 }
 
 /// The gateway's `/v3/watch`: the body's requests (one JSON value after another), then a

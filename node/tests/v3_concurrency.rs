@@ -1,8 +1,10 @@
-//! etcd 3.4's Lock service (`v3lockpb.Lock`) over gRPC on a real 3-member detcd cluster:
-//! callers at different members queue on one lock in create-revision order, each Lock call
-//! answering only once every older key is gone; a caller that gives up while waiting leaves
-//! no key behind; a lease's end releases its lock. (What each call answers, errors included,
-//! is compared with etcd 3.4.23 in the v3 conformance corpus, `conformance/v3corpus.py`.)
+//! etcd 3.4's Lock and Election services (`v3lockpb.Lock`, `v3electionpb.Election`) over gRPC
+//! on real 3-member detcd clusters: callers at different members queue on one lock in
+//! create-revision order, each Lock call answering only once every older key is gone; a caller
+//! that gives up while waiting leaves no key behind; a lease's end releases its lock.
+//! Campaigns queue the same way, Observe follows proclamations and changes of leader, a
+//! resign hands over to the next candidate. (What each call answers, errors included, is
+//! compared with etcd 3.4.23 in the v3 conformance corpus, `conformance/v3corpus.py`.)
 
 mod common;
 
@@ -14,6 +16,8 @@ use detcd_node::rt::h2::H2Channel;
 use detcd_proto::etcdserverpb as pb;
 use detcd_proto::etcdserverpb::kv_client::KvClient;
 use detcd_proto::etcdserverpb::lease_client::LeaseClient;
+use detcd_proto::v3electionpb as epb;
+use detcd_proto::v3electionpb::election_client::ElectionClient;
 use detcd_proto::v3lockpb as lpb;
 use detcd_proto::v3lockpb::lock_client::LockClient;
 
@@ -185,5 +189,165 @@ fn lock_callers_queue_in_order_and_a_caller_that_leaves_frees_its_place() {
             (e.code(), e.message()),
             (tonic::Code::Unknown, "etcdserver: key is not provided")
         );
+    });
+}
+
+/// A Campaign call on election `el` with `lease` and `value`, made through `addr` in a task.
+fn campaign(
+    addr: SocketAddr,
+    lease: i64,
+    value: &str,
+) -> tokio::task::JoinHandle<Result<epb::CampaignResponse, tonic::Status>> {
+    let value = value.as_bytes().to_vec();
+    tokio::spawn(async move {
+        let mut e = ElectionClient::new(channel(addr).await);
+        e.campaign(epb::CampaignRequest {
+            name: b"el".to_vec(),
+            lease,
+            value,
+        })
+        .await
+        .map(|r| r.into_inner())
+    })
+}
+
+/// The keys under `el/`, read through `addr`.
+async fn candidates(addr: SocketAddr) -> Vec<String> {
+    let mut kv = KvClient::new(channel(addr).await);
+    let r = kv
+        .range(pb::RangeRequest {
+            key: b"el/".to_vec(),
+            range_end: b"el0".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    r.kvs
+        .into_iter()
+        .map(|kv| String::from_utf8(kv.key).unwrap())
+        .collect()
+}
+
+#[test]
+fn election_campaigns_queue_observe_follows_and_a_resign_hands_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ms = static_cluster(dir.path(), 3);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    let addrs: Vec<SocketAddr> = ms.iter().map(|m| m.addr().parse().unwrap()).collect();
+    eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (la, lb) = (grant(addrs[0], 60).await, grant(addrs[1], 60).await);
+        let mut e = ElectionClient::new(channel(addrs[2]).await);
+        let none = e
+            .leader(epb::LeaderRequest {
+                name: b"el".to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (none.code(), none.message()),
+            (tonic::Code::Unknown, "election: no leader")
+        );
+        // A is elected at once (through member 0).
+        let a = campaign(addrs[0], la, "a")
+            .await
+            .unwrap()
+            .expect("A campaigns");
+        let a_leader = a.leader.expect("a leader key");
+        assert_eq!(a_leader.key, format!("el/{la:x}").into_bytes());
+        assert_eq!(a_leader.lease, la);
+        // An observer at member 2 sees A first.
+        let mut obs = e
+            .observe(epb::LeaderRequest {
+                name: b"el".to_vec(),
+            })
+            .await
+            .expect("observe")
+            .into_inner();
+        let first = obs.message().await.unwrap().expect("the leader");
+        assert_eq!(first.kv.as_ref().unwrap().value, b"a");
+        // B (member 1) and C (member 2, no lease: one is granted) queue behind A.
+        let b = campaign(addrs[1], lb, "b");
+        until("B a candidate", || async {
+            candidates(addrs[2]).await.len() == 2
+        })
+        .await;
+        let c = campaign(addrs[2], 0, "c");
+        until("C a candidate", || async {
+            candidates(addrs[0]).await.len() == 3
+        })
+        .await;
+        // A proclaims: the observer sees the new value, at the proclaim's revision.
+        let p = e
+            .proclaim(epb::ProclaimRequest {
+                leader: Some(a_leader.clone()),
+                value: b"a2".to_vec(),
+            })
+            .await
+            .expect("proclaim")
+            .into_inner();
+        let next = obs.message().await.unwrap().expect("the new value");
+        assert_eq!(next.kv.as_ref().unwrap().value, b"a2");
+        assert_eq!(next.header.unwrap().revision, p.header.unwrap().revision);
+        assert!(
+            !b.is_finished() && !c.is_finished(),
+            "elected while A leads"
+        );
+        // C gives up: it resigns (its key goes).
+        let c_key = candidates(addrs[0])
+            .await
+            .into_iter()
+            .find(|k| *k != format!("el/{la:x}") && *k != format!("el/{lb:x}"))
+            .expect("C's key");
+        c.abort();
+        until("C's key deleted", || async {
+            !candidates(addrs[1]).await.contains(&c_key)
+        })
+        .await;
+        // A resigns: B is elected, the observer sees B.
+        e.resign(epb::ResignRequest {
+            leader: Some(a_leader.clone()),
+        })
+        .await
+        .expect("resign");
+        let b = tokio::time::timeout(Duration::from_secs(10), b)
+            .await
+            .expect("B is elected once A resigned")
+            .unwrap()
+            .expect("B's campaign");
+        assert_eq!(b.leader.unwrap().key, format!("el/{lb:x}").into_bytes());
+        let seen = tokio::time::timeout(Duration::from_secs(10), obs.message())
+            .await
+            .expect("the observer sees the new leader")
+            .unwrap()
+            .expect("B");
+        assert_eq!(seen.kv.as_ref().unwrap().value, b"b");
+        // A's old key no longer leads: proclaiming with it fails.
+        let stale = e
+            .proclaim(epb::ProclaimRequest {
+                leader: Some(a_leader),
+                value: b"x".to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (stale.code(), stale.message()),
+            (tonic::Code::Unknown, "election: not leader")
+        );
+        let l = e
+            .leader(epb::LeaderRequest {
+                name: b"el".to_vec(),
+            })
+            .await
+            .expect("leader")
+            .into_inner();
+        assert_eq!(l.kv.unwrap().key, format!("el/{lb:x}").into_bytes());
     });
 }
