@@ -34,12 +34,12 @@ use detcd_proto::v3electionpb as epb;
 use detcd_proto::v3electionpb::election_server::Election;
 use tonic::{Request, Response, Status};
 
-use super::v3::{SERVER_STOPPED, V3};
+use super::v3::V3;
 use super::v3lock::{
     created_at, delete_txn, first_or_last_create, go_hex, prefix_end, range_op, unknown, Caller,
-    Unqueue, SESSION_TTL,
+    Keys, Unqueue, SESSION_TTL,
 };
-use crate::watch::Fetched;
+use crate::watch::WatcherGuard;
 
 /// etcd's `ErrElectionNoLeader`.
 pub const NO_LEADER: &str = "election: no leader";
@@ -52,23 +52,6 @@ pub const MISSING_LEADER_KEY: &str = "\"leader\" field must be provided";
 pub type ObserveStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<epb::LeaderResponse, Status>> + Send + 'static>,
 >;
-
-/// The keys an Observe watch follows.
-enum Keys {
-    /// Every key under a prefix: `[start, end)`.
-    Prefix(Vec<u8>, Vec<u8>),
-    /// One key.
-    One(Vec<u8>),
-}
-
-impl Keys {
-    fn contains(&self, k: &[u8]) -> bool {
-        match self {
-            Keys::Prefix(start, end) => k >= start.as_slice() && k < end.as_slice(),
-            Keys::One(key) => k == key.as_slice(),
-        }
-    }
-}
 
 fn put_op(key: Vec<u8>, value: Vec<u8>, lease: i64) -> pb::RequestOp {
     pb::RequestOp {
@@ -116,45 +99,6 @@ impl V3 {
         }
         Ok(t.header)
     }
-
-    /// The events on `keys` of revisions from `from` on, waiting until there is at least one:
-    /// (the events, the next revision to ask for); `None` when `from` was compacted.
-    async fn events_from(
-        &self,
-        mut from: i64,
-        keys: &Keys,
-    ) -> Result<Option<(Vec<mvccpb::Event>, i64)>, Status> {
-        let shared = std::sync::Arc::clone(&self.ctx.shared);
-        let hub = &shared.watch_hub;
-        let mut published = hub.subscribe();
-        loop {
-            let rev = hub.revision();
-            if rev >= from {
-                match hub.fetch(from, rev, super::watch::BATCH_REVISIONS, |f, t| {
-                    super::watch::history(&shared, f, t)
-                }) {
-                    Fetched::Compacted(_) => return Ok(None),
-                    Fetched::Failed(e) => return Err(Status::internal(e)),
-                    Fetched::Events { revs, upto } => {
-                        from = upto + 1;
-                        let mine: Vec<mvccpb::Event> = revs
-                            .iter()
-                            .flat_map(|(_, evs)| evs.iter())
-                            .filter(|ev| ev.kv.as_ref().is_some_and(|kv| keys.contains(&kv.key)))
-                            .cloned()
-                            .collect();
-                        if !mine.is_empty() {
-                            return Ok(Some((mine, from)));
-                        }
-                        continue;
-                    }
-                }
-            }
-            if published.changed().await.is_err() {
-                return Err(Status::unavailable(SERVER_STOPPED));
-            }
-        }
-    }
 }
 
 /// Where an Observe stream is.
@@ -170,6 +114,8 @@ enum Phase {
 /// An Observe stream's state (see the module documentation).
 struct Observer {
     v3: V3,
+    /// Keeps the hub holding applied events in memory while the stream lives.
+    _watching: WatcherGuard,
     caller: Caller,
     pfx: Vec<u8>,
     phase: Phase,
@@ -367,6 +313,7 @@ impl Election for V3 {
         pfx.push(b'/');
         let observer = Observer {
             v3: self.clone(),
+            _watching: self.ctx.shared.watch_hub.register(),
             caller,
             pfx,
             phase: Phase::Find,

@@ -6,8 +6,8 @@
 //!   never kept alive: etcd orphans that session at once). The lock's key is `name/<lease in
 //!   hex>`, created with the lease if absent (one txn that also reads the prefix's oldest key).
 //!   The caller holds the lock when its key is the prefix's oldest (lowest create revision);
-//!   until then the call waits for every older key to be deleted, oldest-newest first (etcd's
-//!   `waitDeletes`). The answer's header is that of the txn that found it the owner, or of the
+//!   until then the call waits for every older key to be deleted, the newest of them first
+//!   (etcd's `waitDeletes`, watching each for its delete event from the watch hub). The answer's header is that of the txn that found it the owner, or of the
 //!   last read that found no older key. A call that fails or is abandoned while waiting deletes
 //!   its key (etcd's `Mutex.Lock` unlocks on a failed wait).
 //! - `Unlock(key)`: deletes the key.
@@ -19,12 +19,15 @@
 use detcd_proto::etcdserverpb as pb;
 use detcd_proto::etcdserverpb::kv_server::Kv;
 use detcd_proto::etcdserverpb::lease_server::Lease;
+use detcd_proto::mvccpb;
 use detcd_proto::v3lockpb as lpb;
 use detcd_proto::v3lockpb::lock_server::Lock;
 use tonic::{Request, Response, Status};
 
 use super::v3::{SERVER_STOPPED, V3};
 use super::ClientCommonName;
+use crate::mvcc::V3Error;
+use crate::watch::Fetched;
 
 /// The TTL of the lease a Lock without one gets (clientv3 concurrency's `defaultSessionTTL`).
 pub const SESSION_TTL: i64 = 60;
@@ -109,9 +112,11 @@ impl Caller {
     }
 }
 
-/// Undoes a waiting call's key unless disarmed (`undo` is set to `None`): a Lock or Campaign
-/// call that fails or whose client goes away while it waits leaves no key behind to block the
-/// callers queued after it (etcd's `Mutex.Lock` unlocks, `Election.Campaign` resigns).
+/// Undoes a waiting call's key unless disarmed (`undo` is set to `None`): a Lock call that
+/// fails or whose client goes away while it waits, and a Campaign whose client goes away, leave
+/// no key behind to block the callers queued after them (etcd's `Mutex.Lock` unlocks,
+/// `Election.Campaign` resigns). The undo is made with the caller's credentials; etcd makes it
+/// with none, which auth refuses, leaving the key until its lease ends.
 pub(super) struct Unqueue {
     pub(super) v3: V3,
     pub(super) caller: Caller,
@@ -175,32 +180,91 @@ impl V3 {
         let newest = first_or_last_create(pfx, pb::range_request::SortOrder::Descend, max_create);
         loop {
             let r = self.range(caller.req(newest.clone())).await?.into_inner();
+            let rev = r.header.as_ref().map_or(0, |h| h.revision);
             let Some(kv) = r.kvs.into_iter().next() else {
                 return Ok(r.header);
             };
-            self.wait_delete(caller, kv.key, kv.create_revision).await?;
+            self.wait_delete(kv.key, rev).await?;
         }
     }
 
-    /// Wait until the key created at `created` is gone (deleted, or deleted and created again):
-    /// this member's keyspace is read again whenever it applies a revision. etcd watches the
-    /// key for a delete event from the revision of the read that found it; both end once this
-    /// member has applied that delete.
-    async fn wait_delete(&self, caller: &Caller, key: Vec<u8>, created: i64) -> Result<(), Status> {
-        let mut applied = self.ctx.shared.watch_hub.subscribe();
-        let read = pb::RangeRequest {
-            key,
-            serializable: true,
-            ..Default::default()
-        };
+    /// Wait for the delete event of `key` from revision `from` on (etcd's `waitDelete`, a watch
+    /// of the key from the revision of the read that found it).
+    async fn wait_delete(&self, key: Vec<u8>, from: i64) -> Result<(), Status> {
+        let hub = std::sync::Arc::clone(&self.ctx.shared.watch_hub);
+        let _watching = hub.register();
+        let keys = Keys::One(key);
+        let mut from = from;
         loop {
-            let r = self.range(caller.req(read.clone())).await?.into_inner();
-            if r.kvs.first().is_none_or(|kv| kv.create_revision != created) {
+            let Some((evs, next)) = self.events_from(from, &keys).await? else {
+                // etcd's watch is canceled, and its waitDelete fails with the watch's error.
+                return Err(Status::out_of_range(V3Error::Compacted.message()));
+            };
+            if evs
+                .iter()
+                .any(|ev| ev.r#type == mvccpb::event::EventType::Delete as i32)
+            {
                 return Ok(());
             }
-            if applied.changed().await.is_err() {
+            from = next;
+        }
+    }
+
+    /// The events on `keys` of revisions from `from` on, waiting until there is at least one:
+    /// (the events, the next revision to ask for); `None` when `from` was compacted. The
+    /// caller holds a [`crate::watch::WatcherGuard`] meanwhile, so the hub keeps the applied
+    /// events in memory instead of each wait reading them back from the keyspace.
+    pub(super) async fn events_from(
+        &self,
+        mut from: i64,
+        keys: &Keys,
+    ) -> Result<Option<(Vec<mvccpb::Event>, i64)>, Status> {
+        let shared = std::sync::Arc::clone(&self.ctx.shared);
+        let hub = &shared.watch_hub;
+        let mut published = hub.subscribe();
+        loop {
+            let rev = hub.revision();
+            if rev >= from {
+                match hub.fetch(from, rev, super::watch::BATCH_REVISIONS, |f, t| {
+                    super::watch::history(&shared, f, t)
+                }) {
+                    Fetched::Compacted(_) => return Ok(None),
+                    Fetched::Failed(e) => return Err(Status::internal(e)),
+                    Fetched::Events { revs, upto } => {
+                        from = upto + 1;
+                        let mine: Vec<mvccpb::Event> = revs
+                            .iter()
+                            .flat_map(|(_, evs)| evs.iter())
+                            .filter(|ev| ev.kv.as_ref().is_some_and(|kv| keys.contains(&kv.key)))
+                            .cloned()
+                            .collect();
+                        if !mine.is_empty() {
+                            return Ok(Some((mine, from)));
+                        }
+                        continue;
+                    }
+                }
+            }
+            if published.changed().await.is_err() {
                 return Err(Status::unavailable(SERVER_STOPPED));
             }
+        }
+    }
+}
+
+/// The keys a wait follows.
+pub(super) enum Keys {
+    /// Every key under a prefix: `[start, end)`.
+    Prefix(Vec<u8>, Vec<u8>),
+    /// One key.
+    One(Vec<u8>),
+}
+
+impl Keys {
+    fn contains(&self, k: &[u8]) -> bool {
+        match self {
+            Keys::Prefix(start, end) => k >= start.as_slice() && k < end.as_slice(),
+            Keys::One(key) => k == key.as_slice(),
         }
     }
 }
