@@ -351,3 +351,67 @@ fn election_campaigns_queue_observe_follows_and_a_resign_hands_over() {
         assert_eq!(l.kv.unwrap().key, format!("el/{lb:x}").into_bytes());
     });
 }
+
+/// An Observe asked with `hasleader` (clientv3's `WithRequireLeader`) ends once its member has
+/// had no leader for a few election timeouts, with what etcd 3.4.23's stream interceptor
+/// answers then (Unavailable, "etcdserver: no leader"). The same on detcd and on etcd.
+#[test]
+fn an_observe_that_requires_a_leader_ends_when_its_member_loses_the_leader() {
+    if !require_bin("etcd", "Debian package etcd-server")
+        || !require_bin("etcdctl", "Debian package etcd-client")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut ends = Vec::new();
+    for bin in ["detcd", "etcd"] {
+        let d = dir.path().join(bin);
+        std::fs::create_dir_all(&d).unwrap();
+        let mut ms = static_cluster(&d, 3);
+        for m in ms.iter_mut() {
+            if bin == "etcd" {
+                m.start_binary("etcd");
+            } else {
+                m.start();
+            }
+        }
+        let addrs: Vec<SocketAddr> = ms.iter().map(|m| m.addr().parse().unwrap()).collect();
+        let eps: Vec<String> = ms.iter().map(Member::addr).collect();
+        eventually(Duration::from_secs(30), "a cluster that answers v3", || {
+            (etcdctl3(&eps.join(","), &["put", "ready", "1"], None).0 == 0).then_some(())
+        });
+        let mut obs = rt.block_on(async {
+            let la = grant(addrs[0], 60).await;
+            campaign(addrs[0], la, "a")
+                .await
+                .unwrap()
+                .expect("campaign");
+            let mut e = ElectionClient::new(channel(addrs[0]).await);
+            let mut req = tonic::Request::new(epb::LeaderRequest {
+                name: b"el".to_vec(),
+            });
+            req.metadata_mut()
+                .insert("hasleader", "true".parse().unwrap());
+            let mut obs = e.observe(req).await.expect("observe").into_inner();
+            let first = obs.message().await.unwrap().expect("the leader");
+            assert_eq!(first.kv.unwrap().value, b"a", "{bin}");
+            obs
+        });
+        ms[1].kill();
+        ms[2].kill();
+        let end = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), obs.message())
+                .await
+                .unwrap_or_else(|_| panic!("{bin}: the Observe went on without a leader"))
+        });
+        let st = end.expect_err("the stream ends with an error");
+        ends.push((bin, st.code(), st.message().to_string()));
+    }
+    assert_eq!(ends[0].1, ends[1].1, "{ends:?}");
+    assert_eq!(ends[0].2, ends[1].2, "{ends:?}");
+    assert_eq!(ends[0].1, tonic::Code::Unavailable, "{ends:?}");
+}

@@ -197,6 +197,24 @@ impl Observer {
     }
 }
 
+/// Resolves once this member has seen no leader at [`super::watch::NO_LEADER_CHECKS`] checks
+/// in a row, one per election timeout (etcd's `monitorLeader`), with what etcd then answers
+/// (Unavailable, "etcdserver: no leader", as a Watch stream's).
+async fn leaderless(shared: &crate::raft::Shared, election: std::time::Duration) -> Status {
+    let mut checks = 0;
+    loop {
+        shared.clock.sleep(election).await;
+        if *shared.leader.borrow() == 0 {
+            checks += 1;
+            if checks >= super::watch::NO_LEADER_CHECKS {
+                return Status::unavailable(super::watch::NO_LEADER);
+            }
+        } else {
+            checks = 0;
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Election for V3 {
     async fn campaign(
@@ -309,6 +327,7 @@ impl Election for V3 {
         req: Request<epb::LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
         let caller = Caller::of(&req);
+        let require_leader = super::watch::requires_leader(&req);
         let mut pfx = req.into_inner().name;
         pfx.push(b'/');
         let observer = Observer {
@@ -319,9 +338,24 @@ impl Election for V3 {
             phase: Phase::Find,
             ready: VecDeque::new(),
         };
-        let stream = futures::stream::unfold(observer, |mut o| async move {
-            let r = o.next().await?;
-            Some((Ok(r), o))
+        let (shared, election) = (
+            std::sync::Arc::clone(&self.ctx.shared),
+            self.ctx.election_timeout,
+        );
+        let stream = futures::stream::unfold(Some(observer), move |o| {
+            let shared = std::sync::Arc::clone(&shared);
+            async move {
+                let mut o = o?;
+                if !require_leader {
+                    return o.next().await.map(|r| (Ok(r), Some(o)));
+                }
+                // Asked with `hasleader`: ended once the member has had no leader for a few
+                // election timeouts, as etcd's stream interceptor ends every such stream.
+                tokio::select! {
+                    r = o.next() => r.map(|r| (Ok(r), Some(o))),
+                    st = leaderless(&shared, election) => Some((Err(st), None)),
+                }
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -66,7 +66,7 @@ pub const NO_LEADER: &str = "etcdserver: no leader";
 /// none for [`NO_LEADER_CHECKS`] election timeouts in a row (etcd's `monitorLeader`).
 pub const REQUIRE_LEADER: (&str, &str) = ("hasleader", "true");
 /// etcd's `maxNoLeaderCnt`.
-const NO_LEADER_CHECKS: u32 = 3;
+pub(super) const NO_LEADER_CHECKS: u32 = 3;
 
 /// The Watch service of one member.
 #[derive(Clone)]
