@@ -84,6 +84,30 @@ async fn unlock(addr: SocketAddr, key: &str) -> pb::ResponseHeader {
     .expect("a header")
 }
 
+/// The members' client addresses.
+fn addrs_of(ms: &[Member]) -> Vec<SocketAddr> {
+    ms.iter().map(|m| m.addr().parse().unwrap()).collect()
+}
+
+/// A started static 3-member detcd cluster in `dir` that has a leader: its members (stopped
+/// when dropped) and their client addresses.
+fn detcd_cluster(dir: &std::path::Path) -> (Vec<Member>, Vec<SocketAddr>) {
+    let mut ms = static_cluster(dir, 3);
+    for m in ms.iter_mut() {
+        m.start();
+    }
+    eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
+    let addrs = addrs_of(&ms);
+    (ms, addrs)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Poll `f` every 50 ms for up to 10 s.
 async fn until<F, Fut>(what: &str, mut f: F)
 where
@@ -102,16 +126,8 @@ where
 #[test]
 fn lock_callers_queue_in_order_and_a_caller_that_leaves_frees_its_place() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ms = static_cluster(dir.path(), 3);
-    for m in ms.iter_mut() {
-        m.start();
-    }
-    let addrs: Vec<SocketAddr> = ms.iter().map(|m| m.addr().parse().unwrap()).collect();
-    eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_ms, addrs) = detcd_cluster(dir.path());
+    let rt = runtime();
     rt.block_on(async {
         // A holds the lock (through member 0); B (member 1) and C (member 2, no lease of
         // its own: the service grants one) queue behind it, in that order.
@@ -232,16 +248,8 @@ async fn candidates(addr: SocketAddr) -> Vec<String> {
 #[test]
 fn election_campaigns_queue_observe_follows_and_a_resign_hands_over() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ms = static_cluster(dir.path(), 3);
-    for m in ms.iter_mut() {
-        m.start();
-    }
-    let addrs: Vec<SocketAddr> = ms.iter().map(|m| m.addr().parse().unwrap()).collect();
-    eventually(Duration::from_secs(30), "a leader", || leader_of(&ms));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_ms, addrs) = detcd_cluster(dir.path());
+    let rt = runtime();
     rt.block_on(async {
         let (la, lb) = (grant(addrs[0], 60).await, grant(addrs[1], 60).await);
         let mut e = ElectionClient::new(channel(addrs[2]).await);
@@ -363,10 +371,7 @@ fn an_observe_that_requires_a_leader_ends_when_its_member_loses_the_leader() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut ends = Vec::new();
     for bin in ["detcd", "etcd"] {
         let d = dir.path().join(bin);
@@ -379,7 +384,7 @@ fn an_observe_that_requires_a_leader_ends_when_its_member_loses_the_leader() {
                 m.start();
             }
         }
-        let addrs: Vec<SocketAddr> = ms.iter().map(|m| m.addr().parse().unwrap()).collect();
+        let addrs = addrs_of(&ms);
         let eps: Vec<String> = ms.iter().map(Member::addr).collect();
         eventually(Duration::from_secs(30), "a cluster that answers v3", || {
             (etcdctl3(&eps.join(","), &["put", "ready", "1"], None).0 == 0).then_some(())

@@ -4,7 +4,7 @@
 //!
 //! A candidate's key is `name/<lease in hex>`; the leader is the key under `name/` with the
 //! lowest create revision, its value the leader's proclamation.
-//! - `Campaign(name, lease, value)`: with lease 0 a lease of [`SESSION_TTL`] seconds is granted
+//! - `Campaign(name, lease, value)`: with lease 0 a lease of [`super::v3lock::SESSION_TTL`] seconds is granted
 //!   first. One txn creates the key with the value (or, when this lease campaigned before, reads
 //!   it and proclaims the new value if it differs); the call then waits until every older key
 //!   under `name/` is deleted and answers the txn's header and the leader key (name, key, create
@@ -28,7 +28,6 @@ use std::collections::VecDeque;
 
 use detcd_proto::etcdserverpb as pb;
 use detcd_proto::etcdserverpb::kv_server::Kv;
-use detcd_proto::etcdserverpb::lease_server::Lease;
 use detcd_proto::mvccpb;
 use detcd_proto::v3electionpb as epb;
 use detcd_proto::v3electionpb::election_server::Election;
@@ -36,8 +35,8 @@ use tonic::{Request, Response, Status};
 
 use super::v3::V3;
 use super::v3lock::{
-    created_at, delete_txn, first_or_last_create, go_hex, prefix_end, range_op, unknown, Caller,
-    Keys, Unqueue, SESSION_TTL,
+    created_at, delete_txn, first_or_last_create, go_hex, prefix_end, prefix_of, put_op, range_op,
+    unknown, Caller, Keys, Unqueue,
 };
 use crate::watch::WatcherGuard;
 
@@ -53,31 +52,7 @@ pub type ObserveStream = std::pin::Pin<
     Box<dyn futures::Stream<Item = Result<epb::LeaderResponse, Status>> + Send + 'static>,
 >;
 
-fn put_op(key: Vec<u8>, value: Vec<u8>, lease: i64) -> pb::RequestOp {
-    pb::RequestOp {
-        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
-            key,
-            value,
-            lease,
-            ..Default::default()
-        })),
-    }
-}
-
 impl V3 {
-    /// The lease of an election call's session: `lease`, or a new one of [`SESSION_TTL`]
-    /// seconds when it is 0 (clientv3's `NewSession`).
-    async fn session(&self, caller: &Caller, lease: i64) -> Result<i64, Status> {
-        if lease != 0 {
-            return Ok(lease);
-        }
-        let grant = pb::LeaseGrantRequest {
-            ttl: SESSION_TTL,
-            id: 0,
-        };
-        Ok(self.lease_grant(caller.req(grant)).await?.into_inner().id)
-    }
-
     /// Put `value` on `key` with `lease` if the key still has create revision `rev`: the txn's
     /// header, or `election: not leader`.
     async fn proclaim_as(
@@ -224,8 +199,7 @@ impl Election for V3 {
         let caller = Caller::of(&req);
         let epb::CampaignRequest { name, lease, value } = req.into_inner();
         let lease = self.session(&caller, lease).await.map_err(unknown)?;
-        let mut pfx = name.clone();
-        pfx.push(b'/');
+        let pfx = prefix_of(&name);
         let key = [pfx.as_slice(), go_hex(lease).as_bytes()].concat();
         let txn = pb::TxnRequest {
             compare: vec![created_at(&key, 0)],
@@ -301,8 +275,7 @@ impl Election for V3 {
         req: Request<epb::LeaderRequest>,
     ) -> Result<Response<epb::LeaderResponse>, Status> {
         let caller = Caller::of(&req);
-        let mut pfx = req.into_inner().name;
-        pfx.push(b'/');
+        let pfx = prefix_of(&req.into_inner().name);
         let oldest = first_or_last_create(&pfx, pb::range_request::SortOrder::Ascend, 0);
         let r = self
             .range(caller.req(oldest))
@@ -328,8 +301,7 @@ impl Election for V3 {
     ) -> Result<Response<ObserveStream>, Status> {
         let caller = Caller::of(&req);
         let require_leader = super::watch::requires_leader(&req);
-        let mut pfx = req.into_inner().name;
-        pfx.push(b'/');
+        let pfx = prefix_of(&req.into_inner().name);
         let observer = Observer {
             v3: self.clone(),
             _watching: self.ctx.shared.watch_hub.register(),

@@ -68,17 +68,10 @@ pub async fn handle<K: Kv>(
 
 /// [`handle`] with the headers etcd sends.
 pub async fn handle_full<K: Kv>(kv: &K, method: &Method, path: &str, body: &[u8]) -> Option<Reply> {
-    let path = path.split('?').next().unwrap_or(path);
-    let rest = path
-        .strip_prefix("/v3/")
-        .or_else(|| path.strip_prefix("/v3beta/"))?;
+    let rest = route_of(path)?;
     if method == Method::OPTIONS {
         // etcd's CORS wrapper answers every OPTIONS, whatever the path.
-        return Some(Reply {
-            status: 200,
-            headers: vec![],
-            body: vec![],
-        });
+        return Some(preflight());
     }
     let op = match rest {
         "kv/range" => Op::Range,
@@ -90,7 +83,7 @@ pub async fn handle_full<K: Kv>(kv: &K, method: &Method, path: &str, body: &[u8]
         _ => return Some(text(404, "Not Found\n")),
     };
     if method != Method::POST {
-        return Some(text(405, "Method Not Allowed\n"));
+        return Some(method_not_allowed());
     }
     Some(match op {
         Op::Range => call("etcdserverpb.RangeRequest", body, |r| kv.range(r)).await,
@@ -126,10 +119,7 @@ where
     KA: FnOnce(Vec<pb::LeaseKeepAliveRequest>) -> Fut,
     Fut: std::future::Future<Output = Vec<Result<pb::LeaseKeepAliveResponse, tonic::Status>>>,
 {
-    let p = path.split('?').next().unwrap_or(path);
-    let rest = p
-        .strip_prefix("/v3/")
-        .or_else(|| p.strip_prefix("/v3beta/"))?;
+    let rest = route_of(path)?;
     let route = match rest {
         "lease/grant" => 0,
         "lease/revoke" | "kv/lease/revoke" => 1,
@@ -138,15 +128,8 @@ where
         "lease/keepalive" => 4,
         _ => return handle_full(kv, method, path, body).await,
     };
-    if method == Method::OPTIONS {
-        return Some(Reply {
-            status: 200,
-            headers: vec![],
-            body: vec![],
-        });
-    }
-    if method != Method::POST {
-        return Some(text(405, "Method Not Allowed\n"));
+    if let Some(r) = refused_method(method) {
+        return Some(r);
     }
     Some(match route {
         0 => {
@@ -185,24 +168,14 @@ pub async fn handle_lock<L: Lock>(
     path: &str,
     body: &[u8],
 ) -> Option<Reply> {
-    let p = path.split('?').next().unwrap_or(path);
-    let rest = p
-        .strip_prefix("/v3/")
-        .or_else(|| p.strip_prefix("/v3beta/"))?;
+    let rest = route_of(path)?;
     let unlock = match rest {
         "lock/lock" => false,
         "lock/unlock" => true,
         _ => return None,
     };
-    if method == Method::OPTIONS {
-        return Some(Reply {
-            status: 200,
-            headers: vec![],
-            body: vec![],
-        });
-    }
-    if method != Method::POST {
-        return Some(text(405, "Method Not Allowed\n"));
+    if let Some(r) = refused_method(method) {
+        return Some(r);
     }
     Some(if unlock {
         call("v3lockpb.UnlockRequest", body, |r| lock.unlock(r)).await
@@ -220,23 +193,12 @@ pub async fn handle_election<E: Election>(
     path: &str,
     body: &[u8],
 ) -> Option<Reply> {
-    let p = path.split('?').next().unwrap_or(path);
-    let rest = p
-        .strip_prefix("/v3/")
-        .or_else(|| p.strip_prefix("/v3beta/"))?
-        .strip_prefix("election/")?;
+    let rest = route_of(path)?.strip_prefix("election/")?;
     if !["campaign", "proclaim", "leader", "resign"].contains(&rest) {
         return None;
     }
-    if method == Method::OPTIONS {
-        return Some(Reply {
-            status: 200,
-            headers: vec![],
-            body: vec![],
-        });
-    }
-    if method != Method::POST {
-        return Some(text(405, "Method Not Allowed\n"));
+    if let Some(r) = refused_method(method) {
+        return Some(r);
     }
     Some(match rest {
         "campaign" => {
@@ -274,11 +236,7 @@ pub async fn handle_auth<A: Auth>(
     path: &str,
     body: &[u8],
 ) -> Option<Reply> {
-    let p = path.split('?').next().unwrap_or(path);
-    let rest = p
-        .strip_prefix("/v3/")
-        .or_else(|| p.strip_prefix("/v3beta/"))?
-        .strip_prefix("auth/")?;
+    let rest = route_of(path)?.strip_prefix("auth/")?;
     const ROUTES: &[&str] = &[
         "enable",
         "disable",
@@ -300,15 +258,8 @@ pub async fn handle_auth<A: Auth>(
     if !ROUTES.contains(&rest) {
         return None;
     }
-    if method == Method::OPTIONS {
-        return Some(Reply {
-            status: 200,
-            headers: vec![],
-            body: vec![],
-        });
-    }
-    if method != Method::POST {
-        return Some(text(405, "Method Not Allowed\n"));
+    if let Some(r) = refused_method(method) {
+        return Some(r);
     }
     let m = "etcdserverpb.";
     Some(match rest {
@@ -474,10 +425,7 @@ where
     C: detcd_proto::etcdserverpb::cluster_server::Cluster,
     M: detcd_proto::etcdserverpb::maintenance_server::Maintenance,
 {
-    let p = path.split('?').next().unwrap_or(path);
-    let rest = p
-        .strip_prefix("/v3/")
-        .or_else(|| p.strip_prefix("/v3beta/"))?;
+    let rest = route_of(path)?;
     const ROUTES: &[&str] = &[
         "cluster/member/add",
         "cluster/member/remove",
@@ -492,15 +440,8 @@ where
         "maintenance/transfer-leadership",
     ];
     let route = ROUTES.iter().position(|r| *r == rest)?;
-    if method == Method::OPTIONS {
-        return Some(Reply {
-            status: 200,
-            headers: vec![],
-            body: vec![],
-        });
-    }
-    if method != Method::POST {
-        return Some(text(405, "Method Not Allowed\n"));
+    if let Some(r) = refused_method(method) {
+        return Some(r);
     }
     Some(match route {
         0 => {
@@ -690,6 +631,35 @@ pub fn method_not_allowed() -> Reply {
     text(405, "Method Not Allowed\n")
 }
 
+/// etcd's CORS wrapper's answer to an OPTIONS request: 200, no body.
+fn preflight() -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![],
+        body: vec![],
+    }
+}
+
+/// What a gateway route answers before decoding a request of any method but POST: OPTIONS
+/// [`preflight`], anything else [`method_not_allowed`].
+fn refused_method(method: &Method) -> Option<Reply> {
+    if method == Method::OPTIONS {
+        Some(preflight())
+    } else if method != Method::POST {
+        Some(method_not_allowed())
+    } else {
+        None
+    }
+}
+
+/// A gateway path's route: what follows `/v3/` or `/v3beta/` (etcd serves both alike), the
+/// query string left out; `None` for any other path.
+fn route_of(path: &str) -> Option<&str> {
+    let p = path.split('?').next().unwrap_or(path);
+    p.strip_prefix("/v3/")
+        .or_else(|| p.strip_prefix("/v3beta/"))
+}
+
 fn text(status: u16, body: &str) -> Reply {
     Reply {
         status,
@@ -722,9 +692,7 @@ fn is_route(rest: &str) -> bool {
 /// refuse the gateway's gRPC call (every route but `kv/range`, whose handler refuses a
 /// linearizable read, and `maintenance/status`).
 pub fn refused_on_learner(path: &str) -> bool {
-    let p = path.split('?').next().unwrap_or(path);
-    p.strip_prefix("/v3/")
-        .or_else(|| p.strip_prefix("/v3beta/"))
+    route_of(path)
         .is_some_and(|rest| is_route(rest) && rest != "kv/range" && rest != "maintenance/status")
 }
 

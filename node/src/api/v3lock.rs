@@ -167,7 +167,36 @@ fn delete_req(key: Vec<u8>) -> pb::DeleteRangeRequest {
     }
 }
 
+/// The prefix of a lock's or an election's keys: its name and `/` (clientv3's concurrency).
+pub(super) fn prefix_of(name: &[u8]) -> Vec<u8> {
+    [name, b"/"].concat()
+}
+
+pub(super) fn put_op(key: Vec<u8>, value: Vec<u8>, lease: i64) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key,
+            value,
+            lease,
+            ..Default::default()
+        })),
+    }
+}
+
 impl V3 {
+    /// The lease of a Lock's or an election call's session: `lease`, or a new one of
+    /// [`SESSION_TTL`] seconds when it is 0 (clientv3's `NewSession`).
+    pub(super) async fn session(&self, caller: &Caller, lease: i64) -> Result<i64, Status> {
+        if lease != 0 {
+            return Ok(lease);
+        }
+        let grant = pb::LeaseGrantRequest {
+            ttl: SESSION_TTL,
+            id: 0,
+        };
+        Ok(self.lease_grant(caller.req(grant)).await?.into_inner().id)
+    }
+
     /// Wait until no key under `pfx` created at or before `max_create` is left (etcd's
     /// `waitDeletes`): find the newest such key (a linearizable read), wait for its deletion,
     /// again. Returns the header of the read that found none.
@@ -277,35 +306,13 @@ impl Lock for V3 {
     ) -> Result<Response<lpb::LockResponse>, Status> {
         let caller = Caller::of(&req);
         let lpb::LockRequest { name, lease } = req.into_inner();
-        let lease = if lease == 0 {
-            let grant = pb::LeaseGrantRequest {
-                ttl: SESSION_TTL,
-                id: 0,
-            };
-            self.lease_grant(caller.req(grant))
-                .await
-                .map_err(unknown)?
-                .into_inner()
-                .id
-        } else {
-            lease
-        };
-        let mut pfx = name;
-        pfx.push(b'/');
+        let lease = self.session(&caller, lease).await.map_err(unknown)?;
+        let pfx = prefix_of(&name);
         let key = [pfx.as_slice(), go_hex(lease).as_bytes()].concat();
         let owner = first_or_last_create(&pfx, pb::range_request::SortOrder::Ascend, 0);
         let txn = pb::TxnRequest {
             compare: vec![created_at(&key, 0)],
-            success: vec![
-                pb::RequestOp {
-                    request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
-                        key: key.clone(),
-                        lease,
-                        ..Default::default()
-                    })),
-                },
-                range_op(owner.clone()),
-            ],
+            success: vec![put_op(key.clone(), vec![], lease), range_op(owner.clone())],
             failure: vec![
                 range_op(pb::RangeRequest {
                     key: key.clone(),
