@@ -52,9 +52,13 @@ pub struct DiskFaults {
     pub replaced: BTreeSet<usize>,
     /// Refusals to start (none is expected: a damaged member rejoins, an intact one starts).
     pub unexpected: Vec<String>,
-    /// The member's start count when the supervisor last restarted it: if it stops again
-    /// without having started since, it refused to start.
-    restarted_at: std::collections::BTreeMap<usize, u64>,
+    /// Storage faults begun on each member so far.
+    begun: std::collections::BTreeMap<usize, u64>,
+    /// The member's start count and [`DiskFaults::begun`] when the supervisor last restarted
+    /// it: if it stops again without having started since, and no new storage fault began on
+    /// it meanwhile (one may land during a slow start, such as a rejoin's wait to be added
+    /// back), it refused to start.
+    restarted_at: std::collections::BTreeMap<usize, (u64, u64)>,
 }
 
 /// Stream number `salt` forked from `rng`.
@@ -278,6 +282,7 @@ impl Nemesis {
         {
             let mut d = self.disks.lock().unwrap();
             *d.active.entry(t).or_default() += 1;
+            *d.begun.entry(t).or_default() += 1;
             d.damaged.insert(t);
         }
         let crash = || {
@@ -387,10 +392,16 @@ impl Nemesis {
                     continue;
                 };
                 let starts = m.starts.load(std::sync::atomic::Ordering::SeqCst);
-                let last = self.disks.lock().unwrap().restarted_at.get(&t).copied();
-                // Stopped again without having started since the last restart: it refuses
-                // to start (a stop after it served again is a new fault's, and is restarted).
-                let detail = if last == Some(starts) {
+                let (last, begun) = {
+                    let d = self.disks.lock().unwrap();
+                    let begun = d.begun.get(&t).copied().unwrap_or(0);
+                    (d.restarted_at.get(&t).copied(), begun)
+                };
+                // Stopped again without having started since the last restart, and no new
+                // storage fault since: it refuses to start (a stop after it served again, or
+                // after a new fault hit it while it started, is that fault's, and is
+                // restarted).
+                let detail = if last == Some((starts, begun)) {
                     {
                         // A member whose data a fault damaged rejoins under a new id by
                         // itself (the node's `rejoin`); one that only saw failed fsyncs or
@@ -413,7 +424,8 @@ impl Nemesis {
                     // Its process is gone (a real one exits): nothing of it may hold on.
                     handle.kill(node_id(m));
                     handle.restart(node_id(m));
-                    self.disks.lock().unwrap().restarted_at.insert(t, starts);
+                    let mut d = self.disks.lock().unwrap();
+                    d.restarted_at.insert(t, (starts, begun));
                     format!("it stopped ({why}); restarted")
                 };
                 self.events.lock().unwrap().push(FaultEvent {
