@@ -14,6 +14,7 @@ pub mod faultplan;
 pub mod final_checks;
 pub mod history;
 pub mod html;
+pub mod locks;
 pub mod outcome;
 pub mod output;
 pub mod permissions;

@@ -1035,6 +1035,16 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
             end,
         ))
     });
+    let locks = (s.locks.clients > 0).then(|| {
+        tokio::spawn(crate::locks::run(
+            s.clone(),
+            addrs.clone(),
+            seed,
+            rec.clone(),
+            start,
+            end,
+        ))
+    });
     let leaders: Arc<Mutex<Vec<LeaderSample>>> = Arc::default();
     let observer = {
         let (c, leaders) = (c.clone(), leaders.clone());
@@ -1089,7 +1099,7 @@ async fn run_real(s: Arc<Scenario>, seed: u64, c: Arc<Cluster>) -> (RunOutput, O
         .collect();
     let liveness_limit = Duration::from_secs_f64(s.checks.liveness_s);
     let mut checks = vec![crate::final_checks::liveness(&reach, liveness_limit).await];
-    if let Some(r) = registry {
+    for r in registry.into_iter().chain(locks) {
         if let Ok(r) = r.await {
             checks.push(r);
         }

@@ -176,6 +176,17 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
             .spawn(crate::registry::run(s, addrs, seed, start, end))
     });
 
+    // The lock load on a machine of its own.
+    let locks = (s.locks.clients > 0).then(|| {
+        let (s, addrs, rec) = (s.clone(), addrs.clone(), rec.clone());
+        handle
+            .create_node()
+            .name("lockers")
+            .ip("10.0.2.2".parse().unwrap())
+            .build()
+            .spawn(crate::locks::run(s, addrs, seed, rec, start, end))
+    });
+
     // Intruders knock on the client and peer ports from a machine of their own.
     let intruders = match (&pki, s.intruders.every_ms) {
         (Some(pki), every_ms) if every_ms > 0 => Some(
@@ -298,6 +309,10 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
         Some(t) => Some(t.await.expect("registry task")),
         None => None,
     };
+    let locks_check = match locks {
+        Some(t) => Some(t.await.expect("locks task")),
+        None => None,
+    };
     let intruder_events = match intruders {
         Some(t) => Some(t.await.expect("intruders task")),
         None => None,
@@ -335,6 +350,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
     checks.push(claims.lock().unwrap().check());
     checks.push(claims.lock().unwrap().check_votes());
     checks.extend(registry_check);
+    checks.extend(locks_check);
     if s.checks.convergence {
         let stores = Stores(&members);
         let limit = Duration::from_secs(10);

@@ -41,6 +41,9 @@ pub struct Scenario {
     /// Service registration and weighted discovery through detcd-client.
     #[serde(default)]
     pub registry: RegistrySpec,
+    /// Clients taking etcd's v3 locks (the Lock service) and writing under them.
+    #[serde(default, skip_serializing_if = "LockSpec::is_off")]
+    pub locks: LockSpec,
     /// v2 auth: users and roles made before the load, auth on, the workload's clients acting
     /// as those users.
     #[serde(default, skip_serializing_if = "AuthSpec::is_off")]
@@ -1001,6 +1004,46 @@ impl Default for RegistrySpec {
     }
 }
 
+/// The lock load (`[locks]`, see [`crate::locks`]): clients lock one of `names` locks
+/// through the members' Lock service, each attempt with a lease of its own, add to a counter
+/// beside the lock with txns fenced by the lock key, unlock and revoke.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockSpec {
+    /// Lock clients (0: no lock load).
+    pub clients: usize,
+    /// Locks they share.
+    pub names: usize,
+    /// A hold lasts up to this long; a client pauses up to this long between attempts.
+    pub hold_ms: u64,
+    /// Fenced increments per hold, up to.
+    pub increments: u32,
+    /// Each attempt's lease TTL, in seconds: longer than any Lock call may wait, so that no
+    /// waiter's key expires under it (etcd would then grant a lock whose key is gone).
+    pub lease_ttl_s: i64,
+    /// A Lock call that has not answered within this is abandoned (its lease revoked).
+    pub lock_timeout_ms: u64,
+}
+
+impl Default for LockSpec {
+    fn default() -> Self {
+        LockSpec {
+            clients: 0,
+            names: 2,
+            hold_ms: 100,
+            increments: 3,
+            lease_ttl_s: 30,
+            lock_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl LockSpec {
+    fn is_off(&self) -> bool {
+        *self == LockSpec::default()
+    }
+}
+
 /// Intruders (`[intruders]`, with `cluster.tls`): from a machine of their own, processes
 /// take turns dialling a member's client port without a certificate or with one from a CA
 /// nobody trusts, and its peer port with a valid *client* certificate, without one, or with
@@ -1201,6 +1244,18 @@ impl Scenario {
                     self.intruders.every_ms
                 ));
             }
+        }
+        let l = &self.locks;
+        if l.clients > 0
+            && (l.names == 0
+                || l.lease_ttl_s <= 0
+                || l.lock_timeout_ms == 0
+                || l.lock_timeout_ms >= l.lease_ttl_s as u64 * 1000)
+        {
+            return Err(format!(
+                "locks: names must be at least 1, and lock_timeout_ms ({}) at least 1 and under lease_ttl_s ({} s)",
+                l.lock_timeout_ms, l.lease_ttl_s
+            ));
         }
         let r = &self.registry;
         if r.instances > 0 {

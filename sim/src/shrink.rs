@@ -33,7 +33,7 @@ pub fn size(s: &Scenario) -> (usize, u64, u64, usize, usize, usize, usize, usize
             s.registry.instances + s.registry.callers
         } else {
             0
-        },
+        } + s.locks.clients,
     )
 }
 
@@ -140,6 +140,14 @@ fn candidates(s: &Scenario) -> Vec<(String, Scenario)> {
             "registry callers",
             |s| s.registry.callers,
             |s, v| s.registry.callers = v,
+            1,
+        );
+    }
+    if s.locks.clients > 0 {
+        halve(
+            "lock clients",
+            |s| s.locks.clients,
+            |s, v| s.locks.clients = v,
             1,
         );
     }

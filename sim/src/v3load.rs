@@ -85,7 +85,7 @@ fn unknown_effect(s: &tonic::Status) -> bool {
     )
 }
 
-fn kv(k: &mvccpb::KeyValue) -> h::KeyValue {
+pub(crate) fn kv(k: &mvccpb::KeyValue) -> h::KeyValue {
     h::KeyValue {
         key: String::from_utf8_lossy(&k.key).into_owned(),
         value: String::from_utf8_lossy(&k.value).into_owned(),
@@ -100,7 +100,7 @@ fn rev(h: &Option<pb::ResponseHeader>) -> i64 {
     h.as_ref().map_or(0, |h| h.revision)
 }
 
-fn range_resp(r: &pb::RangeResponse) -> h::RangeResponse {
+pub(crate) fn range_resp(r: &pb::RangeResponse) -> h::RangeResponse {
     h::RangeResponse {
         header_revision: rev(&r.header),
         kvs: r.kvs.iter().map(kv).collect(),
@@ -126,7 +126,7 @@ fn op_resp(r: &pb::ResponseOp) -> Option<h::Response> {
     })
 }
 
-fn txn_resp(t: &pb::TxnResponse) -> h::TxnResponse {
+pub(crate) fn txn_resp(t: &pb::TxnResponse) -> h::TxnResponse {
     h::TxnResponse {
         header_revision: rev(&t.header),
         succeeded: t.succeeded,
