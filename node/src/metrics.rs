@@ -207,8 +207,10 @@ const SERVER_STREAM: &str = "server_stream";
 const BIDI_STREAM: &str = "bidi_stream";
 
 /// Every method detcd serves over gRPC: (service, method, type). etcd 3.4 registers the
-/// same 39 (and grpc.health.v1.Health, which detcd does not serve), each with every code.
-pub const GRPC_METHODS: [(&str, &str, &str); 39] = [
+/// first [`GRPC_REGISTERED`] with go-grpc-prometheus at start (and grpc.health.v1.Health,
+/// which detcd does not serve), each with every code; the Lock and Election services, which
+/// it adds to the server after that, get their series when they are first used.
+pub const GRPC_METHODS: [(&str, &str, &str); 46] = [
     ("etcdserverpb.KV", "Range", UNARY),
     ("etcdserverpb.KV", "Put", UNARY),
     ("etcdserverpb.KV", "DeleteRange", UNARY),
@@ -248,7 +250,20 @@ pub const GRPC_METHODS: [(&str, &str, &str); 39] = [
     ("etcdserverpb.Auth", "RoleDelete", UNARY),
     ("etcdserverpb.Auth", "RoleGrantPermission", UNARY),
     ("etcdserverpb.Auth", "RoleRevokePermission", UNARY),
+    ("v3lockpb.Lock", "Lock", UNARY),
+    ("v3lockpb.Lock", "Unlock", UNARY),
+    ("v3electionpb.Election", "Campaign", UNARY),
+    ("v3electionpb.Election", "Proclaim", UNARY),
+    ("v3electionpb.Election", "Leader", UNARY),
+    ("v3electionpb.Election", "Observe", SERVER_STREAM),
+    ("v3electionpb.Election", "Resign", UNARY),
 ];
+
+/// The methods of [`GRPC_METHODS`] whose series exist from the start (every code at 0);
+/// the rest show a series once it has counted something, as a Prometheus vector creates a
+/// series on its first use (etcd 3.4 with a Lock call: `started`, `handled` with the code
+/// it ended with, `msg_received`, `msg_sent`; nothing else).
+pub const GRPC_REGISTERED: usize = 39;
 
 /// gRPC status codes by number, as go-grpc-prometheus writes them (`codes.Code.String()`).
 pub const GRPC_CODES: [&str; 17] = [
@@ -377,10 +392,13 @@ impl Grpc {
         for (i, m) in self.methods.iter().enumerate() {
             let (s, me, t) = GRPC_METHODS[i];
             for (c, n) in GRPC_CODES.iter().zip(&m.handled) {
+                let n = n.load(Ordering::Relaxed);
+                if n == 0 && i >= GRPC_REGISTERED {
+                    continue;
+                }
                 let _ = writeln!(
                     out,
-                    "grpc_server_handled_total{{grpc_code=\"{c}\",grpc_method=\"{me}\",grpc_service=\"{s}\",grpc_type=\"{t}\"}} {}",
-                    n.load(Ordering::Relaxed)
+                    "grpc_server_handled_total{{grpc_code=\"{c}\",grpc_method=\"{me}\",grpc_service=\"{s}\",grpc_type=\"{t}\"}} {n}"
                 );
             }
         }
@@ -391,18 +409,18 @@ impl Grpc {
             "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
         );
         for (i, m) in self.methods.iter().enumerate() {
-            m.handling
-                .render(out, "grpc_server_handling_seconds", &labels(i));
+            if i < GRPC_REGISTERED || m.handling.count() > 0 {
+                m.handling
+                    .render(out, "grpc_server_handling_seconds", &labels(i));
+            }
         }
         let mut each = |name: &str, help: &str, f: &dyn Fn(&GrpcMethod) -> &AtomicU64| {
             header(out, name, "counter", help);
             for (i, m) in self.methods.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{}}} {}",
-                    labels(i),
-                    f(m).load(Ordering::Relaxed)
-                );
+                let n = f(m).load(Ordering::Relaxed);
+                if n > 0 || i < GRPC_REGISTERED {
+                    let _ = writeln!(out, "{name}{{{}}} {n}", labels(i));
+                }
             }
         };
         each(
