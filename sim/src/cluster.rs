@@ -44,6 +44,8 @@ pub struct MemberSim {
     pub incarnations: Arc<AtomicU64>,
     /// Why it last stopped, if it stopped on its own (error, removal).
     pub exit: Arc<Mutex<Option<String>>>,
+    /// When it last stopped on its own (simulated time).
+    pub exited_at: Arc<Mutex<Option<tokio::time::Instant>>>,
     /// The flags its next start uses (a replaced member restarts with state `existing`).
     pub args: Arc<Mutex<Vec<String>>>,
     /// Set while a `replace` fault has it out of the cluster: no other fault may start it.
@@ -172,6 +174,7 @@ pub fn start(
             let wal_segment_bytes =
                 (s.disk.wal_segment_kib > 0).then_some(s.disk.wal_segment_kib << 10);
             let exit: Arc<Mutex<Option<String>>> = Arc::default();
+            let exited_at: Arc<Mutex<Option<tokio::time::Instant>>> = Arc::default();
             let starts: Arc<AtomicU64> = Arc::default();
             let args = Arc::new(Mutex::new(member_args(s, i)));
             // Members never boot in the same microsecond: each first start waits a seeded
@@ -184,13 +187,14 @@ pub fn start(
             );
             let pki = pki.cloned();
             let args2 = args.clone();
-            let (d, c, sh, inc, ex, st) = (
+            let (d, c, sh, inc, ex, st, ea) = (
                 disk.clone(),
                 clock.clone(),
                 shared.clone(),
                 incarnations.clone(),
                 exit.clone(),
                 starts.clone(),
+                exited_at.clone(),
             );
             let node = handle
                 .create_node()
@@ -204,6 +208,7 @@ pub fn start(
                     let clock = c.clone();
                     let slot = sh.clone();
                     let exit = ex.clone();
+                    let exited_at = ea.clone();
                     let pki = pki.clone();
                     let probe = probe.clone();
                     let starts = st.clone();
@@ -244,6 +249,7 @@ pub fn start(
                         };
                         if let Err(e) = detcd_node::run(cfg, env).await {
                             tracing::warn!(member = i, error = %e, "member stopped");
+                            *exited_at.lock().unwrap() = Some(tokio::time::Instant::now());
                             *exit.lock().unwrap() = Some(e.to_string());
                         }
                         *slot.lock().unwrap() = None;
@@ -261,6 +267,7 @@ pub fn start(
                 shared,
                 incarnations,
                 exit,
+                exited_at,
                 args,
                 replacing,
                 starts,

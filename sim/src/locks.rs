@@ -36,6 +36,10 @@ use crate::workload::Recorder;
 
 type Ch = crate::v3auth::Ch;
 
+/// Lock client `i` is client `HISTORY_CLIENT_BASE + i` of the v3 history: clear of the KV,
+/// lease, compactor and flipper clients numbered from 0, and of the checker's own.
+const HISTORY_CLIENT_BASE: u64 = 1_000_000;
+
 /// Lock name `n`.
 fn lock_name(n: usize) -> String {
     format!("lock-{n}")
@@ -263,7 +267,7 @@ impl Client {
         stop_by: tokio::time::Instant,
     ) {
         let spec = &s.locks;
-        let incs = self.rng.gen_range(1..=spec.increments.max(1));
+        let incs = self.rng.gen_range(1..=spec.increments);
         let hold = Duration::from_millis(self.rng.gen_range(0..=spec.hold_ms));
         let t = self.timeout;
         let grant = pb::LeaseGrantRequest {
@@ -271,6 +275,11 @@ impl Client {
             id: lease,
         };
         let (member, call_ns) = (self.member, self.now_ns());
+        // Until when the lease is surely alive: its TTL from the grant's call, less a margin
+        // for a leader whose clock runs ahead. A key gone before then was taken from its
+        // holder; after it, the lease may have expired, and an unlock may delete nothing.
+        let young_until =
+            call_ns + (spec.lease_ttl_s as u64).saturating_sub(YOUNG_MARGIN_S) * 1_000_000_000;
         let ended = self
             .call(t, |ch| async move {
                 LeaseClient::new(ch).lease_grant(grant).await
@@ -400,17 +409,23 @@ impl Client {
         });
         let got_rec = got.rec(|g| h::Response::Range(crate::v3load::range_resp(g)));
         self.record(rec, rmember, rcall_ns, range, got_rec);
-        let mut held = created.is_some();
-        if !held {
-            seen.lock().unwrap().lost += u64::from(matches!(got, Ended::Ok(_)));
-        }
+        let mut hold_state = if created.is_some() {
+            Hold::Held
+        } else if matches!(got, Ended::Ok(_)) {
+            Hold::Lost
+        } else {
+            Hold::Over
+        };
         let mut i = 0;
-        while held && i < incs {
+        while hold_state == Hold::Held && i < incs && self.now_ns() < young_until {
             if i > 0 {
                 detcd_node::rt::sleep(hold / incs).await;
             }
-            held = self.increment(n, &key, seen, rec).await;
+            hold_state = self.increment(n, &key, seen, rec).await;
             i += 1;
+        }
+        if hold_state == Hold::Lost {
+            self.lost(n, &key, young_until, seen);
         }
         // Unlock: the delete of the key (the key is there unless its lease expired, which a
         // TTL longer than any hold rules out).
@@ -424,8 +439,11 @@ impl Client {
             range_end: String::new(),
             prev_kv: false,
         });
+        // The key is surely there to delete: read back after the grant, not found gone since,
+        // and its lease young when the unlock returned.
+        let there = created.is_some() && hold_state != Hold::Lost && self.now_ns() < young_until;
         let done = match &unlocked {
-            Ended::Ok(u) if created.is_some() => {
+            Ended::Ok(u) if there => {
                 let resp = h::Response::DeleteRange(h::DeleteRangeResponse {
                     header_revision: u.header.as_ref().map_or(0, |h| h.revision),
                     deleted: 1,
@@ -446,16 +464,31 @@ impl Client {
         }
     }
 
+    /// A held key found gone: a violation while its lease was surely alive (nothing else
+    /// deletes it), else a lease that may have expired.
+    fn lost(&self, n: usize, key: &str, young_until: u64, seen: &Mutex<Seen>) {
+        let mut sn = seen.lock().unwrap();
+        if self.now_ns() < young_until {
+            sn.violations.push(format!(
+                "client {} found its key {key} of {} gone while it held the lock and its lease was alive",
+                self.id,
+                lock_name(n)
+            ));
+        } else {
+            sn.lost += 1;
+        }
+    }
+
     /// Add one to lock `n`'s counter, fenced by `key` (the lock key must still exist and the
-    /// counter must not have moved since this client read it). False when the hold is over
-    /// (the key is gone, or the outcome is unknown).
+    /// counter must not have moved since this client read it). `Held` when it was added;
+    /// `Lost` when the key was gone; `Over` when the outcome is unknown or the call failed.
     async fn increment(
         &mut self,
         n: usize,
         key: &str,
         seen: &Mutex<Seen>,
         rec: &Mutex<Recorder>,
-    ) -> bool {
+    ) -> Hold {
         let t = self.timeout;
         let ck = counter_key(n);
         let read = pb::RangeRequest {
@@ -478,7 +511,7 @@ impl Client {
             got_rec,
         );
         let Ended::Ok(got) = got else {
-            return false;
+            return Hold::Over;
         };
         let (value, modrev) = got
             .kvs
@@ -570,7 +603,7 @@ impl Client {
         match ended {
             Ended::Ok(r) if r.succeeded => {
                 seen.lock().unwrap().acked[n] += 1;
-                true
+                Hold::Held
             }
             Ended::Ok(r) => {
                 let ranges: Vec<Option<&detcd_proto::mvccpb::KeyValue>> = r
@@ -583,7 +616,8 @@ impl Client {
                     .collect();
                 let mut sn = seen.lock().unwrap();
                 match ranges.as_slice() {
-                    [Some(_), now] => sn.violations.push(format!(
+                    [Some(_), now] => {
+                        sn.violations.push(format!(
                         "client {} holding {} (key {key}) read {ck} = {value} at mod revision {modrev}; \
                          at revision {} it was {} at mod revision {}",
                         self.id,
@@ -592,19 +626,35 @@ impl Client {
                         now.map_or("absent".into(), |kv| String::from_utf8_lossy(&kv.value)
                             .into_owned()),
                         now.map_or(0, |kv| kv.mod_revision),
-                    )),
-                    _ => sn.lost += 1,
+                        ));
+                        Hold::Over
+                    }
+                    _ => Hold::Lost,
                 }
-                false
             }
-            Ended::Refused(_) => false,
+            Ended::Refused(_) => Hold::Over,
             Ended::Unknown => {
                 seen.lock().unwrap().unknown[n] += 1;
-                false
+                Hold::Over
             }
         }
     }
 }
+
+/// Where a hold stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// The key is there (as of the last fenced write).
+    Held,
+    /// The key was found gone.
+    Lost,
+    /// Unknown (a call failed): the hold ends.
+    Over,
+}
+
+/// Seconds of a lease's TTL not counted on: a leader whose clock runs ahead expires leases
+/// early by its skew (v3-locks: 2 s).
+const YOUNG_MARGIN_S: u64 = 10;
 
 /// The count in a counter's value (`"<count> <writer>"`).
 fn count_of(value: &[u8]) -> u64 {
@@ -645,7 +695,7 @@ pub async fn run(
             let mut c = Client {
                 id: i,
                 // History client ids after the KV and lease clients'.
-                hid: (s.workload.clients + s.workload.leases + i) as u64,
+                hid: HISTORY_CLIENT_BASE + i as u64,
                 rng: ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, i as u64, 0x10c5)),
                 member: i % addrs.len(),
                 addrs,
@@ -677,7 +727,7 @@ pub async fn run(
 async fn judge(spec: &crate::scenario::LockSpec, addrs: &[SocketAddr], seen: Seen) -> Check {
     let mut reader = Client {
         id: usize::MAX,
-        hid: u64::MAX,
+        hid: u64::MAX - 1,
         rng: ChaCha8Rng::seed_from_u64(0),
         addrs: addrs.to_vec(),
         member: 0,
@@ -686,8 +736,12 @@ async fn judge(spec: &crate::scenario::LockSpec, addrs: &[SocketAddr], seen: See
         seq: 0,
         start: tokio::time::Instant::now(),
     };
-    // A linearizable Range, retried over the members for up to 20 s.
-    async fn range(c: &mut Client, req: pb::RangeRequest) -> Option<pb::RangeResponse> {
+    // A linearizable Range, retried over the members for up to 20 s while it gets no answer;
+    // an answer refusing it is returned.
+    async fn range(
+        c: &mut Client,
+        req: pb::RangeRequest,
+    ) -> Option<Result<pb::RangeResponse, tonic::Status>> {
         for _ in 0..40 {
             let r = req.clone();
             match c
@@ -696,8 +750,9 @@ async fn judge(spec: &crate::scenario::LockSpec, addrs: &[SocketAddr], seen: See
                 })
                 .await
             {
-                Ended::Ok(r) => return Some(r),
-                _ => detcd_node::rt::sleep(Duration::from_millis(500)).await,
+                Ended::Ok(r) => return Some(Ok(r)),
+                Ended::Refused(st) => return Some(Err(st)),
+                Ended::Unknown => detcd_node::rt::sleep(Duration::from_millis(500)).await,
             }
         }
         None
@@ -705,27 +760,36 @@ async fn judge(spec: &crate::scenario::LockSpec, addrs: &[SocketAddr], seen: See
     let mut bad: Vec<String> = seen.violations.clone();
     let mut unread = 0usize;
     for g in &seen.grants {
+        let grant = format!(
+            "client {} was granted {} (key {}) at revision {} ({:.3} s)",
+            g.client,
+            lock_name(g.name),
+            String::from_utf8_lossy(&g.key),
+            g.revision,
+            g.at_ns as f64 / 1e9
+        );
+        if g.revision <= 0 {
+            bad.push(format!("{grant}: no revision"));
+            continue;
+        }
+        // The whole prefix at that revision, the oldest found here (not by the server's sort,
+        // which the Lock's own owner read uses too).
         let pfx = format!("{}/", lock_name(g.name)).into_bytes();
         let req = pb::RangeRequest {
             range_end: prefix_end(&pfx),
             key: pfx,
             revision: g.revision,
-            limit: 1,
-            sort_order: pb::range_request::SortOrder::Ascend as i32,
-            sort_target: pb::range_request::SortTarget::Create as i32,
             ..Default::default()
         };
         match range(&mut reader, req).await {
             None => unread += 1,
-            Some(r) => match r.kvs.first() {
+            // Compacted: the revision can no longer be read (no compactor runs with locks).
+            Some(Err(st)) if st.message().contains("compacted") => unread += 1,
+            Some(Err(st)) => bad.push(format!("{grant}, which cannot be read: {}", st.message())),
+            Some(Ok(r)) => match r.kvs.iter().min_by_key(|kv| kv.create_revision) {
                 Some(kv) if kv.key == g.key => {}
                 oldest => bad.push(format!(
-                    "client {} was granted {} (key {}) at revision {} ({:.3} s), when the oldest key was {}",
-                    g.client,
-                    lock_name(g.name),
-                    String::from_utf8_lossy(&g.key),
-                    g.revision,
-                    g.at_ns as f64 / 1e9,
+                    "{grant}, when the oldest key was {}",
                     oldest.map_or("none".into(), |kv| format!(
                         "{} (created at {})",
                         String::from_utf8_lossy(&kv.key),
@@ -756,11 +820,12 @@ async fn judge(spec: &crate::scenario::LockSpec, addrs: &[SocketAddr], seen: See
             },
         )
         .await;
-        let (Some(left), Some(counter)) = (left, counter) else {
+        let (Some(Ok(left)), Some(Ok(counter))) = (left, counter) else {
             unread += 1;
             continue;
         };
-        if left.count > 0 {
+        // Keys of leases that could not be revoked stay until the leases expire.
+        if left.count > 0 && seen.unrevoked == 0 {
             bad.push(format!(
                 "{} keys left under {}/ after every client stopped",
                 left.count,

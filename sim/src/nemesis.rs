@@ -52,12 +52,12 @@ pub struct DiskFaults {
     pub replaced: BTreeSet<usize>,
     /// Refusals to start (none is expected: a damaged member rejoins, an intact one starts).
     pub unexpected: Vec<String>,
-    /// Storage faults begun on each member so far.
-    begun: std::collections::BTreeMap<usize, u64>,
-    /// The member's start count and [`DiskFaults::begun`] when the supervisor last restarted
-    /// it: if it stops again without having started since, and no new storage fault began on
-    /// it meanwhile (one may land during a slow start, such as a rejoin's wait to be added
-    /// back), it refused to start.
+    /// When each storage fault on a member began (ns after the start), per member.
+    begun: std::collections::BTreeMap<usize, Vec<u64>>,
+    /// The member's start count, and the time, when the supervisor last restarted it: if it
+    /// stops again without having started since, and no storage fault began on it between
+    /// that restart and its stop (one may land during a slow start, such as a rejoin's wait
+    /// to be added back), it refused to start.
     restarted_at: std::collections::BTreeMap<usize, (u64, u64)>,
 }
 
@@ -282,7 +282,8 @@ impl Nemesis {
         {
             let mut d = self.disks.lock().unwrap();
             *d.active.entry(t).or_default() += 1;
-            *d.begun.entry(t).or_default() += 1;
+            let now = self.now_ns();
+            d.begun.entry(t).or_default().push(now);
             d.damaged.insert(t);
         }
         let crash = || {
@@ -392,16 +393,26 @@ impl Nemesis {
                     continue;
                 };
                 let starts = m.starts.load(std::sync::atomic::Ordering::SeqCst);
-                let (last, begun) = {
+                // When it stopped (it stopped on its own: the time was kept with the reason).
+                let exit_ns = m
+                    .exited_at
+                    .lock()
+                    .unwrap()
+                    .map_or(start_ns, |at| (at - self.start).as_nanos() as u64);
+                let refused = {
                     let d = self.disks.lock().unwrap();
-                    let begun = d.begun.get(&t).copied().unwrap_or(0);
-                    (d.restarted_at.get(&t).copied(), begun)
+                    d.restarted_at.get(&t).is_some_and(|&(s, restart_ns)| {
+                        s == starts
+                            && !d.begun.get(&t).is_some_and(|b| {
+                                b.iter().any(|&at| at > restart_ns && at <= exit_ns)
+                            })
+                    })
                 };
                 // Stopped again without having started since the last restart, and no new
-                // storage fault since: it refuses to start (a stop after it served again, or
-                // after a new fault hit it while it started, is that fault's, and is
-                // restarted).
-                let detail = if last == Some((starts, begun)) {
+                // storage fault between that restart and the stop: it refuses to start (a
+                // stop after it served again, or after a new fault hit it while it started,
+                // is that fault's, and is restarted).
+                let detail = if refused {
                     {
                         // A member whose data a fault damaged rejoins under a new id by
                         // itself (the node's `rejoin`); one that only saw failed fsyncs or
@@ -425,7 +436,7 @@ impl Nemesis {
                     handle.kill(node_id(m));
                     handle.restart(node_id(m));
                     let mut d = self.disks.lock().unwrap();
-                    d.restarted_at.insert(t, (starts, begun));
+                    d.restarted_at.insert(t, (starts, self.now_ns()));
                     format!("it stopped ({why}); restarted")
                 };
                 self.events.lock().unwrap().push(FaultEvent {

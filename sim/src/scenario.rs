@@ -1016,10 +1016,11 @@ pub struct LockSpec {
     pub names: usize,
     /// A hold lasts up to this long; a client pauses up to this long between attempts.
     pub hold_ms: u64,
-    /// Fenced increments per hold, up to.
+    /// Fenced increments per hold, up to (at least 1).
     pub increments: u32,
-    /// Each attempt's lease TTL, in seconds: longer than any Lock call may wait, so that no
-    /// waiter's key expires under it (etcd would then grant a lock whose key is gone).
+    /// Each attempt's lease TTL, in seconds: at least `lock_timeout_ms` + 15 s, so that no
+    /// waiter's key expires under it (etcd would then grant a lock whose key is gone) and a
+    /// hold ends well before it.
     pub lease_ttl_s: i64,
     /// A Lock call that has not answered within this is abandoned (its lease revoked).
     pub lock_timeout_ms: u64,
@@ -1246,16 +1247,26 @@ impl Scenario {
             }
         }
         let l = &self.locks;
-        if l.clients > 0
-            && (l.names == 0
-                || l.lease_ttl_s <= 0
+        if l.clients > 0 {
+            if l.names == 0
+                || l.increments == 0
                 || l.lock_timeout_ms == 0
-                || l.lock_timeout_ms >= l.lease_ttl_s as u64 * 1000)
-        {
-            return Err(format!(
-                "locks: names must be at least 1, and lock_timeout_ms ({}) at least 1 and under lease_ttl_s ({} s)",
-                l.lock_timeout_ms, l.lease_ttl_s
-            ));
+                || l.lease_ttl_s < 0
+                || l.lock_timeout_ms + 15_000 > l.lease_ttl_s as u64 * 1000
+            {
+                return Err(format!(
+                    "locks: names and increments must be at least 1, and lease_ttl_s ({} s) at least lock_timeout_ms ({}) + 15 s, so that no lease runs out during an attempt",
+                    l.lease_ttl_s, l.lock_timeout_ms
+                ));
+            }
+            // The lock clients act as nobody, and read every grant back at its revision.
+            if self.workload.api != Api::V3
+                || self.auth.enabled
+                || self.workload.compact_every_ms > 0
+                || self.workload.leases > 0
+            {
+                return Err("locks: need api = \"v3\", no auth, and no compaction (compact_every_ms = 0; leases = 0, as the lease clients compact)".into());
+            }
         }
         let r = &self.registry;
         if r.instances > 0 {

@@ -48,7 +48,14 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         let took = self.shared.clock.now() - self.started;
-        let code = self.code.unwrap_or(CANCELED);
+        // etcd's Lock and Election servers return the context's error to a client that went
+        // away, which gRPC reports as Unknown; etcd's own services map it to Canceled.
+        let dropped = if self.method < crate::metrics::GRPC_REGISTERED {
+            CANCELED
+        } else {
+            UNKNOWN
+        };
+        let code = self.code.unwrap_or(dropped);
         self.shared.counters.grpc.handled(self.method, code, took);
     }
 }
