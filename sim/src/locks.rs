@@ -32,6 +32,7 @@ use detcd_checker::v3 as h;
 
 use crate::output::Check;
 use crate::scenario::Scenario;
+use crate::v3load::{unknown_effect, Ended};
 use crate::workload::Recorder;
 
 type Ch = crate::v3auth::Ch;
@@ -50,16 +51,12 @@ fn counter_key(n: usize) -> String {
     format!("lock-{n}.count")
 }
 
-/// The first key after every key under `prefix` (clientv3's `GetPrefixRangeEnd`).
+/// The first key after every key under `prefix` (lock prefixes are ASCII and end in '/').
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
+    let p = std::str::from_utf8(prefix).expect("lock prefixes are ASCII");
+    crate::v3load::prefix_end_of(p)
+        .expect("a lock prefix has an end")
+        .into_bytes()
 }
 
 /// One Lock answered: `key` granted at header revision `revision`.
@@ -87,26 +84,6 @@ struct Seen {
     abandoned: u64,
     /// Leases that could not be revoked before the clients' deadline.
     unrevoked: u64,
-}
-
-/// How one call ended.
-enum Ended<T> {
-    Ok(T),
-    /// An answer that says the call had no effect.
-    Refused(tonic::Status),
-    /// No answer, or one that leaves the effect unknown.
-    Unknown,
-}
-
-fn unknown_effect(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::Unknown
-            | tonic::Code::Internal
-            | tonic::Code::Cancelled
-            | tonic::Code::DeadlineExceeded
-    )
 }
 
 struct Client {
@@ -169,6 +146,19 @@ impl Client {
             Rec::Unknown if matches!(request, h::Request::Range(_)) => return,
             Rec::Unknown => (h::Outcome::Indeterminate, None),
         };
+        self.push(rec, member, call_ns, return_ns, request, outcome);
+    }
+
+    /// Append one operation to the v3 history.
+    fn push(
+        &self,
+        rec: &Mutex<Recorder>,
+        member: usize,
+        call_ns: u64,
+        return_ns: Option<u64>,
+        request: h::Request,
+        outcome: h::Outcome,
+    ) {
         let mut rec = rec.lock().unwrap();
         let id = rec.v3.len() as u64;
         rec.v3.push(h::Op {
@@ -391,17 +381,7 @@ impl Client {
                 Rec::Ok(resp) => (h::Outcome::Ok(resp), Some(returned_ns)),
                 _ => (h::Outcome::Indeterminate, None),
             };
-            let mut rc = rec.lock().unwrap();
-            let id = rc.v3.len() as u64;
-            rc.v3.push(h::Op {
-                id,
-                client: self.hid,
-                member: Some(member as u64),
-                call_ns,
-                return_ns,
-                request: put,
-                outcome,
-            });
+            self.push(rec, member, call_ns, return_ns, put, outcome);
         }
         let range = h::Request::Range(h::RangeRequest {
             key: key.clone(),
@@ -884,7 +864,6 @@ mod tests {
     #[test]
     fn prefix_ends_as_clientv3_computes_them() {
         assert_eq!(prefix_end(b"lock-0/"), b"lock-00".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b"lock-12/"), b"lock-120".to_vec());
     }
 }

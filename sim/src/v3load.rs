@@ -63,7 +63,7 @@ struct Client {
 }
 
 /// What one call ended with.
-enum Ended<T> {
+pub(crate) enum Ended<T> {
     Ok(T),
     /// A gRPC error that says the request had no effect.
     Refused(tonic::Status),
@@ -74,7 +74,7 @@ enum Ended<T> {
 /// Whether a gRPC error leaves a write's effect unknown. Unavailable covers etcd's "request
 /// timed out" (the proposal may still commit) and a broken connection; the others are
 /// answers about a request that was refused before it was proposed or when it applied.
-fn unknown_effect(s: &tonic::Status) -> bool {
+pub(crate) fn unknown_effect(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
         tonic::Code::Unavailable
