@@ -265,6 +265,12 @@ pub const GRPC_METHODS: [(&str, &str, &str); 46] = [
 /// it ended with, `msg_received`, `msg_sent`; nothing else).
 pub const GRPC_REGISTERED: usize = 39;
 
+/// Whether a series of method `i` that has counted `n` is on the page (see
+/// [`GRPC_REGISTERED`]).
+fn listed(i: usize, n: u64) -> bool {
+    i < GRPC_REGISTERED || n > 0
+}
+
 /// gRPC status codes by number, as go-grpc-prometheus writes them (`codes.Code.String()`).
 pub const GRPC_CODES: [&str; 17] = [
     "OK",
@@ -393,7 +399,7 @@ impl Grpc {
             let (s, me, t) = GRPC_METHODS[i];
             for (c, n) in GRPC_CODES.iter().zip(&m.handled) {
                 let n = n.load(Ordering::Relaxed);
-                if n == 0 && i >= GRPC_REGISTERED {
+                if !listed(i, n) {
                     continue;
                 }
                 let _ = writeln!(
@@ -409,7 +415,7 @@ impl Grpc {
             "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
         );
         for (i, m) in self.methods.iter().enumerate() {
-            if i < GRPC_REGISTERED || m.handling.count() > 0 {
+            if listed(i, m.handling.count()) {
                 m.handling
                     .render(out, "grpc_server_handling_seconds", &labels(i));
             }
@@ -418,7 +424,7 @@ impl Grpc {
             header(out, name, "counter", help);
             for (i, m) in self.methods.iter().enumerate() {
                 let n = f(m).load(Ordering::Relaxed);
-                if n > 0 || i < GRPC_REGISTERED {
+                if listed(i, n) {
                     let _ = writeln!(out, "{name}{{{}}} {n}", labels(i));
                 }
             }

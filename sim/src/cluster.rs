@@ -42,16 +42,23 @@ pub struct MemberSim {
     pub shared: Arc<Mutex<Option<Arc<Shared>>>>,
     /// How many times it has started.
     pub incarnations: Arc<AtomicU64>,
-    /// Why it last stopped, if it stopped on its own (error, removal).
-    pub exit: Arc<Mutex<Option<String>>>,
-    /// When it last stopped on its own (simulated time).
-    pub exited_at: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// Why and when it last stopped, if it stopped on its own (error, removal).
+    pub exit: Arc<Mutex<Option<Exit>>>,
     /// The flags its next start uses (a replaced member restarts with state `existing`).
     pub args: Arc<Mutex<Vec<String>>>,
     /// Set while a `replace` fault has it out of the cluster: no other fault may start it.
     pub replacing: Arc<std::sync::atomic::AtomicBool>,
     /// How many times the member has started serving (its storage recovered).
     pub starts: Arc<AtomicU64>,
+}
+
+/// Why and when a member stopped on its own.
+#[derive(Debug, Clone)]
+pub struct Exit {
+    /// The error it stopped with.
+    pub why: String,
+    /// When (simulated time).
+    pub at: tokio::time::Instant,
 }
 
 impl MemberSim {
@@ -173,8 +180,7 @@ pub fn start(
             });
             let wal_segment_bytes =
                 (s.disk.wal_segment_kib > 0).then_some(s.disk.wal_segment_kib << 10);
-            let exit: Arc<Mutex<Option<String>>> = Arc::default();
-            let exited_at: Arc<Mutex<Option<tokio::time::Instant>>> = Arc::default();
+            let exit: Arc<Mutex<Option<Exit>>> = Arc::default();
             let starts: Arc<AtomicU64> = Arc::default();
             let args = Arc::new(Mutex::new(member_args(s, i)));
             // Members never boot in the same microsecond: each first start waits a seeded
@@ -187,14 +193,13 @@ pub fn start(
             );
             let pki = pki.cloned();
             let args2 = args.clone();
-            let (d, c, sh, inc, ex, st, ea) = (
+            let (d, c, sh, inc, ex, st) = (
                 disk.clone(),
                 clock.clone(),
                 shared.clone(),
                 incarnations.clone(),
                 exit.clone(),
                 starts.clone(),
-                exited_at.clone(),
             );
             let node = handle
                 .create_node()
@@ -208,7 +213,6 @@ pub fn start(
                     let clock = c.clone();
                     let slot = sh.clone();
                     let exit = ex.clone();
-                    let exited_at = ea.clone();
                     let pki = pki.clone();
                     let probe = probe.clone();
                     let starts = st.clone();
@@ -249,8 +253,10 @@ pub fn start(
                         };
                         if let Err(e) = detcd_node::run(cfg, env).await {
                             tracing::warn!(member = i, error = %e, "member stopped");
-                            *exited_at.lock().unwrap() = Some(tokio::time::Instant::now());
-                            *exit.lock().unwrap() = Some(e.to_string());
+                            *exit.lock().unwrap() = Some(Exit {
+                                why: e.to_string(),
+                                at: tokio::time::Instant::now(),
+                            });
                         }
                         *slot.lock().unwrap() = None;
                     }
@@ -267,7 +273,6 @@ pub fn start(
                 shared,
                 incarnations,
                 exit,
-                exited_at,
                 args,
                 replacing,
                 starts,

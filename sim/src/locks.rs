@@ -7,8 +7,8 @@
 //! Its check, after the load:
 //! - **grants**: a Lock answered at revision R says the caller's key was the oldest under the
 //!   lock's prefix at R, which is what makes it a lock. Each grant is read back from the
-//!   keyspace at R (a Range at that revision, oldest key first): the granted key must be that
-//!   oldest key. Two grants whose holds overlap in revision order cannot both pass.
+//!   keyspace at R (the whole prefix at that revision; the harness finds its oldest key, not the
+//!   server's sort): the granted key must be that oldest key. Two grants whose holds overlap in revision order cannot both pass.
 //! - **fenced writes**: a guarded increment that finds its lock key still there but the
 //!   counter changed since it read it under the same lock means someone else wrote the
 //!   counter while the lock was held; the final count must lie between the acknowledged
@@ -32,7 +32,7 @@ use detcd_checker::v3 as h;
 
 use crate::output::Check;
 use crate::scenario::Scenario;
-use crate::v3load::{unknown_effect, Ended};
+use crate::v3load::{grpc_error, unknown_effect, Ended};
 use crate::workload::Recorder;
 
 type Ch = crate::v3auth::Ch;
@@ -51,12 +51,11 @@ fn counter_key(n: usize) -> String {
     format!("lock-{n}.count")
 }
 
-/// The first key after every key under `prefix` (lock prefixes are ASCII and end in '/').
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let p = std::str::from_utf8(prefix).expect("lock prefixes are ASCII");
-    crate::v3load::prefix_end_of(p)
-        .expect("a lock prefix has an end")
-        .into_bytes()
+/// The keys of lock `n`, `lock-n/` and everything under it: (key, range_end).
+fn lock_range(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let prefix = format!("{}/", lock_name(n));
+    let end = crate::v3load::prefix_end_of(&prefix).expect("a lock prefix has an end");
+    (prefix.into_bytes(), end.into_bytes())
 }
 
 /// One Lock answered: `key` granted at header revision `revision`.
@@ -76,7 +75,9 @@ struct Seen {
     /// Increments acknowledged, and those whose outcome is unknown, per name.
     acked: Vec<u64>,
     unknown: Vec<u64>,
-    /// Guarded increments refused because the counter moved under a held lock.
+    /// What the clients saw that no lock may do: a grant of a key not named after the
+    /// lease, a held key gone while its lease was young, a fenced write that found the
+    /// counter moved under a held lock.
     violations: Vec<String>,
     /// Guarded increments refused because the lock key was gone (the session lost).
     lost: u64,
@@ -87,8 +88,9 @@ struct Seen {
 }
 
 struct Client {
-    /// Its number among the lock clients, and its client id in the v3 history.
+    /// Its number among the lock clients.
     id: usize,
+    /// Its client id in the v3 history.
     hid: u64,
     rng: ChaCha8Rng,
     addrs: Vec<SocketAddr>,
@@ -99,22 +101,13 @@ struct Client {
     start: tokio::time::Instant,
 }
 
-/// How an operation goes into the v3 history.
-enum Rec {
-    /// Answered, between the call and now.
-    Ok(h::Response),
-    /// Refused: no effect.
-    Refused(tonic::Status),
-    /// It may have taken effect any time after the call.
-    Unknown,
-}
-
 impl<T> Ended<T> {
-    fn rec(&self, f: impl FnOnce(&T) -> h::Response) -> Rec {
+    /// How this call goes into the v3 history: its answer as `f` renders it.
+    fn to_history(&self, f: impl FnOnce(&T) -> h::Response) -> Ended<h::Response> {
         match self {
-            Ended::Ok(t) => Rec::Ok(f(t)),
-            Ended::Refused(s) => Rec::Refused(s.clone()),
-            Ended::Unknown => Rec::Unknown,
+            Ended::Ok(t) => Ended::Ok(f(t)),
+            Ended::Refused(s) => Ended::Refused(s.clone()),
+            Ended::Unknown => Ended::Unknown,
         }
     }
 }
@@ -124,27 +117,22 @@ impl Client {
         self.start.elapsed().as_nanos() as u64
     }
 
-    /// Put one operation into the v3 history (a read without an answer had no effect and
-    /// is left out).
+    /// Put one operation into the v3 history: answered or refused between the call and now,
+    /// or of unknown outcome (then it may take effect any time after the call; a read
+    /// without an answer had no effect and is left out).
     fn record(
         &self,
         rec: &Mutex<Recorder>,
         member: usize,
         call_ns: u64,
         request: h::Request,
-        r: Rec,
+        r: Ended<h::Response>,
     ) {
         let (outcome, return_ns) = match r {
-            Rec::Ok(resp) => (h::Outcome::Ok(resp), Some(self.now_ns())),
-            Rec::Refused(st) => (
-                h::Outcome::Error(h::GrpcError {
-                    code: format!("{:?}", st.code()),
-                    message: st.message().to_string(),
-                }),
-                Some(self.now_ns()),
-            ),
-            Rec::Unknown if matches!(request, h::Request::Range(_)) => return,
-            Rec::Unknown => (h::Outcome::Indeterminate, None),
+            Ended::Ok(resp) => (h::Outcome::Ok(resp), Some(self.now_ns())),
+            Ended::Refused(st) => (h::Outcome::Error(grpc_error(&st)), Some(self.now_ns())),
+            Ended::Unknown if matches!(request, h::Request::Range(_)) => return,
+            Ended::Unknown => (h::Outcome::Indeterminate, None),
         };
         self.push(rec, member, call_ns, return_ns, request, outcome);
     }
@@ -222,16 +210,16 @@ impl Client {
             });
             match ended {
                 Ended::Ok(_) => {
-                    self.record(rec, member, call_ns, request, Rec::Unknown);
+                    self.record(rec, member, call_ns, request, Ended::Unknown);
                     return true;
                 }
                 // "etcdserver: requested lease not found": revoked already, or expired.
                 Ended::Refused(s) if s.code() == tonic::Code::NotFound => {
-                    self.record(rec, member, call_ns, request, Rec::Refused(s));
+                    self.record(rec, member, call_ns, request, Ended::Refused(s));
                     return true;
                 }
                 _ => {
-                    self.record(rec, member, call_ns, request, Rec::Unknown);
+                    self.record(rec, member, call_ns, request, Ended::Unknown);
                     detcd_node::rt::sleep(Duration::from_millis(100)).await
                 }
             }
@@ -277,13 +265,7 @@ impl Client {
             .await;
         let (granted_ttl, error) = match &ended {
             Ended::Ok(r) => (Some(r.ttl), None),
-            Ended::Refused(st) => (
-                None,
-                Some(h::GrpcError {
-                    code: format!("{:?}", st.code()),
-                    message: st.message().to_string(),
-                }),
-            ),
+            Ended::Refused(st) => (None, Some(grpc_error(st))),
             Ended::Unknown => (None, None),
         };
         rec.lock().unwrap().v3_lease_grants.push(h::LeaseGrant {
@@ -326,13 +308,13 @@ impl Client {
             Ended::Ok(r) => r,
             _ => {
                 // The key may have been put, and deleted again when the wait failed.
-                self.record(rec, member, call_ns, put, Rec::Unknown);
+                self.record(rec, member, call_ns, put, Ended::Unknown);
                 let del = h::Request::DeleteRange(h::DeleteRangeRequest {
                     key: key.clone(),
                     range_end: String::new(),
                     prev_kv: false,
                 });
-                self.record(rec, member, call_ns, del, Rec::Unknown);
+                self.record(rec, member, call_ns, del, Ended::Unknown);
                 seen.lock().unwrap().abandoned += 1;
                 if !self.revoke(lease, rec, stop_by).await {
                     seen.lock().unwrap().unrevoked += 1;
@@ -368,26 +350,24 @@ impl Client {
             Ended::Ok(g) => g.kvs.first().map(|kv| kv.create_revision),
             _ => None,
         };
-        {
-            // The put, then the read of it (the history's ids follow the calls' order).
-            let put_rec = match created {
-                Some(c) => Rec::Ok(h::Response::Put(h::PutResponse {
+        // The put, answered when the Lock was, then the read of it (the history's ids follow
+        // the calls' order).
+        let (outcome, return_ns) = match created {
+            Some(c) => (
+                h::Outcome::Ok(h::Response::Put(h::PutResponse {
                     header_revision: c,
                     prev_kv: None,
                 })),
-                None => Rec::Unknown,
-            };
-            let (outcome, return_ns) = match put_rec {
-                Rec::Ok(resp) => (h::Outcome::Ok(resp), Some(returned_ns)),
-                _ => (h::Outcome::Indeterminate, None),
-            };
-            self.push(rec, member, call_ns, return_ns, put, outcome);
-        }
+                Some(returned_ns),
+            ),
+            None => (h::Outcome::Indeterminate, None),
+        };
+        self.push(rec, member, call_ns, return_ns, put, outcome);
         let range = h::Request::Range(h::RangeRequest {
             key: key.clone(),
             ..Default::default()
         });
-        let got_rec = got.rec(|g| h::Response::Range(crate::v3load::range_resp(g)));
+        let got_rec = got.to_history(|g| h::Response::Range(crate::v3load::range_resp(g)));
         self.record(rec, rmember, rcall_ns, range, got_rec);
         let mut hold_state = if created.is_some() {
             Hold::Held
@@ -407,8 +387,7 @@ impl Client {
         if hold_state == Hold::Lost {
             self.lost(n, &key, young_until, seen);
         }
-        // Unlock: the delete of the key (the key is there unless its lease expired, which a
-        // TTL longer than any hold rules out).
+        // Unlock: in the history, the delete of the key.
         let req = lpb::UnlockRequest { key: r.key.clone() };
         let (member, call_ns) = (self.member, self.now_ns());
         let unlocked = self
@@ -429,11 +408,11 @@ impl Client {
                     deleted: 1,
                     prev_kvs: Vec::new(),
                 });
-                self.record(rec, member, call_ns, del, Rec::Ok(resp));
+                self.record(rec, member, call_ns, del, Ended::Ok(resp));
                 true
             }
             _ => {
-                self.record(rec, member, call_ns, del, Rec::Unknown);
+                self.record(rec, member, call_ns, del, Ended::Unknown);
                 false
             }
         };
@@ -479,7 +458,7 @@ impl Client {
         let got = self
             .call(t, |ch| async move { KvClient::new(ch).range(read).await })
             .await;
-        let got_rec = got.rec(|g| h::Response::Range(crate::v3load::range_resp(g)));
+        let got_rec = got.to_history(|g| h::Response::Range(crate::v3load::range_resp(g)));
         self.record(
             rec,
             member,
@@ -578,7 +557,7 @@ impl Client {
         let ended = self
             .call(t, |ch| async move { KvClient::new(ch).txn(txn).await })
             .await;
-        let r = ended.rec(|t| h::Response::Txn(crate::v3load::txn_resp(t)));
+        let r = ended.to_history(|t| h::Response::Txn(crate::v3load::txn_resp(t)));
         self.record(rec, member, call_ns, hreq, r);
         match ended {
             Ended::Ok(r) if r.succeeded => {
@@ -674,7 +653,6 @@ pub async fn run(
         tasks.push(tokio::spawn(async move {
             let mut c = Client {
                 id: i,
-                // History client ids after the KV and lease clients'.
                 hid: HISTORY_CLIENT_BASE + i as u64,
                 rng: ChaCha8Rng::seed_from_u64(crate::seed::mix(seed, i as u64, 0x10c5)),
                 member: i % addrs.len(),
@@ -754,10 +732,10 @@ async fn judge(spec: &crate::scenario::LockSpec, addrs: &[SocketAddr], seen: See
         }
         // The whole prefix at that revision, the oldest found here (not by the server's sort,
         // which the Lock's own owner read uses too).
-        let pfx = format!("{}/", lock_name(g.name)).into_bytes();
+        let (key, range_end) = lock_range(g.name);
         let req = pb::RangeRequest {
-            range_end: prefix_end(&pfx),
-            key: pfx,
+            key,
+            range_end,
             revision: g.revision,
             ..Default::default()
         };
@@ -781,12 +759,12 @@ async fn judge(spec: &crate::scenario::LockSpec, addrs: &[SocketAddr], seen: See
     }
     let mut counts = Vec::new();
     for n in 0..spec.names {
-        let pfx = format!("{}/", lock_name(n)).into_bytes();
+        let (key, range_end) = lock_range(n);
         let left = range(
             &mut reader,
             pb::RangeRequest {
-                range_end: prefix_end(&pfx),
-                key: pfx,
+                key,
+                range_end,
                 count_only: true,
                 ..Default::default()
             },
@@ -862,8 +840,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefix_ends_as_clientv3_computes_them() {
-        assert_eq!(prefix_end(b"lock-0/"), b"lock-00".to_vec());
-        assert_eq!(prefix_end(b"lock-12/"), b"lock-120".to_vec());
+    fn a_lock_range_is_its_prefix_as_clientv3_computes_it() {
+        assert_eq!(lock_range(0), (b"lock-0/".to_vec(), b"lock-00".to_vec()));
+        assert_eq!(lock_range(12), (b"lock-12/".to_vec(), b"lock-120".to_vec()));
     }
 }

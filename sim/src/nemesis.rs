@@ -354,8 +354,8 @@ impl Nemesis {
                 detail.push_str(&format!("; {why}"));
             }
         }
-        if let Some(why) = m.exit.lock().unwrap().as_ref() {
-            detail.push_str(&format!("; it stopped: {why}"));
+        if let Some(e) = m.exit.lock().unwrap().as_ref() {
+            detail.push_str(&format!("; it stopped: {}", e.why));
         }
         let mut d = self.disks.lock().unwrap();
         *d.active.entry(t).or_default() -= 1;
@@ -389,16 +389,11 @@ impl Nemesis {
             for t in due {
                 let m = &self.members[t];
                 let start_ns = self.now_ns();
-                let Some(why) = m.exit.lock().unwrap().take() else {
+                let Some(crate::cluster::Exit { why, at }) = m.exit.lock().unwrap().take() else {
                     continue;
                 };
                 let starts = m.starts.load(std::sync::atomic::Ordering::SeqCst);
-                // When it stopped (it stopped on its own: the time was kept with the reason).
-                let exit_ns = m
-                    .exited_at
-                    .lock()
-                    .unwrap()
-                    .map_or(start_ns, |at| (at - self.start).as_nanos() as u64);
+                let exit_ns = (at - self.start).as_nanos() as u64;
                 let refused = {
                     let d = self.disks.lock().unwrap();
                     d.restarted_at.get(&t).is_some_and(|&(s, restart_ns)| {

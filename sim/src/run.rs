@@ -392,7 +392,7 @@ async fn orchestrate(s: Arc<Scenario>, seed: u64) -> RunOutput {
                 .lock()
                 .unwrap()
                 .clone()
-                .map(|e| (m.index, format!("{}: {e}", m.name)))
+                .map(|e| (m.index, format!("{}: {}", m.name, e.why)))
         })
         .partition(|(i, _)| !damaged.contains(i));
     let mut exits: Vec<String> = exits.into_iter().map(|(_, e)| e).collect();

@@ -71,6 +71,14 @@ pub(crate) enum Ended<T> {
     Unknown,
 }
 
+/// A refusal as the v3 history records it.
+pub(crate) fn grpc_error(st: &tonic::Status) -> h::GrpcError {
+    h::GrpcError {
+        code: format!("{:?}", st.code()),
+        message: st.message().to_string(),
+    }
+}
+
 /// Whether a gRPC error leaves a write's effect unknown. Unavailable covers etcd's "request
 /// timed out" (the proposal may still commit) and a broken connection; the others are
 /// answers about a request that was refused before it was proposed or when it applied.
@@ -388,10 +396,7 @@ impl Client {
                 },
             ),
             Ended::Refused(st) => (
-                h::Outcome::Error(h::GrpcError {
-                    code: format!("{:?}", st.code()),
-                    message: st.message().to_string(),
-                }),
+                h::Outcome::Error(grpc_error(&st)),
                 Outcome::Err {
                     code: st.code() as u32,
                 },
@@ -960,14 +965,7 @@ pub async fn run_lease_client(
                 last_rev = last_rev.max(rev(&r.header));
                 (Some(r.ttl), None, Some(now_ns()))
             }
-            Ended::Refused(st) => (
-                None,
-                Some(h::GrpcError {
-                    code: format!("{:?}", st.code()),
-                    message: st.message().to_string(),
-                }),
-                Some(now_ns()),
-            ),
+            Ended::Refused(st) => (None, Some(grpc_error(st)), Some(now_ns())),
             Ended::Unknown => (None, None, None),
         };
         rec.lock().unwrap().v3_lease_grants.push(h::LeaseGrant {
